@@ -1,0 +1,558 @@
+"""Local filesystem backend: the embedded default (``file:///abs/path``).
+
+Layout under the root::
+
+    .phigate-store.json          marker: store id (-> location_id), layout version
+    ab/cd/<name>                 one object; ab/cd = first 4 hex of sha256(key)
+    ab/cd/.tmp-<hash32>-<rand>   an upload in progress (or left by a crash)
+
+``<name>`` is the key with ``/`` replaced by ``~`` (``~`` is outside the key
+charset, so the mapping is reversible and can never produce a path separator).
+Two hex levels give 65,536 directories: a million objects is ~15 files each.
+
+An object file is the payload followed by a trailer, so a put streams straight to
+disk and the metadata and digest (known only at the end) are written last::
+
+    payload || trailer-json || u64be(len(trailer-json)) || b"PHGSTOR1"
+
+Crash safety: bytes go to a temp file in the final directory (same filesystem),
+which is fsynced, renamed over the final name (atomic on POSIX) and the directory
+fsynced. A crash at any point leaves either the old object or the new one under the
+final name, never a partial one; the temp remnant is dot-named so ``list`` ignores
+it, ``verify_absent`` reports it, and ``sweep_temp`` / ``destroy`` remove it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import secrets
+import stat
+import struct
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from ._util import ChunkSource, check_range_args, resolve_range, utcnow
+from .errors import (
+    ConfigurationError,
+    DeletionBlocked,
+    IntegrityError,
+    ObjectNotFound,
+    StorageError,
+    StorageUnavailable,
+)
+from .keys import validate_key, validate_metadata, validate_prefix
+from .types import NULL_VERSION, AbsenceProof, BlockedVersion, DestroyReport, ObjectInfo, StoredObject
+
+log = logging.getLogger(__name__)
+
+MARKER_NAME = ".phigate-store.json"
+LAYOUT = "sha256-2x2-v1"
+TEMP_PREFIX = ".tmp-"
+_MAGIC = b"PHGSTOR1"
+_TAIL = struct.Struct(">Q8s")
+_MAX_TRAILER = 64 * 1024
+_WRITE_BLOCK = 1 << 20  # coalesce small chunks into ~1 MiB writev calls
+_MAX_IOV = 512  # stay well under IOV_MAX (1024 on Linux)
+_READ_CHUNK = 1 << 20
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("ascii")).hexdigest()
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _writev_all(fd: int, buffers: list[bytes]) -> None:
+    total = sum(len(b) for b in buffers)
+    written = os.writev(fd, buffers)
+    if written == total:
+        return
+    # Short write (rare on regular files): finish the rest buffer by buffer.
+    for buf in buffers:
+        if written >= len(buf):
+            written -= len(buf)
+            continue
+        view = memoryview(buf)[written:]
+        written = 0
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+
+
+def _hash_all(hasher: hashlib._Hash, buffers: list[bytes]) -> None:
+    for buf in buffers:
+        hasher.update(buf)  # releases the GIL for large buffers: runs beside os.writev
+
+
+class LocalObjectStore:
+    """Objects as files under one root directory (see module docstring)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        verify_reads: bool = True,
+        read_chunk_size: int = _READ_CHUNK,
+    ) -> None:
+        root = os.fspath(root)
+        if not os.path.isabs(root):
+            raise ConfigurationError("local store root must be an absolute path")
+        if create:
+            try:
+                os.makedirs(root, mode=_DIR_MODE, exist_ok=True)
+            except OSError as exc:
+                raise StorageUnavailable("cannot create the local store root") from exc
+        # Resolve symlinks once so the containment check below compares real paths.
+        self._root = os.path.realpath(root)
+        if not os.path.isdir(self._root):
+            raise StorageUnavailable("local store root is not a directory")
+        self._verify_reads = verify_reads
+        self._read_chunk = read_chunk_size
+        self._store_id = self._load_or_create_marker()
+
+    # -- identity -----------------------------------------------------------------
+
+    @property
+    def location_id(self) -> str:
+        return f"file://{self._store_id}"
+
+    @property
+    def root(self) -> str:
+        return self._root
+
+    def __repr__(self) -> str:
+        return f"LocalObjectStore({self.location_id})"
+
+    def _load_or_create_marker(self) -> str:
+        marker = os.path.join(self._root, MARKER_NAME)
+        try:
+            with open(marker, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            data = {"format": "phigate-local-store", "layout": LAYOUT, "id": uuid.uuid4().hex}
+            tmp = os.path.join(self._root, f"{TEMP_PREFIX}marker-{secrets.token_hex(8)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, _FILE_MODE)
+            try:
+                os.write(fd, json.dumps(data).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                # link() never replaces: if another process won the race, use its id.
+                os.link(tmp, marker)
+                _fsync_dir(self._root)
+            except FileExistsError:
+                with open(marker, encoding="utf-8") as fh:
+                    data = json.load(fh)
+            finally:
+                os.unlink(tmp)
+        except (OSError, ValueError) as exc:
+            raise StorageUnavailable("cannot read the local store marker") from exc
+        if data.get("layout") != LAYOUT or not isinstance(data.get("id"), str):
+            raise StorageUnavailable("local store marker has an unknown layout")
+        return data["id"]
+
+    # -- paths ----------------------------------------------------------------------
+
+    def _locate(self, key: str) -> tuple[str, str, str]:
+        """(shard directory, final file name, key hash) for a validated key."""
+        digest = _key_hash(key)
+        shard = os.path.join(self._root, digest[0:2], digest[2:4])
+        name = key.replace("/", "~")
+        # Defence in depth: validate_key already makes escaping impossible.
+        if os.path.dirname(os.path.join(shard, name)) != shard:
+            raise StorageError("object key maps outside its shard")
+        return shard, name, digest
+
+    def _rel(self, path: str) -> str:
+        # Audit records name paths relative to the store root: no machine paths.
+        return os.path.relpath(path, self._root)
+
+    def _ensure_dir(self, shard: str) -> None:
+        parent = os.path.dirname(shard)
+        for path in (parent, shard):
+            try:
+                os.mkdir(path, _DIR_MODE)
+            except FileExistsError:
+                continue
+            # A new directory entry is durable only once its parent is fsynced.
+            _fsync_dir(os.path.dirname(path))
+
+    def _temp_name(self, digest: str) -> str:
+        return f"{TEMP_PREFIX}{digest[:32]}-{secrets.token_hex(8)}"
+
+    # -- put ------------------------------------------------------------------------
+
+    def put(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        metadata: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        key = validate_key(key)
+        meta = validate_metadata(dict(metadata) if metadata is not None else None)
+        shard, name, digest = self._locate(key)
+        tmp = os.path.join(shard, self._temp_name(digest))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+        try:
+            try:
+                fd = os.open(tmp, flags, _FILE_MODE)
+            except FileNotFoundError:
+                self._ensure_dir(shard)
+                fd = os.open(tmp, flags, _FILE_MODE)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot create a temp file for {key}") from exc
+        renamed = False
+        source = ChunkSource(chunks)
+        try:
+            os.fchmod(fd, _FILE_MODE)  # exact mode whatever the umask
+            size, sha = self._write_payload(fd, source)
+            trailer = json.dumps(
+                {"v": 1, "size": size, "sha256": sha, "metadata": meta},
+                separators=(",", ":"),
+                sort_keys=True,
+            ).encode()
+            _writev_all(fd, [trailer, _TAIL.pack(len(trailer), _MAGIC)])
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(tmp, os.path.join(shard, name))
+            renamed = True
+            _fsync_dir(shard)
+        except OSError as exc:
+            if exc is source.error:
+                raise  # the caller's own failure, not ours
+            raise StorageUnavailable(f"cannot write object {key}") from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if not renamed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        return StoredObject(key=key, size=size, version_id=None, checksum=f"sha256:{sha}", parts=1)
+
+    def _write_payload(self, fd: int, chunks: Iterable[bytes]) -> tuple[int, str]:
+        """Write every chunk; hash each ~1 MiB batch in a worker while the next is written."""
+        hasher = hashlib.sha256()
+        size = 0
+        batch: list[bytes] = []
+        batch_len = 0
+        pending: Future[None] | None = None
+        pool: ThreadPoolExecutor | None = None
+
+        def flush() -> None:
+            nonlocal pending, pool, batch, batch_len, size
+            if pending is not None:
+                pending.result()
+            if pool is None:
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage-hash")
+            pending = pool.submit(_hash_all, hasher, batch)
+            _writev_all(fd, batch)
+            size += batch_len
+            batch, batch_len = [], 0
+
+        try:
+            for chunk in chunks:
+                if not chunk:
+                    continue
+                batch.append(chunk)
+                batch_len += len(chunk)
+                if batch_len >= _WRITE_BLOCK or len(batch) >= _MAX_IOV:
+                    flush()
+            if pending is not None:
+                pending.result()
+                pending = None
+            if batch:
+                _hash_all(hasher, batch)
+                _writev_all(fd, batch)
+                size += batch_len
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+        return size, hasher.hexdigest()
+
+    # -- read -----------------------------------------------------------------------
+
+    def _open_object(self, key: str) -> tuple[int, os.stat_result, dict]:
+        shard, name, _ = self._locate(key)
+        try:
+            fd = os.open(os.path.join(shard, name), os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot open object {key}") from exc
+        try:
+            st = os.fstat(fd)
+            trailer = self._read_trailer(fd, st.st_size, key)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, st, trailer
+
+    @staticmethod
+    def _read_trailer(fd: int, file_size: int, key: str) -> dict:
+        try:
+            if file_size < _TAIL.size:
+                raise IntegrityError(f"object {key} is truncated")
+            length, magic = _TAIL.unpack(os.pread(fd, _TAIL.size, file_size - _TAIL.size))
+            if magic != _MAGIC or length > _MAX_TRAILER or length + _TAIL.size > file_size:
+                raise IntegrityError(f"object {key} has no valid trailer")
+            raw = os.pread(fd, length, file_size - _TAIL.size - length)
+            trailer = json.loads(raw)
+        except (OSError, struct.error) as exc:
+            raise StorageUnavailable(f"cannot read object {key}") from exc
+        except ValueError:
+            raise IntegrityError(f"object {key} has a corrupt trailer") from None
+        payload = file_size - _TAIL.size - length
+        if trailer.get("size") != payload:
+            raise IntegrityError(f"object {key} size does not match its trailer")
+        return trailer
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        key = validate_key(key)
+        start, end = check_range_args(start, end)
+        fd, _, trailer = self._open_object(key)
+        try:
+            lo, hi = resolve_range(start, end, trailer["size"])
+        except BaseException:
+            os.close(fd)
+            raise
+        whole = lo == 0 and hi == trailer["size"]
+        expect = trailer["sha256"] if (whole and self._verify_reads) else None
+        # The file is opened now, so ObjectNotFound is raised by get() itself, and a
+        # concurrent destroy (unlink) cannot cut a read that has started.
+        return self._stream(fd, key, lo, hi, expect)
+
+    def _stream(self, fd: int, key: str, lo: int, hi: int, expect: str | None) -> Iterator[bytes]:
+        hasher = hashlib.sha256() if expect is not None else None
+        try:
+            pos = lo
+            while pos < hi:
+                try:
+                    data = os.pread(fd, min(self._read_chunk, hi - pos), pos)
+                except OSError as exc:
+                    raise StorageUnavailable(f"cannot read object {key}") from exc
+                if not data:
+                    raise IntegrityError(f"object {key} is shorter than recorded")
+                pos += len(data)
+                if hasher is not None:
+                    hasher.update(data)
+                yield data
+            if hasher is not None and hasher.hexdigest() != expect:
+                raise IntegrityError(f"object {key} does not match its SHA-256")
+        finally:
+            os.close(fd)
+
+    def head(self, key: str) -> ObjectInfo:
+        key = validate_key(key)
+        fd, st, trailer = self._open_object(key)
+        os.close(fd)
+        return ObjectInfo(
+            key=key,
+            size=trailer["size"],
+            metadata=dict(trailer.get("metadata") or {}),
+            version_id=None,
+            last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+            checksum=f"sha256:{trailer['sha256']}",
+        )
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        prefix = validate_prefix(prefix)
+        return self._list(prefix)
+
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        for shard in self._shards():
+            try:
+                entries = list(os.scandir(shard))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                # Dot names are temp files and the marker; anything else that is not
+                # a valid key was not written by this store and is not ours to report.
+                if entry.name.startswith("."):
+                    continue
+                key = entry.name.replace("~", "/")
+                try:
+                    validate_key(key)
+                except StorageError:
+                    continue
+                if not key.startswith(prefix) or self._locate(key)[0] != shard:
+                    continue
+                try:
+                    fd = os.open(entry.path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+                except FileNotFoundError:
+                    continue  # destroyed while we listed
+                try:
+                    st = os.fstat(fd)
+                    trailer = self._read_trailer(fd, st.st_size, key)
+                finally:
+                    os.close(fd)
+                yield ObjectInfo(
+                    key=key,
+                    size=trailer["size"],
+                    metadata=None,
+                    last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+                    checksum=f"sha256:{trailer['sha256']}",
+                )
+
+    def _shards(self) -> Iterator[str]:
+        def hexdirs(path: str) -> list[str]:
+            try:
+                names = os.listdir(path)
+            except FileNotFoundError:
+                return []
+            return sorted(n for n in names if len(n) == 2 and all(c in "0123456789abcdef" for c in n))
+
+        for top in hexdirs(self._root):
+            for sub in hexdirs(os.path.join(self._root, top)):
+                yield os.path.join(self._root, top, sub)
+
+    # -- destruction ----------------------------------------------------------------
+
+    def _remnants(self, shard: str, digest: str) -> list[str]:
+        marker = f"{TEMP_PREFIX}{digest[:32]}-"
+        try:
+            return sorted(n for n in os.listdir(shard) if n.startswith(marker))
+        except FileNotFoundError:
+            return []
+
+    def destroy(self, key: str) -> DestroyReport:
+        key = validate_key(key)
+        started = utcnow()
+        shard, name, digest = self._locate(key)
+        deleted: tuple[str, ...] = ()
+        blocked: tuple[BlockedVersion, ...] = ()
+        changed = False
+        try:
+            os.unlink(os.path.join(shard, name))
+            deleted = (NULL_VERSION,)
+            changed = True
+        except FileNotFoundError:
+            pass
+        except PermissionError as exc:
+            blocked = (BlockedVersion(NULL_VERSION, f"filesystem refused unlink: {exc.strerror}"),)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot destroy object {key}") from exc
+        removed = 0
+        for remnant in self._remnants(shard, digest):
+            # Remnants of interrupted puts hold (encrypted) object bytes too.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(shard, remnant))
+                removed += 1
+                changed = True
+        if changed:
+            # The unlink is durable only once the directory is fsynced.
+            _fsync_dir(shard)
+        proof = self.verify_absent(key)
+        report = DestroyReport(
+            key=key,
+            location_id=self.location_id,
+            versions_deleted=deleted,
+            delete_markers_deleted=(),
+            blocked=blocked,
+            uploads_aborted=0,
+            temp_files_removed=removed,
+            verified=proof.absent and not blocked,
+            proof=proof,
+            started_at=started,
+            finished_at=utcnow(),
+        )
+        if blocked:
+            raise DeletionBlocked(key, report)
+        if not proof.absent:
+            raise StorageError(f"object {key} is still present after destroy: {'; '.join(proof.checks)}")
+        return report
+
+    def verify_absent(self, key: str) -> AbsenceProof:
+        key = validate_key(key)
+        shard, name, digest = self._locate(key)
+        final = os.path.join(shard, name)
+        checks = []
+        try:
+            os.lstat(final)
+            present = True
+        except FileNotFoundError:
+            present = False
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot verify absence of {key}") from exc
+        checks.append(f"file:lstat {self._rel(final)} -> {'PRESENT' if present else 'absent (ENOENT)'}")
+        remnants = self._remnants(shard, digest)
+        checks.append(
+            f"file:scan {self._rel(shard)}/{TEMP_PREFIX}{digest[:32]}-* -> {len(remnants)} temp remnant(s)"
+        )
+        return AbsenceProof(
+            key=key,
+            absent=not present and not remnants,
+            checks=tuple(checks),
+            location_id=self.location_id,
+            checked_at=utcnow(),
+        )
+
+    # -- maintenance ----------------------------------------------------------------
+
+    def sweep_temp(self, older_than: float) -> int:
+        """Remove temp files (interrupted puts) last modified more than ``older_than`` s ago."""
+        if older_than < 0:
+            raise ValueError("older_than must be >= 0")
+        cutoff = time.time() - older_than
+        removed = 0
+        dirs = [self._root, *self._shards()]
+        for shard in dirs:
+            touched = False
+            try:
+                entries = list(os.scandir(shard))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if not entry.name.startswith(TEMP_PREFIX):
+                    continue
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                        continue  # may be an upload still in progress
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+                removed += 1
+                touched = True
+            if touched:
+                _fsync_dir(shard)
+        return removed
+
+    def check(self) -> None:
+        try:
+            st = os.stat(self._root)
+            if not stat.S_ISDIR(st.st_mode):
+                raise StorageUnavailable("local store root is not a directory")
+            if self._load_or_create_marker() != self._store_id:
+                raise StorageUnavailable("local store marker changed under us")
+            probe = os.path.join(self._root, f"{TEMP_PREFIX}probe-{secrets.token_hex(8)}")
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, _FILE_MODE)
+            try:
+                os.write(fd, b"ok")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageUnavailable("local store is full") from exc
+            raise StorageUnavailable("local store is not writable") from exc

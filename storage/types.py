@@ -1,0 +1,168 @@
+"""The ObjectStore protocol and the values it returns.
+
+Every value is a frozen dataclass so it can be logged, compared and written on a
+destruction certificate (``as_dict()`` gives a JSON-ready mapping).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+#: Version id used for an object that has no version (local backend, unversioned bucket).
+NULL_VERSION = "null"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+class _AsDict:
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field (datetimes as ISO 8601)."""
+        return _jsonable(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredObject(_AsDict):
+    """What ``put`` stored.
+
+    ``checksum`` is ``"sha256:<hex>"`` of the whole object as streamed by the caller,
+    computed by this library; the backend confirmed the same bytes (see docs).
+    """
+
+    key: str
+    size: int
+    version_id: str | None
+    checksum: str
+    parts: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo(_AsDict):
+    """What the backend knows about one stored object.
+
+    ``metadata`` is ``None`` when it was not fetched (``list`` never fetches it).
+    ``checksum`` is ``"sha256:<hex>"`` for a whole-object digest, or
+    ``"sha256-composite:<hex>-<parts>"`` for an S3 multipart object; ``None`` if the
+    backend holds none.
+    """
+
+    key: str
+    size: int
+    metadata: Mapping[str, str] | None = None
+    version_id: str | None = None
+    last_modified: datetime | None = None
+    checksum: str | None = None
+    etag: str | None = None
+    encryption: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AbsenceProof(_AsDict):
+    """The checks ``verify_absent`` ran and what each found.
+
+    ``absent`` is true only if every check found nothing. ``checks`` are
+    human-readable lines suitable for a destruction certificate, e.g.
+    ``"s3:HeadObject -> 404"``. ``checked_at`` is UTC.
+    """
+
+    key: str
+    absent: bool
+    checks: tuple[str, ...]
+    location_id: str
+    checked_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockedVersion(_AsDict):
+    """A version that could not be deleted, and why (e.g. ``"legal hold ON"``)."""
+
+    version_id: str
+    reason: str
+    is_delete_marker: bool = False
+    retain_until: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DestroyReport(_AsDict):
+    """The outcome of ``destroy(key)``, designed to be copied onto a destruction certificate.
+
+    ``versions_deleted`` and ``delete_markers_deleted`` are the version ids removed
+    (``"null"`` for an unversioned object). ``blocked`` lists what remains and why.
+    ``verified`` is true only if nothing is blocked and ``proof.absent`` is true.
+    """
+
+    key: str
+    location_id: str
+    versions_deleted: tuple[str, ...]
+    delete_markers_deleted: tuple[str, ...]
+    blocked: tuple[BlockedVersion, ...]
+    uploads_aborted: int
+    temp_files_removed: int
+    verified: bool
+    proof: AbsenceProof | None
+    started_at: datetime
+    finished_at: datetime
+
+    @property
+    def complete(self) -> bool:
+        """True if every stored version is gone and absence was verified."""
+        return self.verified and not self.blocked
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """One small interface over every backend. Keys are validated by every method."""
+
+    @property
+    def location_id(self) -> str:
+        """A stable id of where data lives (no machine paths, no credentials)."""
+        ...
+
+    def put(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        metadata: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Stream ``chunks`` (unknown total length) into ``key``; replaces any object there."""
+        ...
+
+    def get(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Stream bytes ``[start, end)``; raises ObjectNotFound before returning if absent."""
+        ...
+
+    def head(self, key: str) -> ObjectInfo:
+        """Size, metadata and checksum of the current object."""
+        ...
+
+    def destroy(self, key: str) -> DestroyReport:
+        """Remove every stored version of ``key``; raises DeletionBlocked if any remains."""
+        ...
+
+    def verify_absent(self, key: str) -> AbsenceProof:
+        """Prove that nothing of ``key`` remains in the store."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every current object whose key starts with ``prefix`` (order unspecified)."""
+        ...
+
+    def check(self) -> None:
+        """Readiness: raise StorageUnavailable (or ResidencyError) if the store cannot serve."""
+        ...
+
+    def sweep_temp(self, older_than: float) -> int:
+        """Remove leftovers of interrupted puts older than ``older_than`` seconds."""
+        ...
