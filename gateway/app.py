@@ -1,0 +1,103 @@
+"""The FastAPI application: middleware, one error handler, and the routers."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway import __version__
+from gateway.components import Components
+from gateway.config import Settings, check_production
+from gateway.errors import GatewayError, MfaRequired, NotAuthenticated, PasswordChangeRequired
+from gateway.security_headers import SecurityHeaders
+from gateway.web import TEMPLATES, redirect
+
+log = logging.getLogger("phigate")
+
+API_PREFIX = "/api/"
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIX) or request.url.path in ("/healthz", "/readyz")
+
+
+def _error_response(request: Request, status: int, code: str, message: str, headers: dict | None = None):
+    if _wants_json(request):
+        return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    return TEMPLATES.TemplateResponse(
+        request, "error.html", {"code": code, "message": message, "status": status, "user": None, "csrf_token": ""},
+        status_code=status, headers=headers,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError):
+        if not _wants_json(request) and request.method == "GET":
+            # Pages send the browser to the step it still has to complete.
+            if isinstance(exc, NotAuthenticated):
+                return redirect("/login")
+            if isinstance(exc, MfaRequired):
+                return redirect("/mfa")
+            if isinstance(exc, PasswordChangeRequired):
+                return redirect("/password")
+        return _error_response(request, exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return _error_response(request, 400, "malformed_json", "The request body is not valid JSON.")
+        # Name the fields and the problem, never echo the submitted values back.
+        fields = sorted({".".join(str(p) for p in e.get("loc", ())[1:]) or "body" for e in errors})
+        problems = "; ".join(sorted({f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
+                                     for e in errors}))
+        return _error_response(request, 422, "invalid_input", f"Invalid fields: {', '.join(fields)} ({problems})")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        code = codes.get(exc.status_code, "http_error")
+        message = {404: "Not found.", 405: "Method not allowed."}.get(exc.status_code, str(exc.detail))
+        return _error_response(request, exc.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        # The trace goes to the operator's log; the user gets a code, never internals.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error_response(request, 500, "internal_error", "Something went wrong on our side.")
+
+
+def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:
+    settings = settings or Settings()
+    check_production(settings)
+    components = components or Components(settings)
+    app = FastAPI(
+        title="PHI Gate", version=__version__,
+        description="Secure PHI file exchange. JSON API under /api/v1; authenticate with a session or a personal API token.",
+        docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json",
+    )
+    app.state.components = components
+    install_error_handlers(app)
+
+    from gateway import health
+    from gateway.auth import pages as auth_pages
+    from gateway.auth import routes as auth_routes
+    from gateway.orgs import pages as org_pages
+    from gateway.orgs import routes as org_routes
+    from gateway.users import pages as user_pages
+    from gateway.users import routes as user_routes
+
+    for module in (health, auth_pages, org_pages, user_pages):
+        app.include_router(module.router)
+    for module in (auth_routes, org_routes, user_routes):
+        app.include_router(module.router, prefix="/api/v1")
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
+    app.add_middleware(SecurityHeaders, trusted_proxies=settings.trusted_proxy_networks)
+    return app

@@ -1,0 +1,1 @@
+"""The audit log: one `record_event()` for every security-relevant action."""

@@ -1,0 +1,1 @@
+"""Authentication: login, TOTP, sessions, CSRF, API tokens, brute-force throttles."""

@@ -1,0 +1,209 @@
+"""Sign-in pages: login, second factor, TOTP enrolment, password change, account settings."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from fastapi import APIRouter, Form, Request
+
+from gateway.audit.models import Outcome
+from gateway.audit.service import record_event
+from gateway.auth import service, totp
+from gateway.auth.cookies import LOGIN_CSRF_COOKIE, clear_session_cookie, set_session_cookie
+from gateway.auth.models import SessionStage
+from gateway.deps import (AppComponents, CurrentPrincipal, DbSession, PartialPrincipal, PasswordChangePrincipal,
+                          RequestActor, check_origin)
+from gateway.errors import CsrfFailed, GatewayError, InvalidInput
+from gateway.web import redirect, render
+
+router = APIRouter(include_in_schema=False)
+
+CodeField = Form(max_length=32)
+
+
+@router.get("/")
+def root():
+    return redirect("/home")
+
+
+@router.get("/login")
+def login_form(request: Request, c: AppComponents):
+    token = secrets.token_urlsafe(32)
+    response = render(request, "login.html", login_csrf=token)
+    # Double-submit token for the one form posted before any session exists (login CSRF).
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, path="/login", httponly=True, samesite="strict",
+                        secure=c.settings.effective_cookie_secure)
+    return response
+
+
+@router.post("/login")
+def login(request: Request, db: DbSession, c: AppComponents, actor: RequestActor,
+          username: str = Form(max_length=64), password: str = Form(max_length=1024),
+          csrf_token: str = Form(default="", max_length=100)):
+    check_origin(request)
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not cookie or not hmac.compare_digest(cookie, csrf_token):
+        raise CsrfFailed()
+    try:
+        user = service.check_password(db, c.settings, username, password, actor)
+    except GatewayError as exc:
+        return render(request, "login.html", status_code=exc.status, error=exc.message, login_csrf=csrf_token,
+                      username=username)
+    stage = SessionStage.mfa if user.mfa_enrolled else SessionStage.enrol
+    raw = service.start_session(db, c.settings, user, stage, actor)
+    db.commit()
+    response = redirect("/mfa" if stage == SessionStage.mfa else "/mfa/enrol")
+    set_session_cookie(response, c.settings, raw)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.get("/mfa")
+def mfa_form(request: Request, principal: PartialPrincipal):
+    if principal.session and principal.session.stage == SessionStage.enrol:
+        return redirect("/mfa/enrol")
+    if principal.session is None or principal.session.stage == SessionStage.full:
+        return redirect("/home")
+    return render(request, "mfa.html", principal=principal)
+
+
+def _complete(db, c, principal, method: str, target: str):
+    service.complete_login(db, principal.user, principal.actor, method)
+    raw = service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
+                                replaces=principal.session)
+    db.commit()
+    response = redirect("/password" if principal.user.must_change_password else target)
+    set_session_cookie(response, c.settings, raw)
+    return response
+
+
+@router.post("/mfa")
+def mfa(request: Request, db: DbSession, c: AppComponents, principal: PartialPrincipal, code: str = CodeField):
+    if principal.session is None or principal.session.stage != SessionStage.mfa:
+        return redirect("/home")
+    try:
+        method = service.check_second_factor(db, c.settings, c.keys, principal.user, code, principal.actor)
+    except GatewayError as exc:
+        return render(request, "mfa.html", status_code=exc.status, error=exc.message, principal=principal)
+    return _complete(db, c, principal, method, "/home")
+
+
+@router.get("/mfa/enrol")
+def enrol_form(request: Request, db: DbSession, c: AppComponents, principal: PartialPrincipal):
+    if principal.session is None or principal.session.stage != SessionStage.enrol:
+        return redirect("/home")
+    secret = service.pending_secret(c.keys, principal.user)
+    if secret is None:
+        secret = service.begin_enrolment(db, c.keys, principal.user)
+        db.commit()
+    return _render_enrol(request, principal, secret)
+
+
+def _render_enrol(request, principal, secret, **extra):
+    uri = totp.provisioning_uri(secret, principal.user.username)
+    grouped = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
+    return render(request, "enrol.html", principal=principal, secret=grouped, qr=totp.qr_svg_data_uri(uri),
+                  **extra)
+
+
+@router.post("/mfa/enrol")
+def enrol(request: Request, db: DbSession, c: AppComponents, principal: PartialPrincipal, code: str = CodeField):
+    if principal.session is None or principal.session.stage != SessionStage.enrol:
+        return redirect("/home")
+    try:
+        codes = service.confirm_enrolment(db, c.settings, c.keys, principal.user, code, principal.actor)
+    except GatewayError as exc:
+        secret = service.pending_secret(c.keys, principal.user)
+        return _render_enrol(request, principal, secret, status_code=exc.status, error=exc.message)
+    response = _complete(db, c, principal, "totp", "/home")
+    page = render(request, "recovery_codes.html", principal=principal, codes=codes,
+                  next_url=response.headers["location"])
+    page.headers.append("set-cookie", response.headers["set-cookie"])
+    return page
+
+
+@router.get("/password")
+def password_form(request: Request, principal: PasswordChangePrincipal):
+    return render(request, "password.html", principal=principal)
+
+
+@router.post("/password")
+def password(request: Request, db: DbSession, c: AppComponents, principal: PasswordChangePrincipal,
+             current_password: str = Form(max_length=1024), new_password: str = Form(max_length=1024),
+             confirm_password: str = Form(max_length=1024)):
+    try:
+        if new_password != confirm_password:
+            raise InvalidInput("The two new passwords differ.", code="password_mismatch")
+        service.change_password(db, c.settings, principal.user, current_password, new_password, principal.actor,
+                                principal.session)
+    except GatewayError as exc:
+        db.rollback()
+        return render(request, "password.html", status_code=exc.status, error=exc.message, principal=principal)
+    raw = service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
+                                replaces=principal.session)
+    db.commit()
+    response = redirect("/home")
+    set_session_cookie(response, c.settings, raw)
+    return response
+
+
+@router.post("/logout")
+def logout(db: DbSession, c: AppComponents, principal: PartialPrincipal):
+    if principal.session is not None:
+        service.end_session(db, principal.session, principal.actor)
+        db.commit()
+    response = redirect("/login")
+    clear_session_cookie(response, c.settings)
+    return response
+
+
+@router.get("/home")
+def home(request: Request, principal: CurrentPrincipal):
+    return render(request, "home.html", principal=principal)
+
+
+@router.get("/account")
+def account(request: Request, db: DbSession, principal: CurrentPrincipal):
+    return render(request, "account.html", principal=principal, tokens=service.list_api_tokens(db, principal.user))
+
+
+@router.post("/account/tokens")
+def create_token(request: Request, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
+                 name: str = Form(min_length=1, max_length=100), days: int = Form(ge=1, le=366),
+                 code: str = CodeField):
+    try:
+        service.check_second_factor(db, c.settings, c.keys, principal.user, code, principal.actor,
+                                    allow_recovery=False, action="auth.reauth.failed")
+        token, raw = service.create_api_token(db, c.settings, principal.user, " ".join(name.split()), days,
+                                              principal.actor)
+    except GatewayError as exc:
+        db.rollback()
+        return render(request, "account.html", status_code=exc.status, error=exc.message, principal=principal,
+                      tokens=service.list_api_tokens(db, principal.user))
+    db.commit()
+    return render(request, "account.html", principal=principal, new_token=raw, new_token_name=token.name,
+                  tokens=service.list_api_tokens(db, principal.user))
+
+
+@router.post("/account/tokens/{token_id}/revoke")
+def revoke_token(token_id: str, db: DbSession, principal: CurrentPrincipal):
+    service.revoke_api_token(db, principal.user, token_id, principal.actor)
+    db.commit()
+    return redirect("/account")
+
+
+@router.post("/account/recovery-codes")
+def regenerate_codes(request: Request, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
+                     code: str = CodeField):
+    try:
+        service.check_second_factor(db, c.settings, c.keys, principal.user, code, principal.actor,
+                                    allow_recovery=False, action="auth.reauth.failed")
+    except GatewayError as exc:
+        return render(request, "account.html", status_code=exc.status, error=exc.message, principal=principal,
+                      tokens=service.list_api_tokens(db, principal.user))
+    codes = service.regenerate_recovery_codes(db, principal.user)
+    record_event(db, "auth.recovery_codes.regenerated", actor=principal.actor, outcome=Outcome.success,
+                 target_type="user", target_id=principal.user.id, target_org_id=principal.user.org_id)
+    db.commit()
+    return render(request, "recovery_codes.html", principal=principal, codes=codes, next_url="/account")

@@ -1,0 +1,350 @@
+"""Sign-in, second factor, sessions, recovery codes and API tokens.
+
+Every failure records its audit event and commits it before raising, because
+the failure itself is the security-relevant action; every success records its
+event in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from gateway import clock
+from gateway.audit.models import Outcome, Severity
+from gateway.audit.service import Actor, record_event
+from gateway.auth import passwords, throttle, totp
+from gateway.auth.models import ApiToken, SessionStage, WebSession
+from gateway.config import Settings
+from gateway.errors import InvalidInput, LoginFailed, NotFound
+from gateway.keys import open_totp_secret, seal_totp_secret
+from gateway.users.models import RecoveryCode, User
+
+RECOVERY_CODE_COUNT = 10
+TOKEN_PREFIX = "phg_"
+
+
+def digest(raw: str) -> str:
+    """Session ids, API tokens and recovery codes are high-entropy: SHA-256 is enough to store them."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass
+class Principal:
+    """The authenticated caller: a user reached through a session cookie or an API token."""
+
+    user: User
+    session: WebSession | None
+    token: ApiToken | None
+    actor: Actor
+
+
+def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, action: str, reason: str) -> None:
+    """Count a failed attempt against the address and the account, record it, commit."""
+    throttle.count_address_failure(db, settings, actor.ip or "unknown")
+    record_event(
+        db, action, actor=actor, outcome=Outcome.failure,
+        target_type="user" if user else None, target_id=user.id if user else None,
+        target_org_id=user.org_id if user else None, details={"reason": reason},
+    )
+    if user is not None and reason not in ("locked", "disabled"):
+        user.failed_attempts += 1
+        if user.failed_attempts >= settings.lockout_threshold:
+            user.locked_until = clock.now() + timedelta(minutes=settings.lockout_minutes)
+            record_event(
+                db, "auth.account.locked", actor=actor, outcome=Outcome.success, severity=Severity.high,
+                target_type="user", target_id=user.id, target_org_id=user.org_id,
+                details={"failed_attempts": user.failed_attempts, "minutes": settings.lockout_minutes},
+            )
+    db.commit()
+
+
+def _refuse_if_throttled(db: Session, settings: Settings, actor: Actor, action: str) -> None:
+    try:
+        throttle.check_address(db, settings, actor.ip or "unknown")
+    except Exception:
+        record_event(db, action, actor=actor, outcome=Outcome.denied, details={"reason": "address_rate_limited"})
+        db.commit()
+        raise
+
+
+def check_password(db: Session, settings: Settings, username: str, password: str, actor: Actor) -> User:
+    """First factor. The error never says whether the account exists, is disabled or is locked."""
+    _refuse_if_throttled(db, settings, actor, "auth.login.failed")
+    user = db.scalar(select(User).where(User.username == username.strip().lower()))
+    # Always pay for one argon2 verification, even for unknown users (timing).
+    ok = passwords.verify_password(user.password_hash if user else None, password)
+    reason = None
+    if user is None:
+        reason = "unknown_user"
+    elif not user.active or not user.org.active:
+        reason = "disabled"
+    elif user.locked_until and user.locked_until > clock.now():
+        reason = "locked"
+    elif not ok:
+        reason = "bad_password"
+    if reason:
+        _fail(db, settings, user, actor, "auth.login.failed", reason)
+        raise LoginFailed()
+    if passwords.needs_rehash(user.password_hash):
+        user.password_hash = passwords.hash_password(password)
+    record_event(db, "auth.login.password_accepted", actor=_as(actor, user), target_type="user",
+                 target_id=user.id, target_org_id=user.org_id)
+    return user
+
+
+def _as(actor: Actor, user: User) -> Actor:
+    return Actor(user_id=user.id, org_id=user.org_id, ip=actor.ip, user_agent=actor.user_agent)
+
+
+def check_second_factor(
+    db: Session, settings: Settings, keys, user: User, code: str, actor: Actor, *,
+    allow_recovery: bool = True, action: str = "auth.mfa.failed",
+) -> str:
+    """Verify a TOTP code (never the same step twice) or, at login, a recovery code.
+
+    Returns "totp" or "recovery". Failures count towards the account lockout.
+    """
+    _refuse_if_throttled(db, settings, actor, action)
+    actor = _as(actor, user)
+    if user.locked_until and user.locked_until > clock.now():
+        _fail(db, settings, user, actor, action, "locked")
+        raise LoginFailed()
+    if user.totp_secret_sealed is None:
+        _fail(db, settings, user, actor, action, "not_enrolled")
+        raise LoginFailed()
+    secret = open_totp_secret(keys, user.id, user.totp_secret_sealed)
+    step = totp.matching_step(secret, code, clock.now())
+    if step is not None:
+        # Claim the step atomically: of two parallel requests with one code, the
+        # database lets exactly one move last_step forward.
+        claimed = db.execute(
+            update(User)
+            .where(User.id == user.id, or_(User.totp_last_step.is_(None), User.totp_last_step < step))
+            .values(totp_last_step=step)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if claimed == 1:
+            user.totp_last_step = step
+            return "totp"
+        _fail(db, settings, user, actor, action, "replayed_code")
+        raise LoginFailed()
+    if allow_recovery:
+        normalised = normalise_recovery_code(code)
+        if normalised:
+            used = db.execute(
+                update(RecoveryCode)
+                .where(RecoveryCode.user_id == user.id, RecoveryCode.code_hash == digest(normalised),
+                       RecoveryCode.used_at.is_(None))
+                .values(used_at=clock.now())
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if used == 1:
+                remaining = db.scalar(
+                    select(RecoveryCode.id).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None)).limit(1)
+                )
+                record_event(db, "auth.recovery_code.used", actor=actor, severity=Severity.warning,
+                             target_type="user", target_id=user.id, target_org_id=user.org_id,
+                             details={"codes_left": remaining is not None})
+                return "recovery"
+            reused = db.scalar(select(RecoveryCode.id).where(
+                RecoveryCode.user_id == user.id, RecoveryCode.code_hash == digest(normalised)))
+            if reused is not None:
+                _fail(db, settings, user, actor, action, "reused_recovery_code")
+                raise LoginFailed()
+    _fail(db, settings, user, actor, action, "bad_code")
+    raise LoginFailed()
+
+
+def complete_login(db: Session, user: User, actor: Actor, method: str) -> None:
+    user.failed_attempts = 0
+    user.locked_until = None
+    user.last_login_at = clock.now()
+    record_event(db, "auth.login.succeeded", actor=_as(actor, user), target_type="user", target_id=user.id,
+                 target_org_id=user.org_id, details={"second_factor": method})
+
+
+# -- TOTP enrolment -------------------------------------------------------------
+
+def begin_enrolment(db: Session, keys, user: User) -> str:
+    """A fresh secret for a user not yet enrolled; active only after `confirm_enrolment`."""
+    if user.mfa_enrolled:
+        raise InvalidInput("Two-factor authentication is already set up.", code="mfa_already_enrolled")
+    secret = totp.new_secret()
+    user.totp_secret_sealed = seal_totp_secret(keys, user.id, secret)
+    return secret
+
+
+def pending_secret(keys, user: User) -> str | None:
+    if user.mfa_enrolled or user.totp_secret_sealed is None:
+        return None
+    return open_totp_secret(keys, user.id, user.totp_secret_sealed)
+
+
+def confirm_enrolment(db: Session, settings: Settings, keys, user: User, code: str, actor: Actor) -> list[str]:
+    """Activate TOTP after one valid code; returns the ten recovery codes (shown once)."""
+    if user.mfa_enrolled:
+        raise InvalidInput("Two-factor authentication is already set up.", code="mfa_already_enrolled")
+    check_second_factor(db, settings, keys, user, code, actor, allow_recovery=False, action="auth.mfa.enrol_failed")
+    user.totp_enrolled_at = clock.now()
+    codes = regenerate_recovery_codes(db, user)
+    record_event(db, "auth.mfa.enrolled", actor=_as(actor, user), target_type="user", target_id=user.id,
+                 target_org_id=user.org_id)
+    return codes
+
+
+def normalise_recovery_code(code: str) -> str:
+    cleaned = "".join(ch for ch in code.lower() if ch.isalnum())
+    return cleaned if len(cleaned) == 16 else ""
+
+
+def regenerate_recovery_codes(db: Session, user: User) -> list[str]:
+    """Replace every recovery code; only their hashes are stored."""
+    db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+    codes = []
+    for _ in range(RECOVERY_CODE_COUNT):
+        raw = "".join(secrets.choice(alphabet) for _ in range(16))  # about 79 bits each
+        codes.append("-".join(raw[i:i + 4] for i in range(0, 16, 4)))
+        db.add(RecoveryCode(user_id=user.id, code_hash=digest(raw), created_at=clock.now()))
+    return codes
+
+
+# -- sessions -------------------------------------------------------------------
+
+def start_session(db: Session, settings: Settings, user: User, stage: SessionStage, actor: Actor,
+                  *, replaces: WebSession | None = None) -> str:
+    """Create a session and return its raw id (for the cookie only). Replacing rotates the id."""
+    now = clock.now()
+    raw = secrets.token_urlsafe(32)  # 256 bits
+    expires_at = replaces.expires_at if replaces else now + timedelta(hours=settings.session_absolute_hours)
+    if replaces is not None:
+        db.delete(replaces)
+    db.add(WebSession(
+        id_hash=digest(raw), user_id=user.id, stage=stage, csrf_token=secrets.token_urlsafe(32),
+        created_at=replaces.created_at if replaces else now, last_seen_at=now, expires_at=expires_at,
+        reauth_at=now if stage == SessionStage.full else None,
+        ip=(actor.ip or "")[:64], user_agent=(actor.user_agent or "")[:256],
+    ))
+    return raw
+
+
+def resolve_session(db: Session, settings: Settings, raw: str, actor: Actor) -> WebSession | None:
+    """The live session for a cookie value, or None (expired ones are removed and recorded)."""
+    if not raw or len(raw) > 100:
+        return None
+    session = db.get(WebSession, digest(raw))
+    if session is None:
+        return None
+    now = clock.now()
+    reason = None
+    if now >= session.expires_at:
+        reason = "absolute_timeout"
+    elif now - session.last_seen_at >= timedelta(minutes=settings.session_idle_minutes):
+        reason = "idle_timeout"
+    else:
+        user = db.get(User, session.user_id)
+        if user is None or not user.active or not user.org.active:
+            reason = "user_disabled"
+    if reason:
+        db.delete(session)
+        record_event(db, "auth.session.expired", actor=actor, target_type="user", target_id=session.user_id,
+                     details={"reason": reason})
+        db.commit()
+        return None
+    session.last_seen_at = now
+    return session
+
+
+def end_session(db: Session, session: WebSession, actor: Actor, reason: str = "logout") -> None:
+    db.delete(session)
+    record_event(db, "auth.session.revoked", actor=actor, target_type="user", target_id=session.user_id,
+                 details={"reason": reason})
+
+
+def revoke_user_sessions(db: Session, user_id: str, actor: Actor, reason: str, *, keep: WebSession | None = None) -> int:
+    """Kill every live session of a user at once (disable, password change, offboarding)."""
+    query = delete(WebSession).where(WebSession.user_id == user_id)
+    if keep is not None:
+        query = query.where(WebSession.id_hash != keep.id_hash)
+    count = db.execute(query.execution_options(synchronize_session=False)).rowcount
+    if count:
+        record_event(db, "auth.session.revoked", actor=actor, target_type="user", target_id=user_id,
+                     details={"reason": reason, "sessions": count})
+    return count
+
+
+def change_password(db: Session, settings: Settings, user: User, current: str, new: str, actor: Actor,
+                    session: WebSession | None) -> None:
+    """Check the current password, apply the policy, revoke every other session."""
+    if not passwords.verify_password(user.password_hash, current):
+        _fail(db, settings, user, _as(actor, user), "auth.password.change_failed", "bad_password")
+        raise InvalidInput("The current password is not correct.", code="bad_current_password")
+    passwords.check_policy(new, username=user.username)
+    if passwords.verify_password(user.password_hash, new):
+        raise InvalidInput("Choose a password different from the current one.", code="password_unchanged")
+    user.password_hash = passwords.hash_password(new)
+    user.must_change_password = False
+    user.password_changed_at = clock.now()
+    record_event(db, "auth.password.changed", actor=_as(actor, user), target_type="user", target_id=user.id,
+                 target_org_id=user.org_id)
+    revoke_user_sessions(db, user.id, _as(actor, user), "password_changed", keep=session)
+
+
+# -- API tokens -----------------------------------------------------------------
+
+def create_api_token(db: Session, settings: Settings, user: User, name: str, days: int, actor: Actor) -> tuple[ApiToken, str]:
+    """A named, expiring personal token; the raw value is returned once and stored hashed."""
+    if not 1 <= days <= settings.api_token_max_days:
+        raise InvalidInput(f"A token lasts 1 to {settings.api_token_max_days} days.", code="token_lifetime")
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(user_id=user.id, name=name, token_hash=digest(raw), prefix=raw[:10],
+                     created_at=clock.now(), expires_at=clock.now() + timedelta(days=days))
+    db.add(token)
+    db.flush()
+    record_event(db, "auth.api_token.created", actor=actor, target_type="api_token", target_id=token.id,
+                 target_org_id=user.org_id, details={"days": days})
+    return token, raw
+
+
+def list_api_tokens(db: Session, user: User) -> list[ApiToken]:
+    return list(db.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.created_at.desc())))
+
+
+def revoke_api_token(db: Session, user: User, token_id: str, actor: Actor) -> None:
+    # Scoped to the caller: another user's token id is simply not found.
+    token = db.scalar(select(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user.id))
+    if token is None or token.revoked_at is not None:
+        raise NotFound()
+    token.revoked_at = clock.now()
+    record_event(db, "auth.api_token.revoked", actor=actor, target_type="api_token", target_id=token.id,
+                 target_org_id=user.org_id)
+
+
+def revoke_user_tokens(db: Session, user_id: str, actor: Actor, reason: str) -> int:
+    count = db.execute(
+        update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=clock.now()).execution_options(synchronize_session=False)
+    ).rowcount
+    if count:
+        record_event(db, "auth.api_token.revoked", actor=actor, target_type="user", target_id=user_id,
+                     details={"reason": reason, "tokens": count})
+    return count
+
+
+def resolve_api_token(db: Session, raw: str) -> tuple[ApiToken, User] | None:
+    if not raw.startswith(TOKEN_PREFIX) or len(raw) > 100:
+        return None
+    token = db.scalar(select(ApiToken).where(ApiToken.token_hash == digest(raw)))
+    if token is None or token.revoked_at is not None or token.expires_at <= clock.now():
+        return None
+    user = db.get(User, token.user_id)
+    if user is None or not user.active or not user.org.active or not user.mfa_enrolled:
+        return None
+    token.last_used_at = clock.now()
+    return token, user

@@ -1,0 +1,268 @@
+"""`phigate`: the operator's command line (init, serve, demo, db, org, user, keys, config)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+import warnings
+
+import typer
+
+from gateway.audit.service import Actor
+from gateway.config import ConfigurationRefused, Settings, check_production
+
+app = typer.Typer(help="PHI Gate: secure PHI file exchange.", no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+org_app = typer.Typer(help="Organisations.", no_args_is_help=True)
+user_app = typer.Typer(help="Users.", no_args_is_help=True)
+keys_app = typer.Typer(help="Onshore key custody.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+for sub, name in ((db_app, "db"), (org_app, "org"), (user_app, "user"), (keys_app, "keys"), (config_app, "config")):
+    app.add_typer(sub, name=name)
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    try:
+        check_production(settings)
+    except ConfigurationRefused as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
+def _components(settings: Settings | None = None):
+    from gateway.components import Components
+
+    return Components(settings or _settings())
+
+
+def _actor() -> Actor:
+    try:
+        who = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        who = "unknown"
+    return Actor(user_agent=f"phigate-cli ({who})"[:256])
+
+
+def _fail(exc: Exception) -> None:
+    from gateway.errors import GatewayError
+
+    if isinstance(exc, GatewayError):
+        typer.echo(f"error: {exc.message} ({exc.code})", err=True)
+        raise typer.Exit(1) from None
+    raise exc
+
+
+def initialise(settings: Settings) -> None:
+    """Create the data directory, the onshore keyring and the database schema (idempotent)."""
+    from gateway.migrate import upgrade
+    from gateway.keys import GATEWAY_SECRETS_KEY
+
+    data = settings.resolved_data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    os.chmod(data, 0o700)
+    if settings.effective_key_provider_url.startswith("local://"):
+        from crypto import init_keyring
+
+        init_keyring(settings.effective_key_provider_url.removeprefix("local://"))
+    if settings.effective_storage_url.startswith("file://"):
+        objects = settings.effective_storage_url.removeprefix("file://")
+        os.makedirs(objects, mode=0o700, exist_ok=True)
+    upgrade(settings.effective_database_url)
+    components = _components(settings)
+    components.keys.ensure_key(GATEWAY_SECRETS_KEY)
+
+
+@app.command()
+def init() -> None:
+    """Initialise the data directory, keyring and database (safe to run again)."""
+    settings = _settings()
+    initialise(settings)
+    typer.echo(f"initialised data directory {settings.resolved_data_dir}")
+
+
+@app.command()
+def serve(host: str = typer.Option(None, help="default PHIGATE_HOST"),
+          port: int = typer.Option(None, help="default PHIGATE_PORT")) -> None:
+    """Serve the gateway (uvicorn)."""
+    import logging
+
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.migrate import is_current
+
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not is_current(settings.effective_database_url):
+        typer.echo("error: the database schema is not current: run `phigate db upgrade` (or `phigate init`)", err=True)
+        raise typer.Exit(2)
+    for warning in settings.warnings():
+        logging.getLogger("phigate").warning("unsafe default: %s", warning)
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
+                proxy_headers=False, server_header=False, log_level="info")
+
+
+@app.command()
+def demo(as_json: bool = typer.Option(False, "--json", help="print the credentials as JSON")) -> None:
+    """Seed the demo organisations and one user per role (first use), then print their credentials."""
+    from gateway import demo as demo_data
+
+    settings = _settings()
+    if settings.env == "production":
+        typer.echo("error: demo data is refused in production (PHIGATE_ENV=production)", err=True)
+        raise typer.Exit(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        initialise(settings)
+        creds = demo_data.seed(_components(settings), _actor())
+    if as_json:
+        typer.echo(json.dumps(creds, indent=2))
+    else:
+        typer.echo(demo_data.describe(creds, f"http://{settings.host}:{settings.port}"))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration."""
+    from gateway.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.effective_database_url)
+    typer.echo("database schema is current")
+
+
+@org_app.command("create")
+def org_create(name: str, kind: str = typer.Option(..., help="practice, vendor or operator")) -> None:
+    from gateway.orgs.models import OrgKind
+    from gateway.orgs.service import create_org
+
+    try:
+        org_kind = OrgKind(kind)
+    except ValueError:
+        typer.echo("error: --kind is practice, vendor or operator", err=True)
+        raise typer.Exit(2) from None
+    try:
+        with _components().db.transaction() as db:
+            org = create_org(db, name, org_kind, _actor())
+            typer.echo(f"{org.id}  {org.name}  ({org.kind.value})")
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@org_app.command("list")
+def org_list() -> None:
+    from gateway.orgs.service import list_orgs
+
+    with _components().db.transaction() as db:
+        for org in list_orgs(db):
+            typer.echo(f"{org.id}  {org.kind.value:<9} {'active' if org.active else 'disabled':<9} {org.name}")
+
+
+@user_app.command("create")
+def user_create(username: str, org: str = typer.Option(..., help="organisation id or name"),
+                role: str = typer.Option(...), name: str = typer.Option(...), email: str = typer.Option(...)) -> None:
+    """Create a user; prints the one-time password they must change at first sign-in."""
+    from gateway.orgs.service import find_org
+    from gateway.users.models import Role
+    from gateway.users.service import create_user
+
+    try:
+        user_role = Role(role)
+    except ValueError:
+        typer.echo(f"error: --role is one of {', '.join(r.value for r in Role)}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        with _components().db.transaction() as db:
+            user, initial = create_user(db, find_org(db, org), username, name, email, user_role, _actor())
+            typer.echo(f"created {user.username} ({user.id}), role {user.role.value}")
+            typer.echo(f"one-time password: {initial}")
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@user_app.command("list")
+def user_list(org: str = typer.Option(None, help="organisation id or name")) -> None:
+    from gateway.orgs.service import find_org
+    from gateway.users.service import list_users
+
+    try:
+        with _components().db.transaction() as db:
+            org_id = find_org(db, org).id if org else None
+            for u in list_users(db, org_id):
+                typer.echo(f"{u.id}  {u.username:<20} {u.role.value:<18} {'active' if u.active else 'disabled':<9} "
+                           f"mfa={'yes' if u.mfa_enrolled else 'no'}  {u.org.name}")
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+def _user_action(user: str, action) -> None:
+    from gateway.users.service import find_user
+
+    try:
+        with _components().db.transaction() as db:
+            action(db, find_user(db, user))
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@user_app.command("disable")
+def user_disable(user: str) -> None:
+    """Disable a user; their sessions and API tokens end at once."""
+    from gateway.users.service import disable_user
+
+    _user_action(user, lambda db, u: disable_user(db, u, _actor()))
+    typer.echo(f"disabled {user}")
+
+
+@user_app.command("enable")
+def user_enable(user: str) -> None:
+    from gateway.users.service import enable_user
+
+    _user_action(user, lambda db, u: enable_user(db, u, _actor()))
+    typer.echo(f"enabled {user}")
+
+
+@user_app.command("set-role")
+def user_set_role(user: str, role: str) -> None:
+    from gateway.users.models import Role
+    from gateway.users.service import change_role
+
+    try:
+        new_role = Role(role)
+    except ValueError:
+        typer.echo(f"error: role is one of {', '.join(r.value for r in Role)}", err=True)
+        raise typer.Exit(2) from None
+    _user_action(user, lambda db, u: change_role(db, u, new_role, _actor()))
+    typer.echo(f"{user} is now {role}")
+
+
+@user_app.command("reset-password")
+def user_reset_password(user: str) -> None:
+    """Issue a new one-time password and end the user's sessions."""
+    from gateway.users.service import reset_password
+
+    _user_action(user, lambda db, u: typer.echo(f"one-time password: {reset_password(db, u, _actor())}"))
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective configuration, secrets redacted."""
+    settings = Settings()
+    for key, value in settings.redacted().items():
+        typer.echo(f"PHIGATE_{key.upper()}={value}")
+    problems = settings.production_problems()
+    for warning in settings.warnings():
+        typer.echo(f"# unsafe default: {warning}", err=True)
+    for problem in problems:
+        typer.echo(f"# refused in production: {problem}", err=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

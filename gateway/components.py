@@ -1,0 +1,59 @@
+"""The real components one gateway process works with, chosen by configuration."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+
+from sqlalchemy import text
+
+from gateway.config import Settings
+from gateway.db import Database
+
+log = logging.getLogger("phigate")
+
+
+class Components:
+    """Settings, database, key provider and object store; providers open on first use."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.db = Database(settings.effective_database_url)
+
+    @cached_property
+    def keys(self):
+        from crypto import open_key_provider
+
+        return open_key_provider(self.settings.effective_key_provider_url,
+                                 onshore_regions=self.settings.onshore_regions)
+
+    @cached_property
+    def store(self):
+        from storage import open_object_store
+
+        return open_object_store(self.settings.effective_storage_url,
+                                 onshore_regions=self.settings.onshore_regions,
+                                 onshore_endpoints=self.settings.onshore_endpoints)
+
+    def readiness(self) -> dict[str, str]:
+        """Each dependency's state: "ok" or a short reason (no secrets, no paths)."""
+        out = {}
+        try:
+            with self.db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            out["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - report, do not crash the probe
+            log.warning("readiness: database: %s", type(exc).__name__)
+            out["database"] = "unreachable"
+        for name in ("store", "keys"):
+            try:
+                getattr(self, name).check()
+                out["storage" if name == "store" else "key_provider"] = "ok"
+            except Exception as exc:  # noqa: BLE001
+                log.warning("readiness: %s: %s", name, type(exc).__name__)
+                self.__dict__.pop(name, None)  # reopen on the next probe
+                out["storage" if name == "store" else "key_provider"] = "unreachable"
+        return out
+
+    def close(self) -> None:
+        self.db.dispose()

@@ -1,0 +1,175 @@
+"""Effective configuration, read from `PHIGATE_*` environment variables.
+
+Embedded defaults run on one machine with zero set-up (SQLite, a local object
+directory, a local onshore keyring under the data directory).  They are unsafe
+for production and say so: `warnings()` lists them at start, and
+`PHIGATE_ENV=production` refuses them outright through `production_problems()`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+US_REGIONS = ("us-east-1", "us-east-2", "us-west-1", "us-west-2", "us-gov-east-1", "us-gov-west-1")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PHIGATE_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./var")
+    database_url: str | None = Field(default=None, description="default: sqlite file in the data dir")
+    storage_url: str | None = Field(default=None, description="default: file:// objects dir in the data dir")
+    key_provider_url: str | None = Field(default=None, description="default: local:// keyring in the data dir")
+    allow_local_keyring: bool = False
+    onshore_regions: tuple[str, ...] = US_REGIONS
+    onshore_endpoints: tuple[str, ...] = ()
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    trusted_proxies: tuple[str, ...] = ()
+    cookie_secure: bool | None = None
+    instance_id: str = "phigate-local"
+
+    session_idle_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    session_absolute_hours: int = Field(default=12, ge=1, le=7 * 24)
+    lockout_threshold: int = Field(default=10, ge=3, le=100)
+    lockout_minutes: int = Field(default=15, ge=1)
+    ip_failure_limit: int = Field(default=50, ge=5)
+    ip_window_minutes: int = Field(default=15, ge=1)
+    api_token_max_days: int = Field(default=90, ge=1)
+    max_field_length: int = 200
+
+    demo_password_seed: SecretStr | None = None
+
+    @field_validator("onshore_regions", "onshore_endpoints", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_csv(cls, value):
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)
+        return value
+
+    # -- derived locations -------------------------------------------------
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'phigate.db'}"
+
+    @property
+    def effective_storage_url(self) -> str:
+        return self.storage_url or f"file://{self.resolved_data_dir / 'objects'}"
+
+    @property
+    def effective_key_provider_url(self) -> str:
+        return self.key_provider_url or f"local://{self.resolved_data_dir / 'keys'}"
+
+    @property
+    def effective_cookie_secure(self) -> bool:
+        if self.cookie_secure is None:
+            return self.env == "production"
+        return self.cookie_secure
+
+    @property
+    def session_cookie_name(self) -> str:
+        # The __Host- prefix makes browsers insist on Secure, Path=/ and no Domain,
+        # so a sibling subdomain cannot plant or read the cookie.
+        return "__Host-phigate_session" if self.effective_cookie_secure else "phigate_session"
+
+    @cached_property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies)
+
+    # -- safety ------------------------------------------------------------
+    def warnings(self) -> list[str]:
+        """Unsafe embedded defaults in force; printed at start outside production."""
+        out = []
+        if not self.effective_cookie_secure:
+            out.append("session cookies are sent over plain HTTP (PHIGATE_COOKIE_SECURE=false)")
+        if self.effective_database_url.startswith("sqlite"):
+            out.append("the database is a local SQLite file (one host only)")
+        if self.effective_key_provider_url.startswith("local://"):
+            out.append("keys live in a local keyring directory meant for a single onshore host")
+        if self.effective_storage_url.startswith("file://"):
+            out.append("objects live in a local directory (one host only)")
+        return out
+
+    def production_problems(self) -> list[str]:
+        """Settings refused when PHIGATE_ENV=production, each with its fix."""
+        if self.env != "production":
+            return []
+        problems = []
+        if self.cookie_secure is False:
+            problems.append("PHIGATE_COOKIE_SECURE=false: session cookies must be Secure in production")
+        if self.effective_key_provider_url.startswith("local://") and not self.allow_local_keyring:
+            problems.append(
+                "the local keyring is for a single onshore host: set PHIGATE_KEY_PROVIDER_URL=awskms://... "
+                "or PHIGATE_ALLOW_LOCAL_KEYRING=true to accept it explicitly"
+            )
+        if self.host in ("0.0.0.0", "::") and not self.trusted_proxies:
+            problems.append("listening on all interfaces without PHIGATE_TRUSTED_PROXIES: put a TLS proxy in front")
+        return problems
+
+    def redacted(self) -> dict[str, str]:
+        """The effective configuration with secrets and URL credentials hidden."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown = "**********" if value.get_secret_value() else ""
+            elif isinstance(value, tuple):
+                shown = ",".join(value)
+            elif value is None:
+                shown = ""
+            else:
+                shown = str(value)
+            out[name] = shown
+        out["database_url"] = _redact_url(self.effective_database_url)
+        out["storage_url"] = _redact_url(self.effective_storage_url)
+        out["key_provider_url"] = _redact_url(self.effective_key_provider_url)
+        out["cookie_secure"] = str(self.effective_cookie_secure).lower()
+        return out
+
+
+def _redact_url(url: str) -> str:
+    """Hide a password in `scheme://user:password@host` and any secret-looking query value."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, host = netloc.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        netloc = f"{user}:**********@{host}" if ":" in creds else f"{user}@{host}"
+    query = urlencode(
+        [(k, "**********" if any(s in k.lower() for s in ("secret", "password", "token")) else v)
+         for k, v in parse_qsl(parts.query)]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class ConfigurationRefused(RuntimeError):
+    """Production mode met an unsafe setting."""
+
+
+def check_production(settings: Settings) -> None:
+    problems = settings.production_problems()
+    if problems:
+        raise ConfigurationRefused(
+            "PHIGATE_ENV=production refuses these settings:\n" + "\n".join(f"  - {p}" for p in problems)
+        )

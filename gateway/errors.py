@@ -1,0 +1,92 @@
+"""One exception family for the gateway.
+
+Services raise these; one handler in `app.py` turns them into
+`{"error": {"code", "message"}}` for the API or an HTML page for the UI.
+Messages are written for the user and never carry PHI, stack traces or
+whether an account exists.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status = 400
+    code = "bad_request"
+    message = "The request could not be processed."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, headers: dict | None = None):
+        self.message = message or type(self).message
+        if code:
+            self.code = code
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+
+class InvalidInput(GatewayError):
+    status = 422
+    code = "invalid_input"
+    message = "Some fields are not valid."
+
+
+class NotAuthenticated(GatewayError):
+    status = 401
+    code = "not_authenticated"
+    message = "Sign in to continue."
+
+
+class LoginFailed(GatewayError):
+    status = 401
+    code = "login_failed"
+    message = (
+        "The username, password or code is not correct. "
+        "After repeated failures an account is locked for a while."
+    )
+
+
+class MfaRequired(GatewayError):
+    status = 401
+    code = "mfa_required"
+    message = "Finish signing in with your authenticator code."
+
+
+class PasswordChangeRequired(GatewayError):
+    status = 403
+    code = "password_change_required"
+    message = "Choose a new password before continuing."
+
+
+class Forbidden(GatewayError):
+    status = 403
+    code = "forbidden"
+    message = "You are not allowed to do this."
+
+
+class CsrfFailed(GatewayError):
+    status = 403
+    code = "csrf_failed"
+    message = "The form has expired or did not come from this site. Reload the page and try again."
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not_found"
+    message = "Not found."
+
+
+class Conflict(GatewayError):
+    status = 409
+    code = "conflict"
+    message = "This conflicts with the current state."
+
+
+class RateLimited(GatewayError):
+    status = 429
+    code = "rate_limited"
+    message = "Too many attempts. Try again later."
+
+    def __init__(self, resets_in_seconds: int):
+        super().__init__(
+            f"Too many attempts. Try again in {max(1, resets_in_seconds // 60 or 1)} minute(s).",
+            headers={"Retry-After": str(max(1, resets_in_seconds))},
+        )
+        self.resets_in_seconds = resets_in_seconds

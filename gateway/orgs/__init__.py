@@ -1,0 +1,1 @@
+"""Organisations: practices (covered entities), vendors (business associates), the onshore operator."""

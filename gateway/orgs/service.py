@@ -1,0 +1,42 @@
+"""Organisation administration (administrators only; enforced on the routes)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway import clock
+from gateway.audit.service import Actor, record_event
+from gateway.errors import Conflict, NotFound
+from gateway.orgs.models import Organisation, OrgKind
+
+
+def create_org(db: Session, name: str, kind: OrgKind, actor: Actor) -> Organisation:
+    name = " ".join(name.split())
+    if db.scalar(select(Organisation.id).where(Organisation.name == name)):
+        raise Conflict("An organisation with this name exists.", code="org_exists")
+    org = Organisation(name=name, kind=kind, active=True, created_at=clock.now(), created_by=actor.user_id)
+    db.add(org)
+    db.flush()
+    record_event(db, "admin.org.created", actor=actor, target_type="org", target_id=org.id,
+                 target_org_id=org.id, details={"kind": kind.value})
+    return org
+
+
+def list_orgs(db: Session) -> list[Organisation]:
+    return list(db.scalars(select(Organisation).order_by(Organisation.kind, Organisation.name)))
+
+
+def get_org(db: Session, org_id: str) -> Organisation:
+    org = db.get(Organisation, org_id)
+    if org is None:
+        raise NotFound("No such organisation.", code="org_not_found")
+    return org
+
+
+def find_org(db: Session, id_or_name: str) -> Organisation:
+    """By id or exact name (CLI convenience)."""
+    org = db.get(Organisation, id_or_name) or db.scalar(select(Organisation).where(Organisation.name == id_or_name))
+    if org is None:
+        raise NotFound("No such organisation.", code="org_not_found")
+    return org

@@ -1,0 +1,83 @@
+"""Administrator pages for users: create, disable, enable, change role, reset password."""
+
+from fastapi import APIRouter, Form, Request
+
+from gateway.deps import AdminPrincipal, DbSession
+from gateway.errors import GatewayError, InvalidInput
+from gateway.orgs.service import get_org, list_orgs
+from gateway.users import service
+from gateway.users.models import Role
+from gateway.web import redirect, render
+
+router = APIRouter(prefix="/admin/users", include_in_schema=False)
+
+
+def _page(request, db, principal, status_code=200, **extra):
+    return render(request, "admin_users.html", status_code=status_code, principal=principal,
+                  users=service.list_users(db), orgs=list_orgs(db), roles=list(Role), **extra)
+
+
+@router.get("")
+def users(request: Request, db: DbSession, principal: AdminPrincipal):
+    return _page(request, db, principal)
+
+
+@router.post("")
+def create_user(request: Request, db: DbSession, principal: AdminPrincipal,
+                org_id: str = Form(max_length=64), username: str = Form(max_length=64),
+                full_name: str = Form(max_length=200), email: str = Form(max_length=254),
+                role: str = Form(max_length=32)):
+    try:
+        if role not in Role.__members__:
+            raise InvalidInput("Choose a role.", code="invalid_role")
+        if "@" not in email or not full_name.strip():
+            raise InvalidInput("Give a full name and an e-mail address.", code="invalid_input")
+        user, initial = service.create_user(db, get_org(db, org_id), username, full_name, email, Role(role),
+                                            principal.actor)
+    except GatewayError as exc:
+        db.rollback()
+        return _page(request, db, principal, status_code=exc.status, error=exc.message)
+    db.commit()
+    return _page(request, db, principal, created=user, one_time_password=initial)
+
+
+def _act(request, db, principal, user_id: str, action):
+    try:
+        action(service.get_user(db, user_id))
+    except GatewayError as exc:
+        db.rollback()
+        return _page(request, db, principal, status_code=exc.status, error=exc.message)
+    db.commit()
+    return redirect("/admin/users")
+
+
+@router.post("/{user_id}/disable")
+def disable(request: Request, user_id: str, db: DbSession, principal: AdminPrincipal):
+    return _act(request, db, principal, user_id, lambda u: service.disable_user(db, u, principal.actor))
+
+
+@router.post("/{user_id}/enable")
+def enable(request: Request, user_id: str, db: DbSession, principal: AdminPrincipal):
+    return _act(request, db, principal, user_id, lambda u: service.enable_user(db, u, principal.actor))
+
+
+@router.post("/{user_id}/role")
+def role(request: Request, user_id: str, db: DbSession, principal: AdminPrincipal, role: str = Form(max_length=32)):
+    def change(u):
+        if role not in Role.__members__:
+            raise InvalidInput("Choose a role.", code="invalid_role")
+        service.change_role(db, u, Role(role), principal.actor)
+
+    return _act(request, db, principal, user_id, change)
+
+
+@router.post("/{user_id}/reset-password")
+def reset_password(request: Request, user_id: str, db: DbSession, principal: AdminPrincipal):
+    try:
+        user = service.get_user(db, user_id)
+        initial = service.reset_password(db, user, principal.actor)
+    except GatewayError as exc:
+        db.rollback()
+        return _page(request, db, principal, status_code=exc.status, error=exc.message)
+    db.commit()
+    return _page(request, db, principal, created=user, one_time_password=initial, reset=True)
