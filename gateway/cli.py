@@ -262,6 +262,8 @@ def config_show() -> None:
 
 
 def main() -> None:
+    # Everything the gateway writes (database file, keyring, objects) is for its own user only.
+    os.umask(0o077)
     try:
         app()
     except KeyboardInterrupt:

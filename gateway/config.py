@@ -44,9 +44,6 @@ class Settings(BaseSettings):
     ip_failure_limit: int = Field(default=50, ge=5)
     ip_window_minutes: int = Field(default=15, ge=1)
     api_token_max_days: int = Field(default=90, ge=1)
-    max_field_length: int = 200
-
-    demo_password_seed: SecretStr | None = None
 
     @field_validator("onshore_regions", "onshore_endpoints", "trusted_proxies", mode="before")
     @classmethod
@@ -151,6 +148,8 @@ def _redact_url(url: str) -> str:
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     parts = urlsplit(url)
+    if "@" not in parts.netloc and not parts.query:
+        return url
     netloc = parts.netloc
     if "@" in netloc:
         creds, host = netloc.rsplit("@", 1)

@@ -240,3 +240,19 @@ def api_login(client, user: TestUser, clock: FakeClock | None = None) -> str:
 @pytest.fixture
 def login():
     return api_login
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say plainly which lanes ran and which were skipped on this machine."""
+    reasons = set()
+    for rep in terminalreporter.stats.get("skipped", []):
+        longrepr = rep.longrepr
+        message = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        if "lane SKIPPED" in message:
+            reasons.add(message.removeprefix("Skipped: "))
+    if reasons:
+        terminalreporter.write_sep("!", "TEST LANES SKIPPED ON THIS MACHINE")
+        for reason in sorted(reasons):
+            terminalreporter.write_line(reason)
+    else:
+        terminalreporter.write_line("test lanes: sqlite, postgresql and browser all ran")
