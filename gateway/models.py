@@ -5,3 +5,5 @@ from gateway.auth.models import AddressThrottle, ApiToken, WebSession  # noqa: F
 from gateway.db import Base  # noqa: F401
 from gateway.orgs.models import Organisation  # noqa: F401
 from gateway.users.models import RecoveryCode, User  # noqa: F401
+from gateway.baas.models import Baa  # noqa: F401,E402
+from gateway.transfers.models import Download, PendingObject, Transfer, TransferFile, TransferRecipient  # noqa: F401,E402

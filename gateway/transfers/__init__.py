@@ -1,0 +1,1 @@
+"""Transfers: encrypted upload, BAA and approval gates, logged download."""
