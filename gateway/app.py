@@ -99,5 +99,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
     for module in (auth_routes, org_routes, user_routes):
         app.include_router(module.router, prefix="/api/v1")
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
-    app.add_middleware(SecurityHeaders, trusted_proxies=settings.trusted_proxy_networks)
+    # Outermost, around Starlette's ServerErrorMiddleware too: a 500 page gets the same headers
+    # (add_middleware would sit inside it, and unhandled errors would answer without them).
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: SecurityHeaders(build_stack(), trusted_proxies=settings.trusted_proxy_networks)
     return app
