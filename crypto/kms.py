@@ -93,8 +93,12 @@ class AwsKmsProvider:
         self.endpoint_url = endpoint_url
         if client is None:
             import boto3
+            from botocore.config import Config
 
-            client = boto3.client("kms", region_name=region, endpoint_url=endpoint_url)
+            # Bounded retries and timeouts: a readiness probe or an upload must fail
+            # promptly rather than hang when KMS is unreachable.
+            config = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 3, "mode": "standard"})
+            client = boto3.client("kms", region_name=region, endpoint_url=endpoint_url, config=config)
         self._kms = client
         self._versions_by_arn: dict[str, tuple[str, int]] = {}
 
