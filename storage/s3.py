@@ -403,6 +403,10 @@ class S3ObjectStore:
         except BaseException as exc:
             if upload_id is not None:
                 self._abort(key, upload_id)
+            if op == "CompleteMultipartUpload":
+                # The request may have succeeded server-side although we saw a failure
+                # (timeout, reset): an object nobody knows about would be an orphan.
+                self._remove_if_completed(key, total, part_digests)
             if exc is source.error or not isinstance(exc, ClientError | BotoCoreError):
                 raise  # the caller's own failure, or already one of ours
             _raise(exc, key, op)
@@ -526,6 +530,23 @@ class S3ObjectStore:
         return StoredObject(
             key=key, size=total, version_id=version_id, checksum=f"sha256:{sha_hex}", parts=len(parts)
         )
+
+    def _remove_if_completed(self, key: str, total: int, digests: list[bytes]) -> None:
+        """Delete the version our failed CompleteMultipartUpload may have created anyway."""
+        composite = _b64(hashlib.sha256(b"".join(digests)).digest())
+        try:
+            versions, _ = self._versions(key)
+            for version in versions:
+                if int(version.get("Size", -1)) != total:
+                    continue
+                head = self._client.head_object(
+                    Bucket=self._bucket, Key=key, VersionId=version["VersionId"], ChecksumMode="ENABLED"
+                )
+                if str(head.get("ChecksumSHA256", "")).split("-")[0] == composite:
+                    self._client.delete_object(Bucket=self._bucket, Key=key, VersionId=version["VersionId"])
+                    log.warning("removed object %s version completed despite a reported failure", key)
+        except (ClientError, BotoCoreError) as exc:
+            log.error("could not check %s for a completed upload after a failure (%s)", key, type(exc).__name__)
 
     def _abort(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload and confirm it is gone; never masks the original error."""
@@ -697,22 +718,36 @@ class S3ObjectStore:
         return uploads
 
     def _lock_reason(self, key: str, version_id: str) -> BlockedVersion:
+        """Why S3 refused to delete a version: Object Lock legal hold / retention, or IAM."""
+        hold: str | None = None
+        mode: str | None = None
+        retain_until: datetime | None = None
+        try:
+            # HeadObject reports all Object Lock settings of a version in one call.
+            head = self._client.head_object(Bucket=self._bucket, Key=key, VersionId=version_id)
+            hold = head.get("ObjectLockLegalHoldStatus")
+            mode = head.get("ObjectLockMode")
+            retain_until = head.get("ObjectLockRetainUntilDate")
+        except (ClientError, BotoCoreError):
+            pass
+        if hold is None:
+            try:
+                resp = self._client.get_object_legal_hold(Bucket=self._bucket, Key=key, VersionId=version_id)
+                hold = resp.get("LegalHold", {}).get("Status")
+            except (ClientError, BotoCoreError):
+                pass
+        if mode is None:
+            try:
+                resp = self._client.get_object_retention(Bucket=self._bucket, Key=key, VersionId=version_id)
+                mode = resp.get("Retention", {}).get("Mode")
+                retain_until = resp.get("Retention", {}).get("RetainUntilDate")
+            except (ClientError, BotoCoreError):
+                pass
         reasons = []
-        retain_until = None
-        try:
-            hold = self._client.get_object_legal_hold(Bucket=self._bucket, Key=key, VersionId=version_id)
-            if hold.get("LegalHold", {}).get("Status") == "ON":
-                reasons.append("Object Lock legal hold ON")
-        except ClientError:
-            pass
-        try:
-            ret = self._client.get_object_retention(Bucket=self._bucket, Key=key, VersionId=version_id)
-            retention = ret.get("Retention", {})
-            retain_until = retention.get("RetainUntilDate")
-            if retain_until is not None and retain_until > datetime.now(UTC):
-                reasons.append(f"Object Lock {retention.get('Mode')} retention until {retain_until.isoformat()}")
-        except ClientError:
-            pass
+        if hold == "ON":
+            reasons.append("Object Lock legal hold ON")
+        if mode and retain_until is not None and retain_until > datetime.now(UTC):
+            reasons.append(f"Object Lock {mode} retention until {retain_until.isoformat()}")
         if not reasons:
             reasons.append("access denied without Object Lock (check bucket policy and IAM)")
         return BlockedVersion(version_id=version_id, reason="; ".join(reasons), retain_until=retain_until)

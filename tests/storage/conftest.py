@@ -180,3 +180,15 @@ def store(target: Target) -> Any:
 @pytest.fixture
 def s3_store(s3_target: Target) -> Any:
     return s3_target.open()
+
+
+@pytest.fixture
+def aws_target(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Target]:
+    """moto in-process, standing in for AWS itself (no endpoint_url)."""
+    yield from _make_target(request, "s3_inprocess", tmp_path)
+
+
+@pytest.fixture
+def http_target(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Target]:
+    """moto over HTTP, standing in for a custom S3-compatible endpoint (MinIO, Ceph)."""
+    yield from _make_target(request, "s3_http", tmp_path)

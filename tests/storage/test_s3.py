@@ -1,0 +1,320 @@
+"""S3-only behaviour: versions, Object Lock, failures mid-upload, retries, checksums, SSE."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import EndpointConnectionError, ResponseStreamingError
+
+from storage import (
+    DeletionBlocked,
+    IntegrityError,
+    ObjectNotFound,
+    StorageUnavailable,
+)
+
+from .conftest import PART
+from .test_contract import chunked, data_of, read
+
+
+class _RawBody(io.BytesIO):
+    def stream(self, **_: Any):
+        while chunk := self.read(65536):
+            yield chunk
+
+
+def s3_error(status: int, code: str) -> AWSResponse:
+    body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+    return AWSResponse("http://injected", status, {"Content-Type": "application/xml"}, _RawBody(body))
+
+
+def inject(store, event: str, handler) -> None:
+    # register_first: run before moto's in-process stubber, like a real network fault.
+    store.client.meta.events.register_first(event, handler)
+
+
+# -- destruction on a versioned bucket ----------------------------------------------
+
+
+def test_destroy_removes_every_version_and_delete_marker(s3_target, s3_store) -> None:
+    raw, bucket = s3_target.raw, s3_target.bucket
+    for i in range(3):
+        s3_store.put("obj-v", [f"version {i}".encode()])
+    raw.delete_object(Bucket=bucket, Key="obj-v")  # a plain delete only adds a marker
+    s3_store.put("obj-v", [b"version 3"])
+    raw.delete_object(Bucket=bucket, Key="obj-v")
+    s3_store.put("obj-v2", [b"other key, same prefix"])
+    assert len(s3_target.stored_versions("obj-v")) == 6
+
+    report = s3_store.destroy("obj-v")
+
+    assert len(report.versions_deleted) == 4
+    assert len(report.delete_markers_deleted) == 2
+    assert report.blocked == () and report.verified
+    assert s3_target.stored_versions("obj-v") == []
+    assert report.proof.absent and any("ListObjectVersions" in c for c in report.proof.checks)
+    assert read(s3_store, "obj-v2") == b"other key, same prefix"
+
+
+def test_destroy_on_an_unversioned_bucket(s3_target) -> None:
+    bucket = s3_target.new_bucket(versioned=False)
+    store = s3_target.open_bucket(bucket)
+    store.put("obj-u", [b"one"])
+    store.put("obj-u", [b"two"])
+    report = store.destroy("obj-u")
+    assert report.versions_deleted == ("null",) and report.verified
+    assert store.verify_absent("obj-u").absent
+
+
+def test_destroy_aborts_an_upload_in_progress_for_the_key(s3_target, s3_store) -> None:
+    raw, bucket = s3_target.raw, s3_target.bucket
+    upload = raw.create_multipart_upload(Bucket=bucket, Key="obj-up")
+    raw.upload_part(Bucket=bucket, Key="obj-up", UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 10)
+    proof = s3_store.verify_absent("obj-up")
+    assert not proof.absent  # orphan parts hold ciphertext too
+    report = s3_store.destroy("obj-up")
+    assert report.uploads_aborted == 1 and report.verified
+    assert s3_target.leftovers() == []
+
+
+# -- Object Lock ----------------------------------------------------------------------
+
+
+def test_legal_hold_blocks_destruction_and_nothing_is_claimed(s3_target) -> None:
+    raw = s3_target.raw
+    bucket = s3_target.new_bucket(ObjectLockEnabledForBucket=True)
+    store = s3_target.open_bucket(bucket)
+    held = store.put("obj-lock", [b"held"]).version_id
+    free = store.put("obj-lock", [b"free"]).version_id
+    raw.put_object_legal_hold(Bucket=bucket, Key="obj-lock", VersionId=held, LegalHold={"Status": "ON"})
+
+    with pytest.raises(DeletionBlocked) as excinfo:
+        store.destroy("obj-lock")
+
+    report = excinfo.value.report
+    assert report.versions_deleted == (free,)  # what could go, went
+    assert [b.version_id for b in report.blocked] == [held]
+    assert "legal hold" in report.blocked[0].reason
+    assert report.verified is False and not report.complete
+    assert report.proof is not None and report.proof.absent is False
+    assert held in str(excinfo.value)
+    assert read(store, "obj-lock") == b"held"  # really still there
+
+    raw.put_object_legal_hold(Bucket=bucket, Key="obj-lock", VersionId=held, LegalHold={"Status": "OFF"})
+    assert store.destroy("obj-lock").complete
+
+
+@pytest.mark.parametrize("mode", ["GOVERNANCE", "COMPLIANCE"])
+def test_retention_blocks_destruction(s3_target, mode: str) -> None:
+    raw = s3_target.raw
+    bucket = s3_target.new_bucket(ObjectLockEnabledForBucket=True)
+    store = s3_target.open_bucket(bucket)
+    version = store.put("obj-ret", [b"retained"]).version_id
+    until = datetime.now(UTC) + timedelta(days=1)
+    raw.put_object_retention(
+        Bucket=bucket, Key="obj-ret", VersionId=version, Retention={"Mode": mode, "RetainUntilDate": until}
+    )
+
+    with pytest.raises(DeletionBlocked) as excinfo:
+        store.destroy("obj-ret")
+
+    (blocked,) = excinfo.value.report.blocked
+    assert blocked.version_id == version
+    assert f"{mode} retention until" in blocked.reason
+    assert blocked.retain_until is not None
+    assert excinfo.value.report.versions_deleted == ()
+    assert not store.verify_absent("obj-ret").absent
+
+
+# -- failures during a multipart upload --------------------------------------------------
+
+
+def test_connection_failure_after_n_parts_aborts_the_upload(s3_target, s3_store) -> None:
+    calls = {"n": 0}
+
+    def fail_from_third_part(request, **_):
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            raise EndpointConnectionError(endpoint_url="http://injected")
+
+    inject(s3_store, "before-send.s3.UploadPart", fail_from_third_part)
+    with pytest.raises(StorageUnavailable) as excinfo:
+        s3_store.put("obj-cut", chunked(data_of(4 * PART)))
+
+    assert isinstance(excinfo.value.__cause__, EndpointConnectionError)  # cause kept: it helps
+    assert calls["n"] > 3  # botocore retried, then the store retried the part
+    assert s3_target.raw.list_multipart_uploads(Bucket=s3_target.bucket).get("Uploads", []) == []
+    assert s3_target.stored_versions("obj-cut") == []
+    with pytest.raises(ObjectNotFound):
+        s3_store.head("obj-cut")
+
+
+def test_failure_on_complete_leaves_no_upload_and_no_object(s3_target, s3_store) -> None:
+    """The client sees Complete fail. In-process moto still completes it (the injected
+    response only replaces what the client sees), like a real timeout after S3 finished:
+    the store must find and remove that object, not just abort the upload."""
+    inject(s3_store, "before-send.s3.CompleteMultipartUpload", lambda **_: s3_error(400, "InvalidPart"))
+    with pytest.raises(Exception) as excinfo:
+        s3_store.put("obj-nocomplete", chunked(data_of(PART + 10)))
+    assert excinfo.value.__class__.__module__ == "storage.errors"
+    assert s3_target.leftovers() == []
+    assert s3_target.stored_versions("obj-nocomplete") == []
+
+
+def test_throttling_and_5xx_are_retried(s3_target, s3_store) -> None:
+    seen = {"UploadPart": 0, "PutObject": 0}
+
+    def throttle_twice(request, **_):
+        seen["UploadPart"] += 1
+        if seen["UploadPart"] <= 2:
+            return s3_error(503, "SlowDown")
+        return None
+
+    def fail_once(request, **_):
+        seen["PutObject"] += 1
+        return s3_error(500, "InternalError") if seen["PutObject"] == 1 else None
+
+    inject(s3_store, "before-send.s3.UploadPart", throttle_twice)
+    inject(s3_store, "before-send.s3.PutObject", fail_once)
+    data = data_of(PART + 100)
+    assert s3_store.put("obj-slow", chunked(data)).parts == 2
+    assert s3_store.put("obj-small", [b"tiny"]).parts == 1
+    assert read(s3_store, "obj-slow") == data
+    assert read(s3_store, "obj-small") == b"tiny"
+    assert seen == {"UploadPart": 4, "PutObject": 2}
+
+
+def test_persistent_throttling_gives_up_cleanly(s3_target) -> None:
+    store = s3_target.open(max_attempts=2, part_retries=1)
+    inject(store, "before-send.s3.UploadPart", lambda **_: s3_error(503, "SlowDown"))
+    with pytest.raises(StorageUnavailable):
+        store.put("obj-throttled", chunked(data_of(PART + 1)))
+    assert s3_target.leftovers() == []
+    assert s3_target.stored_versions("obj-throttled") == []
+
+
+# -- checksums -------------------------------------------------------------------------
+
+
+def test_checksums_are_sent_on_every_part_and_object(s3_target, s3_store) -> None:
+    sent: list[tuple[str, str | None]] = []
+
+    def record(request, **_):
+        sent.append((request.method, request.headers.get("x-amz-checksum-sha256")))
+
+    for op in ("PutObject", "UploadPart"):
+        inject(s3_store, f"before-send.s3.{op}", record)
+    small, big = data_of(100), data_of(2 * PART + 1)
+    s3_store.put("obj-small", [small])
+    s3_store.put("obj-big", chunked(big))
+    assert len(sent) == 1 + 3
+    assert all(value for _, value in sent)
+    head = s3_store.head("obj-small")
+    assert head.checksum == "sha256:" + hashlib.sha256(small).hexdigest()
+    assert s3_store.head("obj-big").checksum.startswith("sha256-composite:")
+
+
+def test_a_part_acknowledged_with_another_checksum_is_an_integrity_error(s3_target, s3_store) -> None:
+    def corrupt(parsed, **_):
+        parsed["ChecksumSHA256"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+    s3_store.client.meta.events.register("after-call.s3.UploadPart", corrupt)
+    with pytest.raises(IntegrityError):
+        s3_store.put("obj-corrupt", chunked(data_of(PART + 1)))
+    assert s3_target.leftovers() == []
+    assert s3_target.stored_versions("obj-corrupt") == []
+
+
+# -- downloads -------------------------------------------------------------------------
+
+
+class _FlakyBody:
+    """Yields one chunk, then fails like a reset connection."""
+
+    def __init__(self, body) -> None:
+        self._body = body
+
+    def iter_chunks(self, chunk_size: int):
+        it = self._body.iter_chunks(chunk_size)
+        yield next(it)
+        raise ResponseStreamingError(error=ConnectionResetError("injected reset"))
+
+    def close(self) -> None:
+        self._body.close()
+
+
+@pytest.mark.parametrize("start,end", [(0, None), (1000, 2_500_000)], ids=["whole", "range"])
+def test_a_broken_download_resumes_where_it_stopped(s3_target, start, end) -> None:
+    store = s3_target.open(read_chunk_size=256 * 1024)
+    data = data_of(3 * 1024 * 1024)
+    store.put("obj-resume", [data])
+    ranges: list[str | None] = []
+    broken: list[bool] = []
+
+    def flaky_once(parsed, **_):
+        if not broken:
+            broken.append(True)
+            parsed["Body"] = _FlakyBody(parsed["Body"])
+
+    def record(params, **_):
+        ranges.append(params.get("Range"))
+
+    store.client.meta.events.register("before-parameter-build.s3.GetObject", record)
+    store.client.meta.events.register("after-call.s3.GetObject", flaky_once)
+    assert read(store, "obj-resume", start, end) == data[start:end]
+    assert len(ranges) == 2
+    assert ranges[1] == f"bytes={start + 256 * 1024}-{(end or len(data)) - 1}"
+
+
+# -- server-side encryption ---------------------------------------------------------------
+
+
+def test_sse_s3_is_requested_and_reported(s3_target) -> None:
+    from storage import open_object_store
+
+    extra = {"onshore_endpoints": (s3_target.endpoint_url,)} if s3_target.endpoint_url else {}
+    url = s3_target.s3_url(s3_target.bucket, sse="AES256", part_size="5MiB")
+    store = open_object_store(url, **extra)
+    store.put("obj-sse", [b"x"])
+    store.put("obj-sse-mp", chunked(data_of(PART + 1)))
+    assert store.head("obj-sse").encryption == "AES256"
+    assert store.head("obj-sse-mp").encryption == "AES256"
+
+
+def test_sse_kms_with_a_key_id(s3_target) -> None:
+    from storage import open_object_store
+
+    key_id = s3_target.client_for("us-east-1", "kms").create_key()["KeyMetadata"]["KeyId"]
+    extra = {"onshore_endpoints": (s3_target.endpoint_url,)} if s3_target.endpoint_url else {}
+    url = s3_target.s3_url(s3_target.bucket, sse="aws:kms", sse_kms_key_id=key_id)
+    store = open_object_store(url, **extra)
+    store.put("obj-kms", [b"x"])
+    head = store.client.head_object(Bucket=s3_target.bucket, Key="obj-kms")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert key_id in head.get("SSEKMSKeyId", key_id)
+
+
+# -- maintenance -------------------------------------------------------------------------
+
+
+def test_sweep_temp_aborts_stale_uploads(s3_target, s3_store) -> None:
+    s3_target.raw.create_multipart_upload(Bucket=s3_target.bucket, Key="obj-stale")
+    # moto reports every upload as initiated in 2010, so "young" means 100 years here.
+    assert s3_store.sweep_temp(older_than=100 * 365 * 86400) == 0  # may still be in progress
+    assert len(s3_target.leftovers()) == 1
+    assert s3_store.sweep_temp(older_than=0) == 1
+    assert s3_target.leftovers() == []
+
+
+def test_check_reports_a_missing_bucket(s3_target, s3_store) -> None:
+    s3_store.check()
+    for version in s3_target.raw.list_object_versions(Bucket=s3_target.bucket).get("Versions", []):
+        s3_target.raw.delete_object(Bucket=s3_target.bucket, Key=version["Key"], VersionId=version["VersionId"])
+    s3_target.raw.delete_bucket(Bucket=s3_target.bucket)
+    with pytest.raises(StorageUnavailable):
+        s3_store.check()
