@@ -36,9 +36,50 @@ def _error_response(request: Request, status: int, code: str, message: str, head
     )
 
 
+def _audit_refusal(request: Request, reason: str, **details) -> None:
+    """Record a refused request (CSRF, stage, role, bad input) unless nobody presented any credential.
+
+    Anonymous requests refused for lack of a session are not recorded: every browser
+    meets that before signing in, and it changes nothing.
+    """
+    principal = getattr(request.state, "principal", None)
+    components = request.app.state.components
+    settings = components.settings
+    presented = (request.cookies.get(settings.session_cookie_name)
+                 or request.headers.get("authorization", "").lower().startswith("bearer "))
+    if reason == "not_authenticated" and not presented:
+        return
+    from gateway.audit.models import Outcome
+    from gateway.audit.service import Actor, record_event
+    from gateway.deps import client_address
+
+    actor = Actor(user_id=principal.user.id if principal else None, org_id=principal.user.org_id if principal else None,
+                  ip=client_address(request, settings), user_agent=request.headers.get("user-agent", "")[:256])
+    # The route template, not the URL: never anything a user typed into a path.
+    path = request.url.path[:200]
+    for name, value in request.path_params.items():
+        path = path.replace(f"/{value}", f"/{{{name}}}", 1)
+    details = {"reason": reason, "method": request.method, "route": path, **details}
+    db = getattr(request.state, "db", None)
+    try:
+        if db is None:
+            with components.db.transaction() as fresh:
+                record_event(fresh, "request.refused", actor=actor, outcome=Outcome.denied, details=details)
+        else:
+            # Whatever the refused request left pending is dropped; only the refusal is kept.
+            db.rollback()
+            record_event(db, "request.refused", actor=actor, outcome=Outcome.denied, details=details)
+            db.commit()
+            db.close()
+    except Exception:  # noqa: BLE001 - the refusal still answers if the audit write fails
+        log.exception("could not record a refused request")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError):
+        if not exc.audited and exc.status < 500:
+            _audit_refusal(request, exc.code)
         if not _wants_json(request) and request.method == "GET":
             # Pages send the browser to the step it still has to complete.
             if isinstance(exc, NotAuthenticated):
@@ -53,9 +94,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
+            _audit_refusal(request, "malformed_json")
             return _error_response(request, 400, "malformed_json", "The request body is not valid JSON.")
         # Name the fields and the problem, never echo the submitted values back.
         fields = sorted({".".join(str(p) for p in e.get("loc", ())[1:]) or "body" for e in errors})
+        _audit_refusal(request, "invalid_input", fields=fields[:20])
         problems = "; ".join(sorted({f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
                                      for e in errors}))
         return _error_response(request, 422, "invalid_input", f"Invalid fields: {', '.join(fields)} ({problems})")
@@ -89,14 +132,16 @@ def create_app(settings: Settings | None = None, components: Components | None =
     from gateway import health
     from gateway.auth import pages as auth_pages
     from gateway.auth import routes as auth_routes
+    from gateway.baas import routes as baa_routes
     from gateway.orgs import pages as org_pages
     from gateway.orgs import routes as org_routes
     from gateway.users import pages as user_pages
+    from gateway.transfers import routes as transfer_routes
     from gateway.users import routes as user_routes
 
     for module in (health, auth_pages, org_pages, user_pages):
         app.include_router(module.router)
-    for module in (auth_routes, org_routes, user_routes):
+    for module in (auth_routes, org_routes, user_routes, baa_routes, transfer_routes):
         app.include_router(module.router, prefix="/api/v1")
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     # Outermost, around Starlette's ServerErrorMiddleware too: a 500 page gets the same headers

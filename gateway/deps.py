@@ -39,6 +39,8 @@ def get_db(request: Request) -> Iterator[Session]:
     # Nothing is committed implicitly: services commit what they mean to keep,
     # and whatever a failing request left uncommitted is rolled back here.
     with request.app.state.components.db.sessions() as session:
+        # The error handler records refusals through this session, after rolling back.
+        request.state.db = session
         yield session
 
 
@@ -87,7 +89,9 @@ def _principal(request: Request, db: Session, settings: Settings, actor: Actor) 
         if found is None:
             record_event(db, "auth.api_token.rejected", actor=actor, outcome=Outcome.failure)
             db.commit()
-            raise NotAuthenticated("The API token is not valid.", code="invalid_token")
+            exc = NotAuthenticated("The API token is not valid.", code="invalid_token")
+            exc.audited = True
+            raise exc
         token, user = found
         db.commit()
         return Principal(user, None, token, Actor(user.id, user.org_id, actor.ip, actor.user_agent))
@@ -97,10 +101,12 @@ def _principal(request: Request, db: Session, settings: Settings, actor: Actor) 
     session = resolve_session(db, settings, raw, actor)
     if session is None:
         return None
-    db.commit()
     from gateway.users.models import User
 
     user = db.get(User, session.user_id)
+    # End the transaction now: nothing of the request's session stays open (on SQLite
+    # an open transaction holds the write lock) while a long upload or download runs.
+    db.commit()
     return Principal(user, session, None, Actor(user.id, user.org_id, actor.ip, actor.user_agent))
 
 
@@ -132,6 +138,8 @@ async def partial_principal(request: Request, db: DbSession, settings: AppSettin
     """A session at any stage: used only by the second-factor and enrolment steps."""
     check_origin(request)
     principal = _principal(request, db, settings, actor)
+    # Kept for the error handler, so that a refusal further on names who was refused.
+    request.state.principal = principal
     if principal is None:
         raise NotAuthenticated()
     await check_csrf(request, principal)

@@ -13,6 +13,9 @@ class GatewayError(Exception):
     status = 400
     code = "bad_request"
     message = "The request could not be processed."
+    # True when the raiser already recorded (and committed) the audit event for this
+    # refusal; otherwise the error handler records `request.refused` for it.
+    audited = False
 
     def __init__(self, message: str | None = None, *, code: str | None = None, headers: dict | None = None):
         self.message = message or type(self).message
@@ -36,6 +39,7 @@ class NotAuthenticated(GatewayError):
 
 class LoginFailed(GatewayError):
     status = 401
+    audited = True  # every raise follows auth.service._fail, which records the reason
     code = "login_failed"
     message = (
         "The username, password or code is not correct. "
@@ -81,6 +85,7 @@ class Conflict(GatewayError):
 
 class RateLimited(GatewayError):
     status = 429
+    audited = True  # raised only after the address_rate_limited event is committed
     code = "rate_limited"
     message = "Too many attempts. Try again later."
 

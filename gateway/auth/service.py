@@ -284,7 +284,9 @@ def change_password(db: Session, settings: Settings, user: User, current: str, n
     """Check the current password, apply the policy, revoke every other session."""
     if not passwords.verify_password(user.password_hash, current):
         _fail(db, settings, user, _as(actor, user), "auth.password.change_failed", "bad_password")
-        raise InvalidInput("The current password is not correct.", code="bad_current_password")
+        exc = InvalidInput("The current password is not correct.", code="bad_current_password")
+        exc.audited = True  # _fail recorded it
+        raise exc
     passwords.check_policy(new, username=user.username)
     if passwords.verify_password(user.password_hash, new):
         raise InvalidInput("Choose a password different from the current one.", code="password_unchanged")

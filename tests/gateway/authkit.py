@@ -1,0 +1,130 @@
+"""Helpers for the foundation's security tests: audit queries, DB state, page forms.
+
+Every read opens its own short session and closes it: on SQLite each transaction
+takes the write lock (BEGIN IMMEDIATE), so a test must never hold one open while
+the application serves a request.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select
+
+from gateway.audit.models import AuditEvent
+from gateway.auth.models import AddressThrottle, ApiToken, WebSession
+from gateway.users.models import RecoveryCode, User
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]*)"')
+
+
+def events(components, action: str | None = None, **where) -> list[AuditEvent]:
+    """Audit events in order, optionally filtered by action and column values."""
+    with components.db.sessions() as s:
+        query = select(AuditEvent).order_by(AuditEvent.seq)
+        if action:
+            query = query.where(AuditEvent.action == action)
+        for column, value in where.items():
+            query = query.where(getattr(AuditEvent, column) == value)
+        rows = list(s.scalars(query))
+        s.expunge_all()
+        s.rollback()
+        return rows
+
+
+def last_event(components, action: str | None = None, **where) -> AuditEvent:
+    rows = events(components, action, **where)
+    assert rows, f"no audit event {action} {where}; have {[e.action for e in events(components)]}"
+    return rows[-1]
+
+
+def event_count(components) -> int:
+    with components.db.sessions() as s:
+        n = s.scalar(select(func.count()).select_from(AuditEvent))
+        s.expunge_all()
+        s.rollback()
+        return n
+
+
+def sessions_of(components, user_id: str) -> list[WebSession]:
+    with components.db.sessions() as s:
+        rows = list(s.scalars(select(WebSession).where(WebSession.user_id == user_id)))
+        s.expunge_all()
+        s.rollback()
+        return rows
+
+
+def session_count(components) -> int:
+    with components.db.sessions() as s:
+        n = s.scalar(select(func.count()).select_from(WebSession))
+        s.expunge_all()
+        s.rollback()
+        return n
+
+
+def user_row(components, user_id: str) -> User:
+    with components.db.sessions() as s:
+        user = s.get(User, user_id)
+        s.expunge_all()
+        s.rollback()
+        return user
+
+
+def tokens_of(components, user_id: str) -> list[ApiToken]:
+    with components.db.sessions() as s:
+        rows = list(s.scalars(select(ApiToken).where(ApiToken.user_id == user_id)))
+        s.expunge_all()
+        s.rollback()
+        return rows
+
+
+def recovery_rows(components, user_id: str) -> list[RecoveryCode]:
+    with components.db.sessions() as s:
+        rows = list(s.scalars(select(RecoveryCode).where(RecoveryCode.user_id == user_id)))
+        s.expunge_all()
+        s.rollback()
+        return rows
+
+
+def address_failures(components, address: str) -> int:
+    with components.db.sessions() as s:
+        row = s.get(AddressThrottle, address)
+        s.expunge_all()
+        s.rollback()
+        return row.failures if row else 0
+
+
+def update_user(components, user_id: str, **values) -> None:
+    with components.db.transaction() as s:
+        user = s.get(User, user_id)
+        for k, v in values.items():
+            setattr(user, k, v)
+
+
+def csrf_from(html: str) -> str:
+    m = CSRF_FIELD.search(html)
+    assert m, "no csrf_token field in the page"
+    return m.group(1)
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, (response.status_code, response.text)
+    body = response.json()
+    assert body["error"]["code"] == code, body
+    assert body["error"]["message"]
+    return body["error"]
+
+
+def password_stage(client, user) -> str:
+    """Password only (half-authenticated); returns the CSRF token of that session."""
+    r = client.post("/api/v1/auth/login", json={"username": user.username, "password": user.password})
+    assert r.status_code == 200, r.text
+    return r.json()["csrf_token"]
+
+
+def page_login(client, username: str, password: str):
+    """Sign in through the /login form with its double-submit CSRF cookie; returns the POST response."""
+    form = client.get("/login")
+    assert form.status_code == 200
+    return client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": csrf_from(form.text)}, follow_redirects=False)
