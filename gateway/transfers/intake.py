@@ -1,0 +1,164 @@
+"""Request bodies as plain iterators, for the upload pipeline running in a worker thread.
+
+The upload path is: request body -> (multipart parser) -> sniff/limit/hash ->
+encrypt_stream -> ObjectStore.put, all pull-based generators, so at most a few
+segments are in memory and nothing is ever written to disk in plaintext.
+Starlette's own `request.form()` would spool file parts to temporary files on
+disk, which the non-negotiables forbid; this module parses multipart itself.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import anyio.from_thread
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from gateway.errors import InvalidInput
+
+BATCH = 1024 * 1024
+MAX_FIELD_BYTES = 4096
+
+
+def body_chunks(request: Request) -> Iterator[bytes]:
+    """The request body, pulled from the event loop in ~1 MiB batches (call from a worker thread)."""
+    stream = request.stream().__aiter__()
+    done = False
+
+    async def next_batch() -> bytes | None:
+        nonlocal done
+        parts, size = [], 0
+        while size < BATCH and not done:
+            try:
+                chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                done = True
+                break
+            if chunk:
+                parts.append(chunk)
+                size += len(chunk)
+        return b"".join(parts) if parts else None
+
+    while True:
+        batch = anyio.from_thread.run(next_batch)
+        if batch is None:
+            return
+        yield batch
+
+
+@dataclass
+class IncomingFile:
+    """A file part of an upload: its client-side name and a one-shot iterator of its bytes."""
+
+    name: str
+    chunks: Iterator[bytes]
+
+
+class MultipartReader:
+    """Pull-based multipart/form-data: fields first, then files as streams, in the order sent."""
+
+    def __init__(self, content_type: str, raw: Iterator[bytes]):
+        kind, params = parse_options_header(content_type)
+        boundary = params.get(b"boundary")
+        if kind != b"multipart/form-data" or not boundary or len(boundary) > 200:
+            raise InvalidInput("Expected multipart/form-data with a boundary.", code="malformed_multipart")
+        self._raw = raw
+        self._events: deque = deque()
+        self._header_field = b""
+        self._header_value = b""
+        self._ended = False
+        callbacks = {
+            "on_part_begin": lambda: self._events.append(("begin",)),
+            "on_part_data": lambda data, start, end: self._events.append(("data", bytes(data[start:end]))),
+            "on_part_end": lambda: self._events.append(("end",)),
+            "on_header_field": self._on_header_field,
+            "on_header_value": self._on_header_value,
+            "on_header_end": self._on_header_end,
+            "on_headers_finished": lambda: self._events.append(("headers_done",)),
+            "on_end": lambda: self._events.append(("eof",)),
+        }
+        self._parser = MultipartParser(boundary, callbacks)
+
+    def _on_header_field(self, data, start, end):
+        self._header_field += bytes(data[start:end])
+
+    def _on_header_value(self, data, start, end):
+        self._header_value += bytes(data[start:end])
+
+    def _on_header_end(self):
+        self._events.append(("header", self._header_field.decode("latin-1").lower(), self._header_value))
+        self._header_field = self._header_value = b""
+
+    def _next(self):
+        while not self._events:
+            if self._ended:
+                raise InvalidInput("The multipart body ended early.", code="malformed_multipart")
+            chunk = next(self._raw, None)
+            try:
+                if chunk is None:
+                    self._ended = True
+                    self._parser.finalize()
+                else:
+                    self._parser.write(chunk)
+            except InvalidInput:
+                raise
+            except Exception:
+                raise InvalidInput("The multipart body is malformed.", code="malformed_multipart") from None
+            if self._ended and not self._events:
+                raise InvalidInput("The multipart body ended early.", code="malformed_multipart")
+        return self._events.popleft()
+
+    def _part_headers(self) -> dict[str, bytes]:
+        headers = {}
+        while True:
+            event = self._next()
+            if event[0] == "header":
+                headers[event[1]] = event[2]
+            elif event[0] == "headers_done":
+                return headers
+            else:
+                raise InvalidInput("The multipart body is malformed.", code="malformed_multipart")
+
+    def _part_data(self) -> Iterator[bytes]:
+        while True:
+            event = self._next()
+            if event[0] == "data":
+                if event[1]:
+                    yield event[1]
+            elif event[0] == "end":
+                return
+            else:
+                raise InvalidInput("The multipart body is malformed.", code="malformed_multipart")
+
+    def parts(self) -> Iterator[tuple[str, str | IncomingFile]]:
+        """Yield (field name, value) for fields and (field name, IncomingFile) for files.
+
+        A file's chunks must be consumed before asking for the next part.
+        """
+        while True:
+            event = self._next()
+            if event[0] == "eof":
+                return
+            if event[0] != "begin":
+                raise InvalidInput("The multipart body is malformed.", code="malformed_multipart")
+            headers = self._part_headers()
+            disposition, params = parse_options_header(headers.get("content-disposition", b""))
+            if disposition != b"form-data" or b"name" not in params:
+                raise InvalidInput("A multipart part has no form-data name.", code="malformed_multipart")
+            name = params[b"name"].decode("utf-8", "replace")
+            if b"filename" in params:
+                filename = params[b"filename"].decode("utf-8", "replace")
+                data = self._part_data()
+                yield name, IncomingFile(filename, data)
+                for _ in data:  # drain whatever the consumer left
+                    pass
+            else:
+                value = bytearray()
+                for chunk in self._part_data():
+                    value += chunk
+                    if len(value) > MAX_FIELD_BYTES:
+                        raise InvalidInput(f"The form field {name!r} is too long.", code="field_too_long")
+                yield name, value.decode("utf-8", "replace")

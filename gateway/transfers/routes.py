@@ -1,0 +1,184 @@
+"""Transfers API: upload (raw body or multipart), list, approve, reject, revoke, emergency access, download."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import unquote
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from python_multipart.multipart import parse_options_header
+
+from gateway.auth.service import Principal
+from gateway.deps import AppComponents, DbSession, require
+from gateway.errors import InvalidInput
+from gateway.transfers import download, service, upload, views
+from gateway.transfers.intake import IncomingFile, MultipartReader, body_chunks
+from gateway.transfers.models import TransferStatus
+from gateway.transfers.schemas import ApproveIn, EmergencyIn, ReasonIn, TransferCreated, TransferOut
+from gateway.users.models import Role
+
+router = APIRouter(prefix="/transfers", tags=["transfers"])
+
+Sender = Annotated[Principal, Depends(require(Role.practice_staff, Role.practice_approver, Role.biller))]
+Approver = Annotated[Principal, Depends(require(Role.practice_approver))]
+Reader = Annotated[Principal, Depends(require(Role.practice_staff, Role.practice_approver, Role.biller, Role.auditor,
+                                              Role.admin))]
+Downloader = Annotated[Principal, Depends(require(Role.practice_staff, Role.practice_approver, Role.biller))]
+Admin = Annotated[Principal, Depends(require(Role.admin))]
+Auditor = Annotated[Principal, Depends(require(Role.auditor))]
+
+
+def _from_multipart(c, principal: Principal, content_type: str, raw) -> str:
+    reader = MultipartReader(content_type, raw)
+    parts = reader.parts()
+    fields: dict[str, list[str]] = {}
+
+    def files():
+        first = first_file[0]
+        if first is not None:
+            yield first
+        for name, value in parts:
+            if not isinstance(value, IncomingFile):
+                raise InvalidInput("Send the form fields before the files.", code="fields_after_files")
+            yield value
+
+    first_file: list[IncomingFile | None] = [None]
+    for name, value in parts:
+        if isinstance(value, IncomingFile):
+            first_file[0] = value
+            break
+        fields.setdefault(name, []).append(value)
+    request = upload.Request(
+        partner_id=(fields.get("partner_id") or [""])[0], purpose=(fields.get("purpose") or [""])[0],
+        note=(fields.get("note") or [""])[0][:2000], biller_ids=[b for b in fields.get("biller_ids", []) if b],
+    )
+    return upload.receive(c, principal, request, files())
+
+
+def _filename_from(header: str) -> str:
+    _, params = parse_options_header(header)
+    if b"filename*" in params:
+        value = params[b"filename*"].decode("latin-1")
+        if value.lower().startswith("utf-8''"):
+            return unquote(value[7:], encoding="utf-8", errors="strict")
+    if b"filename" in params:
+        return params[b"filename"].decode("utf-8", "replace")
+    raise InvalidInput("Name the file in a Content-Disposition header.", code="invalid_file_name")
+
+
+@router.post("", response_model=TransferCreated, status_code=201,
+             openapi_extra={"requestBody": {"content": {
+                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                 "multipart/form-data": {"schema": {"type": "object", "properties": {
+                     "partner_id": {"type": "string"}, "purpose": {"type": "string"}, "note": {"type": "string"},
+                     "biller_ids": {"type": "array", "items": {"type": "string"}},
+                     "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}})
+async def create_transfer(request: Request, c: AppComponents, principal: Sender,
+                          partner_id: str | None = Query(default=None, max_length=64),
+                          biller_id: list[str] = Query(default=[], max_length=100)):
+    """Upload one file (raw body, name in `Content-Disposition`, purpose in `X-Purpose`) or several (multipart).
+
+    Practice staff send to a vendor (`partner_id` = vendor id); billers send back to a practice.
+    The body is encrypted as it streams; nothing is visible unless every file was stored.
+    """
+    content_type = request.headers.get("content-type", "")
+    length = request.headers.get("content-length")
+    limit = c.settings.max_file_size * c.settings.max_files_per_transfer
+    if length and length.isdigit() and int(length) > limit:
+        raise upload.FileTooLarge(f"A file may be at most {c.settings.max_file_size} bytes.")
+    if content_type.startswith("multipart/form-data"):
+        def work():
+            return _from_multipart(c, principal, content_type, body_chunks(request))
+    elif content_type.startswith("application/octet-stream"):
+        if length and length.isdigit() and int(length) > c.settings.max_file_size:
+            raise upload.FileTooLarge(f"A file may be at most {c.settings.max_file_size} bytes.")
+        name = _filename_from(request.headers.get("content-disposition", ""))
+        req = upload.Request(partner_id=partner_id or "", purpose=request.headers.get("x-purpose", ""),
+                             note=unquote(request.headers.get("x-note", ""))[:2000], biller_ids=biller_id)
+
+        def work():
+            return upload.receive(c, principal, req, iter([IncomingFile(name, body_chunks(request))]))
+    else:
+        raise InvalidInput("Send application/octet-stream or multipart/form-data.", code="unsupported_media_type")
+    transfer_id = await anyio.to_thread.run_sync(work)
+    with c.db.sessions() as db:
+        transfer = service.find_transfer(db, principal, transfer_id)
+        return TransferCreated(id=transfer.id, status=transfer.status)
+
+
+@router.get("", response_model=list[TransferOut])
+def list_transfers(db: DbSession, c: AppComponents, principal: Reader,
+                   status: TransferStatus | None = None):
+    """Transfers visible to the caller: their practice's, or (billers) those approved for them."""
+    return [views.transfer_out(c.keys, principal, t) for t in service.list_transfers(db, principal, status=status)]
+
+
+@router.get("/inbox", response_model=list[TransferOut])
+def inbox(db: DbSession, c: AppComponents, principal: Annotated[Principal, Depends(require(Role.biller))]):
+    return [views.transfer_out(c.keys, principal, t) for t in service.inbox(db, principal)]
+
+
+@router.get("/approvals", response_model=list[TransferOut])
+def approvals(db: DbSession, c: AppComponents, principal: Approver):
+    return [views.transfer_out(c.keys, principal, t) for t in service.approval_queue(db, principal)]
+
+
+@router.get("/{transfer_id}", response_model=TransferOut)
+def get_transfer(transfer_id: str, db: DbSession, c: AppComponents, principal: Reader):
+    return views.transfer_out(c.keys, principal, service.find_transfer(db, principal, transfer_id))
+
+
+@router.post("/{transfer_id}/approve", response_model=TransferOut)
+def approve(transfer_id: str, body: ApproveIn, db: DbSession, c: AppComponents, principal: Approver):
+    """Release to the vendor for `days` (step-up: a fresh TOTP `code`). The uploader can never approve."""
+    transfer = service.find_transfer(db, principal, transfer_id)
+    service.approve(db, c.settings, c.keys, principal, transfer, days=body.days, download_limit=body.download_limit,
+                    recipient_ids=body.recipient_ids, code=body.code)
+    db.commit()
+    return views.transfer_out(c.keys, principal, transfer)
+
+
+@router.post("/{transfer_id}/reject", response_model=TransferOut)
+def reject(transfer_id: str, body: ReasonIn, db: DbSession, c: AppComponents, principal: Approver):
+    transfer = service.find_transfer(db, principal, transfer_id)
+    service.reject(db, principal, transfer, body.reason)
+    db.commit()
+    return views.transfer_out(c.keys, principal, transfer)
+
+
+@router.post("/{transfer_id}/revoke", response_model=TransferOut)
+def revoke(transfer_id: str, body: ReasonIn, db: DbSession, c: AppComponents, principal: Approver):
+    transfer = service.find_transfer(db, principal, transfer_id)
+    service.revoke(db, principal, transfer, body.reason)
+    db.commit()
+    return views.transfer_out(c.keys, principal, transfer)
+
+
+@router.post("/{transfer_id}/emergency-access", response_model=TransferOut)
+def emergency_access(transfer_id: str, body: EmergencyIn, db: DbSession, c: AppComponents, principal: Admin):
+    """Emergency access procedure: an administrator releases a waiting transfer for a few hours, with a reason."""
+    transfer = service.find_transfer(db, principal, transfer_id)
+    service.open_emergency_access(db, c.settings, c.keys, principal, transfer, hours=body.hours, reason=body.reason,
+                                  code=body.code)
+    db.commit()
+    return views.transfer_out(c.keys, principal, transfer)
+
+
+@router.post("/{transfer_id}/emergency-review", response_model=TransferOut)
+def emergency_review(transfer_id: str, db: DbSession, c: AppComponents, principal: Auditor):
+    transfer = service.find_transfer(db, principal, transfer_id)
+    service.review_emergency(db, principal, transfer)
+    db.commit()
+    return views.transfer_out(c.keys, principal, transfer)
+
+
+@router.get("/{transfer_id}/files/{file_id}/content", response_class=StreamingResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a byte range"}})
+def download_file(transfer_id: str, file_id: str, request: Request, db: DbSession, c: AppComponents,
+                  principal: Downloader):
+    """Download (decrypted as it streams); supports one `Range: bytes=` range to resume. Every attempt is logged."""
+    prepared = download.prepare(c, db, principal, transfer_id, file_id, request.headers.get("range"))
+    return StreamingResponse(download.stream(prepared.body), status_code=prepared.status_code,
+                             headers=prepared.headers)

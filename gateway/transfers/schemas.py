@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.transfers.models import Direction, TransferStatus
+
+
+class ApproveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    days: int = Field(default=7, ge=1, le=366)
+    download_limit: int | None = Field(default=None, ge=1, le=10000)
+    recipient_ids: list[str] = Field(default_factory=list, max_length=100)
+    code: str = Field(min_length=1, max_length=32)
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class EmergencyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hours: int = Field(default=4, ge=1, le=72)
+    reason: str = Field(min_length=1, max_length=500)
+    code: str = Field(min_length=1, max_length=32)
+
+
+class FileOut(BaseModel):
+    id: str
+    name: str | None = Field(description="Decrypted for callers entitled to the transfer; null once destroyed")
+    file_type: str
+    size: int
+    sha256: str
+    state: str
+
+
+class TransferOut(BaseModel):
+    id: str
+    direction: Direction
+    status: TransferStatus
+    practice_id: str
+    vendor_id: str
+    purpose: str
+    created_by: str
+    created_at: datetime
+    decided_at: datetime | None
+    access_ends_at: datetime | None
+    download_limit: int | None
+    recipient_ids: list[str]
+    emergency: bool
+    files: list[FileOut]
+
+
+class TransferCreated(BaseModel):
+    id: str
+    status: TransferStatus

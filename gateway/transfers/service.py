@@ -1,0 +1,271 @@
+"""Transfer rules: who sees what, the approval gate, four-eyes, revocation, emergency access.
+
+Every lookup goes through `find_transfer`, scoped to the caller's organisation
+and role, so a transfer of another organisation answers exactly like one that
+does not exist.  Every denial is recorded with its reason before it is raised.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from gateway import clock
+from gateway.audit.models import Outcome, Severity
+from gateway.audit.service import record_event
+from gateway.auth.service import Principal, check_second_factor
+from gateway.baas.service import active_baa
+from gateway.config import Settings
+from gateway.errors import Conflict, Forbidden, GatewayError, InvalidInput, NotFound
+from gateway.orgs.models import OrgKind
+from gateway.transfers.models import Direction, Download, Transfer, TransferFile, TransferStatus
+from gateway.users.models import Role, User
+
+PRACTICE_ROLES = (Role.practice_staff, Role.practice_approver)
+
+
+def _visible_clause(principal: Principal):
+    """The SQL condition for the transfers this caller may see (metadata, not content)."""
+    user = principal.user
+    if user.role in PRACTICE_ROLES:
+        return Transfer.practice_id == user.org_id
+    if user.role == Role.biller:
+        # A vendor sees its own sent-back files, and outbound transfers only once approved for it.
+        approved_for_me = (Transfer.direction == Direction.outbound) & Transfer.status.in_(
+            (TransferStatus.approved, TransferStatus.revoked)) & Transfer.decided_at.is_not(None)
+        return (Transfer.vendor_id == user.org_id) & (
+            (Transfer.direction == Direction.inbound) | approved_for_me)
+    if user.role == Role.auditor:
+        return Transfer.practice_id == user.org_id if user.org.kind == OrgKind.practice else True
+    if user.role == Role.admin:
+        return True
+    return False
+
+
+def _addressed_to(transfer: Transfer, user: User) -> bool:
+    if user.role != Role.biller or transfer.direction != Direction.outbound:
+        return True
+    return not transfer.recipients or user.id in transfer.recipient_ids
+
+
+def find_transfer(db: Session, principal: Principal, transfer_id: str) -> Transfer:
+    """The transfer if this caller may see it; NotFound otherwise, identical to a missing id."""
+    transfer = db.scalar(select(Transfer).where(Transfer.id == transfer_id, _visible_clause(principal)))
+    if transfer is None or not _addressed_to(transfer, principal.user):
+        raise NotFound("No such transfer.", code="transfer_not_found")
+    return transfer
+
+
+def list_transfers(db: Session, principal: Principal, *, status: TransferStatus | None = None,
+                   limit: int = 200) -> list[Transfer]:
+    query = select(Transfer).where(_visible_clause(principal))
+    if status is not None:
+        query = query.where(Transfer.status == status)
+    rows = db.scalars(query.order_by(Transfer.created_at.desc()).limit(limit))
+    return [t for t in rows if _addressed_to(t, principal.user)]
+
+
+def inbox(db: Session, principal: Principal) -> list[Transfer]:
+    """A biller's outbound transfers that are approved for them and inside their window."""
+    now = clock.now()
+    return [t for t in list_transfers(db, principal, status=TransferStatus.approved)
+            if t.direction == Direction.outbound and t.access_ends_at and now < t.access_ends_at]
+
+
+def approval_queue(db: Session, principal: Principal) -> list[Transfer]:
+    return [t for t in list_transfers(db, principal, status=TransferStatus.awaiting_approval)
+            if t.direction == Direction.outbound]
+
+
+def _deny(db: Session, principal: Principal, action: str, transfer: Transfer, reason: str,
+          error: GatewayError, extra: dict | None = None) -> None:
+    record_event(db, action, actor=principal.actor, outcome=Outcome.denied, target_type="transfer",
+                 target_id=transfer.id, target_org_id=transfer.practice_id, details={"reason": reason, **(extra or {})})
+    db.commit()
+    raise error
+
+
+# -- decisions --------------------------------------------------------------------
+
+def _check_decidable(db: Session, principal: Principal, transfer: Transfer, action: str) -> None:
+    if transfer.direction != Direction.outbound or transfer.status != TransferStatus.awaiting_approval:
+        _deny(db, principal, action, transfer, "not_awaiting_approval",
+              Conflict("This transfer is not waiting for approval.", code="not_awaiting_approval"))
+    # Four-eyes: whoever sent the files never releases them, whatever roles they hold now.
+    if transfer.created_by == principal.user.id:
+        _deny(db, principal, action, transfer, "four_eyes",
+              Forbidden("You cannot decide on a transfer you uploaded.", code="four_eyes"))
+
+
+def approve(db: Session, settings: Settings, keys, principal: Principal, transfer: Transfer, *, days: int,
+            download_limit: int | None, recipient_ids: list[str], code: str) -> None:
+    """Release an outbound transfer to its vendor for a time-bound window (step-up TOTP required)."""
+    action = "transfer.approve.denied"
+    _check_decidable(db, principal, transfer, action)
+    if not 1 <= days <= settings.max_access_days:
+        raise InvalidInput(f"The access window is 1 to {settings.max_access_days} days.", code="invalid_window")
+    if download_limit is not None and download_limit < 1:
+        raise InvalidInput("A download limit is at least 1.", code="invalid_download_limit")
+    billers = _validate_recipients(db, transfer, recipient_ids)
+    # A hijacked session alone must not release PHI: ask for a fresh code.
+    check_second_factor(db, settings, keys, principal.user, code, principal.actor, allow_recovery=False,
+                        action="transfer.approve.stepup_failed")
+    if active_baa(db, transfer.practice_id, transfer.vendor_id) is None:
+        _deny(db, principal, action, transfer, "baa_not_active",
+              Forbidden("There is no BAA in force with this vendor.", code="baa_not_active"))
+    now = clock.now()
+    transfer.status = TransferStatus.approved
+    transfer.decided_by, transfer.decided_at = principal.user.id, now
+    transfer.access_ends_at = now + timedelta(days=days)
+    transfer.download_limit = download_limit
+    if billers is not None:
+        _set_recipients(transfer, billers)
+    record_event(db, "transfer.approved", actor=principal.actor, target_type="transfer", target_id=transfer.id,
+                 target_org_id=transfer.practice_id,
+                 details={"vendor_id": transfer.vendor_id, "days": days, "download_limit": download_limit,
+                          "recipients": sorted(transfer.recipient_ids)})
+
+
+def _validate_recipients(db: Session, transfer: Transfer, recipient_ids: list[str]) -> list[User] | None:
+    """Named billers must be active billers of the vendor, and approval may only narrow the list."""
+    if not recipient_ids:
+        return None
+    ids = set(recipient_ids)
+    users = list(db.scalars(select(User).where(User.id.in_(ids), User.org_id == transfer.vendor_id,
+                                               User.role == Role.biller, User.active.is_(True))))
+    if len(users) != len(ids):
+        raise InvalidInput("Recipients must be active billers of the vendor.", code="invalid_recipients")
+    if transfer.recipients and not ids <= transfer.recipient_ids:
+        raise InvalidInput("Approval can only narrow the named recipients.", code="recipients_widened")
+    return users
+
+
+def _set_recipients(transfer: Transfer, billers: list[User]) -> None:
+    from gateway.transfers.models import TransferRecipient
+
+    transfer.recipients = [TransferRecipient(transfer_id=transfer.id, user_id=b.id) for b in billers]
+
+
+def reject(db: Session, principal: Principal, transfer: Transfer, reason: str) -> None:
+    _check_decidable(db, principal, transfer, "transfer.reject.denied")
+    reason = " ".join(reason.split())
+    if not reason:
+        raise InvalidInput("Give a reason for the rejection.", code="reason_required")
+    transfer.status = TransferStatus.rejected
+    transfer.decided_by, transfer.decided_at = principal.user.id, clock.now()
+    transfer.reject_reason = reason[:500]
+    record_event(db, "transfer.rejected", actor=principal.actor, target_type="transfer", target_id=transfer.id,
+                 target_org_id=transfer.practice_id, details={"vendor_id": transfer.vendor_id})
+
+
+def revoke(db: Session, principal: Principal, transfer: Transfer, reason: str) -> None:
+    """Stop all further downloads at once."""
+    if transfer.direction != Direction.outbound or transfer.status not in (
+            TransferStatus.approved, TransferStatus.awaiting_approval):
+        _deny(db, principal, "transfer.revoke.denied", transfer, "not_revocable",
+              Conflict("Only a pending or approved transfer can be revoked.", code="not_revocable"))
+    reason = " ".join(reason.split())
+    if not reason:
+        raise InvalidInput("Give a reason for the revocation.", code="reason_required")
+    transfer.status = TransferStatus.revoked
+    transfer.revoked_by, transfer.revoked_at = principal.user.id, clock.now()
+    transfer.revoke_reason = reason[:500]
+    record_event(db, "transfer.revoked", actor=principal.actor, severity=Severity.warning, target_type="transfer",
+                 target_id=transfer.id, target_org_id=transfer.practice_id, details={"vendor_id": transfer.vendor_id})
+
+
+def open_emergency_access(db: Session, settings: Settings, keys, principal: Principal, transfer: Transfer, *,
+                          hours: int, reason: str, code: str) -> None:
+    """HIPAA's emergency access procedure: an administrator releases a transfer when no approver can.
+
+    It is time-limited, needs a reason and a fresh TOTP code, raises a high-severity
+    event, and stays on the auditors' list until an auditor reviews it.
+    """
+    action = "transfer.emergency_access.denied"
+    reason = " ".join(reason.split())
+    if not reason:
+        raise InvalidInput("Emergency access needs a reason.", code="reason_required")
+    if not 1 <= hours <= settings.emergency_max_hours:
+        raise InvalidInput(f"Emergency access lasts 1 to {settings.emergency_max_hours} hours.",
+                           code="invalid_window")
+    _check_decidable(db, principal, transfer, action)
+    check_second_factor(db, settings, keys, principal.user, code, principal.actor, allow_recovery=False,
+                        action="transfer.emergency_access.stepup_failed")
+    if active_baa(db, transfer.practice_id, transfer.vendor_id) is None:
+        _deny(db, principal, action, transfer, "baa_not_active",
+              Forbidden("There is no BAA in force with this vendor.", code="baa_not_active"))
+    now = clock.now()
+    transfer.status = TransferStatus.approved
+    transfer.decided_by, transfer.decided_at = principal.user.id, now
+    transfer.access_ends_at = now + timedelta(hours=hours)
+    transfer.emergency_reason = reason[:500]
+    record_event(db, "transfer.emergency_access.opened", actor=principal.actor, severity=Severity.high,
+                 target_type="transfer", target_id=transfer.id, target_org_id=transfer.practice_id,
+                 details={"vendor_id": transfer.vendor_id, "hours": hours, "alert": True})
+
+
+def unreviewed_emergencies(db: Session, principal: Principal) -> list[Transfer]:
+    query = select(Transfer).where(_visible_clause(principal), Transfer.emergency_reason.is_not(None),
+                                   Transfer.emergency_reviewed_at.is_(None))
+    return list(db.scalars(query.order_by(Transfer.decided_at)))
+
+
+def review_emergency(db: Session, principal: Principal, transfer: Transfer) -> None:
+    if transfer.emergency_reason is None or transfer.emergency_reviewed_at is not None:
+        raise Conflict("There is no emergency access waiting for review.", code="nothing_to_review")
+    transfer.emergency_reviewed_by, transfer.emergency_reviewed_at = principal.user.id, clock.now()
+    record_event(db, "transfer.emergency_access.reviewed", actor=principal.actor, target_type="transfer",
+                 target_id=transfer.id, target_org_id=transfer.practice_id)
+
+
+# -- the download gate ------------------------------------------------------------
+
+def downloads_started(db: Session, file: TransferFile) -> int:
+    return db.scalar(select(func.count()).select_from(Download).where(
+        Download.file_id == file.id, Download.resumed.is_(False))) or 0
+
+
+def download_denial(db: Session, principal: Principal, transfer: Transfer, file: TransferFile,
+                    *, resuming: bool) -> str | None:
+    """Why this caller may not download this file now, or None. Checked at the moment of each request."""
+    user = principal.user
+    now = clock.now()
+    if file.state.value != "stored" or transfer.status == TransferStatus.destroyed:
+        return "destroyed"
+    if transfer.direction == Direction.inbound:
+        if user.role not in PRACTICE_ROLES or user.org_id != transfer.practice_id:
+            return "not_recipient"
+    else:
+        if user.role != Role.biller or user.org_id != transfer.vendor_id:
+            return "not_recipient"
+        if transfer.status == TransferStatus.revoked:
+            return "revoked"
+        if transfer.status != TransferStatus.approved:
+            return "not_approved"
+        if not _addressed_to(transfer, user):
+            return "not_recipient"
+        if transfer.access_ends_at is None or now >= transfer.access_ends_at:
+            return "window_ended"
+        if transfer.download_limit is not None and not resuming and downloads_started(db, file) >= transfer.download_limit:
+            return "limit_reached"
+    if active_baa(db, transfer.practice_id, transfer.vendor_id, now) is None:
+        return "baa_not_active"
+    return None
+
+
+def has_started_download(db: Session, file: TransferFile, user: User) -> bool:
+    return db.scalar(select(Download.id).where(Download.file_id == file.id, Download.user_id == user.id,
+                                               Download.resumed.is_(False)).limit(1)) is not None
+
+
+def find_file(transfer: Transfer, file_id: str) -> TransferFile:
+    for f in transfer.files:
+        if f.id == file_id:
+            return f
+    raise NotFound("No such file.", code="file_not_found")
+
+
+def partner_filter(principal: Principal):
+    return or_(Transfer.practice_id == principal.user.org_id, Transfer.vendor_id == principal.user.org_id)

@@ -1,0 +1,109 @@
+"""Fixtures for transfer tests: a practice and a vendor under an active BAA, one user per role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TestUser, api_login
+
+PDF = b"%PDF-1.7\n" + b"synthetic appeal attachment, no real patient data\n" * 200 + b"%%EOF\n"
+
+
+@dataclass
+class Party:
+    practice: object
+    vendor: object
+    staff: TestUser
+    approver: TestUser
+    biller: TestUser
+    biller2: TestUser
+    auditor: TestUser
+    admin: TestUser
+    baa_id: str
+
+
+def record_baa(components, practice, vendor, *, days: int = 365):
+    from gateway import clock
+    from gateway.audit.service import Actor
+    from gateway.baas.service import record_baa as record
+
+    with components.db.transaction() as db:
+        baa = record(db, practice, vendor, "BAA-TEST-1", clock.now() - timedelta(days=1),
+                     clock.now() + timedelta(days=days), Actor.system())
+        return baa.id
+
+
+@pytest.fixture
+def party(components, factory) -> Party:
+    practice, vendor, operator = factory.org("practice"), factory.org("vendor"), factory.org("operator")
+    return Party(
+        practice=practice, vendor=vendor,
+        staff=factory.user("practice_staff", practice), approver=factory.user("practice_approver", practice),
+        biller=factory.user("biller", vendor), biller2=factory.user("biller", vendor),
+        auditor=factory.user("auditor", practice), admin=factory.user("admin", operator),
+        baa_id=record_baa(components, practice, vendor),
+    )
+
+
+class Session:
+    """A signed-in TestClient for one user, with its CSRF header applied to every call."""
+
+    def __init__(self, app, user: TestUser, clock):
+        self.client = TestClient(app)
+        self.user = user
+        self.clock = clock
+        self.csrf = api_login(self.client, user)
+        self.client.headers["X-CSRF-Token"] = self.csrf
+
+    def fresh_code(self) -> str:
+        self.clock.advance(seconds=30)  # a code never used before by this user
+        return self.user.code()
+
+    def upload(self, partner_id: str, data: bytes = PDF, name: str = "appeal.pdf", purpose: str = "APPEAL-1001",
+               billers: list[str] | None = None, **headers):
+        params = {"partner_id": partner_id}
+        if billers:
+            params["biller_id"] = billers
+        return self.client.post("/api/v1/transfers", params=params, content=data, headers={
+            "Content-Type": "application/octet-stream", "X-Purpose": purpose,
+            "Content-Disposition": f"attachment; filename*=UTF-8''{__import__('urllib.parse').parse.quote(name)}",
+            **headers})
+
+    def approve(self, transfer_id: str, **body):
+        body.setdefault("code", self.fresh_code())
+        return self.client.post(f"/api/v1/transfers/{transfer_id}/approve", json=body)
+
+    def download(self, transfer_id: str, file_id: str, **headers):
+        return self.client.get(f"/api/v1/transfers/{transfer_id}/files/{file_id}/content", headers=headers)
+
+
+@pytest.fixture
+def session_for(app, fake_clock):
+    opened = []
+
+    def make(user: TestUser) -> Session:
+        s = Session(app, user, fake_clock)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.client.close()
+
+
+def events(db, action: str | None = None, **where):
+    from sqlalchemy import select
+
+    from gateway.audit.models import AuditEvent
+
+    db.expire_all()
+    query = select(AuditEvent).order_by(AuditEvent.seq)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    for key, value in where.items():
+        query = query.where(getattr(AuditEvent, key) == value)
+    return list(db.scalars(query))
