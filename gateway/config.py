@@ -11,10 +11,13 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Comma-separated in the environment (PHIGATE_ONSHORE_REGIONS=us-east-1,us-west-2).
+Csv = Annotated[tuple[str, ...], NoDecode]
 
 US_REGIONS = ("us-east-1", "us-east-2", "us-west-1", "us-west-2", "us-gov-east-1", "us-gov-west-1")
 
@@ -28,12 +31,12 @@ class Settings(BaseSettings):
     storage_url: str | None = Field(default=None, description="default: file:// objects dir in the data dir")
     key_provider_url: str | None = Field(default=None, description="default: local:// keyring in the data dir")
     allow_local_keyring: bool = False
-    onshore_regions: tuple[str, ...] = US_REGIONS
-    onshore_endpoints: tuple[str, ...] = ()
+    onshore_regions: Csv = US_REGIONS
+    onshore_endpoints: Csv = ()
 
     host: str = "127.0.0.1"
     port: int = 8000
-    trusted_proxies: tuple[str, ...] = ()
+    trusted_proxies: Csv = ()
     cookie_secure: bool | None = None
     instance_id: str = "phigate-local"
 
@@ -45,7 +48,27 @@ class Settings(BaseSettings):
     ip_window_minutes: int = Field(default=15, ge=1)
     api_token_max_days: int = Field(default=90, ge=1)
 
-    @field_validator("onshore_regions", "onshore_endpoints", "trusted_proxies", mode="before")
+    # Audit log (gateway/audit): signed checkpoints, retention, access review, alerts.
+    audit_checkpoint_interval_seconds: int = Field(default=300, ge=0, description="0: no in-process scheduler")
+    audit_log_origin: str | None = Field(default=None, description="checkpoint origin; default phigate/<instance_id>/audit")
+    audit_retention_years: int = Field(default=6, ge=1, le=100)
+    audit_inactivity_days: int = Field(default=90, ge=1)
+    audit_alert_sink: str = Field(default="", description="http(s):// webhook URL or file:// JSON-lines path")
+    audit_alert_allowed_hours: str = Field(default="06-20", pattern=r"^([01][0-9]|2[0-4])-([01][0-9]|2[0-4])$",
+                                           description="UTC hours HH-HH in which sign-ins raise no alert")
+    audit_alert_rules: dict[str, dict[str, int]] = Field(default_factory=dict,
+                                                         description="JSON overrides of alert thresholds")
+
+    # transfers
+    max_file_size: int = Field(default=5 * 1024**3, ge=1, description="bytes of plaintext per file")
+    max_files_per_transfer: int = Field(default=20, ge=1, le=1000)
+    allowed_file_types: Csv = ("pdf", "tif", "tiff", "png", "jpg", "jpeg", "txt", "csv",
+                                           "835", "837", "x12", "edi", "docx", "xlsx", "zip")
+    default_access_days: int = Field(default=7, ge=1)
+    max_access_days: int = Field(default=30, ge=1)
+    emergency_max_hours: int = Field(default=24, ge=1, le=72)
+
+    @field_validator("onshore_regions", "onshore_endpoints", "trusted_proxies", "allowed_file_types", mode="before")
     @classmethod
     def _split_csv(cls, value):
         if isinstance(value, str):
