@@ -313,9 +313,11 @@ def encrypt_stream(
     _salt: bytes | None = None,
     _nonce_prefix: bytes | None = None,
 ) -> Iterator[bytes]:
-    """Encrypt an iterable of plaintext chunks (any sizes); yields the header then one chunk per segment.
+    """Encrypt an iterable of plaintext chunks (any sizes); yields ciphertext chunks.
 
-    Memory use is about two segments whatever the object size. ``_salt`` and
+    The first chunk is the header; then each segment follows as one chunk when
+    the input arrives in whole segments, or as several pieces otherwise (the
+    concatenation is the format either way). Memory use is about two segments whatever the object size. ``_salt`` and
     ``_nonce_prefix`` exist only to regenerate the committed test vectors.
     """
     dek = _check_dek(dek)
