@@ -251,7 +251,7 @@ class S3ObjectStore:
         config = Config(
             region_name=region,
             signature_version="s3v4",
-            retries={"mode": retry_mode, "max_attempts": max_attempts},
+            retries={"mode": retry_mode, "total_max_attempts": max_attempts},  # incl. the first
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             s3={"addressing_style": addressing_style or ("path" if self._endpoint else "auto")},
