@@ -15,6 +15,7 @@ from datetime import timedelta
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from crypto import DecryptionError
 from gateway import clock
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
@@ -118,7 +119,15 @@ def check_second_factor(
     if user.totp_secret_sealed is None:
         _fail(db, settings, user, actor, action, "not_enrolled")
         raise LoginFailed()
-    secret = open_totp_secret(keys, user.id, user.totp_secret_sealed)
+    try:
+        secret = open_totp_secret(keys, user.id, user.totp_secret_sealed)
+    except DecryptionError:
+        # Sealed for another user (a copied row) or damaged: no code can match, and the
+        # user gets the same answer as for a wrong code, never a 500.
+        record_event(db, "auth.mfa.secret_unreadable", actor=actor, outcome=Outcome.failure, severity=Severity.high,
+                     target_type="user", target_id=user.id, target_org_id=user.org_id)
+        _fail(db, settings, user, actor, action, "secret_unreadable")
+        raise LoginFailed() from None
     step = totp.matching_step(secret, code, clock.now())
     if step is not None:
         # Claim the step atomically: of two parallel requests with one code, the

@@ -31,7 +31,9 @@ def normalise_code(code: str) -> str:
 def matching_step(secret: str, code: str, at: datetime) -> int | None:
     """The time step whose code equals `code`, within the allowed drift, or None."""
     code = normalise_code(code)
-    if len(code) != DIGITS or not code.isdigit():
+    # ASCII only: str.isdigit() accepts other scripts' digits ("１２３４５６"), which
+    # hmac.compare_digest refuses with a TypeError (a 500 instead of a wrong code).
+    if len(code) != DIGITS or not (code.isascii() and code.isdigit()):
         return None
     totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
     current = int(at.timestamp()) // STEP_SECONDS
