@@ -3,18 +3,33 @@
 It adds the event to the caller's SQLAlchemy session, so the event commits or
 rolls back together with the action it describes: an action without its
 event, or an event for an action that never happened, cannot exist.
+
+Each event gets the next gap-free sequence number and its Merkle leaf hash at
+once.  Numbers are handed out under a lock held until the caller's transaction
+ends: on PostgreSQL a transaction-scoped advisory lock, on SQLite the write
+lock every transaction already takes (BEGIN IMMEDIATE in gateway/db.py).  So
+transactions that write events commit in sequence order, a rolled-back one
+leaves no gap, and two gateway processes can never hand out the same number.
+Appending costs one indexed max() and one SHA-256: the tree itself is only
+extended at checkpoint time (checkpoint.py).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from gateway import clock
-from gateway.audit.models import AuditEvent, Outcome, Severity
+from gateway.audit.canonical import format_time, leaf_hash_of
+from gateway.audit.models import AuditCheckpoint, AuditEvent, CheckpointKind, Outcome, Severity
 
 _SCALARS = (str, int, float, bool, type(None))
+
+# pg_advisory_xact_lock key for the event sequence ("PHIGATE" "AU" as digits would do; any constant works).
+APPEND_LOCK_KEY = 0x5048_4741_5544_4954 & 0x7FFF_FFFF_FFFF_FFFF
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,41 @@ class Actor:
         return cls(user_agent="phigate-system")
 
 
+def lock_appends(db: Session) -> None:
+    """Serialise event appends until this transaction ends (no-op on SQLite, which is already serialised)."""
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPEND_LOCK_KEY})
+
+
+def _next_seq(db: Session) -> int:
+    lock_appends(db)
+    with db.no_autoflush:
+        # Events added earlier in this transaction but not flushed yet count too.
+        pending = [o.seq for o in db.new if isinstance(o, AuditEvent)]
+        last = db.scalar(select(func.max(AuditEvent.seq)))
+        if last is None:
+            # Every event may have been pruned up to a signed prune checkpoint.
+            last = db.scalar(select(func.max(AuditCheckpoint.tree_size))
+                             .where(AuditCheckpoint.kind == CheckpointKind.prune_base))
+    return max([last or 0, *pending]) + 1
+
+
+def _check_details(details: dict) -> None:
+    for key, value in details.items():
+        # Events carry ids, counts, reasons and hashes; free text that could hold
+        # PHI (file names, notes) must never be passed in here.
+        if not isinstance(key, str):
+            raise TypeError("audit detail keys must be strings")
+        values = value if isinstance(value, list | tuple) else (value,)
+        if isinstance(value, list | tuple) and not all(isinstance(v, _SCALARS) for v in value):
+            raise TypeError(f"audit detail {key!r} must be a scalar or a list of scalars")
+        if not isinstance(value, _SCALARS + (list, tuple)):
+            raise TypeError(f"audit detail {key!r} must be a scalar or a list of scalars")
+        # A leaf must serialise the same way for ever: no NaN or infinity.
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise TypeError(f"audit detail {key!r} must be a finite number")
+
+
 def record_event(
     db: Session,
     action: str,
@@ -44,27 +94,40 @@ def record_event(
     details: dict | None = None,
 ) -> AuditEvent:
     """Append one event (namespaced action such as `auth.login.failed`) to the caller's transaction."""
-    details = dict(details or {})
-    for key, value in details.items():
-        # Events carry ids, counts, reasons and hashes; free text that could hold
-        # PHI (file names, notes) must never be passed in here.
-        if not isinstance(value, _SCALARS) and not (
-            isinstance(value, list | tuple) and all(isinstance(v, _SCALARS) for v in value)
-        ):
-            raise TypeError(f"audit detail {key!r} must be a scalar or a list of scalars")
+    details = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(details or {}).items()}
+    _check_details(details)
+    outcome, severity = Outcome(outcome), Severity(severity)
+    occurred_at = clock.now()
+    user_agent = (actor.user_agent or "")[:256] or None
+    # Empty strings are stored as NULL so that a CSV export (empty cell = null) round-trips exactly.
+    user_id, org_id, ip = actor.user_id or None, actor.org_id or None, actor.ip or None
+    target_type, target_id, target_org_id = target_type or None, target_id or None, target_org_id or None
+    seq = _next_seq(db)
+    leaf = leaf_hash_of(seq, format_time(occurred_at), action, outcome.value, severity.value, user_id,
+                        org_id, ip, user_agent, target_type, target_id, target_org_id, details)
     event = AuditEvent(
-        occurred_at=clock.now(),
+        seq=seq,
+        occurred_at=occurred_at,
         action=action,
         outcome=outcome,
         severity=severity,
-        actor_user_id=actor.user_id,
-        actor_org_id=actor.org_id,
-        ip=actor.ip,
-        user_agent=(actor.user_agent or "")[:256] or None,
+        actor_user_id=user_id,
+        actor_org_id=org_id,
+        ip=ip,
+        user_agent=user_agent,
         target_type=target_type,
         target_id=target_id,
         target_org_id=target_org_id,
         details=details,
+        leaf_hash=leaf,
     )
     db.add(event)
     return event
+
+
+def event_leaf_hash(event: AuditEvent) -> bytes:
+    """Recompute an event's leaf hash from its stored fields."""
+    return leaf_hash_of(event.seq, format_time(event.occurred_at), event.action, Outcome(event.outcome).value,
+                        Severity(event.severity).value, event.actor_user_id, event.actor_org_id, event.ip,
+                        event.user_agent, event.target_type, event.target_id, event.target_org_id,
+                        event.details or {})

@@ -1,0 +1,60 @@
+"""The canonical serialisation of one audit event: what a Merkle leaf commits to.
+
+    d(event) = UTF-8 JSON array, no whitespace, ASCII only (\\u escapes),
+               object keys sorted, no NaN or infinity:
+      ["phigate-audit-v1", seq, occurred_at, action, outcome, severity,
+       actor_user_id, actor_org_id, ip, user_agent, target_type, target_id,
+       target_org_id, details]
+
+    occurred_at = "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC, always six fraction digits)
+    leaf hash   = SHA-256(0x00 || d(event))         (RFC 9162 section 2.1.1)
+
+The sequence number is inside the leaf, so moving an event to another position
+changes its leaf hash.  This module is all an outside verifier needs to
+recompute a leaf from an exported record (see docs/audit.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+
+VERSION = "phigate-audit-v1"
+
+# The event fields, in leaf order after the version tag.
+FIELDS = ("seq", "occurred_at", "action", "outcome", "severity", "actor_user_id", "actor_org_id", "ip",
+          "user_agent", "target_type", "target_id", "target_org_id", "details")
+
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
+_sha256 = hashlib.sha256
+
+
+def format_time(value: datetime) -> str:
+    """The canonical UTC timestamp text."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime in an audit event")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    text = value.isoformat()  # "...+00:00"; the C isoformat is much faster than strftime
+    return text[:-6] + "Z" if value.microsecond else text[:-6] + ".000000Z"
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def serialise(seq: int, occurred_at: str, action: str, outcome: str, severity: str, actor_user_id, actor_org_id,
+              ip, user_agent, target_type, target_id, target_org_id, details: dict) -> bytes:
+    return _encode([VERSION, seq, occurred_at, action, outcome, severity, actor_user_id, actor_org_id, ip,
+                    user_agent, target_type, target_id, target_org_id, details]).encode("ascii")
+
+
+def leaf_hash_of(*fields) -> bytes:
+    """SHA-256(0x00 || d(event)) for the fields in `FIELDS` order (occurred_at as canonical text)."""
+    return _sha256(b"\x00" + serialise(*fields)).digest()
+
+
+def record_leaf_hash(record: dict) -> bytes:
+    """Leaf hash of an exported record (a dict holding every name in `FIELDS`)."""
+    return leaf_hash_of(*(record[name] for name in FIELDS))

@@ -1,0 +1,321 @@
+"""Streamed exports (CSV, JSON Lines) that an outsider can verify with the public key alone.
+
+An export is taken against one signed checkpoint of N leaves that covers every
+exported event.  Each event carries its sequence number, every field of the
+canonical serialisation, its leaf hash and its RFC 9162 inclusion path in the
+tree of N leaves.  Layout:
+
+JSON Lines
+    {"type": "header", "format": "phigate-audit-export-v1", "checkpoint": <signed note>, ...}
+    {"type": "event", "seq": ..., <fields>, "leaf_hash": hex, "inclusion_path": [hex, ...]}  (one per event)
+    {"type": "end", "events": <count>}
+
+CSV
+    header row: seq, occurred_at, ..., details, leaf_hash, inclusion_path
+    one row per event: empty cell = null, details as canonical JSON, the path as
+    space-separated hex; cells starting with = + - @ tab CR or ' get a leading '
+    (spreadsheet formula injection) which the verifier strips again
+    "#checkpoint", <signed note>
+    "#end", <count>
+
+Events are read in keyset chunks in short transactions and inclusion paths are
+built one bucket of 256 leaves at a time, so memory does not grow with the
+export.  `verify_export()` is the offline verifier (no database, no gateway
+configuration): it checks the note's signature, every leaf and every path.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from gateway.audit import merkle, note
+from gateway.audit.canonical import FIELDS, record_leaf_hash
+from gateway.audit.tree import BUCKET, NODE_MIN_LEVEL, ShortReads, TreeReader, row_fields, stream_events
+
+FORMAT = "phigate-audit-export-v1"
+CSV_COLUMNS = FIELDS + ("leaf_hash", "inclusion_path")
+_DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "'")
+_details_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+_line_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
+def neutralise(cell: str) -> str:
+    """Prefix a cell a spreadsheet would read as a formula (and any cell starting with ')."""
+    return "'" + cell if cell.startswith(_DANGEROUS) else cell
+
+
+def restore(cell: str) -> str:
+    return cell[1:] if cell.startswith("'") else cell
+
+
+class ProofStream:
+    """Inclusion paths for leaves visited in increasing order, one bucket at a time."""
+
+    def __init__(self, reads, size: int):
+        self.reader = TreeReader(reads, size)
+        self.size = size
+        self.bucket: int | None = None
+        self.loaded = 0
+
+    def path(self, index: int) -> list[str]:
+        lo = index - index % BUCKET
+        if lo != self.bucket:
+            self._load(lo)
+        if self.levels is None:
+            return [h.hex() for h in merkle.inclusion_path(index, self.size, self.reader.subtree)]
+        j = index - lo
+        levels = self.levels
+        return [levels[level][(j >> level) ^ 1] for level in range(NODE_MIN_LEVEL)] + self.upper
+
+    def _load(self, lo: int) -> None:
+        self.bucket = lo
+        self.loaded += 1
+        if self.loaded % 64 == 0:
+            self.reader.forget()
+        hi = lo + BUCKET
+        if hi > self.size:
+            self.levels = None  # the partial right-edge bucket: paths computed directly
+            return
+        leaves = self.reader._bucket(lo, hi)
+        levels = merkle.levels_of(leaves)
+        self.levels = [[h.hex() for h in level] for level in levels[:-1]]
+        self.reader._memo[(lo, hi)] = levels[-1][0]
+        self.upper = [h.hex() for h in merkle.path_to_range(lo, hi, self.size, self.reader.subtree)]
+        self.reader._buckets.clear()
+
+
+def _records(database, checkpoint_size: int, where) -> Iterator[tuple[tuple, str, list[str]]]:
+    proofs = ProofStream(ShortReads(database), checkpoint_size)
+    for row in stream_events(database, 0, checkpoint_size, where):
+        yield row_fields(row), bytes(row[13]).hex(), proofs.path(row[0] - 1)
+
+
+def export_jsonl(database, checkpoint_note: str, checkpoint_size: int, where, header: dict) -> Iterator[bytes]:
+    """JSON Lines export of the events matching `where` with seq <= checkpoint_size."""
+    head = {"type": "header", "format": FORMAT, "checkpoint": checkpoint_note, "tree_size": checkpoint_size,
+            **header}
+    yield (_line_json(head) + "\n").encode()
+    count, buf = 0, []
+    for fields, leaf, path in _records(database, checkpoint_size, where):
+        record = dict(zip(FIELDS, fields))
+        record["type"] = "event"
+        record["leaf_hash"] = leaf
+        record["inclusion_path"] = path
+        buf.append(_line_json(record))
+        count += 1
+        if len(buf) >= 500:
+            buf.append("")
+            yield "\n".join(buf).encode()
+            buf = []
+    if buf:
+        buf.append("")
+        yield "\n".join(buf).encode()
+    yield (_line_json({"type": "end", "events": count}) + "\n").encode()
+
+
+def export_csv(database, checkpoint_note: str, checkpoint_size: int, where, header: dict) -> Iterator[bytes]:
+    """CSV export of the events matching `where` with seq <= checkpoint_size (see module docstring)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    count = 0
+    for fields, leaf, path in _records(database, checkpoint_size, where):
+        cells = [str(fields[0]), fields[1]]
+        for value in fields[2:12]:
+            cells.append("" if value is None else neutralise(value))
+        cells.append(_details_json(fields[12]))
+        cells.append(leaf)
+        cells.append(" ".join(path))
+        writer.writerow(cells)
+        count += 1
+        if count % 500 == 0:
+            yield out.getvalue().encode()
+            out.seek(0)
+            out.truncate()
+    writer.writerow(["#checkpoint", checkpoint_note])
+    writer.writerow(["#end", str(count)])
+    yield out.getvalue().encode()
+
+
+# -- offline verification ---------------------------------------------------------
+
+@dataclass
+class ExportReport:
+    ok: bool = True
+    events: int = 0
+    tree_size: int | None = None
+    origin: str | None = None
+    first_bad_seq: int | None = None
+    problem: str | None = None
+    checked: list[str] = field(default_factory=list)
+
+    def fail(self, seq: int | None, problem: str) -> "ExportReport":
+        self.ok, self.first_bad_seq, self.problem = False, seq, problem
+        return self
+
+
+def _check_event(report: ExportReport, cp: note.Checkpoint, record: dict, leaf_hex: str, path_hex: list[str],
+                 last_seq: int) -> bool:
+    seq = record["seq"]
+    if not isinstance(seq, int) or seq <= last_seq:
+        report.fail(seq if isinstance(seq, int) else None, f"event {seq}: sequence numbers must increase")
+        return False
+    try:
+        leaf = record_leaf_hash(record)
+        path = [bytes.fromhex(h) for h in path_hex]
+    except (TypeError, ValueError, KeyError):
+        report.fail(seq, f"event {seq}: malformed record")
+        return False
+    if leaf.hex() != leaf_hex:
+        report.fail(seq, f"event {seq}: its fields do not hash to its leaf hash")
+        return False
+    if not merkle.verify_inclusion(seq - 1, cp.tree_size, leaf, path, cp.root_hash):
+        report.fail(seq, f"event {seq}: the inclusion proof does not lead to the signed root")
+        return False
+    report.events += 1
+    return True
+
+
+def verify_export(path: str, public_key, key_name: str | None = None) -> ExportReport:
+    """Verify an export file offline: the checkpoint signature, every leaf, every inclusion path, completeness."""
+    with open(path, "rb") as fh:
+        first = fh.read(1)
+    if first == b"{":
+        return _verify_jsonl(path, public_key, key_name)
+    return _verify_csv(path, public_key, key_name)
+
+
+def _verify_note(report: ExportReport, text: str, public_key, key_name) -> note.Checkpoint | None:
+    try:
+        cp = note.verify(text, public_key, key_name)
+    except note.NoteError as exc:
+        report.fail(None, f"checkpoint: {exc}")
+        return None
+    report.tree_size, report.origin = cp.tree_size, cp.origin
+    report.checked.append("checkpoint signature")
+    return cp
+
+
+def _verify_jsonl(path: str, public_key, key_name) -> ExportReport:
+    report = ExportReport()
+    cp, last, ended = None, 0, None
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                return report.fail(None, f"line {number} is not JSON")
+            kind = obj.get("type") if isinstance(obj, dict) else None
+            if number == 1:
+                if kind != "header" or obj.get("format") != FORMAT:
+                    return report.fail(None, "the first line is not a phigate audit export header")
+                cp = _verify_note(report, obj.get("checkpoint", ""), public_key, key_name)
+                if cp is None:
+                    return report
+                continue
+            if ended is not None:
+                return report.fail(None, f"line {number}: data after the end marker")
+            if kind == "event":
+                if not _check_event(report, cp, obj, obj.get("leaf_hash", ""), obj.get("inclusion_path", []), last):
+                    return report
+                last = obj["seq"]
+            elif kind == "end":
+                ended = obj.get("events")
+            else:
+                return report.fail(None, f"line {number}: unknown record type")
+    return _finish(report, ended)
+
+
+def _finish(report: ExportReport, ended) -> ExportReport:
+    if ended is None:
+        return report.fail(None, "the export is truncated (no end marker)")
+    if ended != report.events:
+        return report.fail(None, f"the end marker counts {ended} events but the file holds {report.events}")
+    report.checked += ["every leaf hash", "every inclusion proof", "completeness (end marker)"]
+    return report
+
+
+def _verify_csv(path: str, public_key, key_name) -> ExportReport:
+    report = ExportReport()
+    note_text = None
+    with open(path, encoding="utf-8", newline="") as fh:
+        for row in csv.reader(fh):
+            if row and row[0] == "#checkpoint" and len(row) == 2:
+                note_text = row[1]
+    if note_text is None:
+        return report.fail(None, "the export has no #checkpoint row")
+    cp = _verify_note(report, note_text, public_key, key_name)
+    if cp is None:
+        return report
+    last, ended = 0, None
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        if tuple(next(reader, ())) != CSV_COLUMNS:
+            return report.fail(None, "the first row is not the export's column header")
+        for row in reader:
+            if row and row[0] == "#checkpoint":
+                continue
+            if row and row[0] == "#end":
+                ended = int(row[1]) if len(row) == 2 and row[1].isdigit() else -1
+                continue
+            if ended is not None:
+                return report.fail(None, "rows after the end marker")
+            if len(row) != len(CSV_COLUMNS):
+                return report.fail(None, f"a row has {len(row)} cells instead of {len(CSV_COLUMNS)}")
+            try:
+                record = {"seq": int(row[0]), "occurred_at": row[1]}
+                for name, cell in zip(FIELDS[2:12], row[2:12]):
+                    record[name] = restore(cell) if cell != "" else None
+                record["details"] = json.loads(row[12])
+            except ValueError:
+                return report.fail(None, f"row for event {row[0]!r} is malformed")
+            if not _check_event(report, cp, record, row[13], row[14].split() if row[14] else [], last):
+                return report
+            last = record["seq"]
+    return _finish(report, ended)
+
+
+# -- starting an export -----------------------------------------------------------
+
+def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[bytes], str, int]:
+    """Record the export as an event, sign a checkpoint covering it, and return (chunks, media type, tree size).
+
+    The event commits before the first byte leaves, so an export that is cut off
+    half-way is still on record.
+    """
+    from sqlalchemy import and_
+
+    from gateway.audit.checkpoint import create_checkpoint, get_signer, origin
+    from gateway.audit.models import CheckpointKind
+    from gateway.audit.service import record_event
+
+    if fmt not in ("csv", "jsonl"):
+        from gateway.errors import InvalidInput
+
+        raise InvalidInput("format is csv or jsonl.", code="invalid_input")
+    settings = components.settings
+    signer = get_signer(components)
+    with components.db.transaction() as db:
+        event = record_event(db, "audit.export.created", actor=actor, target_type="audit_log",
+                             target_org_id=scope.org_id,
+                             details={"format": fmt, **{f"filter_{k}": v for k, v in flt.as_params().items()}})
+        seq = event.seq
+    with components.db.transaction() as db:
+        cp = create_checkpoint(db, signer, settings, CheckpointKind.on_demand)
+        if cp is None:
+            from gateway.audit.checkpoint import latest_checkpoint
+
+            cp = latest_checkpoint(db)
+        size, text = cp.tree_size, cp.note
+    assert size >= seq
+    header = {"origin": origin(settings), "public_key_fingerprint": signer.fingerprint(),
+              "verifier_key": note.verifier_key(origin(settings), signer.public_key_raw()),
+              "export_event_seq": seq, "filters": flt.as_params(), "canonical": "phigate-audit-v1"}
+    where = and_(scope.clause(), flt.clause())
+    if fmt == "csv":
+        return export_csv(components.db, text, size, where, header), "text/csv; charset=utf-8", size
+    return export_jsonl(components.db, text, size, where, header), "application/x-ndjson", size

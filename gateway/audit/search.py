@@ -1,0 +1,186 @@
+"""Event search for auditors: filters, organisation scope, keyset paging.
+
+Every query goes through `scoped()`: an auditor of a practice sees only events
+whose actor or target organisation is that practice; an auditor of the
+onshore operator sees every event.  There is no unscoped search function.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import ColumnElement, and_, false, or_, select, true
+from sqlalchemy.orm import Session
+
+from gateway.audit.models import AuditEvent, Outcome
+from gateway.errors import InvalidInput, NotFound
+from gateway.orgs.models import Organisation, OrgKind
+
+MAX_RANGE_DAYS = 366
+MAX_PAGE = 200
+_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,64}$")
+_ACTION = re.compile(r"^[a-z0-9_.*]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which organisation's events the caller may read; None = every organisation (operator auditors)."""
+
+    org_id: str | None
+
+    @classmethod
+    def of(cls, db: Session, principal) -> "Scope":
+        org = db.get(Organisation, principal.user.org_id)
+        return cls(None if org is not None and org.kind == OrgKind.operator else principal.user.org_id)
+
+    def clause(self) -> ColumnElement[bool]:
+        if self.org_id is None:
+            return true()
+        return or_(AuditEvent.actor_org_id == self.org_id, AuditEvent.target_org_id == self.org_id)
+
+    def allows(self, event: AuditEvent) -> bool:
+        return self.org_id is None or self.org_id in (event.actor_org_id, event.target_org_id)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    user_id: str | None = None
+    org_id: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    target_id: str | None = None
+    target_type: str | None = None
+
+    def clause(self) -> ColumnElement[bool]:
+        parts = []
+        if self.user_id:
+            parts.append(AuditEvent.actor_user_id == self.user_id)
+        if self.org_id:
+            parts.append(or_(AuditEvent.actor_org_id == self.org_id, AuditEvent.target_org_id == self.org_id))
+        if self.action:
+            if self.action.endswith("*"):
+                parts.append(AuditEvent.action.startswith(self.action[:-1], autoescape=True))
+            else:
+                parts.append(AuditEvent.action == self.action)
+        if self.outcome:
+            parts.append(AuditEvent.outcome == Outcome(self.outcome))
+        if self.since:
+            parts.append(AuditEvent.occurred_at >= self.since)
+        if self.until:
+            parts.append(AuditEvent.occurred_at < self.until)
+        if self.target_id:
+            parts.append(AuditEvent.target_id == self.target_id)
+        if self.target_type:
+            parts.append(AuditEvent.target_type == self.target_type)
+        return and_(true(), *parts)
+
+    def as_params(self) -> dict[str, str]:
+        out = {}
+        for key, value in asdict(self).items():
+            if value is not None:
+                out[key] = value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else str(value)
+        return out
+
+
+def parse_when(value: str | None, field: str, *, end: bool = False) -> datetime | None:
+    """A date (YYYY-MM-DD) or an ISO 8601 time; a date as `until` means the end of that day."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            day = date.fromisoformat(value)
+            out = datetime.combine(day + timedelta(days=1) if end else day, time(), UTC)
+        else:
+            if len(value) > 40:
+                raise ValueError
+            out = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            out = out.replace(tzinfo=UTC) if out.tzinfo is None else out.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidInput(f"{field}: give a date as YYYY-MM-DD or an ISO 8601 time.", code="invalid_input") from None
+    if not 2000 <= out.year <= 2200:
+        raise InvalidInput(f"{field}: the date is out of range.", code="invalid_input")
+    return out
+
+
+def _ident(value: str | None, field: str, pattern: re.Pattern = _ID) -> str | None:
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if not pattern.match(value):
+        raise InvalidInput(f"{field}: not a valid value.", code="invalid_input")
+    return value
+
+
+def build_filter(db: Session, *, user: str | None = None, org: str | None = None, action: str | None = None,
+                 outcome: str | None = None, since: str | None = None, until: str | None = None,
+                 target_id: str | None = None, target_type: str | None = None,
+                 max_days: int | None = MAX_RANGE_DAYS) -> EventFilter:
+    """Validate raw filter values (bad ones raise InvalidInput, code invalid_input)."""
+    start, stop = parse_when(since, "since"), parse_when(until, "until", end=True)
+    if start and stop and stop <= start:
+        raise InvalidInput("until must be after since.", code="invalid_input")
+    if max_days is not None and (start or stop):
+        if not (start and stop) or stop - start > timedelta(days=max_days):
+            raise InvalidInput(f"A date range is at most {max_days} days and needs both since and until.",
+                               code="invalid_input")
+    if outcome and outcome not in Outcome.__members__:
+        raise InvalidInput("outcome is success, failure or denied.", code="invalid_input")
+    user_id = _ident(user, "user")
+    if user_id:
+        from gateway.users.models import User
+
+        found = db.get(User, user_id) or db.scalar(select(User).where(User.username == user_id.lower()))
+        # An unknown user simply matches nothing: the answer must not reveal who exists elsewhere.
+        user_id = found.id if found else user_id
+    return EventFilter(user_id=user_id, org_id=_ident(org, "org"), action=_ident(action, "action", _ACTION),
+                       outcome=outcome or None, since=start, until=stop, target_id=_ident(target_id, "target_id"),
+                       target_type=_ident(target_type, "target_type"))
+
+
+def search(db: Session, scope: Scope, flt: EventFilter, *, before: int | None = None, limit: int = 50,
+           ascending: bool = False) -> tuple[list[AuditEvent], int | None]:
+    """One page of events, newest first (or oldest first); returns (events, cursor for the next page)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    query = select(AuditEvent).where(scope.clause(), flt.clause())
+    if before is not None:
+        query = query.where(AuditEvent.seq < before if not ascending else AuditEvent.seq > before)
+    query = query.order_by(AuditEvent.seq.asc() if ascending else AuditEvent.seq.desc()).limit(limit + 1)
+    events = list(db.scalars(query))
+    more = len(events) > limit
+    events = events[:limit]
+    return events, (events[-1].seq if more else None)
+
+
+def get_event(db: Session, scope: Scope, seq: int) -> AuditEvent:
+    """One event, 404 when it does not exist or lies outside the caller's scope (same answer for both)."""
+    event = db.get(AuditEvent, seq)
+    if event is None or not scope.allows(event):
+        raise NotFound("No such event.", code="event_not_found")
+    return event
+
+
+def day_range(day: str) -> tuple[datetime, datetime]:
+    start = parse_when(day, "day")
+    if start is None or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day.strip()):
+        raise InvalidInput("day: give a date as YYYY-MM-DD.", code="invalid_input")
+    return start, start + timedelta(days=1)
+
+
+def event_dict(event: AuditEvent) -> dict:
+    from gateway.audit.canonical import format_time
+
+    return {
+        "seq": event.seq, "occurred_at": format_time(event.occurred_at), "action": event.action,
+        "outcome": Outcome(event.outcome).value, "severity": event.severity.value,
+        "actor_user_id": event.actor_user_id, "actor_org_id": event.actor_org_id, "ip": event.ip,
+        "user_agent": event.user_agent, "target_type": event.target_type, "target_id": event.target_id,
+        "target_org_id": event.target_org_id, "details": event.details or {}, "leaf_hash": event.leaf_hash.hex(),
+    }
+
+
+__all__ = ["Scope", "EventFilter", "build_filter", "search", "get_event", "day_range", "event_dict", "false"]

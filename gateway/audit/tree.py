@@ -1,0 +1,199 @@
+"""Reading the stored tree: events as leaves, stored subtree nodes, subtree hashes for proofs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sqlalchemy import Connection, func, select, tuple_
+from sqlalchemy.orm import Session
+
+from gateway.audit import merkle
+from gateway.audit.canonical import format_time, leaf_hash_of
+from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode, CheckpointKind
+
+# Nodes for perfect subtrees of 2**NODE_MIN_LEVEL leaves and up are stored; smaller
+# subtrees are hashed from one run of at most BUCKET leaf hashes when needed.
+NODE_MIN_LEVEL = 8
+BUCKET = 1 << NODE_MIN_LEVEL
+
+E = AuditEvent.__table__.c
+EVENT_COLUMNS = (E.seq, E.occurred_at, E.action, E.outcome, E.severity, E.actor_user_id, E.actor_org_id, E.ip,
+                 E.user_agent, E.target_type, E.target_id, E.target_org_id, E.details, E.leaf_hash)
+
+
+class LogBroken(Exception):
+    """The stored log does not match itself or its signed checkpoints."""
+
+    def __init__(self, message: str, seq: int | None = None):
+        super().__init__(message)
+        self.seq = seq
+
+
+class PrunedRange(Exception):
+    """A subtree hash needs leaves that retention has pruned."""
+
+
+def _conn(db: Session | Connection) -> Connection:
+    return db.connection() if isinstance(db, Session) else db
+
+
+class ShortReads:
+    """Run each read in its own short transaction (a long export or verify must not hold
+    SQLite's write lock, which every transaction takes, nor one long PostgreSQL snapshot).
+    Safe because rows up to a signed tree size never change."""
+
+    def __init__(self, database):
+        self.database = database
+
+    def execute(self, query):
+        with self.database.engine.connect() as conn:
+            return _Buffered(conn.execute(query).all())
+
+    def scalar(self, query):
+        with self.database.engine.connect() as conn:
+            return conn.scalar(query)
+
+
+class _Buffered(list):
+    def all(self):
+        return list(self)
+
+
+def keyset_stream(reads, query, order_cols, key, chunk: int = 5000) -> Iterator:
+    """Rows of `query` ordered by `order_cols`, fetched `chunk` at a time by keyset (constant memory)."""
+    last = None
+    while True:
+        q = query
+        if last is not None:
+            q = q.where(tuple_(*order_cols) > tuple_(*last)) if len(order_cols) > 1 else q.where(order_cols[0] > last[0])
+        rows = reads.execute(q.order_by(*order_cols).limit(chunk))
+        if not rows:
+            return
+        yield from rows
+        if len(rows) < chunk:
+            return
+        last = key(rows[-1])
+
+
+def stream_events(database, after: int, upto: int | None = None, where=None, chunk: int = 5000) -> Iterator:
+    """Event rows with seq in (after, upto] in order, in short transactions of `chunk` rows."""
+    query = select(*EVENT_COLUMNS).where(E.seq > after)
+    if upto is not None:
+        query = query.where(E.seq <= upto)
+    if where is not None:
+        query = query.where(where)
+    return keyset_stream(ShortReads(database), query, [E.seq], lambda r: (r[0],), chunk)
+
+
+def row_fields(row) -> tuple:
+    """The canonical field tuple of an event row (EVENT_COLUMNS order, leaf hash excluded)."""
+    outcome = row[3].value if hasattr(row[3], "value") else row[3]
+    severity = row[4].value if hasattr(row[4], "value") else row[4]
+    return (row[0], format_time(row[1]), row[2], outcome, severity, row[5], row[6], row[7], row[8], row[9],
+            row[10], row[11], row[12] if row[12] is not None else {})
+
+
+def iter_event_rows(db: Session | Connection, after: int, upto: int | None = None, *, batch: int = 10_000,
+                    where=None) -> Iterator:
+    """Event rows with seq in (after, upto], in order, streamed (server-side cursor on PostgreSQL)."""
+    query = select(*EVENT_COLUMNS).where(E.seq > after).order_by(E.seq)
+    if upto is not None:
+        query = query.where(E.seq <= upto)
+    if where is not None:
+        query = query.where(where)
+    result = _conn(db).execution_options(yield_per=batch).execute(query)
+    try:
+        for partition in result.partitions():
+            yield from partition
+    finally:
+        result.close()
+
+
+def recomputed_leaf(row) -> bytes:
+    return leaf_hash_of(*row_fields(row))
+
+
+def tree_size(db: Session | Connection) -> int:
+    """Number of leaves ever appended (pruning keeps the numbering)."""
+    conn = _conn(db)
+    last = conn.scalar(select(func.max(E.seq)))
+    if last is None:
+        last = conn.scalar(select(func.max(AuditCheckpoint.tree_size)).where(
+            AuditCheckpoint.kind == CheckpointKind.prune_base))
+    return last or 0
+
+
+def prune_base(db) -> int:
+    """Leaves [0, prune_base) are pruned: 0 when nothing ever was."""
+    conn = db if isinstance(db, ShortReads) else _conn(db)
+    return conn.scalar(select(func.max(AuditCheckpoint.tree_size)).where(
+        AuditCheckpoint.kind == CheckpointKind.prune_base)) or 0
+
+
+class TreeReader:
+    """Subtree hashes of the stored tree, from stored nodes and cached buckets of leaf hashes."""
+
+    def __init__(self, db, size: int):
+        # A Session or Connection (proofs inside a request) or a ShortReads (long exports).
+        self.conn = db if isinstance(db, ShortReads) else _conn(db)
+        self.size = size
+        self._buckets: dict[tuple[int, int], list[bytes]] = {}
+        self._memo: dict[tuple[int, int], bytes] = {}
+
+    def leaves(self, start: int, end: int) -> list[bytes]:
+        """Stored leaf hashes of leaves [start, end) (events seq start+1 .. end)."""
+        rows = self.conn.execute(select(E.seq, E.leaf_hash).where(E.seq > start, E.seq <= end).order_by(E.seq)).all()
+        if len(rows) != end - start:
+            if start < prune_base(self.conn):
+                raise PrunedRange(f"leaves {start}..{end} were pruned")
+            raise LogBroken("the events table has a gap", seq=_first_gap(rows, start))
+        return [bytes(h) for _, h in rows]
+
+    def _bucket(self, start: int, end: int) -> list[bytes]:
+        lo = start - start % BUCKET
+        hi = min(lo + BUCKET, self.size)
+        key = (lo, hi)
+        if key not in self._buckets:
+            self._buckets[key] = self.leaves(lo, hi)
+        leaves = self._buckets[key]
+        return leaves[start - lo:end - lo]
+
+    def forget(self) -> None:
+        """Drop cached leaves and subtree hashes (keeps memory bounded on long streams)."""
+        self._buckets.clear()
+        self._memo.clear()
+
+    def node(self, level: int, idx: int) -> bytes | None:
+        h = self.conn.scalar(select(AuditTreeNode.hash).where(AuditTreeNode.level == level,
+                                                              AuditTreeNode.idx == idx))
+        return bytes(h) if h is not None else None
+
+    def subtree(self, start: int, end: int) -> bytes:
+        """MTH(D[start:end]) for a range that appears in the RFC 9162 recursion."""
+        key = (start, end)
+        if key in self._memo:
+            return self._memo[key]
+        n = end - start
+        h = None
+        if n >= BUCKET and n & (n - 1) == 0 and start % n == 0:
+            h = self.node(n.bit_length() - 1, start // n)
+        if h is None:
+            if n <= BUCKET and start // BUCKET == (end - 1) // BUCKET:
+                h = merkle.root_of(self._bucket(start, end))
+            else:
+                k = merkle.split_point(n)
+                h = merkle.node_hash(self.subtree(start, start + k), self.subtree(start + k, end))
+        self._memo[key] = h
+        return h
+
+    def root(self) -> bytes:
+        return merkle.EMPTY_ROOT if self.size == 0 else self.subtree(0, self.size)
+
+
+def _first_gap(rows, start: int) -> int:
+    expected = start + 1
+    for seq, _ in rows:
+        if seq != expected:
+            return expected
+        expected += 1
+    return expected

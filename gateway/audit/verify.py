@@ -1,0 +1,141 @@
+"""`phigate audit verify`: recompute the whole tree and check every signed checkpoint.
+
+One streaming pass in sequence order, constant memory:
+
+* every sequence number from the prune base + 1 on must be present exactly once;
+* every row's leaf hash is recomputed from its fields and compared with the stored one
+  (an edited, moved or inserted row shows up here, at its own sequence number);
+* every completed perfect subtree is compared with the node stored at checkpoint time
+  (narrows a rewrite that also recomputed leaf hashes to one bucket of leaves);
+* at each checkpoint's tree size the recomputed root must equal the signed root, and
+  every checkpoint's signature must verify with the onshore public key.
+
+The report names the first sequence number at which the log stops matching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from sqlalchemy import select
+
+from gateway.audit import merkle, note
+from gateway.audit.models import AuditCheckpoint, AuditTreeNode, CheckpointKind
+from gateway.audit.tree import BUCKET, NODE_MIN_LEVEL, ShortReads, keyset_stream, prune_base, recomputed_leaf, \
+    stream_events, tree_size
+
+
+@dataclass
+class VerifyReport:
+    ok: bool = True
+    tree_size: int = 0
+    prune_base: int = 0
+    events_checked: int = 0
+    checkpoints_checked: int = 0
+    latest_checkpoint_size: int | None = None
+    unsigned_events: int = 0
+    first_bad_seq: int | None = None
+    problem: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def fail(self, seq: int | None, problem: str) -> None:
+        if self.ok:
+            self.ok, self.first_bad_seq, self.problem = False, seq, problem
+        self.problems.append(problem)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def verify_log(database, public_key, key_name: str, *, chunk: int = 5000) -> VerifyReport:
+    """Check the stored log (a gateway.db.Database) against itself and its signed checkpoints."""
+    reads = ShortReads(database)
+    with database.sessions() as db:
+        report = VerifyReport(tree_size=tree_size(db), prune_base=prune_base(db))
+        db.rollback()
+    base = report.prune_base
+    C = AuditCheckpoint
+    checkpoints = keyset_stream(reads, select(C.id, C.tree_size, C.root_hash, C.note, C.kind, C.frontier),
+                                [C.tree_size, C.id], lambda r: (r.tree_size, r.id), 500)
+
+    def signed(cp) -> note.Checkpoint | None:
+        report.checkpoints_checked += 1
+        try:
+            c = note.verify(cp.note, public_key, key_name)
+        except note.NoteError:
+            report.fail(min(cp.tree_size, report.tree_size) + 1 if cp.tree_size < base else None,
+                        f"checkpoint {cp.id} (tree size {cp.tree_size}) has no valid signature")
+            return None
+        if c.tree_size != cp.tree_size or c.root_hash != bytes(cp.root_hash):
+            report.fail(None, f"checkpoint {cp.id}: stored size or root differ from the signed note")
+            return None
+        return c
+
+    frontier = merkle.Frontier()
+    pending_cp = next(checkpoints, None)
+    # Checkpoints below the prune base can only have their signatures checked.
+    while pending_cp is not None and pending_cp.tree_size <= base:
+        c = signed(pending_cp)
+        if base and pending_cp.kind == CheckpointKind.prune_base and pending_cp.tree_size == base and c:
+            frontier = merkle.Frontier.from_json(base, pending_cp.frontier)
+            if frontier.root() != c.root_hash:
+                report.fail(base + 1, "the prune checkpoint's frontier does not match its signed root")
+        pending_cp = next(checkpoints, None)
+    if frontier.size != base:
+        report.fail(base + 1, "no valid prune checkpoint marks where the kept log begins")
+        frontier = merkle.Frontier(0, [])
+        return report
+
+    N = AuditTreeNode
+    nodes = keyset_stream(reads, select(N.level, N.idx, N.hash, N.leaf_end).where(N.leaf_end > base),
+                          [N.leaf_end, N.level], lambda r: (r.leaf_end, r.level), chunk)
+    next_node = [next(nodes, None)]
+    last_good = base
+
+    def on_node(level: int, idx: int, h: bytes) -> None:
+        if level < NODE_MIN_LEVEL:
+            return
+        stored = next_node[0]
+        if stored is None or (stored.level, stored.idx) != (level, idx):
+            return  # not stored yet (after the latest checkpoint) or never: roots decide
+        next_node[0] = next(nodes, None)
+        if bytes(stored.hash) != h and report.ok:
+            start = idx << level
+            report.fail(max(start, last_good) + 1,
+                        f"events {start + 1}..{(idx + 1) << level} no longer hash to the subtree stored at "
+                        f"checkpoint time")
+
+    frontier.on_node = on_node
+    expected = base + 1
+    for row in stream_events(database, base, chunk=chunk):
+        seq = row[0]
+        if seq != expected:
+            report.fail(expected, f"event {expected} is missing" if seq > expected else f"event {seq} is out of order")
+            return report
+        if recomputed_leaf(row) != bytes(row[13]):
+            report.fail(seq, f"event {seq} does not match its leaf hash (edited, moved or inserted)")
+            return report
+        frontier.append(bytes(row[13]))
+        report.events_checked += 1
+        expected += 1
+        while pending_cp is not None and pending_cp.tree_size == frontier.size:
+            c = signed(pending_cp)
+            if c is not None and c.root_hash != frontier.root():
+                report.fail(last_good + 1, f"events {last_good + 1}..{frontier.size} do not match the signed "
+                                           f"checkpoint {pending_cp.id} (tree size {frontier.size})")
+            if not report.ok:
+                return report
+            report.latest_checkpoint_size = frontier.size
+            last_good = frontier.size
+            pending_cp = next(checkpoints, None)
+        if not report.ok:
+            return report
+    if pending_cp is not None:
+        report.fail(frontier.size + 1, f"checkpoint {pending_cp.id} covers {pending_cp.tree_size} events but the log "
+                                       f"ends at {frontier.size}: events {frontier.size + 1}.. were deleted")
+        return report
+    report.unsigned_events = frontier.size - last_good
+    return report
+
+
+__all__ = ["VerifyReport", "verify_log", "BUCKET"]
