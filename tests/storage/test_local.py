@@ -1,0 +1,246 @@
+"""Local backend specifics: atomic writes, crash remnants, fsync, permissions, layout, keys."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from storage import (
+    IntegrityError,
+    InvalidObjectKey,
+    LocalObjectStore,
+    ObjectNotFound,
+    open_object_store,
+    validate_key,
+)
+
+from .test_contract import read
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def shard_of(root: str, key: str) -> str:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return os.path.join(root, digest[:2], digest[2:4])
+
+
+def temp_files(root: str) -> list[str]:
+    return [
+        os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.startswith(".tmp-")
+    ]
+
+
+def test_sharded_layout(file_target) -> None:
+    store = file_target.open()
+    store.put("obj-7f3a", [b"x"])
+    store.put("tenant/obj-1", [b"y"])
+    root = file_target.root
+    assert os.path.isfile(os.path.join(shard_of(root, "obj-7f3a"), "obj-7f3a"))
+    # '/' in a key never becomes a directory: it maps to '~', outside the key charset.
+    assert os.path.isfile(os.path.join(shard_of(root, "tenant/obj-1"), "tenant~obj-1"))
+    assert sorted(os.listdir(root)) == sorted(
+        {".phigate-store.json", hashlib.sha256(b"obj-7f3a").hexdigest()[:2], hashlib.sha256(b"tenant/obj-1").hexdigest()[:2]}
+    )
+
+
+def test_permissions_are_private_whatever_the_umask(file_target) -> None:
+    old = os.umask(0)
+    try:
+        store = file_target.open()
+        store.put("obj-perm", [b"x"])
+    finally:
+        os.umask(old)
+    shard = shard_of(file_target.root, "obj-perm")
+    assert stat.S_IMODE(os.stat(os.path.join(shard, "obj-perm")).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(shard).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(os.path.dirname(shard)).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(file_target.root).st_mode) == 0o700
+
+
+def test_put_fsyncs_the_file_then_the_directory(file_target, monkeypatch) -> None:
+    store = file_target.open()
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        mode = os.fstat(fd).st_mode
+        synced.append("dir" if stat.S_ISDIR(mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr("storage.local.os.fsync", spy)
+    store.put("obj-sync", [b"x" * 10])
+    # New shard directories are fsynced into their parents, then the file, then its entry.
+    assert synced == ["dir", "dir", "file", "dir"]
+    synced.clear()
+    store.put("obj-sync", [b"y" * 10])
+    assert synced == ["file", "dir"]  # file data before the rename, the entry after it
+    synced.clear()
+    store.destroy("obj-sync")
+    assert synced == ["dir"]  # the unlink is made durable
+
+
+def test_failed_put_leaves_no_temp_file(file_target) -> None:
+    store = file_target.open()
+
+    def source():
+        yield b"partial"
+        raise OSError("upstream reset")  # an OSError of the caller's, not the disk's
+
+    with pytest.raises(OSError, match="upstream reset") as excinfo:
+        store.put("obj-fail", source())
+    assert type(excinfo.value) is OSError  # not translated into StorageUnavailable
+    assert temp_files(file_target.root) == []
+    with pytest.raises(ObjectNotFound):
+        store.head("obj-fail")
+
+
+CRASHER = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, {repo!r})
+    from storage import open_object_store
+    store = open_object_store({url!r})
+    def chunks():
+        yield b"a" * 1024 * 1024
+        yield b"b" * 1024 * 1024
+        os._exit(17)  # the process dies mid-put: no finally, no cleanup
+    store.put("obj-crash", chunks())
+    """
+)
+
+
+def test_crash_mid_put_never_leaves_a_partial_object(file_target) -> None:
+    store = file_target.open()
+    store.put("obj-crash", [b"previous version"])
+    script = CRASHER.format(repo=REPO, url=file_target.url)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert proc.returncode == 17, proc.stderr.decode()
+
+    # The final name still holds the previous object, intact.
+    assert read(store, "obj-crash") == b"previous version"
+    remnants = temp_files(file_target.root)
+    assert len(remnants) == 1 and os.path.basename(remnants[0]).startswith(".tmp-")
+    assert {i.key for i in store.list()} == {"obj-crash"}  # list ignores temp files
+
+    # The crashed upload's bytes count as part of the object: destroy removes them too.
+    report = store.destroy("obj-crash")
+    assert report.versions_deleted == ("null",) and report.temp_files_removed == 1
+    assert temp_files(file_target.root) == [] and report.verified
+
+
+def test_temp_remnants_are_reported_swept_and_destroyed(file_target) -> None:
+    store = file_target.open()
+    script = CRASHER.format(repo=REPO, url=file_target.url)
+    for _ in range(2):
+        assert subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60).returncode == 17
+    with pytest.raises(ObjectNotFound):
+        store.head("obj-crash")
+    proof = store.verify_absent("obj-crash")
+    assert proof.absent is False
+    assert any("2 temp remnant(s)" in c for c in proof.checks)
+
+    assert store.sweep_temp(older_than=3600) == 0  # too young: may be an upload in progress
+    assert store.sweep_temp(older_than=0) == 2
+    assert store.verify_absent("obj-crash").absent
+
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60).returncode == 17
+    report = store.destroy("obj-crash")
+    assert report.temp_files_removed == 1 and report.versions_deleted == () and report.verified
+
+
+def test_corruption_is_detected(file_target) -> None:
+    store = file_target.open()
+    data = os.urandom(100_000)
+    store.put("obj-rot", [data])
+    path = os.path.join(shard_of(file_target.root, "obj-rot"), "obj-rot")
+    with open(path, "r+b") as fh:
+        fh.seek(500)
+        fh.write(bytes([data[500] ^ 0xFF]))
+    with pytest.raises(IntegrityError):
+        read(store, "obj-rot")
+    assert read(store, "obj-rot", 0, 400) == data[:400]  # ranges are served; AEAD checks them
+
+    with open(path, "r+b") as fh:
+        fh.truncate(50_000)
+    with pytest.raises(IntegrityError):
+        store.head("obj-rot")
+
+
+def test_a_symlink_in_place_of_an_object_is_not_followed(file_target, tmp_path) -> None:
+    store = file_target.open()
+    store.put("obj-link", [b"x"])
+    path = os.path.join(shard_of(file_target.root, "obj-link"), "obj-link")
+    os.unlink(path)
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not ours")
+    os.symlink(outside, path)
+    with pytest.raises(Exception) as excinfo:
+        read(store, "obj-link")
+    assert excinfo.value.__class__.__module__ == "storage.errors"
+
+
+def test_location_id_survives_moving_the_root(file_target, tmp_path) -> None:
+    store = file_target.open()
+    store.put("obj-move", [b"x"])
+    moved = tmp_path / "moved"
+    os.rename(file_target.root, moved)
+    again = open_object_store(f"file://{moved}")
+    assert again.location_id == store.location_id
+    assert read(again, "obj-move") == b"x"
+
+
+def test_check_fails_when_the_root_is_gone(file_target) -> None:
+    from storage import StorageUnavailable
+
+    store = file_target.open()
+    store.check()
+    os.rename(file_target.root, file_target.root + ".gone")
+    with pytest.raises(StorageUnavailable):
+        store.check()
+
+
+def test_relative_root_is_refused() -> None:
+    from storage import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        LocalObjectStore("relative/objects")
+
+
+# -- key validation as a property: accepted keys never leave their shard ---------------
+
+KEYISH = st.text(alphabet=st.sampled_from("ab09._-/\\~ \x00.é:"), min_size=0, max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(KEYISH)
+def test_any_accepted_key_stays_inside_its_shard(tmp_path_factory, key: str) -> None:
+    try:
+        validate_key(key)
+    except InvalidObjectKey:
+        assert (
+            key == ""
+            or key.startswith(("/", ".", "-", "_"))
+            or any(c in key for c in "\\~ \x00é:")
+            or "//" in key
+            or "/." in key
+            or "/-" in key
+            or "/_" in key
+            or key.endswith("/")
+        )
+        return
+    assert ".." not in key.split("/") and not key.startswith("/")
+    root = str(tmp_path_factory.getbasetemp() / "prop-root")
+    store = LocalObjectStore(root)
+    shard, name, _ = store._locate(key)
+    full = os.path.realpath(os.path.join(shard, name))
+    assert os.path.dirname(full) == os.path.realpath(shard)
+    assert os.path.commonpath([full, store.root]) == store.root
+    assert name.replace("~", "/") == key  # reversible: list() recovers the key
