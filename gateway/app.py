@@ -130,6 +130,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
     install_error_handlers(app)
 
     from gateway import health
+    from gateway.audit import pages as audit_pages
+    from gateway.audit import routes as audit_routes
     from gateway.auth import pages as auth_pages
     from gateway.auth import routes as auth_routes
     from gateway.baas import routes as baa_routes
@@ -139,9 +141,9 @@ def create_app(settings: Settings | None = None, components: Components | None =
     from gateway.transfers import routes as transfer_routes
     from gateway.users import routes as user_routes
 
-    for module in (health, auth_pages, org_pages, user_pages):
+    for module in (health, auth_pages, org_pages, user_pages, audit_pages):
         app.include_router(module.router)
-    for module in (auth_routes, org_routes, user_routes, baa_routes, transfer_routes):
+    for module in (auth_routes, org_routes, user_routes, baa_routes, transfer_routes, audit_routes):
         app.include_router(module.router, prefix="/api/v1")
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     # Outermost, around Starlette's ServerErrorMiddleware too: a 500 page gets the same headers
