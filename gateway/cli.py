@@ -19,6 +19,9 @@ org_app = typer.Typer(help="Organisations.", no_args_is_help=True)
 user_app = typer.Typer(help="Users.", no_args_is_help=True)
 keys_app = typer.Typer(help="Onshore key custody.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+from gateway.audit.cli import audit_app  # noqa: E402
+
+app.add_typer(audit_app, name="audit")
 for sub, name in ((db_app, "db"), (org_app, "org"), (user_app, "user"), (keys_app, "keys"), (config_app, "config")):
     app.add_typer(sub, name=name)
 

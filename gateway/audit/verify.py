@@ -139,3 +139,48 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 5000) -> Ver
 
 
 __all__ = ["VerifyReport", "verify_log", "BUCKET"]
+
+
+def run_verification(components, actor) -> VerifyReport:
+    """Full verification, recorded as an `audit.log.verified` event (so the status page can show it)."""
+    from gateway.audit.checkpoint import get_signer, origin
+    from gateway.audit.models import Outcome, Severity
+    from gateway.audit.service import record_event
+
+    report = verify_log(components.db, get_signer(components).public_key(), origin(components.settings))
+    with components.db.transaction() as db:
+        record_event(db, "audit.log.verified", actor=actor,
+                     outcome=Outcome.success if report.ok else Outcome.failure,
+                     severity=Severity.info if report.ok else Severity.high,
+                     target_type="audit_log",
+                     details={"ok": report.ok, "tree_size": report.tree_size, "events_checked": report.events_checked,
+                              "checkpoints_checked": report.checkpoints_checked,
+                              "first_bad_seq": report.first_bad_seq, "problem": report.problem})
+    return report
+
+
+def log_status(db, components) -> dict:
+    """What the status page shows: tree size, latest checkpoint (signature re-checked), last full verification."""
+    from gateway.audit.checkpoint import get_signer, latest_checkpoint, origin
+    from gateway.audit.models import AuditEvent
+
+    cp = latest_checkpoint(db)
+    size = tree_size(db)
+    signature_ok = None
+    if cp is not None:
+        try:
+            note.verify(cp.note, get_signer(components).public_key(), origin(components.settings))
+            signature_ok = True
+        except note.NoteError:
+            signature_ok = False
+    last = db.scalar(select(AuditEvent).where(AuditEvent.action == "audit.log.verified")
+                     .order_by(AuditEvent.seq.desc()).limit(1))
+    return {
+        "tree_size": size, "prune_base": prune_base(db),
+        "latest_checkpoint": None if cp is None else {
+            "id": cp.id, "tree_size": cp.tree_size, "root_hash": cp.root_hash.hex(), "kind": cp.kind.value,
+            "created_at": cp.created_at.isoformat(), "note": cp.note, "signature_ok": signature_ok},
+        "unsigned_events": size - (cp.tree_size if cp else 0),
+        "last_verification": None if last is None else {"seq": last.seq, "at": last.occurred_at.isoformat(),
+                                                          **(last.details or {})},
+    }

@@ -1,0 +1,132 @@
+"""Auditor pages: dashboard (status, alerts), event search, user activity on a day, target timeline, access review."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+
+from gateway.audit import alerts as alert_service
+from gateway.audit import review, search
+from gateway.audit.checkpoint import Scheduler, maybe_checkpoint
+from gateway.audit.models import AuditAlert
+from gateway.audit.routes import AuditorPrincipal, FilterParams, Id
+from gateway.audit.search import Scope
+from gateway.audit.service import record_event
+from gateway.audit.verify import log_status
+from gateway.deps import AppComponents, DbSession
+from gateway.errors import GatewayError, NotFound
+from gateway.web import redirect, render
+from gateway import clock
+
+
+@asynccontextmanager
+async def lifespan(app):
+    # The in-process scheduler of `phigate serve`: checkpoints at the configured
+    # interval, alert rules, the daily inactivity review.  It waits one interval
+    # before its first run, so short-lived processes (tests, CLI) never see it act.
+    scheduler = Scheduler(app.state.components)
+    scheduler.start()
+    try:
+        yield
+    finally:
+        scheduler.shutdown()
+
+
+router = APIRouter(prefix="/audit", include_in_schema=False, lifespan=lifespan)
+
+
+def _page(request, name, principal, status_code=200, **context):
+    return render(request, name, status_code=status_code, principal=principal, **context)
+
+
+@router.get("")
+def dashboard(request: Request, db: DbSession, components: AppComponents, principal: AuditorPrincipal):
+    scope = Scope.of(db, principal)
+    return _page(request, "audit_dashboard.html", principal, status=log_status(db, components),
+                 alerts=alert_service.visible_alerts(db, scope, 20), operator=scope.org_id is None)
+
+
+@router.post("/checkpoint")
+def checkpoint_now(components: AppComponents, principal: AuditorPrincipal):
+    maybe_checkpoint(components, force=True)
+    return redirect("/audit")
+
+
+@router.post("/alerts/{alert_id}/acknowledge")
+def acknowledge(alert_id: int, db: DbSession, principal: AuditorPrincipal):
+    alert = db.get(AuditAlert, alert_id)
+    scope = Scope.of(db, principal)
+    if alert is None or (scope.org_id is not None and scope.org_id not in (alert.org_ids or [])):
+        raise NotFound("No such alert.", code="alert_not_found")
+    if alert.acknowledged_at is None:
+        alert.acknowledged_at, alert.acknowledged_by = clock.now(), principal.user.id
+        record_event(db, "audit.alert.acknowledged", actor=principal.actor, target_type="alert",
+                     target_id=str(alert.id), target_org_id=scope.org_id, details={"rule": alert.rule})
+        db.commit()
+    return redirect("/audit")
+
+
+@router.get("/events")
+def events(request: Request, db: DbSession, principal: AuditorPrincipal, filters: FilterParams,
+           before: int | None = Query(default=None, ge=1)):
+    values = {k: v for k, v in filters.raw.items() if v}
+    try:
+        flt = search.build_filter(db, **filters.raw)
+    except GatewayError as exc:
+        return _page(request, "audit_events.html", principal, status_code=exc.status, error=exc.message,
+                     values=values, items=[], next_url=None, export_query="")
+    items, cursor = search.search(db, Scope.of(db, principal), flt, before=before, limit=50)
+    query = urlencode(values)
+    next_url = f"/audit/events?{urlencode({**values, 'before': cursor})}" if cursor else None
+    return _page(request, "audit_events.html", principal, values=values, items=items, next_url=next_url,
+                 export_query=query)
+
+
+@router.get("/activity")
+def activity(request: Request, db: DbSession, principal: AuditorPrincipal, user: Id = None,
+             day: str | None = Query(default=None, max_length=10)):
+    values = {"user": user or "", "day": day or ""}
+    if not user or not day:
+        return _page(request, "audit_activity.html", principal, values=values, items=None)
+    try:
+        start, end = search.day_range(day)
+        flt = search.build_filter(db, user=user)
+    except GatewayError as exc:
+        return _page(request, "audit_activity.html", principal, status_code=exc.status, error=exc.message,
+                     values=values, items=None)
+    flt = search.EventFilter(user_id=flt.user_id, since=start, until=end)
+    items, cursor = search.search(db, Scope.of(db, principal), flt, limit=200, ascending=True)
+    export_query = urlencode({"user": user, "since": day, "until": day})
+    return _page(request, "audit_activity.html", principal, values=values, items=items, more=cursor is not None,
+                 export_query=export_query)
+
+
+@router.get("/timeline")
+def timeline(request: Request, db: DbSession, principal: AuditorPrincipal, target_id: Id = None):
+    if not target_id:
+        return _page(request, "audit_timeline.html", principal, target_id="", items=None)
+    try:
+        flt = search.build_filter(db, target_id=target_id)
+    except GatewayError as exc:
+        return _page(request, "audit_timeline.html", principal, status_code=exc.status, error=exc.message,
+                     target_id="", items=None)
+    scope = Scope.of(db, principal)
+    items, cursor = search.search(db, scope, flt, limit=200, ascending=True)
+    # File events name the transfer as target and the file ids in details: show those too.
+    return _page(request, "audit_timeline.html", principal, target_id=target_id, items=items,
+                 more=cursor is not None, export_query=urlencode({"target_id": target_id}))
+
+
+@router.get("/access-review")
+def access_review(request: Request, db: DbSession, principal: AuditorPrincipal, vendor_id: Id = None):
+    scope = Scope.of(db, principal)
+    vendors = review.vendors_in_scope(db, scope)
+    vendor, rows = None, None
+    if vendor_id:
+        vendor, rows = review.access_review(db, scope, vendor_id)
+        record_event(db, "audit.access_review.viewed", actor=principal.actor, target_type="organisation",
+                     target_id=vendor.id, target_org_id=vendor.id)
+        db.commit()
+    return _page(request, "audit_review.html", principal, vendors=vendors, vendor=vendor, rows=rows)
