@@ -14,6 +14,7 @@ segment cannot start with a dot), no backslash, NUL, space or non-ASCII.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from .errors import InvalidMetadata, InvalidObjectKey
 
@@ -61,8 +62,8 @@ def validate_metadata(metadata: object) -> dict[str, str]:
     """Return a copy of ``metadata`` if it fits the portable subset, else raise."""
     if metadata is None:
         return {}
-    if not isinstance(metadata, dict):
-        raise InvalidMetadata("metadata must be a dict of str to str")
+    if not isinstance(metadata, Mapping):
+        raise InvalidMetadata("metadata must be a mapping of str to str")
     total = 0
     out: dict[str, str] = {}
     for name, value in metadata.items():

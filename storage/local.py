@@ -209,7 +209,7 @@ class LocalObjectStore:
         metadata: Mapping[str, str] | None = None,
     ) -> StoredObject:
         key = validate_key(key)
-        meta = validate_metadata(dict(metadata) if metadata is not None else None)
+        meta = validate_metadata(metadata)
         shard, name, digest = self._locate(key)
         tmp = os.path.join(shard, self._temp_name(digest))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC

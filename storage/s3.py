@@ -322,10 +322,6 @@ class S3ObjectStore:
         location = self._bucket_location()
         if self._endpoint is None:
             region = location or "us-east-1"
-            if configured and configured != region:
-                raise ConfigurationError(
-                    f"bucket {self._bucket} is in {region}, not the configured {configured}"
-                )
         else:
             if not (self._endpoint_onshore or self._endpoint in self._onshore_endpoints):
                 raise ResidencyError(
@@ -343,6 +339,9 @@ class S3ObjectStore:
                 f"bucket {self._bucket} is in region {region}, which is not an onshore region; "
                 "refusing to start"
             )
+        if self._endpoint is None and configured and configured != region:
+            # Checked after residency: an offshore bucket is refused as such.
+            raise ConfigurationError(f"bucket {self._bucket} is in {region}, not the configured {configured}")
         return region
 
     # -- put ------------------------------------------------------------------------
@@ -354,7 +353,7 @@ class S3ObjectStore:
         metadata: Mapping[str, str] | None = None,
     ) -> StoredObject:
         key = validate_key(key)
-        meta = validate_metadata(dict(metadata) if metadata is not None else None)
+        meta = validate_metadata(metadata)
         source = ChunkSource(chunks)
         full = hashlib.sha256()
         upload_id: str | None = None

@@ -288,8 +288,8 @@ def test_longest_key_is_accepted(store: ObjectStore) -> None:
 
 @pytest.mark.parametrize(
     "metadata",
-    [{"Upper": "x"}, {"ok": "line\nbreak"}, {"ok": "\u00e9"}, {"x" * 65: "v"}, {"big": "v" * 3000}, {"n": 1}],
-    ids=["upper-name", "newline-value", "non-ascii", "long-name", "too-big", "non-str"],
+    [{"Upper": "x"}, {"ok": "line\nbreak"}, {"ok": "\u00e9"}, {"x" * 65: "v"}, {"big": "v" * 3000}, {"n": 1}, [("a", "b")]],
+    ids=["upper-name", "newline-value", "non-ascii", "long-name", "too-big", "non-str", "not-a-mapping"],
 )
 def test_bad_metadata_is_refused(store: ObjectStore, metadata) -> None:
     with pytest.raises(InvalidMetadata):

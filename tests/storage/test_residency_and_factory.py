@@ -33,7 +33,7 @@ def test_offshore_bucket_is_refused(aws_target, region: str) -> None:
 def test_offshore_bucket_cannot_pass_as_onshore_by_configuration(aws_target) -> None:
     bucket = aws_target.new_bucket(region="eu-west-1")
     # Claiming an onshore region does not help: GetBucketLocation is authoritative.
-    with pytest.raises((ResidencyError, ConfigurationError)):
+    with pytest.raises(ResidencyError):
         open_object_store(f"s3://{bucket}?region=us-east-1", session=_session())
     with pytest.raises(ResidencyError):
         open_object_store(f"s3://{bucket}", session=_session())
@@ -60,6 +60,12 @@ def test_region_is_taken_from_the_bucket_when_not_configured(aws_target) -> None
     assert store.region == "us-west-2"
     assert store.location_id == f"s3://{bucket}@us-west-2"
     store.check()
+
+
+def test_configured_region_must_match_an_onshore_bucket(aws_target) -> None:
+    bucket = aws_target.new_bucket(region="us-west-2")
+    with pytest.raises(ConfigurationError):
+        open_object_store(f"s3://{bucket}?region=us-east-1", session=_session())
 
 
 def test_missing_bucket_is_unavailable(aws_target) -> None:
