@@ -50,7 +50,7 @@ def verifier_key(name: str, public_raw: bytes) -> str:
 def parse_verifier_key(vkey: str) -> tuple[str, bytes]:
     """(key name, raw public key) from a `name+hexid+base64` verifier key; checks the id."""
     try:
-        name, hex_id, b64 = vkey.strip().rsplit("+", 2)
+        name, hex_id, b64 = vkey.strip().split("+", 2)
         raw = base64.b64decode(b64, validate=True)
     except ValueError:
         raise NoteError("not a verifier key") from None

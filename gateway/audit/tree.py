@@ -101,7 +101,7 @@ def iter_event_rows(db: Session | Connection, after: int, upto: int | None = Non
         query = query.where(E.seq <= upto)
     if where is not None:
         query = query.where(where)
-    result = _conn(db).execution_options(yield_per=batch).execute(query)
+    result = _conn(db).execute(query, execution_options={"yield_per": batch})
     try:
         for partition in result.partitions():
             yield from partition

@@ -47,6 +47,20 @@ class VerifyReport:
         return asdict(self)
 
 
+def _original_position(row, window: int = 64) -> int | None:
+    """If a row's stored leaf hash is its own content under another sequence number, that number."""
+    from gateway.audit.canonical import leaf_hash_of
+    from gateway.audit.tree import row_fields
+
+    fields = row_fields(row)
+    stored = bytes(row[13])
+    for delta in range(1, window + 1):
+        for candidate in (fields[0] - delta, fields[0] + delta):
+            if candidate > 0 and leaf_hash_of(candidate, *fields[1:]) == stored:
+                return candidate
+    return None
+
+
 def verify_log(database, public_key, key_name: str, *, chunk: int = 5000) -> VerifyReport:
     """Check the stored log (a gateway.db.Database) against itself and its signed checkpoints."""
     reads = ShortReads(database)
@@ -113,7 +127,13 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 5000) -> Ver
             report.fail(expected, f"event {expected} is missing" if seq > expected else f"event {seq} is out of order")
             return report
         if recomputed_leaf(row) != bytes(row[13]):
-            report.fail(seq, f"event {seq} does not match its leaf hash (edited, moved or inserted)")
+            moved_from = _original_position(row)
+            if moved_from is not None:
+                first = min(seq, moved_from)
+                report.fail(first, f"the log breaks at event {first}: the event now at {seq} was written as event "
+                                   f"{moved_from} (events were inserted, deleted or reordered)")
+            else:
+                report.fail(seq, f"event {seq} does not match its leaf hash (its fields were edited)")
             return report
         frontier.append(bytes(row[13]))
         report.events_checked += 1

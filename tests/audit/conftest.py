@@ -1,0 +1,67 @@
+"""Helpers for the audit tests: appending events, tampering as a database superuser, signing keys."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import text
+
+
+@pytest.fixture
+def signer(components):
+    from gateway.audit.checkpoint import get_signer
+
+    return get_signer(components)
+
+
+@pytest.fixture
+def append(components):
+    """append(n, **kw): record n events in one transaction through record_event()."""
+    from gateway.audit.service import Actor, record_event
+
+    def _append(n: int = 1, action: str = "test.event", **kw):
+        kw.setdefault("actor", Actor(user_id="u1", org_id="o1", ip="192.0.2.1", user_agent="pytest"))
+        with components.db.transaction() as db:
+            return [record_event(db, action, details={"i": i}, **kw).seq for i in range(n)]
+
+    return _append
+
+
+@pytest.fixture
+def checkpoint(components):
+    from gateway.audit.checkpoint import maybe_checkpoint
+
+    return lambda: maybe_checkpoint(components, force=True)
+
+
+@pytest.fixture
+def verify(components, signer):
+    from gateway.audit.checkpoint import origin
+    from gateway.audit.verify import verify_log
+
+    return lambda: verify_log(components.db, signer.public_key(), origin(components.settings), chunk=100)
+
+
+@pytest.fixture
+def superuser(components):
+    """A context manager giving a raw connection that can rewrite the log, as an attacker with DB superuser.
+
+    On PostgreSQL the append-only triggers are disabled explicitly for the block and restored after.
+    """
+
+    @contextmanager
+    def _superuser():
+        with components.db.engine.begin() as conn:
+            pg = conn.dialect.name == "postgresql"
+            if pg:
+                conn.execute(text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only"))
+                conn.execute(text("ALTER TABLE audit_checkpoints DISABLE TRIGGER audit_checkpoints_append_only"))
+            try:
+                yield conn
+            finally:
+                if pg:
+                    conn.execute(text("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only"))
+                    conn.execute(text("ALTER TABLE audit_checkpoints ENABLE TRIGGER audit_checkpoints_append_only"))
+
+    return _superuser

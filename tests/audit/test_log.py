@@ -1,0 +1,307 @@
+"""The log itself: gap-free sequence, leaf hashes, checkpoints, proofs, tamper detection, pruning."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, insert, select, text
+
+from gateway.audit import merkle, note
+from gateway.audit.canonical import format_time, leaf_hash_of
+from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode
+from gateway.audit.search import Scope
+from gateway.audit.service import Actor, event_leaf_hash, record_event
+
+
+def _all(components):
+    with components.db.sessions() as db:
+        return list(db.scalars(select(AuditEvent).order_by(AuditEvent.seq)))
+
+
+def test_sequence_is_gap_free_and_a_rolled_back_action_leaves_no_gap(components, append):
+    assert append(3) == [1, 2, 3]
+    with pytest.raises(RuntimeError):
+        with components.db.transaction() as db:
+            record_event(db, "test.doomed", actor=Actor.system())
+            raise RuntimeError("the action failed after its event was written")
+    assert append(2) == [4, 5]
+    events = _all(components)
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert "test.doomed" not in {e.action for e in events}
+    for e in events:
+        assert e.leaf_hash == event_leaf_hash(e)
+        assert len(e.leaf_hash) == 32
+
+
+def test_leaf_is_sha256_of_zero_byte_and_canonical_json(components, append, fake_clock):
+    append(1)
+    e = _all(components)[0]
+    canonical = ('["phigate-audit-v1",1,"%s","test.event","success","info","u1","o1","192.0.2.1","pytest",'
+                 'null,null,null,{"i":0}]' % format_time(e.occurred_at)).encode()
+    import hashlib
+
+    assert e.leaf_hash == hashlib.sha256(b"\x00" + canonical).digest()
+
+
+def test_details_that_could_not_serialise_stably_are_refused(components):
+    with components.db.transaction() as db:
+        with pytest.raises(TypeError):
+            record_event(db, "test.bad", actor=Actor.system(), details={"x": float("nan")})
+        with pytest.raises(TypeError):
+            record_event(db, "test.bad", actor=Actor.system(), details={"x": {"nested": "dict"}})
+
+
+def test_two_writers_appending_concurrently_make_no_fork_and_no_gap(components, verify, checkpoint):
+    errors = []
+
+    def writer(name):
+        try:
+            for i in range(25):
+                with components.db.transaction() as db:
+                    record_event(db, "test.concurrent", actor=Actor(user_agent=name), details={"i": i})
+                    record_event(db, "test.concurrent.second", actor=Actor(user_agent=name), details={"i": i})
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"w{n}",)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    seqs = [e.seq for e in _all(components)]
+    assert seqs == list(range(1, 101))
+    checkpoint()
+    report = verify()
+    assert report.ok, report.problem
+    assert report.events_checked == 100
+
+
+def test_checkpoints_extend_incrementally_and_match_a_full_recomputation(components, append, checkpoint, signer):
+    append(5)
+    first = checkpoint()
+    append(600)
+    second = checkpoint()
+    leaves = [e.leaf_hash for e in _all(components)]
+    assert second.tree_size == 605
+    assert second.root_hash == merkle.root_of(leaves)
+    assert first.root_hash == merkle.root_of(leaves[:5])
+    signed = note.verify(second.note, signer.public_key_raw())
+    assert signed.tree_size == 605 and signed.root_hash == second.root_hash
+    with components.db.sessions() as db:
+        nodes = {(n.level, n.idx): n.hash for n in db.scalars(select(AuditTreeNode))}
+    assert nodes[(8, 0)] == merkle.root_of(leaves[:256])
+    assert nodes[(9, 0)] == merkle.root_of(leaves[:512])
+    # Nothing new: no checkpoint.
+    from gateway.audit.checkpoint import maybe_checkpoint
+
+    assert maybe_checkpoint(components, force=True) is None
+
+
+def test_periodic_checkpoint_waits_for_the_interval(components, append, fake_clock):
+    from gateway.audit.checkpoint import maybe_checkpoint
+
+    append(2)
+    assert maybe_checkpoint(components).tree_size == 2
+    append(1)
+    assert maybe_checkpoint(components) is None
+    fake_clock.advance(seconds=components.settings.audit_checkpoint_interval_seconds + 1)
+    assert maybe_checkpoint(components).tree_size == 3
+
+
+def test_proofs_from_the_store_verify_against_the_signed_checkpoint(components, append, checkpoint, signer):
+    from gateway.audit.proofs import consistency_proof, inclusion_proof
+
+    append(300)
+    small = checkpoint()
+    append(333)
+    big = checkpoint()
+    with components.db.sessions() as db:
+        for seq in (1, 2, 255, 256, 257, 300, 512, 600, 633):
+            proof = inclusion_proof(db, Scope(None), seq)
+            cp = note.verify(proof["checkpoint"], signer.public_key_raw())
+            assert cp.tree_size == 633
+            assert merkle.verify_inclusion(seq - 1, 633, bytes.fromhex(proof["leaf_hash"]),
+                                           [bytes.fromhex(h) for h in proof["inclusion_path"]], cp.root_hash)
+        proof = consistency_proof(db, small.tree_size, big.tree_size)
+        old = note.verify(proof["first_checkpoint"], signer.public_key_raw())
+        new = note.verify(proof["second_checkpoint"], signer.public_key_raw())
+        assert merkle.verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash,
+                                         [bytes.fromhex(h) for h in proof["consistency_path"]])
+
+
+def test_postgresql_refuses_update_and_delete_of_events(components, append, lane):
+    if lane[0] != "postgresql":
+        pytest.skip("the append-only trigger is PostgreSQL's")
+    from sqlalchemy.exc import DBAPIError
+
+    append(3)
+    for statement in ("UPDATE audit_events SET action = 'x' WHERE seq = 2", "DELETE FROM audit_events WHERE seq = 2"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            with components.db.engine.begin() as conn:
+                conn.execute(text(statement))
+    assert [e.action for e in _all(components)] == ["test.event"] * 3
+
+
+# -- tampering by SQL ----------------------------------------------------------------
+
+def _forged_row(seq, base):
+    fields = dict(occurred_at=base.occurred_at, action="auth.login.succeeded", outcome="success", severity="info",
+                  actor_user_id="mallory", actor_org_id=None, ip=None, user_agent=None, target_type=None,
+                  target_id=None, target_org_id=None, details={})
+    leaf = leaf_hash_of(seq, format_time(base.occurred_at), "auth.login.succeeded", "success", "info", "mallory",
+                        None, None, None, None, None, None, {})
+    return {"seq": seq, **fields, "leaf_hash": leaf}
+
+
+def _shift(conn, from_seq, delta):
+    # Two steps so no intermediate row collides with the primary key.
+    conn.execute(text("UPDATE audit_events SET seq = -seq WHERE seq >= :s"), {"s": from_seq})
+    conn.execute(text("UPDATE audit_events SET seq = -seq + :d WHERE seq < 0"), {"d": delta})
+
+
+def _edit(conn, events):
+    conn.execute(text("UPDATE audit_events SET action = 'auth.login.succeeded' WHERE seq = 50"))
+
+
+def _edit_details(conn, events):
+    conn.execute(text("UPDATE audit_events SET ip = '198.51.100.7' WHERE seq = 50"))
+
+
+def _delete(conn, events):
+    conn.execute(text("DELETE FROM audit_events WHERE seq = 50"))
+
+
+def _delete_and_renumber(conn, events):
+    conn.execute(text("DELETE FROM audit_events WHERE seq = 50"))
+    _shift(conn, 51, -1)
+
+
+def _insert_and_renumber(conn, events):
+    _shift(conn, 50, 1)
+    conn.execute(insert(AuditEvent.__table__).values(**_forged_row(50, events[49])))
+
+
+def _reorder(conn, events):
+    conn.execute(text("UPDATE audit_events SET seq = -1 WHERE seq = 50"))
+    conn.execute(text("UPDATE audit_events SET seq = 50 WHERE seq = 52"))
+    conn.execute(text("UPDATE audit_events SET seq = 52 WHERE seq = -1"))
+
+
+@pytest.mark.parametrize("tamper", [_edit, _edit_details, _delete, _delete_and_renumber, _insert_and_renumber,
+                                    _reorder], ids=lambda f: f.__name__.strip("_"))
+def test_verify_names_the_first_event_where_the_log_was_altered(components, append, checkpoint, verify, superuser,
+                                                                tamper):
+    append(40)
+    checkpoint()
+    append(60)
+    checkpoint()
+    assert verify().ok
+    events = _all(components)
+    with superuser() as conn:
+        tamper(conn, events)
+    report = verify()
+    assert not report.ok
+    assert report.first_bad_seq == 50, report.problem
+
+
+def test_a_rewrite_that_also_recomputes_leaf_hashes_is_caught_by_the_signed_checkpoint(
+        components, append, checkpoint, verify, superuser):
+    append(40)
+    checkpoint()
+    append(60)
+    checkpoint()
+    e = _all(components)[49]
+    forged_leaf = leaf_hash_of(50, format_time(e.occurred_at), "test.innocent", "success", "info", e.actor_user_id,
+                               e.actor_org_id, e.ip, e.user_agent, None, None, None, e.details)
+    with superuser() as conn:
+        conn.execute(text("UPDATE audit_events SET action = 'test.innocent', leaf_hash = :h WHERE seq = 50"),
+                     {"h": forged_leaf})
+    report = verify()
+    assert not report.ok
+    # The leaf is self-consistent; the checkpoint signed after event 40 still holds, the next one does not.
+    assert report.first_bad_seq == 41
+    assert "checkpoint" in report.problem
+
+
+def test_a_forged_checkpoint_fails_verification(components, append, checkpoint, verify, superuser):
+    append(10)
+    cp = checkpoint()
+    forged = cp.note.replace("\n10\n", "\n9\n")
+    with superuser() as conn:
+        conn.execute(text("UPDATE audit_checkpoints SET note = :n WHERE id = :i"), {"n": forged, "i": cp.id})
+    report = verify()
+    assert not report.ok and "signature" in report.problem
+
+
+def test_deleting_signed_events_at_the_tail_is_detected(components, append, checkpoint, verify, superuser):
+    append(10)
+    checkpoint()
+    with superuser() as conn:
+        conn.execute(text("DELETE FROM audit_events WHERE seq >= 8"))
+    report = verify()
+    assert not report.ok and report.first_bad_seq == 8
+
+
+def test_a_checkpoint_is_never_signed_over_an_altered_row(components, append, checkpoint, superuser):
+    from gateway.audit.tree import LogBroken
+
+    append(10)
+    with superuser() as conn:
+        conn.execute(text("UPDATE audit_events SET action = 'test.other' WHERE seq = 4"))
+    with pytest.raises(LogBroken) as caught:
+        checkpoint()
+    assert caught.value.seq == 4
+    with components.db.sessions() as db:
+        assert db.scalar(select(func.count()).select_from(AuditCheckpoint)) == 0
+
+
+# -- retention -------------------------------------------------------------------------
+
+def test_pruning_old_events_keeps_the_log_verifiable(components, append, checkpoint, verify, fake_clock, signer):
+    from gateway.audit.checkpoint import prune
+    from gateway.audit.proofs import inclusion_proof
+
+    append(700)
+    checkpoint()
+    fake_clock.advance(days=365 * 7)
+    append(20)
+    base = prune(components, Actor.system())
+    assert base == 512  # a bucket boundary below the first young event (701)
+    events = _all(components)
+    assert events[0].seq == 513 and events[-1].action == "audit.log.pruned"
+    assert events[-1].seq == 721
+    report = verify()
+    assert report.ok, report.problem
+    assert report.prune_base == 512 and report.events_checked == len(events)
+    append(1)
+    checkpoint()
+    with components.db.sessions() as db:
+        proof = inclusion_proof(db, Scope(None), 600)
+    cp = note.verify(proof["checkpoint"], signer.public_key_raw())
+    assert merkle.verify_inclusion(599, cp.tree_size, bytes.fromhex(proof["leaf_hash"]),
+                                   [bytes.fromhex(h) for h in proof["inclusion_path"]], cp.root_hash)
+    assert verify().ok
+
+
+def test_nothing_is_pruned_inside_the_retention_period(components, append, fake_clock):
+    from gateway.audit.checkpoint import prune
+
+    append(600)
+    fake_clock.advance(days=365 * 5)
+    assert prune(components, Actor.system()) == 0
+    assert _all(components)[0].seq == 1
+
+
+def test_prune_window_default_is_six_years(settings):
+    assert settings.audit_retention_years == 6
+
+
+def test_time_is_recorded_in_utc_with_microseconds(components, append, fake_clock):
+    fake_clock.advance(microseconds=123)
+    append(1)
+    e = _all(components)[0]
+    assert e.occurred_at == fake_clock.current and format_time(e.occurred_at).endswith("Z")
+    assert e.occurred_at.utcoffset() == timedelta(0)
