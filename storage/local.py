@@ -125,6 +125,9 @@ class LocalObjectStore:
         self._root = os.path.realpath(root)
         if not os.path.isdir(self._root):
             raise StorageUnavailable("local store root is not a directory")
+        if os.stat(self._root).st_mode & 0o077:
+            # Ciphertext only, but still nobody else's business: say so at start.
+            log.warning("local object store root is accessible to group/others; expected mode 0700")
         self._verify_reads = verify_reads
         self._read_chunk = read_chunk_size
         self._store_id = self._load_or_create_marker()

@@ -423,10 +423,14 @@ class S3ObjectStore:
             ChecksumSHA256=checksum,
             **self._sse,
         )
-        echoed = resp.get("ChecksumSHA256")
-        if echoed is not None and echoed != checksum:
-            raise IntegrityError(f"store acknowledged object {key} with a different SHA-256")
-        self._check_sse(key, resp)
+        try:
+            echoed = resp.get("ChecksumSHA256")
+            if echoed is not None and echoed != checksum:
+                raise IntegrityError(f"store acknowledged object {key} with a different SHA-256")
+            self._check_sse(key, resp)
+        except IntegrityError:
+            self._discard(key, resp.get("VersionId"))
+            raise
         return StoredObject(
             key=key,
             size=len(body),
@@ -522,13 +526,21 @@ class S3ObjectStore:
                 raise IntegrityError(f"store holds {key} with a different size than was sent")
             self._check_sse(key, head)
         except IntegrityError:
-            # Do not leave an object that does not match what the caller sent.
-            if version_id and version_id != "null":
-                self._client.delete_object(Bucket=self._bucket, Key=key, VersionId=version_id)
+            self._discard(key, version_id)
             raise
         return StoredObject(
             key=key, size=total, version_id=version_id, checksum=f"sha256:{sha_hex}", parts=len(parts)
         )
+
+    def _discard(self, key: str, version_id: str | None) -> None:
+        """Delete an object we just wrote that does not match what the caller sent."""
+        args: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
+        if version_id:
+            args["VersionId"] = version_id  # only ours, never an older version
+        try:
+            self._client.delete_object(**args)
+        except (ClientError, BotoCoreError) as exc:
+            log.error("could not delete mismatching object %s (%s)", key, type(exc).__name__)
 
     def _remove_if_completed(self, key: str, total: int, digests: list[bytes]) -> None:
         """Delete the version our failed CompleteMultipartUpload may have created anyway."""

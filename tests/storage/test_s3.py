@@ -318,3 +318,13 @@ def test_check_reports_a_missing_bucket(s3_target, s3_store) -> None:
     s3_target.raw.delete_bucket(Bucket=s3_target.bucket)
     with pytest.raises(StorageUnavailable):
         s3_store.check()
+
+
+def test_an_object_acknowledged_with_another_checksum_is_removed(s3_target, s3_store) -> None:
+    def corrupt(parsed, **_):
+        parsed["ChecksumSHA256"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+    s3_store.client.meta.events.register("after-call.s3.PutObject", corrupt)
+    with pytest.raises(IntegrityError):
+        s3_store.put("obj-bad-ack", [b"small object"])
+    assert s3_target.stored_versions("obj-bad-ack") == []
