@@ -125,13 +125,20 @@ def check_origin(request: Request) -> None:
     """Refuse a state-changing request whose Origin is another site (defence beside SameSite=Strict)."""
     if request.method in SAFE_METHODS:
         return
+    # Fetch metadata: set by the browser itself, a page cannot forge it.
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise CsrfFailed("The request came from another site.", code="bad_origin")
     origin = request.headers.get("origin")
-    if origin and origin != "null":
+    if origin == "null":
+        # Under our own `Referrer-Policy: no-referrer`, browsers send `Origin: null` even for
+        # same-origin form posts; believe it only when fetch metadata says same-origin.
+        if site != "same-origin":
+            raise CsrfFailed("The request came from another site.", code="bad_origin")
+    elif origin:
         host = request.headers.get("host", "")
         if origin.split("://", 1)[-1] != host:
             raise CsrfFailed("The request came from another site.", code="bad_origin")
-    elif origin == "null":
-        raise CsrfFailed("The request came from another site.", code="bad_origin")
 
 
 async def partial_principal(request: Request, db: DbSession, settings: AppSettings, actor: RequestActor) -> Principal:

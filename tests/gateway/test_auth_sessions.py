@@ -295,6 +295,32 @@ def test_cross_site_origin_is_refused_even_with_the_right_token(client, factory,
     assert r.status_code == 204
 
 
+def test_fetch_metadata_decides_for_a_null_origin(client, factory, components, login):
+    """Browsers send `Origin: null` for same-origin form posts under Referrer-Policy: no-referrer."""
+    user = factory.user("practice_staff")
+    csrf = login(client, user)
+    for headers in ({"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+                    {"Sec-Fetch-Site": "cross-site"},
+                    {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": "http://testserver", "Sec-Fetch-Site": "same-site"}):
+        r = client.post("/api/v1/auth/logout", headers={"X-CSRF-Token": csrf, **headers})
+        assert_error(r, 403, "bad_origin")
+    assert len(sessions_of(components, user.id)) == 1
+    r = client.post("/api/v1/auth/logout",
+                    headers={"X-CSRF-Token": csrf, "Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 204
+    assert sessions_of(components, user.id) == []
+
+
+def test_page_login_from_a_browser_with_null_origin(client, factory, components):
+    user = factory.user("practice_staff")
+    form = client.get("/login")
+    r = client.post("/login", data={"username": user.username, "password": user.password,
+                                     "csrf_token": csrf_from(form.text)},
+                    headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/mfa"
+
+
 def test_bearer_requests_need_no_csrf(client, factory, components, login, fake_clock):
     admin = factory.user("admin")
     csrf = login(client, admin, fake_clock)

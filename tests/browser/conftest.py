@@ -1,0 +1,122 @@
+"""Browser lane: the real gateway under uvicorn on a loopback port, driven by Debian's chromium.
+
+The server runs in a thread of this process against its own SQLite database, on the
+real clock (a browser cannot follow the fake one), and listens on a socket bound
+before the thread starts, so no test has to wait for it to come up.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import warnings
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.lanes import CHROMIUM, lane_unavailable
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def _require_browser_lane() -> None:
+    reason = lane_unavailable("browser")
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"browser lane unavailable under CI=true: {reason}")
+        pytest.skip(f"browser lane SKIPPED: {reason}")
+
+
+class RealClock:
+    """Stands in for the fake clock: TOTP codes follow the time the browser and server live in."""
+
+    @property
+    def current(self) -> datetime:
+        return datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, **_):
+        raise RuntimeError("the browser lane runs on the real clock")
+
+
+@pytest.fixture(autouse=True)
+def fake_clock():
+    """Overrides the suite's fake clock: the server thread must see real time."""
+    from gateway import clock
+
+    clock.set_source(None)
+    yield RealClock()
+    clock.set_source(None)
+
+
+@pytest.fixture(scope="session")
+def browser_database(tmp_path_factory) -> str:
+    _require_browser_lane()
+    from gateway.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser-db') / 'phigate.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def settings(browser_database, keyring_url, tmp_path):
+    """SQLite only: the browser lane tests pages, the database lanes are covered elsewhere."""
+    from gateway.config import Settings
+
+    return Settings(_env_file=None, env="development", data_dir=tmp_path / "data", database_url=browser_database,
+                    storage_url=f"file://{tmp_path / 'objects'}", key_provider_url=keyring_url, cookie_secure=False,
+                    instance_id="browser-test")
+
+
+@pytest.fixture
+def server(app):
+    """Base URL of the gateway served by uvicorn on a free 127.0.0.1 port."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)  # connections queue here until uvicorn accepts them
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", proxy_headers=False, server_header=False)
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join()
+    sock.close()
+
+
+@pytest.fixture
+def browser():
+    _require_browser_lane()
+    from playwright.sync_api import sync_playwright
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            yield b
+            b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page that collects console messages, for the CSP check."""
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.console_messages_seen = []
+    pg.on("console", lambda msg: pg.console_messages_seen.append((msg.type, msg.text)))
+    yield pg
+    context.close()
+
+
+def csp_violations(page) -> list[str]:
+    return [text for kind, text in page.console_messages_seen
+            if "Content Security Policy" in text or "Refused to" in text]
