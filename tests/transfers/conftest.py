@@ -106,4 +106,6 @@ def events(db, action: str | None = None, **where):
         query = query.where(AuditEvent.action == action)
     for key, value in where.items():
         query = query.where(getattr(AuditEvent, key) == value)
-    return list(db.scalars(query))
+    found = list(db.scalars(query))
+    db.commit()  # end the read: on SQLite an open transaction would hold the write lock
+    return found
