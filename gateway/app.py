@@ -134,14 +134,16 @@ def create_app(settings: Settings | None = None, components: Components | None =
     from gateway.audit import routes as audit_routes
     from gateway.auth import pages as auth_pages
     from gateway.auth import routes as auth_routes
+    from gateway.baas import pages as baa_pages
     from gateway.baas import routes as baa_routes
     from gateway.orgs import pages as org_pages
     from gateway.orgs import routes as org_routes
     from gateway.users import pages as user_pages
+    from gateway.transfers import pages as transfer_pages
     from gateway.transfers import routes as transfer_routes
     from gateway.users import routes as user_routes
 
-    for module in (health, auth_pages, org_pages, user_pages, audit_pages):
+    for module in (health, auth_pages, org_pages, user_pages, baa_pages, transfer_pages, audit_pages):
         app.include_router(module.router)
     for module in (auth_routes, org_routes, user_routes, baa_routes, transfer_routes, audit_routes):
         app.include_router(module.router, prefix="/api/v1")

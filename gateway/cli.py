@@ -251,6 +251,19 @@ def user_reset_password(user: str) -> None:
     _user_action(user, lambda db, u: typer.echo(f"one-time password: {reset_password(db, u, _actor())}"))
 
 
+@app.command()
+def fsck(repair: bool = typer.Option(False, "--repair", help="destroy orphaned objects"),
+         grace_minutes: int = typer.Option(60, help="leave pending uploads younger than this alone")) -> None:
+    """Find objects nothing can find (crashed uploads, unreferenced) and files whose object is missing."""
+    from gateway.transfers.fsck import fsck as run_fsck
+
+    report = run_fsck(_components(), _actor(), repair=repair, grace_minutes=grace_minutes)
+    typer.echo(json.dumps({"stale_pending": report.stale_pending, "unreferenced": report.unreferenced,
+                           "missing": report.missing, "removed": report.removed}, indent=2))
+    if report.missing or (not repair and (report.stale_pending or report.unreferenced)):
+        raise typer.Exit(1)
+
+
 @config_app.command("show")
 def config_show() -> None:
     """Print the effective configuration, secrets redacted."""

@@ -1,4 +1,4 @@
-"""Demo data for the embedded quickstart: one practice, one vendor, the operator, one user per role.
+"""Demo data for the embedded quickstart: a practice and a vendor under a BAA, the operator, one user per role.
 
 Passwords are random per installation and TOTP is pre-enrolled, so that a
 person trying PHI Gate can sign in as each role at once.  The credentials are
@@ -12,11 +12,14 @@ import os
 import secrets
 from pathlib import Path
 
+from datetime import timedelta
+
 from sqlalchemy import select
 
 from gateway import clock
 from gateway.audit.service import Actor
 from gateway.auth import totp
+from gateway.baas.service import active_baa, record_baa
 from gateway.components import Components
 from gateway.keys import seal_totp_secret
 from gateway.orgs.models import Organisation, OrgKind
@@ -52,6 +55,10 @@ def seed(components: Components, actor: Actor) -> dict:
             org = db.scalar(select(Organisation).where(Organisation.name == name)) or create_org(db, name, kind, actor)
             orgs[key] = org
             out["organisations"][key] = {"id": org.id, "name": org.name, "kind": kind.value}
+        if active_baa(db, orgs["practice"].id, orgs["vendor"].id) is None:
+            baa = record_baa(db, orgs["practice"], orgs["vendor"], "DEMO-BAA-001", clock.now() - timedelta(days=1),
+                             clock.now() + timedelta(days=365), actor)
+            out["baa"] = {"id": baa.id, "reference": baa.reference}
         for username, full_name, role, org_key in USERS:
             if db.scalar(select(User.id).where(User.username == username)):
                 raise RuntimeError(f"user {username} exists but its demo credentials are lost; use a fresh data dir")

@@ -50,6 +50,23 @@ def fake_clock():
     clock.set_source(None)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashing():
+    """argon2id at minimal cost in tests: same algorithm and format, a fraction of the time.
+
+    The production parameters are asserted separately (tests/gateway/test_passwords.py).
+    """
+    from argon2 import PasswordHasher
+
+    from gateway.auth import passwords
+
+    real = passwords._hasher, passwords._DUMMY_HASH
+    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    passwords._DUMMY_HASH = passwords._hasher.hash("dummy-password-for-timing")
+    yield
+    passwords._hasher, passwords._DUMMY_HASH = real
+
+
 # -- lanes ------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")

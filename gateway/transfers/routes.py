@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from typing import Annotated
+from email.message import Message
 from urllib.parse import unquote
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from python_multipart.multipart import parse_options_header
 
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, require
@@ -58,14 +58,13 @@ def _from_multipart(c, principal: Principal, content_type: str, raw) -> str:
 
 
 def _filename_from(header: str) -> str:
-    _, params = parse_options_header(header)
-    if b"filename*" in params:
-        value = params[b"filename*"].decode("latin-1")
-        if value.lower().startswith("utf-8''"):
-            return unquote(value[7:], encoding="utf-8", errors="strict")
-    if b"filename" in params:
-        return params[b"filename"].decode("utf-8", "replace")
-    raise InvalidInput("Name the file in a Content-Disposition header.", code="invalid_file_name")
+    """The file name of a `Content-Disposition` request header (RFC 6266, `filename*` per RFC 5987)."""
+    message = Message()
+    message["content-disposition"] = header
+    name = message.get_filename()
+    if not name:
+        raise InvalidInput("Name the file in a Content-Disposition header.", code="invalid_file_name")
+    return name
 
 
 @router.post("", response_model=TransferCreated, status_code=201,

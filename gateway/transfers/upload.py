@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 
-from crypto import CryptoError, encrypt_stream, seal
+from crypto import ProviderUnavailable, encrypt_stream, seal
 from gateway import clock
 from gateway.audit.models import Outcome
 from gateway.audit.service import record_event
@@ -51,8 +51,11 @@ class UploadAborted(Exception):
 
 
 def relationship_key(practice_id: str, vendor_id: str) -> str:
-    """The KEK for files a practice sends to one vendor; destroying it shreds every copy sent there."""
-    return f"rel-{practice_id}-{vendor_id}"
+    """The KEK for files a practice sends to one vendor; destroying it shreds every copy sent there.
+
+    Derived from the pair (KMS aliases and key files limit ids to 64 characters).
+    """
+    return "rel-" + hashlib.sha256(f"{practice_id}:{vendor_id}".encode()).hexdigest()[:40]
 
 
 def practice_key(practice_id: str) -> str:
@@ -180,6 +183,7 @@ def receive(c: Components, principal: Principal, req: Request, files: Iterator[I
     pending: list[str] = []
     with c.db.sessions() as db:
         direction, practice_id, vendor_id, billers = check_request(db, principal, req)
+        db.commit()  # hold no transaction (on SQLite: no write lock) while the files stream in
         key_id = relationship_key(practice_id, vendor_id) if direction == Direction.outbound else practice_key(practice_id)
         try:
             c.keys.ensure_key(key_id)
@@ -222,7 +226,7 @@ def receive(c: Components, principal: Principal, req: Request, files: Iterator[I
             _discard(c, principal, practice_id, transfer_id, pending, exc)
             if isinstance(exc, StorageError):
                 raise StorageDown() from exc
-            if isinstance(exc, CryptoError):
+            if isinstance(exc, ProviderUnavailable):
                 raise StorageDown("The key service is unavailable. Nothing was kept; try again later.",
                                   code="key_provider_unavailable") from exc
             raise

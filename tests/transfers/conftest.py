@@ -56,12 +56,14 @@ class Session:
         self.client = TestClient(app)
         self.user = user
         self.clock = clock
-        self.csrf = api_login(self.client, user)
+        self.csrf = api_login(self.client, user, clock)  # moves the clock on: every code is fresh
         self.client.headers["X-CSRF-Token"] = self.csrf
 
     def fresh_code(self) -> str:
-        self.clock.advance(seconds=30)  # a code never used before by this user
-        return self.user.code()
+        """A code of a step nobody has used yet; the clock moves on so the next one is fresh too."""
+        code = self.user.code()
+        self.clock.advance(seconds=30)
+        return code
 
     def upload(self, partner_id: str, data: bytes = PDF, name: str = "appeal.pdf", purpose: str = "APPEAL-1001",
                billers: list[str] | None = None, **headers):
@@ -74,7 +76,8 @@ class Session:
             **headers})
 
     def approve(self, transfer_id: str, **body):
-        body.setdefault("code", self.fresh_code())
+        if "code" not in body:
+            body["code"] = self.fresh_code()
         return self.client.post(f"/api/v1/transfers/{transfer_id}/approve", json=body)
 
     def download(self, transfer_id: str, file_id: str, **headers):
@@ -106,4 +109,6 @@ def events(db, action: str | None = None, **where):
         query = query.where(AuditEvent.action == action)
     for key, value in where.items():
         query = query.where(getattr(AuditEvent, key) == value)
-    return list(db.scalars(query))
+    found = list(db.scalars(query))
+    db.commit()  # end the read: on SQLite an open transaction would hold the write lock
+    return found

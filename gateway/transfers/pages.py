@@ -1,0 +1,131 @@
+"""Transfer pages: send files, the approval queue, the biller's inbox, one transfer, download."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from gateway import clock
+from gateway.auth.service import Principal
+from gateway.baas.service import partners
+from gateway.deps import AppComponents, DbSession, require
+from gateway.errors import GatewayError
+from gateway.orgs.models import Organisation
+from gateway.transfers import download, service, views
+from gateway.transfers.models import Direction
+from gateway.transfers.routes import Admin, Approver, Auditor, Downloader, Reader, Sender
+from gateway.users.models import Role, User
+from gateway.web import redirect, render
+
+router = APIRouter(prefix="/transfers", include_in_schema=False)
+
+
+def _org_names(db, transfers) -> dict[str, str]:
+    ids = {t.practice_id for t in transfers} | {t.vendor_id for t in transfers}
+    if not ids:
+        return {}
+    return {o.id: o.name for o in db.scalars(select(Organisation).where(Organisation.id.in_(ids)))}
+
+
+@router.get("")
+def transfers(request: Request, db: DbSession, principal: Reader):
+    rows = service.list_transfers(db, principal)
+    inbox = service.inbox(db, principal) if principal.user.role == Role.biller else []
+    return render(request, "transfers.html", principal=principal, transfers=rows, inbox=inbox,
+                  orgs=_org_names(db, rows), now=clock.now())
+
+
+@router.get("/approvals")
+def approvals(request: Request, db: DbSession, principal: Approver):
+    rows = service.approval_queue(db, principal)
+    return render(request, "approvals.html", principal=principal, transfers=rows, orgs=_org_names(db, rows))
+
+
+@router.get("/new")
+def new_transfer(request: Request, db: DbSession, c: AppComponents, principal: Sender):
+    partner_orgs = partners(db, principal.user.org)
+    billers = {}
+    if principal.user.role != Role.biller and partner_orgs:
+        for u in db.scalars(select(User).where(User.org_id.in_([o.id for o in partner_orgs]),
+                                               User.role == Role.biller, User.active.is_(True))
+                            .order_by(User.full_name)):
+            billers.setdefault(u.org_id, []).append(u)
+    return render(request, "transfer_new.html", principal=principal, partners=partner_orgs, billers=billers,
+                  allowed=", ".join(c.settings.allowed_file_types), max_mb=c.settings.max_file_size // (1024 * 1024))
+
+
+@router.get("/{transfer_id}")
+def transfer_page(request: Request, transfer_id: str, db: DbSession, c: AppComponents, principal: Reader,
+                  error: str | None = None):
+    transfer = service.find_transfer(db, principal, transfer_id)
+    names = views.may_read_names(principal, transfer)
+    files = [(f, views.file_name(c.keys, f) if names else None) for f in transfer.files]
+    vendor_billers = []
+    if principal.user.role == Role.practice_approver:
+        vendor_billers = list(db.scalars(select(User).where(User.org_id == transfer.vendor_id, User.role == Role.biller,
+                                                            User.active.is_(True)).order_by(User.full_name)))
+    people = {u.id: u for u in db.scalars(select(User).where(User.id.in_(
+        {transfer.created_by, transfer.decided_by or "", transfer.revoked_by or ""} | transfer.recipient_ids)))}
+    return render(request, "transfer.html", principal=principal, t=transfer, files=files,
+                  note=views.note(c.keys, principal, transfer), orgs=_org_names(db, [transfer]), people=people,
+                  billers=vendor_billers, now=clock.now(), error=error, Direction=Direction,
+                  default_days=c.settings.default_access_days, max_days=c.settings.max_access_days,
+                  max_hours=c.settings.emergency_max_hours)
+
+
+def _act(request, db, c, principal, transfer_id, action):
+    transfer = service.find_transfer(db, principal, transfer_id)
+    try:
+        action(transfer)
+    except GatewayError as exc:
+        db.rollback()
+        return transfer_page(request, transfer_id, db, c, principal, error=exc.message)
+    db.commit()
+    return redirect(f"/transfers/{transfer_id}")
+
+
+@router.post("/{transfer_id}/approve")
+def approve(request: Request, transfer_id: str, db: DbSession, c: AppComponents, principal: Approver,
+            days: int = Form(ge=1, le=366), download_limit: str = Form(default="", max_length=6),
+            recipient_ids: Annotated[list[str], Form()] = [], code: str = Form(max_length=32)):  # noqa: B006
+    limit = int(download_limit) if download_limit.strip().isdigit() else None
+    return _act(request, db, c, principal, transfer_id, lambda t: service.approve(
+        db, c.settings, c.keys, principal, t, days=days, download_limit=limit, recipient_ids=recipient_ids[:100],
+        code=code))
+
+
+@router.post("/{transfer_id}/reject")
+def reject(request: Request, transfer_id: str, db: DbSession, c: AppComponents, principal: Approver,
+           reason: str = Form(max_length=500)):
+    return _act(request, db, c, principal, transfer_id, lambda t: service.reject(db, principal, t, reason))
+
+
+@router.post("/{transfer_id}/revoke")
+def revoke(request: Request, transfer_id: str, db: DbSession, c: AppComponents, principal: Approver,
+           reason: str = Form(max_length=500)):
+    return _act(request, db, c, principal, transfer_id, lambda t: service.revoke(db, principal, t, reason))
+
+
+@router.post("/{transfer_id}/emergency-access")
+def emergency(request: Request, transfer_id: str, db: DbSession, c: AppComponents, principal: Admin,
+              hours: int = Form(ge=1, le=72), reason: str = Form(max_length=500), code: str = Form(max_length=32)):
+    return _act(request, db, c, principal, transfer_id, lambda t: service.open_emergency_access(
+        db, c.settings, c.keys, principal, t, hours=hours, reason=reason, code=code))
+
+
+@router.post("/{transfer_id}/emergency-review")
+def emergency_review(request: Request, transfer_id: str, db: DbSession, c: AppComponents, principal: Auditor):
+    return _act(request, db, c, principal, transfer_id, lambda t: service.review_emergency(db, principal, t))
+
+
+@router.get("/{transfer_id}/files/{file_id}/download")
+def download_file(request: Request, transfer_id: str, file_id: str, db: DbSession, c: AppComponents,
+                  principal: Downloader):
+    prepared = download.prepare(c, db, principal, transfer_id, file_id, request.headers.get("range"))
+    return StreamingResponse(download.stream(prepared.body), status_code=prepared.status_code,
+                             headers=prepared.headers)
+
+
