@@ -18,7 +18,7 @@ from storage import (
     StorageUnavailable,
 )
 
-from .conftest import PART
+from .conftest import PART, _session
 from .test_contract import chunked, data_of, read
 
 
@@ -279,7 +279,7 @@ def test_sse_s3_is_requested_and_reported(s3_target) -> None:
 
     extra = {"onshore_endpoints": (s3_target.endpoint_url,)} if s3_target.endpoint_url else {}
     url = s3_target.s3_url(s3_target.bucket, sse="AES256", part_size="5MiB")
-    store = open_object_store(url, **extra)
+    store = open_object_store(url, session=_session(), **extra)
     store.put("obj-sse", [b"x"])
     store.put("obj-sse-mp", chunked(data_of(PART + 1)))
     assert store.head("obj-sse").encryption == "AES256"
@@ -292,7 +292,7 @@ def test_sse_kms_with_a_key_id(s3_target) -> None:
     key_id = s3_target.client_for("us-east-1", "kms").create_key()["KeyMetadata"]["KeyId"]
     extra = {"onshore_endpoints": (s3_target.endpoint_url,)} if s3_target.endpoint_url else {}
     url = s3_target.s3_url(s3_target.bucket, sse="aws:kms", sse_kms_key_id=key_id)
-    store = open_object_store(url, **extra)
+    store = open_object_store(url, session=_session(), **extra)
     store.put("obj-kms", [b"x"])
     head = store.client.head_object(Bucket=s3_target.bucket, Key="obj-kms")
     assert head["ServerSideEncryption"] == "aws:kms"
