@@ -179,3 +179,16 @@ def test_url_options_reach_the_backend(aws_target) -> None:
     assert store.part_size == 16 * 1024 * 1024
     retries = store.client.meta.config.retries
     assert retries["mode"] == "adaptive" and retries["total_max_attempts"] == 4
+
+
+def test_s3_server_helper_binds_loopback_and_resets() -> None:
+    from tests.support.s3server import S3Server
+
+    with S3Server() as server:
+        assert server.endpoint_url.startswith("http://127.0.0.1:")
+        client = server.client()
+        client.create_bucket(Bucket="phg-helper")
+        assert [b["Name"] for b in client.list_buckets()["Buckets"]] == ["phg-helper"]
+        server.reset()
+        assert client.list_buckets()["Buckets"] == []
+    assert server.endpoint_url is None
