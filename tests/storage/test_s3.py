@@ -328,3 +328,20 @@ def test_an_object_acknowledged_with_another_checksum_is_removed(s3_target, s3_s
     with pytest.raises(IntegrityError):
         s3_store.put("obj-bad-ack", [b"small object"])
     assert s3_target.stored_versions("obj-bad-ack") == []
+
+
+def test_a_resumed_download_never_splices_a_newer_object(s3_target) -> None:
+    bucket = s3_target.new_bucket(versioned=False)  # no version id: the ETag pins it
+    store = s3_target.open_bucket(bucket, read_chunk_size=256 * 1024)
+    store.put("obj-splice", [data_of(1024 * 1024)])
+    broken: list[bool] = []
+
+    def break_and_overwrite(parsed, **_):
+        if not broken:
+            broken.append(True)
+            parsed["Body"] = _FlakyBody(parsed["Body"])
+            s3_target.raw.put_object(Bucket=bucket, Key="obj-splice", Body=data_of(1024 * 1024, seed=99))
+
+    store.client.meta.events.register("after-call.s3.GetObject", break_and_overwrite)
+    with pytest.raises(IntegrityError):
+        read(store, "obj-splice")
