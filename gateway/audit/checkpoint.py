@@ -105,7 +105,7 @@ def create_checkpoint(db: Session, signer, settings: Settings, kind: CheckpointK
         if row[0] != expected:
             raise LogBroken(f"event {expected} is missing", seq=expected)
         leaf = recomputed_leaf(row)
-        if leaf != bytes(row[13]):
+        if leaf != row[13]:
             raise LogBroken(f"event {row[0]} does not match its leaf hash", seq=row[0])
         frontier.append(leaf)
         expected += 1

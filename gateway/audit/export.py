@@ -91,7 +91,7 @@ class ProofStream:
 def _records(database, checkpoint_size: int, where) -> Iterator[tuple[tuple, str, list[str]]]:
     proofs = ProofStream(ShortReads(database), checkpoint_size)
     for row in stream_events(database, 0, checkpoint_size, where):
-        yield row_fields(row), bytes(row[13]).hex(), proofs.path(row[0] - 1)
+        yield row_fields(row), row[13].hex(), proofs.path(row[0] - 1)
 
 
 def export_jsonl(database, checkpoint_note: str, checkpoint_size: int, where, header: dict) -> Iterator[bytes]:

@@ -131,3 +131,35 @@ def event_leaf_hash(event: AuditEvent) -> bytes:
                         Severity(event.severity).value, event.actor_user_id, event.actor_org_id, event.ip,
                         event.user_agent, event.target_type, event.target_id, event.target_org_id,
                         event.details or {})
+
+
+def record_events_bulk(db: Session, events: list[dict]) -> tuple[int, int]:
+    """Append many events at once (imports, benchmarks): same lock, numbering and leaf hashing as record_event().
+
+    Each dict holds `action` and optionally occurred_at, outcome, severity, actor_user_id, actor_org_id, ip,
+    user_agent, target_type, target_id, target_org_id, details.  Returns the (first, last) sequence numbers.
+    """
+    from sqlalchemy import insert
+
+    first = _next_seq(db)
+    rows = []
+    now = clock.now()
+    for offset, spec in enumerate(events):
+        details = dict(spec.get("details") or {})
+        _check_details(details)
+        row = {
+            "seq": first + offset, "occurred_at": spec.get("occurred_at") or now, "action": spec["action"],
+            "outcome": Outcome(spec.get("outcome", Outcome.success)).value,
+            "severity": Severity(spec.get("severity", Severity.info)).value,
+            **{k: spec.get(k) or None for k in ("actor_user_id", "actor_org_id", "ip", "user_agent", "target_type",
+                                                "target_id", "target_org_id")},
+            "details": details,
+        }
+        row["leaf_hash"] = leaf_hash_of(row["seq"], format_time(row["occurred_at"]), row["action"], row["outcome"],
+                                        row["severity"], row["actor_user_id"], row["actor_org_id"], row["ip"],
+                                        row["user_agent"], row["target_type"], row["target_id"],
+                                        row["target_org_id"], details)
+        rows.append(row)
+    if rows:
+        db.execute(insert(AuditEvent.__table__), rows)
+    return first, first + len(rows) - 1

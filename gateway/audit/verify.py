@@ -53,7 +53,7 @@ def _original_position(row, window: int = 64) -> int | None:
     from gateway.audit.tree import row_fields
 
     fields = row_fields(row)
-    stored = bytes(row[13])
+    stored = row[13]
     for delta in range(1, window + 1):
         for candidate in (fields[0] - delta, fields[0] + delta):
             if candidate > 0 and leaf_hash_of(candidate, *fields[1:]) == stored:
@@ -126,7 +126,7 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 5000) -> Ver
         if seq != expected:
             report.fail(expected, f"event {expected} is missing" if seq > expected else f"event {seq} is out of order")
             return report
-        if recomputed_leaf(row) != bytes(row[13]):
+        if recomputed_leaf(row) != row[13]:
             moved_from = _original_position(row)
             if moved_from is not None:
                 first = min(seq, moved_from)
@@ -135,7 +135,7 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 5000) -> Ver
             else:
                 report.fail(seq, f"event {seq} does not match its leaf hash (its fields were edited)")
             return report
-        frontier.append(bytes(row[13]))
+        frontier.append(row[13])
         report.events_checked += 1
         expected += 1
         while pending_cp is not None and pending_cp.tree_size == frontier.size:
