@@ -54,6 +54,8 @@ def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, acti
         target_org_id=user.org_id if user else None, details={"reason": reason},
     )
     if user is not None and reason not in ("locked", "disabled"):
+        # Re-read under a row lock: parallel guesses must each count (no lost updates).
+        db.refresh(user, attribute_names=["failed_attempts", "locked_until"], with_for_update=True)
         user.failed_attempts += 1
         if user.failed_attempts >= settings.lockout_threshold:
             user.locked_until = clock.now() + timedelta(minutes=settings.lockout_minutes)

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import case
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from gateway import clock
@@ -31,11 +35,16 @@ def check_address(db: Session, settings: Settings, address: str) -> None:
 
 
 def count_address_failure(db: Session, settings: Settings, address: str) -> None:
+    """Count one failure in one atomic upsert: parallel first failures from an address cannot collide."""
     now = clock.now()
-    row = db.execute(select(AddressThrottle).where(AddressThrottle.address == address).with_for_update()).scalar()
-    if row is None:
-        db.add(AddressThrottle(address=address, window_start=now, failures=1))
-    elif now >= row.window_start + timedelta(minutes=settings.ip_window_minutes):
-        row.window_start, row.failures = now, 1
-    else:
-        row.failures += 1
+    expired = AddressThrottle.window_start <= now - timedelta(minutes=settings.ip_window_minutes)
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    db.execute(
+        insert(AddressThrottle)
+        .values(address=address, window_start=now, failures=1)
+        .on_conflict_do_update(index_elements=["address"], set_={
+            # Both expressions read the row as it was: a stale window restarts at one.
+            "failures": case((expired, 1), else_=AddressThrottle.failures + 1),
+            "window_start": case((expired, now), else_=AddressThrottle.window_start),
+        })
+    )

@@ -257,3 +257,40 @@ def test_json_body_sent_as_text_plain_is_not_parsed(client, factory, components)
     assert r.status_code in (400, 422)
     assert session_count(components) == 0
     assert event_count(components) == n + 1
+
+
+def test_parallel_failures_are_all_counted(components, factory):
+    """Service level, one DB session per thread: simultaneous guesses (the first ones from a new
+    address included) each count against the account and the address, and none errors out."""
+    import threading
+
+    from gateway.audit.service import Actor
+    from gateway.auth.service import check_password
+    from gateway.errors import LoginFailed
+
+    user = factory.user("practice_staff")
+    n = 6
+    barrier = threading.Barrier(n)
+    outcomes = []
+
+    def guess(i):
+        with components.db.sessions() as db:
+            barrier.wait()
+            try:
+                check_password(db, components.settings, user.username, f"wrong guess number {i}",
+                               Actor(ip="192.0.2.50"))
+                outcomes.append("accepted")
+            except LoginFailed:
+                outcomes.append("refused")
+            except Exception as exc:  # noqa: BLE001 - any other error is the bug
+                outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcomes == ["refused"] * n
+    assert user_row(components, user.id).failed_attempts == n
+    assert address_failures(components, "192.0.2.50") == n
+    assert len(events(components, "auth.login.failed")) == n
