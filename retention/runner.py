@@ -82,9 +82,13 @@ def run(c: Components, actor: Actor, *, dry_run: bool = False, via: str = "cli",
     try:
         engine = Engine(c, actor, lease=lease, progress=progress)
         with c.db.sessions() as db:
-            leftover = [j.id for j in open_jobs(db)]
+            leftover_jobs = open_jobs(db)
+            leftover = [j.id for j in leftover_jobs]
+            busy = {(j.practice_id, j.vendor_id) for j in leftover_jobs}
             db.commit()
         new, report = survey(c)
+        # A pair whose interrupted job is resumed gets no second job (nor a second certificate) in this run.
+        new = [j for j in new if (j.practice_id, j.vendor_id) not in busy]
         report.dry_run = False
         report.resumed = leftover
         with c.db.transaction() as db:
