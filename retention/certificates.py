@@ -38,6 +38,10 @@ CRYPTO_SHRED_ONLY = (
     "was erased, so the remaining ciphertext cannot be decrypted")
 
 
+SIGNED = "canonical JSON of the certificate member"
+SIGNATURE_MEMBERS = {"algorithm", "signed", "public_key", "public_key_fingerprint", "value"}
+
+
 def canonical(value) -> bytes:
     """The one serialisation that is signed and hashed."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
@@ -122,7 +126,7 @@ def sign(body: dict, signer: Signer) -> bytes:
     message = canonical(body)
     return canonical({"certificate": body, "signature": {
         "algorithm": "Ed25519",
-        "signed": "canonical JSON of the certificate member",
+        "signed": SIGNED,
         "public_key": base64.b64encode(signer.public_key_raw()).decode(),
         "public_key_fingerprint": signer.fingerprint(),
         "value": base64.b64encode(signer.sign(message)).decode(),
@@ -183,6 +187,14 @@ class Verification:
                 "storage_checked": self.storage_checked, "problems": self.problems, "notes": self.notes}
 
 
+def _b64(text: str) -> bytes:
+    """Strict base64: one encoding per value (unused trailing bits would let a byte change unnoticed)."""
+    raw = base64.b64decode(text, validate=True)
+    if base64.b64encode(raw).decode() != text:
+        raise ValueError("non-canonical base64")
+    return raw
+
+
 def verify_document(data: bytes, public_key=None) -> tuple[Verification, dict | None]:
     """Check a certificate's form and signature, with the given public key (PEM or raw) or the embedded one."""
     v = Verification(ok=False)
@@ -201,8 +213,10 @@ def verify_document(data: bytes, public_key=None) -> tuple[Verification, dict | 
     if body.get("format") != FORMAT:
         v.problems.append(f"unknown format {body.get('format')!r}")
     try:
-        embedded = base64.b64decode(sig["public_key"], validate=True)
-        signature = base64.b64decode(sig["value"], validate=True)
+        # Every byte of the signature member is checked too: nothing in the file is free text.
+        if set(sig) != SIGNATURE_MEMBERS or sig["signed"] != SIGNED:
+            v.problems.append("the signature member is not in the expected form")
+        embedded, signature = _b64(sig["public_key"]), _b64(sig["value"])
         if public_key is None:
             key = embedded
             v.notes.append("checked with the public key embedded in the certificate; pass --public-key to check "
