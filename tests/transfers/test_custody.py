@@ -24,21 +24,23 @@ def test_rotate_then_rewrap_moves_everything_to_the_new_version(party, session_f
     file = db.scalars(select(TransferFile).where(TransferFile.transfer_id == tid)).one()
     db.commit()
     object_before = b"".join(components.store.get(file.object_key))
-    assert WrappedKey.from_bytes(file.wrapped_dek).key_version == 1
+    # The keyring is shared by the whole test session: compare with the versions found now.
+    rel_v, own_v = components.keys.current_version(transfer.key_id), components.keys.current_version(GATEWAY_SECRETS_KEY)
+    assert WrappedKey.from_bytes(file.wrapped_dek).key_version == rel_v
 
-    assert rotate(components, transfer.key_id, Actor.system()) == 2
-    assert rotate(components, GATEWAY_SECRETS_KEY, Actor.system()) == 2
+    assert rotate(components, transfer.key_id, Actor.system()) == rel_v + 1
+    assert rotate(components, GATEWAY_SECRETS_KEY, Actor.system()) == own_v + 1
     inventory = {row["key_id"]: row["version"] for row in key_inventory(components)}
-    assert inventory[transfer.key_id] == 2 and inventory[GATEWAY_SECRETS_KEY] == 2
+    assert inventory[transfer.key_id] == rel_v + 1 and inventory[GATEWAY_SECRETS_KEY] == own_v + 1
 
     report = rewrap_all(components, Actor.system())
     assert report.rewrapped == 2 + 2 + 1 + 6  # two DEKs, two names, one note, six users' TOTP secrets
     db.expire_all()
     for f in db.scalars(select(TransferFile)):
-        assert WrappedKey.from_bytes(f.wrapped_dek).key_version == 2
-        assert sealed_key_info(f.name_sealed).key_version == 2
+        assert WrappedKey.from_bytes(f.wrapped_dek).key_version == rel_v + 1
+        assert sealed_key_info(f.name_sealed).key_version == rel_v + 1
     for u in db.scalars(select(User)):
-        assert sealed_key_info(u.totp_secret_sealed).key_version == 2
+        assert sealed_key_info(u.totp_secret_sealed).key_version == own_v + 1
     db.commit()
     # Object data untouched; everything still opens: names, download, sign-in with TOTP.
     assert b"".join(components.store.get(file.object_key)) == object_before
