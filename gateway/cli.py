@@ -269,6 +269,47 @@ def fsck(repair: bool = typer.Option(False, "--repair", help="destroy orphaned o
         raise typer.Exit(1)
 
 
+@keys_app.command("init")
+def keys_init() -> None:
+    """Create the local onshore keyring (when the key provider is local://) and the gateway's own key."""
+    settings = _settings()
+    initialise(settings)
+    typer.echo("key custody initialised")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Key ids and their current versions (never key material)."""
+    from gateway.custody import key_inventory
+
+    for row in key_inventory(_components()):
+        typer.echo(f"{row['key_id']:<48} v{row['version']}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(key_id: str = typer.Argument(..., help="a key id from `phigate keys list`")) -> None:
+    """Add a new KEK version; new writes use it at once. Follow with `phigate keys rewrap`."""
+    from crypto import CryptoError
+    from gateway.custody import rotate
+
+    try:
+        version = rotate(_components(), key_id, _actor())
+    except CryptoError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{key_id} is now at version {version}")
+
+
+@keys_app.command("rewrap")
+def keys_rewrap() -> None:
+    """Re-wrap every data key and sealed value under its key's newest version (object data untouched)."""
+    from gateway.custody import rewrap_all
+
+    report = rewrap_all(_components(), _actor())
+    typer.echo(json.dumps({"rewrapped": report.rewrapped, "already_current": report.already_current,
+                           "skipped_destroyed": report.skipped_destroyed, "by_key": report.by_key}))
+
+
 @config_app.command("show")
 def config_show() -> None:
     """Print the effective configuration, secrets redacted."""
