@@ -1,0 +1,169 @@
+"""Pages: administrators' retention policies, legal holds and offboarding; auditors' certificates and tombstones.
+
+The router's lifespan runs `retention run` on a schedule inside `phigate serve` when
+PHIGATE_RETENTION_RUN_INTERVAL_SECONDS > 0 (like the audit scheduler: it waits one
+interval first, and a runner busy elsewhere is simply skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+
+from gateway.deps import AdminPrincipal, AppComponents, DbSession
+from gateway.errors import GatewayError
+from gateway.orgs.models import OrgKind
+from gateway.orgs.service import list_orgs
+from gateway.retention import service
+from gateway.retention.routes import AuditorOrAdmin
+from gateway.web import redirect, render
+from retention import holds, policies
+from retention.offboarding import offboard
+from retention.pdf import render as render_pdf
+
+log = logging.getLogger("phigate.retention")
+
+
+def _scheduled(components, stop: threading.Event) -> None:
+    from gateway.audit.service import Actor
+    from retention.errors import RunnerBusy
+    from retention.runner import run
+
+    interval = components.settings.retention_run_interval_seconds
+    while not stop.wait(interval):
+        try:
+            report = run(components, Actor.system(), via="scheduler")
+            log.info("scheduled retention run: %d object(s) destroyed", report.as_dict()["objects_destroyed"])
+        except RunnerBusy:
+            log.info("scheduled retention run skipped: another runner is working")
+        except Exception:  # noqa: BLE001 - the next tick tries again
+            log.exception("scheduled retention run failed")
+
+
+@asynccontextmanager
+async def lifespan(app):
+    components = app.state.components
+    stop = threading.Event()
+    thread = None
+    if components.settings.retention_run_interval_seconds > 0:
+        thread = threading.Thread(target=_scheduled, args=(components, stop), name="phigate-retention", daemon=True)
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=5)
+
+
+router = APIRouter(include_in_schema=False, lifespan=lifespan)
+
+
+def _names(db):
+    orgs = list_orgs(db)
+    return orgs, {o.id: o.name for o in orgs}
+
+
+def _retention_page(request, db, principal, status_code=200, **extra):
+    orgs, names = _names(db)
+    return render(request, "retention_admin.html", status_code=status_code, principal=principal,
+                  policies=policies.list_policies(db), holds=holds.list_holds(db), names=names,
+                  practices=[o for o in orgs if o.kind == OrgKind.practice],
+                  vendors=[o for o in orgs if o.kind == OrgKind.vendor], **extra)
+
+
+@router.get("/admin/retention")
+def retention_admin(request: Request, db: DbSession, principal: AdminPrincipal):
+    return _retention_page(request, db, principal)
+
+
+@router.post("/admin/retention/policies")
+def retention_policy(request: Request, db: DbSession, components: AppComponents, principal: AdminPrincipal,
+                     practice_id: str = Form(max_length=64), vendor_id: str = Form(default="", max_length=64),
+                     keep_days: int = Form(), max_access_days: str = Form(default="", max_length=5)):
+    try:
+        policies.set_policy(db, components.settings, practice_id, vendor_id or None, keep_days=keep_days,
+                            max_access_days=int(max_access_days) if max_access_days.strip().isdigit() else None,
+                            actor=principal.actor)
+    except GatewayError as exc:
+        db.rollback()
+        return _retention_page(request, db, principal, status_code=exc.status, error=exc.message)
+    db.commit()
+    return redirect("/admin/retention")
+
+
+@router.post("/admin/retention/holds")
+def retention_hold(request: Request, db: DbSession, principal: AdminPrincipal, scope: str = Form(max_length=16),
+                   target_id: str = Form(max_length=64), reference: str = Form(max_length=100)):
+    try:
+        holds.place_hold(db, scope, target_id.strip(), reference, principal.actor)
+    except GatewayError as exc:
+        db.rollback()
+        return _retention_page(request, db, principal, status_code=exc.status, error=exc.message)
+    db.commit()
+    return redirect("/admin/retention")
+
+
+@router.post("/admin/retention/holds/{hold_id}/release")
+def retention_release(request: Request, hold_id: str, db: DbSession, principal: AdminPrincipal):
+    try:
+        holds.release_hold(db, hold_id, principal.actor)
+    except GatewayError as exc:
+        db.rollback()
+        return _retention_page(request, db, principal, status_code=exc.status, error=exc.message)
+    db.commit()
+    return redirect("/admin/retention")
+
+
+def _offboarding_page(request, db, principal, status_code=200, **extra):
+    orgs, names = _names(db)
+    return render(request, "offboarding_admin.html", status_code=status_code, principal=principal, names=names,
+                  practices=[o for o in orgs if o.kind == OrgKind.practice],
+                  vendors=[o for o in orgs if o.kind == OrgKind.vendor], **extra)
+
+
+@router.get("/admin/offboarding")
+def offboarding_form(request: Request, db: DbSession, principal: AdminPrincipal):
+    return _offboarding_page(request, db, principal)
+
+
+@router.post("/admin/offboarding")
+def offboarding_run(request: Request, db: DbSession, components: AppComponents, principal: AdminPrincipal,
+                    vendor_id: str = Form(max_length=64), practice_id: str = Form(default="", max_length=64),
+                    reason: str = Form(max_length=500), confirm_name: str = Form(max_length=200),
+                    code: str = Form(max_length=32), include_returned: bool = Form(default=False)):
+    try:
+        vendor = service.check_offboarding(db, components, principal, vendor_id, confirm_name, code)
+        report = offboard(components, principal.actor, vendor.id, practice_ref=practice_id or None, reason=reason,
+                          include_returned=include_returned, via="web")
+    except GatewayError as exc:
+        db.rollback()
+        if exc.code == "login_failed":
+            exc.message = "The authenticator code is not correct; nothing was changed."
+        return _offboarding_page(request, db, principal, status_code=exc.status, error=exc.message)
+    return _offboarding_page(request, db, principal, report=report)
+
+
+@router.get("/certificates")
+def certificates_page(request: Request, db: DbSession, principal: AuditorOrAdmin):
+    _, names = _names(db)
+    return render(request, "certificates.html", principal=principal, names=names,
+                  certificates=service.certificates(db, principal), tombstones=service.tombstones(db, principal, 200))
+
+
+@router.get("/certificates/{cert_id}.json")
+def certificate_json(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
+    cert = service.find_certificate(db, principal, cert_id)
+    return Response(cert.document, media_type="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="certificate-{cert.id}.json"'})
+
+
+@router.get("/certificates/{cert_id}.pdf")
+def certificate_pdf(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
+    cert = service.find_certificate(db, principal, cert_id)
+    return Response(render_pdf(cert.document), media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="certificate-{cert.id}.pdf"'})

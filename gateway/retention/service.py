@@ -1,0 +1,73 @@
+"""What the pages and the API share: who sees which certificates and tombstones, and the offboarding gate."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.auth.service import Principal, check_second_factor
+from gateway.components import Components
+from gateway.errors import InvalidInput, NotFound
+from gateway.orgs.models import Organisation, OrgKind
+from gateway.transfers.models import Transfer, TransferFile, TransferStatus
+from gateway.users.models import Role
+from retention.models import Certificate, DestructionRecord
+
+
+def _practice_scope(principal: Principal) -> str | None:
+    """None: every practice (operators); else the auditor's own practice."""
+    user = principal.user
+    if user.role == Role.admin or (user.role == Role.auditor and user.org.kind == OrgKind.operator):
+        return None
+    return user.org_id
+
+
+def certificates(db: Session, principal: Principal) -> list[Certificate]:
+    query = select(Certificate).order_by(Certificate.issued_at.desc()).limit(500)
+    scope = _practice_scope(principal)
+    if scope is not None:
+        query = query.where(Certificate.practice_id == scope)
+    return list(db.scalars(query))
+
+
+def find_certificate(db: Session, principal: Principal, cert_id: str) -> Certificate:
+    """The certificate if this caller may see it; NotFound otherwise, identical to a missing id."""
+    cert = db.get(Certificate, cert_id)
+    scope = _practice_scope(principal)
+    if cert is None or (scope is not None and cert.practice_id != scope):
+        raise NotFound("No such certificate.", code="certificate_not_found")
+    return cert
+
+
+def tombstones(db: Session, principal: Principal, limit: int = 500) -> list[dict]:
+    """Destroyed transfers as auditors see them: ids, sizes, hashes, times; never content or names."""
+    query = (select(TransferFile.transfer_id, TransferFile.id, TransferFile.size, TransferFile.sha256,
+                    TransferFile.created_at, TransferFile.destroyed_at, Transfer.practice_id, Transfer.vendor_id,
+                    DestructionRecord.job_id, DestructionRecord.crypto_shred_only)
+             .join(Transfer, Transfer.id == TransferFile.transfer_id)
+             .join(DestructionRecord, DestructionRecord.file_id == TransferFile.id, isouter=True)
+             .where(Transfer.status == TransferStatus.destroyed)
+             .order_by(TransferFile.destroyed_at.desc()).limit(limit))
+    scope = _practice_scope(principal)
+    if scope is not None:
+        query = query.where(Transfer.practice_id == scope)
+    certs = dict(db.execute(select(Certificate.job_id, Certificate.id)).all())
+    return [{"transfer_id": r[0], "file_id": r[1], "size": r[2], "sha256": r[3], "created_at": r[4],
+             "destroyed_at": r[5], "practice_id": r[6], "vendor_id": r[7], "certificate_id": certs.get(r[8]),
+             "verification": "crypto-shred only" if r[9] else "verified absent"} for r in db.execute(query)]
+
+
+def check_offboarding(db: Session, c: Components, principal: Principal, vendor_id: str, confirm_name: str,
+                      code: str) -> Organisation:
+    """The confirmation (the vendor's exact name typed) and a fresh TOTP code, before anything happens."""
+    vendor = db.get(Organisation, vendor_id)
+    if vendor is None or vendor.kind != OrgKind.vendor:
+        raise NotFound("No such vendor: nothing was changed.", code="vendor_not_found")
+    if confirm_name.strip() != vendor.name:
+        raise InvalidInput("Type the vendor's name exactly to confirm; nothing was changed.",
+                           code="confirmation_mismatch")
+    # A hijacked admin session alone must not destroy a vendor's data: ask for a fresh code.
+    check_second_factor(db, c.settings, c.keys, principal.user, code, principal.actor, allow_recovery=False,
+                        action="offboarding.stepup_failed")
+    db.commit()
+    return vendor
