@@ -104,8 +104,12 @@ def approve(db: Session, settings: Settings, keys, principal: Principal, transfe
     """Release an outbound transfer to its vendor for a time-bound window (step-up TOTP required)."""
     action = "transfer.approve.denied"
     _check_decidable(db, principal, transfer, action)
-    if not 1 <= days <= settings.max_access_days:
-        raise InvalidInput(f"The access window is 1 to {settings.max_access_days} days.", code="invalid_window")
+    from retention.policies import effective
+
+    # The practice's retention policy (or its override for this vendor) may shorten the longest window.
+    max_days = effective(db, settings, transfer.practice_id, transfer.vendor_id).max_access_days
+    if not 1 <= days <= max_days:
+        raise InvalidInput(f"The access window is 1 to {max_days} days.", code="invalid_window")
     if download_limit is not None and download_limit < 1:
         raise InvalidInput("A download limit is at least 1.", code="invalid_download_limit")
     billers = _validate_recipients(db, transfer, recipient_ids)

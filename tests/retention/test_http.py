@@ -154,3 +154,17 @@ def test_admin_policies_and_holds_through_the_api_and_pages(party, session_for, 
     assert r.status_code == 303
     assert [e.details["keep_days"] for e in events(db, "retention.policy.updated")] == [7, 3]
     assert admin.client.get("/admin/offboarding").status_code == 200
+
+
+def test_policy_max_access_window_limits_approval(party, session_for, components, db):
+    from gateway.audit.service import Actor
+    from retention.policies import set_policy
+
+    with components.db.transaction() as s:
+        set_policy(s, components.settings, party.practice.id, party.vendor.id, keep_days=30, max_access_days=3,
+                   actor=Actor.system())
+    staff, approver = session_for(party.staff), session_for(party.approver)
+    tid = staff.upload(party.vendor.id).json()["id"]
+    r = approver.approve(tid, days=5)
+    assert r.status_code == 422 and "1 to 3 days" in r.json()["error"]["message"]
+    assert approver.approve(tid, days=3).status_code == 200
