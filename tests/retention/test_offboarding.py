@@ -183,3 +183,30 @@ def test_cli_offboard_prints_report_and_certificate_verifies(phigate, components
     assert json.loads(ok.stdout)["storage_checked"] == 2
     unknown = phigate("offboard", "nobody-at-all", "--reason", "x")
     assert unknown.returncode == 1 and "vendor_not_found" in unknown.stderr
+
+
+def test_storage_outage_stops_the_job_and_a_rerun_finishes_it(components, party, seeded, db, monkeypatch):
+    from retention.jobs import JobIncomplete
+    from storage import StorageUnavailable
+
+    seeded(3)
+    real = type(components.store).destroy
+    failing = {"on": True}
+
+    def destroy(self, key):
+        if failing["on"]:
+            raise StorageUnavailable("simulated outage")
+        return real(self, key)
+
+    monkeypatch.setattr(type(components.store), "destroy", destroy)
+    with pytest.raises(JobIncomplete):
+        offboard(components, Actor.system(), party.vendor.id, reason="contract ended")
+    files = _files(db, vendor_id=party.vendor.id)
+    # Nothing claimed destroyed: every file still has its key, and no certificate exists.
+    assert all(f.state == FileState.destroying and f.wrapped_dek is not None for f in files)
+    assert db.scalar(select(func.count()).select_from(Certificate)) == 0
+    assert events(db, "retention.job.interrupted")
+    failing["on"] = False
+    [job] = offboard(components, Actor.system(), party.vendor.id, reason="contract ended").jobs
+    assert job.destroyed == 3
+    assert all(f.state == FileState.destroyed for f in _files(db, vendor_id=party.vendor.id))
