@@ -99,6 +99,7 @@ class ProofStream:
         levels = merkle.levels_of(leaves)
         self.levels = [[h.hex() for h in level] for level in levels[:-1]]
         self.reader._memo[(lo, hi)] = levels[-1][0]
+        self.reader.prefetch(merkle.sibling_ranges(lo, hi, self.size))
         self.upper = [h.hex() for h in merkle.path_to_range(lo, hi, self.size, self.reader.subtree)]
         self._upper_text: dict[str, str] = {}
         self.reader._buckets.clear()

@@ -138,6 +138,21 @@ def inclusion_path(index: int, size: int, subtree: Subtree) -> list[bytes]:
     return path_to_range(index, index + 1, size, subtree)
 
 
+def sibling_ranges(lo: int, hi: int, size: int) -> list[tuple[int, int]]:
+    """The [start, end) ranges whose hashes `path_to_range(lo, hi, size)` needs, top-down."""
+    out = []
+    start, end = 0, size
+    while (start, end) != (lo, hi) and end - start > 1:
+        k = split_point(end - start)
+        if lo < start + k:
+            out.append((start + k, end))
+            end = start + k
+        else:
+            out.append((start, start + k))
+            start = start + k
+    return out
+
+
 def path_to_range(lo: int, hi: int, size: int, subtree: Subtree) -> list[bytes]:
     """Siblings, bottom-up, from the subtree [lo, hi) (a node of the RFC 9162 recursion) to the root.
 

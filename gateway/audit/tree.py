@@ -41,20 +41,43 @@ def _conn(db: Session | Connection) -> Connection:
 
 
 class ShortReads:
-    """Run each read in its own short transaction (a long export or verify must not hold
+    """Reads in short transactions on one connection (a long export or verify must not hold
     SQLite's write lock, which every transaction takes, nor one long PostgreSQL snapshot).
     Safe because rows up to a signed tree size never change."""
 
     def __init__(self, database):
         self.database = database
+        self._conn: Connection | None = None
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self.database.engine.connect()
+        return self._conn
 
     def execute(self, query):
-        with self.database.engine.connect() as conn:
+        conn = self._connection()
+        try:
             return _Buffered(conn.execute(query).all())
+        finally:
+            conn.rollback()
 
     def scalar(self, query):
-        with self.database.engine.connect() as conn:
+        conn = self._connection()
+        try:
             return conn.scalar(query)
+        finally:
+            conn.rollback()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 class _Buffered(list):
@@ -78,7 +101,7 @@ def keyset_stream(reads, query, order_cols, key, chunk: int = 5000) -> Iterator:
         last = key(rows[-1])
 
 
-def stream_events(database, after: int, upto: int | None = None, where=None, chunk: int = 5000) -> Iterator:
+def stream_events(database, after: int, upto: int | None = None, where=None, chunk: int = 10_000) -> Iterator:
     """Event rows with seq in (after, upto] in order, in short transactions of `chunk` rows."""
     query = select(*RAW_COLUMNS).where(E.seq > after)
     if upto is not None:
@@ -189,6 +212,22 @@ class TreeReader:
         """Drop cached leaves and subtree hashes (keeps memory bounded on long streams)."""
         self._buckets.clear()
         self._memo.clear()
+
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """Load the stored nodes for these perfect aligned ranges in one query (into the memo)."""
+        wanted = {}
+        for start, end in ranges:
+            n = end - start
+            if (start, end) not in self._memo and n >= BUCKET and n & (n - 1) == 0 and start % n == 0:
+                wanted[(n.bit_length() - 1, start // n)] = (start, end)
+        if not wanted:
+            return
+        from sqlalchemy import and_, or_
+
+        clause = or_(*(and_(AuditTreeNode.level == lv, AuditTreeNode.idx == idx) for lv, idx in wanted))
+        for level, idx, h in self.conn.execute(select(AuditTreeNode.level, AuditTreeNode.idx, AuditTreeNode.hash)
+                                               .where(clause)).all():
+            self._memo[wanted[(level, idx)]] = bytes(h)
 
     def node(self, level: int, idx: int) -> bytes | None:
         h = self.conn.scalar(select(AuditTreeNode.hash).where(AuditTreeNode.level == level,

@@ -237,3 +237,18 @@ def test_page_filters_with_bad_dates_show_an_error(client, login, world):
     login(client, world["auditor_op"])
     r = client.get("/audit/events", params={"since": "not-a-date", "until": "2026-01-01"})
     assert r.status_code == 422 and "YYYY-MM-DD" in r.text
+
+
+def test_dashboard_form_signs_a_checkpoint_and_shows_it(client, login, world, components):
+    login(client, world["auditor_op"])
+    csrf = client.get("/api/v1/auth/me").json()["csrf_token"]
+    refused = client.post("/audit/checkpoint", data={"csrf_token": "wrong"}, follow_redirects=False)
+    assert refused.status_code == 403
+    r = client.post("/audit/checkpoint", data={"csrf_token": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/audit"
+    page = client.get("/audit")
+    from gateway.audit.checkpoint import latest_checkpoint
+
+    with components.db.sessions() as db:
+        size = latest_checkpoint(db).tree_size
+    assert f'<strong id="checkpoint-size">{size}</strong>' in page.text and "signature valid" in page.text
