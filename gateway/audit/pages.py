@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from contextlib import asynccontextmanager
 from urllib.parse import urlencode
 
@@ -108,7 +110,7 @@ def timeline(request: Request, db: DbSession, principal: AuditorPrincipal, targe
     if not target_id:
         return _page(request, "audit_timeline.html", principal, target_id="", items=None)
     try:
-        flt = search.build_filter(db, target_id=target_id)
+        flt = dataclasses.replace(search.build_filter(db, target_id=target_id), target_or_file=True)
     except GatewayError as exc:
         return _page(request, "audit_timeline.html", principal, status_code=exc.status, error=exc.message,
                      target_id="", items=None)

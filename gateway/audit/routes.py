@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -75,7 +77,7 @@ def user_activity(db: DbSession, principal: AuditorPrincipal, user: str = Query(
 def timeline(target_id: str, db: DbSession, principal: AuditorPrincipal,
              after: int | None = Query(default=None, ge=0), limit: int = Query(default=200, ge=1, le=200)):
     """Every event about one target (a transfer, file, user...), oldest first."""
-    flt = search.build_filter(db, target_id=target_id)
+    flt = dataclasses.replace(search.build_filter(db, target_id=target_id), target_or_file=True)
     events, cursor = search.search(db, _scope(db, principal), flt, before=after, limit=limit, ascending=True)
     return {"target_id": target_id, "items": [search.event_dict(e) for e in events], "next_after": cursor}
 

@@ -54,6 +54,8 @@ class EventFilter:
     until: datetime | None = None
     target_id: str | None = None
     target_type: str | None = None
+    # Timelines: also match file events that name the id as details.file_id.
+    target_or_file: bool = False
 
     def clause(self) -> ColumnElement[bool]:
         parts = []
@@ -72,7 +74,10 @@ class EventFilter:
             parts.append(AuditEvent.occurred_at >= self.since)
         if self.until:
             parts.append(AuditEvent.occurred_at < self.until)
-        if self.target_id:
+        if self.target_id and self.target_or_file:
+            parts.append(or_(AuditEvent.target_id == self.target_id,
+                             AuditEvent.details["file_id"].as_string() == self.target_id))
+        elif self.target_id:
             parts.append(AuditEvent.target_id == self.target_id)
         if self.target_type:
             parts.append(AuditEvent.target_type == self.target_type)
@@ -81,7 +86,7 @@ class EventFilter:
     def as_params(self) -> dict[str, str]:
         out = {}
         for key, value in asdict(self).items():
-            if value is not None:
+            if value is not None and key != "target_or_file":
                 out[key] = value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else str(value)
         return out
 

@@ -52,6 +52,9 @@ class ShortReads:
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed:
             self._conn = self.database.engine.connect()
+            if self._conn.dialect.name == "postgresql":
+                # Each read is a statement-level snapshot: no BEGIN/ROLLBACK round trips.
+                self._conn = self._conn.execution_options(isolation_level="AUTOCOMMIT")
         return self._conn
 
     def execute(self, query):

@@ -252,3 +252,14 @@ def test_dashboard_form_signs_a_checkpoint_and_shows_it(client, login, world, co
     with components.db.sessions() as db:
         size = latest_checkpoint(db).tree_size
     assert f'<strong id="checkpoint-size">{size}</strong>' in page.text and "signature valid" in page.text
+
+
+def test_a_file_timeline_includes_events_that_name_the_file_in_details(client, login, world, components):
+    with components.db.transaction() as db:
+        record_event(db, "transfer.file.destroyed", actor=Actor.system(), target_type="file",
+                     target_id="file-transfer-a", target_org_id=world["a"].id, details={"method": "crypto-shred"})
+    login(client, world["auditor_a"])
+    items = client.get("/api/v1/audit/timeline/file-transfer-a").json()["items"]
+    assert [i["action"] for i in items] == ["transfer.download.completed", "transfer.file.destroyed"]
+    page = client.get("/audit/timeline", params={"target_id": "file-transfer-a"})
+    assert page.text.count("<td>transfer.") == 2
