@@ -1,0 +1,60 @@
+"""The progress bar and the schedule inside `phigate serve`."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+from sqlalchemy import func, select
+
+from retention.models import Certificate
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_draws_on_a_terminal_and_summarises_elsewhere():
+    from gateway.retention.progress import Bar
+
+    tty = _Tty()
+    bar = Bar("destroying", stream=tty, width=10)
+    bar.start(4)
+    bar.advance(2)
+    bar._draw(force=True)
+    bar.advance(2)
+    bar.finish()
+    out = tty.getvalue()
+    assert "\r" in out and "[#####.....] 2/4" in out and "[##########] 4/4 objects" in out
+    plain = io.StringIO()
+    bar = Bar("destroying", stream=plain, width=10)
+    bar.start(3)
+    bar.advance(3)
+    bar.finish()
+    assert plain.getvalue().count("\n") == 1 and "3/3 objects" in plain.getvalue()
+
+
+def test_scheduled_run_inside_serve(components, party, seeded, db):
+    from gateway.retention.pages import _scheduled
+
+    seeded(2, ended_days_ago=60)
+    c = components
+    c.settings = c.settings.model_copy(update={"retention_run_interval_seconds": 1})
+    stop = threading.Event()
+    thread = threading.Thread(target=_scheduled, args=(c, stop), daemon=True)
+    thread.start()
+    try:
+        for _ in range(300):  # polls until the first tick has run; no timing is asserted
+            count = db.scalar(select(func.count()).select_from(Certificate))
+            db.commit()
+            if count:
+                break
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join()
+    cert = db.scalar(select(Certificate))
+    db.commit()
+    assert cert is not None and cert.objects == 2
