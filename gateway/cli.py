@@ -22,6 +22,11 @@ config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 from gateway.audit.cli import audit_app  # noqa: E402
 
 app.add_typer(audit_app, name="audit")
+from gateway.retention.cli import certificate_app, offboard, retention_app  # noqa: E402
+
+app.add_typer(retention_app, name="retention")
+app.add_typer(certificate_app, name="certificate")
+app.command("offboard")(offboard)
 for sub, name in ((db_app, "db"), (org_app, "org"), (user_app, "user"), (keys_app, "keys"), (config_app, "config")):
     app.add_typer(sub, name=name)
 

@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     max_access_days: int = Field(default=30, ge=1)
     emergency_max_hours: int = Field(default=24, ge=1, le=72)
 
+    # retention and offboarding (retention/)
+    retention_keep_days: int = Field(default=30, ge=0, le=3650,
+                                     description="days ciphertext is kept after a window ends, rejection or revocation")
+    retention_run_interval_seconds: int = Field(default=0, ge=0, description="0: no scheduled run inside serve")
+    retention_batch_size: int = Field(default=200, ge=1, le=5000)
+    retention_workers: int = Field(default=8, ge=1, le=64, description="parallel storage deletions")
+    retention_lock_lease_seconds: int = Field(default=120, ge=10)
+    retention_in_flight_minutes: int = Field(default=60, ge=1,
+                                             description="downloads/uploads younger than this block offboarding")
+
     @field_validator("onshore_regions", "onshore_endpoints", "trusted_proxies", "allowed_file_types", mode="before")
     @classmethod
     def _split_csv(cls, value):

@@ -7,3 +7,5 @@ from gateway.orgs.models import Organisation  # noqa: F401
 from gateway.users.models import RecoveryCode, User  # noqa: F401
 from gateway.baas.models import Baa  # noqa: F401,E402
 from gateway.transfers.models import Download, PendingObject, Transfer, TransferFile, TransferRecipient  # noqa: F401,E402
+from retention.models import (Certificate, DestructionJob, DestructionRecord, LegalHold,  # noqa: F401,E402
+                              RetentionPolicy, RunnerLock)

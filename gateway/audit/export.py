@@ -71,6 +71,21 @@ class ProofStream:
         levels = self.levels
         return [levels[level][(j >> level) ^ 1] for level in range(NODE_MIN_LEVEL)] + self.upper
 
+    def path_text(self, index: int, sep: str) -> str:
+        """The path as hex joined by `sep`; the part above the bucket is joined once per bucket."""
+        lo = index - index % BUCKET
+        if lo != self.bucket:
+            self._load(lo)
+        if self.levels is None:
+            return sep.join(h.hex() for h in merkle.inclusion_path(index, self.size, self.reader.subtree))
+        j = index - lo
+        levels = self.levels
+        lower = sep.join([levels[level][(j >> level) ^ 1] for level in range(NODE_MIN_LEVEL)])
+        upper = self._upper_text.get(sep)
+        if upper is None:
+            upper = self._upper_text[sep] = sep.join(self.upper)
+        return lower + sep + upper if upper else lower
+
     def _load(self, lo: int) -> None:
         self.bucket = lo
         self.loaded += 1
@@ -85,13 +100,20 @@ class ProofStream:
         self.levels = [[h.hex() for h in level] for level in levels[:-1]]
         self.reader._memo[(lo, hi)] = levels[-1][0]
         self.upper = [h.hex() for h in merkle.path_to_range(lo, hi, self.size, self.reader.subtree)]
+        self._upper_text: dict[str, str] = {}
         self.reader._buckets.clear()
 
 
-def _records(database, checkpoint_size: int, where) -> Iterator[tuple[tuple, str, list[str]]]:
+def _records(database, checkpoint_size: int, where, sep: str) -> Iterator[tuple[tuple, str, str]]:
     proofs = ProofStream(ShortReads(database), checkpoint_size)
     for row in stream_events(database, 0, checkpoint_size, where):
-        yield row_fields(row), row[13].hex(), proofs.path(row[0] - 1)
+        yield row, row[13].hex(), proofs.path_text(row[0] - 1, sep)
+
+
+def _csv_cell(value: str) -> str:
+    if '"' in value or "," in value or "\n" in value or "\r" in value:
+        return '"' + value.replace('"', '""') + '"'
+    return value
 
 
 def export_jsonl(database, checkpoint_note: str, checkpoint_size: int, where, header: dict) -> Iterator[bytes]:
@@ -100,12 +122,11 @@ def export_jsonl(database, checkpoint_note: str, checkpoint_size: int, where, he
             **header}
     yield (_line_json(head) + "\n").encode()
     count, buf = 0, []
-    for fields, leaf, path in _records(database, checkpoint_size, where):
+    for fields, leaf, path in _records(database, checkpoint_size, where, '","'):
         record = dict(zip(FIELDS, fields))
         record["type"] = "event"
-        record["leaf_hash"] = leaf
-        record["inclusion_path"] = path
-        buf.append(_line_json(record))
+        # Hex needs no JSON escaping: the hashes are appended as text, not re-encoded.
+        buf.append(f'{_line_json(record)[:-1]},"leaf_hash":"{leaf}","inclusion_path":["{path}"]}}')
         count += 1
         if len(buf) >= 500:
             buf.append("")
@@ -122,20 +143,26 @@ def export_csv(database, checkpoint_note: str, checkpoint_size: int, where, head
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
-    count = 0
-    for fields, leaf, path in _records(database, checkpoint_size, where):
+    count, buf = 0, [out.getvalue()[:-2]]
+    for fields, leaf, path in _records(database, checkpoint_size, where, " "):
+        # RFC 4180 quoting by hand: the csv module would rescan the long hex columns.
         cells = [str(fields[0]), fields[1]]
         for value in fields[2:12]:
-            cells.append("" if value is None else neutralise(value))
-        cells.append(_details_json(fields[12]))
+            cells.append("" if value is None else _csv_cell(neutralise(value)))
+        cells.append(_csv_cell(_details_json(fields[12])))
         cells.append(leaf)
-        cells.append(" ".join(path))
-        writer.writerow(cells)
+        cells.append(path)
+        buf.append(",".join(cells))
         count += 1
         if count % 500 == 0:
-            yield out.getvalue().encode()
-            out.seek(0)
-            out.truncate()
+            buf.append("")
+            yield "\r\n".join(buf).encode()
+            buf = []
+    if buf:
+        buf.append("")
+        yield "\r\n".join(buf).encode()
+    out.seek(0)
+    out.truncate()
     writer.writerow(["#checkpoint", checkpoint_note])
     writer.writerow(["#end", str(count)])
     yield out.getvalue().encode()

@@ -47,15 +47,18 @@ class Principal:
 
 def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, action: str, reason: str) -> None:
     """Count a failed attempt against the address and the account, record it, commit."""
+    counts = user is not None and reason not in ("locked", "disabled")
+    if counts:
+        # Re-read under a row lock so parallel guesses each count (no lost updates). Locks are
+        # always taken user row first, then address row (as the TOTP claim does): no deadlock.
+        db.refresh(user, attribute_names=["failed_attempts", "locked_until"], with_for_update=True)
     throttle.count_address_failure(db, settings, actor.ip or "unknown")
     record_event(
         db, action, actor=actor, outcome=Outcome.failure,
         target_type="user" if user else None, target_id=user.id if user else None,
         target_org_id=user.org_id if user else None, details={"reason": reason},
     )
-    if user is not None and reason not in ("locked", "disabled"):
-        # Re-read under a row lock: parallel guesses must each count (no lost updates).
-        db.refresh(user, attribute_names=["failed_attempts", "locked_until"], with_for_update=True)
+    if counts:
         user.failed_attempts += 1
         if user.failed_attempts >= settings.lockout_threshold:
             user.locked_until = clock.now() + timedelta(minutes=settings.lockout_minutes)

@@ -305,3 +305,35 @@ def test_time_is_recorded_in_utc_with_microseconds(components, append, fake_cloc
     e = _all(components)[0]
     assert e.occurred_at == fake_clock.current and format_time(e.occurred_at).endswith("Z")
     assert e.occurred_at.utcoffset() == timedelta(0)
+
+
+def test_a_crash_between_action_and_event_cannot_leave_one_without_the_other(components, factory):
+    from gateway.users.models import Role
+    from gateway.users.service import create_user
+
+    org = factory.org("vendor")
+    before = len(_all(components))
+    with pytest.raises(ConnectionError):
+        with components.db.transaction() as db:
+            from gateway.orgs.models import Organisation
+
+            user, _ = create_user(db, db.get(Organisation, org.id), "crashy", "Crash Test", "c@example.invalid",
+                                  Role.biller, Actor.system())
+            db.flush()
+            raise ConnectionError("the process died before COMMIT")
+    from gateway.users.models import User
+
+    with components.db.sessions() as db:
+        assert db.scalar(select(User).where(User.username == "crashy")) is None
+    assert len(_all(components)) == before
+
+
+def test_the_in_process_scheduler_signs_checkpoints_and_runs_alerts(components, append):
+    from gateway.audit.checkpoint import Scheduler, latest_checkpoint
+
+    append(25, action="transfer.download.completed")
+    Scheduler(components).tick()
+    with components.db.sessions() as db:
+        assert latest_checkpoint(db).tree_size >= 25
+        actions = set(db.scalars(select(AuditEvent.action)))
+    assert "audit.alert.raised" in actions  # 25 downloads by one user in minutes: a burst

@@ -164,6 +164,8 @@ def test_check_second_factor_is_atomic_across_database_sessions(components, fact
                 result = method
             except LoginFailed:
                 result = "refused"
+            except Exception as exc:  # noqa: BLE001 - any other error is the bug
+                result = f"{type(exc).__name__}: {exc}"
         with lock:
             outcomes.append(result)
 

@@ -1,0 +1,382 @@
+"""Destruction jobs: destroy every object of one practice-vendor scope in four audited steps.
+
+For each object, each step commits with its own audit event:
+
+1. ``destroying``: the file is claimed (state ``destroying``, a `DestructionRecord`
+   created): from here on no download can start and no other job takes it;
+2. ``storage_destroyed``: every stored version and delete marker is gone and
+   absence verified (``store.destroy`` + its ``AbsenceProof``), or Object Lock kept
+   a version and the record says so (crypto-shred only);
+3. ``crypto_shredded``: the wrapped data key and the sealed file name are erased
+   from the database, so no copy anywhere can be decrypted or named again;
+4. ``destroyed``: the file is marked destroyed with time and verification result.
+
+Objects go through the steps in batches (one transaction per step per batch), so
+a batch of 200 costs four commits, not 800.  A record's ``step`` says how far it
+got: a rerun after a crash at any instant takes each record on from there.  The
+only step that may run twice is the storage call whose result was not yet
+committed; destroying an absent object is not an error and verifies absence
+again, so nothing is destroyed twice in effect and nothing is skipped.  Records
+are unique per file: an object appears on exactly one certificate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from crypto import KeyNotFound
+from gateway import clock
+from gateway.audit.models import Outcome, Severity
+from gateway.audit.service import Actor, record_event
+from gateway.components import Components
+from gateway.errors import GatewayError
+from gateway.transfers.models import Direction, FileState, Transfer, TransferFile, TransferStatus
+from gateway.transfers.upload import relationship_key
+from retention import faults
+from retention.holds import holds_on_pair
+from retention.models import DestructionJob, DestructionRecord, JobKind, JobStatus
+from storage import DeletionBlocked, StorageError
+
+log = logging.getLogger("phigate.retention")
+
+DESTROYING, STORAGE_DONE, SHREDDED, DESTROYED = "destroying", "storage_destroyed", "crypto_shredded", "destroyed"
+
+
+class JobIncomplete(GatewayError):
+    status = 503
+    code = "destruction_incomplete"
+    message = "Some objects could not be destroyed yet (storage unavailable); run again to finish."
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    kind: str
+    practice_id: str
+    vendor_id: str
+    destroyed: int = 0
+    crypto_shred_only: int = 0
+    held: list[dict] = field(default_factory=list)
+    certificate_id: str | None = None
+    key_evidence: dict | None = None
+
+
+def retention_due(cutoff):
+    """SQL condition: an outbound transfer whose window ended, or that was rejected or revoked, before `cutoff`."""
+    return or_(and_(Transfer.status == TransferStatus.approved, Transfer.access_ends_at <= cutoff),
+               and_(Transfer.status == TransferStatus.rejected, Transfer.decided_at <= cutoff),
+               and_(Transfer.status == TransferStatus.revoked, Transfer.revoked_at <= cutoff))
+
+
+def scope_files(job: DestructionJob, *, ignore_holds: bool = False, db: Session | None = None):
+    """SELECT of the stored files this job must destroy (None when a hold covers the whole scope)."""
+    query = (select(TransferFile.id).join(Transfer, Transfer.id == TransferFile.transfer_id)
+             .where(Transfer.practice_id == job.practice_id, Transfer.vendor_id == job.vendor_id,
+                    TransferFile.state == FileState.stored))
+    if job.kind == JobKind.retention:
+        query = query.where(Transfer.direction == Direction.outbound, retention_due(job.cutoff))
+    elif not job.include_returned:
+        # Files the vendor sent back belong to the practice: kept unless the administrator chose otherwise.
+        query = query.where(Transfer.direction == Direction.outbound)
+    if not ignore_holds:
+        whole, single = holds_on_pair(db, job.practice_id, job.vendor_id)
+        if whole:
+            return None
+        if single:
+            query = query.where(Transfer.id.not_in([h.target_id for h in single]))
+    return query
+
+
+def held_summary(db: Session, job: DestructionJob) -> list[dict]:
+    """Each active hold that keeps objects of this scope, and how many."""
+    whole, single = holds_on_pair(db, job.practice_id, job.vendor_id)
+    everything = scope_files(job, ignore_holds=True, db=db)
+    out = []
+    if whole:
+        count = db.scalar(select(func.count()).select_from(everything.subquery())) or 0
+        for h in whole:
+            out.append({"hold_id": h.id, "scope": h.scope.value, "scope_id": h.target_id, "reference": h.reference,
+                        "objects": count})
+    else:
+        for h in single:
+            count = db.scalar(select(func.count()).select_from(
+                everything.where(TransferFile.transfer_id == h.target_id).subquery())) or 0
+            if count:
+                out.append({"hold_id": h.id, "scope": h.scope.value, "scope_id": h.target_id,
+                            "reference": h.reference, "objects": count})
+    return out
+
+
+def _storage_result(report, blocked: bool) -> dict:
+    proof = report.proof
+    return {
+        "location_id": report.location_id,
+        "versions_deleted": len(report.versions_deleted),
+        "delete_markers_deleted": len(report.delete_markers_deleted),
+        "uploads_aborted": report.uploads_aborted,
+        "temp_files_removed": report.temp_files_removed,
+        "blocked": [{"version_id": b.version_id, "reason": b.reason, "is_delete_marker": b.is_delete_marker,
+                     "retain_until": b.retain_until.isoformat() if b.retain_until else None} for b in report.blocked],
+        "absent": bool(proof and proof.absent),
+        "verified": bool(report.verified) and not blocked,
+        "checks": list(proof.checks) if proof else [],
+        "checked_at": proof.checked_at.isoformat() if proof else None,
+    }
+
+
+class Engine:
+    """Runs destruction jobs for one process; the caller holds the runner lease."""
+
+    def __init__(self, c: Components, actor: Actor, *, lease=None,
+                 progress: Callable[[int], None] | None = None):
+        self.c = c
+        self.actor = actor
+        self.lease = lease
+        self.progress = progress or (lambda n: None)
+        self.batch = c.settings.retention_batch_size
+
+    # -- one job ---------------------------------------------------------------
+    def pending_count(self, job_id: str) -> int:
+        """Objects this job still has to take through the steps (for a progress bar)."""
+        with self.c.db.sessions() as db:
+            job = db.get(DestructionJob, job_id)
+            open_records = db.scalar(select(func.count()).select_from(DestructionRecord).where(
+                DestructionRecord.job_id == job_id, DestructionRecord.step != DESTROYED)) or 0
+            query = scope_files(job, db=db)
+            new = 0 if query is None else db.scalar(select(func.count()).select_from(query.subquery())) or 0
+            db.commit()
+        return open_records + new
+
+    def run(self, job_id: str) -> JobResult:
+        """Take the job to completion (resuming whatever a crash left) and issue its certificate."""
+        # 1. whatever an earlier run of this job left half way
+        while True:
+            with self.c.db.sessions() as db:
+                ids = list(db.scalars(select(DestructionRecord.file_id).where(
+                    DestructionRecord.job_id == job_id, DestructionRecord.step != DESTROYED)
+                    .order_by(DestructionRecord.file_id).limit(self.batch)))
+                db.commit()
+            if not ids:
+                break
+            self._advance(job_id, ids)
+        # 2. new objects, one batch at a time: memory does not grow with their number
+        while True:
+            with self.c.db.sessions() as db:
+                job = db.get(DestructionJob, job_id)
+                query = scope_files(job, db=db)
+                ids = [] if query is None else list(db.scalars(query.order_by(TransferFile.id).limit(self.batch)))
+                db.commit()
+            if not ids:
+                break
+            self._claim(job_id, ids)
+            self._advance(job_id, ids)
+        with self.c.db.transaction() as db:
+            job = db.get(DestructionJob, job_id)
+            job.held = held_summary(db, job)
+        if job.kind == JobKind.offboarding:
+            self._destroy_key(job_id)
+        from retention.certificates import issue
+
+        cert_id = issue(self.c, job_id, self.actor)
+        with self.c.db.sessions() as db:
+            job = db.get(DestructionJob, job_id)
+            total = db.scalar(select(func.count()).select_from(DestructionRecord)
+                              .where(DestructionRecord.job_id == job_id)) or 0
+            shred_only = db.scalar(select(func.count()).select_from(DestructionRecord).where(
+                DestructionRecord.job_id == job_id, DestructionRecord.crypto_shred_only.is_(True))) or 0
+            result = JobResult(job.id, job.kind.value, job.practice_id, job.vendor_id, destroyed=total,
+                               crypto_shred_only=shred_only, held=job.held, certificate_id=cert_id,
+                               key_evidence=job.key_evidence)
+            db.commit()
+        return result
+
+    # -- the steps ---------------------------------------------------------------
+    def _event(self, db: Session, action: str, rec: DestructionRecord, practice_id: str, **details) -> None:
+        record_event(db, action, actor=self.actor, target_type="transfer", target_id=rec.transfer_id,
+                     target_org_id=practice_id,
+                     details={"job_id": rec.job_id, "file_id": rec.file_id, "object_id": rec.object_key, **details})
+
+    def _renew(self) -> None:
+        if self.lease is not None:
+            self.lease.renew()
+
+    def _claim(self, job_id: str, ids: list[str]) -> None:
+        """Step 1: mark each file destroying and open its record, in one transaction."""
+        now = clock.now()
+        with self.c.db.transaction() as db:
+            files = list(db.scalars(select(TransferFile).where(TransferFile.id.in_(ids),
+                                                               TransferFile.state == FileState.stored)
+                                    .with_for_update()))
+            practice = {t.id: t.practice_id for t in db.scalars(
+                select(Transfer).where(Transfer.id.in_({f.transfer_id for f in files})))}
+            for f in files:
+                f.state = FileState.destroying
+                rec = DestructionRecord(file_id=f.id, job_id=job_id, transfer_id=f.transfer_id,
+                                        object_key=f.object_key, storage_location=f.storage_location, size=f.size,
+                                        sha256=f.sha256, step=DESTROYING, started_at=now)
+                db.add(rec)
+                self._event(db, "retention.object.destroying", rec, practice[f.transfer_id],
+                            size=f.size, sha256=f.sha256)
+        faults.after(DESTROYING)
+
+    def _records(self, db: Session, ids: list[str]) -> tuple[list[DestructionRecord], dict[str, str]]:
+        recs = list(db.scalars(select(DestructionRecord).where(DestructionRecord.file_id.in_(ids))
+                               .order_by(DestructionRecord.file_id)))
+        practice = dict(db.execute(select(Transfer.id, Transfer.practice_id).where(
+            Transfer.id.in_({r.transfer_id for r in recs}))).all())
+        return recs, practice
+
+    def _advance(self, job_id: str, ids: list[str]) -> None:
+        with self.c.db.sessions() as db:
+            recs, _ = self._records(db, ids)
+            steps = {r.file_id: r.step for r in recs}
+            todo = [(r.file_id, r.object_key, r.storage_location) for r in recs if r.step == DESTROYING]
+            db.commit()
+        if todo:
+            self._storage(todo)
+        if any(s in (DESTROYING, STORAGE_DONE) for s in steps.values()):
+            self._shred(ids)
+        self._finish(ids)
+        self._renew()
+        self.progress(sum(1 for s in steps.values() if s != DESTROYED))
+
+    def _destroy_one(self, key: str, location: str) -> tuple[str, dict | None, str | None]:
+        store = self.c.store
+        if location != store.location_id:
+            return key, None, "object is in another storage location than this gateway's store"
+        try:
+            report = store.destroy(key)
+            blocked = False
+        except DeletionBlocked as exc:
+            report, blocked = exc.report, True
+        except StorageError as exc:
+            return key, None, exc.code
+        if report.proof is None:
+            report = dataclasses.replace(report, proof=store.verify_absent(key))
+        result = _storage_result(report, blocked)
+        if not blocked and not result["absent"]:
+            return key, None, "absence could not be verified"
+        return key, result, None
+
+    def _storage(self, todo: list[tuple[str, str, str]]) -> None:
+        """Step 2: every stored version deleted and absence verified (parallel: S3 is latency-bound)."""
+        by_key = {key: fid for fid, key, _ in todo}
+        with ThreadPoolExecutor(max_workers=min(self.c.settings.retention_workers, len(todo))) as pool:
+            outcomes = list(pool.map(lambda t: self._destroy_one(t[1], t[2]), todo))
+        faults.after("storage")
+        failures = []
+        with self.c.db.transaction() as db:
+            recs, practice = self._records(db, [by_key[k] for k, _, _ in outcomes])
+            result_of = {by_key[k]: (res, err) for k, res, err in outcomes}
+            for rec in recs:
+                res, err = result_of[rec.file_id]
+                if err is not None:
+                    failures.append(err)
+                    self._event(db, "retention.object.storage_failed", rec, practice[rec.transfer_id],
+                                reason=err)
+                    continue
+                rec.storage = res
+                rec.step = STORAGE_DONE
+                rec.crypto_shred_only = bool(res["blocked"])
+                if res["blocked"]:
+                    # Object Lock keeps the ciphertext; erasing the data key below still makes it unreadable.
+                    self._event(db, "retention.object.storage_blocked", rec, practice[rec.transfer_id],
+                                versions_deleted=res["versions_deleted"], blocked=len(res["blocked"]),
+                                reasons=[b["reason"] for b in res["blocked"]][:10])
+                else:
+                    self._event(db, "retention.object.storage_destroyed", rec, practice[rec.transfer_id],
+                                versions_deleted=res["versions_deleted"],
+                                delete_markers_deleted=res["delete_markers_deleted"], verified=res["verified"])
+        faults.after(STORAGE_DONE)
+        if failures:
+            with self.c.db.transaction() as db:
+                record_event(db, "retention.job.interrupted", actor=self.actor, outcome=Outcome.failure,
+                             severity=Severity.high, target_type="destruction_job", target_id=recs[0].job_id,
+                             details={"objects_failed": len(failures), "reasons": sorted(set(failures))[:5]})
+            raise JobIncomplete()
+
+    def _shred(self, ids: list[str]) -> None:
+        """Step 3: erase the wrapped data keys and sealed names."""
+        with self.c.db.transaction() as db:
+            recs, practice = self._records(db, ids)
+            recs = [r for r in recs if r.step == STORAGE_DONE]
+            if not recs:
+                return
+            db.execute(update(TransferFile).where(TransferFile.id.in_([r.file_id for r in recs]))
+                       .values(wrapped_dek=None, name_sealed=None).execution_options(synchronize_session=False))
+            for rec in recs:
+                rec.step = SHREDDED
+                self._event(db, "retention.object.crypto_shredded", rec, practice[rec.transfer_id])
+        faults.after(SHREDDED)
+
+    def _finish(self, ids: list[str]) -> None:
+        """Step 4: mark destroyed; a transfer whose every file is destroyed becomes a tombstone."""
+        now = clock.now()
+        with self.c.db.transaction() as db:
+            recs, practice = self._records(db, ids)
+            recs = [r for r in recs if r.step == SHREDDED]
+            if not recs:
+                return
+            db.execute(update(TransferFile).where(TransferFile.id.in_([r.file_id for r in recs]))
+                       .values(state=FileState.destroyed, destroyed_at=now)
+                       .execution_options(synchronize_session=False))
+            for rec in recs:
+                rec.step, rec.destroyed_at = DESTROYED, now
+                verification = "crypto-shred only" if rec.crypto_shred_only else "absent"
+                self._event(db, "retention.object.destroyed", rec, practice[rec.transfer_id],
+                            size=rec.size, sha256=rec.sha256, verification=verification)
+            tids = {r.transfer_id for r in recs}
+            alive = set(db.scalars(select(TransferFile.transfer_id).where(
+                TransferFile.transfer_id.in_(tids), TransferFile.state != FileState.destroyed)))
+            for transfer in db.scalars(select(Transfer).where(Transfer.id.in_(tids - alive),
+                                                              Transfer.status != TransferStatus.destroyed)):
+                transfer.status = TransferStatus.destroyed
+                transfer.note_sealed = None
+                record_event(db, "transfer.destroyed", actor=self.actor, severity=Severity.warning,
+                             target_type="transfer", target_id=transfer.id, target_org_id=transfer.practice_id,
+                             details={"job_id": recs[0].job_id, "vendor_id": transfer.vendor_id})
+        faults.after(DESTROYED)
+
+    def _destroy_key(self, job_id: str) -> None:
+        """Offboarding: destroy the relationship KEK, unless held objects still depend on it."""
+        with self.c.db.sessions() as db:
+            job = db.get(DestructionJob, job_id)
+            if job.key_evidence is not None:
+                db.commit()
+                return
+            key_id = relationship_key(job.practice_id, job.vendor_id)
+            left = db.scalar(select(func.count()).select_from(TransferFile).join(Transfer).where(
+                Transfer.practice_id == job.practice_id, Transfer.vendor_id == job.vendor_id,
+                Transfer.direction == Direction.outbound, TransferFile.state != FileState.destroyed)) or 0
+            db.commit()
+        if left:
+            evidence = {"key_id": key_id, "destroyed": False,
+                        "reason": f"kept: {left} object(s) under legal hold are still encrypted under it"}
+        else:
+            try:
+                evidence = {"destroyed": True, **self.c.keys.destroy_key(key_id).to_dict()}
+            except KeyNotFound:
+                evidence = {"key_id": key_id, "destroyed": False,
+                            "reason": "never created: no file was ever sent under it"}
+        with self.c.db.transaction() as db:
+            job = db.get(DestructionJob, job_id)
+            job.key_evidence = evidence
+            record_event(db, "offboarding.key.destroyed" if evidence["destroyed"] else "offboarding.key.kept",
+                         actor=self.actor, severity=Severity.warning, target_type="key", target_id=key_id,
+                         target_org_id=job.practice_id,
+                         details={"job_id": job_id, "vendor_id": job.vendor_id,
+                                  **{k: evidence.get(k) for k in ("provider", "method", "deletion_scheduled_for",
+                                                                  "reason") if evidence.get(k) is not None}})
+        faults.after("key_destroyed")
+
+
+def open_jobs(db: Session) -> list[DestructionJob]:
+    return list(db.scalars(select(DestructionJob).where(DestructionJob.status == JobStatus.running)
+                           .order_by(DestructionJob.created_at, DestructionJob.id)))
