@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import clock
@@ -269,7 +269,3 @@ def find_file(transfer: Transfer, file_id: str) -> TransferFile:
         if f.id == file_id:
             return f
     raise NotFound("No such file.", code="file_not_found")
-
-
-def partner_filter(principal: Principal):
-    return or_(Transfer.practice_id == principal.user.org_id, Transfer.vendor_id == principal.user.org_id)
