@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from crypto import Signer, fingerprint, verify_signature
 from gateway import __version__, clock
@@ -66,17 +66,17 @@ def _checkpoint(c: Components) -> dict:
             "key_fingerprint": cp.key_fingerprint, "signed_at": cp.created_at.isoformat(), "signed_note": cp.note}
 
 
-def _entry(rec: DestructionRecord) -> dict:
-    storage = rec.storage or {}
+def _entry(row) -> dict:
+    storage = row.storage or {}
     return {
-        "transfer_id": rec.transfer_id,
-        "object_id": rec.file_id,
-        "storage_object_key": rec.object_key,
-        "size": rec.size,
-        "plaintext_sha256": rec.sha256,
-        "storage_location": rec.storage_location,
-        "destroyed_at": rec.destroyed_at.isoformat(),
-        "verification": "crypto-shred only" if rec.crypto_shred_only else "verified absent",
+        "transfer_id": row.transfer_id,
+        "object_id": row.file_id,
+        "storage_object_key": row.object_key,
+        "size": row.size,
+        "plaintext_sha256": row.sha256,
+        "storage_location": row.storage_location,
+        "destroyed_at": row.destroyed_at.isoformat(),
+        "verification": "crypto-shred only" if row.crypto_shred_only else "verified absent",
         "storage": {
             "versions_deleted": storage.get("versions_deleted", 0),
             "delete_markers_deleted": storage.get("delete_markers_deleted", 0),
@@ -88,13 +88,26 @@ def _entry(rec: DestructionRecord) -> dict:
     }
 
 
+_OBJECTS = "\x00objects\x00"  # placeholder spliced out of the canonical body
+
+
 def build_body(c: Components, job: DestructionJob, cert_id: str, issued_at, checkpoint: dict,
-               records: list[DestructionRecord], db) -> dict:
+               db) -> tuple[bytearray, dict]:
+    """The canonical serialisation of the certificate body, and its summary.
+
+    Objects are read in chunks and serialised one by one into the output, so memory
+    holds the document's bytes (a few hundred per object), never the objects as Python
+    values: sorted keys make the "objects" member's place fixed, so splicing the
+    serialised list into the canonical rest of the body is itself canonical.
+    """
     names = dict(db.execute(select(Organisation.id, Organisation.name).where(
         Organisation.id.in_([job.practice_id, job.vendor_id]))).all())
-    entries = [_entry(r) for r in records]
-    shred_only = [e["object_id"] for e in entries if e["verification"] == "crypto-shred only"]
-    return {
+    mine = DestructionRecord.job_id == job.id
+    count, total = db.execute(select(func.count(), func.coalesce(func.sum(DestructionRecord.size), 0))
+                              .where(mine)).one()
+    shred_only = list(db.scalars(select(DestructionRecord.file_id).where(
+        mine, DestructionRecord.crypto_shred_only.is_(True)).order_by(DestructionRecord.file_id)))
+    body = {
         "format": FORMAT,
         "certificate_id": cert_id,
         "issued_at": issued_at.isoformat(),
@@ -109,28 +122,45 @@ def build_body(c: Components, job: DestructionJob, cert_id: str, issued_at, chec
                          "media": "object storage holding ciphertext only (AES-256-GCM, one data key per object)",
                          "tool": f"PHI Gate {__version__} retention engine"},
         "verification_method": VERIFICATION_METHOD,
-        "summary": {"objects": len(entries), "bytes": sum(e["size"] for e in entries),
-                    "verified_absent": len(entries) - len(shred_only), "crypto_shred_only": len(shred_only),
+        "summary": {"objects": count, "bytes": int(total), "verified_absent": count - len(shred_only),
+                    "crypto_shred_only": len(shred_only),
                     "objects_retained_under_legal_hold": sum(h["objects"] for h in job.held or [])},
-        "objects": entries,
+        "objects": _OBJECTS,
         "crypto_shred_only": {"statement": CRYPTO_SHRED_ONLY, "object_ids": shred_only} if shred_only else None,
         "key_evidence": job.key_evidence,
         "retained_under_legal_hold": job.held or [],
         "supplements": job.supplements,
         "audit_checkpoint": checkpoint,
     }
+    head, tail = canonical(body).split(canonical(_OBJECTS), 1)
+    out = bytearray(head)
+    out += b"["
+    columns = (DestructionRecord.transfer_id, DestructionRecord.file_id, DestructionRecord.object_key,
+               DestructionRecord.size, DestructionRecord.sha256, DestructionRecord.storage_location,
+               DestructionRecord.destroyed_at, DestructionRecord.crypto_shred_only, DestructionRecord.storage)
+    rows = db.execute(select(*columns).where(mine).order_by(DestructionRecord.transfer_id, DestructionRecord.file_id)
+                      .execution_options(yield_per=500))
+    for i, row in enumerate(rows):
+        if i:
+            out += b","
+        out += canonical(_entry(row))
+    out += b"]"
+    out += tail
+    return out, body["summary"]
 
 
-def sign(body: dict, signer: Signer) -> bytes:
-    """The certificate document: canonical JSON of the body and its signature."""
-    message = canonical(body)
-    return canonical({"certificate": body, "signature": {
+def sign(body: dict | bytes | bytearray, signer: Signer) -> bytes:
+    """The certificate document: canonical JSON of the body (a dict, or its canonical bytes) and its signature."""
+    message = body if isinstance(body, bytes | bytearray) else canonical(body)
+    signature = canonical({
         "algorithm": "Ed25519",
         "signed": SIGNED,
         "public_key": base64.b64encode(signer.public_key_raw()).decode(),
         "public_key_fingerprint": signer.fingerprint(),
         "value": base64.b64encode(signer.sign(message)).decode(),
-    }})
+    })
+    # "certificate" sorts before "signature": this is canonical({"certificate": body, "signature": sig}).
+    return b"".join((b'{"certificate":', bytes(message), b',"signature":', signature, b"}"))
 
 
 def issue(c: Components, job_id: str, actor: Actor) -> str:
@@ -148,24 +178,24 @@ def issue(c: Components, job_id: str, actor: Actor) -> str:
     signer = _signer(c)
     with c.db.transaction() as db:
         job = db.get(DestructionJob, job_id, with_for_update=True)
-        if db.scalar(select(Certificate.id).where(Certificate.job_id == job_id)):
-            return db.scalar(select(Certificate.id).where(Certificate.job_id == job_id))
-        records = list(db.scalars(select(DestructionRecord).where(DestructionRecord.job_id == job_id)
-                                  .order_by(DestructionRecord.transfer_id, DestructionRecord.file_id)))
+        existing = db.scalar(select(Certificate.id).where(Certificate.job_id == job_id))
+        if existing:
+            return existing
         cert_id, issued_at = new_id(), clock.now()
-        body = build_body(c, job, cert_id, issued_at, checkpoint, records, db)
+        body, summary = build_body(c, job, cert_id, issued_at, checkpoint, db)
         document = sign(body, signer)
+        del body
+        digest = hashlib.sha256(document).hexdigest()
         db.add(Certificate(id=cert_id, job_id=job.id, kind=job.kind, practice_id=job.practice_id,
-                           vendor_id=job.vendor_id, issued_at=issued_at, objects=len(records),
-                           crypto_shred_only=body["summary"]["crypto_shred_only"],
-                           sha256=hashlib.sha256(document).hexdigest(), key_fingerprint=signer.fingerprint(),
-                           document=document))
+                           vendor_id=job.vendor_id, issued_at=issued_at, objects=summary["objects"],
+                           crypto_shred_only=summary["crypto_shred_only"], sha256=digest,
+                           key_fingerprint=signer.fingerprint(), document=document))
         job.status, job.finished_at = JobStatus.complete, issued_at
         record_event(db, "retention.certificate.issued", actor=actor, severity=Severity.warning,
                      target_type="certificate", target_id=cert_id, target_org_id=job.practice_id,
                      details={"job_id": job.id, "kind": job.kind.value, "vendor_id": job.vendor_id,
-                              "objects": len(records), "crypto_shred_only": body["summary"]["crypto_shred_only"],
-                              "sha256": hashlib.sha256(document).hexdigest(),
+                              "objects": summary["objects"], "crypto_shred_only": summary["crypto_shred_only"],
+                              "sha256": digest,
                               "key_destroyed": bool(job.key_evidence and job.key_evidence.get("destroyed"))})
     faults.after("certificate_issued")
     return cert_id
