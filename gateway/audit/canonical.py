@@ -1,7 +1,9 @@
 """The canonical serialisation of one audit event: what a Merkle leaf commits to.
 
-    d(event) = UTF-8 JSON array, no whitespace, ASCII only (\\u escapes),
-               object keys sorted, no NaN or infinity:
+    d(event) = json.dumps(array, sort_keys=True, ensure_ascii=True, allow_nan=False)
+               i.e. Python's default JSON text: items separated by ", ", keys and
+               values by ": ", object keys sorted, non-ASCII as \\u escapes, no NaN
+               or infinity, encoded as ASCII:
       ["phigate-audit-v1", seq, occurred_at, action, outcome, severity,
        actor_user_id, actor_org_id, ip, user_agent, target_type, target_id,
        target_org_id, details]
@@ -10,8 +12,12 @@
     leaf hash   = SHA-256(0x00 || d(event))         (RFC 9162 section 2.1.1)
 
 The sequence number is inside the leaf, so moving an event to another position
-changes its leaf hash.  This module is all an outside verifier needs to
-recompute a leaf from an exported record (see docs/audit.md).
+changes its leaf hash.  `record_event()` stores `details` with its keys in
+sorted order, so the database's own JSON text of the column (json.dumps) is
+already the canonical text of that element: long scans splice the stored text
+in (`leaf_hash_text`) instead of parsing and re-encoding it, and fall back to
+parsing when a row was written any other way.  This module is all an outside
+verifier needs to recompute a leaf from an exported record (see docs/audit.md).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ VERSION = "phigate-audit-v1"
 FIELDS = ("seq", "occurred_at", "action", "outcome", "severity", "actor_user_id", "actor_org_id", "ip",
           "user_agent", "target_type", "target_id", "target_org_id", "details")
 
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
+_encode = json.JSONEncoder(sort_keys=True, ensure_ascii=True, allow_nan=False).encode
 _sha256 = hashlib.sha256
 
 
@@ -44,6 +50,11 @@ def parse_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
+def details_text(details: dict) -> str:
+    """The canonical JSON text of a details object."""
+    return _encode(details)
+
+
 def serialise(seq: int, occurred_at: str, action: str, outcome: str, severity: str, actor_user_id, actor_org_id,
               ip, user_agent, target_type, target_id, target_org_id, details: dict) -> bytes:
     return _encode([VERSION, seq, occurred_at, action, outcome, severity, actor_user_id, actor_org_id, ip,
@@ -53,6 +64,15 @@ def serialise(seq: int, occurred_at: str, action: str, outcome: str, severity: s
 def leaf_hash_of(*fields) -> bytes:
     """SHA-256(0x00 || d(event)) for the fields in `FIELDS` order (occurred_at as canonical text)."""
     return _sha256(b"\x00" + serialise(*fields)).digest()
+
+
+def leaf_hash_text(*fields) -> bytes:
+    """As `leaf_hash_of`, with details given as JSON text that is spliced in unchanged.
+
+    Equal to `leaf_hash_of` exactly when the text is the canonical text of the details.
+    """
+    head = _encode([VERSION, *fields[:12]])
+    return _sha256(b"\x00" + (head[:-1] + ", " + fields[12] + "]").encode("ascii", "backslashreplace")).digest()
 
 
 def record_leaf_hash(record: dict) -> bytes:

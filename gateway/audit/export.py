@@ -34,12 +34,11 @@ from dataclasses import dataclass, field
 
 from gateway.audit import merkle, note
 from gateway.audit.canonical import FIELDS, record_leaf_hash
-from gateway.audit.tree import BUCKET, NODE_MIN_LEVEL, ShortReads, TreeReader, row_fields, stream_events
+from gateway.audit.tree import BUCKET, NODE_MIN_LEVEL, ShortReads, TreeReader, stream_events
 
 FORMAT = "phigate-audit-export-v1"
 CSV_COLUMNS = FIELDS + ("leaf_hash", "inclusion_path")
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "'")
-_details_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
 _line_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
@@ -124,10 +123,12 @@ def export_jsonl(database, checkpoint_note: str, checkpoint_size: int, where, he
     yield (_line_json(head) + "\n").encode()
     count, buf = 0, []
     for fields, leaf, path in _records(database, checkpoint_size, where, '","'):
-        record = dict(zip(FIELDS, fields))
+        record = dict(zip(FIELDS[:12], fields))
         record["type"] = "event"
-        # Hex needs no JSON escaping: the hashes are appended as text, not re-encoded.
-        buf.append(f'{_line_json(record)[:-1]},"leaf_hash":"{leaf}","inclusion_path":["{path}"]}}')
+        # The stored details text is valid JSON and hex needs no escaping: both are
+        # appended as text, not parsed and re-encoded.
+        buf.append(f'{_line_json(record)[:-1]},"details":{fields[12]},"leaf_hash":"{leaf}",'
+                   f'"inclusion_path":["{path}"]}}')
         count += 1
         if len(buf) >= 500:
             buf.append("")
@@ -150,7 +151,7 @@ def export_csv(database, checkpoint_note: str, checkpoint_size: int, where, head
         cells = [str(fields[0]), fields[1]]
         for value in fields[2:12]:
             cells.append("" if value is None else _csv_cell(neutralise(value)))
-        cells.append(_csv_cell(_details_json(fields[12])))
+        cells.append(_csv_cell(fields[12]))
         cells.append(leaf)
         cells.append(path)
         buf.append(",".join(cells))

@@ -94,7 +94,8 @@ def record_event(
     details: dict | None = None,
 ) -> AuditEvent:
     """Append one event (namespaced action such as `auth.login.failed`) to the caller's transaction."""
-    details = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(details or {}).items()}
+    # Sorted keys: the database's own JSON text of the column is then the canonical text.
+    details = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(dict(details or {}).items())}
     _check_details(details)
     outcome, severity = Outcome(outcome), Severity(severity)
     occurred_at = clock.now()
@@ -145,7 +146,7 @@ def record_events_bulk(db: Session, events: list[dict]) -> tuple[int, int]:
     rows = []
     now = clock.now()
     for offset, spec in enumerate(events):
-        details = dict(spec.get("details") or {})
+        details = dict(sorted(dict(spec.get("details") or {}).items()))
         _check_details(details)
         row = {
             "seq": first + offset, "occurred_at": spec.get("occurred_at") or now, "action": spec["action"],

@@ -6,12 +6,12 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, func, select, tuple_, type_coerce
+from sqlalchemy import Connection, Text, cast, func, select, tuple_, type_coerce
 from sqlalchemy.types import NullType
 from sqlalchemy.orm import Session
 
 from gateway.audit import merkle
-from gateway.audit.canonical import format_time, leaf_hash_of
+from gateway.audit.canonical import format_time, leaf_hash_of, leaf_hash_text
 from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode, CheckpointKind
 
 # Nodes for perfect subtrees of 2**NODE_MIN_LEVEL leaves and up are stored; smaller
@@ -106,7 +106,7 @@ def keyset_stream(reads, query, order_cols, key, chunk: int = 5000) -> Iterator:
 
 def stream_events(database, after: int, upto: int | None = None, where=None, chunk: int = 10_000) -> Iterator:
     """Event rows with seq in (after, upto] in order, in short transactions of `chunk` rows."""
-    query = select(*RAW_COLUMNS).where(E.seq > after)
+    query = select(*raw_columns(database.engine.dialect.name)).where(E.seq > after)
     if upto is not None:
         query = query.where(E.seq <= upto)
     if where is not None:
@@ -116,12 +116,23 @@ def stream_events(database, after: int, upto: int | None = None, where=None, chu
 
 # The same columns without SQLAlchemy's result processing: streams convert the driver's
 # values to canonical fields themselves (about twice as fast on long scans).
-RAW_COLUMNS = tuple(type_coerce(c, NullType()).label(c.key) for c in EVENT_COLUMNS)
+RAW_COLUMNS = tuple(type_coerce(cast(c, Text) if c is E.details else c, NullType()).label(c.key)
+                    for c in EVENT_COLUMNS)
+# PostgreSQL formats the canonical timestamp itself (in its own process, in C).
+PG_RAW_COLUMNS = tuple(
+    type_coerce(func.to_char(func.timezone("UTC", E.occurred_at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), NullType())
+    .label("occurred_at") if c is E.occurred_at else raw for c, raw in zip(EVENT_COLUMNS, RAW_COLUMNS))
 _loads = json.loads
+
+
+def raw_columns(dialect_name: str) -> tuple:
+    return PG_RAW_COLUMNS if dialect_name == "postgresql" else RAW_COLUMNS
 
 
 def _canonical_time(value) -> str:
     if isinstance(value, str):
+        if len(value) == 27 and value[10] == "T" and value[26] == "Z":
+            return value  # already canonical (PostgreSQL's to_char above)
         # SQLite text as SQLAlchemy stores it: "YYYY-MM-DD HH:MM:SS.ffffff" (UTC).
         if len(value) == 26 and value[10] == " " and value[19] == ".":
             return value[:10] + "T" + value[11:] + "Z"
@@ -131,30 +142,33 @@ def _canonical_time(value) -> str:
 
 
 def canonical_rows(rows) -> Iterator[tuple]:
-    """Raw event rows -> (13 canonical fields in FIELDS order, stored leaf hash bytes)."""
+    """Raw event rows -> (12 canonical fields in FIELDS order, details as stored JSON text, stored leaf hash)."""
     for r in rows:
         details = r[12]
-        if isinstance(details, str):
-            details = _loads(details)
         leaf = r[13]
         yield (r[0], _canonical_time(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
-               details if details is not None else {}, leaf if isinstance(leaf, bytes) else bytes(leaf or b""))
+               details if details is not None else "{}", leaf if isinstance(leaf, bytes) else bytes(leaf or b""))
 
 
 def row_fields(row) -> tuple:
-    """The canonical field tuple of a row from `canonical_rows` (leaf hash excluded)."""
-    return row[:13]
+    """The canonical field tuple of a row from `canonical_rows`, details parsed (leaf hash excluded)."""
+    try:
+        details = _loads(row[12])
+    except ValueError:
+        details = row[12]
+    return (*row[:12], details)
 
 
 def iter_event_rows(db: Session | Connection, after: int, upto: int | None = None, *, batch: int = 10_000,
                     where=None) -> Iterator:
     """Event rows with seq in (after, upto], in order, streamed (server-side cursor on PostgreSQL)."""
-    query = select(*RAW_COLUMNS).where(E.seq > after).order_by(E.seq)
+    conn = _conn(db)
+    query = select(*raw_columns(conn.dialect.name)).where(E.seq > after).order_by(E.seq)
     if upto is not None:
         query = query.where(E.seq <= upto)
     if where is not None:
         query = query.where(where)
-    result = _conn(db).execute(query, execution_options={"yield_per": batch})
+    result = conn.execute(query, execution_options={"yield_per": batch})
     try:
         for partition in result.partitions():
             yield from canonical_rows(partition)
@@ -163,7 +177,14 @@ def iter_event_rows(db: Session | Connection, after: int, upto: int | None = Non
 
 
 def recomputed_leaf(row) -> bytes:
-    return leaf_hash_of(*row[:13])
+    """The leaf hash of a `canonical_rows` row's fields (fast splice first, full parse if that differs)."""
+    fast = leaf_hash_text(*row[:13])
+    if fast == row[13]:
+        return fast
+    try:
+        return leaf_hash_of(*row_fields(row))
+    except (TypeError, ValueError):
+        return fast
 
 
 def tree_size(db: Session | Connection) -> int:

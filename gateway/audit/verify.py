@@ -52,12 +52,18 @@ def _original_position(row, window: int = 64) -> int | None:
     from gateway.audit.canonical import leaf_hash_of
     from gateway.audit.tree import row_fields
 
-    fields = row_fields(row)
+    try:
+        fields = row_fields(row)
+    except (TypeError, ValueError):
+        return None
     stored = row[13]
     for delta in range(1, window + 1):
         for candidate in (fields[0] - delta, fields[0] + delta):
-            if candidate > 0 and leaf_hash_of(candidate, *fields[1:]) == stored:
-                return candidate
+            try:
+                if candidate > 0 and leaf_hash_of(candidate, *fields[1:]) == stored:
+                    return candidate
+            except (TypeError, ValueError):
+                return None
     return None
 
 

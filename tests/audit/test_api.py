@@ -179,7 +179,8 @@ def test_a_tampered_export_names_the_altered_event(client, login, world, tmp_pat
     lines = body.splitlines()
     target = next(i for i, line in enumerate(lines) if '"transfer.download.denied"' in line)
     seq = json.loads(lines[target])["seq"]
-    lines[target] = lines[target].replace('"reason":"expired"', '"reason":"ok"')
+    lines[target] = lines[target].replace('"reason": "expired"', '"reason": "ok"')
+    assert lines[target] != body.splitlines()[target]
     (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
     (tmp_path / "good.jsonl").write_text(body)
     (tmp_path / "cut.jsonl").write_text("\n".join(body.splitlines()[:-2]) + "\n")

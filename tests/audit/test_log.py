@@ -38,8 +38,8 @@ def test_sequence_is_gap_free_and_a_rolled_back_action_leaves_no_gap(components,
 def test_leaf_is_sha256_of_zero_byte_and_canonical_json(components, append, fake_clock):
     append(1)
     e = _all(components)[0]
-    canonical = ('["phigate-audit-v1",1,"%s","test.event","success","info","u1","o1","192.0.2.1","pytest",'
-                 'null,null,null,{"i":0}]' % format_time(e.occurred_at)).encode()
+    canonical = ('["phigate-audit-v1", 1, "%s", "test.event", "success", "info", "u1", "o1", "192.0.2.1", '
+                 '"pytest", null, null, null, {"i": 0}]' % format_time(e.occurred_at)).encode()
     import hashlib
 
     assert e.leaf_hash == hashlib.sha256(b"\x00" + canonical).digest()
