@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import ColumnElement, and_, false, or_, select, true
+from sqlalchemy import ColumnElement, and_, or_, select, true
 from sqlalchemy.orm import Session
 
 from gateway.audit.models import AuditEvent, Outcome
@@ -188,4 +188,3 @@ def event_dict(event: AuditEvent) -> dict:
     }
 
 
-__all__ = ["Scope", "EventFilter", "build_filter", "search", "get_event", "day_range", "event_dict", "false"]

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from gateway.audit import merkle, note
 from gateway.audit.models import AuditCheckpoint, AuditTreeNode, CheckpointKind
-from gateway.audit.tree import BUCKET, NODE_MIN_LEVEL, ShortReads, keyset_stream, prune_base, recomputed_leaf, \
+from gateway.audit.tree import NODE_MIN_LEVEL, ShortReads, keyset_stream, prune_base, recomputed_leaf, \
     stream_events, tree_size
 
 
@@ -163,8 +163,6 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 5000) -> Ver
     report.unsigned_events = frontier.size - last_good
     return report
 
-
-__all__ = ["VerifyReport", "verify_log", "BUCKET"]
 
 
 def run_verification(components, actor) -> VerifyReport:
