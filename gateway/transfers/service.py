@@ -113,16 +113,8 @@ def approve(db: Session, settings: Settings, keys, principal: Principal, transfe
     if download_limit is not None and download_limit < 1:
         raise InvalidInput("A download limit is at least 1.", code="invalid_download_limit")
     billers = _validate_recipients(db, transfer, recipient_ids)
-    # A hijacked session alone must not release PHI: ask for a fresh code.
-    check_second_factor(db, settings, keys, principal.user, code, principal.actor, allow_recovery=False,
-                        action="transfer.approve.stepup_failed")
-    if active_baa(db, transfer.practice_id, transfer.vendor_id) is None:
-        _deny(db, principal, action, transfer, "baa_not_active",
-              Forbidden("There is no BAA in force with this vendor.", code="baa_not_active"))
-    now = clock.now()
-    transfer.status = TransferStatus.approved
-    transfer.decided_by, transfer.decided_at = principal.user.id, now
-    transfer.access_ends_at = now + timedelta(days=days)
+    _release(db, settings, keys, principal, transfer, code, action, "transfer.approve.stepup_failed",
+             timedelta(days=days))
     transfer.download_limit = download_limit
     if billers is not None:
         _set_recipients(transfer, billers)
@@ -130,6 +122,21 @@ def approve(db: Session, settings: Settings, keys, principal: Principal, transfe
                  target_org_id=transfer.practice_id,
                  details={"vendor_id": transfer.vendor_id, "days": days, "download_limit": download_limit,
                           "recipients": sorted(transfer.recipient_ids)})
+
+
+def _release(db: Session, settings: Settings, keys, principal: Principal, transfer: Transfer, code: str,
+             action: str, stepup_action: str, window: timedelta) -> None:
+    """Step-up, BAA in force, then open the window: the common core of approval and emergency access."""
+    # A hijacked session alone must not release PHI: ask for a fresh code.
+    check_second_factor(db, settings, keys, principal.user, code, principal.actor, allow_recovery=False,
+                        action=stepup_action)
+    if active_baa(db, transfer.practice_id, transfer.vendor_id) is None:
+        _deny(db, principal, action, transfer, "baa_not_active",
+              Forbidden("There is no BAA in force with this vendor.", code="baa_not_active"))
+    now = clock.now()
+    transfer.status = TransferStatus.approved
+    transfer.decided_by, transfer.decided_at = principal.user.id, now
+    transfer.access_ends_at = now + window
 
 
 def _validate_recipients(db: Session, transfer: Transfer, recipient_ids: list[str]) -> list[User] | None:
@@ -195,15 +202,8 @@ def open_emergency_access(db: Session, settings: Settings, keys, principal: Prin
         raise InvalidInput(f"Emergency access lasts 1 to {settings.emergency_max_hours} hours.",
                            code="invalid_window")
     _check_decidable(db, principal, transfer, action)
-    check_second_factor(db, settings, keys, principal.user, code, principal.actor, allow_recovery=False,
-                        action="transfer.emergency_access.stepup_failed")
-    if active_baa(db, transfer.practice_id, transfer.vendor_id) is None:
-        _deny(db, principal, action, transfer, "baa_not_active",
-              Forbidden("There is no BAA in force with this vendor.", code="baa_not_active"))
-    now = clock.now()
-    transfer.status = TransferStatus.approved
-    transfer.decided_by, transfer.decided_at = principal.user.id, now
-    transfer.access_ends_at = now + timedelta(hours=hours)
+    _release(db, settings, keys, principal, transfer, code, action, "transfer.emergency_access.stepup_failed",
+             timedelta(hours=hours))
     transfer.emergency_reason = reason[:500]
     record_event(db, "transfer.emergency_access.opened", actor=principal.actor, severity=Severity.high,
                  target_type="transfer", target_id=transfer.id, target_org_id=transfer.practice_id,
