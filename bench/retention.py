@@ -114,6 +114,16 @@ def child(backend: str, n: int, endpoint: str | None) -> dict:
             peak[0] = max(peak[0], _rss_mb())
 
     sampler = threading.Thread(target=sample, daemon=True)
+    # Record the peak of the destruction phase alone, before the certificate is built.
+    import retention.certificates as certificates
+
+    real_issue, phase = certificates.issue, {}
+
+    def issue(*a, **k):
+        phase.setdefault("destroying", max(peak[0], _rss_mb()))
+        return real_issue(*a, **k)
+
+    certificates.issue = issue
     sampler.start()
     t0 = time.perf_counter()
     report = offboard(c, actor, ids[1], reason="benchmark", via="bench")
@@ -122,10 +132,15 @@ def child(backend: str, n: int, endpoint: str | None) -> dict:
     sampler.join()
     peak[0] = max(peak[0], _rss_mb())
     destroyed = sum(j.destroyed for j in report.jobs)
+    from retention.models import Certificate
+
+    with c.db.sessions() as db:
+        cert_bytes = len(db.get(Certificate, report.jobs[0].certificate_id).document)
     assert destroyed == n, (destroyed, n)
     return {"objects": n, "objects_destroyed": destroyed, "seconds": round(elapsed, 2),
             "objects_destroyed_per_s": round(destroyed / elapsed, 1), "peak_rss_mb": round(peak[0], 1),
-            "rss_before_mb": round(before, 1), "seed_seconds": round(seed_s, 1),
+            "rss_before_mb": round(before, 1), "peak_rss_mb_destroying": round(phase["destroying"], 1),
+            "certificate_bytes": cert_bytes, "seed_seconds": round(seed_s, 1),
             "batch_size": c.settings.retention_batch_size, "storage_workers": c.settings.retention_workers}
 
 

@@ -160,7 +160,7 @@ def sign(body: dict | bytes | bytearray, signer: Signer) -> bytes:
         "value": base64.b64encode(signer.sign(message)).decode(),
     })
     # "certificate" sorts before "signature": this is canonical({"certificate": body, "signature": sig}).
-    return b"".join((b'{"certificate":', bytes(message), b',"signature":', signature, b"}"))
+    return b"".join((b'{"certificate":', message, b',"signature":', signature, b"}"))
 
 
 def issue(c: Components, job_id: str, actor: Actor) -> str:
