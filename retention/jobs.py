@@ -205,7 +205,8 @@ class Engine:
             "action": action, "actor_user_id": self.actor.user_id, "actor_org_id": self.actor.org_id,
             "ip": self.actor.ip, "user_agent": (self.actor.user_agent or "")[:256] or None,
             "target_type": "transfer", "target_id": rec.transfer_id, "target_org_id": practice_id,
-            "details": {"job_id": rec.job_id, "file_id": rec.file_id, "object_id": rec.object_key, **details}})
+            "details": {"job_id": rec.job_id, "file_id": rec.file_id, "storage_object_key": rec.object_key,
+                        **details}})
 
     def _events_done(self, db: Session) -> None:
         # Same lock, numbering and leaf hashing as record_event(), one INSERT per batch.
