@@ -346,17 +346,23 @@ class Engine:
                 verification = "crypto-shred only" if rec.crypto_shred_only else "absent"
                 self._event(db, "retention.object.destroyed", rec, practice[rec.transfer_id],
                             size=rec.size, sha256=rec.sha256, verification=verification)
-            self._events_done(db)
             tids = {r.transfer_id for r in recs}
             alive = set(db.scalars(select(TransferFile.transfer_id).where(
                 TransferFile.transfer_id.in_(tids), TransferFile.state != FileState.destroyed)))
-            for transfer in db.scalars(select(Transfer).where(Transfer.id.in_(tids - alive),
-                                                              Transfer.status != TransferStatus.destroyed)):
-                transfer.status = TransferStatus.destroyed
-                transfer.note_sealed = None
-                record_event(db, "transfer.destroyed", actor=self.actor, severity=Severity.warning,
-                             target_type="transfer", target_id=transfer.id, target_org_id=transfer.practice_id,
-                             details={"job_id": recs[0].job_id, "vendor_id": transfer.vendor_id})
+            done = list(db.execute(select(Transfer.id, Transfer.practice_id, Transfer.vendor_id).where(
+                Transfer.id.in_(tids - alive), Transfer.status != TransferStatus.destroyed)))
+            if done:
+                db.execute(update(Transfer).where(Transfer.id.in_([t[0] for t in done]))
+                           .values(status=TransferStatus.destroyed, note_sealed=None)
+                           .execution_options(synchronize_session=False))
+            for transfer_id, practice_id, vendor_id in done:
+                self._queued.append({
+                    "action": "transfer.destroyed", "severity": Severity.warning,
+                    "actor_user_id": self.actor.user_id, "actor_org_id": self.actor.org_id, "ip": self.actor.ip,
+                    "user_agent": (self.actor.user_agent or "")[:256] or None, "target_type": "transfer",
+                    "target_id": transfer_id, "target_org_id": practice_id,
+                    "details": {"job_id": recs[0].job_id, "vendor_id": vendor_id}})
+            self._events_done(db)
         faults.after(DESTROYED)
 
     def _destroy_key(self, job_id: str) -> None:
