@@ -151,6 +151,9 @@ class Settings(BaseSettings):
                 "the local keyring is for a single onshore host: set PHIGATE_KEY_PROVIDER_URL=awskms://... "
                 "or PHIGATE_ALLOW_LOCAL_KEYRING=true to accept it explicitly"
             )
+        if (self.resolved_data_dir / "demo-credentials.json").exists():
+            problems.append("this data directory holds the demo (demo-credentials.json): demo accounts and "
+                            "their published passwords must never serve in production")
         if self.host in ("0.0.0.0", "::") and not self.trusted_proxies:
             problems.append("listening on all interfaces without PHIGATE_TRUSTED_PROXIES: put a TLS proxy in front")
         return problems

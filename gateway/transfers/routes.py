@@ -31,25 +31,24 @@ Auditor = Annotated[Principal, Depends(require(Role.auditor))]
 
 
 def _from_multipart(c, principal: Principal, content_type: str, raw) -> str:
-    reader = MultipartReader(content_type, raw)
-    parts = reader.parts()
+    """Fields first (who, why), then the files, each streamed into the encryptor as it arrives."""
+    parts = MultipartReader(content_type, raw).parts()
     fields: dict[str, list[str]] = {}
+    first: IncomingFile | None = None
+    for name, value in parts:
+        if isinstance(value, IncomingFile):
+            first = value
+            break
+        fields.setdefault(name, []).append(value)
 
     def files():
-        first = first_file[0]
         if first is not None:
             yield first
-        for name, value in parts:
+        for _, value in parts:
             if not isinstance(value, IncomingFile):
                 raise InvalidInput("Send the form fields before the files.", code="fields_after_files")
             yield value
 
-    first_file: list[IncomingFile | None] = [None]
-    for name, value in parts:
-        if isinstance(value, IncomingFile):
-            first_file[0] = value
-            break
-        fields.setdefault(name, []).append(value)
     request = upload.Request(
         partner_id=(fields.get("partner_id") or [""])[0], purpose=(fields.get("purpose") or [""])[0],
         note=(fields.get("note") or [""])[0][:2000], biller_ids=[b for b in fields.get("biller_ids", []) if b],

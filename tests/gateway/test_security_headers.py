@@ -139,6 +139,13 @@ def test_production_refuses_all_interfaces_without_a_proxy(tmp_path):
     check_production(_prod(tmp_path, allow_local_keyring=True, host="0.0.0.0", trusted_proxies=("10.0.0.0/8",)))
 
 
+def test_production_refuses_a_data_dir_holding_the_demo(tmp_path):
+    check_production(_prod(tmp_path, allow_local_keyring=True))
+    (tmp_path / "demo-credentials.json").write_text("{}")
+    with pytest.raises(ConfigurationRefused, match="demo"):
+        check_production(_prod(tmp_path, allow_local_keyring=True))
+
+
 def test_development_lists_its_unsafe_defaults(tmp_path):
     warnings = Settings(_env_file=None, data_dir=tmp_path).warnings()
     assert any("plain HTTP" in w for w in warnings) and any("SQLite" in w for w in warnings)

@@ -258,3 +258,13 @@ def test_fsck_removes_objects_of_crashed_uploads(party, components, db, settings
     assert sorted(report.removed) == ["0" * 32, "1" * 32]
     assert_nothing_kept(db, settings)
     assert len(events(db, "storage.orphan.destroyed")) == 2
+
+
+def test_fields_after_files_are_refused(party, session_for, db, settings):
+    staff = session_for(party.staff)
+    body, ctype = multipart([("partner_id", party.vendor.id), ("purpose", "APPEAL-7")], [("a.pdf", PDF)])
+    trailer = b'--testboundary42\r\nContent-Disposition: form-data; name="note"\r\n\r\nlate\r\n--testboundary42--\r\n'
+    body = body[: -len(b"--testboundary42--\r\n")] + trailer
+    r = staff.client.post("/api/v1/transfers", content=body, headers={"Content-Type": ctype})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "fields_after_files"
+    assert_nothing_kept(db, settings)
