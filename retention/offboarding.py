@@ -167,6 +167,15 @@ def _offboard(c, actor, vendor_ref, practice_ref, reason, include_returned, via,
                 report.users_disabled += 1
     faults.after("offboarding_started")
     engine = Engine(c, actor, lease=lease, progress=progress)
+    # An interrupted retention job of the same pairs is finished first (with its own certificate), so
+    # that no object is left half destroyed outside this offboarding's certificate.
+    with c.db.sessions() as db:
+        retention_left = list(db.scalars(select(DestructionJob.id).where(
+            DestructionJob.kind == JobKind.retention, DestructionJob.status == JobStatus.running,
+            DestructionJob.vendor_id == vendor.id, DestructionJob.practice_id.in_(practice_ids))))
+        db.commit()
+    for job_id in retention_left:
+        engine.run(job_id)
     ordered = [job_ids[p] for p in practice_ids if p in job_ids]
     if on_start is not None:
         on_start(sum(engine.pending_count(j) for j in ordered))

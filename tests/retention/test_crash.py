@@ -76,3 +76,20 @@ def test_retention_run_killed_then_rerun(phigate, components, party, seeded, db,
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout)["resumed_jobs"]
     _check_outcome(components, db, party.vendor.id, 5, key_destroyed=False)
+
+
+def test_offboarding_finishes_an_interrupted_retention_run_of_the_pair_first(phigate, components, party, seeded, db):
+    old = seeded(2, ended_days_ago=40)
+    seeded(2)
+    killed = phigate("retention", "run", env={"PHIGATE_TEST_KILL_AFTER": "storage_destroyed"})
+    assert killed.returncode == -signal.SIGKILL
+    done = phigate("offboard", party.vendor.id, "--reason", "contract ended")
+    assert done.returncode == 0, done.stderr
+    db.expire_all()
+    certs = {c.kind.value: json.loads(c.document)["certificate"] for c in db.scalars(select(Certificate))}
+    db.commit()
+    assert sorted(e["transfer_id"] for e in certs["retention"]["objects"]) == sorted(old)
+    assert len(certs["offboarding"]["objects"]) == 2 and certs["offboarding"]["key_evidence"]["destroyed"]
+    files = list(db.scalars(select(TransferFile)))
+    db.commit()
+    assert all(f.state == FileState.destroyed for f in files)
