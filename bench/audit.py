@@ -13,7 +13,7 @@ database created on 127.0.0.1:5432 as user postgres and dropped afterwards):
   ``append_record_event_per_s``;
 * sign one checkpoint over everything (incremental tree build) -> ``checkpoint_events_per_s``;
 * ``verify_log()``: recompute every leaf and the whole tree, check nodes and signatures
-  -> ``verify_events_per_s``;
+  -> ``verify_events_per_s`` (worker processes as ``phigate audit verify`` uses them: cores - 1, at most 4);
 * unfiltered CSV and JSONL exports with per-event inclusion proofs, bytes counted and
   discarded -> ``export_csv_events_per_s``, ``export_jsonl_events_per_s``,
   ``export_events_per_s`` (the slower of the two);
@@ -118,7 +118,10 @@ def run_one(kind: str, events: int) -> dict:
         assert cp.tree_size == total
 
         t = time.perf_counter()
-        report = verify_log(components.db, signer.public_key(), origin(settings))
+        from gateway.audit.verify import default_workers
+
+        out["verify_workers"] = default_workers()
+        report = verify_log(components.db, signer.public_key(), origin(settings), workers=out["verify_workers"])
         elapsed = time.perf_counter() - t
         assert report.ok and report.events_checked == total, report.problem
         out["verify_events_per_s"] = round(total / elapsed)

@@ -99,7 +99,8 @@ def create_checkpoint(db: Session, signer, settings: Settings, kind: CheckpointK
         raise LogBroken(f"the newest checkpoint covers {last.tree_size} events but the log holds {size}", seq=size + 1)
     frontier = _trusted_frontier(last, signer, name) if last else merkle.Frontier()
     pending: list[tuple[int, int, bytes]] = []
-    frontier.on_node = lambda lv, idx, h: pending.append((lv, idx, h)) if lv >= NODE_MIN_LEVEL else None
+    frontier.on_node = lambda lv, idx, h: pending.append((lv, idx, h))
+    frontier.min_level = NODE_MIN_LEVEL
     expected = frontier.size + 1
     for row in iter_event_rows(db, frontier.size, size):
         if row[0] != expected:

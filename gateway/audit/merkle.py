@@ -68,7 +68,7 @@ def levels_of(leaves: list[bytes]) -> list[list[bytes]]:
 class Frontier:
     """Compact range [0, size): perfect subtree roots, largest first, as (level, hash)."""
 
-    __slots__ = ("size", "nodes", "on_node")
+    __slots__ = ("size", "nodes", "on_node", "min_level")
 
     def __init__(self, size: int = 0, nodes: list[tuple[int, bytes]] | None = None,
                  on_node: Callable[[int, int, bytes], None] | None = None):
@@ -76,6 +76,8 @@ class Frontier:
         self.nodes = list(nodes or [])
         # Called with (level, index, hash) for every perfect subtree completed by an append.
         self.on_node = on_node
+        # on_node is only called for subtrees of at least 2**min_level leaves.
+        self.min_level = 1
         if sum(1 << level for level, _ in self.nodes) != size:
             raise ValueError("frontier does not cover its size")
 
@@ -88,7 +90,7 @@ class Frontier:
             h = node_hash(left, h)
             level += 1
             index >>= 1
-            if self.on_node is not None:
+            if self.on_node is not None and level >= self.min_level:
                 self.on_node(level, index, h)
         nodes.append((level, h))
         self.size += 1

@@ -104,7 +104,7 @@ def keyset_stream(reads, query, order_cols, key, chunk: int = 5000) -> Iterator:
         last = key(rows[-1])
 
 
-def stream_events(database, after: int, upto: int | None = None, where=None, chunk: int = 10_000) -> Iterator:
+def stream_events(database, after: int, upto: int | None = None, where=None, chunk: int = 20_000) -> Iterator:
     """Event rows with seq in (after, upto] in order, in short transactions of `chunk` rows."""
     query = select(*raw_columns(database.engine.dialect.name)).where(E.seq > after)
     if upto is not None:

@@ -44,6 +44,17 @@ def verify(components, signer):
 
 
 @pytest.fixture
+def verify_parallel(components, signer, monkeypatch):
+    """verify_log with two worker processes and small segments (so a small log spans several)."""
+    from gateway.audit import verify as verify_module
+    from gateway.audit.checkpoint import origin
+
+    monkeypatch.setattr(verify_module, "SEGMENT", 16)
+    return lambda: verify_module.verify_log(components.db, signer.public_key(), origin(components.settings),
+                                            chunk=7, workers=2)
+
+
+@pytest.fixture
 def superuser(components):
     """A context manager giving a raw connection that can rewrite the log, as an attacker with DB superuser.
 

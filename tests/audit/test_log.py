@@ -192,19 +192,33 @@ def _reorder(conn, events):
 
 @pytest.mark.parametrize("tamper", [_edit, _edit_details, _delete, _delete_and_renumber, _insert_and_renumber,
                                     _reorder], ids=lambda f: f.__name__.strip("_"))
-def test_verify_names_the_first_event_where_the_log_was_altered(components, append, checkpoint, verify, superuser,
-                                                                tamper):
+def test_verify_names_the_first_event_where_the_log_was_altered(components, append, checkpoint, verify,
+                                                                verify_parallel, superuser, tamper):
     append(40)
     checkpoint()
     append(60)
     checkpoint()
     assert verify().ok
+    assert verify_parallel().ok
     events = _all(components)
     with superuser() as conn:
         tamper(conn, events)
-    report = verify()
-    assert not report.ok
-    assert report.first_bad_seq == 50, report.problem
+    for run in (verify, verify_parallel):
+        report = run()
+        assert not report.ok
+        assert report.first_bad_seq == 50, report.problem
+
+
+def test_parallel_verification_matches_the_serial_one(components, append, checkpoint, verify, verify_parallel):
+    append(300)
+    checkpoint()
+    append(45)
+    checkpoint()
+    append(5)
+    serial, parallel = verify(), verify_parallel()
+    assert serial.ok and parallel.ok
+    assert (parallel.events_checked, parallel.checkpoints_checked, parallel.unsigned_events) == (350, 2, 5)
+    assert serial.as_dict() == parallel.as_dict()
 
 
 def test_a_rewrite_that_also_recomputes_leaf_hashes_is_caught_by_the_signed_checkpoint(
