@@ -58,3 +58,25 @@ def test_scheduled_run_inside_serve(components, party, seeded, db):
     cert = db.scalar(select(Certificate))
     db.commit()
     assert cert is not None and cert.objects == 2
+
+
+def test_cli_policies_holds_dry_run_and_status(phigate, party, seeded, db):
+    import json
+
+    seeded(2, ended_days_ago=10)
+    assert phigate("retention", "policy", "set", "--practice", party.practice.name, "--keep-days", "5").returncode == 0
+    listed = phigate("retention", "policy", "list").stdout
+    assert party.practice.id in listed and "keep_days=5" in listed
+    bad = phigate("retention", "policy", "set", "--practice", party.practice.id, "--keep-days", "-1")
+    assert bad.returncode == 1 and "invalid_keep_days" in bad.stderr
+    placed = phigate("retention", "hold", "place", "vendor", party.vendor.id, "--reference", "MATTER-3")
+    assert placed.returncode == 0
+    hold_id = placed.stdout.split()[1]
+    dry = json.loads(phigate("retention", "run", "--dry-run").stdout)
+    assert dry["due"] == [] and dry["held"][0]["hold_id"] == hold_id and dry["held"][0]["objects"] == 2
+    assert hold_id in phigate("retention", "status").stdout
+    assert phigate("retention", "hold", "release", hold_id).returncode == 0
+    dry = json.loads(phigate("retention", "run", "--dry-run").stdout)
+    assert dry["due"][0]["objects"] == 2 and dry["due"][0]["policy"] == "practice"
+    unknown = phigate("retention", "hold", "place", "vendor", "nope", "--reference", "X")
+    assert unknown.returncode == 1 and "vendor_not_found" in unknown.stderr

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import pytest
 from sqlalchemy import func, select
 
 from gateway.baas.models import Baa, BaaStatus
-from gateway.transfers.models import FileState, TransferFile
+from gateway.transfers.models import TransferFile
 from retention.certificates import verify_document
-from retention.models import Certificate, DestructionJob
+from retention.models import DestructionJob
 from tests.retention.conftest import events
 
 

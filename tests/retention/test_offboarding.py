@@ -14,7 +14,7 @@ from gateway.transfers.upload import relationship_key
 from gateway.users.models import User
 from retention.certificates import verify_document
 from retention.errors import InFlight, NothingToOffboard
-from retention.models import Certificate, DestructionJob, DestructionRecord
+from retention.models import Certificate, DestructionJob
 from retention.offboarding import offboard
 from tests.retention.conftest import events
 
@@ -54,7 +54,9 @@ def test_offboarding_destroys_everything_sent_and_certifies(components, party, s
         assert f.state == FileState.destroyed and f.wrapped_dek is None and f.name_sealed is None
         assert f.destroyed_at is not None and components.store.verify_absent(f.object_key).absent
     # The vendor's returned files belong to the practice: kept, still readable.
-    for f in _files(db, direction=Direction.inbound):
+    kept = _files(db, direction=Direction.inbound)
+    assert sorted({f.transfer_id for f in kept}) == sorted(returned)
+    for f in kept:
         assert f.state == FileState.stored and f.wrapped_dek is not None
         assert not components.store.verify_absent(f.object_key).absent
     db.expire_all()

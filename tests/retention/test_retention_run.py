@@ -123,7 +123,8 @@ def test_offboarding_under_hold_keeps_held_files_and_the_key(components, party, 
     [job] = offboard(components, Actor.system(), party.vendor.id, reason="contract ended").jobs
     assert job.destroyed == 2 and job.held[0]["hold_id"] == hold.id
     assert job.key_evidence["destroyed"] is False and "legal hold" in job.key_evidence["reason"]
-    assert _states(db, held_t)[held_t[0]] == {FileState.stored}
+    states = _states(db, held_t + free_t)
+    assert states[held_t[0]] == {FileState.stored} and all(states[t] == {FileState.destroyed} for t in free_t)
     with components.db.transaction() as s:
         release_hold(s, hold.id, Actor.system())
     # Offboarding again finishes the scope with a supplementary certificate, and now destroys the key.
