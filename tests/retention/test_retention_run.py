@@ -224,3 +224,16 @@ def test_no_phi_in_events_or_certificates(components, party, seeded, db):
     blob = cert.document.decode() + json.dumps([e.details for e in events(db)])
     # The synthetic file names and content must appear nowhere.
     assert "claim-" not in blob and "synthetic claim attachment" not in blob
+
+
+def test_a_waiting_runner_works_once_the_other_finishes(components, party, seeded, db):
+    import threading
+
+    seeded(2, ended_days_ago=45)
+    holder = RunnerLease(components.db)
+    holder.acquire()
+    releaser = threading.Timer(0.5, holder.release)
+    releaser.start()
+    report = run(components, Actor.system(), wait_seconds=60)
+    releaser.join()
+    assert report.as_dict()["objects_destroyed"] == 2
