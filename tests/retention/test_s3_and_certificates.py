@@ -187,3 +187,34 @@ def _pdf_text(pdf: bytes) -> str:
             continue
         out += [m.decode("latin-1") for m in re.findall(rb"\((.*?)(?<!\\)\)\s*Tj", data, re.S)]
     return "".join(out).replace("\\(", "(").replace("\\)", ")")
+
+
+def test_kms_key_evidence_carries_the_scheduled_deletion_date(components, s3_endpoint, aws_env, party, db):
+    """With AWS KMS (moto's server) as key provider, the certificate states when the KEK's material is gone."""
+    import uuid
+    from datetime import datetime, timedelta
+
+    from gateway.components import Components
+    from gateway.transfers.upload import relationship_key
+
+    url = (f"awskms://arn:aws:kms:us-east-1:123456789012:alias/phg-{uuid.uuid4().hex[:8]}"
+           f"?endpoint_url={s3_endpoint.endpoint_url}&pending_window_days=7")
+    c = Components(components.settings.model_copy(update={"key_provider_url": url}))
+    try:
+        seed(c, party.practice.id, party.vendor.id, party.staff.id, 2)
+        [job] = offboard(c, Actor.system(), party.vendor.id, reason="contract ended").jobs
+        evidence = job.key_evidence
+        assert evidence["destroyed"] is True and evidence["method"] == "awskms:ScheduleKeyDeletion"
+        assert evidence["key_id"] == relationship_key(party.practice.id, party.vendor.id)
+        assert evidence["pending_window_days"] == 7
+        scheduled = datetime.fromisoformat(evidence["deletion_scheduled_for"])
+        assert scheduled - datetime.fromisoformat(evidence["destroyed_at"]) >= timedelta(days=6)
+        document = db.get(Certificate, job.certificate_id).document
+        db.commit()
+        result, body = verify_document(document)
+        assert result.ok and body["key_evidence"]["deletion_scheduled_for"] == evidence["deletion_scheduled_for"]
+        from retention.pdf import render
+
+        assert evidence["deletion_scheduled_for"] in _pdf_text(render(document))
+    finally:
+        c.close()
