@@ -9,6 +9,7 @@ disk, which the non-negotiables forbid; this module parses multipart itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,33 +21,54 @@ from starlette.requests import Request
 from gateway.errors import InvalidInput
 
 BATCH = 1024 * 1024
+PREFETCH = 4  # batches read ahead of the encryptor: a few MiB per upload at most
 MAX_FIELD_BYTES = 4096
 
 
-def body_chunks(request: Request) -> Iterator[bytes]:
-    """The request body, pulled from the event loop in ~1 MiB batches (call from a worker thread)."""
-    stream = request.stream().__aiter__()
-    done = False
+def body_chunks(request: Request, prefetch: int = PREFETCH) -> Iterator[bytes]:
+    """The request body as ~1 MiB batches, for a worker thread.
 
-    async def next_batch() -> bytes | None:
-        nonlocal done
-        parts, size = [], 0
-        while size < BATCH and not done:
-            try:
-                chunk = await stream.__anext__()
-            except StopAsyncIteration:
-                done = True
-                break
-            if chunk:
+    A task on the event loop keeps reading the socket into a small bounded queue
+    while the worker hashes, encrypts and stores the previous batches; without it
+    the two would take turns (the server stops reading while nobody asks).
+    """
+    state: dict = {}
+
+    async def pump() -> None:
+        queue: asyncio.Queue = state["queue"]
+        try:
+            parts, size = [], 0
+            async for chunk in request.stream():
                 parts.append(chunk)
                 size += len(chunk)
-        return b"".join(parts) if parts else None
+                if size >= BATCH:
+                    await queue.put(b"".join(parts))
+                    parts, size = [], 0
+            if parts:
+                await queue.put(b"".join(parts))
+            await queue.put(None)
+        except Exception as exc:  # ClientDisconnect and friends reach the worker as they are
+            await queue.put(exc)
 
-    while True:
-        batch = anyio.from_thread.run(next_batch)
-        if batch is None:
-            return
-        yield batch
+    async def start() -> None:
+        state["queue"] = asyncio.Queue(maxsize=prefetch)
+        state["task"] = asyncio.get_running_loop().create_task(pump())
+
+    async def take():
+        return await state["queue"].get()
+
+    anyio.from_thread.run(start)
+    try:
+        while True:
+            item = anyio.from_thread.run(take)
+            if item is None:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        # The worker stopped early (bad input, limit, storage error): stop reading the body.
+        anyio.from_thread.run_sync(state["task"].cancel)
 
 
 @dataclass
