@@ -165,6 +165,21 @@ def seed(env: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+class FreshCodes:
+    """TOTP codes, each of a step later than the last one used (one step of drift is accepted)."""
+
+    def __init__(self, totp):
+        self.totp, self.last = totp, None
+
+    def fresh(self) -> str:
+        now = int(time.time()) // 30
+        step = now if self.last is None or self.last < now else self.last + 1
+        if step > now + 1:
+            time.sleep((step - 1) * 30 - time.time() + 0.5)
+        self.last = step
+        return self.totp.at(step * 30)
+
+
 def run_gateway(size: int, repeats: int, workdir: Path) -> dict:
     import pyotp
 
@@ -180,6 +195,7 @@ def run_gateway(size: int, repeats: int, workdir: Path) -> dict:
         pid = server_pid(proc)
         idle = rss_kib(pid, "VmRSS")
         ups, downs = [], []
+        codes = FreshCodes(pyotp.TOTP(creds["approver"]["secret"]))
         with httpx.Client(timeout=None) as client:
             for i in range(repeats):
                 auth = {"Authorization": "Bearer " + creds["staff"]["token"]}
@@ -190,15 +206,9 @@ def run_gateway(size: int, repeats: int, workdir: Path) -> dict:
                 r.raise_for_status()
                 tid = r.json()["id"]
                 ups.append(elapsed)
-                # Approve with a code of a step nobody used (tokens have not used any).
-                code = pyotp.TOTP(creds["approver"]["secret"]).at(time.time() + 30 * (i % 2))
-                r = client.post(f"{base}/api/v1/transfers/{tid}/approve", json={"days": 1, "code": code},
+                # Approve with a code of a TOTP step not used before (the gateway refuses replays).
+                r = client.post(f"{base}/api/v1/transfers/{tid}/approve", json={"days": 1, "code": codes.fresh()},
                                 headers={"Authorization": "Bearer " + creds["approver"]["token"]})
-                if r.status_code == 401:  # this step was used by the previous repeat: wait for the next one
-                    time.sleep(30 - time.time() % 30 + 0.5)
-                    code = pyotp.TOTP(creds["approver"]["secret"]).now()
-                    r = client.post(f"{base}/api/v1/transfers/{tid}/approve", json={"days": 1, "code": code},
-                                    headers={"Authorization": "Bearer " + creds["approver"]["token"]})
                 r.raise_for_status()
                 fid = r.json()["files"][0]["id"]
                 elapsed, n = timed_download(client, f"{base}/api/v1/transfers/{tid}/files/{fid}/content",

@@ -34,7 +34,7 @@ def render(document: bytes) -> bytes:
         pdf.set_font("Helvetica", "B", 9)
         pdf.cell(48, 5, _latin(label))
         pdf.set_font("Helvetica", "", 9)
-        pdf.multi_cell(0, 5, _latin(value), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 5, _latin(value), align="L", new_x="LMARGIN", new_y="NEXT")
 
     operator = body.get("operator") or {}
     key = body.get("key_evidence") or {}
