@@ -10,6 +10,7 @@ disk, which the non-negotiables forbid; this module parses multipart itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,8 +52,9 @@ def body_chunks(request: Request, prefetch: int = PREFETCH) -> Iterator[bytes]:
             await queue.put(exc)
 
     async def start() -> None:
+        state["loop"] = asyncio.get_running_loop()
         state["queue"] = asyncio.Queue(maxsize=prefetch)
-        state["task"] = asyncio.get_running_loop().create_task(pump())
+        state["task"] = state["loop"].create_task(pump())
 
     async def take():
         return await state["queue"].get()
@@ -68,7 +70,9 @@ def body_chunks(request: Request, prefetch: int = PREFETCH) -> Iterator[bytes]:
             yield item
     finally:
         # The worker stopped early (bad input, limit, storage error): stop reading the body.
-        anyio.from_thread.run_sync(state["task"].cancel)
+        # Thread-safe from wherever the generator is closed, even after the loop has gone.
+        with contextlib.suppress(RuntimeError):
+            state["loop"].call_soon_threadsafe(state["task"].cancel)
 
 
 @dataclass

@@ -86,9 +86,10 @@ async def create_transfer(request: Request, c: AppComponents, principal: Sender,
     limit = c.settings.max_file_size * c.settings.max_files_per_transfer
     if length and length.isdigit() and int(length) > limit:
         raise upload.FileTooLarge(f"A file may be at most {c.settings.max_file_size} bytes.")
+    raw = body_chunks(request)
     if content_type.startswith("multipart/form-data"):
         def work():
-            return _from_multipart(c, principal, content_type, body_chunks(request))
+            return _from_multipart(c, principal, content_type, raw)
     elif content_type.startswith("application/octet-stream"):
         if length and length.isdigit() and int(length) > c.settings.max_file_size:
             raise upload.FileTooLarge(f"A file may be at most {c.settings.max_file_size} bytes.")
@@ -97,10 +98,16 @@ async def create_transfer(request: Request, c: AppComponents, principal: Sender,
                              note=unquote(request.headers.get("x-note", ""))[:2000], biller_ids=biller_id)
 
         def work():
-            return upload.receive(c, principal, req, iter([IncomingFile(name, body_chunks(request))]))
+            return upload.receive(c, principal, req, iter([IncomingFile(name, raw)]))
     else:
         raise InvalidInput("Send application/octet-stream or multipart/form-data.", code="unsupported_media_type")
-    transfer_id = await anyio.to_thread.run_sync(work)
+    def closing_work():
+        try:
+            return work()
+        finally:
+            raw.close()  # stop reading the body as soon as the upload ends, however it ends
+
+    transfer_id = await anyio.to_thread.run_sync(closing_work)
     with c.db.sessions() as db:
         transfer = service.find_transfer(db, principal, transfer_id)
         return TransferCreated(id=transfer.id, status=transfer.status)
