@@ -7,6 +7,8 @@ Rules (thresholds overridable with PHIGATE_AUDIT_ALERT_RULES, JSON):
 * failed_logins_account  >= count failed sign-in steps against one account within `minutes`
 * failed_logins_address  >= count failed sign-in steps from one address within `minutes`
 * login_outside_hours    a successful sign-in outside PHIGATE_AUDIT_ALERT_ALLOWED_HOURS (UTC)
+* high_severity_event    any high-severity event: emergency access opened, a stored file failing its
+                         integrity check, an account locked, an object missing from storage
 
 A flag is unique per (rule, subject, window), so evaluating again does not
 repeat it.  Raising a flag is itself an audit event.  Flags are delivered to
@@ -38,10 +40,11 @@ DEFAULT_RULES: dict[str, dict[str, int]] = {
     "failed_logins_account": {"count": 5, "minutes": 15},
     "failed_logins_address": {"count": 20, "minutes": 15},
     "login_outside_hours": {"enabled": 1, "minutes": 60 * 24},
+    "high_severity_event": {"enabled": 1, "minutes": 60 * 24},
 }
 SEVERITY = {"download_burst": Severity.high, "denied_attempts": Severity.warning,
             "failed_logins_account": Severity.warning, "failed_logins_address": Severity.high,
-            "login_outside_hours": Severity.warning}
+            "login_outside_hours": Severity.warning, "high_severity_event": Severity.high}
 
 
 def rules(settings) -> dict[str, dict[str, int]]:
@@ -108,6 +111,14 @@ def evaluate(db: Session, settings, now: datetime | None = None) -> list[AuditAl
                               1, ev.seq, ev.seq, f"sign-in at {ev.occurred_at:%H:%M} UTC, outside "
                               f"{start:02d}:00-{end:02d}:00", sorted({o for o in (ev.actor_org_id, ev.target_org_id)
                                                                       if o}), {"hour": ev.occurred_at.hour}))
+    if cfg["high_severity_event"].get("enabled", 1):
+        since, _ = window("high_severity_event")
+        for ev in db.scalars(select(AuditEvent).where(AuditEvent.occurred_at >= since,
+                                                      AuditEvent.severity == Severity.high,
+                                                      ~AuditEvent.action.like("audit.alert.%"))):
+            found.append(("high_severity_event", ev.target_id or ev.actor_user_id or "gateway", f"seq:{ev.seq}", 1,
+                          ev.seq, ev.seq, f"{ev.action} ({ev.outcome.value})",
+                          sorted({o for o in (ev.actor_org_id, ev.target_org_id) if o}), {"action": ev.action}))
     raised = []
     for rule, subject, key, n, first, last, summary, orgs, details in found:
         exists = db.scalar(select(AuditAlert.id).where(AuditAlert.rule == rule, AuditAlert.subject == subject,

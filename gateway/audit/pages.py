@@ -46,8 +46,11 @@ def _page(request, name, principal, status_code=200, **context):
 @router.get("")
 def dashboard(request: Request, db: DbSession, components: AppComponents, principal: AuditorPrincipal):
     scope = Scope.of(db, principal)
+    from gateway.transfers.service import unreviewed_emergencies
+
     return _page(request, "audit_dashboard.html", principal, status=log_status(db, components),
-                 alerts=alert_service.visible_alerts(db, scope, 20), operator=scope.org_id is None)
+                 alerts=alert_service.visible_alerts(db, scope, 20), operator=scope.org_id is None,
+                 emergencies=unreviewed_emergencies(db, principal))
 
 
 @router.post("/checkpoint")

@@ -357,3 +357,20 @@ def test_emergency_access_is_for_admins_only(party, session_for):
     r = approver.client.post(f"/api/v1/transfers/{tid}/emergency-access",
                              json={"hours": 4, "reason": "x", "code": approver.fresh_code()})
     assert r.status_code == 403
+
+
+def test_emergency_access_alerts_and_waits_on_the_auditors_dashboard(party, session_for, db, components):
+    from gateway.audit.alerts import evaluate
+
+    staff, admin, auditor = session_for(party.staff), session_for(party.admin), session_for(party.auditor)
+    tid = sent(staff, party)
+    r = admin.client.post(f"/api/v1/transfers/{tid}/emergency-access",
+                          json={"hours": 2, "reason": "approver on leave", "code": admin.fresh_code()})
+    assert r.status_code == 200
+    page = auditor.client.get("/audit")
+    assert tid in page.text and "approver on leave" in page.text
+    with components.db.transaction() as s:
+        raised = evaluate(s, components.settings)
+    assert any(a.rule == "high_severity_event" and a.subject == tid for a in raised)
+    auditor.client.post(f"/api/v1/transfers/{tid}/emergency-review")
+    assert tid not in auditor.client.get("/audit").text.split('id="emergencies"')[1].split("</section>")[0]
