@@ -132,12 +132,18 @@ def test_proofs_from_the_store_verify_against_the_signed_checkpoint(components, 
                                          [bytes.fromhex(h) for h in proof["consistency_path"]])
 
 
-def test_postgresql_refuses_update_and_delete_of_events(components, append, lane):
-    if lane[0] != "postgresql":
-        pytest.skip("the append-only trigger is PostgreSQL's")
+def test_postgresql_refuses_update_and_delete_of_events(components, append, checkpoint, verify, lane):
+    """PostgreSQL refuses the rewrite itself; the embedded SQLite file cannot, so there verify catches it."""
     from sqlalchemy.exc import DBAPIError
 
     append(3)
+    if lane[0] == "sqlite":
+        checkpoint()
+        with components.db.engine.begin() as conn:
+            conn.execute(text("UPDATE audit_events SET action = 'x' WHERE seq = 2"))
+        report = verify()
+        assert not report.ok and report.first_bad_seq == 2
+        return
     for statement in ("UPDATE audit_events SET action = 'x' WHERE seq = 2", "DELETE FROM audit_events WHERE seq = 2"):
         with pytest.raises(DBAPIError, match="append-only"):
             with components.db.engine.begin() as conn:
