@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from .errors import InvalidRange
+from .errors import DeletionBlocked, InvalidRange, StorageError
+
+if TYPE_CHECKING:
+    from .types import DestroyReport
 
 
 def utcnow() -> datetime:
@@ -66,3 +70,12 @@ class ChunkSource:
             # The caller may reuse its buffer after we move on: snapshot it.
             return bytes(chunk)
         raise TypeError(f"chunks must be bytes-like, not {type(chunk).__name__}")
+
+
+def settle(report: "DestroyReport") -> "DestroyReport":
+    """Return a destroy report only if nothing remains; otherwise raise, never claim success."""
+    if report.blocked:
+        raise DeletionBlocked(report.key, report)
+    if not report.proof.absent:
+        raise StorageError(f"object {report.key} is still present after destroy: {'; '.join(report.proof.checks)}")
+    return report

@@ -39,10 +39,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from ._util import ChunkSource, check_range_args, resolve_range, utcnow
+from ._util import ChunkSource, check_range_args, resolve_range, settle, utcnow
 from .errors import (
     ConfigurationError,
-    DeletionBlocked,
     IntegrityError,
     ObjectNotFound,
     StorageError,
@@ -479,11 +478,7 @@ class LocalObjectStore:
             started_at=started,
             finished_at=utcnow(),
         )
-        if blocked:
-            raise DeletionBlocked(key, report)
-        if not proof.absent:
-            raise StorageError(f"object {key} is still present after destroy: {'; '.join(proof.checks)}")
-        return report
+        return settle(report)
 
     def verify_absent(self, key: str) -> AbsenceProof:
         key = validate_key(key)

@@ -49,10 +49,9 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from ._util import ChunkSource, check_range_args, resolve_range, utcnow
+from ._util import ChunkSource, check_range_args, resolve_range, settle, utcnow
 from .errors import (
     ConfigurationError,
-    DeletionBlocked,
     IntegrityError,
     InvalidRange,
     ObjectNotFound,
@@ -814,11 +813,7 @@ class S3ObjectStore:
             started_at=started,
             finished_at=utcnow(),
         )
-        if blocked:
-            raise DeletionBlocked(key, report)
-        if not proof.absent:
-            raise StorageError(f"object {key} is still present after destroy: {'; '.join(proof.checks)}")
-        return report
+        return settle(report)
 
     def verify_absent(self, key: str) -> AbsenceProof:
         key = validate_key(key)

@@ -12,7 +12,6 @@ import secrets
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text

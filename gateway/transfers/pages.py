@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from gateway import clock
-from gateway.auth.service import Principal
 from gateway.baas.service import partners
-from gateway.deps import AppComponents, DbSession, require
+from gateway.deps import AppComponents, DbSession
 from gateway.errors import GatewayError
 from gateway.orgs.models import Organisation
 from gateway.transfers import download, service, views

@@ -94,7 +94,9 @@ def test_custom_endpoint_declared_by_factory_argument(http_target) -> None:
 
 def test_custom_endpoint_declared_by_url_flag(http_target) -> None:
     url = http_target.s3_url(http_target.bucket, endpoint_onshore="true")
-    open_object_store(url, session=_session()).check()
+    store = open_object_store(url, session=_session())
+    store.check()
+    assert store.location_id.startswith(f"s3://{http_target.bucket}@us-east-1+")
 
 
 def test_declared_endpoint_with_offshore_region_is_refused(http_target) -> None:

@@ -82,8 +82,6 @@ def test_plaintext_never_at_rest(party, session_for, db, settings, components):
 ])
 def test_file_names_are_sanitised(party, session_for, raw, stored):
     staff = session_for(party.staff)
-    from tests.transfers.conftest import Session  # noqa: F401
-
     r = staff.client.post("/api/v1/transfers", params={"partner_id": party.vendor.id}, content=PDF, headers={
         "Content-Type": "application/octet-stream", "X-Purpose": "APPEAL-1",
         "Content-Disposition": "attachment; filename*=UTF-8''" + __import__("urllib.parse").parse.quote(raw)})
