@@ -7,7 +7,7 @@ a subprocess with its own data directory, creates a practice, a vendor, a BAA an
 three users with API tokens, then streams a generated file (never held in memory)
 up as a raw `application/octet-stream` body, approves it, and streams it back.
 
-In the same run it measures a baseline: a bare FastAPI/uvicorn app that streams the
+In the same run, alternating with it round by round, a baseline: a bare FastAPI/uvicorn app that streams the
 same request body to a file (fsynced, as the gateway's store does) and back with
 FileResponse, no encryption, no database.
 
@@ -99,11 +99,6 @@ def rss_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def server_pid(proc: subprocess.Popen) -> int:
-    """The uvicorn process: the child itself (phigate serve runs uvicorn in-process)."""
-    return proc.pid
-
-
 def timed_upload(client: httpx.Client, url: str, size: int, **kwargs) -> tuple[float, httpx.Response]:
     start = time.perf_counter()
     r = client.post(url, content=body(size), **kwargs)
@@ -180,105 +175,130 @@ class FreshCodes:
         return self.totp.at(step * 30)
 
 
-def run_gateway(size: int, repeats: int, workdir: Path) -> dict:
-    import pyotp
+class Gateway:
+    """`phigate serve` in its own data directory, seeded, with the three users' tokens."""
 
-    port = free_port()
-    env = {**os.environ, "PHIGATE_DATA_DIR": str(workdir / "var"), "PHIGATE_PORT": str(port),
-           "PHIGATE_MAX_FILE_SIZE": str(max(size, 1) + MiB)}
-    creds = seed(env)
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_up(base + "/healthz", proc)
-        pid = server_pid(proc)
-        idle = rss_kib(pid, "VmRSS")
-        ups, downs = [], []
-        codes = FreshCodes(pyotp.TOTP(creds["approver"]["secret"]))
-        with httpx.Client(timeout=None) as client:
-            for i in range(repeats):
-                auth = {"Authorization": "Bearer " + creds["staff"]["token"]}
-                elapsed, r = timed_upload(client, f"{base}/api/v1/transfers", size, params={"partner_id": creds["vendor_id"]},
-                                          headers={**auth, "Content-Type": "application/octet-stream",
-                                                   "X-Purpose": f"BENCH-{i}",
-                                                   "Content-Disposition": "attachment; filename=bench.pdf"})
-                r.raise_for_status()
-                tid = r.json()["id"]
-                ups.append(elapsed)
-                # Approve with a code of a TOTP step not used before (the gateway refuses replays).
-                r = client.post(f"{base}/api/v1/transfers/{tid}/approve", json={"days": 1, "code": codes.fresh()},
-                                headers={"Authorization": "Bearer " + creds["approver"]["token"]})
-                r.raise_for_status()
-                fid = r.json()["files"][0]["id"]
-                elapsed, n = timed_download(client, f"{base}/api/v1/transfers/{tid}/files/{fid}/content",
-                                               headers={"Authorization": "Bearer " + creds["biller"]["token"]})
-                if n != size:
-                    raise RuntimeError(f"downloaded {n} bytes, expected {size}")
-                downs.append(elapsed)
-        peak = rss_kib(pid, "VmHWM")
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    return {"upload_s": ups, "download_s": downs, "idle_rss_mb": idle / 1024, "peak_rss_mb": peak / 1024}
+    def __init__(self, size: int, workdir: Path):
+        import pyotp
+
+        self.size = size
+        port = free_port()
+        env = {**os.environ, "PHIGATE_DATA_DIR": str(workdir / "var"), "PHIGATE_PORT": str(port),
+               "PHIGATE_MAX_FILE_SIZE": str(max(size, 1) + MiB)}
+        self.creds = seed(env)
+        self.codes = FreshCodes(pyotp.TOTP(self.creds["approver"]["secret"]))
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env, cwd=REPO,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.base = f"http://127.0.0.1:{port}"
+        wait_up(self.base + "/healthz", self.proc)
+        self.idle_kib = rss_kib(self.proc.pid, "VmRSS")
+        self.n = 0
+
+    def _auth(self, who: str) -> dict:
+        return {"Authorization": "Bearer " + self.creds[who]["token"]}
+
+    def round(self, client: httpx.Client) -> tuple[float, float]:
+        """Upload, approve (a fresh TOTP step), download; returns the two transfer times."""
+        self.n += 1
+        up, r = timed_upload(client, f"{self.base}/api/v1/transfers", self.size,
+                             params={"partner_id": self.creds["vendor_id"]},
+                             headers={**self._auth("staff"), "Content-Type": "application/octet-stream",
+                                      "X-Purpose": f"BENCH-{self.n}",
+                                      "Content-Disposition": "attachment; filename=bench.pdf"})
+        r.raise_for_status()
+        tid = r.json()["id"]
+        r = client.post(f"{self.base}/api/v1/transfers/{tid}/approve", json={"days": 1, "code": self.codes.fresh()},
+                        headers=self._auth("approver"))
+        r.raise_for_status()
+        fid = r.json()["files"][0]["id"]
+        down, n = timed_download(client, f"{self.base}/api/v1/transfers/{tid}/files/{fid}/content",
+                                 headers=self._auth("biller"))
+        if n != self.size:
+            raise RuntimeError(f"downloaded {n} bytes, expected {self.size}")
+        return up, down
+
+    def stop(self) -> float:
+        peak = rss_kib(self.proc.pid, "VmHWM")
+        self.proc.terminate()
+        self.proc.wait(30)
+        return peak
 
 
-def run_baseline(size: int, repeats: int, workdir: Path) -> dict:
-    port = free_port()
-    (workdir / "baseline").mkdir()
-    (workdir / "baseline_app.py").write_text(BASELINE_APP)
-    env = {**os.environ, "BASELINE_DIR": str(workdir / "baseline"), "PYTHONPATH": str(workdir)}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "baseline_app:app", "--host", "127.0.0.1", "--port",
-                             str(port), "--log-level", "warning"], env=env, cwd=workdir,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_up(base + "/docs", proc)
-        ups, downs = [], []
-        with httpx.Client(timeout=None) as client:
-            for _ in range(repeats):
-                elapsed, r = timed_upload(client, f"{base}/upload", size,
-                                          headers={"Content-Type": "application/octet-stream"})
-                r.raise_for_status()
-                ups.append(elapsed)
-                elapsed, n = timed_download(client, f"{base}/download")
-                downs.append(elapsed)
-        peak = rss_kib(proc.pid, "VmHWM")
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    return {"upload_s": ups, "download_s": downs, "peak_rss_mb": peak / 1024}
+class Baseline:
+    """A bare FastAPI/uvicorn app: body to an fsynced file and back with FileResponse."""
+
+    def __init__(self, size: int, workdir: Path):
+        self.size = size
+        port = free_port()
+        (workdir / "baseline").mkdir()
+        (workdir / "baseline_app.py").write_text(BASELINE_APP)
+        env = {**os.environ, "BASELINE_DIR": str(workdir / "baseline"), "PYTHONPATH": str(workdir)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "baseline_app:app", "--host", "127.0.0.1",
+                                      "--port", str(port), "--log-level", "warning"], env=env, cwd=workdir,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.base = f"http://127.0.0.1:{port}"
+        wait_up(self.base + "/docs", self.proc)
+
+    def round(self, client: httpx.Client) -> tuple[float, float]:
+        up, r = timed_upload(client, f"{self.base}/upload", self.size,
+                             headers={"Content-Type": "application/octet-stream"})
+        r.raise_for_status()
+        down, n = timed_download(client, f"{self.base}/download")
+        if n != self.size:
+            raise RuntimeError(f"baseline downloaded {n} bytes, expected {self.size}")
+        return up, down
+
+    def stop(self) -> float:
+        peak = rss_kib(self.proc.pid, "VmHWM")
+        self.proc.terminate()
+        self.proc.wait(30)
+        return peak
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="128 MiB, one repeat (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="128 MiB, two rounds (under a minute)")
     parser.add_argument("--size-mib", type=int, default=None, help="file size (default 1024)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per side; the median is reported")
     args = parser.parse_args()
     size_mib = args.size_mib or (128 if args.quick else 1024)
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (2 if args.quick else 5)
     size = size_mib * MiB
     with tempfile.TemporaryDirectory(prefix="phigate-bench-") as tmp:
         work = Path(tmp)
-        baseline = run_baseline(size, repeats, work)
-        gateway = run_gateway(size, repeats, work)
+        baseline, gateway = Baseline(size, work), Gateway(size, work)
+        try:
+            # Alternate the two, so that whatever else the machine does hits both alike.
+            base_up, base_down, gw_up, gw_down = [], [], [], []
+            with httpx.Client(timeout=None) as client:
+                for _ in range(repeats):
+                    up, down = baseline.round(client)
+                    base_up.append(up)
+                    base_down.append(down)
+                    up, down = gateway.round(client)
+                    gw_up.append(up)
+                    gw_down.append(down)
+        finally:
+            baseline_peak = baseline.stop()
+            gateway_peak = gateway.stop()
     mb = size / 1e6
 
     def rate(times):
         return round(mb / statistics.median(times), 1)
 
     result = {
-        "size_mib": size_mib, "repeats": repeats, "units": "MB = 1e6 bytes, medians of the repeats",
-        "upload_mb_s": rate(gateway["upload_s"]), "download_mb_s": rate(gateway["download_s"]),
-        "baseline_upload_mb_s": rate(baseline["upload_s"]), "baseline_download_mb_s": rate(baseline["download_s"]),
+        "size_mib": size_mib, "repeats": repeats,
+        "units": "MB = 1e6 bytes; rates are medians; ratios are medians of the per-round ratios",
+        "upload_mb_s": rate(gw_up), "download_mb_s": rate(gw_down),
+        "baseline_upload_mb_s": rate(base_up), "baseline_download_mb_s": rate(base_down),
+        "upload_ratio": round(statistics.median(b / g for b, g in zip(base_up, gw_up)), 3),
+        "download_ratio": round(statistics.median(b / g for b, g in zip(base_down, gw_down)), 3),
+        "upload_ratio_per_round": [round(b / g, 3) for b, g in zip(base_up, gw_up)],
+        "server_idle_rss_mb": round(gateway.idle_kib / 1024, 1),
+        "server_peak_rss_mb": round(gateway_peak / 1024, 1),
+        "server_peak_over_idle_mb": round((gateway_peak - gateway.idle_kib) / 1024, 1),
+        "baseline_server_peak_rss_mb": round(baseline_peak / 1024, 1),
     }
-    result["upload_ratio"] = round(result["upload_mb_s"] / result["baseline_upload_mb_s"], 3)
-    result["download_ratio"] = round(result["download_mb_s"] / result["baseline_download_mb_s"], 3)
-    result["server_idle_rss_mb"] = round(gateway["idle_rss_mb"], 1)
-    result["server_peak_rss_mb"] = round(gateway["peak_rss_mb"], 1)
-    result["server_peak_over_idle_mb"] = round(gateway["peak_rss_mb"] - gateway["idle_rss_mb"], 1)
-    result["baseline_server_peak_rss_mb"] = round(baseline["peak_rss_mb"], 1)
     print(json.dumps(result))
 
 
