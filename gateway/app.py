@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import __version__
 from gateway.components import Components
 from gateway.config import Settings, check_production
+from gateway.scheduler import Scheduler, serve_jobs
 from gateway.errors import GatewayError, MfaRequired, NotAuthenticated, PasswordChangeRequired
 from gateway.security_headers import SecurityHeaders
 from gateway.web import TEMPLATES, redirect
@@ -121,7 +123,17 @@ def create_app(settings: Settings | None = None, components: Components | None =
     settings = settings or Settings()
     check_production(settings)
     components = components or Components(settings)
+    @asynccontextmanager
+    async def lifespan(app):
+        scheduler = Scheduler(serve_jobs(components))
+        scheduler.start()
+        try:
+            yield
+        finally:
+            scheduler.shutdown()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="PHI Gate", version=__version__,
         description="Secure PHI file exchange. JSON API under /api/v1; authenticate with a session or a personal API token.",
         docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json",

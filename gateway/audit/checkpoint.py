@@ -15,7 +15,6 @@ events 1..S; verification then starts from that checkpoint's frontier.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, insert, select, text
@@ -183,26 +182,12 @@ def prune(components, actor: Actor, *, now: datetime | None = None) -> int:
     return base
 
 
-class Scheduler:
-    """In-process jobs for `phigate serve`: checkpoints, alerts, and the daily inactivity review."""
+class AuditJobs:
+    """The audit log's scheduled work (run by gateway.scheduler): checkpoints, alerts, daily review."""
 
     def __init__(self, components):
         self.components = components
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
         self._last_review: datetime | None = None
-
-    def start(self) -> None:
-        if self.components.settings.audit_checkpoint_interval_seconds <= 0:
-            return
-        self.thread = threading.Thread(target=self._run, name="phigate-audit", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        interval = self.components.settings.audit_checkpoint_interval_seconds
-        # Wait first: a process that starts and stops quickly does nothing.
-        while not self.stop.wait(interval):
-            self.tick()
 
     def tick(self) -> None:
         from gateway.audit import alerts
@@ -222,8 +207,3 @@ class Scheduler:
         if self._last_review is None or now - self._last_review >= timedelta(days=1):
             review.disable_inactive(self.components, Actor.system())
             self._last_review = now
-
-    def shutdown(self) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=5)

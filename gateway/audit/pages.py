@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from contextlib import asynccontextmanager
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 
 from gateway.audit import alerts as alert_service
 from gateway.audit import review, search
-from gateway.audit.checkpoint import Scheduler, maybe_checkpoint
+from gateway.audit.checkpoint import maybe_checkpoint
 from gateway.audit.models import AuditAlert
 from gateway.audit.routes import AuditorPrincipal, FilterParams, Id
 from gateway.audit.search import Scope
@@ -23,20 +22,7 @@ from gateway.web import redirect, render
 from gateway import clock
 
 
-@asynccontextmanager
-async def lifespan(app):
-    # The in-process scheduler of `phigate serve`: checkpoints at the configured
-    # interval, alert rules, the daily inactivity review.  It waits one interval
-    # before its first run, so short-lived processes (tests, CLI) never see it act.
-    scheduler = Scheduler(app.state.components)
-    scheduler.start()
-    try:
-        yield
-    finally:
-        scheduler.shutdown()
-
-
-router = APIRouter(prefix="/audit", include_in_schema=False, lifespan=lifespan)
+router = APIRouter(prefix="/audit", include_in_schema=False)
 
 
 def _page(request, name, principal, status_code=200, **context):

@@ -1,15 +1,12 @@
 """Pages: administrators' retention policies, legal holds and offboarding; auditors' certificates and tombstones.
 
-The router's lifespan runs `retention run` on a schedule inside `phigate serve` when
-PHIGATE_RETENTION_RUN_INTERVAL_SECONDS > 0 (like the audit scheduler: it waits one
-interval first, and a runner busy elsewhere is simply skipped).
+`scheduled_run` is the retention job of gateway.scheduler inside `phigate serve`
+(PHIGATE_RETENTION_RUN_INTERVAL_SECONDS > 0); a runner busy elsewhere is simply skipped.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
@@ -28,39 +25,20 @@ from retention.pdf import render as render_pdf
 log = logging.getLogger("phigate.retention")
 
 
-def _scheduled(components, stop: threading.Event) -> None:
+def scheduled_run(components) -> None:
+    """One scheduled retention run (gateway.scheduler); a runner busy elsewhere means skip this turn."""
     from gateway.audit.service import Actor
     from retention.errors import RunnerBusy
     from retention.runner import run
 
-    interval = components.settings.retention_run_interval_seconds
-    while not stop.wait(interval):
-        try:
-            report = run(components, Actor.system(), via="scheduler")
-            log.info("scheduled retention run: %d object(s) destroyed", report.as_dict()["objects_destroyed"])
-        except RunnerBusy:
-            log.info("scheduled retention run skipped: another runner is working")
-        except Exception:  # noqa: BLE001 - the next tick tries again
-            log.exception("scheduled retention run failed")
-
-
-@asynccontextmanager
-async def lifespan(app):
-    components = app.state.components
-    stop = threading.Event()
-    thread = None
-    if components.settings.retention_run_interval_seconds > 0:
-        thread = threading.Thread(target=_scheduled, args=(components, stop), name="phigate-retention", daemon=True)
-        thread.start()
     try:
-        yield
-    finally:
-        stop.set()
-        if thread is not None:
-            thread.join(timeout=5)
+        report = run(components, Actor.system(), via="scheduler")
+        log.info("scheduled retention run: %d object(s) destroyed", report.as_dict()["objects_destroyed"])
+    except RunnerBusy:
+        log.info("scheduled retention run skipped: another runner is working")
 
 
-router = APIRouter(include_in_schema=False, lifespan=lifespan)
+router = APIRouter(include_in_schema=False)
 
 
 def _names(db):

@@ -349,10 +349,10 @@ def test_a_crash_between_action_and_event_cannot_leave_one_without_the_other(com
 
 
 def test_the_in_process_scheduler_signs_checkpoints_and_runs_alerts(components, append):
-    from gateway.audit.checkpoint import Scheduler, latest_checkpoint
+    from gateway.audit.checkpoint import AuditJobs, latest_checkpoint
 
     append(25, action="transfer.download.completed")
-    Scheduler(components).tick()
+    AuditJobs(components).tick()
     with components.db.sessions() as db:
         assert latest_checkpoint(db).tree_size >= 25
         actions = set(db.scalars(select(AuditEvent.action)))

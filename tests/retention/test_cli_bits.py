@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
 import time
 
 from sqlalchemy import func, select
@@ -37,14 +36,15 @@ def test_progress_bar_draws_on_a_terminal_and_summarises_elsewhere():
 
 
 def test_scheduled_run_inside_serve(components, party, seeded, db):
-    from gateway.retention.pages import _scheduled
+    from gateway.scheduler import Scheduler, serve_jobs
 
     seeded(2, ended_days_ago=60)
     c = components
-    c.settings = c.settings.model_copy(update={"retention_run_interval_seconds": 1})
-    stop = threading.Event()
-    thread = threading.Thread(target=_scheduled, args=(c, stop), daemon=True)
-    thread.start()
+    c.settings = c.settings.model_copy(update={"retention_run_interval_seconds": 1,
+                                               "audit_checkpoint_interval_seconds": 0})
+    scheduler = Scheduler(serve_jobs(c))
+    assert [job.name for job in scheduler.jobs] == ["retention"]
+    scheduler.start()
     try:
         for _ in range(300):  # polls until the first tick has run; no timing is asserted
             count = db.scalar(select(func.count()).select_from(Certificate))
@@ -53,8 +53,7 @@ def test_scheduled_run_inside_serve(components, party, seeded, db):
                 break
             time.sleep(0.1)
     finally:
-        stop.set()
-        thread.join()
+        scheduler.shutdown()
     cert = db.scalar(select(Certificate))
     db.commit()
     assert cert is not None and cert.objects == 2
