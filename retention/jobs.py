@@ -38,7 +38,7 @@ from gateway.audit.service import Actor, record_event, record_events_bulk
 from gateway.components import Components
 from gateway.errors import GatewayError
 from gateway.transfers.models import Direction, FileState, Transfer, TransferFile, TransferStatus
-from gateway.transfers.upload import relationship_key
+from gateway.transfers.upload import live_relationship_key
 from retention import faults
 from retention.holds import holds_on_pair
 from retention.models import DestructionJob, DestructionRecord, JobKind, JobStatus
@@ -372,7 +372,12 @@ class Engine:
             if job.key_evidence is not None:
                 db.commit()
                 return
-            key_id = relationship_key(job.practice_id, job.vendor_id)
+            # The generation the pair's files were sent under (tombstones keep it, so a rerun
+            # after a crash names the same key); with no file ever sent, the live one.
+            key_id = db.scalar(select(Transfer.key_id).where(
+                Transfer.practice_id == job.practice_id, Transfer.vendor_id == job.vendor_id,
+                Transfer.direction == Direction.outbound).order_by(Transfer.created_at.desc()).limit(1)) \
+                or live_relationship_key(self.c.keys, job.practice_id, job.vendor_id)
             left = db.scalar(select(func.count()).select_from(TransferFile).join(Transfer).where(
                 Transfer.practice_id == job.practice_id, Transfer.vendor_id == job.vendor_id,
                 Transfer.direction == Direction.outbound, TransferFile.state != FileState.destroyed)) or 0

@@ -58,6 +58,28 @@ def relationship_key(practice_id: str, vendor_id: str) -> str:
     return "rel-" + hashlib.sha256(f"{practice_id}:{vendor_id}".encode()).hexdigest()[:40]
 
 
+def live_relationship_key(keys, practice_id: str, vendor_id: str) -> str:
+    """The relationship KEK new files are sent under: the first generation not destroyed.
+
+    Offboarding destroys the pair's key for good (a destroyed id is never re-created),
+    so a practice that signs a new BAA with the same vendor later starts a new
+    generation (`rel-...-g1`, `-g2`, ...); files of the old one stay crypto-shredded.
+    """
+    from crypto import KeyDestroyed, KeyNotFound
+
+    base = relationship_key(practice_id, vendor_id)
+    for generation in range(10_000):
+        key_id = base if generation == 0 else f"{base}-g{generation}"
+        try:
+            keys.current_version(key_id)
+        except KeyDestroyed:
+            continue
+        except KeyNotFound:
+            return key_id  # not created yet: the next upload creates it
+        return key_id
+    raise RuntimeError("no free relationship key generation")  # pragma: no cover - 10,000 offboardings
+
+
 def practice_key(practice_id: str) -> str:
     """The KEK for files a practice receives."""
     return f"org-{practice_id}"
@@ -184,7 +206,8 @@ def receive(c: Components, principal: Principal, req: Request, files: Iterator[I
     with c.db.sessions() as db:
         direction, practice_id, vendor_id, billers = check_request(db, principal, req)
         db.commit()  # hold no transaction (on SQLite: no write lock) while the files stream in
-        key_id = relationship_key(practice_id, vendor_id) if direction == Direction.outbound else practice_key(practice_id)
+        key_id = (live_relationship_key(c.keys, practice_id, vendor_id) if direction == Direction.outbound
+                  else practice_key(practice_id))
         try:
             c.keys.ensure_key(key_id)
             for position, incoming in enumerate(files):

@@ -212,3 +212,37 @@ def test_storage_outage_stops_the_job_and_a_rerun_finishes_it(components, party,
     [job] = offboard(components, Actor.system(), party.vendor.id, reason="contract ended").jobs
     assert job.destroyed == 3
     assert all(f.state == FileState.destroyed for f in _files(db, vendor_id=party.vendor.id))
+
+
+def test_a_vendor_offboarded_once_can_be_taken_on_again_under_a_new_key(components, party, session_for, db,
+                                                                        factory, fake_clock):
+    """Offboarding destroys the pair's key for good; a new BAA starts a new key generation."""
+    from gateway.audit.service import Actor as A
+    from gateway.transfers.upload import live_relationship_key
+    from tests.transfers.conftest import PDF, record_baa
+
+    first_key = relationship_key(party.practice.id, party.vendor.id)
+    staff = session_for(party.staff)
+    assert staff.upload(party.vendor.id).status_code == 201
+    offboard(components, A.system(), party.vendor.name, reason="contract ended")
+    assert first_key not in components.keys.key_ids()
+
+    # Months later: a new BAA and a new biller; files go out under generation 1.
+    record_baa(components, party.practice, party.vendor)
+    biller = factory.user("biller", party.vendor)
+    fake_clock.advance(seconds=30)
+    staff, approver = session_for(party.staff), session_for(party.approver)
+    r = staff.upload(party.vendor.id)
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    new_key = db.get(Transfer, tid).key_id
+    db.commit()
+    assert new_key == first_key + "-g1" == live_relationship_key(components.keys, party.practice.id, party.vendor.id)
+    fid = approver.approve(tid).json()["files"][0]["id"]
+    assert session_for(biller).download(tid, fid).content == PDF
+
+    # Offboarding again destroys generation 1 and says so on the certificate.
+    report = offboard(components, A.system(), party.vendor.name, reason="second contract ended")
+    [job] = report.jobs
+    assert job.key_evidence["destroyed"] is True and job.key_evidence["key_id"] == new_key
+    assert new_key not in components.keys.key_ids()
