@@ -2,11 +2,17 @@
 
 from datetime import UTC
 
-from fastapi import APIRouter
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 
 from gateway.baas import service
 from gateway.baas.schemas import BaaCreate, BaaOut, BaaTerminate
-from gateway.deps import AdminPrincipal, DbSession
+from gateway.baas import copies
+from gateway.deps import AdminPrincipal, AppComponents, DbSession
+from gateway.errors import InvalidInput
+from gateway.transfers.download import stream
+from gateway.transfers.intake import body_chunks
 from gateway.orgs.service import get_org
 
 router = APIRouter(prefix="/baas", tags=["baas"])
@@ -35,3 +41,30 @@ def terminate_baa(baa_id: str, body: BaaTerminate, db: DbSession, principal: Adm
     service.terminate_baa(db, baa, body.reason, principal.actor)
     db.commit()
     return baa
+
+
+@router.put("/{baa_id}/signed-copy", response_model=BaaOut,
+            openapi_extra={"requestBody": {"content": {"application/pdf": {"schema": {"type": "string",
+                                                                                        "format": "binary"}}}}})
+async def put_signed_copy(baa_id: str, request: Request, c: AppComponents, principal: AdminPrincipal):
+    """Store the signed BAA (a PDF, raw body), encrypted under the practice's key; replaces any earlier copy."""
+    if request.headers.get("content-type", "").split(";")[0] not in ("application/pdf", "application/octet-stream"):
+        raise InvalidInput("Send the signed BAA as application/pdf.", code="unsupported_media_type")
+    raw = body_chunks(request)
+
+    def work():
+        try:
+            return copies.store_copy(c, baa_id, raw, principal.actor)
+        finally:
+            raw.close()
+
+    return await anyio.to_thread.run_sync(work)
+
+
+@router.get("/{baa_id}/signed-copy", response_class=StreamingResponse,
+            responses={200: {"content": {"application/pdf": {}}}})
+def get_signed_copy(baa_id: str, c: AppComponents, principal: AdminPrincipal):
+    baa, body = copies.read_copy(c, baa_id, principal.actor)
+    return StreamingResponse(stream(body), media_type="application/pdf", headers={
+        "Content-Disposition": 'attachment; filename="signed-baa.pdf"', "Content-Length": str(baa.copy_size),
+        "X-Content-SHA256": baa.copy_sha256})

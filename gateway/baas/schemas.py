@@ -31,3 +31,6 @@ class BaaOut(BaseModel):
     effective_at: datetime
     expires_at: datetime | None
     terminated_at: datetime | None
+    copy_size: int | None = None
+    copy_sha256: str | None = None
+    copy_uploaded_at: datetime | None = None
