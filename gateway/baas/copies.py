@@ -20,7 +20,7 @@ from gateway.components import Components
 from gateway.errors import NotFound
 from gateway.ids import new_id
 from gateway.transfers.models import PendingObject
-from gateway.transfers.upload import _Plaintext, practice_key
+from gateway.transfers.upload import PlaintextMeter, practice_key
 
 
 def _context(baa: Baa) -> dict[str, str]:
@@ -42,7 +42,7 @@ def store_copy(c: Components, baa_id: str, chunks: Iterator[bytes], actor: Actor
                              reason="baa-copy"))
     try:
         dek, wrapped = c.keys.generate_data_key(key_id, _context(baa))
-        plaintext = _Plaintext(chunks, "pdf", ("pdf",), c.settings.max_file_size)
+        plaintext = PlaintextMeter(chunks, "pdf", ("pdf",), c.settings.max_file_size)
         c.store.put(object_key, encrypt_stream(plaintext, dek, _context(baa)), metadata={"format": "phg-stream-v1"})
         with c.db.transaction() as db:
             baa = db.get(Baa, baa_id)

@@ -46,10 +46,6 @@ class StorageDown(GatewayError):
     message = "File storage is unavailable. Nothing was kept; try again later."
 
 
-class UploadAborted(Exception):
-    """The client went away mid-upload."""
-
-
 def relationship_key(practice_id: str, vendor_id: str) -> str:
     """The KEK for files a practice sends to one vendor; destroying it shreds every copy sent there.
 
@@ -121,7 +117,7 @@ class _Stored:
     wrapped_dek: bytes
 
 
-class _Plaintext:
+class PlaintextMeter:
     """Wraps the incoming bytes: checks the type on the first bytes, enforces the size limit, hashes."""
 
     def __init__(self, chunks: Iterator[bytes], extension: str, allowed: tuple[str, ...], limit: int):
@@ -273,7 +269,7 @@ def _store_file(c: Components, key_id: str, practice_id: str, vendor_id: str, tr
     context = file_context(practice_id=practice_id, vendor_id=vendor_id, transfer_id=transfer_id,
                            file_id=file_id)
     dek, wrapped = c.keys.generate_data_key(key_id, context)
-    plaintext = _Plaintext(incoming.chunks, extension, settings.allowed_file_types, settings.max_file_size)
+    plaintext = PlaintextMeter(incoming.chunks, extension, settings.allowed_file_types, settings.max_file_size)
     info = c.store.put(object_key, encrypt_stream(plaintext, dek, context), metadata={"format": "phg-stream-v1"})
     return _Stored(file_id=file_id, object_key=object_key,
                    name_sealed=seal(c.keys, key_id, name.encode(), name_context(file_id)),
@@ -307,4 +303,4 @@ def _discard(c: Components, principal: Principal, practice_id: str, transfer_id:
 def _is_disconnect(exc: BaseException) -> bool:
     from starlette.requests import ClientDisconnect
 
-    return isinstance(exc, ClientDisconnect | UploadAborted)
+    return isinstance(exc, ClientDisconnect)
