@@ -6,10 +6,12 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
@@ -38,12 +40,17 @@ def _error_response(request: Request, status: int, code: str, message: str, head
     )
 
 
-def _audit_refusal(request: Request, reason: str, **details) -> None:
+async def _audit_refusal(request: Request, reason: str, **details) -> None:
     """Record a refused request (CSRF, stage, role, bad input) unless nobody presented any credential.
 
     Anonymous requests refused for lack of a session are not recorded: every browser
-    meets that before signing in, and it changes nothing.
+    meets that before signing in, and it changes nothing. The write runs in a worker
+    thread: the event loop never waits on the database.
     """
+    await run_in_threadpool(_record_refusal, request, reason, details)
+
+
+def _record_refusal(request: Request, reason: str, details: dict) -> None:
     principal = getattr(request.state, "principal", None)
     components = request.app.state.components
     settings = components.settings
@@ -62,17 +69,11 @@ def _audit_refusal(request: Request, reason: str, **details) -> None:
     for name, value in request.path_params.items():
         path = path.replace(f"/{value}", f"/{{{name}}}", 1)
     details = {"reason": reason, "method": request.method, "route": path, **details}
-    db = getattr(request.state, "db", None)
     try:
-        if db is None:
-            with components.db.transaction() as fresh:
-                record_event(fresh, "request.refused", actor=actor, outcome=Outcome.denied, details=details)
-        else:
-            # Whatever the refused request left pending is dropped; only the refusal is kept.
-            db.rollback()
+        # Its own short transaction: whatever the refused request left pending was rolled back
+        # when its session closed; only the refusal is kept.
+        with components.db.transaction() as db:
             record_event(db, "request.refused", actor=actor, outcome=Outcome.denied, details=details)
-            db.commit()
-            db.close()
     except Exception:  # noqa: BLE001 - the refusal still answers if the audit write fails
         log.exception("could not record a refused request")
 
@@ -81,7 +82,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError):
         if not exc.audited and exc.status < 500:
-            _audit_refusal(request, exc.code)
+            await _audit_refusal(request, exc.code)
         if not _wants_json(request) and request.method == "GET":
             # Pages send the browser to the step it still has to complete.
             if isinstance(exc, NotAuthenticated):
@@ -96,11 +97,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            _audit_refusal(request, "malformed_json")
+            await _audit_refusal(request, "malformed_json")
             return _error_response(request, 400, "malformed_json", "The request body is not valid JSON.")
         # Name the fields and the problem, never echo the submitted values back.
         fields = sorted({".".join(str(p) for p in e.get("loc", ())[1:]) or "body" for e in errors})
-        _audit_refusal(request, "invalid_input", fields=fields[:20])
+        await _audit_refusal(request, "invalid_input", fields=fields[:20])
         problems = "; ".join(sorted({f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
                                      for e in errors}))
         return _error_response(request, 422, "invalid_input", f"Invalid fields: {', '.join(fields)} ({problems})")
@@ -125,6 +126,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
     components = components or Components(settings)
     @asynccontextmanager
     async def lifespan(app):
+        # Database, key-service, storage and hashing work runs in these threads, never on the loop.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         scheduler = Scheduler(serve_jobs(components))
         scheduler.start()
         try:

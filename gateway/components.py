@@ -8,7 +8,7 @@ from functools import cached_property
 from sqlalchemy import text
 
 from gateway.config import Settings
-from gateway.db import Database
+from gateway.db import Database, PoolSettings
 
 log = logging.getLogger("phigate")
 
@@ -18,7 +18,9 @@ class Components:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.db = Database(settings.effective_database_url)
+        self.db = Database(settings.effective_database_url, PoolSettings(
+            size=settings.db_pool_size, max_overflow=settings.db_max_overflow, timeout=settings.db_pool_timeout,
+            sqlite_busy_timeout=settings.sqlite_busy_timeout))
 
     @cached_property
     def keys(self):
@@ -39,7 +41,7 @@ class Components:
         """Each dependency's state: "ok" or a short reason (no secrets, no paths)."""
         out = {}
         try:
-            with self.db.engine.connect() as conn:
+            with self.db.reader.connect() as conn:
                 conn.execute(text("SELECT 1"))
             out["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - report, do not crash the probe

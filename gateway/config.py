@@ -36,6 +36,14 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes of `phigate serve`")
+    worker_threads: int = Field(default=40, ge=4, le=1000,
+                                description="threads per process for database, key, storage and hashing work")
+    db_pool_size: int = Field(default=10, ge=1, le=500, description="database connections kept per process")
+    db_max_overflow: int = Field(default=30, ge=0, le=1000, description="extra connections per process under load")
+    db_pool_timeout: float = Field(default=30.0, gt=0, le=600, description="seconds to wait for a free connection")
+    sqlite_busy_timeout: float = Field(default=30.0, gt=0, le=600,
+                                       description="seconds a SQLite writer waits for another process's write lock")
     trusted_proxies: Csv = ()
     cookie_secure: bool | None = None
     instance_id: str = "phigate-local"

@@ -18,11 +18,12 @@ from sqlalchemy.orm import Session
 from gateway.audit.models import Outcome
 from gateway.audit.service import Actor, record_event
 from gateway.auth.models import SessionStage
-from gateway.auth.service import Principal, resolve_api_token, resolve_session
+from gateway.auth.service import (Principal, check_session, expire_session, needs_touch, resolve_api_token,
+                                  touch_api_token, touch_session)
 from gateway.components import Components
 from gateway.config import Settings
 from gateway.errors import CsrfFailed, Forbidden, MfaRequired, NotAuthenticated, PasswordChangeRequired
-from gateway.users.models import Role
+from gateway.users.models import Role, User
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -36,15 +37,27 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_db(request: Request) -> Iterator[Session]:
-    # Nothing is committed implicitly: services commit what they mean to keep,
-    # and whatever a failing request left uncommitted is rolled back here.
-    with request.app.state.components.db.sessions() as session:
-        # The error handler records refusals through this session, after rolling back.
-        request.state.db = session
+    """The request's session: a snapshot reader for GET/HEAD, a writer for anything that changes state.
+
+    Closed as soon as the handler and its response model are done (scope "function"),
+    never held while a response streams. Nothing is committed implicitly: services
+    commit what they mean to keep, and whatever a failing request left uncommitted is
+    rolled back here.
+    """
+    with request.app.state.components.db.session(write=request.method not in SAFE_METHODS) as session:
         yield session
 
 
-DbSession = Annotated[Session, Depends(get_db)]
+DbSession = Annotated[Session, Depends(get_db, scope="function")]
+
+
+def get_write_db(request: Request, db: DbSession) -> Session:
+    """The request's session, made a writer: for the few safe-method routes that record what they did."""
+    request.app.state.components.db.make_writer(db)
+    return db
+
+
+WriteSession = Annotated[Session, Depends(get_write_db)]
 AppComponents = Annotated[Components, Depends(get_components)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 
@@ -82,41 +95,57 @@ def get_actor(request: Request, settings: AppSettings) -> Actor:
 RequestActor = Annotated[Actor, Depends(get_actor)]
 
 
-def _principal(request: Request, db: Session, settings: Settings, actor: Actor) -> Principal | None:
+def resolve_principal(c: Components, request: Request, actor: Actor) -> Principal | None:
+    """Who is calling: looked up in a snapshot, with the few writes it needs in short transactions of their own."""
+    settings = c.settings
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        found = resolve_api_token(db, auth[7:].strip())
+        with c.db.snapshot() as db:
+            found = resolve_api_token(db, auth[7:].strip())
         if found is None:
-            record_event(db, "auth.api_token.rejected", actor=actor, outcome=Outcome.failure)
-            db.commit()
+            with c.db.transaction() as db:
+                record_event(db, "auth.api_token.rejected", actor=actor, outcome=Outcome.failure)
             exc = NotAuthenticated("The API token is not valid.", code="invalid_token")
             exc.audited = True
             raise exc
         token, user = found
-        db.commit()
+        if needs_touch(token.last_used_at):
+            with c.db.transaction() as db:
+                touch_api_token(db, token)
         return Principal(user, None, token, Actor(user.id, user.org_id, actor.ip, actor.user_agent))
     raw = request.cookies.get(settings.session_cookie_name)
     if not raw:
         return None
-    session = resolve_session(db, settings, raw, actor)
+    with c.db.snapshot() as db:
+        session, ended = check_session(db, settings, raw)
+        user = db.get(User, session.user_id) if session is not None and ended is None else None
     if session is None:
         return None
-    from gateway.users.models import User
-
-    user = db.get(User, session.user_id)
-    # End the transaction now: nothing of the request's session stays open (on SQLite
-    # an open transaction holds the write lock) while a long upload or download runs.
-    db.commit()
+    if ended is not None:
+        with c.db.transaction() as db:
+            expire_session(db, session, ended, actor)
+        return None
+    if needs_touch(session.last_seen_at):
+        with c.db.transaction() as db:
+            touch_session(db, session)
     return Principal(user, session, None, Actor(user.id, user.org_id, actor.ip, actor.user_agent))
 
 
-async def check_csrf(request: Request, principal: Principal) -> None:
+async def csrf_sent(request: Request) -> str | None:
+    """The CSRF token a state-changing request echoes: the header, or a classic form's field."""
+    if request.method in SAFE_METHODS:
+        return None
+    sent = request.headers.get("x-csrf-token")
+    if sent is None and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        value = (await request.form()).get("csrf_token")
+        sent = value if isinstance(value, str) else None
+    return sent
+
+
+def check_csrf(request: Request, principal: Principal, sent: str | None) -> None:
     """Session-cookie requests that change state must echo the session's CSRF token."""
     if request.method in SAFE_METHODS or principal.session is None:
         return
-    sent = request.headers.get("x-csrf-token")
-    if sent is None and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        sent = (await request.form()).get("csrf_token")
     if not sent or not hmac.compare_digest(str(sent), principal.session.csrf_token):
         raise CsrfFailed()
 
@@ -141,15 +170,24 @@ def check_origin(request: Request) -> None:
             raise CsrfFailed("The request came from another site.", code="bad_origin")
 
 
-async def partial_principal(request: Request, db: DbSession, settings: AppSettings, actor: RequestActor) -> Principal:
-    """A session at any stage: used only by the second-factor and enrolment steps."""
+def partial_principal(request: Request, db: DbSession, c: AppComponents, actor: RequestActor,
+                      sent: Annotated[str | None, Depends(csrf_sent)]) -> Principal:
+    """A session at any stage: used only by the second-factor and enrolment steps.
+
+    A plain `def`: the framework runs it in a worker thread, so its database work never
+    holds up the event loop.
+    """
     check_origin(request)
-    principal = _principal(request, db, settings, actor)
+    principal = resolve_principal(c, request, actor)
     # Kept for the error handler, so that a refusal further on names who was refused.
     request.state.principal = principal
     if principal is None:
         raise NotAuthenticated()
-    await check_csrf(request, principal)
+    check_csrf(request, principal, sent)
+    # The handler works on these rows in its own session (a failed step-up counts on the user row).
+    for row in (principal.user, principal.session, principal.token):
+        if row is not None:
+            db.add(row)
     return principal
 
 

@@ -16,7 +16,7 @@ from gateway.audit.routes import AuditorPrincipal, FilterParams, Id
 from gateway.audit.search import Scope
 from gateway.audit.service import record_event
 from gateway.audit.verify import log_status
-from gateway.deps import AppComponents, DbSession
+from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import GatewayError, NotFound
 from gateway.web import redirect, render
 from gateway import clock
@@ -111,7 +111,7 @@ def timeline(request: Request, db: DbSession, principal: AuditorPrincipal, targe
 
 
 @router.get("/access-review")
-def access_review(request: Request, db: DbSession, principal: AuditorPrincipal, vendor_id: Id = None):
+def access_review(request: Request, db: WriteSession, principal: AuditorPrincipal, vendor_id: Id = None):
     scope = Scope.of(db, principal)
     vendors = review.vendors_in_scope(db, scope)
     vendor, rows = None, None

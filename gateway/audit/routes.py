@@ -18,7 +18,7 @@ from gateway.audit.search import Scope
 from gateway.audit.service import record_event
 from gateway.audit.verify import log_status
 from gateway.auth.service import Principal
-from gateway.deps import AppComponents, DbSession, require
+from gateway.deps import AppComponents, DbSession, WriteSession, require
 from gateway.errors import NotFound
 from gateway.users.models import Role
 from gateway import clock
@@ -165,7 +165,7 @@ def access_review_vendors(db: DbSession, principal: AuditorPrincipal):
 
 
 @router.get("/access-review/{vendor_id}")
-def access_review(vendor_id: str, db: DbSession, principal: AuditorPrincipal):
+def access_review(vendor_id: str, db: WriteSession, principal: AuditorPrincipal):
     vendor, rows = review.access_review(db, _scope(db, principal), vendor_id)
     record_event(db, "audit.access_review.viewed", actor=principal.actor, target_type="organisation",
                  target_id=vendor.id, target_org_id=vendor.id)

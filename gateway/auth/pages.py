@@ -13,7 +13,7 @@ from gateway.auth import service, totp
 from gateway.auth.cookies import LOGIN_CSRF_COOKIE, clear_session_cookie, set_session_cookie
 from gateway.auth.models import SessionStage
 from gateway.deps import (AppComponents, CurrentPrincipal, DbSession, PartialPrincipal, PasswordChangePrincipal,
-                          RequestActor, check_origin)
+                          RequestActor, WriteSession, check_origin)
 from gateway.errors import CsrfFailed, GatewayError, InvalidInput
 from gateway.web import redirect, render
 
@@ -90,7 +90,7 @@ def mfa(request: Request, db: DbSession, c: AppComponents, principal: PartialPri
 
 
 @router.get("/mfa/enrol")
-def enrol_form(request: Request, db: DbSession, c: AppComponents, principal: PartialPrincipal):
+def enrol_form(request: Request, db: WriteSession, c: AppComponents, principal: PartialPrincipal):
     if principal.session is None or principal.session.stage != SessionStage.enrol:
         return redirect("/home")
     secret = service.pending_secret(c.keys, principal.user)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crypto import DecryptionError
 from gateway import clock
@@ -248,31 +249,47 @@ def start_session(db: Session, settings: Settings, user: User, stage: SessionSta
     return raw
 
 
-def resolve_session(db: Session, settings: Settings, raw: str, actor: Actor) -> WebSession | None:
-    """The live session for a cookie value, or None (expired ones are removed and recorded)."""
+# A session's last-seen time and a token's last use are written at most this often: a reader
+# that only looks must not write on every request, and the idle timeout is minutes long.
+TOUCH_INTERVAL = timedelta(seconds=30)
+
+
+def check_session(db: Session, settings: Settings, raw: str) -> tuple[WebSession | None, str | None]:
+    """Read only: the session for a cookie value and, if it has ended, why (to be recorded by `expire_session`)."""
     if not raw or len(raw) > 100:
-        return None
+        return None, None
     session = db.get(WebSession, digest(raw))
     if session is None:
-        return None
+        return None, None
     now = clock.now()
-    reason = None
     if now >= session.expires_at:
-        reason = "absolute_timeout"
-    elif now - session.last_seen_at >= timedelta(minutes=settings.session_idle_minutes):
-        reason = "idle_timeout"
-    else:
-        user = db.get(User, session.user_id)
-        if user is None or not user.active or not user.org.active:
-            reason = "user_disabled"
-    if reason:
-        db.delete(session)
+        return session, "absolute_timeout"
+    if now - session.last_seen_at >= timedelta(minutes=settings.session_idle_minutes):
+        return session, "idle_timeout"
+    user = db.get(User, session.user_id)
+    if user is None or not user.active or not user.org.active:
+        return session, "user_disabled"
+    return session, None
+
+
+def expire_session(db: Session, session: WebSession, reason: str, actor: Actor) -> None:
+    """Remove an ended session and record why, once (a parallel request may have done it already)."""
+    removed = db.execute(delete(WebSession).where(WebSession.id_hash == session.id_hash)
+                         .execution_options(synchronize_session=False)).rowcount
+    if removed:
         record_event(db, "auth.session.expired", actor=actor, target_type="user", target_id=session.user_id,
                      details={"reason": reason})
-        db.commit()
-        return None
-    session.last_seen_at = now
-    return session
+
+
+def needs_touch(last: datetime | None) -> bool:
+    return last is None or clock.now() - last >= TOUCH_INTERVAL
+
+
+def touch_session(db: Session, session: WebSession) -> None:
+    now = clock.now()
+    db.execute(update(WebSession).where(WebSession.id_hash == session.id_hash, WebSession.last_seen_at < now)
+               .values(last_seen_at=now).execution_options(synchronize_session=False))
+    set_committed_value(session, "last_seen_at", now)  # as stored: the request's own session has nothing to flush
 
 
 def end_session(db: Session, session: WebSession, actor: Actor, reason: str = "logout") -> None:
@@ -354,6 +371,7 @@ def revoke_user_tokens(db: Session, user_id: str, actor: Actor, reason: str) -> 
 
 
 def resolve_api_token(db: Session, raw: str) -> tuple[ApiToken, User] | None:
+    """Read only: the live token and its user, or None (`touch_api_token` records the use)."""
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 100:
         return None
     token = db.scalar(select(ApiToken).where(ApiToken.token_hash == digest(raw)))
@@ -362,5 +380,11 @@ def resolve_api_token(db: Session, raw: str) -> tuple[ApiToken, User] | None:
     user = db.get(User, token.user_id)
     if user is None or not user.active or not user.org.active or not user.mfa_enrolled:
         return None
-    token.last_used_at = clock.now()
     return token, user
+
+
+def touch_api_token(db: Session, token: ApiToken) -> None:
+    now = clock.now()
+    db.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now)
+               .execution_options(synchronize_session=False))
+    set_committed_value(token, "last_used_at", now)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from gateway import clock
 from gateway.baas.service import partners
-from gateway.deps import AppComponents, DbSession
+from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import GatewayError
 from gateway.orgs.models import Organisation
 from gateway.transfers import download, service, views
@@ -121,7 +121,7 @@ def emergency_review(request: Request, transfer_id: str, db: DbSession, c: AppCo
 
 
 @router.get("/{transfer_id}/files/{file_id}/download")
-def download_file(request: Request, transfer_id: str, file_id: str, db: DbSession, c: AppComponents,
+def download_file(request: Request, transfer_id: str, file_id: str, db: WriteSession, c: AppComponents,
                   principal: Downloader):
     prepared = download.prepare(c, db, principal, transfer_id, file_id, request.headers.get("range"))
     return StreamingResponse(download.stream(prepared.body), status_code=prepared.status_code,

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from gateway.auth.service import Principal
-from gateway.deps import AppComponents, DbSession, require
+from gateway.deps import AppComponents, DbSession, WriteSession, require
 from gateway.errors import InvalidInput
 from gateway.transfers import download, service, upload, views
 from gateway.transfers.intake import IncomingFile, MultipartReader, body_chunks
@@ -101,16 +101,16 @@ async def create_transfer(request: Request, c: AppComponents, principal: Sender,
             return upload.receive(c, principal, req, iter([IncomingFile(name, raw)]))
     else:
         raise InvalidInput("Send application/octet-stream or multipart/form-data.", code="unsupported_media_type")
-    def closing_work():
+    def closing_work() -> TransferCreated:
         try:
-            return work()
+            transfer_id = work()
         finally:
             raw.close()  # stop reading the body as soon as the upload ends, however it ends
+        with c.db.snapshot() as db:
+            transfer = service.find_transfer(db, principal, transfer_id)
+            return TransferCreated(id=transfer.id, status=transfer.status)
 
-    transfer_id = await anyio.to_thread.run_sync(closing_work)
-    with c.db.sessions() as db:
-        transfer = service.find_transfer(db, principal, transfer_id)
-        return TransferCreated(id=transfer.id, status=transfer.status)
+    return await anyio.to_thread.run_sync(closing_work)
 
 
 @router.get("", response_model=list[TransferOut])
@@ -181,7 +181,7 @@ def emergency_review(transfer_id: str, db: DbSession, c: AppComponents, principa
 
 @router.get("/{transfer_id}/files/{file_id}/content", response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a byte range"}})
-def download_file(transfer_id: str, file_id: str, request: Request, db: DbSession, c: AppComponents,
+def download_file(transfer_id: str, file_id: str, request: Request, db: WriteSession, c: AppComponents,
                   principal: Downloader):
     """Download (decrypted as it streams); supports one `Range: bytes=` range to resume. Every attempt is logged."""
     prepared = download.prepare(c, db, principal, transfer_id, file_id, request.headers.get("range"))
