@@ -110,8 +110,13 @@ def serve(host: str = typer.Option(None, help="default PHIGATE_HOST"),
         raise typer.Exit(2)
     for warning in settings.warnings():
         logging.getLogger("phigate").warning("unsafe default: %s", warning)
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
-                proxy_headers=False, server_header=False, log_level="info")
+    options = dict(host=host or settings.host, port=port or settings.port, proxy_headers=False,
+                   server_header=False, log_level="info")
+    if settings.workers > 1:
+        # Each worker process builds its own app (its own pool and threads) from the environment.
+        uvicorn.run("gateway.app:create_app", factory=True, workers=settings.workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
 
 
 @app.command()

@@ -7,7 +7,8 @@ event, or an event for an action that never happened, cannot exist.
 Each event gets the next gap-free sequence number and its Merkle leaf hash at
 once.  Numbers are handed out under a lock held until the caller's transaction
 ends: on PostgreSQL a transaction-scoped advisory lock, on SQLite the write
-lock every transaction already takes (BEGIN IMMEDIATE in gateway/db.py).  So
+lock every write transaction takes (BEGIN IMMEDIATE in gateway/db.py; a read
+session cannot record an event at all).  So
 transactions that write events commit in sequence order, a rolled-back one
 leaves no gap, and two gateway processes can never hand out the same number.
 Appending costs one indexed max() and one SHA-256: the tree itself is only

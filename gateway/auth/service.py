@@ -84,8 +84,14 @@ def check_password(db: Session, settings: Settings, username: str, password: str
     """First factor. The error never says whether the account exists, is disabled or is locked."""
     _refuse_if_throttled(db, settings, actor, "auth.login.failed")
     user = db.scalar(select(User).where(User.username == username.strip().lower()))
+    stored = user.password_hash if user else None
+    # argon2 takes tens of milliseconds by design: no transaction (on SQLite, no write lock) waits on it.
+    db.commit()
     # Always pay for one argon2 verification, even for unknown users (timing).
-    ok = passwords.verify_password(user.password_hash if user else None, password)
+    ok = passwords.verify_password(stored, password)
+    if user is not None:
+        # The account as it is now: disabled or locked while the hash ran counts.
+        db.refresh(user)
     reason = None
     if user is None:
         reason = "unknown_user"
