@@ -8,8 +8,6 @@ before the thread starts, so no test has to wait for it to come up.
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import warnings
 from datetime import UTC, datetime
 
@@ -74,23 +72,9 @@ def settings(browser_database, keyring_url, tmp_path):
 
 
 @pytest.fixture
-def server(app):
-    """Base URL of the gateway served by uvicorn on a free 127.0.0.1 port."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)  # connections queue here until uvicorn accepts them
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", proxy_headers=False, server_header=False)
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join()
-    sock.close()
+def server(live_server):
+    """Base URL of the gateway served by uvicorn on a free 127.0.0.1 port (tests/conftest.py)."""
+    return live_server
 
 
 @pytest.fixture

@@ -1,8 +1,7 @@
 """Helpers for the foundation's security tests: audit queries, DB state, page forms.
 
-Every read opens its own short session and closes it: on SQLite each transaction
-takes the write lock (BEGIN IMMEDIATE), so a test must never hold one open while
-the application serves a request.
+Every read opens its own short snapshot session and closes it, so a test never
+holds a transaction open while the application serves a request.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]*)"')
 
 def events(components, action: str | None = None, **where) -> list[AuditEvent]:
     """Audit events in order, optionally filtered by action and column values."""
-    with components.db.sessions() as s:
+    with components.db.snapshot() as s:
         query = select(AuditEvent).order_by(AuditEvent.seq)
         if action:
             query = query.where(AuditEvent.action == action)
@@ -39,7 +38,7 @@ def last_event(components, action: str | None = None, **where) -> AuditEvent:
 
 
 def event_count(components) -> int:
-    with components.db.sessions() as s:
+    with components.db.snapshot() as s:
         n = s.scalar(select(func.count()).select_from(AuditEvent))
         s.expunge_all()
         s.rollback()
@@ -47,7 +46,7 @@ def event_count(components) -> int:
 
 
 def sessions_of(components, user_id: str) -> list[WebSession]:
-    with components.db.sessions() as s:
+    with components.db.snapshot() as s:
         rows = list(s.scalars(select(WebSession).where(WebSession.user_id == user_id)))
         s.expunge_all()
         s.rollback()
@@ -55,7 +54,7 @@ def sessions_of(components, user_id: str) -> list[WebSession]:
 
 
 def session_count(components) -> int:
-    with components.db.sessions() as s:
+    with components.db.snapshot() as s:
         n = s.scalar(select(func.count()).select_from(WebSession))
         s.expunge_all()
         s.rollback()
@@ -63,7 +62,7 @@ def session_count(components) -> int:
 
 
 def user_row(components, user_id: str) -> User:
-    with components.db.sessions() as s:
+    with components.db.snapshot() as s:
         user = s.get(User, user_id)
         s.expunge_all()
         s.rollback()
@@ -71,7 +70,7 @@ def user_row(components, user_id: str) -> User:
 
 
 def tokens_of(components, user_id: str) -> list[ApiToken]:
-    with components.db.sessions() as s:
+    with components.db.snapshot() as s:
         rows = list(s.scalars(select(ApiToken).where(ApiToken.user_id == user_id)))
         s.expunge_all()
         s.rollback()
@@ -79,7 +78,7 @@ def tokens_of(components, user_id: str) -> list[ApiToken]:
 
 
 def recovery_rows(components, user_id: str) -> list[RecoveryCode]:
-    with components.db.sessions() as s:
+    with components.db.snapshot() as s:
         rows = list(s.scalars(select(RecoveryCode).where(RecoveryCode.user_id == user_id)))
         s.expunge_all()
         s.rollback()
@@ -87,7 +86,7 @@ def recovery_rows(components, user_id: str) -> list[RecoveryCode]:
 
 
 def address_failures(components, address: str) -> int:
-    with components.db.sessions() as s:
+    with components.db.snapshot() as s:
         row = s.get(AddressThrottle, address)
         s.expunge_all()
         s.rollback()

@@ -1,0 +1,45 @@
+"""The load benchmark (bench/load.py) as a test: 20 concurrent clients for 12 s per database.
+
+The real server runs in a subprocess on the stdlib asyncio loop in debug mode, so that any callback
+holding the event loop for 0.1 s or more is reported. Correctness under concurrency only: no errors,
+no checksum mismatch, no "database is locked", no slow callback, and every kind of work got done.
+No timing assertions: the machine is shared, and the benchmark reports the latencies.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.lanes import lane_unavailable
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "load.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_load", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_twenty_concurrent_clients_get_correct_answers_without_blocking_the_server(database):
+    reason = lane_unavailable(database)
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{database} lane unavailable under CI=true: {reason}")
+        pytest.skip(f"{database} lane SKIPPED: {reason}")
+
+    r = _load_bench().run(databases=(database,), clients=20, seconds=12, asyncio_debug=True)[database]
+
+    errors = f"errors by kind: {r['error_kinds']}; samples: {r['error_samples']}"
+    assert r["errors"] == 0, errors
+    assert r["checksum_mismatches"] == 0, errors
+    assert r["database_locked"] == 0, errors
+    assert r["slow_callbacks"] == 0, f"event loop blocked: {r['slow_callback_samples']}"
+    for work in ("operations", "uploads", "approvals", "downloads"):
+        assert r[work] > 0, f"no {work}: {r['counts']}; {errors}"
