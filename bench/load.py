@@ -1,0 +1,452 @@
+"""Load benchmark: N concurrent clients with the mixed workload, on SQLite and on PostgreSQL in turn.
+
+    python bench/load.py [--quick] [--clients N] [--seconds S] [--databases sqlite,postgresql] [--asyncio-debug]
+
+Per database: `phigate serve` on loopback, seeded with one user and API token per client, a few approved
+transfers and the idle list latency; then N clients (default 20) for S seconds (default 120) from one
+asyncio process: staff upload 1-20 MiB (every fourth a timed 1 MiB one) and list, approvers approve with
+fresh TOTP codes, billers download and check every SHA-256, auditors search the audit log.
+
+Why: the gateway must stay correct and responsive under concurrency on both databases. Blocking the event
+loop (synchronous database work in async code) or waiting on SQLite's write lock stalls every client at
+once: errors (timeouts, 5xx, any 4xx, requests unanswered GRACE s after the deadline), "database is
+locked" in the server's log (counted in lines), and with --asyncio-debug slow callbacks. `list` is GET
+/api/v1/transfers by any role; `download` covers every size; MB = 1e6 bytes. Last stdout line: JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import zlib
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pyotp
+
+# Tests load this file by path, so bench/ may not be on sys.path yet.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from transfer import MiB, REPO, FreshCodes, free_port, rss_kib, wait_up  # noqa: E402
+
+MIX = (("practice_staff", 8), ("practice_approver", 3), ("biller", 6), ("auditor", 3))  # per 20 clients
+SEEDERS = 3      # extra approvers that only release the pre-load transfers (two TOTP steps each)
+IDLE_LISTS = 200
+TIMEOUT = 60.0   # per request
+GRACE = 10.0     # in-flight requests get this long after the deadline; a healthy one needs a few seconds
+STOP_WAIT = 10   # a server whose loop is blocked handles SIGTERM late: wait, so that its last log lines land
+SLOW = re.compile(r"Executing (.*) took ([\d.]+) seconds")
+SHORT = re.compile(r"\S*/(site-packages|python3\.\d+)/")  # library paths, shortened to the package's
+PG_ADMIN_URL = os.environ.get("PHIGATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+SEED = textwrap.dedent('''
+    import json, secrets, sys
+    from datetime import timedelta
+    from argon2 import PasswordHasher
+    from gateway import clock
+    from gateway.audit.service import Actor
+    from gateway.auth import passwords, service as auth, totp
+    from gateway.baas.service import record_baa
+    from gateway.cli import initialise
+    from gateway.components import Components
+    from gateway.config import Settings
+    from gateway.keys import seal_totp_secret
+    from gateway.orgs.models import OrgKind
+    from gateway.orgs.service import create_org
+    from gateway.users.models import Role
+    from gateway.users.service import create_user
+
+    # Clients use API tokens and never sign in: cheap hashes save seconds of argon2id per run.
+    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    settings = Settings()
+    initialise(settings)
+    c = Components(settings)
+    with c.db.transaction() as db:
+        a = Actor.system()
+        practice = create_org(db, "Load Practice", OrgKind.practice, a)
+        vendor = create_org(db, "Load Vendor", OrgKind.vendor, a)
+        record_baa(db, practice, vendor, "LOAD", clock.now() - timedelta(days=1), None, a)
+        out = {"vendor_id": vendor.id, "users": []}
+        for i, role in enumerate(json.loads(sys.argv[1])):
+            user, _ = create_user(db, vendor if role == "biller" else practice, f"load-{i:03d}", f"load {i}",
+                                  f"load{i}@example.invalid", Role(role), a, password=secrets.token_urlsafe(18))
+            secret = totp.new_secret()
+            user.totp_secret_sealed, user.totp_enrolled_at = seal_totp_secret(c.keys, user.id, secret), clock.now()
+            db.flush()
+            _, raw = auth.create_api_token(db, settings, user, "load", 1, a)
+            out["users"].append({"id": user.id, "role": role, "token": raw, "secret": secret})
+    print(json.dumps(out))
+''')
+
+# The stdlib loop in debug mode (uvloop does not report slow callbacks), and the root logger on
+# stderr, where asyncio writes "Executing <Task ...> took 0.2 seconds".
+DEBUG_LAUNCHER = textwrap.dedent('''
+    import asyncio, logging, uvicorn
+    from gateway.app import create_app
+    from gateway.config import Settings
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, loop="asyncio",
+                                           proxy_headers=False, server_header=False, log_level="info"))
+    async def main():
+        asyncio.get_running_loop().slow_callback_duration = 0.1
+        await server.serve()
+    asyncio.run(main(), debug=True)
+''')
+
+
+def log(message: str) -> None:
+    print(f"[load] {message}", file=sys.stderr, flush=True)
+
+
+def role_mix(clients: int) -> list[str]:
+    """The 8/3/6/3 mix scaled to `clients`, at least one of each role; staff absorb the rounding."""
+    if clients < 4:
+        raise ValueError("at least 4 clients, one per role")
+    counts = {role: max(1, round(clients * weight / 20)) for role, weight in MIX}
+    counts["practice_staff"] += clients - sum(counts.values())
+    return [role for role, _ in MIX for _ in range(counts[role])]
+
+
+def summary(ms: list[float]) -> dict:
+    s = sorted(ms)  # nearest-rank percentiles
+    return {"count": len(s), **{f"p{q}_ms": round(s[max(0, math.ceil(q * len(s) / 100) - 1)], 1) if s else None
+                                for q in (50, 95, 99)}}
+
+
+class Bodies:
+    """Upload contents cut from one pre-made random buffer (no os.urandom per upload), each file unique by
+    its header; the SHA-256 is computed as the chunks are sent, in the same pass."""
+
+    def __init__(self):
+        self.data, self.run, self.n = os.urandom(20 * MiB), secrets.token_hex(6), 0
+
+    def make(self, mib: int):
+        """(chunks, the hash of what they yielded, size, name) of a new file of `mib` MiB."""
+        self.n += 1
+        name, h = f"load-{self.run}-{self.n}", hashlib.sha256()
+        head = f"%PDF-1.7\n%{name}\n".encode()  # the content sniff wants a PDF header
+
+        async def chunks():
+            for off in range(0, mib * MiB, MiB):
+                chunk = head + self.data[len(head):MiB] if off == 0 else self.data[off:off + MiB]
+                h.update(chunk)
+                yield chunk
+
+        return chunks(), h, mib * MiB, name
+
+
+class Load:
+    """One run's shared state: the HTTP client, counters, timings, errors and the expected checksums."""
+
+    def __init__(self, http: httpx.AsyncClient, bodies: Bodies, vendor_id: str, deadline: float = math.inf):
+        self.http, self.bodies, self.vendor_id, self.deadline = http, bodies, vendor_id, deadline
+        self.counts, self.errors, self.times, self.samples = Counter(), Counter(), defaultdict(list), []
+        self.mismatches = self.locked = self.bytes = 0
+        self.expected: dict[str, str] = {}  # transfer id -> SHA-256 its uploader sent (one file each)
+
+    def live(self) -> bool:
+        return time.monotonic() < self.deadline
+
+    def error(self, op: str, kind: str, message: str) -> None:
+        self.errors[kind] += 1
+        self.locked += "database is locked" in message
+        self.sample(op, kind, message)
+
+    def sample(self, op: str, kind: str, message: str) -> None:
+        if len(self.samples) < 10 and not any(s["op"] == op and s["kind"] == kind for s in self.samples):
+            self.samples.append({"op": op, "kind": kind, "message": message[:300]})
+
+    async def fetch(self, op: str, method: str, path: str, token: str, *, timed: str | None = None, sink=None,
+                    headers: dict | None = None, **kwargs) -> httpx.Response | None:
+        """One request; None (with the error recorded) unless it succeeded. `sink` takes a streamed body."""
+        start = time.perf_counter()
+        try:
+            async with self.http.stream(method, path, headers={"Authorization": "Bearer " + token, **(headers or {})},
+                                        **kwargs) as r:
+                if r.status_code >= 400:  # no 4xx is expected in this workload
+                    await r.aread()
+                    err = r.json().get("error", {}) if "json" in r.headers.get("content-type", "") else {}
+                    self.error(op, f"{r.status_code} {err.get('code', '')}".strip(), err.get("message", r.text))
+                    return None
+                if sink is None:
+                    await r.aread()
+                else:
+                    async for chunk in r.aiter_bytes():
+                        sink(chunk)
+        except httpx.HTTPError as exc:
+            self.error(op, type(exc).__name__, str(exc) or repr(exc))
+            return None
+        except asyncio.CancelledError:
+            self.error(op, "unfinished", f"no answer {time.perf_counter() - start:.1f} s after the request started "
+                                         f"(cut off {GRACE:.0f} s after the deadline)")
+            raise
+        self.counts[op] += 1
+        self.times[timed or op].append((time.perf_counter() - start) * 1000)
+        return r
+
+    async def list(self, token: str) -> None:
+        await self.fetch("list", "GET", "/api/v1/transfers", token)
+
+    async def upload(self, token: str, mib: int, timed: str = "upload") -> str | None:
+        chunks, h, size, name = self.bodies.make(mib)
+        r = await self.fetch("upload", "POST", "/api/v1/transfers", token, timed=timed, content=chunks,
+                             params={"partner_id": self.vendor_id},
+                             headers={"Content-Type": "application/octet-stream", "X-Purpose": name,
+                                      "Content-Disposition": f"attachment; filename={name}.pdf"})
+        if r is None:
+            return None
+        self.expected[r.json()["id"]] = h.hexdigest()
+        self.bytes += size
+        return r.json()["id"]
+
+    async def approve(self, token: str, transfer_id: str, code: str) -> None:
+        await self.fetch("approve", "POST", f"/api/v1/transfers/{transfer_id}/approve", token,
+                         json={"days": 1, "code": code})
+
+    async def download(self, token: str, transfer: dict) -> None:
+        f, h, received = transfer["files"][0], hashlib.sha256(), 0
+
+        def sink(chunk: bytes) -> None:
+            nonlocal received
+            received += len(chunk)
+            h.update(chunk)
+
+        r = await self.fetch("download", "GET", f"/api/v1/transfers/{transfer['id']}/files/{f['id']}/content",
+                             token, sink=sink)
+        if r is None:
+            return
+        self.bytes += received
+        got = h.hexdigest()
+        claims = {"listing": f["sha256"], "header": r.headers.get("x-content-sha256", got),
+                  "uploader": self.expected.get(transfer["id"], got)}
+        if wrong := sorted(k for k, v in claims.items() if v != got):
+            self.mismatches += 1
+            self.sample("download", "checksum_mismatch", f"transfer {transfer['id']}: differs from {wrong}")
+
+
+# The clients, one coroutine per user: (load, user, index among its role, how many share the role).
+
+async def staff(load: Load, user: dict, i: int, peers: int) -> None:
+    cycle = ("upload", "list", "upload", "upload_1mib")
+    while load.live():
+        step, i = cycle[i % len(cycle)], i + 1
+        if step == "list":
+            await load.list(user["token"])
+        else:
+            await load.upload(user["token"], 1 if step == "upload_1mib" else random.randint(1, 20), timed=step)
+
+
+async def approver(load: Load, user: dict, i: int, peers: int) -> None:
+    codes = FreshCodes(pyotp.TOTP(user["secret"]))
+    while load.live():
+        # The replay guard takes one code per 30-s step, up to the next step: past that, fresh() would
+        # sleep, so list instead.
+        if codes.last is not None and codes.last > time.time() // 30:
+            await load.list(user["token"])
+            continue
+        r = await load.fetch("approval_queue", "GET", "/api/v1/transfers/approvals", user["token"])
+        # Each approver owns a share of the queue, so that two never race for one transfer.
+        mine = [t["id"] for t in (r.json() if r else []) if zlib.crc32(t["id"].encode()) % peers == i]
+        if mine:
+            await load.approve(user["token"], mine[-1], codes.fresh())
+        else:
+            await load.list(user["token"])
+
+
+async def biller(load: Load, user: dict, i: int, peers: int) -> None:
+    while load.live():
+        i += 1
+        r = None if i % 3 == 0 else await load.fetch("inbox", "GET", "/api/v1/transfers/inbox", user["token"])
+        if r is not None and r.json():
+            await load.download(user["token"], random.choice(r.json()))
+        else:
+            await load.list(user["token"])
+
+
+async def auditor(load: Load, user: dict, i: int, peers: int) -> None:
+    today = datetime.now(UTC).date().isoformat()
+    searches = ({"action": "transfer.*"}, {"action": "transfer.download.completed"}, {"outcome": "denied"},
+                {"org": load.vendor_id}, {"since": today, "until": today, "target_type": "transfer"}, {"limit": 200})
+    while load.live():
+        i += 1
+        if i % 3 == 0:
+            await load.list(user["token"])
+        else:
+            await load.fetch("search", "GET", "/api/v1/audit/events", user["token"], params=searches[i % len(searches)])
+
+
+CLIENTS = {"practice_staff": staff, "practice_approver": approver, "biller": biller, "auditor": auditor}
+
+
+async def drive(base: str, creds: dict, seconds: float, pid: int, bodies: Bodies) -> dict:
+    users, seeders = creds["users"][:-SEEDERS], creds["users"][-SEEDERS:]
+    by_role = {role: [u for u in users if u["role"] == role] for role, _ in MIX}
+    limits = httpx.Limits(max_connections=len(users) + 2, max_keepalive_connections=len(users) + 2)
+    async with httpx.AsyncClient(base_url=base, timeout=TIMEOUT, limits=limits) as http:
+        # Approved files for the billers from the first second, then the idle list latency.
+        setup = Load(http, bodies, creds["vendor_id"])
+        uploader = by_role["practice_staff"][0]["token"]
+        for seeder in seeders:
+            codes = FreshCodes(pyotp.TOTP(seeder["secret"]))
+            for _ in range(2):
+                if tid := await setup.upload(uploader, 1):
+                    await setup.approve(seeder["token"], tid, codes.fresh())
+        for _ in range(IDLE_LISTS):
+            await setup.list(uploader)
+        if setup.errors:
+            raise RuntimeError(f"setup failed: {json.dumps(setup.samples)}")
+        rss_start, cpu_start = rss_kib(pid, "VmRSS"), time.process_time()
+
+        log(f"load: {len(users)} clients for {seconds:g} s")
+        load = Load(http, bodies, creds["vendor_id"], time.monotonic() + seconds)
+        load.expected.update(setup.expected)
+        started = time.monotonic()
+        tasks = [asyncio.create_task(CLIENTS[role](load, user, i, len(peers)))
+                 for role, peers in by_role.items() for i, user in enumerate(peers)]
+        _, pending = await asyncio.wait(tasks, timeout=seconds + GRACE)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        elapsed = time.monotonic() - started
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                load.error("client", type(task.exception()).__name__, str(task.exception()))
+        rss_end, rss_peak = rss_kib(pid, "VmRSS"), rss_kib(pid, "VmHWM")
+
+    idle_p99, lists = summary(setup.times["list"])["p99_ms"], summary(load.times["list"])
+    return {
+        "operations": sum(load.counts.values()), "errors": sum(load.errors.values()),
+        "checksum_mismatches": load.mismatches, "database_locked": load.locked,
+        "uploads": load.counts["upload"], "approvals": load.counts["approve"], "downloads": load.counts["download"],
+        "searches": load.counts["search"], "counts": dict(load.counts),
+        "list": lists, "upload_1mib": summary(load.times["upload_1mib"]), "download": summary(load.times["download"]),
+        "mb_s": round(load.bytes / 1e6 / elapsed, 1), "seconds_measured": round(elapsed, 1),
+        "rss_start_mb": round(rss_start / 1024, 1), "rss_end_mb": round(rss_end / 1024, 1),
+        "rss_peak_mb": round(rss_peak / 1024, 1), "rss_growth_mb": round((rss_end - rss_start) / 1024, 1),
+        "idle_list_p99_ms": idle_p99,
+        "list_p99_over_idle": round(lists["p99_ms"] / idle_p99, 2) if lists["p99_ms"] and idle_p99 else None,
+        "load_generator_cpu_s": round(time.process_time() - cpu_start, 1),
+        "error_kinds": dict(load.errors), "error_samples": load.samples,
+    }
+
+
+def create_pg_database() -> tuple[str, callable]:
+    """A throw-away PostgreSQL database, as tests/conftest.py makes them, and its dropper."""
+    import psycopg
+
+    name = f"phigate_load_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}", drop
+
+
+def seed(env: dict, roles: list[str]) -> dict:
+    """Organisations, a BAA, and per role a user with TOTP and an API token, written through the services."""
+    done = subprocess.run([sys.executable, "-c", SEED, json.dumps(roles)], env=env, capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    if done.returncode:
+        raise RuntimeError(f"seeding failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_one(database: str, clients: int, seconds: float, asyncio_debug: bool, bodies: Bodies) -> dict:
+    with tempfile.TemporaryDirectory(prefix="phigate-load-") as tmp:
+        work, port = Path(tmp), free_port()
+        # This run's settings only: nothing inherited may point the server elsewhere.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PHIGATE_")}
+        env.update(PHIGATE_DATA_DIR=str(work / "var"), PHIGATE_HOST="127.0.0.1", PHIGATE_PORT=str(port))
+        drop = None
+        if database == "postgresql":
+            env["PHIGATE_DATABASE_URL"], drop = create_pg_database()
+        try:
+            log(f"{database}: seeding")
+            creds = seed(env, role_mix(clients) + ["practice_approver"] * SEEDERS)
+            cmd = [sys.executable, "-m", "gateway.cli", "serve"]
+            if asyncio_debug:
+                cmd, env = [sys.executable, "-c", DEBUG_LAUNCHER], {**env, "PYTHONASYNCIODEBUG": "1"}
+            with open(work / "server.log", "wb") as stderr:
+                proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr)
+            try:
+                wait_up(f"http://127.0.0.1:{port}/healthz", proc)
+                result = asyncio.run(drive(f"http://127.0.0.1:{port}", creds, seconds, proc.pid, bodies))
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(STOP_WAIT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            lines = (work / "server.log").read_text(errors="replace").splitlines()
+        finally:
+            if drop:
+                drop()
+    slow = [m for m in map(SLOW.search, lines) if m]
+    result["database_locked"] += sum("database is locked" in line for line in lines)
+    result["server_log_errors"] = sum(" ERROR " in line or line.startswith("ERROR:") for line in lines)
+    result["slow_callbacks"] = len(slow) if asyncio_debug else None
+    result["slow_callback_max_s"] = max((float(m[2]) for m in slow), default=0.0) if asyncio_debug else None
+    result["slow_callback_samples"] = [f"{SHORT.sub('', m[1]).replace(f'{REPO}/', '')[:260]} took {m[2]} s"
+                                       for m in slow[:5]] if asyncio_debug else None
+    log(f"{database}: {result['operations']} operations, {result['errors']} errors, "
+        f"{result['database_locked']} locked, {result['slow_callbacks']} slow callbacks")
+    return result
+
+
+def run(databases=("sqlite", "postgresql"), clients: int = 20, seconds: float = 120, asyncio_debug: bool = False,
+        quick: bool = False) -> dict:
+    if unknown := set(databases) - {"sqlite", "postgresql"}:
+        raise ValueError(f"unknown databases: {sorted(unknown)}")
+    bodies = Bodies()
+    per_db = {db: run_one(db, clients, seconds, asyncio_debug, bodies) for db in databases}
+    ratio = (round(per_db["sqlite"]["operations"] / max(1, per_db["postgresql"]["operations"]), 3)
+             if {"sqlite", "postgresql"} <= per_db.keys() else None)
+    rs = per_db.values()
+    return {
+        "clients": clients, "seconds": seconds, "quick": quick, "asyncio_debug": asyncio_debug, **per_db,
+        "sqlite_ops_over_postgresql": ratio,
+        "targets_met": {
+            "no_errors_mismatches_or_locks": all(r["errors"] == r["checksum_mismatches"] == r["database_locked"] == 0
+                                                 for r in rs),
+            "sqlite_ops_at_least_0.7x_postgresql": None if ratio is None else ratio >= 0.7,
+            "list_p99_within_5x_idle": all((r["list_p99_over_idle"] or math.inf) <= 5 for r in rs),
+            "rss_growth_within_150mb": all(r["rss_growth_mb"] <= 150 for r in rs),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="12 s per database (under a minute in all)")
+    parser.add_argument("--clients", type=int, default=20, help="concurrent clients (default 20)")
+    parser.add_argument("--seconds", type=float, default=None, help="load per database (default 120)")
+    parser.add_argument("--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    parser.add_argument("--asyncio-debug", action="store_true",
+                        help="serve on the asyncio loop in debug mode and count callbacks of 0.1 s or more")
+    args = parser.parse_args()
+    databases = tuple(d.strip() for d in args.databases.split(",") if d.strip())
+    print(json.dumps(run(databases, args.clients, args.seconds or (12 if args.quick else 120), args.asyncio_debug,
+                         args.quick)))
+
+
+if __name__ == "__main__":
+    main()
