@@ -31,15 +31,15 @@ def _org_names(db, transfers) -> dict[str, str]:
 
 @router.get("")
 def transfers(request: Request, db: DbSession, principal: Reader):
-    rows = service.list_transfers(db, principal)
-    inbox = service.inbox(db, principal) if principal.user.role == Role.biller else []
+    rows = service.list_transfers(db, principal).items
+    inbox = service.inbox(db, principal).items if principal.user.role == Role.biller else []
     return render(request, "transfers.html", principal=principal, transfers=rows, inbox=inbox,
                   orgs=_org_names(db, rows), now=clock.now())
 
 
 @router.get("/approvals")
 def approvals(request: Request, db: DbSession, principal: Approver):
-    rows = service.approval_queue(db, principal)
+    rows = service.approval_queue(db, principal).items
     return render(request, "approvals.html", principal=principal, transfers=rows, orgs=_org_names(db, rows))
 
 

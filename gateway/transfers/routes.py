@@ -7,7 +7,7 @@ from email.message import Message
 from urllib.parse import unquote
 
 import anyio
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from gateway.auth.service import Principal
@@ -113,21 +113,37 @@ async def create_transfer(request: Request, c: AppComponents, principal: Sender,
     return await anyio.to_thread.run_sync(closing_work)
 
 
+Limit = Annotated[int, Query(ge=1, le=200, description="items per page")]
+Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")]
+
+
+def _page(request: Request, response: Response, c, principal: Principal, page: service.Page) -> list[TransferOut]:
+    """The page's items; the next page's address in `Link` (RFC 8288) and its cursor in `X-Next-Cursor`."""
+    if page.next_cursor:
+        response.headers["X-Next-Cursor"] = page.next_cursor
+        following = request.url.include_query_params(cursor=page.next_cursor)
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+    return [views.transfer_out(c.keys, principal, t) for t in page.items]
+
+
 @router.get("", response_model=list[TransferOut])
-def list_transfers(db: DbSession, c: AppComponents, principal: Reader,
-                   status: TransferStatus | None = None):
-    """Transfers visible to the caller: their practice's, or (billers) those approved for them."""
-    return [views.transfer_out(c.keys, principal, t) for t in service.list_transfers(db, principal, status=status)]
+def list_transfers(request: Request, response: Response, db: DbSession, c: AppComponents, principal: Reader,
+                   status: TransferStatus | None = None, limit: Limit = 50, cursor: Cursor = None):
+    """Transfers visible to the caller, newest first: their practice's, or (billers) those approved for them."""
+    page = service.list_transfers(db, principal, status=status, limit=limit, cursor=cursor)
+    return _page(request, response, c, principal, page)
 
 
 @router.get("/inbox", response_model=list[TransferOut])
-def inbox(db: DbSession, c: AppComponents, principal: Annotated[Principal, Depends(require(Role.biller))]):
-    return [views.transfer_out(c.keys, principal, t) for t in service.inbox(db, principal)]
+def inbox(request: Request, response: Response, db: DbSession, c: AppComponents,
+          principal: Annotated[Principal, Depends(require(Role.biller))], limit: Limit = 50, cursor: Cursor = None):
+    return _page(request, response, c, principal, service.inbox(db, principal, limit=limit, cursor=cursor))
 
 
 @router.get("/approvals", response_model=list[TransferOut])
-def approvals(db: DbSession, c: AppComponents, principal: Approver):
-    return [views.transfer_out(c.keys, principal, t) for t in service.approval_queue(db, principal)]
+def approvals(request: Request, response: Response, db: DbSession, c: AppComponents, principal: Approver,
+              limit: Limit = 50, cursor: Cursor = None):
+    return _page(request, response, c, principal, service.approval_queue(db, principal, limit=limit, cursor=cursor))
 
 
 @router.get("/{transfer_id}", response_model=TransferOut)

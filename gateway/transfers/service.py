@@ -7,9 +7,11 @@ does not exist.  Every denial is recorded with its reason before it is raised.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import base64
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from gateway import clock
@@ -20,7 +22,8 @@ from gateway.baas.service import active_baa
 from gateway.config import Settings
 from gateway.errors import Conflict, Forbidden, GatewayError, InvalidInput, NotFound
 from gateway.orgs.models import OrgKind
-from gateway.transfers.models import Direction, Download, Transfer, TransferFile, TransferStatus
+from gateway.transfers.models import (Direction, Download, Transfer, TransferFile, TransferRecipient,
+                                      TransferStatus)
 from gateway.users.models import Role, User
 
 PRACTICE_ROLES = (Role.practice_staff, Role.practice_approver)
@@ -50,33 +53,74 @@ def _addressed_to(transfer: Transfer, user: User) -> bool:
     return not transfer.recipients or user.id in transfer.recipient_ids
 
 
+def _addressed_clause(principal: Principal):
+    """SQL for `_addressed_to`: a biller sees an outbound transfer only when it names no one or names them."""
+    user = principal.user
+    if user.role != Role.biller:
+        return true()
+    return ((Transfer.direction != Direction.outbound) | ~Transfer.recipients.any()
+            | Transfer.recipients.any(TransferRecipient.user_id == user.id))
+
+
 def find_transfer(db: Session, principal: Principal, transfer_id: str) -> Transfer:
     """The transfer if this caller may see it; NotFound otherwise, identical to a missing id."""
-    transfer = db.scalar(select(Transfer).where(Transfer.id == transfer_id, _visible_clause(principal)))
-    if transfer is None or not _addressed_to(transfer, principal.user):
+    transfer = db.scalar(select(Transfer).where(Transfer.id == transfer_id, _visible_clause(principal),
+                                                _addressed_clause(principal)))
+    if transfer is None:
         raise NotFound("No such transfer.", code="transfer_not_found")
     return transfer
 
 
+@dataclass(frozen=True)
+class Page:
+    """One page of a list, newest first; `next_cursor` continues after its last item (None: no more)."""
+
+    items: list[Transfer]
+    next_cursor: str | None
+
+
+def _cursor_of(transfer: Transfer) -> str:
+    raw = f"{transfer.created_at.isoformat()}|{transfer.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(cursor: str):
+    """The SQL condition for rows after `cursor` in (created_at, id) descending order: stable under inserts."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, transfer_id = raw.split("|", 1)
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None or not transfer_id:
+            raise ValueError
+    except ValueError:
+        raise InvalidInput("The cursor is not one this list gave out.", code="invalid_cursor") from None
+    return (Transfer.created_at < created_at) | ((Transfer.created_at == created_at) & (Transfer.id < transfer_id))
+
+
 def list_transfers(db: Session, principal: Principal, *, status: TransferStatus | None = None,
-                   limit: int = 200) -> list[Transfer]:
-    query = select(Transfer).where(_visible_clause(principal))
+                   limit: int = 200, cursor: str | None = None, where=None) -> Page:
+    """Transfers the caller may see, newest first, one page filtered entirely in SQL."""
+    query = select(Transfer).where(_visible_clause(principal), _addressed_clause(principal))
     if status is not None:
         query = query.where(Transfer.status == status)
-    rows = db.scalars(query.order_by(Transfer.created_at.desc()).limit(limit))
-    return [t for t in rows if _addressed_to(t, principal.user)]
+    if where is not None:
+        query = query.where(where)
+    if cursor:
+        query = query.where(_after(cursor))
+    rows = list(db.scalars(query.order_by(Transfer.created_at.desc(), Transfer.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    return Page(rows[:limit], _cursor_of(rows[limit - 1]) if more else None)
 
 
-def inbox(db: Session, principal: Principal) -> list[Transfer]:
+def inbox(db: Session, principal: Principal, *, limit: int = 200, cursor: str | None = None) -> Page:
     """A biller's outbound transfers that are approved for them and inside their window."""
-    now = clock.now()
-    return [t for t in list_transfers(db, principal, status=TransferStatus.approved)
-            if t.direction == Direction.outbound and t.access_ends_at and now < t.access_ends_at]
+    return list_transfers(db, principal, status=TransferStatus.approved, limit=limit, cursor=cursor,
+                          where=(Transfer.direction == Direction.outbound) & (Transfer.access_ends_at > clock.now()))
 
 
-def approval_queue(db: Session, principal: Principal) -> list[Transfer]:
-    return [t for t in list_transfers(db, principal, status=TransferStatus.awaiting_approval)
-            if t.direction == Direction.outbound]
+def approval_queue(db: Session, principal: Principal, *, limit: int = 200, cursor: str | None = None) -> Page:
+    return list_transfers(db, principal, status=TransferStatus.awaiting_approval, limit=limit, cursor=cursor,
+                          where=Transfer.direction == Direction.outbound)
 
 
 def _deny(db: Session, principal: Principal, action: str, transfer: Transfer, reason: str,

@@ -91,11 +91,11 @@ def test_baa_gate_at_the_moment_of_download(party, pending, db, components):
 
 def test_queue_and_inbox(party, pending, db, components):
     p = principal(db, party.approver)
-    assert [t.id for t in service.approval_queue(db, p)] == [pending]
+    assert [t.id for t in service.approval_queue(db, p).items] == [pending]
     t = db.get(Transfer, pending)
     service.approve(db, components.settings, components.keys, p, t, days=2, download_limit=None, recipient_ids=[],
                     code=party.approver.code())
     db.commit()
-    assert service.approval_queue(db, p) == []
-    assert [x.id for x in service.inbox(db, principal(db, party.biller))] == [pending]
+    assert service.approval_queue(db, p).items == []
+    assert [x.id for x in service.inbox(db, principal(db, party.biller)).items] == [pending]
     db.commit()
