@@ -3,7 +3,8 @@
     python bench/load.py [--quick] [--clients N] [--seconds S] [--databases sqlite,postgresql] [--asyncio-debug]
 
 Per database: `phigate serve` on loopback, seeded with one user and API token per client, a few approved
-transfers and the idle list latency; then N clients (default 20) for S seconds (default 120) from one
+transfers and a full first page of the practice's list, then the idle list latency (same rows as under
+load); then N clients (default 20) for S seconds (default 120) from one
 asyncio process: staff upload 1-20 MiB (every fourth a timed 1 MiB one) and list, approvers approve with
 fresh TOTP codes, billers download and check every SHA-256, auditors search the audit log.
 
@@ -45,6 +46,7 @@ from transfer import MiB, REPO, FreshCodes, free_port, rss_kib, wait_up  # noqa:
 MIX = (("practice_staff", 8), ("practice_approver", 3), ("biller", 6), ("auditor", 3))  # per 20 clients
 SEEDERS = 3      # extra approvers that only release the pre-load transfers (two TOTP steps each)
 IDLE_LISTS = 200
+PAGE = 50        # the default page size of the transfer lists
 TIMEOUT = 60.0   # per request
 GRACE = 10.0     # in-flight requests get this long after the deadline; a healthy one needs a few seconds
 STOP_WAIT = 10   # a server whose loop is blocked handles SIGTERM late: wait, so that its last log lines land
@@ -305,6 +307,10 @@ async def drive(base: str, creds: dict, seconds: float, pid: int, bodies: Bodies
             for _ in range(2):
                 if tid := await setup.upload(uploader, 1):
                     await setup.approve(seeder["token"], tid, codes.fresh())
+        # A full first page (lists answer at most PAGE items) before the idle measurement, so that idle
+        # and loaded lists return as many rows and the comparison is of load, not of list length.
+        for _ in range(PAGE - 2 * SEEDERS):
+            await setup.upload(uploader, 1)
         for _ in range(IDLE_LISTS):
             await setup.list(uploader)
         if setup.errors:

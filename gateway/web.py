@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from gateway import __version__
@@ -24,3 +25,12 @@ def render(request: Request, name: str, status_code: int = 200, **context) -> HT
 def redirect(url: str) -> RedirectResponse:
     # 303: the browser follows a POST with a GET, so a reload never re-submits a form.
     return RedirectResponse(url, status_code=303)
+
+
+def json_response(data, status_code: int = 200) -> JSONResponse:
+    """JSON encoded here, in the handler's worker thread.
+
+    FastAPI encodes a returned dict (a route without a response model) on the event loop,
+    where a long list of events would hold up every other request.
+    """
+    return JSONResponse(jsonable_encoder(data), status_code=status_code)

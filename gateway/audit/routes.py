@@ -21,6 +21,7 @@ from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, WriteSession, require
 from gateway.errors import NotFound
 from gateway.users.models import Role
+from gateway.web import json_response
 from gateway import clock
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -53,12 +54,12 @@ def list_events(db: DbSession, principal: AuditorPrincipal, filters: FilterParam
                 before: int | None = Query(default=None, ge=1), limit: int = Query(default=50, ge=1, le=200)):
     flt = search.build_filter(db, **filters.raw)
     events, cursor = search.search(db, _scope(db, principal), flt, before=before, limit=limit)
-    return {"items": [search.event_dict(e) for e in events], "next_before": cursor}
+    return json_response({"items": [search.event_dict(e) for e in events], "next_before": cursor})
 
 
 @router.get("/events/{seq}")
 def get_event(seq: int, db: DbSession, principal: AuditorPrincipal):
-    return search.event_dict(search.get_event(db, _scope(db, principal), seq))
+    return json_response(search.event_dict(search.get_event(db, _scope(db, principal), seq)))
 
 
 @router.get("/activity")
@@ -70,7 +71,8 @@ def user_activity(db: DbSession, principal: AuditorPrincipal, user: str = Query(
     flt = search.build_filter(db, user=user)
     flt = search.EventFilter(user_id=flt.user_id, since=start, until=end)
     events, cursor = search.search(db, _scope(db, principal), flt, before=after, limit=limit, ascending=True)
-    return {"user": user, "day": day, "items": [search.event_dict(e) for e in events], "next_after": cursor}
+    return json_response({"user": user, "day": day, "items": [search.event_dict(e) for e in events],
+                          "next_after": cursor})
 
 
 @router.get("/timeline/{target_id}")
@@ -79,7 +81,8 @@ def timeline(target_id: str, db: DbSession, principal: AuditorPrincipal,
     """Every event about one target (a transfer, file, user...), oldest first."""
     flt = dataclasses.replace(search.build_filter(db, target_id=target_id), target_or_file=True)
     events, cursor = search.search(db, _scope(db, principal), flt, before=after, limit=limit, ascending=True)
-    return {"target_id": target_id, "items": [search.event_dict(e) for e in events], "next_after": cursor}
+    return json_response({"target_id": target_id, "items": [search.event_dict(e) for e in events],
+                          "next_after": cursor})
 
 
 @router.get("/status")
