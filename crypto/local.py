@@ -13,6 +13,13 @@ cannot be replayed under another key id, version or context.
 
 This provider is for a single onshore host (the embedded default). It warns on
 open: several replicas need a shared, access-controlled custody such as KMS.
+
+A KEK version is read from disk once per process and kept as an AES-GCM object:
+a version file never changes, and a list of fifty file names would otherwise cost
+fifty opens and reads. Destruction is unaffected: every wrap and unwrap checks
+the key's tombstone first, and destruction writes the tombstone before it
+shreds the files, so from that moment no process unwraps under the key,
+whatever it holds in memory; the destroying process also drops its copy.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import logging
 import os
 import struct
+import threading
 import warnings
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -123,6 +131,8 @@ class LocalKeyring:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.root = Path(path)
+        self._keks: dict[tuple[str, int], AESGCM] = {}
+        self._keks_lock = threading.Lock()
         if not (self.root / MARKER).is_file():
             raise ProviderUnavailable("not an initialised keyring (run `phigate keys init`)")
         for p in (self.root, self.root / "keys", self.root / "destroyed", self.root / "blobs"):
@@ -167,6 +177,15 @@ class LocalKeyring:
         if not versions:
             raise KeyNotFound(f"key {key_id} does not exist")
         return versions
+
+    def _kek(self, key_id: str, version: int) -> AESGCM:
+        """The KEK version as an AEAD; the caller has checked the tombstone (see the module docstring)."""
+        found = self._keks.get((key_id, version))
+        if found is None:
+            found = AESGCM(self._read_kek(key_id, version))
+            with self._keks_lock:
+                self._keks[(key_id, version)] = found
+        return found
 
     def _read_kek(self, key_id: str, version: int) -> bytes:
         path = self._key_dir(key_id) / f"v{version}.kek"
@@ -242,6 +261,9 @@ class LocalKeyring:
             _write_new_file(self.root / "destroyed", tomb.name, json.dumps(record).encode(), replace=True)
         else:
             record["versions"] = sorted(set(json.loads(tomb.read_text())["versions"]) | set(versions))
+        with self._keks_lock:
+            for v in versions:
+                self._keks.pop((key_id, v), None)
         key_dir = self._key_dir(key_id)
         for v in versions:
             path = key_dir / f"v{v}.kek"
@@ -284,9 +306,8 @@ class LocalKeyring:
         return _WRAP_LABEL + struct.pack(">B", len(kid)) + kid + struct.pack(">I", version) + canonical_context(context)
 
     def _wrap(self, key_id: str, version: int, dek: bytes, context: Mapping[str, str]) -> WrappedKey:
-        kek = self._read_kek(key_id, version)
         nonce = os.urandom(_NONCE_SIZE)
-        blob = nonce + AESGCM(kek).encrypt(nonce, dek, self._aad(key_id, version, context))
+        blob = nonce + self._kek(key_id, version).encrypt(nonce, dek, self._aad(key_id, version, context))
         return WrappedKey(self.scheme, key_id, version, blob)
 
     def generate_data_key(self, key_id: str, context: Mapping[str, str]) -> tuple[DataKey, WrappedKey]:
@@ -302,12 +323,12 @@ class LocalKeyring:
         aad = self._aad(wrapped.key_id, wrapped.key_version, context)
         if self._tombstone(wrapped.key_id).exists():
             raise KeyDestroyed(f"key {wrapped.key_id} was destroyed")
-        kek = self._read_kek(wrapped.key_id, wrapped.key_version)
+        kek = self._kek(wrapped.key_id, wrapped.key_version)
         blob = wrapped.blob
         if len(blob) != _NONCE_SIZE + 32 + 16:
             raise DecryptionError()
         try:
-            return DataKey(AESGCM(kek).decrypt(blob[:_NONCE_SIZE], blob[_NONCE_SIZE:], aad))
+            return DataKey(kek.decrypt(blob[:_NONCE_SIZE], blob[_NONCE_SIZE:], aad))
         except InvalidTag:
             raise DecryptionError() from None
 

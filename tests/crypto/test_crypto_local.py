@@ -185,6 +185,21 @@ def test_destroy_key(local_provider, keyring_path):
         local_provider.destroy_key("never-existed")
 
 
+def test_destruction_by_another_process_stops_a_keyring_that_holds_the_key_in_memory(local_provider, keyring_path):
+    """A KEK version is read once per process; destruction elsewhere still stops every unwrap at once."""
+    local_provider.ensure_key("rel-9-9")
+    dek, wrapped = local_provider.generate_data_key("rel-9-9", CTX)
+    assert local_provider.unwrap(wrapped, CTX) == dek  # now held in memory
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other = open_key_provider(f"local://{keyring_path}")  # a second server process on the same host
+    other.destroy_key("rel-9-9")
+    with pytest.raises(KeyDestroyed):
+        local_provider.unwrap(wrapped, CTX)
+    with pytest.raises(KeyDestroyed):
+        local_provider.generate_data_key("rel-9-9", CTX)
+
+
 @pytest.mark.parametrize(
     "bad", ["", "-abc", "_x", "../etc", "a/b", "a b", "a.b", "x" * 65, "é", "rel-1-2\n", None, 5]
 )
