@@ -96,7 +96,10 @@ SEED = textwrap.dedent('''
 # The stdlib loop in debug mode (uvloop does not report slow callbacks), and the root logger on
 # stderr, where asyncio writes "Executing <Task ...> took 0.2 seconds".
 DEBUG_LAUNCHER = textwrap.dedent('''
-    import asyncio, logging, uvicorn
+    import asyncio, linecache, logging, uvicorn
+    # Debug mode records a source traceback at every Future, and linecache stats each of its files:
+    # that instrumentation's own file I/O on the loop is not the gateway's, so it is switched off.
+    linecache.checkcache = lambda filename=None: None
     from gateway.app import create_app
     from gateway.config import Settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
