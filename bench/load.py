@@ -43,6 +43,9 @@ import pyotp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transfer import MiB, REPO, FreshCodes, free_port, rss_kib, wait_up  # noqa: E402
 
+sys.path.insert(0, str(REPO))
+from tests.support.pgdb import create_database  # noqa: E402
+
 MIX = (("practice_staff", 8), ("practice_approver", 3), ("biller", 6), ("auditor", 3))  # per 20 clients
 SEEDERS = 3      # extra approvers that only release the pre-load transfers (two TOTP steps each)
 IDLE_LISTS = 200
@@ -52,7 +55,6 @@ GRACE = 10.0     # in-flight requests get this long after the deadline; a health
 STOP_WAIT = 10   # a server whose loop is blocked handles SIGTERM late: wait, so that its last log lines land
 SLOW = re.compile(r"Executing (.*) took ([\d.]+) seconds")
 SHORT = re.compile(r"\S*/(site-packages|python3\.\d+)/")  # library paths, shortened to the package's
-PG_ADMIN_URL = os.environ.get("PHIGATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 SEED = textwrap.dedent('''
     import json, secrets, sys
@@ -353,22 +355,6 @@ async def drive(base: str, creds: dict, seconds: float, pid: int, bodies: Bodies
     }
 
 
-def create_pg_database() -> tuple[str, callable]:
-    """A throw-away PostgreSQL database, as tests/conftest.py makes them, and its dropper."""
-    import psycopg
-
-    name = f"phigate_load_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}", drop
-
-
 def seed(env: dict, roles: list[str]) -> dict:
     """Organisations, a BAA, and per role a user with TOTP and an API token, written through the services."""
     done = subprocess.run([sys.executable, "-c", SEED, json.dumps(roles)], env=env, capture_output=True, text=True,
@@ -386,7 +372,7 @@ def run_one(database: str, clients: int, seconds: float, asyncio_debug: bool, bo
         env.update(PHIGATE_DATA_DIR=str(work / "var"), PHIGATE_HOST="127.0.0.1", PHIGATE_PORT=str(port))
         drop = None
         if database == "postgresql":
-            env["PHIGATE_DATABASE_URL"], drop = create_pg_database()
+            env["PHIGATE_DATABASE_URL"], drop = create_database("phigate_load")
         try:
             log(f"{database}: seeding")
             creds = seed(env, role_mix(clients) + ["practice_approver"] * SEEDERS)

@@ -17,9 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.lanes import LANES, lane_unavailable
-
-PG_ADMIN_URL = os.environ.get("PHIGATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
+from tests.support.pgdb import create_database
 
 # -- clock ------------------------------------------------------------------------
 
@@ -79,22 +77,6 @@ def keyring_url(tmp_path_factory) -> str:
     return f"local://{path}"
 
 
-def _create_pg_database() -> tuple[str, callable]:
-    import psycopg
-
-    name = f"phigate_test_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    return f"{base}/{name}", drop
-
-
 @pytest.fixture(scope="session", params=LANES)
 def lane(request, tmp_path_factory):
     """(lane name, migrated database URL), once per test session and lane."""
@@ -109,7 +91,7 @@ def lane(request, tmp_path_factory):
     if name == "sqlite":
         url, drop = f"sqlite:///{tmp_path_factory.mktemp('db') / 'phigate.db'}", None
     else:
-        url, drop = _create_pg_database()
+        url, drop = create_database()
     upgrade(url)
     yield name, url
     if drop:
