@@ -60,8 +60,9 @@ def fsck(c: Components, actor: Actor, *, repair: bool, grace_minutes: int | None
     # an object listed here has a row committed before the registry is read below.
     in_storage = {info.key for info in c.store.list()}
     with c.db.snapshot() as db:
-        rows = {r.object_key: r for r in db.scalars(select(SealedObject).where(
-            (SealedObject.storage_location == here) | SealedObject.storage_location.is_(None)))}
+        every = {r.object_key: r for r in db.scalars(select(SealedObject))}
+    # A row naming another store still makes the key someone's here (objects copied between stores).
+    rows = {k: r for k, r in every.items() if r.storage_location in (here, None)}
     for key, row in sorted(rows.items()):
         counts = report.by_kind.setdefault(row.kind.value, {})
         counts[row.state.value] = counts.get(row.state.value, 0) + 1
@@ -73,7 +74,7 @@ def fsck(c: Components, actor: Actor, *, repair: bool, grace_minutes: int | None
             report.missing.append(key)
         elif row.state == SealedState.destroyed and key in in_storage:
             report.destroyed_but_present.append(key)
-    report.unreferenced = sorted(k for k in in_storage if k not in rows)
+    report.unreferenced = sorted(k for k in in_storage if k not in every)
     if repair:
         for key in report.unreferenced:
             _remove_unreferenced(c, actor, key, report)

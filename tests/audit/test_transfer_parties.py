@@ -44,7 +44,7 @@ def test_practice_auditor_sees_the_billers_refused_attempts_before_approval(part
         assert event["action"] in exported[str(event["seq"])] and party.biller.id in exported[str(event["seq"])]
 
 
-def test_every_transfer_event_names_both_organisations(party, session_for, db):
+def test_every_transfer_event_names_both_organisations(party, session_for, db, factory):
     from tests.transfers.conftest import events
 
     staff, approver, biller = session_for(party.staff), session_for(party.approver), session_for(party.biller)
@@ -62,3 +62,9 @@ def test_every_transfer_event_names_both_organisations(party, session_for, db):
     for e in about:
         assert e.target_org_id == party.practice.id, e.action
         assert e.details.get("vendor_id") == party.vendor.id, e.action
+
+    # An operator auditor filtering by the vendor finds the practice's side of its transfers too.
+    operator_auditor = session_for(factory.user("auditor", factory.org("operator")))
+    r = operator_auditor.client.get("/api/v1/audit/events", params={"org": party.vendor.id, "target_id": tid,
+                                                                   "limit": 200})
+    assert {e["action"] for e in r.json()["items"]} >= {"transfer.created", "transfer.approved", "transfer.revoked"}
