@@ -102,7 +102,10 @@ def _event(db: Session, action: str, actor: Actor, parties: tuple[str, str] | No
 
 def prepare(c: Components, db: Session, principal: Principal, transfer_id: str, file_id: str,
             range_header: str | None) -> Prepared:
-    """Check the gates, reserve or resume the download, log the start, open the object; raise (after logging) on any refusal or failure."""
+    """Check the gates, reserve or resume the download, log the start, open the object.
+
+    Raises (after recording it) on any refusal or failure.
+    """
     actor = principal.actor
     try:
         transfer = service.find_transfer(db, principal, transfer_id)
@@ -139,9 +142,9 @@ def prepare(c: Components, db: Session, principal: Principal, transfer_id: str, 
         download.outcome, download.active_at, download.range_end = DownloadOutcome.started, now, stop
         download.resumptions += 1
     else:
-        download = Download(id=new_id(), transfer_id=transfer.id, file_id=file.id, user_id=principal.user.id, started_at=now,
-                            active_at=now, range_start=start, range_end=stop, delivered_to=start, bytes_sent=0,
-                            outcome=DownloadOutcome.started, resumptions=0, resumed=False)
+        download = Download(id=new_id(), transfer_id=transfer.id, file_id=file.id, user_id=principal.user.id,
+                            started_at=now, active_at=now, range_start=start, range_end=stop, delivered_to=start,
+                            bytes_sent=0, outcome=DownloadOutcome.started, resumptions=0, resumed=False)
         db.add(download)
     _event(db, "transfer.download.started", actor, parties, transfer.id, file.id, size=file.size, sha256=file.sha256,
            range_start=start, range_end=stop, resumed=resumed is not None, download_id=download.id)

@@ -260,7 +260,8 @@ def download_denial(db: Session, principal: Principal, transfer: Transfer, file:
             return "not_recipient"
         if transfer.access_ends_at is None or now >= transfer.access_ends_at:
             return "window_ended"
-        if transfer.download_limit is not None and not resuming and downloads_counted(db, file) >= transfer.download_limit:
+        if (transfer.download_limit is not None and not resuming
+                and downloads_counted(db, file) >= transfer.download_limit):
             return "limit_reached"
     if active_baa(db, transfer.practice_id, transfer.vendor_id, now) is None:
         return "baa_not_active"

@@ -62,7 +62,7 @@ class Request:
 @dataclass
 class _Stored:
     file_id: str
-    sealed: sealed.Sealed
+    written: sealed.Sealed
     name_sealed: bytes
     file_type: str
 
@@ -171,7 +171,8 @@ def receive(c: Components, principal: Principal, req: Request, files: Iterator[I
                 stored.append(_store_file(c, key_id, practice_id, vendor_id, transfer_id, incoming, pending))
             if not stored:
                 raise InvalidInput("Choose at least one file.", code="no_files")
-            note_sealed = seal(c.keys, key_id, req.note.encode(), note_context(transfer_id)) if req.note.strip() else None
+            note_sealed = (seal(c.keys, key_id, req.note.encode(), note_context(transfer_id)) if req.note.strip()
+                           else None)
             now = clock.now()
             transfer = Transfer(
                 id=transfer_id, direction=direction, practice_id=practice_id, vendor_id=vendor_id,
@@ -184,10 +185,10 @@ def receive(c: Components, principal: Principal, req: Request, files: Iterator[I
             for position, s in enumerate(stored):
                 db.add(TransferFile(
                     id=s.file_id, transfer_id=transfer_id, position=position, name_sealed=s.name_sealed,
-                    file_type=s.file_type, size=s.sealed.plaintext_size, sha256=s.sealed.sha256,
+                    file_type=s.file_type, size=s.written.plaintext_size, sha256=s.written.sha256,
                     state=FileState.stored, created_at=now))
             db.flush()
-            sealed.commit(db, [s.sealed for s in stored])
+            sealed.commit(db, [s.written for s in stored])
             record_event(db, "transfer.created", actor=principal.actor, target_type="transfer", target_id=transfer_id,
                          target_org_id=practice_id,
                          details={"direction": direction.value, "vendor_id": vendor_id, "files": len(stored),
@@ -195,8 +196,8 @@ def receive(c: Components, principal: Principal, req: Request, files: Iterator[I
             for s in stored:
                 record_event(db, "transfer.file.stored", actor=principal.actor, target_type="transfer",
                              target_id=transfer_id, target_org_id=practice_id,
-                             details={"file_id": s.file_id, "vendor_id": vendor_id, "size": s.sealed.plaintext_size,
-                                      "sha256": s.sealed.sha256, "file_type": s.file_type, "key_id": key_id})
+                             details={"file_id": s.file_id, "vendor_id": vendor_id, "size": s.written.plaintext_size,
+                                      "sha256": s.written.sha256, "file_type": s.file_type, "key_id": key_id})
             db.commit()
         except BaseException as exc:
             db.rollback()
@@ -225,7 +226,7 @@ def _store_file(c: Components, key_id: str, practice_id: str, vendor_id: str, tr
     pending.append(reserved)
     plaintext = PlaintextMeter(incoming.chunks, extension, settings.allowed_file_types, settings.max_file_size)
     written = sealed.write(c, reserved, plaintext)
-    return _Stored(file_id=file_id, sealed=written, file_type=plaintext.file_type,
+    return _Stored(file_id=file_id, written=written, file_type=plaintext.file_type,
                    name_sealed=seal(c.keys, key_id, name.encode(), name_context(file_id)))
 
 
