@@ -211,6 +211,7 @@ def open_key_provider(
     onshore_regions: Sequence[str] = DEFAULT_ONSHORE_REGIONS,
     pending_window_days: int | None = None,
     kms_client: object | None = None,
+    kms_timeouts: tuple[float, float, int] | None = None,
 ) -> KeyProvider:
     """Open the key provider named by ``url``.
 
@@ -218,6 +219,8 @@ def open_key_provider(
     * ``awskms://arn:aws:kms:REGION:ACCOUNT:alias/PREFIX[?endpoint_url=...&pending_window_days=N]``:
       one KMS key per key id behind ``alias/PREFIX/<key_id>``; REGION must be in
       ``onshore_regions`` or ResidencyError is raised before any network call.
+      ``kms_timeouts`` is (connect seconds, read seconds, attempts per call): a key
+      service that hangs fails the call with ProviderUnavailable within that bound.
     """
     if not isinstance(url, str):
         raise ConfigurationError("key provider URL must be a string")
@@ -232,10 +235,14 @@ def open_key_provider(
     if scheme == "awskms":
         from .kms import AwsKmsProvider
 
+        timeouts = {}
+        if kms_timeouts is not None:
+            timeouts = dict(zip(("connect_timeout", "read_timeout", "max_attempts"), kms_timeouts, strict=True))
         return AwsKmsProvider.from_url(
             url,
             onshore_regions=tuple(onshore_regions),
             pending_window_days=pending_window_days,
             client=kms_client,
+            **timeouts,
         )
     raise ConfigurationError("unsupported key provider URL scheme (use local:// or awskms://)")

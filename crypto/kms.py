@@ -49,6 +49,8 @@ from .keys import DEFAULT_ONSHORE_REGIONS, DataKey, KeyDestruction, WrappedKey, 
 
 SCHEME = "awskms"
 DEFAULT_PENDING_WINDOW_DAYS = 30
+# Seconds to connect, seconds to wait for each answer, attempts per call (the first included).
+DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_MAX_ATTEMPTS = 5.0, 15.0, 3
 _ARN_RE = re.compile(
     r"arn:(?P<partition>aws|aws-us-gov):kms:(?P<region>[a-z]{2}(?:-gov)?-[a-z]+-\d):"
     r"(?P<account>\d{12}):(?P<prefix>alias/[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*)"
@@ -82,6 +84,9 @@ class AwsKmsProvider:
         pending_window_days: int = DEFAULT_PENDING_WINDOW_DAYS,
         endpoint_url: str | None = None,
         client: object | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         # Residency is checked first, before any client exists or any call is made.
         if region not in onshore_regions:
@@ -95,9 +100,10 @@ class AwsKmsProvider:
             import boto3
             from botocore.config import Config
 
-            # Bounded retries and timeouts: a readiness probe or an upload must fail
-            # promptly rather than hang when KMS is unreachable.
-            config = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 3, "mode": "standard"})
+            # Bounded retries and timeouts: a readiness probe, an upload or a download must
+            # fail promptly rather than hang when KMS is unreachable or stops answering.
+            config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                            retries={"max_attempts": max_attempts, "mode": "standard"})
             client = boto3.client("kms", region_name=region, endpoint_url=endpoint_url, config=config)
         self._kms = client
         self._versions_by_arn: dict[str, tuple[str, int]] = {}
@@ -110,6 +116,9 @@ class AwsKmsProvider:
         onshore_regions: tuple[str, ...] = DEFAULT_ONSHORE_REGIONS,
         pending_window_days: int | None = None,
         client: object | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> "AwsKmsProvider":
         rest = url[len("awskms://") :]
         arn, _, query = rest.partition("?")
@@ -132,6 +141,9 @@ class AwsKmsProvider:
             pending_window_days=window,
             endpoint_url=params.get("endpoint_url") or None,
             client=client,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_attempts=max_attempts,
         )
 
     def __repr__(self) -> str:

@@ -73,9 +73,26 @@ def _record_refusal(request: Request, reason: str, details: dict) -> None:
         # Its own short transaction: whatever the refused request left pending was rolled back
         # when its session closed; only the refusal is kept.
         with components.db.transaction() as db:
-            record_event(db, "request.refused", actor=actor, outcome=Outcome.denied, details=details)
+            target, vendor_id = _refused_target(db, request)
+            if vendor_id:
+                details["vendor_id"] = vendor_id
+            record_event(db, "request.refused", actor=actor, outcome=Outcome.denied, details=details, **target)
     except Exception:  # noqa: BLE001 - the refusal still answers if the audit write fails
         log.exception("could not record a refused request")
+
+
+def _refused_target(db, request: Request) -> tuple[dict, str | None]:
+    """A refusal about a transfer names it and both its organisations, so each side's auditors see it."""
+    transfer_id = request.path_params.get("transfer_id")
+    if not isinstance(transfer_id, str) or not 0 < len(transfer_id) <= 64:
+        return {}, None
+    from gateway.transfers.service import parties
+
+    found = parties(db, transfer_id)
+    target = {"target_type": "transfer", "target_id": transfer_id}
+    if found is None:
+        return target, None
+    return {**target, "target_org_id": found[0]}, found[1]
 
 
 def install_error_handlers(app: FastAPI) -> None:

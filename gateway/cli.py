@@ -262,15 +262,16 @@ def user_reset_password(user: str) -> None:
 
 
 @app.command()
-def fsck(repair: bool = typer.Option(False, "--repair", help="destroy orphaned objects"),
-         grace_minutes: int = typer.Option(60, help="leave pending uploads younger than this alone")) -> None:
-    """Find objects nothing can find (crashed uploads, unreferenced) and files whose object is missing."""
-    from gateway.transfers.fsck import fsck as run_fsck
+def fsck(repair: bool = typer.Option(False, "--repair", help="destroy objects nothing uses (never a stored one)"),
+         grace_minutes: int = typer.Option(None, help="in-flight window: leave pending objects younger than this "
+                                                      "alone (default PHIGATE_RETENTION_IN_FLIGHT_MINUTES)")) -> None:
+    """Reconcile the sealed-object registry with storage, for every kind of object (see docs/operations.md)."""
+    from gateway.sealed.fsck import fsck as run_fsck
 
     report = run_fsck(_components(), _actor(), repair=repair, grace_minutes=grace_minutes)
-    typer.echo(json.dumps({"stale_pending": report.stale_pending, "unreferenced": report.unreferenced,
-                           "missing": report.missing, "removed": report.removed}, indent=2))
-    if report.missing or (not repair and (report.stale_pending or report.unreferenced)):
+    typer.echo(json.dumps(report.as_dict(), indent=2))
+    leftovers = report.stale_pending or report.unreferenced or report.unfinished_destruction
+    if report.missing or report.failed or (not repair and leftovers):
         raise typer.Exit(1)
 
 
@@ -284,11 +285,12 @@ def keys_init() -> None:
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """Key ids and their current versions (never key material)."""
+    """Key ids, their current versions and how many objects each version still wraps (never key material)."""
     from gateway.custody import key_inventory
 
     for row in key_inventory(_components()):
-        typer.echo(f"{row['key_id']:<48} v{row['version']}")
+        wraps = " ".join(f"v{v}={n}" for v, n in sorted(row["objects_by_version"].items())) or "none"
+        typer.echo(f"{row['key_id']:<48} v{row['version']:<4} objects wrapped by version: {wraps}")
 
 
 @keys_app.command("rotate")
@@ -312,7 +314,8 @@ def keys_rewrap() -> None:
 
     report = rewrap_all(_components(), _actor())
     typer.echo(json.dumps({"rewrapped": report.rewrapped, "already_current": report.already_current,
-                           "skipped_destroyed": report.skipped_destroyed, "by_key": report.by_key}))
+                           "skipped_destroyed": report.skipped_destroyed, "by_key": report.by_key,
+                           "objects_by_kind": report.objects_by_kind, "objects_pending": report.objects_pending}))
 
 
 @config_app.command("show")

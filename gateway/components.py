@@ -26,8 +26,9 @@ class Components:
     def keys(self):
         from crypto import open_key_provider
 
-        return open_key_provider(self.settings.effective_key_provider_url,
-                                 onshore_regions=self.settings.onshore_regions)
+        s = self.settings
+        return open_key_provider(s.effective_key_provider_url, onshore_regions=s.onshore_regions,
+                                 kms_timeouts=(s.kms_connect_timeout, s.kms_read_timeout, s.kms_max_attempts))
 
     @cached_property
     def store(self):

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     storage_url: str | None = Field(default=None, description="default: file:// objects dir in the data dir")
     key_provider_url: str | None = Field(default=None, description="default: local:// keyring in the data dir")
     allow_local_keyring: bool = False
+    # A key service that hangs must fail a request promptly (503 key_provider_unavailable), not hold it.
+    kms_connect_timeout: float = Field(default=5.0, gt=0, le=120, description="seconds to connect to KMS")
+    kms_read_timeout: float = Field(default=15.0, gt=0, le=300, description="seconds to wait for each KMS answer")
+    kms_max_attempts: int = Field(default=3, ge=1, le=10, description="attempts per KMS call, the first included")
     onshore_regions: Csv = US_REGIONS
     onshore_endpoints: Csv = ()
 

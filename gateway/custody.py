@@ -1,10 +1,10 @@
 """Key custody operations on the gateway's data: rotation and re-wrapping, each audited.
 
-Rotation adds a KEK version that new writes use at once.  Re-wrapping moves
-every existing wrapped DEK and sealed value (TOTP secrets, file names, notes)
-to the newest version of its KEK without touching object data, so an old KEK
-version can then be retired.  Destroyed keys are skipped: what they protected
-is already crypto-shredded.
+Rotation adds a KEK version that new writes use at once.  Re-wrapping moves every
+object's wrapped DEK (through the sealed-object registry, so every kind of object
+is covered) and every sealed value (TOTP secrets, file names, notes) to the newest
+version of its KEK without touching object data, so an old KEK version can then be
+retired.  Destroyed keys are skipped: what they protected is already crypto-shredded.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from crypto import KeyDestroyed, WrappedKey, reseal, sealed_key_info
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
 from gateway.components import Components
+from gateway.sealed import service as sealed
 from gateway.transfers.models import Transfer, TransferFile
-from gateway.transfers.upload import file_context, name_context, note_context
+from gateway.transfers.upload import name_context, note_context
 from gateway.users.models import User
 
 BATCH = 500
@@ -39,6 +40,9 @@ class RewrapReport:
     already_current: int = 0
     skipped_destroyed: int = 0
     by_key: dict[str, int] = field(default_factory=dict)
+    # Objects re-wrapped per kind (transfer_file, baa_copy, ...), and those still being written.
+    objects_by_kind: dict[str, int] = field(default_factory=dict)
+    objects_pending: int = 0
 
 
 def _current(c: Components, wrapped: WrappedKey, cache: dict[str, int]) -> bool:
@@ -47,8 +51,27 @@ def _current(c: Components, wrapped: WrappedKey, cache: dict[str, int]) -> bool:
     return wrapped.key_version >= cache[wrapped.key_id]
 
 
+def _reseal_column(c: Components, report: RewrapReport, versions: dict[str, int], model, column: str,
+                   context_of, visit) -> None:
+    """Re-seal one column of sealed values, a batch per transaction."""
+    last = ""
+    attr = getattr(model, column)
+    while True:
+        with c.db.transaction() as db:
+            rows = list(db.scalars(select(model).where(model.id > last, attr.is_not(None))
+                                   .order_by(model.id).limit(BATCH)))
+            if not rows:
+                return
+            for row in rows:
+                blob, ctx = getattr(row, column), context_of(row)
+                new = visit(sealed_key_info(blob), lambda b=blob, ctx=ctx: reseal(c.keys, b, ctx))
+                if new is not None:
+                    setattr(row, column, new)
+            last = rows[-1].id
+
+
 def rewrap_all(c: Components, actor: Actor) -> RewrapReport:
-    """Re-wrap every DEK and sealed value that is not on its key's newest version."""
+    """Re-wrap every object's DEK and every sealed value that is not on its key's newest version."""
     report = RewrapReport()
     versions: dict[str, int] = {}
 
@@ -65,49 +88,29 @@ def rewrap_all(c: Components, actor: Actor) -> RewrapReport:
         report.by_key[wrapped.key_id] = report.by_key.get(wrapped.key_id, 0) + 1
         return new
 
-    with c.db.transaction() as db:
-        for user in db.scalars(select(User).where(User.totp_secret_sealed.is_not(None))):
-            ctx = {"purpose": "totp-secret", "user": user.id}
-            sealed = user.totp_secret_sealed
-            new = visit(sealed_key_info(sealed), lambda s=sealed, ctx=ctx: reseal(c.keys, s, ctx))
-            if new is not None:
-                user.totp_secret_sealed = new
-    last = ""
-    while True:
-        with c.db.transaction() as db:
-            files = list(db.scalars(select(TransferFile).where(TransferFile.id > last,
-                                                               TransferFile.wrapped_dek.is_not(None))
-                                    .order_by(TransferFile.id).limit(BATCH)))
-            if not files:
-                break
-            for f in files:
-                t = db.get(Transfer, f.transfer_id)
-                ctx = file_context(practice_id=t.practice_id, vendor_id=t.vendor_id, transfer_id=t.id, file_id=f.id)
-                wrapped = WrappedKey.from_bytes(f.wrapped_dek)
-                new = visit(wrapped, lambda w=wrapped, ctx=ctx: c.keys.rewrap(w, ctx))
-                if new is not None:
-                    f.wrapped_dek = new.to_bytes()
-                if f.name_sealed is not None:
-                    sealed = f.name_sealed
-                    new = visit(sealed_key_info(sealed), lambda s=sealed, fid=f.id: reseal(c.keys, s, name_context(fid)))
-                    if new is not None:
-                        f.name_sealed = new
-                if f.position == 0 and t.note_sealed is not None:
-                    sealed = t.note_sealed
-                    new = visit(sealed_key_info(sealed), lambda s=sealed, tid=t.id: reseal(c.keys, s, note_context(tid)))
-                    if new is not None:
-                        t.note_sealed = new
-            last = files[-1].id
+    _reseal_column(c, report, versions, User, "totp_secret_sealed",
+                   lambda u: {"purpose": "totp-secret", "user": u.id}, visit)
+    _reseal_column(c, report, versions, TransferFile, "name_sealed", lambda f: name_context(f.id), visit)
+    _reseal_column(c, report, versions, Transfer, "note_sealed", lambda t: note_context(t.id), visit)
+    objects = sealed.rewrap_objects(c, versions)
+    report.rewrapped += objects.rewrapped
+    report.already_current += objects.already_current
+    report.skipped_destroyed += objects.skipped_destroyed
+    for key_id, n in objects.by_key.items():
+        report.by_key[key_id] = report.by_key.get(key_id, 0) + n
+    report.objects_by_kind, report.objects_pending = objects.by_kind, objects.pending
     with c.db.transaction() as db:
         record_event(db, "keys.rewrapped", actor=actor, target_type="key", target_id=None,
                      details={"rewrapped": report.rewrapped, "already_current": report.already_current,
-                              "skipped_destroyed": report.skipped_destroyed,
-                              "keys": sorted(report.by_key)})
+                              "skipped_destroyed": report.skipped_destroyed, "keys": sorted(report.by_key),
+                              **{f"objects_{kind}": n for kind, n in sorted(objects.by_kind.items())},
+                              "objects_pending": objects.pending})
     return report
 
 
 def key_inventory(c: Components) -> list[dict]:
-    """Every key the provider holds with its current version (ids only; no key material)."""
-    return [{"key_id": k, "version": c.keys.current_version(k)} for k in sorted(c.keys.key_ids())]
-
-
+    """Every key the provider holds, its current version, and how many objects each version still wraps."""
+    with c.db.snapshot() as db:
+        wrapped = sealed.wrapped_by_version(db)
+    return [{"key_id": k, "version": c.keys.current_version(k), "objects_by_version": wrapped.get(k, {})}
+            for k in sorted(c.keys.key_ids())]

@@ -6,6 +6,7 @@ from gateway.db import Base  # noqa: F401
 from gateway.orgs.models import Organisation  # noqa: F401
 from gateway.users.models import RecoveryCode, User  # noqa: F401
 from gateway.baas.models import Baa  # noqa: F401,E402
-from gateway.transfers.models import Download, PendingObject, Transfer, TransferFile, TransferRecipient  # noqa: F401,E402
+from gateway.sealed.models import SealedObject  # noqa: F401,E402
+from gateway.transfers.models import Download, Transfer, TransferFile, TransferRecipient  # noqa: F401,E402
 from retention.models import (Certificate, DestructionJob, DestructionRecord, LegalHold,  # noqa: F401,E402
                               RetentionPolicy, RunnerLock)

@@ -22,7 +22,6 @@ are unique per file: an object appears on exactly one certificate.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,12 +36,14 @@ from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event, record_events_bulk
 from gateway.components import Components
 from gateway.errors import GatewayError
+from gateway.sealed import service as sealed
+from gateway.sealed.errors import SealedError
+from gateway.sealed.keys import live_relationship_key
+from gateway.sealed.models import SealedKind
 from gateway.transfers.models import Direction, FileState, Transfer, TransferFile, TransferStatus
-from gateway.transfers.upload import live_relationship_key
 from retention import faults
 from retention.holds import holds_on_pair
 from retention.models import DestructionJob, DestructionRecord, JobKind, JobStatus
-from storage import DeletionBlocked, StorageError
 
 log = logging.getLogger("phigate.retention")
 
@@ -199,14 +200,14 @@ class Engine:
         return result
 
     # -- the steps ---------------------------------------------------------------
-    def _event(self, db: Session, action: str, rec: DestructionRecord, practice_id: str, **details) -> None:
+    def _event(self, db: Session, action: str, rec: DestructionRecord, parties: tuple[str, str], **details) -> None:
         """Queue one per-object event; `_events_done` appends the batch's events in the same transaction."""
         self._queued.append({
             "action": action, "actor_user_id": self.actor.user_id, "actor_org_id": self.actor.org_id,
             "ip": self.actor.ip, "user_agent": (self.actor.user_agent or "")[:256] or None,
-            "target_type": "transfer", "target_id": rec.transfer_id, "target_org_id": practice_id,
+            "target_type": "transfer", "target_id": rec.transfer_id, "target_org_id": parties[0],
             "details": {"job_id": rec.job_id, "file_id": rec.file_id, "storage_object_key": rec.object_key,
-                        **details}})
+                        "vendor_id": parties[1], **details}})
 
     def _events_done(self, db: Session) -> None:
         # Same lock, numbering and leaf hashing as record_event(), one INSERT per batch.
@@ -219,31 +220,37 @@ class Engine:
             self.lease.renew()
 
     def _claim(self, job_id: str, ids: list[str]) -> None:
-        """Step 1: mark each file destroying and open its record, in one transaction."""
+        """Step 1: mark each file (and its sealed object) destroying and open its record, in one transaction."""
         now = clock.now()
         with self.c.db.transaction() as db:
             files = list(db.scalars(select(TransferFile).where(TransferFile.id.in_(ids),
                                                                TransferFile.state == FileState.stored)
                                     .with_for_update()))
-            practice = {t.id: t.practice_id for t in db.scalars(
+            parties = {t.id: (t.practice_id, t.vendor_id) for t in db.scalars(
                 select(Transfer).where(Transfer.id.in_({f.transfer_id for f in files})))}
+            objects = {o.owner_id: o for o in sealed.claim(db, SealedKind.transfer_file, [f.id for f in files])}
+            # A file whose object a crashed run (or fsck) already took further still gets its record.
+            objects.update({k: v for k, v in sealed.owned_many(db, SealedKind.transfer_file,
+                                                               [f.id for f in files if f.id not in objects]).items()})
             for f in files:
                 f.state = FileState.destroying
+                obj = objects[f.id]
                 rec = DestructionRecord(file_id=f.id, job_id=job_id, transfer_id=f.transfer_id,
-                                        object_key=f.object_key, storage_location=f.storage_location, size=f.size,
-                                        sha256=f.sha256, step=DESTROYING, started_at=now)
+                                        object_key=obj.object_key,
+                                        storage_location=obj.storage_location or self.c.store.location_id,
+                                        size=f.size, sha256=f.sha256, step=DESTROYING, started_at=now)
                 db.add(rec)
-                self._event(db, "retention.object.destroying", rec, practice[f.transfer_id],
+                self._event(db, "retention.object.destroying", rec, parties[f.transfer_id],
                             size=f.size, sha256=f.sha256)
             self._events_done(db)
         faults.after(DESTROYING)
 
-    def _records(self, db: Session, ids: list[str]) -> tuple[list[DestructionRecord], dict[str, str]]:
+    def _records(self, db: Session, ids: list[str]) -> tuple[list[DestructionRecord], dict[str, tuple[str, str]]]:
         recs = list(db.scalars(select(DestructionRecord).where(DestructionRecord.file_id.in_(ids))
                                .order_by(DestructionRecord.file_id)))
-        practice = dict(db.execute(select(Transfer.id, Transfer.practice_id).where(
-            Transfer.id.in_({r.transfer_id for r in recs}))).all())
-        return recs, practice
+        parties = {tid: (p, v) for tid, p, v in db.execute(select(Transfer.id, Transfer.practice_id, Transfer.vendor_id)
+                                                            .where(Transfer.id.in_({r.transfer_id for r in recs})))}
+        return recs, parties
 
     def _advance(self, job_id: str, ids: list[str]) -> None:
         with self.c.db.sessions() as db:
@@ -260,22 +267,11 @@ class Engine:
         self.progress(sum(1 for s in steps.values() if s != DESTROYED))
 
     def _destroy_one(self, key: str, location: str) -> tuple[str, dict | None, str | None]:
-        store = self.c.store
-        if location != store.location_id:
-            return key, None, "object is in another storage location than this gateway's store"
         try:
-            report = store.destroy(key)
-            blocked = False
-        except DeletionBlocked as exc:
-            report, blocked = exc.report, True
-        except StorageError as exc:
-            return key, None, exc.code
-        if report.proof is None:
-            report = dataclasses.replace(report, proof=store.verify_absent(key))
-        result = _storage_result(report, blocked)
-        if not blocked and not result["absent"]:
-            return key, None, "absence could not be verified"
-        return key, result, None
+            erasure = sealed.erase(self.c, key, location)
+        except SealedError as exc:
+            return key, None, exc.reason
+        return key, _storage_result(erasure.report, erasure.blocked), None
 
     def _storage(self, todo: list[tuple[str, str, str]]) -> None:
         """Step 2: every stored version deleted and absence verified (parallel: S3 is latency-bound)."""
@@ -285,13 +281,13 @@ class Engine:
         faults.after("storage")
         failures = []
         with self.c.db.transaction() as db:
-            recs, practice = self._records(db, [by_key[k] for k, _, _ in outcomes])
+            recs, parties = self._records(db, [by_key[k] for k, _, _ in outcomes])
             result_of = {by_key[k]: (res, err) for k, res, err in outcomes}
             for rec in recs:
                 res, err = result_of[rec.file_id]
                 if err is not None:
                     failures.append(err)
-                    self._event(db, "retention.object.storage_failed", rec, practice[rec.transfer_id],
+                    self._event(db, "retention.object.storage_failed", rec, parties[rec.transfer_id],
                                 reason=err)
                     continue
                 rec.storage = res
@@ -299,11 +295,11 @@ class Engine:
                 rec.crypto_shred_only = bool(res["blocked"])
                 if res["blocked"]:
                     # Object Lock keeps the ciphertext; erasing the data key below still makes it unreadable.
-                    self._event(db, "retention.object.storage_blocked", rec, practice[rec.transfer_id],
+                    self._event(db, "retention.object.storage_blocked", rec, parties[rec.transfer_id],
                                 versions_deleted=res["versions_deleted"], blocked=len(res["blocked"]),
                                 reasons=[b["reason"] for b in res["blocked"]][:10])
                 else:
-                    self._event(db, "retention.object.storage_destroyed", rec, practice[rec.transfer_id],
+                    self._event(db, "retention.object.storage_destroyed", rec, parties[rec.transfer_id],
                                 versions_deleted=res["versions_deleted"],
                                 delete_markers_deleted=res["delete_markers_deleted"], verified=res["verified"])
             self._events_done(db)
@@ -318,15 +314,17 @@ class Engine:
     def _shred(self, ids: list[str]) -> None:
         """Step 3: erase the wrapped data keys and sealed names."""
         with self.c.db.transaction() as db:
-            recs, practice = self._records(db, ids)
+            recs, parties = self._records(db, ids)
             recs = [r for r in recs if r.step == STORAGE_DONE]
             if not recs:
                 return
-            db.execute(update(TransferFile).where(TransferFile.id.in_([r.file_id for r in recs]))
-                       .values(wrapped_dek=None, name_sealed=None).execution_options(synchronize_session=False))
+            file_ids = [r.file_id for r in recs]
+            db.execute(update(TransferFile).where(TransferFile.id.in_(file_ids))
+                       .values(name_sealed=None).execution_options(synchronize_session=False))
+            sealed.shred(db, [o.id for o in sealed.owned_many(db, SealedKind.transfer_file, file_ids).values()])
             for rec in recs:
                 rec.step = SHREDDED
-                self._event(db, "retention.object.crypto_shredded", rec, practice[rec.transfer_id])
+                self._event(db, "retention.object.crypto_shredded", rec, parties[rec.transfer_id])
             self._events_done(db)
         faults.after(SHREDDED)
 
@@ -334,17 +332,19 @@ class Engine:
         """Step 4: mark destroyed; a transfer whose every file is destroyed becomes a tombstone."""
         now = clock.now()
         with self.c.db.transaction() as db:
-            recs, practice = self._records(db, ids)
+            recs, parties = self._records(db, ids)
             recs = [r for r in recs if r.step == SHREDDED]
             if not recs:
                 return
-            db.execute(update(TransferFile).where(TransferFile.id.in_([r.file_id for r in recs]))
+            file_ids = [r.file_id for r in recs]
+            db.execute(update(TransferFile).where(TransferFile.id.in_(file_ids))
                        .values(state=FileState.destroyed, destroyed_at=now)
                        .execution_options(synchronize_session=False))
+            sealed.mark_destroyed(db, [o.id for o in sealed.owned_many(db, SealedKind.transfer_file, file_ids).values()])
             for rec in recs:
                 rec.step, rec.destroyed_at = DESTROYED, now
                 verification = "crypto-shred only" if rec.crypto_shred_only else "absent"
-                self._event(db, "retention.object.destroyed", rec, practice[rec.transfer_id],
+                self._event(db, "retention.object.destroyed", rec, parties[rec.transfer_id],
                             size=rec.size, sha256=rec.sha256, verification=verification)
             tids = {r.transfer_id for r in recs}
             alive = set(db.scalars(select(TransferFile.transfer_id).where(
@@ -378,13 +378,13 @@ class Engine:
                 Transfer.practice_id == job.practice_id, Transfer.vendor_id == job.vendor_id,
                 Transfer.direction == Direction.outbound).order_by(Transfer.created_at.desc()).limit(1)) \
                 or live_relationship_key(self.c.keys, job.practice_id, job.vendor_id)
-            left = db.scalar(select(func.count()).select_from(TransferFile).join(Transfer).where(
-                Transfer.practice_id == job.practice_id, Transfer.vendor_id == job.vendor_id,
-                Transfer.direction == Direction.outbound, TransferFile.state != FileState.destroyed)) or 0
+            # Every object of any kind the key still seals (held files, an upload in flight) keeps it.
+            left = sealed.live_under_key(db, key_id)
             db.commit()
         if left:
             evidence = {"key_id": key_id, "destroyed": False,
-                        "reason": f"kept: {left} object(s) under legal hold are still encrypted under it"}
+                        "reason": f"kept: {left} object(s) under legal hold (or still being written) are "
+                                  "still encrypted under it"}
         else:
             try:
                 evidence = {"destroyed": True, **self.c.keys.destroy_key(key_id).to_dict()}

@@ -23,7 +23,9 @@ from gateway.baas.service import terminate_baa
 from gateway.components import Components
 from gateway.errors import InvalidInput, NotFound
 from gateway.orgs.models import Organisation, OrgKind
-from gateway.transfers.models import Direction, Download, FileState, PendingObject, Transfer, TransferFile
+from gateway.sealed import service as sealed
+from gateway.sealed.models import SealedKind
+from gateway.transfers.models import Direction, Download, FileState, Transfer, TransferFile
 from gateway.users.models import User
 from gateway.users.service import disable_user
 from retention import faults
@@ -80,7 +82,7 @@ def plan(db: Session, vendor_ref: str, practice_ref: str | None) -> tuple[Organi
 def in_flight(db: Session, settings, vendor_id: str, practice_ids: list[str]) -> dict[str, int]:
     """What is moving right now: downloads started recently and not finished, uploads being stored.
 
-    A pending upload cannot be tied to a vendor until it commits, so any recent one
+    An upload being written to this vendor (or, recorded by wave 1, to an unknown one)
     blocks: offboarding must not destroy the relationship key while a file for it may
     still be arriving (it would land encrypted under a destroyed key, or fail).
     """
@@ -88,9 +90,9 @@ def in_flight(db: Session, settings, vendor_id: str, practice_ids: list[str]) ->
     downloads = db.scalar(select(func.count()).select_from(Download)
                           .join(Transfer, Transfer.id == Download.transfer_id)
                           .where(Transfer.vendor_id == vendor_id, Transfer.practice_id.in_(practice_ids),
-                                 Download.outcome == "started", Download.started_at >= since)) or 0
-    uploads = db.scalar(select(func.count()).select_from(PendingObject)
-                        .where(PendingObject.created_at >= since, PendingObject.reason == "upload")) or 0
+                                 Download.outcome == "started",
+                                 func.coalesce(Download.active_at, Download.started_at) >= since)) or 0
+    uploads = sealed.pending_since(db, since, kind=SealedKind.transfer_file, vendor_id=vendor_id)
     return {k: v for k, v in (("downloads", downloads), ("uploads", uploads)) if v}
 
 

@@ -45,6 +45,7 @@ from .errors import (
     IntegrityError,
     ObjectNotFound,
     StorageError,
+    StoragePermissionDenied,
     StorageUnavailable,
 )
 from .keys import validate_key, validate_metadata, validate_prefix
@@ -235,6 +236,8 @@ class LocalObjectStore:
             except FileNotFoundError:
                 self._ensure_dir(shard)
                 fd = os.open(tmp, flags, _FILE_MODE)
+        except PermissionError as exc:
+            raise StoragePermissionDenied(f"the local store refused to create object {key}") from exc
         except OSError as exc:
             raise StorageUnavailable(f"cannot create a temp file for {key}") from exc
         renamed = False
@@ -257,12 +260,16 @@ class LocalObjectStore:
         except OSError as exc:
             if exc is source.error:
                 raise  # the caller's own failure, not ours
+            if isinstance(exc, PermissionError):
+                raise StoragePermissionDenied(f"the local store refused to write object {key}") from exc
             raise StorageUnavailable(f"cannot write object {key}") from exc
         finally:
             if fd >= 0:
                 os.close(fd)
             if not renamed:
-                with contextlib.suppress(FileNotFoundError):
+                # Whatever stops the clean-up (a directory made read-only under us) must not hide why the
+                # put failed; the remnant is named after the key, so destroy() and sweep_temp() find it.
+                with contextlib.suppress(OSError):
                     os.unlink(tmp)
         return StoredObject(key=key, size=size, version_id=None, checksum=f"sha256:{sha}", parts=1)
 
@@ -472,10 +479,14 @@ class LocalObjectStore:
         removed = 0
         for remnant in self._remnants(shard, digest):
             # Remnants of interrupted puts hold (encrypted) object bytes too.
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(os.path.join(shard, remnant))
-                removed += 1
-                changed = True
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StorageUnavailable(f"cannot remove a leftover of an interrupted put of {key}") from exc
+            removed += 1
+            changed = True
         if changed:
             # The unlink is durable only once the directory is fsynced.
             _fsync_dir(shard)

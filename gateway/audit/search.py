@@ -62,7 +62,9 @@ class EventFilter:
         if self.user_id:
             parts.append(AuditEvent.actor_user_id == self.user_id)
         if self.org_id:
-            parts.append(or_(AuditEvent.actor_org_id == self.org_id, AuditEvent.target_org_id == self.org_id))
+            # A transfer's vendor is in its events' details (the practice is the target organisation).
+            parts.append(or_(AuditEvent.actor_org_id == self.org_id, AuditEvent.target_org_id == self.org_id,
+                             AuditEvent.details["vendor_id"].as_string() == self.org_id))
         if self.action:
             if self.action.endswith("*"):
                 parts.append(AuditEvent.action.startswith(self.action[:-1], autoescape=True))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Enum, ForeignKey, LargeBinary, String
+from sqlalchemy import BigInteger, Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.db import Base, UTCDateTime
@@ -29,10 +29,8 @@ class Baa(Base):
     terminated_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    # The signed copy (a PDF), encrypted like any file under the practice's own key.
-    copy_object_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    copy_key_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    copy_wrapped_dek: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # The signed copy (a PDF) is a sealed object (kind `baa_copy`, owner = this BAA) under the
+    # practice's own key; these describe the current one.
     copy_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     copy_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     copy_uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -1,11 +1,17 @@
 """Sending files: the gate at the moment of the request, then decrypt-as-you-stream.
 
-Each attempt is logged: denied (with its reason), started, completed or aborted,
-with bytes sent and the file's SHA-256.  A segment leaves only after its tag
-verified; the first segment is verified before any header is sent, so a
-tampered object fails cleanly, and a later bad segment cuts the connection
-short (the Content-Length tells the client it is incomplete) and raises an
-integrity alert.
+Each attempt is logged: denied (with its reason), started, then completed, aborted,
+failed (with the reason) or, for a range that ends before the file does, the part
+delivered; with bytes sent and the file's SHA-256, against both organisations.
+
+A download is a place under the approval's limit, reserved with the check in one
+locked step (so parallel requests cannot both take the last place) and given back
+when the gateway fails before delivering anything.  A later ranged request of the
+same user resumes it from what was already delivered; a completed download is never
+resumed, so once the limit is reached no range of the file leaves.  The registry
+verifies the first segment before any header is sent: a tampered object fails
+cleanly; a later bad segment cuts the connection short (the Content-Length tells the
+client it is incomplete).  Every failure says what happened (gateway/sealed/errors.py).
 """
 
 from __future__ import annotations
@@ -15,20 +21,25 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import anyio
 from sqlalchemy.orm import Session
 
-from crypto import DecryptionError, WrappedKey, decrypt_range, decrypt_stream, unseal
+from crypto import CryptoError, unseal
 from gateway import clock
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.auth.service import Principal
 from gateway.components import Components
 from gateway.errors import Forbidden, GatewayError, NotFound
+from gateway.ids import new_id
+from gateway.sealed import service as sealed
+from gateway.sealed.errors import SealedError, StorageUnavailable, translate
+from gateway.sealed.models import SealedKind
 from gateway.transfers import filenames, service
-from gateway.transfers.models import Download, Transfer, TransferFile
-from gateway.transfers.upload import file_context, name_context
+from gateway.transfers.models import Download, DownloadOutcome, Transfer, TransferFile
+from gateway.transfers.upload import name_context
 
 log = logging.getLogger("phigate.transfers")
 
@@ -47,12 +58,6 @@ class RangeNotSatisfiable(GatewayError):
     status = 416
     code = "range_not_satisfiable"
     message = "The requested range is not satisfiable."
-
-
-class IntegrityFailure(GatewayError):
-    status = 502
-    code = "integrity_failure"
-    message = "The stored file failed its integrity check and was not sent. The security team has been alerted."
 
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -87,67 +92,78 @@ class Prepared:
     body: Iterator[bytes]
 
 
-def _event(db: Session, action: str, actor: Actor, transfer: Transfer | None, transfer_id: str, file_id: str,
-           outcome: Outcome = Outcome.success, severity: Severity = Severity.info, **details) -> None:
+def _event(db: Session, action: str, actor: Actor, parties: tuple[str, str] | None, transfer_id: str,
+           file_id: str, outcome: Outcome = Outcome.success, severity: Severity = Severity.info, **details) -> None:
+    # Both organisations: the practice as the target, the vendor in the details, so each side's auditors see it.
     record_event(db, action, actor=actor, outcome=outcome, severity=severity, target_type="transfer",
-                 target_id=transfer_id, target_org_id=transfer.practice_id if transfer else None,
-                 details={"file_id": file_id, **details})
+                 target_id=transfer_id, target_org_id=parties[0] if parties else None,
+                 details={"file_id": file_id, **({"vendor_id": parties[1]} if parties else {}), **details})
 
 
 def prepare(c: Components, db: Session, principal: Principal, transfer_id: str, file_id: str,
             range_header: str | None) -> Prepared:
-    """Check the gates, log the start, verify the first segment; raise (after logging) on any denial."""
+    """Check the gates, reserve or resume the download, log the start, open the object.
+
+    Raises (after recording it) on any refusal or failure.
+    """
     actor = principal.actor
     try:
         transfer = service.find_transfer(db, principal, transfer_id)
         file = service.find_file(transfer, file_id)
     except NotFound:
-        # Unknown and foreign ids are denied identically, and both leave a trace.
-        _event(db, "transfer.download.denied", actor, None, transfer_id, file_id, Outcome.denied, reason="not_found")
+        # Unknown and foreign ids are denied identically, and both leave a trace that the
+        # transfer's own organisations see (a biller trying a transfer not yet approved).
+        _event(db, "transfer.download.denied", actor, service.parties(db, transfer_id), transfer_id, file_id,
+               Outcome.denied, reason="not_found")
         db.commit()
         raise
+    parties = (transfer.practice_id, transfer.vendor_id)
     try:
         span = parse_range(range_header, file.size)
     except RangeNotSatisfiable:
-        _event(db, "transfer.download.denied", actor, transfer, transfer.id, file.id, Outcome.denied,
+        _event(db, "transfer.download.denied", actor, parties, transfer.id, file.id, Outcome.denied,
                reason="bad_range", sha256=file.sha256)
         db.commit()
         raise
-    resuming = span is not None and span[0] > 0 and service.has_started_download(db, file, principal.user)
-    reason = service.download_denial(db, principal, transfer, file, resuming=resuming)
+    start, stop = span or (0, file.size)
+    service.lock_downloads_of(db, file)
+    resumed = service.resumable_download(db, file, principal.user, start,
+                                         stale_after=timedelta(minutes=c.settings.retention_in_flight_minutes))
+    reason = service.download_denial(db, principal, transfer, file, resuming=resumed is not None)
     if reason:
-        _event(db, "transfer.download.denied", actor, transfer, transfer.id, file.id, Outcome.denied, reason=reason,
+        _event(db, "transfer.download.denied", actor, parties, transfer.id, file.id, Outcome.denied, reason=reason,
                sha256=file.sha256)
         db.commit()
         raise Forbidden(DENIAL_MESSAGES[reason], code=f"download_{reason}")
 
-    start, stop = span or (0, file.size)
-    context = file_context(practice_id=transfer.practice_id, vendor_id=transfer.vendor_id, transfer_id=transfer.id,
-                           file_id=file.id)
-    download = Download(transfer_id=transfer.id, file_id=file.id, user_id=principal.user.id, started_at=clock.now(),
-                        range_start=start, range_end=stop, bytes_sent=0, outcome="started", resumed=resuming)
-    db.add(download)
-    _event(db, "transfer.download.started", actor, transfer, transfer.id, file.id, size=file.size, sha256=file.sha256,
-           range_start=start, range_end=stop, resumed=resuming)
+    now = clock.now()
+    if resumed is not None:
+        download = resumed
+        download.outcome, download.active_at, download.range_end = DownloadOutcome.started, now, stop
+        download.resumptions += 1
+    else:
+        download = Download(id=new_id(), transfer_id=transfer.id, file_id=file.id, user_id=principal.user.id,
+                            started_at=now, active_at=now, range_start=start, range_end=stop, delivered_to=start,
+                            bytes_sent=0, outcome=DownloadOutcome.started, resumptions=0, resumed=False)
+        db.add(download)
+    _event(db, "transfer.download.started", actor, parties, transfer.id, file.id, size=file.size, sha256=file.sha256,
+           range_start=start, range_end=stop, resumed=resumed is not None, download_id=download.id)
+    obj = sealed.owned(db, SealedKind.transfer_file, file.id)
     db.commit()
 
-    tracker = _Tracker(c, actor, transfer, file, download.id)
+    tracker = _Tracker(c, actor, transfer, file, download.id, start)
     try:
-        dek = c.keys.unwrap(WrappedKey.from_bytes(file.wrapped_dek), context)
+        if obj is None:
+            raise StorageUnavailable(reason="object_not_registered")
         name = unseal(c.keys, file.name_sealed, name_context(file.id)).decode()
-        if span is None:
-            ciphertext = c.store.get(file.object_key)
-            plaintext = decrypt_stream(ciphertext, dek, context)
-        else:
-            def fetch(offset: int, length: int):
-                return c.store.get(file.object_key, start=offset, end=offset + length)
-
-            plaintext = decrypt_range(fetch, dek, context, start, stop, file.ciphertext_size)
-        # Verify the first segment before answering: a tampered object never gets a 200.
-        first = next(plaintext, None)
+        body = sealed.open_object(c, obj, span)
+    except (SealedError, CryptoError) as exc:
+        err = translate(exc)
+        tracker.fail(err)
+        raise err from None
     except Exception as exc:
-        tracker.fail(exc)
-        raise IntegrityFailure() from None
+        tracker.fail(None, exc)
+        raise
     headers = {
         "Content-Type": "application/octet-stream",
         "Content-Disposition": filenames.content_disposition(name),
@@ -161,49 +177,84 @@ def prepare(c: Components, db: Session, principal: Principal, transfer_id: str, 
     else:
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{file.size}"
         status = 206
-    return Prepared(status, headers, tracker.wrap(first, plaintext))
+    return Prepared(status, headers, tracker.wrap(body))
 
 
 class _Tracker:
-    """Records how a started download ended: completed, aborted by the client, or failed its integrity check."""
+    """Records how one request of a download ended, and what that leaves of the download.
 
-    def __init__(self, c: Components, actor: Actor, transfer: Transfer, file: TransferFile, download_id: str):
+    The bytes it delivered extend the download's `delivered_to`; the download is
+    completed once that reaches the end of the file, paused (resumable) otherwise,
+    and given back (failed) when the gateway failed before anything was delivered.
+    """
+
+    def __init__(self, c: Components, actor: Actor, transfer: Transfer, file: TransferFile, download_id: str,
+                 start: int):
         self.c, self.actor, self.transfer, self.file, self.download_id = c, actor, transfer, file, download_id
+        self.start = start
         self.sent = 0
         self.finished = False
 
-    def wrap(self, first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
+    def wrap(self, body: Iterator[bytes]) -> Iterator[bytes]:
         try:
-            if first:
-                self.sent += len(first)
-                yield first
-            for chunk in rest:
+            for chunk in body:
                 self.sent += len(chunk)
                 yield chunk
         except GeneratorExit:
-            self._finish("aborted", "transfer.download.aborted", Outcome.failure)
+            self._finish(client_left=True)
             raise
         except Exception as exc:
-            self.fail(exc)
+            err = translate(exc) if isinstance(exc, SealedError | CryptoError) else None
+            self.fail(err, exc)
+            if err is not None and err is not exc:
+                raise err from None
             raise
-        self._finish("completed", "transfer.download.completed", Outcome.success)
+        finally:
+            body.close()
+        self._finish()
 
-    def fail(self, exc: Exception) -> None:
-        integrity = isinstance(exc, DecryptionError)
-        log.error("download of file %s failed: %s", self.file.id, type(exc).__name__)
-        self._finish("failed", "transfer.download.failed", Outcome.failure,
-                     severity=Severity.high if integrity else Severity.warning,
-                     reason="integrity_check_failed" if integrity else type(exc).__name__, alert=integrity)
+    def fail(self, err: SealedError | None, exc: BaseException | None = None) -> None:
+        if err is not None and err.alert:
+            log.error("download of file %s failed its integrity check", self.file.id)
+        else:
+            log.warning("download of file %s failed: %s", self.file.id, err.reason if err else type(exc).__name__)
+        self._finish(failure=err, error=exc)
 
-    def _finish(self, outcome: str, action: str, result: Outcome, severity: Severity = Severity.info, **extra) -> None:
+    def _finish(self, *, client_left: bool = False, failure: SealedError | None = None,
+                error: BaseException | None = None) -> None:
         if self.finished:
             return
         self.finished = True
+        failed = failure is not None or error is not None
         with self.c.db.transaction() as db:
             download = db.get(Download, self.download_id)
-            download.outcome, download.bytes_sent = outcome, self.sent
-            _event(db, action, self.actor, self.transfer, self.transfer.id, self.file.id, result, severity,
-                   bytes_sent=self.sent, sha256=self.file.sha256, **extra)
+            download.bytes_sent = (download.bytes_sent or 0) + self.sent
+            before = download.delivered_to if download.delivered_to is not None else download.range_start
+            download.delivered_to = max(before, self.start + self.sent)
+            if download.delivered_to >= self.file.size:
+                download.outcome = DownloadOutcome.completed
+            elif failed and download.delivered_to == download.range_start:
+                download.outcome = DownloadOutcome.failed  # nothing delivered: the place under the limit is given back
+            else:
+                download.outcome = DownloadOutcome.aborted  # its user may resume from delivered_to
+            common = {"bytes_sent": self.sent, "sha256": self.file.sha256, "download_id": self.download_id,
+                      "delivered_to": download.delivered_to}
+            parties = (self.transfer.practice_id, self.transfer.vendor_id)
+            if failed:
+                details = failure.details() if failure is not None else {
+                    "reason": type(error).__name__, "error": "internal_error", "alert": False}
+                _event(db, "transfer.download.failed", self.actor, parties, self.transfer.id, self.file.id,
+                       Outcome.failure, failure.severity if failure is not None else Severity.warning,
+                       released=download.outcome == DownloadOutcome.failed, **details, **common)
+            elif download.outcome == DownloadOutcome.completed:
+                _event(db, "transfer.download.completed", self.actor, parties, self.transfer.id, self.file.id,
+                       **common)
+            elif client_left:
+                _event(db, "transfer.download.aborted", self.actor, parties, self.transfer.id, self.file.id,
+                       Outcome.failure, **common)
+            else:
+                _event(db, "transfer.download.range_delivered", self.actor, parties, self.transfer.id, self.file.id,
+                       **common)
 
 
 async def stream(body: Iterator[bytes]):

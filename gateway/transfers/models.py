@@ -3,7 +3,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Enum, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Enum, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gateway.db import Base, UTCDateTime
@@ -78,22 +78,18 @@ class FileState(str, enum.Enum):
 
 
 class TransferFile(Base):
-    """One encrypted file. The name is sealed; the DEK is wrapped; the object key is opaque."""
+    """One file of a transfer. The name is sealed; the encrypted object is in the sealed-object
+    registry (kind `transfer_file`, owner = this file's id), which holds its key and location."""
 
     __tablename__ = "transfer_files"
-    __table_args__ = (UniqueConstraint("object_key"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     transfer_id: Mapped[str] = mapped_column(ForeignKey("transfers.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
-    object_key: Mapped[str] = mapped_column(String(64))
-    storage_location: Mapped[str] = mapped_column(String(200))
     name_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     file_type: Mapped[str] = mapped_column(String(16))
     size: Mapped[int] = mapped_column(BigInteger)
-    ciphertext_size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    wrapped_dek: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     state: Mapped[FileState] = mapped_column(Enum(FileState, native_enum=False, length=16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -101,8 +97,20 @@ class TransferFile(Base):
     transfer: Mapped[Transfer] = relationship(back_populates="files")
 
 
+class DownloadOutcome(str, enum.Enum):
+    started = "started"      # a request is sending it now
+    aborted = "aborted"      # paused part way (the client went, or asked for a range): its user may resume it
+    completed = "completed"  # every byte delivered: counts towards the limit for good
+    failed = "failed"        # the gateway failed before delivering anything: its place is given back
+
+
 class Download(Base):
-    """One download attempt that passed the gates (denials live in the audit log only)."""
+    """One download of a file by one user: a place under the approval's download limit.
+
+    It holds its place from the moment it starts.  Later ranged requests of the same
+    user resume it from `delivered_to` (the end of the bytes already delivered), and
+    never once it is completed.  Denials live in the audit log only.
+    """
 
     __tablename__ = "downloads"
 
@@ -111,20 +119,13 @@ class Download(Base):
     file_id: Mapped[str] = mapped_column(ForeignKey("transfer_files.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # When its latest request started (a `started` download with no request for long was cut by a crash).
+    active_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     range_start: Mapped[int] = mapped_column(BigInteger)
     range_end: Mapped[int] = mapped_column(BigInteger)
+    delivered_to: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     bytes_sent: Mapped[int] = mapped_column(BigInteger, default=0)
-    outcome: Mapped[str] = mapped_column(String(16))  # started, completed, aborted, failed
+    outcome: Mapped[str] = mapped_column(String(16))  # a DownloadOutcome
+    resumptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Wave 1 recorded each resumed request as a row of its own; such rows are history only.
     resumed: Mapped[bool] = mapped_column(Boolean, default=False)
-
-
-class PendingObject(Base):
-    """An object being written: recorded (and committed) before the first byte goes to storage,
-    so that a crash mid-upload leaves a row `phigate fsck` finds and destroys, never an orphan."""
-
-    __tablename__ = "pending_objects"
-
-    object_key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    storage_location: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    reason: Mapped[str] = mapped_column(String(32))

@@ -22,8 +22,8 @@ from gateway.baas.service import active_baa
 from gateway.config import Settings
 from gateway.errors import Conflict, Forbidden, GatewayError, InvalidInput, NotFound
 from gateway.orgs.models import OrgKind
-from gateway.transfers.models import (Direction, Download, Transfer, TransferFile, TransferRecipient,
-                                      TransferStatus)
+from gateway.transfers.models import (Direction, Download, DownloadOutcome, Transfer, TransferFile,
+                                      TransferRecipient, TransferStatus)
 from gateway.users.models import Role, User
 
 PRACTICE_ROLES = (Role.practice_staff, Role.practice_approver)
@@ -126,7 +126,8 @@ def approval_queue(db: Session, principal: Principal, *, limit: int = 200, curso
 def _deny(db: Session, principal: Principal, action: str, transfer: Transfer, reason: str,
           error: GatewayError, extra: dict | None = None) -> None:
     record_event(db, action, actor=principal.actor, outcome=Outcome.denied, target_type="transfer",
-                 target_id=transfer.id, target_org_id=transfer.practice_id, details={"reason": reason, **(extra or {})})
+                 target_id=transfer.id, target_org_id=transfer.practice_id,
+                 details={"reason": reason, "vendor_id": transfer.vendor_id, **(extra or {})})
     db.commit()
     raise error
 
@@ -265,14 +266,21 @@ def review_emergency(db: Session, principal: Principal, transfer: Transfer) -> N
         raise Conflict("There is no emergency access waiting for review.", code="nothing_to_review")
     transfer.emergency_reviewed_by, transfer.emergency_reviewed_at = principal.user.id, clock.now()
     record_event(db, "transfer.emergency_access.reviewed", actor=principal.actor, target_type="transfer",
-                 target_id=transfer.id, target_org_id=transfer.practice_id)
+                 target_id=transfer.id, target_org_id=transfer.practice_id, details={"vendor_id": transfer.vendor_id})
 
 
 # -- the download gate ------------------------------------------------------------
 
-def downloads_started(db: Session, file: TransferFile) -> int:
+# How far before the end of what was delivered a resumption may start: bytes the gateway
+# handed to a connection that then dropped may never have reached the client.
+RESUME_OVERLAP = 1 << 20
+COUNTED = (DownloadOutcome.started, DownloadOutcome.aborted, DownloadOutcome.completed)
+
+
+def downloads_counted(db: Session, file: TransferFile) -> int:
+    """Downloads holding a place under the limit: completed, in progress or paused (failed ones gave theirs back)."""
     return db.scalar(select(func.count()).select_from(Download).where(
-        Download.file_id == file.id, Download.resumed.is_(False))) or 0
+        Download.file_id == file.id, Download.resumed.is_(False), Download.outcome.in_(COUNTED))) or 0
 
 
 def download_denial(db: Session, principal: Principal, transfer: Transfer, file: TransferFile,
@@ -296,16 +304,46 @@ def download_denial(db: Session, principal: Principal, transfer: Transfer, file:
             return "not_recipient"
         if transfer.access_ends_at is None or now >= transfer.access_ends_at:
             return "window_ended"
-        if transfer.download_limit is not None and not resuming and downloads_started(db, file) >= transfer.download_limit:
+        if (transfer.download_limit is not None and not resuming
+                and downloads_counted(db, file) >= transfer.download_limit):
             return "limit_reached"
     if active_baa(db, transfer.practice_id, transfer.vendor_id, now) is None:
         return "baa_not_active"
     return None
 
 
-def has_started_download(db: Session, file: TransferFile, user: User) -> bool:
-    return db.scalar(select(Download.id).where(Download.file_id == file.id, Download.user_id == user.id,
-                                               Download.resumed.is_(False)).limit(1)) is not None
+def lock_downloads_of(db: Session, file: TransferFile) -> None:
+    """Serialise download starts of one file until this transaction ends, so the limit check and the
+    reservation are one step (a row lock on PostgreSQL; SQLite's write transaction already is one)."""
+    db.execute(select(TransferFile.id).where(TransferFile.id == file.id).with_for_update())
+
+
+def resumable_download(db: Session, file: TransferFile, user: User, start: int, *, stale_after: timedelta
+                       ) -> Download | None:
+    """This user's unfinished download of the file that a request starting at `start` continues, if any.
+
+    Only a paused download (or one left `started` by a crash, after `stale_after`) is
+    resumed, never a completed one, and only from the end of what it delivered (less
+    RESUME_OVERLAP): a range can never fetch the file again piece by piece.
+    """
+    now = clock.now()
+    for d in db.scalars(select(Download).where(
+            Download.file_id == file.id, Download.user_id == user.id, Download.resumed.is_(False),
+            Download.outcome.in_((DownloadOutcome.aborted, DownloadOutcome.started)))
+            .order_by(Download.started_at.desc())):
+        if d.outcome == DownloadOutcome.started and (d.active_at or d.started_at) > now - stale_after:
+            continue  # being sent right now: a second request for it is a download of its own
+        end = d.delivered_to if d.delivered_to is not None else d.range_start
+        if max(d.range_start, end - RESUME_OVERLAP) <= start <= end:
+            return d
+    return None
+
+
+def parties(db: Session, transfer_id: str) -> tuple[str, str] | None:
+    """(practice, vendor) of a transfer whoever asks: only to record a refused attempt against both
+    organisations, so each side's auditors see it; never shown to the caller."""
+    row = db.execute(select(Transfer.practice_id, Transfer.vendor_id).where(Transfer.id == transfer_id)).first()
+    return (row[0], row[1]) if row else None
 
 
 def find_file(transfer: Transfer, file_id: str) -> TransferFile:

@@ -1,9 +1,10 @@
 """Bulk seeding of transfers for retention tests and bench/retention.py.
 
-Each file goes through the real code paths of an upload: a fresh data key from the
-key provider under the relationship KEK, `crypto.encrypt_stream` with the same
-context, `store.put` of the ciphertext, the sealed file name; only the HTTP layer
-and the per-transfer audit events are skipped, and rows are inserted in bulk.
+Each file is sealed as an upload seals it: a fresh data key from the key provider
+under the relationship KEK, `crypto.encrypt_stream` with the registry's context for
+a transfer file, `store.put` of the ciphertext, a sealed-object row, the sealed file
+name; only the HTTP layer and the per-transfer audit events are skipped, and rows
+are inserted in bulk.
 The content is synthetic (no patient data).
 """
 
@@ -17,8 +18,10 @@ from sqlalchemy import insert
 from crypto import encrypt_stream, seal
 from gateway import clock
 from gateway.ids import new_id
+from gateway.sealed.keys import practice_key, relationship_key, transfer_file_context
+from gateway.sealed.models import SealedKind, SealedObject, SealedState
 from gateway.transfers.models import Direction, FileState, Transfer, TransferFile, TransferStatus
-from gateway.transfers.upload import file_context, name_context, practice_key, relationship_key
+from gateway.transfers.upload import name_context
 
 SYNTHETIC = b"%PDF-1.7\nsynthetic claim attachment, no real patient data\n%%EOF\n"
 
@@ -32,15 +35,17 @@ def seed(c, practice_id: str, vendor_id: str, created_by: str, n: int, *, status
     now = clock.now()
     ended = now - timedelta(days=ended_days_ago)
     ids: list[str] = []
-    transfers, files = [], []
+    transfers, files, objects = [], [], []
 
     def flush():
         if transfers:
             with c.db.transaction() as db:
                 db.execute(insert(Transfer), transfers)
                 db.execute(insert(TransferFile), files)
+                db.execute(insert(SealedObject), objects)
             transfers.clear()
             files.clear()
+            objects.clear()
 
     for i in range(n):
         tid = new_id()
@@ -59,15 +64,21 @@ def seed(c, practice_id: str, vendor_id: str, created_by: str, n: int, *, status
         for pos in range(files_per_transfer):
             fid, key = new_id(), new_id()
             data = payload + f"{tid}:{pos}".encode()
-            context = file_context(practice_id=practice_id, vendor_id=vendor_id, transfer_id=tid, file_id=fid)
+            context = transfer_file_context(practice_id=practice_id, vendor_id=vendor_id, transfer_id=tid, file_id=fid)
             dek, wrapped = c.keys.generate_data_key(key_id, context)
             info = c.store.put(key, encrypt_stream(iter([data]), dek, context), metadata={"format": "phg-stream-v1"})
-            files.append({"id": fid, "transfer_id": tid, "position": pos, "object_key": key,
-                          "storage_location": c.store.location_id,
+            sha = hashlib.sha256(data).hexdigest()
+            files.append({"id": fid, "transfer_id": tid, "position": pos,
                           "name_sealed": seal(c.keys, key_id, f"claim-{i}-{pos}.pdf".encode(), name_context(fid)),
-                          "file_type": "pdf", "size": len(data), "ciphertext_size": info.size,
-                          "sha256": hashlib.sha256(data).hexdigest(), "wrapped_dek": wrapped.to_bytes(),
+                          "file_type": "pdf", "size": len(data), "sha256": sha,
                           "state": FileState.stored, "created_at": now, "destroyed_at": None})
+            objects.append({"id": new_id(), "kind": SealedKind.transfer_file, "owner_id": fid,
+                            "practice_id": practice_id, "vendor_id": vendor_id, "key_id": key_id,
+                            "key_generation": 0, "key_version": wrapped.key_version, "context": context,
+                            "wrapped_dek": wrapped.to_bytes(), "object_key": key,
+                            "storage_location": c.store.location_id, "plaintext_size": len(data), "sha256": sha,
+                            "ciphertext_size": info.size, "state": SealedState.stored, "created_at": now,
+                            "stored_at": now, "destroying_at": None, "destroyed_at": None})
         if len(transfers) >= batch:
             flush()
     flush()

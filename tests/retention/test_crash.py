@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.transfers.models import FileState, Transfer, TransferFile
+from tests.transfers.conftest import sealed_of
 from retention.certificates import verify_document
 from retention.models import Certificate, DestructionRecord
 from tests.retention.conftest import events
@@ -27,8 +28,9 @@ def _check_outcome(components, db, vendor_id, n_files, *, key_destroyed: bool):
     db.expire_all()
     files = list(db.scalars(select(TransferFile).join(Transfer).where(Transfer.vendor_id == vendor_id)))
     assert len(files) == n_files
-    assert all(f.state == FileState.destroyed and f.wrapped_dek is None for f in files)
-    assert all(components.store.verify_absent(f.object_key).absent for f in files)
+    assert all(f.state == FileState.destroyed and sealed_of(db, f.id).wrapped_dek is None for f in files)
+    assert all(sealed_of(db, f.id).state.value == "destroyed" for f in files)
+    assert all(components.store.verify_absent(sealed_of(db, f.id).object_key).absent for f in files)
     assert db.scalar(select(func.count()).select_from(DestructionRecord)) == n_files
     certs = list(db.scalars(select(Certificate)))
     db.commit()

@@ -90,15 +90,15 @@ def test_confirmation_and_step_up_are_required(party, seeded, session_for, db):
 
 
 def test_in_flight_and_unknown_vendor_answer_clearly_over_http(party, seeded, session_for, db, components):
-    from gateway import clock
-    from gateway.transfers.models import PendingObject
+    from gateway.sealed import service as sealed
 
     seeded(1)
     admin = session_for(party.admin)
     r = admin.client.post("/api/v1/offboarding", json=_offboard_body(party, admin, vendor_id="f" * 32))
     assert r.status_code == 404 and r.json()["error"]["code"] == "vendor_not_found"
-    db.add(PendingObject(object_key="p-1", storage_location="x", created_at=clock.now(), reason="upload"))
-    db.commit()
+    # An upload to this vendor being written right now.
+    sealed.reserve(components, sealed.transfer_file(key_id="rel-x", practice_id=party.practice.id,
+                                                    vendor_id=party.vendor.id, transfer_id="t" * 32, file_id="f" * 32))
     r = admin.client.post("/api/v1/offboarding", json=_offboard_body(party, admin))
     assert r.status_code == 409 and r.json()["error"]["code"] == "transfers_in_flight"
     db.expire_all()

@@ -9,14 +9,15 @@ from sqlalchemy import func, select
 
 from gateway.audit.service import Actor
 from gateway.baas.models import Baa, BaaStatus
-from gateway.transfers.models import Direction, Download, FileState, PendingObject, Transfer, TransferFile, TransferStatus
-from gateway.transfers.upload import relationship_key
+from gateway.transfers.models import Direction, Download, FileState, Transfer, TransferFile, TransferStatus
+from gateway.sealed.keys import relationship_key
 from gateway.users.models import User
 from retention.certificates import verify_document
 from retention.errors import InFlight, NothingToOffboard
 from retention.models import Certificate, DestructionJob
 from retention.offboarding import offboard
 from tests.retention.conftest import events
+from tests.transfers.conftest import sealed_of
 
 
 def _files(db, **where):
@@ -51,14 +52,17 @@ def test_offboarding_destroys_everything_sent_and_certifies(components, party, s
     sent = _files(db, vendor_id=party.vendor.id, direction=Direction.outbound)
     assert len(sent) == 6
     for f in sent:
-        assert f.state == FileState.destroyed and f.wrapped_dek is None and f.name_sealed is None
-        assert f.destroyed_at is not None and components.store.verify_absent(f.object_key).absent
+        obj = sealed_of(db, f.id)
+        assert f.state == FileState.destroyed and f.name_sealed is None
+        assert obj.state.value == "destroyed" and obj.wrapped_dek is None and obj.destroyed_at is not None
+        assert f.destroyed_at is not None and components.store.verify_absent(obj.object_key).absent
     # The vendor's returned files belong to the practice: kept, still readable.
     kept = _files(db, direction=Direction.inbound)
     assert sorted({f.transfer_id for f in kept}) == sorted(returned)
     for f in kept:
-        assert f.state == FileState.stored and f.wrapped_dek is not None
-        assert not components.store.verify_absent(f.object_key).absent
+        obj = sealed_of(db, f.id)
+        assert f.state == FileState.stored and obj.state.value == "stored" and obj.wrapped_dek is not None
+        assert not components.store.verify_absent(obj.object_key).absent
     db.expire_all()
     assert {t.status for t in db.scalars(select(Transfer).where(Transfer.id.in_(approved + pending + revoked)))} == \
         {TransferStatus.destroyed}
@@ -135,8 +139,12 @@ def test_transfers_in_flight_refused_with_nothing_done(components, party, seeded
         db.add(Download(transfer_id=tid, file_id=f.id, user_id=party.biller.id, started_at=clock.now(),
                         range_start=0, range_end=f.size, bytes_sent=10, outcome="started"))
     else:
-        db.add(PendingObject(object_key="pending-upload-1", storage_location=components.store.location_id,
-                             created_at=clock.now(), reason="upload"))
+        from gateway.sealed import service as sealed
+
+        db.commit()
+        sealed.reserve(components, sealed.transfer_file(key_id="rel-x", practice_id=party.practice.id,
+                                                        vendor_id=party.vendor.id, transfer_id="t" * 32,
+                                                        file_id="f" * 32))
     db.commit()
     before = len(events(db))
     with pytest.raises(InFlight) as err:
@@ -205,7 +213,9 @@ def test_storage_outage_stops_the_job_and_a_rerun_finishes_it(components, party,
         offboard(components, Actor.system(), party.vendor.id, reason="contract ended")
     files = _files(db, vendor_id=party.vendor.id)
     # Nothing claimed destroyed: every file still has its key, and no certificate exists.
-    assert all(f.state == FileState.destroying and f.wrapped_dek is not None for f in files)
+    assert all(f.state == FileState.destroying for f in files)
+    assert all(sealed_of(db, f.id).state.value == "destroying" and sealed_of(db, f.id).wrapped_dek is not None
+               for f in files)
     assert db.scalar(select(func.count()).select_from(Certificate)) == 0
     assert events(db, "retention.job.interrupted")
     failing["on"] = False
@@ -218,7 +228,7 @@ def test_a_vendor_offboarded_once_can_be_taken_on_again_under_a_new_key(componen
                                                                         factory, fake_clock):
     """Offboarding destroys the pair's key for good; a new BAA starts a new key generation."""
     from gateway.audit.service import Actor as A
-    from gateway.transfers.upload import live_relationship_key
+    from gateway.sealed.keys import live_relationship_key
     from tests.transfers.conftest import PDF, record_baa
 
     first_key = relationship_key(party.practice.id, party.vendor.id)

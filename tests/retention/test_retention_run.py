@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from gateway.audit.service import Actor
 from gateway.transfers.models import FileState, Transfer, TransferFile, TransferStatus
+from tests.transfers.conftest import sealed_of
 from retention.errors import RunnerBusy
 from retention.holds import place_hold, release_hold
 from retention.lock import RunnerLease
@@ -212,7 +213,7 @@ def test_tombstones_keep_ids_sizes_hashes_times(components, party, seeded, db):
     [f] = t.files
     assert t.status == TransferStatus.destroyed and t.note_sealed is None
     assert (f.size, f.sha256) == (size, sha) and f.destroyed_at is not None
-    assert f.wrapped_dek is None and f.name_sealed is None
+    assert sealed_of(db, f.id).wrapped_dek is None and f.name_sealed is None
     db.commit()
 
 

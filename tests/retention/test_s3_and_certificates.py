@@ -45,10 +45,20 @@ def _versions(raw, bucket, key):
 
 
 def _files(db, vendor_id):
+    """Each file with its sealed object's key and wrapped key (from the registry)."""
+    from types import SimpleNamespace
+
+    from tests.transfers.conftest import sealed_of
+
     db.expire_all()
-    files = list(db.scalars(select(TransferFile).join(Transfer).where(Transfer.vendor_id == vendor_id)))
+    files = list(db.scalars(select(TransferFile).join(Transfer).where(Transfer.vendor_id == vendor_id)
+                            .order_by(TransferFile.id)))
     db.commit()
-    return files
+    out = []
+    for f in files:
+        obj = sealed_of(db, f.id)
+        out.append(SimpleNamespace(id=f.id, state=f.state, object_key=obj.object_key, wrapped_dek=obj.wrapped_dek))
+    return out
 
 
 def test_versioned_bucket_every_version_and_delete_marker_destroyed(s3c, s3_endpoint, party, db):
@@ -195,7 +205,7 @@ def test_kms_key_evidence_carries_the_scheduled_deletion_date(components, s3_end
     from datetime import datetime, timedelta
 
     from gateway.components import Components
-    from gateway.transfers.upload import relationship_key
+    from gateway.sealed.keys import relationship_key
 
     url = (f"awskms://arn:aws:kms:us-east-1:123456789012:alias/phg-{uuid.uuid4().hex[:8]}"
            f"?endpoint_url={s3_endpoint.endpoint_url}&pending_window_days=7")

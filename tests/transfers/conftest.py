@@ -112,3 +112,27 @@ def events(db, action: str | None = None, **where):
     found = list(db.scalars(query))
     db.commit()  # end the read: on SQLite an open transaction would hold the write lock
     return found
+
+
+def sealed_of(db, owner_id: str, kind: str = "transfer_file"):
+    """The newest registry row of the object `owner_id` holds (a file id, a BAA id)."""
+    from sqlalchemy import select
+
+    from gateway.sealed.models import SealedKind, SealedObject
+
+    row = db.scalars(select(SealedObject).where(SealedObject.kind == SealedKind(kind), SealedObject.owner_id == owner_id)
+                     .order_by(SealedObject.created_at.desc()).execution_options(populate_existing=True)).first()
+    db.commit()
+    return row
+
+
+def live_sealed(db) -> list:
+    """Registry rows not destroyed (pending, stored or destroying): what still holds an object."""
+    from sqlalchemy import select
+
+    from gateway.sealed.models import SealedObject, SealedState
+
+    rows = list(db.scalars(select(SealedObject).where(SealedObject.state != SealedState.destroyed)
+                           .execution_options(populate_existing=True)))
+    db.commit()
+    return rows

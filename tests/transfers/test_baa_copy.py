@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy import select
 
-from gateway.transfers.models import PendingObject
-from tests.transfers.conftest import events
+from tests.transfers.conftest import events, live_sealed
 from tests.transfers.test_upload import stored_objects
 
 SIGNED = b"%PDF-1.7\nBUSINESS ASSOCIATE AGREEMENT, synthetic, signed\n" * 3000 + b"%%EOF\n"
@@ -48,8 +46,7 @@ def test_only_a_pdf_is_accepted_and_nothing_is_kept(party, session_for, db, sett
     r = put(admin, party.baa_id, SIGNED, content_type="text/html")
     assert r.status_code == 422
     assert stored_objects(settings) == []
-    assert db.scalars(select(PendingObject)).all() == []
-    db.commit()
+    assert live_sealed(db) == []
     r = admin.client.get(f"/api/v1/baas/{party.baa_id}/signed-copy")
     assert r.status_code == 404 and r.json()["error"]["code"] == "baa_copy_not_found"
 

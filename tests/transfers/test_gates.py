@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.transfers.models import Download, Transfer, TransferFile
-from tests.transfers.conftest import PDF, events
+from tests.transfers.conftest import PDF, events, sealed_of
 
 BIG = b"%PDF-1.7\n" + bytes(range(256)) * (3 * 4096 + 17)  # a little over 3 MiB: several segments
 
@@ -231,7 +231,7 @@ def test_auditor_sees_metadata_never_names(party, session_for):
 
 # -- ranges, integrity, aborts ----------------------------------------------------------
 
-def test_range_requests_resume_a_download(party, session_for, db):
+def test_range_requests_resume_a_download_and_nothing_after_it_completes(party, session_for, db):
     staff, approver, biller = session_for(party.staff), session_for(party.approver), session_for(party.biller)
     tid, fid = approved(staff, approver, party, download_limit=1, upload={"data": BIG})
     first = biller.download(tid, fid, Range="bytes=0-1048575")
@@ -239,15 +239,19 @@ def test_range_requests_resume_a_download(party, session_for, db):
     assert first.headers["content-range"] == f"bytes 0-1048575/{len(BIG)}"
     rest = biller.download(tid, fid, Range="bytes=1048576-")
     assert rest.status_code == 206 and first.content + rest.content == BIG
-    middle = biller.download(tid, fid, Range="bytes=1000000-2200000")
-    assert middle.content == BIG[1000000:2200001]
-    tail = biller.download(tid, fid, Range="bytes=-100")
-    assert tail.content == BIG[-100:]
-    # Resumptions do not count towards the limit; a fresh download from byte 0 does.
+    # The one download the limit allows is complete: no range of the file leaves again.
+    for header in ("bytes=1000000-2200000", "bytes=-100", "bytes=1-", "bytes=0-"):
+        r = biller.download(tid, fid, Range=header)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "download_limit_reached"
     assert biller.download(tid, fid).status_code == 403
     rows = db.scalars(select(Download).where(Download.file_id == fid)).all()
     db.commit()
-    assert sum(1 for d in rows if not d.resumed) == 1
+    [d] = rows
+    assert (d.outcome, d.delivered_to, d.resumptions, d.bytes_sent) == ("completed", len(BIG), 1, len(BIG))
+    assert [e.details["resumed"] for e in events(db, "transfer.download.started", target_id=tid)] == [False, True]
+    assert [e.action for e in events(db, target_id=tid) if e.action in (
+        "transfer.download.range_delivered", "transfer.download.completed")] == [
+        "transfer.download.range_delivered", "transfer.download.completed"]
 
 
 @pytest.mark.parametrize("header", ["bytes=5000000-", "bytes=10-5", "bytes=0-1,5-9", "items=0-1", "bytes=-"])
@@ -262,11 +266,10 @@ def test_unsatisfiable_ranges(party, session_for, db, header):
 def test_tampered_object_is_never_served(party, session_for, db, components):
     staff, approver, biller = session_for(party.staff), session_for(party.approver), session_for(party.biller)
     tid, fid = approved(staff, approver, party, upload={"data": BIG})
-    file = db.get(TransferFile, fid)
-    db.commit()
-    data = bytearray(b"".join(components.store.get(file.object_key)))
+    object_key = sealed_of(db, fid).object_key
+    data = bytearray(b"".join(components.store.get(object_key)))
     data[200] ^= 0x01  # one bit in the first segment
-    components.store.put(file.object_key, iter([bytes(data)]))
+    components.store.put(object_key, iter([bytes(data)]))
     r = biller.download(tid, fid)
     assert r.status_code == 502 and r.json()["error"]["code"] == "integrity_failure"
     assert b"%PDF" not in r.content
@@ -277,11 +280,10 @@ def test_tampered_object_is_never_served(party, session_for, db, components):
 def test_tampering_in_a_later_segment_cuts_the_stream(party, session_for, db, components):
     staff, approver, biller = session_for(party.staff), session_for(party.approver), session_for(party.biller)
     tid, fid = approved(staff, approver, party, upload={"data": BIG})
-    file = db.get(TransferFile, fid)
-    db.commit()
-    data = bytearray(b"".join(components.store.get(file.object_key)))
+    object_key = sealed_of(db, fid).object_key
+    data = bytearray(b"".join(components.store.get(object_key)))
     data[-100] ^= 0x01  # inside the last segment
-    components.store.put(file.object_key, iter([bytes(data)]))
+    components.store.put(object_key, iter([bytes(data)]))
     with pytest.raises(Exception):
         r = biller.download(tid, fid)
         assert len(r.content) < len(BIG)  # pragma: no cover - the client sees a broken stream

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from gateway.transfers.models import PendingObject, Transfer, TransferFile
-from tests.transfers.conftest import PDF, events
+from gateway.transfers.models import Transfer, TransferFile
+from tests.transfers.conftest import PDF, events, live_sealed, sealed_of
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00synthetic-image" * 100
 
@@ -23,7 +23,7 @@ def assert_nothing_kept(db, settings):
     db.expire_all()
     assert db.scalars(select(Transfer)).all() == []
     assert db.scalars(select(TransferFile)).all() == []
-    assert db.scalars(select(PendingObject)).all() == []
+    assert live_sealed(db) == []  # every object of the failed upload is recorded destroyed
     assert stored_objects(settings) == []
     db.commit()
 
@@ -64,12 +64,13 @@ def test_plaintext_never_at_rest(party, session_for, db, settings, components):
         assert "Jane" not in str(path)
     # The name is sealed in the database; no column, and no audit event, holds it.
     with components.db.engine.connect() as conn:
-        for table in ("transfers", "transfer_files", "audit_events", "pending_objects"):
+        for table in ("transfers", "transfer_files", "audit_events", "sealed_objects"):
             for row in conn.execute(text(f"SELECT * FROM {table}")):
                 assert "Jane" not in repr(row)
     file = db.scalars(select(TransferFile)).one()
     db.commit()
-    assert "Jane" not in file.object_key and len(file.object_key) == 32
+    object_key = sealed_of(db, file.id).object_key
+    assert "Jane" not in object_key and len(object_key) == 32
 
 
 @pytest.mark.parametrize("raw, stored", [
@@ -240,21 +241,25 @@ def test_recipients_must_be_billers_of_the_vendor(party, session_for, factory, d
 
 def test_fsck_removes_objects_of_crashed_uploads(party, components, db, settings, fake_clock):
     """A crash between the pending record and the transfer row: fsck finds the object and destroys it."""
-    from gateway import clock
     from gateway.audit.service import Actor
-    from gateway.transfers.fsck import fsck
+    from gateway.sealed import service as sealed
+    from gateway.sealed.fsck import fsck
+    from gateway.sealed.keys import relationship_key
 
-    components.store.put("0" * 32, iter([b"ciphertext"]))
+    key_id = relationship_key(party.practice.id, party.vendor.id)
+    components.keys.ensure_key(key_id)
+    crashed = sealed.reserve(components, sealed.transfer_file(
+        key_id=key_id, practice_id=party.practice.id, vendor_id=party.vendor.id, transfer_id="t" * 32,
+        file_id="f" * 32))
+    sealed.write(components, crashed, iter([PDF]))  # ... and the process dies before the transfer commits
     components.store.put("1" * 32, iter([b"stray"]))
-    with components.db.transaction() as s:
-        s.add(PendingObject(object_key="0" * 32, storage_location=components.store.location_id,
-                            created_at=clock.now(), reason="upload"))
     fake_clock.advance(hours=2)
     report = fsck(components, Actor.system(), repair=False)
-    assert report.stale_pending == ["0" * 32] and report.unreferenced == ["1" * 32]
+    assert report.stale_pending == [crashed.object_key] and report.unreferenced == ["1" * 32]
     report = fsck(components, Actor.system(), repair=True)
-    assert sorted(report.removed) == ["0" * 32, "1" * 32]
+    assert sorted(report.removed) == sorted([crashed.object_key, "1" * 32])
     assert_nothing_kept(db, settings)
+    assert sealed_of(db, "f" * 32).state.value == "destroyed"
     assert len(events(db, "storage.orphan.destroyed")) == 2
 
 

@@ -1,0 +1,438 @@
+"""The sealed-object registry: the only code that encrypts, decrypts, rewraps or destroys an object.
+
+Every object goes through the same life, whatever its kind:
+
+1. `reserve` records the object (state `pending`, committed) before a byte is stored,
+   so a crash leaves a row that `phigate fsck` finds, never an orphan;
+2. `write` takes a fresh data key from the key provider, encrypts the stream as it
+   arrives (crypto.encrypt_stream, the object format of docs/encrypted-object-format.md)
+   and stores it; it measures the plaintext's size and SHA-256 on the way;
+3. `commit`, inside the owner's own transaction, makes it `stored` together with the
+   owner's rows (a transfer and its files, a BAA's copy), or `discard` destroys it;
+4. `open` unwraps the data key and decrypts the whole object or a range, verifying the
+   first segment before returning, so a tampered object never gets a success answer;
+5. `rewrap_objects` moves wrapped data keys to their KEK's newest version (objects untouched);
+6. destruction: `claim` (`destroying`: no read starts any more), `erase` (every stored
+   version deleted and absence verified), `shred` (the wrapped key erased) and
+   `mark_destroyed`; `destroy_object` runs them for one object.
+
+Every failure of storage, the key service or an integrity check surfaces as one of
+the errors of gateway/sealed/errors.py.  Work that calls the key service or storage
+never runs inside a write transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from crypto import CryptoError, KeyDestroyed, WrappedKey, decrypt_range, decrypt_stream, encrypt_stream
+from gateway import clock
+from gateway.ids import new_id
+from gateway.sealed.errors import IntegrityFailure, ObjectDestroyed, SealedError, StorageUnavailable, translate
+from gateway.sealed.keys import baa_copy_context, generation_of, transfer_file_context
+from gateway.sealed.models import SealedKind, SealedObject, SealedState
+from storage import AbsenceProof, DeletionBlocked, DestroyReport, StorageError
+
+log = logging.getLogger("phigate.sealed")
+
+OBJECT_FORMAT = "phg-stream-v1"
+BATCH = 500
+
+
+# -- what to seal ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Spec:
+    """An object about to be sealed: what it is, whose, under which key and context."""
+
+    kind: SealedKind
+    owner_id: str
+    practice_id: str
+    vendor_id: str | None
+    key_id: str
+    context: Mapping[str, str]
+
+
+def transfer_file(*, key_id: str, practice_id: str, vendor_id: str, transfer_id: str, file_id: str) -> Spec:
+    return Spec(SealedKind.transfer_file, file_id, practice_id, vendor_id, key_id,
+                transfer_file_context(practice_id=practice_id, vendor_id=vendor_id, transfer_id=transfer_id,
+                                      file_id=file_id))
+
+
+def baa_copy(*, key_id: str, baa_id: str, practice_id: str, vendor_id: str) -> Spec:
+    return Spec(SealedKind.baa_copy, baa_id, practice_id, vendor_id, key_id,
+                baa_copy_context(baa_id=baa_id, practice_id=practice_id))
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A reserved object: its row is committed as pending; nothing stored yet."""
+
+    id: str
+    object_key: str
+    spec: Spec
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """An object written to storage, waiting for its owner's transaction to `commit` it."""
+
+    id: str
+    object_key: str
+    plaintext_size: int
+    sha256: str
+    ciphertext_size: int
+    wrapped_dek: bytes = field(repr=False)
+    key_version: int
+
+
+# -- storing ----------------------------------------------------------------------------
+
+def reserve(c, spec: Spec) -> Pending:
+    """Record the object as pending (committed at once) before anything is stored."""
+    pending = Pending(new_id(), new_id(), spec)
+    with c.db.transaction() as db:
+        db.add(SealedObject(
+            id=pending.id, kind=spec.kind, owner_id=spec.owner_id, practice_id=spec.practice_id,
+            vendor_id=spec.vendor_id, key_id=spec.key_id, key_generation=generation_of(spec.key_id),
+            context=dict(spec.context), object_key=pending.object_key, storage_location=c.store.location_id,
+            state=SealedState.pending, created_at=clock.now()))
+    return pending
+
+
+class _Measured:
+    """The caller's plaintext on its way to the encryptor: counted, hashed, and its own failures told apart."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._chunks = chunks
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._chunks:
+                self.size += len(chunk)
+                self.sha.update(chunk)
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def raised(self, exc: BaseException) -> bool:
+        """True when `exc` is (or was caused by) a failure of the caller's stream, not of ours."""
+        seen = 0
+        while exc is not None and seen < 5:
+            if exc is self.error:
+                return True
+            exc, seen = exc.__cause__ or exc.__context__, seen + 1
+        return False
+
+
+def write(c, pending: Pending, chunks: Iterable[bytes]) -> Sealed:
+    """Encrypt and store the stream under a fresh data key.
+
+    A failure of the caller's own stream (bad input, a client that went away) is
+    raised unchanged; a failure of the key service or of storage is raised as a
+    SealedError.  Either way the caller then `discard`s the pending object.
+    """
+    spec = pending.spec
+    plaintext = _Measured(chunks)
+    try:
+        dek, wrapped = c.keys.generate_data_key(spec.key_id, spec.context)
+        info = c.store.put(pending.object_key, encrypt_stream(plaintext, dek, spec.context),
+                           metadata={"format": OBJECT_FORMAT})
+    except BaseException as exc:
+        if plaintext.raised(exc):
+            raise plaintext.error from None
+        err = translate(exc)
+        if err is None:
+            raise
+        raise err from None
+    return Sealed(id=pending.id, object_key=pending.object_key, plaintext_size=plaintext.size,
+                  sha256=plaintext.sha.hexdigest(), ciphertext_size=info.size, wrapped_dek=wrapped.to_bytes(),
+                  key_version=wrapped.key_version)
+
+
+def commit(db: Session, sealed: Iterable[Sealed]) -> None:
+    """Make written objects stored, in the owner's transaction (so both commit or neither does)."""
+    now = clock.now()
+    for s in sealed:
+        done = db.execute(update(SealedObject).where(SealedObject.id == s.id,
+                                                     SealedObject.state == SealedState.pending)
+                          .values(state=SealedState.stored, stored_at=now, wrapped_dek=s.wrapped_dek,
+                                  key_version=s.key_version, plaintext_size=s.plaintext_size, sha256=s.sha256,
+                                  ciphertext_size=s.ciphertext_size)
+                          .execution_options(synchronize_session=False)).rowcount
+        if done != 1:
+            # fsck reclaimed it: the write outlasted the in-flight window and was taken for a crash.
+            raise StorageUnavailable(reason="object_reclaimed")
+
+
+def discard(c, pending: Iterable[Pending]) -> tuple[int, int]:
+    """Destroy objects a failed operation stored; returns (removed, left for fsck).
+
+    An object whose removal fails (storage down) stays pending: `phigate fsck --repair`
+    removes it once the in-flight window has passed.  Never raises for storage.
+    """
+    removed = left = 0
+    for p in pending:
+        try:
+            c.store.destroy(p.object_key)
+        except (StorageError, OSError) as exc:
+            log.warning("could not remove object of a failed operation (%s); left for fsck", type(exc).__name__)
+            left += 1
+            continue
+        with c.db.transaction() as db:
+            db.execute(update(SealedObject).where(SealedObject.id == p.id, SealedObject.state == SealedState.pending)
+                       .values(state=SealedState.destroyed, destroyed_at=clock.now())
+                       .execution_options(synchronize_session=False))
+        removed += 1
+    return removed, left
+
+
+# -- finding ---------------------------------------------------------------------------
+
+def owned(db: Session, kind: SealedKind, owner_id: str, *, state: SealedState | None = SealedState.stored
+          ) -> SealedObject | None:
+    """The object of this kind that `owner_id` holds (the stored one by default)."""
+    query = select(SealedObject).where(SealedObject.kind == kind, SealedObject.owner_id == owner_id)
+    if state is not None:
+        query = query.where(SealedObject.state == state)
+    return db.scalars(query.order_by(SealedObject.created_at.desc()).limit(1)).first()
+
+
+def owned_many(db: Session, kind: SealedKind, owner_ids: Iterable[str]) -> dict[str, SealedObject]:
+    """owner id -> its newest object of this kind, whatever its state."""
+    rows = db.scalars(select(SealedObject).where(SealedObject.kind == kind,
+                                                 SealedObject.owner_id.in_(list(owner_ids)))
+                      .order_by(SealedObject.created_at))
+    return {r.owner_id: r for r in rows}
+
+
+def live_under_key(db: Session, key_id: str) -> int:
+    """Objects of any kind that still depend on `key_id` (not yet destroyed)."""
+    return db.scalar(select(func.count()).select_from(SealedObject).where(
+        SealedObject.key_id == key_id, SealedObject.state != SealedState.destroyed)) or 0
+
+
+def pending_since(db: Session, since: datetime, *, kind: SealedKind, vendor_id: str) -> int:
+    """Objects of this kind being written for this vendor (or, from wave 1, for an unknown one) since `since`."""
+    return db.scalar(select(func.count()).select_from(SealedObject).where(
+        SealedObject.state == SealedState.pending, SealedObject.created_at >= since, SealedObject.kind == kind,
+        (SealedObject.vendor_id == vendor_id) | SealedObject.vendor_id.is_(None))) or 0
+
+
+# -- opening ---------------------------------------------------------------------------
+
+def open_object(c, obj: SealedObject, span: tuple[int, int] | None = None) -> Iterator[bytes]:
+    """Plaintext of the whole object, or of bytes [start, stop); the first segment is verified before this returns.
+
+    Raises a SealedError (storage, key service, integrity, destroyed); a later
+    failure while iterating is raised as one too, so the caller can tell why a
+    stream stopped.
+    """
+    if obj.state != SealedState.stored or obj.wrapped_dek is None:
+        raise ObjectDestroyed()
+    try:
+        wrapped = WrappedKey.from_bytes(obj.wrapped_dek)
+    except CryptoError:
+        raise IntegrityFailure(reason="wrapped_key_corrupt") from None
+    context = obj.context or {}
+    try:
+        dek = c.keys.unwrap(wrapped, context)
+        if span is None:
+            plaintext = decrypt_stream(c.store.get(obj.object_key), dek, context)
+        else:
+            def fetch(offset: int, length: int) -> Iterator[bytes]:
+                return c.store.get(obj.object_key, start=offset, end=offset + length)
+
+            plaintext = decrypt_range(fetch, dek, context, span[0], span[1], obj.ciphertext_size)
+        first = next(plaintext, None)
+    except BaseException as exc:
+        err = translate(exc)
+        if err is None:
+            raise
+        raise err from None
+    return _verified(first, plaintext)
+
+
+def _verified(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        if first:
+            yield first
+        for chunk in rest:
+            yield chunk
+    except GeneratorExit:
+        raise
+    except Exception as exc:
+        err = translate(exc)
+        if err is None:
+            raise
+        raise err from None
+    finally:
+        rest.close()  # release the storage read at once, however the stream ends
+
+
+# -- rewrapping ------------------------------------------------------------------------
+
+@dataclass
+class RewrapResult:
+    rewrapped: int = 0
+    already_current: int = 0
+    skipped_destroyed: int = 0
+    # Objects still being written: their keys are wrapped when they commit; run rewrap again after.
+    pending: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    by_key: dict[str, int] = field(default_factory=dict)
+
+
+def rewrap_objects(c, versions: dict[str, int] | None = None) -> RewrapResult:
+    """Re-wrap every object's data key that is not under its KEK's newest version; object data untouched.
+
+    Key-service calls run between short transactions; each new wrapping is written only
+    if the row still holds the wrapping it was made from (a concurrent destruction wins).
+    """
+    result = RewrapResult()
+    versions = {} if versions is None else versions
+    last = ""
+    while True:
+        with c.db.snapshot() as db:
+            rows = db.execute(select(SealedObject.id, SealedObject.kind, SealedObject.key_id, SealedObject.key_version,
+                                     SealedObject.wrapped_dek, SealedObject.context)
+                              .where(SealedObject.id > last, SealedObject.wrapped_dek.is_not(None))
+                              .order_by(SealedObject.id).limit(BATCH)).all()
+        if not rows:
+            break
+        last = rows[-1].id
+        updates = []
+        for row in rows:
+            wrapped = WrappedKey.from_bytes(row.wrapped_dek)
+            try:
+                if wrapped.key_id not in versions:
+                    versions[wrapped.key_id] = c.keys.current_version(wrapped.key_id)
+                if wrapped.key_version >= versions[wrapped.key_id]:
+                    result.already_current += 1
+                    continue
+                new = c.keys.rewrap(wrapped, row.context or {})
+            except KeyDestroyed:
+                result.skipped_destroyed += 1
+                continue
+            updates.append((row, new))
+        if updates:
+            with c.db.transaction() as db:
+                for row, new in updates:
+                    done = db.execute(update(SealedObject).where(SealedObject.id == row.id,
+                                                                 SealedObject.wrapped_dek == row.wrapped_dek)
+                                      .values(wrapped_dek=new.to_bytes(), key_version=new.key_version)
+                                      .execution_options(synchronize_session=False)).rowcount
+                    if done:
+                        result.rewrapped += 1
+                        result.by_kind[row.kind.value] = result.by_kind.get(row.kind.value, 0) + 1
+                        result.by_key[row.key_id] = result.by_key.get(row.key_id, 0) + 1
+    with c.db.snapshot() as db:
+        result.pending = db.scalar(select(func.count()).select_from(SealedObject)
+                                   .where(SealedObject.state == SealedState.pending)) or 0
+    return result
+
+
+def wrapped_by_version(db: Session) -> dict[str, dict[int, int]]:
+    """key id -> {KEK version: objects whose data key it still wraps}."""
+    out: dict[str, dict[int, int]] = {}
+    for key_id, version, n in db.execute(
+            select(SealedObject.key_id, SealedObject.key_version, func.count())
+            .where(SealedObject.wrapped_dek.is_not(None))
+            .group_by(SealedObject.key_id, SealedObject.key_version)):
+        out.setdefault(key_id, {})[version] = n
+    return out
+
+
+# -- destroying ------------------------------------------------------------------------
+
+def claim(db: Session, kind: SealedKind, owner_ids: Iterable[str]) -> list[SealedObject]:
+    """Mark the stored objects of these owners `destroying`, in the caller's transaction: no read starts after."""
+    rows = list(db.scalars(select(SealedObject).where(SealedObject.kind == kind,
+                                                      SealedObject.owner_id.in_(list(owner_ids)),
+                                                      SealedObject.state == SealedState.stored)
+                           .with_for_update()))
+    now = clock.now()
+    for row in rows:
+        row.state, row.destroying_at = SealedState.destroying, now
+    return rows
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What storage did: the report (every version deleted or blocked) and whether Object Lock blocked any."""
+
+    report: DestroyReport
+    blocked: bool
+
+
+def erase(c, object_key: str, storage_location: str | None) -> Erasure:
+    """Delete every stored version of an object and verify it is absent (idempotent: absent is fine).
+
+    Raises StorageUnavailable with a reason when storage fails or absence cannot be verified.
+    """
+    store = c.store
+    if storage_location is not None and storage_location != store.location_id:
+        raise StorageUnavailable("The object is in another storage location than this gateway's store.",
+                                 reason="other_storage_location")
+    try:
+        report, blocked = store.destroy(object_key), False
+    except DeletionBlocked as exc:
+        report, blocked = exc.report, True
+    except (StorageError, OSError) as exc:
+        raise translate(exc) from None
+    if report.proof is None:
+        from dataclasses import replace
+
+        report = replace(report, proof=verify_absent(c, object_key))
+    if not blocked and not report.proof.absent:
+        raise StorageUnavailable(reason="absence_not_verified")
+    return Erasure(report, blocked)
+
+
+def verify_absent(c, object_key: str) -> AbsenceProof:
+    """Prove that nothing of the object remains in the store."""
+    try:
+        return c.store.verify_absent(object_key)
+    except (StorageError, OSError) as exc:
+        raise translate(exc) from None
+
+
+def shred(db: Session, ids: Iterable[str]) -> None:
+    """Erase the wrapped data keys (crypto-shredding), in the caller's transaction."""
+    db.execute(update(SealedObject).where(SealedObject.id.in_(list(ids)))
+               .values(wrapped_dek=None).execution_options(synchronize_session=False))
+
+
+def mark_destroyed(db: Session, ids: Iterable[str]) -> None:
+    db.execute(update(SealedObject).where(SealedObject.id.in_(list(ids)))
+               .values(state=SealedState.destroyed, destroyed_at=clock.now(), wrapped_dek=None)
+               .execution_options(synchronize_session=False))
+
+
+def destroy_object(c, obj: SealedObject) -> Erasure:
+    """Destroy one object already claimed (`destroying`) or left `pending`: erase, shred, mark destroyed."""
+    erasure = erase(c, obj.object_key, obj.storage_location)
+    with c.db.transaction() as db:
+        mark_destroyed(db, [obj.id])
+    return erasure
+
+
+__all__ = [
+    "Spec", "Pending", "Sealed", "Erasure", "RewrapResult", "SealedError",
+    "transfer_file", "baa_copy", "reserve", "write", "commit", "discard", "owned", "owned_many", "live_under_key",
+    "pending_since", "open_object", "rewrap_objects", "wrapped_by_version", "claim", "erase", "verify_absent", "shred",
+    "mark_destroyed", "destroy_object",
+]
