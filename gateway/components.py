@@ -25,7 +25,7 @@ class Components:
             size=settings.db_pool_size, max_overflow=settings.db_max_overflow, timeout=settings.db_pool_timeout,
             sqlite_busy_timeout=settings.sqlite_busy_timeout))
         # Installed before any session commits: every commit of this process delivers its own messages.
-        self.outbox = Outbox(self.db, {alerts.TOPIC: alerts.channel(settings)})
+        self.outbox = Outbox(self.db, {alerts.TOPIC: alerts.channel(self)})
         self.outbox.install()
 
     @cached_property

@@ -212,10 +212,10 @@ def _settled(db: Session, payload: dict, delivered_at: datetime | None, error: s
         alert.delivered_at, alert.delivery_error = delivered_at, error
 
 
-def channel(settings) -> Channel:
+def channel(components) -> Channel:
     """The outbox channel of alerts: PHIGATE_AUDIT_ALERT_SINK, read at each send (it may be reconfigured)."""
-    return Channel(send=lambda payload: send_to_sink(settings.audit_alert_sink, payload), settled=_settled,
-                   ready=lambda: bool(settings.audit_alert_sink))
+    return Channel(send=lambda payload: send_to_sink(components.settings.audit_alert_sink, payload),
+                   settled=_settled, ready=lambda: bool(components.settings.audit_alert_sink))
 
 
 def run(components, now: datetime | None = None) -> tuple[int, int]:
