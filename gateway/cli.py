@@ -170,9 +170,13 @@ def serve(host: str = typer.Option(None, help="default PHIGATE_HOST"),
 
 
 @app.command()
-def demo(as_json: bool = typer.Option(False, "--json", help="print the credentials as JSON")) -> None:
-    """Seed the demo organisations and one user per role (first use), then print their credentials."""
+def demo(as_json: bool = typer.Option(False, "--json", help="print the credentials as JSON"),
+         reset: bool = typer.Option(False, "--reset", help="start the demo over: empty the database, the local "
+                                                           "objects and the credentials file (development only)"),
+         yes: bool = typer.Option(False, "--yes", help="with --reset: do not ask for confirmation")) -> None:
+    """Seed the demo the database lacks (organisations, a BAA, one user per role), then print what can sign in."""
     from gateway import demo as demo_data
+    from gateway.config import _redact_url
 
     settings = _settings()
     if settings.env == "production":
@@ -181,7 +185,18 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the credentia
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         initialise(settings)
-        creds = demo_data.seed(_components(settings), _actor())
+        components = _components(settings)
+        if reset:
+            if not yes:
+                typer.confirm(f"Delete every organisation, user, transfer, object and audit event of "
+                              f"{_redact_url(settings.effective_database_url)} and start the demo over?", abort=True)
+            for line in demo_data.reset(components):
+                typer.echo(f"reset: {line}", err=True)
+            components = _components(settings)
+        try:
+            creds = demo_data.seed(components, _actor())
+        except Exception as exc:  # noqa: BLE001
+            _fail(exc)
     if as_json:
         typer.echo(json.dumps(creds, indent=2))
     else:
