@@ -34,6 +34,7 @@ from gateway.db import Base, Database, UTCDateTime
 log = logging.getLogger("phigate.outbox")
 
 _PENDING = "phigate_outbox_pending"  # session.info key: entries of this transaction to deliver after commit
+_SKIPPED = "not attempted"  # its channel had just failed on an earlier message of the same run
 LEASE = timedelta(minutes=2)  # longer than any channel's send timeout
 BATCH = 200
 
@@ -114,7 +115,7 @@ class Outbox:
             log.warning("outbox delivery deferred to the retry job: %s", type(exc).__name__)
 
     def deliver(self, ids: Iterable[int] | None = None) -> int:
-        """Send undelivered messages (these ids, or all that are due); returns how many were delivered."""
+        """Send undelivered messages (these ids, or every one waiting); returns how many were delivered."""
         now = clock.now()
         with self.database.transaction() as db:
             claimed = self._claim(db, None if ids is None else list(ids), now)
@@ -122,7 +123,7 @@ class Outbox:
         down: set[str] = set()
         for entry_id, topic, payload in claimed:
             if topic in down:
-                results.append((entry_id, topic, payload, "skipped"))
+                results.append((entry_id, topic, payload, _SKIPPED))
                 continue
             try:
                 self.channels[topic].send(payload)
@@ -138,8 +139,8 @@ class Outbox:
             for entry_id, topic, payload, error in results:
                 entry = db.get(OutboxEntry, entry_id)
                 entry.claimed_until = None
-                if error == "skipped":
-                    continue  # not attempted: its channel failed a moment ago
+                if error is _SKIPPED:
+                    continue  # released for the next run, its attempts unchanged
                 entry.attempts += 1
                 entry.delivered_at, entry.last_error = (done, None) if error is None else (None, error)
                 settled = self.channels[topic].settled
@@ -165,13 +166,6 @@ class Outbox:
             entry.claimed_until = now + LEASE
             claimed.append((entry.id, entry.topic, dict(entry.payload)))
         return claimed
-
-
-def undelivered(db: Session, topic: str | None = None) -> list[OutboxEntry]:
-    query = select(OutboxEntry).where(OutboxEntry.delivered_at.is_(None)).order_by(OutboxEntry.id)
-    if topic is not None:
-        query = query.where(OutboxEntry.topic == topic)
-    return list(db.scalars(query))
 
 
 def _forget(session: Session, previous) -> None:

@@ -160,3 +160,18 @@ def test_a_commit_on_the_event_loop_hands_delivery_to_a_thread(components, tmp_p
             break
         time.sleep(0.025)
     assert [x["subject"] for x in _lines(sink)] == ["t-loop"]
+
+
+def test_a_dead_sink_is_tried_once_per_run_not_once_per_alert(components, tmp_path):
+    """A webhook that is down costs one timeout per retry run, not one per waiting alert."""
+    components.settings.audit_alert_sink = ""
+    with components.db.transaction() as db:
+        for i in range(3):
+            record_event(db, "test.high", actor=Actor.system(), severity=Severity.high, target_id=f"t-{i}")
+    components.settings.audit_alert_sink = f"file://{tmp_path / 'missing' / 'alerts.jsonl'}"
+    assert _retry_job(components).run() == 0
+    assert [(e.attempts, e.claimed_until, e.delivered_at) for e in _outbox(components)] == [
+        (1, None, None), (0, None, None), (0, None, None)]
+    (tmp_path / "missing").mkdir()
+    assert _retry_job(components).run() == 3
+    assert [x["subject"] for x in _lines(tmp_path / "missing" / "alerts.jsonl")] == ["t-0", "t-1", "t-2"]
