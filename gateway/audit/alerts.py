@@ -26,7 +26,6 @@ the retry job.
 from __future__ import annotations
 
 import json
-import logging
 import urllib.request
 from datetime import datetime, timedelta
 
@@ -38,8 +37,6 @@ from gateway import clock
 from gateway.audit.models import AuditAlert, AuditEvent, Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.outbox import Channel, enqueue
-
-log = logging.getLogger("phigate.audit")
 
 TOPIC = "audit.alert"
 SINK_TIMEOUT_SECONDS = 5  # a request that raised an alert waits at most this long for a webhook
