@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from sqlalchemy.exc import IntegrityError
+from starlette.requests import ClientDisconnect
 
 from gateway import __version__
 from gateway.components import Components
@@ -62,7 +64,10 @@ def _record_refusal(request: Request, reason: str, details: dict) -> None:
     from gateway.audit.service import Actor, record_event
     from gateway.deps import client_address
 
-    actor = Actor(user_id=principal.user.id if principal else None, org_id=principal.user.org_id if principal else None,
+    # The principal's Actor holds plain values: its user row may have been expired by the
+    # rollback of the refused request's session (a failed flush expires every row in it).
+    actor = Actor(user_id=principal.actor.user_id if principal else None,
+                  org_id=principal.actor.org_id if principal else None,
                   ip=client_address(request, settings), user_agent=request.headers.get("user-agent", "")[:256])
     # The route template, not the URL: never anything a user typed into a path.
     path = request.url.path[:200]
@@ -93,6 +98,11 @@ def _refused_target(db, request: Request) -> tuple[dict, str | None]:
     if found is None:
         return target, None
     return {**target, "target_org_id": found[0]}, found[1]
+
+
+def _constraint_name(exc: IntegrityError) -> str:
+    diag = getattr(exc.orig, "diag", None)  # psycopg names the constraint; SQLite does not
+    return getattr(diag, "constraint_name", None) or "(unnamed)"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -129,6 +139,25 @@ def install_error_handlers(app: FastAPI) -> None:
         code = codes.get(exc.status_code, "http_error")
         message = {404: "Not found.", 405: "Method not allowed."}.get(exc.status_code, str(exc.detail))
         return _error_response(request, exc.status_code, code, message)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnected(request: Request, exc: ClientDisconnect):
+        # Any client can hang up mid-request at will: expected, already handled and audited
+        # where it matters (an upload records transfer.upload.failed), so one line, no trace.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return _error_response(request, 400, "client_disconnected", "The request ended before its body did.")
+
+    @app.exception_handler(IntegrityError)
+    async def integrity_conflict(request: Request, exc: IntegrityError):
+        # A constraint refused the write: two requests raced to create the same thing, or the
+        # input named a row that changed meanwhile. The transaction was rolled back, nothing was
+        # kept, and a retry sees the winner: a conflict, not an internal error (no trace; the
+        # constraint's name only, never the values, which the database message would quote).
+        log.warning("request refused by database constraint %s on %s %s", _constraint_name(exc), request.method,
+                    request.url.path)
+        await _audit_refusal(request, "conflict")
+        return _error_response(request, 409, "conflict",
+                               "The request conflicts with a change made at the same moment; reload and try again.")
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):

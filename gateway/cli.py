@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import typer
 
@@ -41,10 +42,60 @@ def _settings() -> Settings:
     return settings
 
 
+def _refuse(message: str) -> None:
+    """One line on stderr, exit status 2: the command cannot run here."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1]
+    return None if not path or path == ":memory:" else Path(path)
+
+
+def require_installation(settings: Settings, *, schema: bool = True) -> None:
+    """Refuse to work where there is no installation, and create nothing while finding out.
+
+    Without this, opening the default SQLite URL would create an empty `./var/phigate.db`
+    wherever the command was typed, and the first query would die on a missing table.
+    """
+    data = settings.resolved_data_dir
+    inside = [name for name, value in (("PHIGATE_DATABASE_URL", settings.database_url),
+                                       ("PHIGATE_STORAGE_URL", settings.storage_url),
+                                       ("PHIGATE_KEY_PROVIDER_URL", settings.key_provider_url)) if value is None]
+    if inside and not data.is_dir():
+        _refuse(f"no PHI Gate installation: data directory {data} does not exist; set PHIGATE_DATA_DIR to the "
+                f"installation's data directory (or run `phigate init` to create one)")
+    database = _sqlite_path(settings.effective_database_url)
+    if database is not None and not database.is_file():
+        _refuse(f"no PHI Gate database at {database}; set PHIGATE_DATA_DIR (or PHIGATE_DATABASE_URL) to the "
+                f"installation's (or run `phigate init` to create one)")
+    keyring = settings.effective_key_provider_url
+    if keyring.startswith("local://") and not Path(keyring.removeprefix("local://")).is_dir():
+        _refuse(f"no keyring at {keyring.removeprefix('local://')}; set PHIGATE_DATA_DIR (or "
+                f"PHIGATE_KEY_PROVIDER_URL) to the installation's (or run `phigate init` to create one)")
+    if schema:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from gateway.migrate import is_current
+
+        try:
+            current = is_current(settings.effective_database_url)
+        except SQLAlchemyError as exc:
+            _refuse(f"cannot open the database ({type(exc).__name__}); check PHIGATE_DATABASE_URL")
+        if not current:
+            _refuse("the database schema is not current: run `phigate db upgrade` (or `phigate init`)")
+
+
 def _components(settings: Settings | None = None):
+    """The installation's components; every command that works on an installation comes through here."""
     from gateway.components import Components
 
-    return Components(settings or _settings())
+    settings = settings or _settings()
+    require_installation(settings)
+    return Components(settings)
 
 
 def _actor() -> Actor:
@@ -101,13 +152,12 @@ def serve(host: str = typer.Option(None, help="default PHIGATE_HOST"),
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.migrate import is_current
 
     settings = _settings()
+    # Serving never creates an installation: one started in the wrong directory must say so,
+    # not serve an empty gateway with a new keyring. `phigate init` creates one.
+    require_installation(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not is_current(settings.effective_database_url):
-        typer.echo("error: the database schema is not current: run `phigate db upgrade` (or `phigate init`)", err=True)
-        raise typer.Exit(2)
     for warning in settings.warnings():
         logging.getLogger("phigate").warning("unsafe default: %s", warning)
     options = dict(host=host or settings.host, port=port or settings.port, proxy_headers=False,
@@ -120,9 +170,13 @@ def serve(host: str = typer.Option(None, help="default PHIGATE_HOST"),
 
 
 @app.command()
-def demo(as_json: bool = typer.Option(False, "--json", help="print the credentials as JSON")) -> None:
-    """Seed the demo organisations and one user per role (first use), then print their credentials."""
+def demo(as_json: bool = typer.Option(False, "--json", help="print the credentials as JSON"),
+         reset: bool = typer.Option(False, "--reset", help="start the demo over: empty the database, the local "
+                                                           "objects and the credentials file (development only)"),
+         yes: bool = typer.Option(False, "--yes", help="with --reset: do not ask for confirmation")) -> None:
+    """Seed the demo the database lacks (organisations, a BAA, one user per role), then print what can sign in."""
     from gateway import demo as demo_data
+    from gateway.config import _redact_url
 
     settings = _settings()
     if settings.env == "production":
@@ -131,7 +185,18 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the credentia
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         initialise(settings)
-        creds = demo_data.seed(_components(settings), _actor())
+        components = _components(settings)
+        if reset:
+            if not yes:
+                typer.confirm(f"Delete every organisation, user, transfer, object and audit event of "
+                              f"{_redact_url(settings.effective_database_url)} and start the demo over?", abort=True)
+            for line in demo_data.reset(components):
+                typer.echo(f"reset: {line}", err=True)
+            components = _components(settings)
+        try:
+            creds = demo_data.seed(components, _actor())
+        except Exception as exc:  # noqa: BLE001
+            _fail(exc)
     if as_json:
         typer.echo(json.dumps(creds, indent=2))
     else:
@@ -144,6 +209,7 @@ def db_upgrade() -> None:
     from gateway.migrate import upgrade
 
     settings = _settings()
+    require_installation(settings, schema=False)  # upgrades an installation; `phigate init` creates one
     upgrade(settings.effective_database_url)
     typer.echo("database schema is current")
 
@@ -325,6 +391,8 @@ def config_show() -> None:
     for key, value in settings.redacted().items():
         typer.echo(f"PHIGATE_{key.upper()}={value}")
     problems = settings.production_problems()
+    if not settings.resolved_data_dir.is_dir():
+        typer.echo(f"# no data directory at {settings.resolved_data_dir} (PHIGATE_DATA_DIR)", err=True)
     for warning in settings.warnings():
         typer.echo(f"# unsafe default: {warning}", err=True)
     for problem in problems:
@@ -334,10 +402,22 @@ def config_show() -> None:
 def main() -> None:
     # Everything the gateway writes (database file, keyring, objects) is for its own user only.
     os.umask(0o077)
+    from sqlalchemy.exc import OperationalError
+
+    from crypto import ProviderUnavailable
+    from storage import StorageError
+
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except (ProviderUnavailable, StorageError, OperationalError) as exc:
+        # A dependency that does not answer is the operator's to fix, not a bug: one line, no trace.
+        what = ("the key provider" if isinstance(exc, ProviderUnavailable)
+                else "the database" if isinstance(exc, OperationalError) else "storage")
+        print(f"error: {what} is unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,19 @@ log = logging.getLogger("phigate")
 
 
 class Components:
-    """Settings, database, key provider and object store; providers open on first use."""
+    """Settings, database, outbox, key provider and object store; providers open on first use."""
 
     def __init__(self, settings: Settings):
+        from gateway.audit import alerts
+        from gateway.outbox import Outbox
+
         self.settings = settings
         self.db = Database(settings.effective_database_url, PoolSettings(
             size=settings.db_pool_size, max_overflow=settings.db_max_overflow, timeout=settings.db_pool_timeout,
             sqlite_busy_timeout=settings.sqlite_busy_timeout))
+        # Installed before any session commits: every commit of this process delivers its own messages.
+        self.outbox = Outbox(self.db, {alerts.TOPIC: alerts.channel(self)})
+        self.outbox.install()
 
     @cached_property
     def keys(self):

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
                                            description="UTC hours HH-HH in which sign-ins raise no alert")
     audit_alert_rules: dict[str, dict[str, int]] = Field(default_factory=dict,
                                                          description="JSON overrides of alert thresholds")
+    outbox_retry_seconds: int = Field(default=30, ge=0,
+                                      description="how often serve retries alerts a sink did not take (0: off)")
 
     # transfers
     max_file_size: int = Field(default=5 * 1024**3, ge=1, description="bytes of plaintext per file")

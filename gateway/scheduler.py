@@ -1,6 +1,6 @@
 """The one in-process scheduler of `phigate serve`: a thread that runs each job at its interval.
 
-Jobs come from the domains (audit checkpoints and alerts, retention runs); a job
+Jobs come from the domains (audit checkpoints and alerts, outbox retries, retention runs); a job
 with interval 0 is off.  Each job waits one interval before its first run, so
 short-lived processes (tests, CLI) never see it act, and a failing job never
 stops the others.  In a replicated deployment the same jobs can run from a
@@ -66,5 +66,7 @@ def serve_jobs(components) -> list[Job]:
     settings = components.settings
     return [
         Job("audit", settings.audit_checkpoint_interval_seconds, AuditJobs(components).tick),
+        # Messages are delivered at commit; this only retries what a sink refused.
+        Job("outbox", settings.outbox_retry_seconds, components.outbox.deliver),
         Job("retention", settings.retention_run_interval_seconds, lambda: scheduled_run(components)),
     ]

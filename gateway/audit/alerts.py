@@ -1,4 +1,4 @@
-"""Alert rules over recent events, stored flags, and delivery to a SIEM sink.
+"""Alert rules over recent events, stored flags, and delivery to a SIEM sink through the outbox.
 
 Rules (thresholds overridable with PHIGATE_AUDIT_ALERT_RULES, JSON):
 
@@ -10,16 +10,22 @@ Rules (thresholds overridable with PHIGATE_AUDIT_ALERT_RULES, JSON):
 * high_severity_event    any high-severity event: emergency access opened, a stored file failing its
                          integrity check, an account locked, an object missing from storage
 
+A high-severity event raises its flag at once: `record_event()` calls
+`raise_for_event()` in the event's own transaction, and the flag's outbox
+message leaves as soon as that transaction commits (gateway/outbox.py).  The
+counting rules need a window of events and are evaluated by the scheduled job,
+which also catches any high-severity event written without a flag (bulk imports).
+
 A flag is unique per (rule, subject, window), so evaluating again does not
 repeat it.  Raising a flag is itself an audit event.  Flags are delivered to
 PHIGATE_AUDIT_ALERT_SINK: an http(s) webhook (JSON POST) or file:///path
-(one JSON object per line); failed deliveries are retried on the next run.
+(one JSON object per line); what could not be delivered stays in the outbox for
+the retry job.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import urllib.request
 from datetime import datetime, timedelta
 
@@ -30,8 +36,10 @@ from sqlalchemy.orm import Session
 from gateway import clock
 from gateway.audit.models import AuditAlert, AuditEvent, Outcome, Severity
 from gateway.audit.service import Actor, record_event
+from gateway.outbox import Channel, enqueue
 
-log = logging.getLogger("phigate.audit")
+TOPIC = "audit.alert"
+SINK_TIMEOUT_SECONDS = 5  # a request that raised an alert waits at most this long for a webhook
 
 LOGIN_FAILURES = ("auth.login.failed", "auth.mfa.failed", "auth.reauth.failed")
 DEFAULT_RULES: dict[str, dict[str, int]] = {
@@ -112,13 +120,13 @@ def evaluate(db: Session, settings, now: datetime | None = None) -> list[AuditAl
                               f"{start:02d}:00-{end:02d}:00", sorted({o for o in (ev.actor_org_id, ev.target_org_id)
                                                                       if o}), {"hour": ev.occurred_at.hour}))
     if cfg["high_severity_event"].get("enabled", 1):
+        # Normally raised with the event itself (raise_for_event); this catches events written
+        # without it (record_events_bulk, or before the flag was raised at once).
         since, _ = window("high_severity_event")
         for ev in db.scalars(select(AuditEvent).where(AuditEvent.occurred_at >= since,
                                                       AuditEvent.severity == Severity.high,
                                                       ~AuditEvent.action.like("audit.alert.%"))):
-            found.append(("high_severity_event", ev.target_id or ev.actor_user_id or "gateway", f"seq:{ev.seq}", 1,
-                          ev.seq, ev.seq, f"{ev.action} ({ev.outcome.value})",
-                          sorted({o for o in (ev.actor_org_id, ev.target_org_id) if o}), {"action": ev.action}))
+            found.append(_high_severity_flag(ev))
     raised = []
     for rule, subject, key, n, first, last, summary, orgs, details in found:
         exists = db.scalar(select(AuditAlert.id).where(AuditAlert.rule == rule, AuditAlert.subject == subject,
@@ -133,11 +141,43 @@ def evaluate(db: Session, settings, now: datetime | None = None) -> list[AuditAl
                 db.add(alert)
         except IntegrityError:
             continue  # another replica raised it a moment ago
-        record_event(db, "audit.alert.raised", actor=Actor.system(), severity=SEVERITY[rule], target_type="alert",
-                     target_id=str(alert.id), target_org_id=orgs[0] if len(orgs) == 1 else None,
-                     details={"rule": rule, "count": n, "first_seq": first, "last_seq": last})
+        # run() delivers right after this transaction: no need to deliver at its commit as well.
+        _record_and_enqueue(db, alert, at_commit=False)
         raised.append(alert)
     return raised
+
+
+def _high_severity_flag(ev: AuditEvent) -> tuple:
+    return ("high_severity_event", ev.target_id or ev.actor_user_id or "gateway", f"seq:{ev.seq}", 1, ev.seq, ev.seq,
+            f"{ev.action} ({Outcome(ev.outcome).value})",
+            sorted({o for o in (ev.actor_org_id, ev.target_org_id) if o}), {"action": ev.action})
+
+
+def _record_and_enqueue(db: Session, alert: AuditAlert, *, at_commit: bool) -> None:
+    orgs = alert.org_ids or []
+    record_event(db, "audit.alert.raised", actor=Actor.system(), severity=alert.severity, target_type="alert",
+                 target_id=str(alert.id), target_org_id=orgs[0] if len(orgs) == 1 else None,
+                 details={"rule": alert.rule, "count": alert.count, "first_seq": alert.first_seq,
+                          "last_seq": alert.last_seq})
+    enqueue(db, TOPIC, alert_payload(alert), at_commit=at_commit)
+
+
+def raise_for_event(db: Session, event: AuditEvent) -> AuditAlert:
+    """Flag a high-severity event in its own transaction; the flag leaves through the outbox when it commits.
+
+    Called by record_event() for every high-severity event, so a new kind of
+    high-severity event is flagged without anyone having to remember to.
+    """
+    rule, subject, key, n, first, last, summary, orgs, details = _high_severity_flag(event)
+    alert = AuditAlert(rule=rule, subject=subject[:128], window_key=key, severity=SEVERITY[rule],
+                       raised_at=event.occurred_at, summary=summary[:300], count=n, first_seq=first, last_seq=last,
+                       org_ids=orgs, details=details)
+    db.add(alert)
+    # The alert's id names it in its own event and message. The sequence number in its key is
+    # new (handed out under the append lock), so no other flag can hold this key.
+    db.flush()
+    _record_and_enqueue(db, alert, at_commit=True)
+    return alert
 
 
 def alert_payload(alert: AuditAlert) -> dict:
@@ -146,43 +186,40 @@ def alert_payload(alert: AuditAlert) -> dict:
             "org_ids": alert.org_ids, "raised_at": alert.raised_at.isoformat(), "source": "phigate"}
 
 
-def deliver(db: Session, sink: str, now: datetime | None = None) -> int:
-    """Send undelivered flags to the sink; returns how many were delivered."""
-    if not sink:
-        return 0
-    delivered = 0
-    for alert in db.scalars(select(AuditAlert).where(AuditAlert.delivered_at.is_(None)).order_by(AuditAlert.id)
-                            .limit(500)):
-        body = json.dumps(alert_payload(alert), separators=(",", ":"))
-        try:
-            if sink.startswith("file://"):
-                with open(sink.removeprefix("file://"), "a", encoding="utf-8") as fh:
-                    fh.write(body + "\n")
-            elif sink.startswith(("http://", "https://")):
-                request = urllib.request.Request(sink, data=body.encode(), method="POST",
-                                                 headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - operator-set URL
-                    if response.status >= 300:
-                        raise OSError(f"HTTP {response.status}")
-            else:
-                raise OSError("unsupported sink scheme")
-        except OSError as exc:
-            alert.delivery_error = f"{type(exc).__name__}: {exc}"[:300]
-            log.warning("alert %s not delivered: %s", alert.id, type(exc).__name__)
-            continue
-        alert.delivered_at = now or clock.now()
-        alert.delivery_error = None
-        delivered += 1
-    return delivered
+def send_to_sink(sink: str, payload: dict) -> None:
+    """Send one flag to the configured sink; raises OSError when it did not arrive."""
+    body = json.dumps(payload, separators=(",", ":"))
+    if sink.startswith("file://"):
+        with open(sink.removeprefix("file://"), "a", encoding="utf-8") as fh:
+            fh.write(body + "\n")
+    elif sink.startswith(("http://", "https://")):
+        request = urllib.request.Request(sink, data=body.encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=SINK_TIMEOUT_SECONDS) as response:  # noqa: S310 - operator URL
+            if response.status >= 300:
+                raise OSError(f"HTTP {response.status}")
+    else:
+        raise OSError("unsupported sink scheme")
+
+
+def _settled(db: Session, payload: dict, delivered_at: datetime | None, error: str | None) -> None:
+    # The dashboard shows, beside each flag, whether it reached the sink.
+    alert = db.get(AuditAlert, payload["id"])
+    if alert is not None:
+        alert.delivered_at, alert.delivery_error = delivered_at, error
+
+
+def channel(components) -> Channel:
+    """The outbox channel of alerts: PHIGATE_AUDIT_ALERT_SINK, read at each send (it may be reconfigured)."""
+    return Channel(send=lambda payload: send_to_sink(components.settings.audit_alert_sink, payload),
+                   settled=_settled, ready=lambda: bool(components.settings.audit_alert_sink))
 
 
 def run(components, now: datetime | None = None) -> tuple[int, int]:
-    """Evaluate the rules, then deliver; returns (raised, delivered)."""
+    """Evaluate the rules, then deliver what is waiting in the outbox; returns (raised, delivered)."""
     with components.db.transaction() as db:
         raised = evaluate(db, components.settings, now)
-    with components.db.transaction() as db:
-        delivered = deliver(db, components.settings.audit_alert_sink, now)
-    return len(raised), delivered
+    return len(raised), components.outbox.deliver()
 
 
 def visible_alerts(db: Session, scope, limit: int = 50, open_only: bool = False) -> list[AuditAlert]:

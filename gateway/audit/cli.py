@@ -100,8 +100,11 @@ def export(out: Path = typer.Option(..., "--out", help="file to write"),
 @audit_app.command("verify-export")
 def verify_export(file: Path, public_key: str = typer.Option(..., "--public-key",
                                                              help="PEM file, or a C2SP verifier key string"),
-                  key_name: str = typer.Option(None, help="signer name (default: the checkpoint origin)")) -> None:
-    """Verify an export offline with only the public key: signature, every leaf, every inclusion proof."""
+                  key_name: str = typer.Option(None, help="signer name (default: the checkpoint origin)"),
+                  allow_v1: bool = typer.Option(False, "--allow-v1",
+                                                help="accept a version 1 export, whose header is not signed, "
+                                                     "and verify its events alone")) -> None:
+    """Verify an export offline with only the public key: signature, header, every leaf, every inclusion proof."""
     from gateway.audit.export import verify_export as check
     from gateway.audit.note import NoteError, parse_verifier_key
 
@@ -114,10 +117,17 @@ def verify_export(file: Path, public_key: str = typer.Option(..., "--public-key"
     except NoteError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    report = check(str(file), key, name)
-    if report.ok:
+    report = check(str(file), key, name, allow_v1=allow_v1)
+    if report.ok and report.header_bound:
+        h = report.header
         typer.echo(f"export verified: {report.events} events included in the checkpoint of {report.origin} "
-                   f"at tree size {report.tree_size}")
+                   f"at tree size {report.tree_size}; header signed (export event {h['export_event_seq']}, "
+                   f"filters {json.dumps(h['filters'], sort_keys=True)})")
+        raise typer.Exit(0)
+    if report.ok:
+        typer.echo(f"events verified: {report.events} events included in the checkpoint of {report.origin} "
+                   f"at tree size {report.tree_size}; version 1 export: its header (filters, export event, "
+                   f"key fields) is NOT covered by the signature")
         raise typer.Exit(0)
     where = f" at event {report.first_bad_seq}" if report.first_bad_seq else ""
     typer.echo(f"EXPORT DOES NOT VERIFY{where}: {report.problem}", err=True)

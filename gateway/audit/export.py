@@ -3,10 +3,18 @@
 An export is taken against one signed checkpoint of N leaves that covers every
 exported event.  Each event carries its sequence number, every field of the
 canonical serialisation, its leaf hash and its RFC 9162 inclusion path in the
-tree of N leaves.  Layout:
+tree of N leaves.
+
+The export's header (format, origin, tree size, the export's own event,
+filters, key fingerprint, verifier key, canonical form) is bound to the
+signature: the export carries its own signed note, a checkpoint of the same
+tree with one extension line `phigate-audit-export-v2 <hex SHA-256 of the
+header's canonical JSON>` (RFC 8785 form, every header member but `type` and
+`checkpoint`).  Editing any header field breaks that digest, and the verifier
+also checks each field against the note and the key it was given.  Layout:
 
 JSON Lines
-    {"type": "header", "format": "phigate-audit-export-v1", "checkpoint": <signed note>, ...}
+    {"type": "header", "format": "phigate-audit-export-v2", "checkpoint": <signed note>, ...}
     {"type": "event", "seq": ..., <fields>, "leaf_hash": hex, "inclusion_path": [hex, ...]}  (one per event)
     {"type": "end", "events": <count>}
 
@@ -15,28 +23,38 @@ CSV
     one row per event: empty cell = null, details as canonical JSON, the path as
     space-separated hex; cells starting with = + - @ tab CR or ' get a leading '
     (spreadsheet formula injection) which the verifier strips again
+    "#header", <canonical JSON of the header>
     "#checkpoint", <signed note>
     "#end", <count>
+
+Version 1 exports (before the header was bound) carry no digest: the verifier
+refuses them unless asked (`allow_v1`), and then vouches for the events only.
 
 Events are read in keyset chunks in short transactions and inclusion paths are
 built one bucket of 256 leaves at a time, so memory does not grow with the
 export.  `verify_export()` is the offline verifier (no database, no gateway
-configuration): it checks the note's signature, every leaf and every path.
+configuration): it checks the note's signature, the header, every leaf and
+every path.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from crypto import fingerprint, load_public_key
 from gateway.audit import merkle, note
-from gateway.audit.canonical import FIELDS, record_leaf_hash
+from gateway.audit.canonical import FIELDS, VERSION, record_leaf_hash
 from gateway.audit.tree import BUCKET, NODE_MIN_LEVEL, ShortReads, TreeReader, stream_events
 
-FORMAT = "phigate-audit-export-v1"
+FORMAT = "phigate-audit-export-v2"
+FORMAT_V1 = "phigate-audit-export-v1"
+HEADER_FIELDS = ("format", "origin", "tree_size", "export_event_seq", "filters", "public_key_fingerprint",
+                 "verifier_key", "canonical")
 CSV_COLUMNS = FIELDS + ("leaf_hash", "inclusion_path")
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "'")
 _line_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
@@ -116,10 +134,20 @@ def _csv_cell(value: str) -> str:
     return value
 
 
+def header_json(header: dict) -> str:
+    """The canonical JSON of the header's bound members (RFC 8785 for these types: sorted keys, no spaces)."""
+    bound = {k: v for k, v in header.items() if k not in ("type", "checkpoint")}
+    return json.dumps(bound, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def header_binding(header: dict) -> str:
+    """The extension line of the export's note that binds its header."""
+    return f"{FORMAT} {hashlib.sha256(header_json(header).encode('utf-8')).hexdigest()}"
+
+
 def export_jsonl(database, checkpoint_note: str, checkpoint_size: int, where, header: dict) -> Iterator[bytes]:
     """JSON Lines export of the events matching `where` with seq <= checkpoint_size."""
-    head = {"type": "header", "format": FORMAT, "checkpoint": checkpoint_note, "tree_size": checkpoint_size,
-            **header}
+    head = {"type": "header", **header, "checkpoint": checkpoint_note}
     yield (_line_json(head) + "\n").encode()
     count, buf = 0, []
     for fields, leaf, path in _records(database, checkpoint_size, where, '","'):
@@ -165,6 +193,7 @@ def export_csv(database, checkpoint_note: str, checkpoint_size: int, where, head
         yield "\r\n".join(buf).encode()
     out.seek(0)
     out.truncate()
+    writer.writerow(["#header", header_json(header)])
     writer.writerow(["#checkpoint", checkpoint_note])
     writer.writerow(["#end", str(count)])
     yield out.getvalue().encode()
@@ -180,7 +209,13 @@ class ExportReport:
     origin: str | None = None
     first_bad_seq: int | None = None
     problem: str | None = None
+    format: str | None = None
+    header: dict | None = None
     checked: list[str] = field(default_factory=list)
+
+    @property
+    def header_bound(self) -> bool:
+        return self.format == FORMAT
 
     def fail(self, seq: int | None, problem: str) -> "ExportReport":
         self.ok, self.first_bad_seq, self.problem = False, seq, problem
@@ -209,13 +244,17 @@ def _check_event(report: ExportReport, cp: note.Checkpoint, record: dict, leaf_h
     return True
 
 
-def verify_export(path: str, public_key, key_name: str | None = None) -> ExportReport:
-    """Verify an export file offline: the checkpoint signature, every leaf, every inclusion path, completeness."""
+def verify_export(path: str, public_key, key_name: str | None = None, *, allow_v1: bool = False) -> ExportReport:
+    """Verify an export offline: the signature, the header it binds, every leaf, every inclusion path, completeness.
+
+    A version 1 export (its header not signed) is refused unless `allow_v1`; its events are then
+    checked, and the report says the header is not vouched for (`header_bound` False).
+    """
     with open(path, "rb") as fh:
         first = fh.read(1)
     if first == b"{":
-        return _verify_jsonl(path, public_key, key_name)
-    return _verify_csv(path, public_key, key_name)
+        return _verify_jsonl(path, public_key, key_name, allow_v1)
+    return _verify_csv(path, public_key, key_name, allow_v1)
 
 
 def _verify_note(report: ExportReport, text: str, public_key, key_name) -> note.Checkpoint | None:
@@ -229,7 +268,56 @@ def _verify_note(report: ExportReport, text: str, public_key, key_name) -> note.
     return cp
 
 
-def _verify_jsonl(path: str, public_key, key_name) -> ExportReport:
+def _version(report: ExportReport, fmt, allow_v1: bool) -> bool:
+    report.format = fmt
+    if fmt == FORMAT:
+        return True
+    if fmt == FORMAT_V1:
+        if allow_v1:
+            return True
+        report.fail(None, "a version 1 export: its header is not covered by the signature "
+                          "(verify its events alone with --allow-v1)")
+        return False
+    report.fail(None, "not a phigate audit export of a known format")
+    return False
+
+
+def _check_header(report: ExportReport, header: dict, cp: note.Checkpoint, public_key, key_name) -> bool:
+    """Every header field is bound by the signed digest and agrees with the note and the key."""
+    if report.format != FORMAT:
+        return True  # v1, accepted on request: nothing in its header is vouched for
+    if set(header) - {"type", "checkpoint"} != set(HEADER_FIELDS):
+        report.fail(None, "the export header has missing or unknown fields")
+        return False
+    if header_binding(header) not in cp.extensions:
+        report.fail(None, "the export header does not match the digest in its signed note: it was altered")
+        return False
+    raw = load_public_key(public_key).public_bytes_raw()
+    try:
+        vkey_name, vkey_raw = note.parse_verifier_key(str(header["verifier_key"]))
+    except note.NoteError:
+        vkey_name, vkey_raw = None, None
+    seq = header["export_event_seq"]
+    problems = [
+        (header["tree_size"] != cp.tree_size, "its tree size is not the signed one"),
+        (header["origin"] != cp.origin, "its origin is not the signed one"),
+        (header["public_key_fingerprint"] != fingerprint(raw), "its key fingerprint is not the verifying key's"),
+        (vkey_raw != raw or vkey_name != (key_name or cp.origin), "its verifier key is not the verifying key"),
+        (header["canonical"] != VERSION, "its canonical form is unknown"),
+        (not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= cp.tree_size,
+         "its export event is not in the signed tree"),
+        (not isinstance(header["filters"], dict), "its filters are malformed"),
+    ]
+    for bad, why in problems:
+        if bad:
+            report.fail(None, f"the export header does not hold: {why}")
+            return False
+    report.header = {k: header[k] for k in HEADER_FIELDS}
+    report.checked.append("header (filters, tree size, export event, key, origin, canonical form)")
+    return True
+
+
+def _verify_jsonl(path: str, public_key, key_name, allow_v1: bool) -> ExportReport:
     report = ExportReport()
     cp, last, ended = None, 0, None
     with open(path, encoding="utf-8") as fh:
@@ -240,10 +328,12 @@ def _verify_jsonl(path: str, public_key, key_name) -> ExportReport:
                 return report.fail(None, f"line {number} is not JSON")
             kind = obj.get("type") if isinstance(obj, dict) else None
             if number == 1:
-                if kind != "header" or obj.get("format") != FORMAT:
+                if kind != "header":
                     return report.fail(None, "the first line is not a phigate audit export header")
+                if not _version(report, obj.get("format"), allow_v1):
+                    return report
                 cp = _verify_note(report, obj.get("checkpoint", ""), public_key, key_name)
-                if cp is None:
+                if cp is None or not _check_header(report, obj, cp, public_key, key_name):
                     return report
                 continue
             if ended is not None:
@@ -268,17 +358,33 @@ def _finish(report: ExportReport, ended) -> ExportReport:
     return report
 
 
-def _verify_csv(path: str, public_key, key_name) -> ExportReport:
+def _verify_csv(path: str, public_key, key_name, allow_v1: bool) -> ExportReport:
     report = ExportReport()
-    note_text = None
+    note_text, header_text, headers = None, None, 0
     with open(path, encoding="utf-8", newline="") as fh:
         for row in csv.reader(fh):
             if row and row[0] == "#checkpoint" and len(row) == 2:
                 note_text = row[1]
+            elif row and row[0] == "#header":
+                headers += 1
+                header_text = row[1] if len(row) == 2 else ""
     if note_text is None:
         return report.fail(None, "the export has no #checkpoint row")
+    if headers > 1:
+        return report.fail(None, "the export has more than one #header row")
+    if header_text is None:
+        header = {"format": FORMAT_V1}  # version 1 CSV exports had no header row
+    else:
+        try:
+            header = json.loads(header_text)
+        except ValueError:
+            return report.fail(None, "the #header row is not JSON")
+        if not isinstance(header, dict):
+            return report.fail(None, "the #header row is not a JSON object")
+    if not _version(report, header.get("format"), allow_v1):
+        return report
     cp = _verify_note(report, note_text, public_key, key_name)
-    if cp is None:
+    if cp is None or not _check_header(report, header, cp, public_key, key_name):
         return report
     last, ended = 0, None
     with open(path, encoding="utf-8", newline="") as fh:
@@ -286,7 +392,7 @@ def _verify_csv(path: str, public_key, key_name) -> ExportReport:
         if tuple(next(reader, ())) != CSV_COLUMNS:
             return report.fail(None, "the first row is not the export's column header")
         for row in reader:
-            if row and row[0] == "#checkpoint":
+            if row and row[0] in ("#checkpoint", "#header"):
                 continue
             if row and row[0] == "#end":
                 ended = int(row[1]) if len(row) == 2 and row[1].isdigit() else -1
@@ -339,12 +445,17 @@ def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[byte
             from gateway.audit.checkpoint import latest_checkpoint
 
             cp = latest_checkpoint(db)
-        size, text = cp.tree_size, cp.note
-    assert size >= seq
-    header = {"origin": origin(settings), "public_key_fingerprint": signer.fingerprint(),
-              "verifier_key": note.verifier_key(origin(settings), signer.public_key_raw()),
-              "export_event_seq": seq, "filters": flt.as_params(), "canonical": "phigate-audit-v1"}
+        stored_note, key_name = cp.note, cp.key_name
+    # Re-sign only what the stored checkpoint's own signature vouches for, never a bare column.
+    signed = note.verify(stored_note, signer.public_key(), key_name)
+    assert signed.tree_size >= seq
+    header = {"format": FORMAT, "origin": signed.origin, "tree_size": signed.tree_size, "export_event_seq": seq,
+              "filters": flt.as_params(), "public_key_fingerprint": signer.fingerprint(),
+              "verifier_key": note.verifier_key(key_name, signer.public_key_raw()), "canonical": VERSION}
+    export_note = note.sign(signed.origin, signed.tree_size, signed.root_hash, signer, key_name,
+                            extensions=(header_binding(header),))
+    size = signed.tree_size
     where = and_(scope.clause(), flt.clause())
     if fmt == "csv":
-        return export_csv(components.db, text, size, where, header), "text/csv; charset=utf-8", size
-    return export_jsonl(components.db, text, size, where, header), "application/x-ndjson", size
+        return export_csv(components.db, export_note, size, where, header), "text/csv; charset=utf-8", size
+    return export_jsonl(components.db, export_note, size, where, header), "application/x-ndjson", size

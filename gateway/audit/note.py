@@ -6,8 +6,11 @@
     \\n
     \\u2014 <key name> <base64(key id (4 bytes) || Ed25519 signature (64 bytes))>\\n
 
-The signature covers the note text: the three body lines including the final
-newline.  key id = SHA-256(<key name> || 0x0A || 0x01 || 32-byte public key)[:4]
+The signature covers the note text: the three body lines (and any extension
+lines after them, c2sp.org/tlog-checkpoint) including the final newline.  An
+export's own note carries one extension line binding the export's header
+(gateway/audit/export.py); a verifier that ignores extensions still sees a valid
+checkpoint of the same tree.  key id = SHA-256(<key name> || 0x0A || 0x01 || 32-byte public key)[:4]
 (0x01 = Ed25519).  The verifier key string is
 `<key name>+<hex key id>+<base64(0x01 || public key)>`.  Pure functions: the
 offline verifier imports this module and nothing that needs a database.
@@ -37,6 +40,7 @@ class Checkpoint:
     tree_size: int
     root_hash: bytes
     note: str
+    extensions: tuple[str, ...] = ()
 
 
 def key_id(name: str, public_raw: bytes) -> bytes:
@@ -59,16 +63,20 @@ def parse_verifier_key(vkey: str) -> tuple[str, bytes]:
     return name, raw[1:]
 
 
-def body(origin: str, tree_size: int, root_hash: bytes) -> str:
+def body(origin: str, tree_size: int, root_hash: bytes, extensions: tuple[str, ...] = ()) -> str:
     if not _NAME.match(origin):
         raise NoteError("the origin must be non-empty without spaces or '+'")
-    return f"{origin}\n{tree_size}\n{base64.b64encode(root_hash).decode()}\n"
+    if any(not line or "\n" in line for line in extensions):
+        raise NoteError("an extension line is non-empty and a single line")
+    return "".join(f"{line}\n" for line in (origin, str(tree_size), base64.b64encode(root_hash).decode(),
+                                            *extensions))
 
 
-def sign(origin: str, tree_size: int, root_hash: bytes, signer, name: str | None = None) -> str:
-    """A signed checkpoint note; the key name defaults to the origin."""
+def sign(origin: str, tree_size: int, root_hash: bytes, signer, name: str | None = None,
+         extensions: tuple[str, ...] = ()) -> str:
+    """A signed checkpoint note (with optional extension lines); the key name defaults to the origin."""
     name = name or origin
-    text = body(origin, tree_size, root_hash)
+    text = body(origin, tree_size, root_hash, extensions)
     sig = signer.sign(text.encode())
     kid = key_id(name, signer.public_key_raw())
     return f"{text}\n{DASH} {name} {base64.b64encode(kid + sig).decode()}\n"
@@ -103,7 +111,7 @@ def parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
         if len(raw) < 5:
             raise NoteError("malformed signature")
         signatures.append((parts[1], raw[:4], raw[4:]))
-    return Checkpoint(origin, int(size), root_hash, note), signatures
+    return Checkpoint(origin, int(size), root_hash, note, tuple(lines[3:])), signatures
 
 
 def verify(note: str, public_key, name: str | None = None) -> Checkpoint:

@@ -13,6 +13,10 @@ transactions that write events commit in sequence order, a rolled-back one
 leaves no gap, and two gateway processes can never hand out the same number.
 Appending costs one indexed max() and one SHA-256: the tree itself is only
 extended at checkpoint time (checkpoint.py).
+
+A high-severity event also raises its alert (and the alert's outbox message) in
+the same transaction, so every such event, whoever records it, is flagged and
+sent the moment it commits (alerts.py, gateway/outbox.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from gateway.audit.canonical import format_time, leaf_hash_of
 from gateway.audit.models import AuditCheckpoint, AuditEvent, CheckpointKind, Outcome, Severity
 
 _SCALARS = (str, int, float, bool, type(None))
+# Events about alerts themselves never raise another alert.
+ALERT_ACTIONS = "audit.alert."
 
 # pg_advisory_xact_lock key for the event sequence ("PHIGATE" "AU" as digits would do; any constant works).
 APPEND_LOCK_KEY = 0x5048_4741_5544_4954 & 0x7FFF_FFFF_FFFF_FFFF
@@ -124,6 +130,12 @@ def record_event(
         leaf_hash=leaf,
     )
     db.add(event)
+    if severity == Severity.high and not action.startswith(ALERT_ACTIONS):
+        # A high-severity event raises its alert in the same transaction, delivered as soon
+        # as it commits (gateway/outbox.py): nobody waits for the scheduled rules.
+        from gateway.audit.alerts import raise_for_event
+
+        raise_for_event(db, event)
     return event
 
 

@@ -30,8 +30,8 @@ def cli(monkeypatch, settings, components, tmp_path):
     monkeypatch.setenv("PHIGATE_STORAGE_URL", settings.storage_url)
     runner = CliRunner()
 
-    def run(*args, env=None):
-        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+    def run(*args, env=None, input=None):
+        return runner.invoke(app, list(args), env=env, input=input, catch_exceptions=False)
 
     run.data = data
     return run
@@ -113,9 +113,11 @@ def test_demo_json_credentials_file_and_sign_in(cli, client, components):
     creds = json.loads(r.output)
     assert {u["role"] for u in creds["users"]} == {"practice_staff", "practice_approver", "biller", "auditor",
                                                    "admin"}
+    assert {u["status"] for u in creds["users"]} == {"ready"}
     path = cli.data / "demo-credentials.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert json.loads(path.read_text()) == creds
+    stored = {u["username"]: (u["user_id"], u["password"], u["totp_secret"]) for u in json.loads(path.read_text())["users"]}
+    assert stored == {u["username"]: (u["user_id"], u["password"], u["totp_secret"]) for u in creds["users"]}
     # Every use prints the same credentials; nothing is seeded twice.
     again = cli("demo", "--json")
     assert json.loads(again.output) == creds
