@@ -135,7 +135,8 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the credentia
     if as_json:
         typer.echo(json.dumps(creds, indent=2))
     else:
-        typer.echo(demo_data.describe(creds, f"http://{settings.host}:{settings.port}"))
+        # The public URL (localhost by default): the address where passkeys work too.
+        typer.echo(demo_data.describe(creds, settings.effective_public_url))
 
 
 @db_app.command("upgrade")
