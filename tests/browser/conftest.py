@@ -18,7 +18,10 @@ import pytest
 from tests.lanes import CHROMIUM, lane_unavailable
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+                 "--disable-sync", "--no-first-run",
+                 # The public URL is http://localhost:PORT (WebAuthn needs a secure context and a host name):
+                 # pin the name to the IPv4 loopback the server listens on.
+                 "--host-resolver-rules=MAP localhost 127.0.0.1"]
 
 
 def _require_browser_lane() -> None:
@@ -64,33 +67,45 @@ def browser_database(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def settings(browser_database, keyring_url, tmp_path):
+def listening():
+    """A socket bound to a free 127.0.0.1 port before the app exists, so its settings can name the port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)  # connections queue here until uvicorn accepts them
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def settings(browser_database, keyring_url, tmp_path, listening):
     """SQLite only: the browser lane tests pages, the database lanes are covered elsewhere."""
     from gateway.config import Settings
 
     return Settings(_env_file=None, env="development", data_dir=tmp_path / "data", database_url=browser_database,
                     storage_url=f"file://{tmp_path / 'objects'}", key_provider_url=keyring_url, cookie_secure=False,
-                    instance_id="browser-test")
+                    instance_id="browser-test", public_url=f"http://localhost:{listening.getsockname()[1]}")
 
 
 @pytest.fixture
-def server(app):
-    """Base URL of the gateway served by uvicorn on a free 127.0.0.1 port."""
+def server(app, listening):
+    """Base URL of the gateway served by uvicorn on its 127.0.0.1 port."""
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)  # connections queue here until uvicorn accepts them
-    port = sock.getsockname()[1]
+    port = listening.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="off", proxy_headers=False, server_header=False)
     srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join()
-    sock.close()
+
+
+@pytest.fixture
+def public_server(server, settings):
+    """The same server at its public URL (http://localhost:PORT), where passkeys work."""
+    return settings.public_url
 
 
 @pytest.fixture
