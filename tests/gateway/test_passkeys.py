@@ -600,3 +600,91 @@ def test_an_unreadable_metadata_file_refuses_every_registration(settings, tmp_pa
     r = register(s, soft())
     assert_error(r, 422, "passkey_not_registered")
     assert last_event(components, "auth.passkey.register_failed").details == {"reason": "metadata_file_invalid"}
+
+
+# -- pages and the command line --------------------------------------------------------------------------------------
+
+def test_account_page_registers_lists_and_removes(signed_in, soft, factory, components):
+    from tests.gateway.authkit import csrf_from
+
+    user = factory.user("practice_staff")
+    s = signed_in(user)
+    html = s.client.get("/account").text
+    assert 'id="passkey-register"' in html and "No passkey yet." in html
+    auth = soft()
+    options = s.client.post(REGISTER_OPTIONS).json()
+    form = {"csrf_token": csrf_from(html), "name": "desk key", "credential": json.dumps(auth.create(options)),
+            "current_password": "wrong password, surely", "code": s.fresh_code()}
+    r = s.client.post("/account/passkeys", data=form, follow_redirects=False)
+    assert r.status_code == 422 and "current password is not correct" in r.text
+    assert passkeys_of(components, user.id) == []
+    options = s.client.post(REGISTER_OPTIONS).json()
+    form.update(credential=json.dumps(auth.create(options)), current_password=user.password, code=s.fresh_code())
+    r = s.client.post("/account/passkeys", data=form, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/account"
+    html = s.client.get("/account").text
+    (row,) = passkeys_of(components, user.id)
+    assert "desk key" in html and f"/account/passkeys/{row.id}/remove" in html and "never" in html
+    assert 'data-passkey-assert="stepup"' in html  # step-up forms now offer the passkey
+    r = s.client.post(f"/account/passkeys/{row.id}/remove", follow_redirects=False,
+                      data={"csrf_token": csrf_from(html), "passkey_assertion": json.dumps(answer(s.client, auth))})
+    assert r.status_code == 303 and passkeys_of(components, user.id) == []
+
+
+def test_admin_page_sets_the_policy_and_resets_passkeys(signed_in, soft, factory, components):
+    from tests.gateway.authkit import csrf_from
+
+    user = factory.user("biller")
+    with_passkey(signed_in, soft, user)
+    admin = admin_session(signed_in, factory)
+    csrf = csrf_from(admin.client.get("/admin/users").text)
+    r = admin.client.post("/admin/users/passkey-policies", data={"csrf_token": csrf, "scope": "role",
+                                                                 "role": "biller"}, follow_redirects=False)
+    assert r.status_code == 303
+    html = admin.client.get("/admin/users").text
+    assert "role biller" in html and "Remove passkeys (lost)" in html
+    r = admin.client.post("/admin/users/passkey-policies", data={"csrf_token": csrf, "scope": "role",
+                                                                 "role": "biller"})
+    assert r.status_code == 409 and "exists already" in r.text
+    r = admin.client.post(f"/admin/users/{user.id}/passkeys/reset", data={"csrf_token": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and passkeys_of(components, user.id) == []
+    assert last_event(components, "admin.user.passkeys_reset").target_id == user.id
+    (policy,) = admin.client.get("/api/v1/auth/passkey-policies").json()
+    r = admin.client.post(f"/admin/users/passkey-policies/{policy['id']}/remove", data={"csrf_token": csrf},
+                          follow_redirects=False)
+    assert r.status_code == 303 and admin.client.get("/api/v1/auth/passkey-policies").json() == []
+
+
+def test_command_line_policy_and_reset(monkeypatch, settings, signed_in, soft, factory, components):
+    import os
+
+    from typer.testing import CliRunner
+
+    from gateway.cli import app as cli_app
+
+    for key in list(os.environ):
+        if key.startswith("PHIGATE_"):
+            monkeypatch.delenv(key)
+    for key in ("database_url", "key_provider_url", "storage_url"):
+        monkeypatch.setenv(f"PHIGATE_{key.upper()}", getattr(settings, key))
+    monkeypatch.setenv("PHIGATE_DATA_DIR", str(settings.data_dir))
+
+    def cli(*args):
+        return CliRunner().invoke(cli_app, list(args), catch_exceptions=False)
+
+    org = factory.org("vendor", name="Policy Billing")
+    r = cli("passkey-policy", "require", "--org", "Policy Billing")
+    assert r.exit_code == 0, r.output
+    policy_id = r.output.split()[0]
+    assert f"{policy_id}  org  {org.id}" in cli("passkey-policy", "list").output
+    assert cli("passkey-policy", "require", "--role", "biller", "--org", "Policy Billing").exit_code == 2
+    r = cli("passkey-policy", "require", "--role", "nobody")
+    assert r.exit_code == 1 and "invalid_role" in r.output
+    assert cli("passkey-policy", "remove", policy_id).exit_code == 0
+    assert last_event(components, "admin.passkey_policy.removed").target_id == policy_id
+    user = factory.user("biller", org)
+    with_passkey(signed_in, soft, user)
+    r = cli("user", "reset-passkeys", user.username)
+    assert r.exit_code == 0 and "removed 1 passkey(s)" in r.output
+    assert passkeys_of(components, user.id) == []
+    assert last_event(components, "admin.user.passkeys_reset").user_agent.startswith("phigate-cli")
