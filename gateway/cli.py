@@ -20,6 +20,7 @@ org_app = typer.Typer(help="Organisations.", no_args_is_help=True)
 user_app = typer.Typer(help="Users.", no_args_is_help=True)
 keys_app = typer.Typer(help="Onshore key custody.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+passkey_app = typer.Typer(help="Passkey policy: who must sign in with a passkey.", no_args_is_help=True)
 from gateway.audit.cli import audit_app  # noqa: E402
 
 app.add_typer(audit_app, name="audit")
@@ -28,7 +29,8 @@ from gateway.retention.cli import certificate_app, offboard, retention_app  # no
 app.add_typer(retention_app, name="retention")
 app.add_typer(certificate_app, name="certificate")
 app.command("offboard")(offboard)
-for sub, name in ((db_app, "db"), (org_app, "org"), (user_app, "user"), (keys_app, "keys"), (config_app, "config")):
+for sub, name in ((db_app, "db"), (org_app, "org"), (user_app, "user"), (keys_app, "keys"), (config_app, "config"),
+                  (passkey_app, "passkey-policy")):
     app.add_typer(sub, name=name)
 
 
@@ -200,7 +202,8 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the credentia
     if as_json:
         typer.echo(json.dumps(creds, indent=2))
     else:
-        typer.echo(demo_data.describe(creds, f"http://{settings.host}:{settings.port}"))
+        # The public URL (localhost by default): the address where passkeys work too.
+        typer.echo(demo_data.describe(creds, settings.effective_public_url))
 
 
 @db_app.command("upgrade")
@@ -325,6 +328,54 @@ def user_reset_password(user: str) -> None:
     from gateway.users.service import reset_password
 
     _user_action(user, lambda db, u: typer.echo(f"one-time password: {reset_password(db, u, _actor())}"))
+
+
+@user_app.command("reset-passkeys")
+def user_reset_passkeys(user: str) -> None:
+    """For a user who lost every passkey: remove them all and end their sessions (a high-severity event)."""
+    from gateway.auth.service import reset_passkeys
+
+    _user_action(user, lambda db, u: typer.echo(f"removed {reset_passkeys(db, u, _actor())} passkey(s) of {user}"))
+
+
+@passkey_app.command("list")
+def passkey_policy_list() -> None:
+    from gateway.auth.passkey_policy import list_policies
+
+    with _components().db.snapshot() as db:
+        for p in list_policies(db):
+            typer.echo(f"{p.id}  {p.scope:<4} {p.value}")
+
+
+@passkey_app.command("require")
+def passkey_policy_require(role: str = typer.Option(None, help="a role, e.g. practice_approver"),
+                           org: str = typer.Option(None, help="an organisation id or name")) -> None:
+    """Require a passkey of every user of a role, or of an organisation."""
+    from gateway.auth.passkey_policy import require
+    from gateway.orgs.service import find_org
+
+    if (role is None) == (org is None):
+        typer.echo("error: give exactly one of --role and --org", err=True)
+        raise typer.Exit(2)
+    try:
+        with _components().db.transaction() as db:
+            policy = (require(db, "role", role, _actor()) if role is not None
+                      else require(db, "org", find_org(db, org).id, _actor()))
+            typer.echo(f"{policy.id}  {policy.scope} {policy.value}")
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@passkey_app.command("remove")
+def passkey_policy_remove(policy_id: str) -> None:
+    from gateway.auth.passkey_policy import drop
+
+    try:
+        with _components().db.transaction() as db:
+            drop(db, policy_id, _actor())
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    typer.echo(f"removed {policy_id}")
 
 
 @app.command()

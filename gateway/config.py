@@ -12,6 +12,7 @@ import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -51,6 +52,14 @@ class Settings(BaseSettings):
     trusted_proxies: Csv = ()
     cookie_secure: bool | None = None
     instance_id: str = "phigate-local"
+    # The address users type: the WebAuthn relying party id and origin come from here, never from a
+    # request's Host header (which a proxy or an attacker chooses).
+    public_url: str | None = Field(default=None, description="https://gateway.example; default in development: "
+                                   "http://localhost:<port>")
+    passkey_mds_file: Path | None = Field(default=None, description="FIDO MDS3 payload (JSON) of the authenticator "
+                                          "models accepted; unset: any authenticator, attestation 'none'")
+    passkey_challenge_seconds: int = Field(default=300, ge=30, le=900,
+                                           description="how long a passkey challenge may be answered")
 
     session_idle_minutes: int = Field(default=15, ge=1, le=24 * 60)
     session_absolute_hours: int = Field(default=12, ge=1, le=7 * 24)
@@ -99,6 +108,17 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _valid_public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.query \
+                or parts.fragment:
+            raise ValueError("PHIGATE_PUBLIC_URL is an http(s) URL such as https://gateway.example")
+        return value.strip().rstrip("/")
+
     @field_validator("trusted_proxies")
     @classmethod
     def _valid_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -135,6 +155,23 @@ class Settings(BaseSettings):
         # so a sibling subdomain cannot plant or read the cookie.
         return "__Host-phigate_session" if self.effective_cookie_secure else "phigate_session"
 
+    @property
+    def effective_public_url(self) -> str:
+        # Browsers offer WebAuthn only in a secure context: https, or http on localhost (never on a bare IP,
+        # which cannot be a relying party id), so the development default names localhost.
+        return self.public_url or f"http://localhost:{self.port}"
+
+    @property
+    def webauthn_origin(self) -> str:
+        """The one origin a passkey ceremony may come from (scheme, host and port of the public URL)."""
+        parts = urlsplit(self.effective_public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def webauthn_rp_id(self) -> str:
+        """The relying party id: the public URL's host name; credentials are scoped to it."""
+        return urlsplit(self.effective_public_url).hostname or "localhost"
+
     @cached_property
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies)
@@ -151,6 +188,8 @@ class Settings(BaseSettings):
             out.append("keys live in a local keyring directory meant for a single onshore host")
         if self.effective_storage_url.startswith("file://"):
             out.append("objects live in a local directory (one host only)")
+        if self.public_url is None:
+            out.append(f"PHIGATE_PUBLIC_URL is not set: passkeys work only at {self.effective_public_url}")
         return out
 
     def production_problems(self) -> list[str]:
@@ -168,6 +207,8 @@ class Settings(BaseSettings):
         if (self.resolved_data_dir / "demo-credentials.json").exists():
             problems.append("this data directory holds the demo (demo-credentials.json): demo accounts and "
                             "their published passwords must never serve in production")
+        if not self.public_url or not self.public_url.startswith("https://"):
+            problems.append("PHIGATE_PUBLIC_URL must be the https:// address users reach: passkeys are bound to it")
         if self.host in ("0.0.0.0", "::") and not self.trusted_proxies:
             problems.append("listening on all interfaces without PHIGATE_TRUSTED_PROXIES: put a TLS proxy in front")
         return problems

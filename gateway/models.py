@@ -1,7 +1,8 @@
 """Every table of the gateway, imported in one place for Alembic and the test fixtures."""
 
 from gateway.audit.models import AuditAlert, AuditCheckpoint, AuditEvent, AuditTreeNode  # noqa: F401
-from gateway.auth.models import AddressThrottle, ApiToken, WebSession  # noqa: F401
+from gateway.auth.models import (AddressThrottle, ApiToken, Passkey, PasskeyChallenge,  # noqa: F401
+                                  PasskeyPolicy, WebSession)
 from gateway.db import Base  # noqa: F401
 from gateway.outbox import OutboxEntry  # noqa: F401
 from gateway.orgs.models import Organisation  # noqa: F401

@@ -220,29 +220,35 @@ def client(app):
 
 
 @pytest.fixture
-def live_server(app):
-    """Base URL of the app served by uvicorn in a thread on a free 127.0.0.1 port: one event loop, as in production.
-
-    The socket is bound and listening before the thread starts, so no test waits for it to come up.
-    """
+def listening():
+    """A socket bound to a free 127.0.0.1 port before the app exists, so that its settings can name the port."""
     import socket
-    import threading
-
-    import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)  # connections queue here until uvicorn accepts them
-    port = sock.getsockname()[1]
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def live_server(app, listening):
+    """Base URL of the app served by uvicorn in a thread: one event loop, as in production.
+
+    The socket is listening before the thread starts, so no test waits for the server to come up.
+    """
+    import threading
+
+    import uvicorn
+
     config = uvicorn.Config(app, log_level="warning", lifespan="off", proxy_headers=False, server_header=False)
     srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{listening.getsockname()[1]}"
     srv.should_exit = True
     thread.join()
-    sock.close()
 
 
 # -- factories --------------------------------------------------------------------

@@ -8,7 +8,8 @@ Rules (thresholds overridable with PHIGATE_AUDIT_ALERT_RULES, JSON):
 * failed_logins_address  >= count failed sign-in steps from one address within `minutes`
 * login_outside_hours    a successful sign-in outside PHIGATE_AUDIT_ALERT_ALLOWED_HOURS (UTC)
 * high_severity_event    any high-severity event: emergency access opened, a stored file failing its
-                         integrity check, an account locked, an object missing from storage
+                         integrity check, an account locked, an object missing from storage, a cloned
+                         passkey (signature counter going backwards), a user's passkeys reset
 
 A high-severity event raises its flag at once: `record_event()` calls
 `raise_for_event()` in the event's own transaction, and the flag's outbox

@@ -1,4 +1,5 @@
-"""Sign-in pages: login, second factor, TOTP enrolment, password change, account settings."""
+"""Sign-in pages: login, second factor (passkey or code), TOTP enrolment, passkey registration, password change,
+account settings."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from fastapi import APIRouter, Form, Request
 
 from gateway.audit.models import Outcome
 from gateway.audit.service import record_event
-from gateway.auth import service, totp
+from gateway.auth import passkey_policy, passkeys, service, totp
 from gateway.auth.cookies import LOGIN_CSRF_COOKIE, clear_session_cookie, set_session_cookie
 from gateway.auth.models import SessionStage
+from gateway.auth.service import Proof
 from gateway.deps import (AppComponents, CurrentPrincipal, DbSession, PartialPrincipal, PasswordChangePrincipal,
                           RequestActor, WriteSession, check_origin)
 from gateway.errors import CsrfFailed, GatewayError, InvalidInput
@@ -20,6 +22,13 @@ from gateway.web import redirect, render
 router = APIRouter(include_in_schema=False)
 
 CodeField = Form(max_length=32)
+# The fresh factor of a form: a code, or (filled in by static/passkeys.js) a passkey's answer.
+OptionalCode = Form(default="", max_length=32)
+AssertionField = Form(default="", max_length=passkeys.MAX_RESPONSE_CHARS)
+
+
+def proof(code: str, passkey_assertion: str) -> Proof:
+    return Proof(code=code, passkey_assertion=passkey_assertion or None)
 
 
 @router.get("/")
@@ -60,33 +69,73 @@ def login(request: Request, db: DbSession, c: AppComponents, actor: RequestActor
 
 
 @router.get("/mfa")
-def mfa_form(request: Request, principal: PartialPrincipal):
+def mfa_form(request: Request, db: DbSession, principal: PartialPrincipal):
     if principal.session and principal.session.stage == SessionStage.enrol:
         return redirect("/mfa/enrol")
+    if principal.session and principal.session.stage == SessionStage.passkey:
+        return redirect("/mfa/passkey")
     if principal.session is None or principal.session.stage == SessionStage.full:
         return redirect("/home")
-    return render(request, "mfa.html", principal=principal)
+    return render(request, "mfa.html", principal=principal, factor=service.factor_choice(db, principal.user))
 
 
 def _complete(db, c, principal, method: str, target: str):
+    """Second factor accepted: a full session, or one held for passkey registration when a policy asks."""
     service.complete_login(db, principal.user, principal.actor, method)
-    raw = service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
-                                replaces=principal.session)
+    stage = service.stage_after_second_factor(db, principal.user)
+    if stage == SessionStage.passkey:
+        record_event(db, "auth.passkey.enrolment_required", actor=principal.actor, target_type="user",
+                     target_id=principal.user.id, target_org_id=principal.user.org_id)
+        target = "/mfa/passkey"
+    elif principal.user.must_change_password:
+        target = "/password"
+    raw = service.start_session(db, c.settings, principal.user, stage, principal.actor, replaces=principal.session)
     db.commit()
-    response = redirect("/password" if principal.user.must_change_password else target)
+    response = redirect(target)
     set_session_cookie(response, c.settings, raw)
     return response
 
 
 @router.post("/mfa")
-def mfa(request: Request, db: DbSession, c: AppComponents, principal: PartialPrincipal, code: str = CodeField):
+def mfa(request: Request, db: DbSession, c: AppComponents, principal: PartialPrincipal, code: str = OptionalCode,
+        passkey_assertion: str = AssertionField):
     if principal.session is None or principal.session.stage != SessionStage.mfa:
         return redirect("/home")
     try:
-        method = service.check_second_factor(db, c.settings, c.keys, principal.user, code, principal.actor)
+        method = service.check_factor(db, c.settings, c.keys, principal.user, principal.session,
+                                      proof(code, passkey_assertion), principal.actor, purpose="login",
+                                      action="auth.mfa.failed")
     except GatewayError as exc:
-        return render(request, "mfa.html", status_code=exc.status, error=exc.message, principal=principal)
+        db.rollback()
+        return render(request, "mfa.html", status_code=exc.status, error=exc.message, principal=principal,
+                      factor=service.factor_choice(db, principal.user))
     return _complete(db, c, principal, method, "/home")
+
+
+@router.get("/mfa/passkey")
+def passkey_enrol_form(request: Request, principal: PartialPrincipal):
+    if principal.session is None or principal.session.stage != SessionStage.passkey:
+        return redirect("/home")
+    return render(request, "passkey_enrol.html", principal=principal)
+
+
+@router.post("/mfa/passkey")
+def passkey_enrol(request: Request, db: DbSession, c: AppComponents, principal: PartialPrincipal,
+                  name: str = Form(max_length=100), credential: str = Form(max_length=passkeys.MAX_RESPONSE_CHARS)):
+    """The registration a passkey policy leads to; the session becomes a full one once it is done."""
+    if principal.session is None or principal.session.stage != SessionStage.passkey:
+        return redirect("/home")
+    try:
+        service.register_passkey(db, c.settings, c.keys, principal, credential, name)
+    except GatewayError as exc:
+        db.rollback()
+        return render(request, "passkey_enrol.html", status_code=exc.status, error=exc.message, principal=principal)
+    raw = service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
+                                replaces=principal.session)
+    db.commit()
+    response = redirect("/password" if principal.user.must_change_password else "/home")
+    set_session_cookie(response, c.settings, raw)
+    return response
 
 
 @router.get("/mfa/enrol")
@@ -163,27 +212,60 @@ def home(request: Request, principal: CurrentPrincipal):
     return render(request, "home.html", principal=principal)
 
 
+def _account(request, db, principal, status_code=200, **extra):
+    user = principal.user
+    return render(request, "account.html", status_code=status_code, principal=principal,
+                  tokens=service.list_api_tokens(db, user), passkeys=passkeys.list_passkeys(db, user),
+                  factor=service.factor_choice(db, user), passkey_required=passkey_policy.applies_to(db, user),
+                  **extra)
+
+
 @router.get("/account")
 def account(request: Request, db: DbSession, principal: CurrentPrincipal):
-    return render(request, "account.html", principal=principal, tokens=service.list_api_tokens(db, principal.user))
+    return _account(request, db, principal)
 
 
 @router.post("/account/tokens")
 def create_token(request: Request, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
                  name: str = Form(min_length=1, max_length=100), days: int = Form(ge=1, le=366),
-                 code: str = CodeField):
+                 code: str = OptionalCode, passkey_assertion: str = AssertionField):
     try:
-        service.check_second_factor(db, c.settings, c.keys, principal.user, code, principal.actor,
-                                    allow_recovery=False, action="auth.reauth.failed")
+        service.step_up(db, c.settings, c.keys, principal, proof(code, passkey_assertion), "auth.reauth.failed")
         token, raw = service.create_api_token(db, c.settings, principal.user, " ".join(name.split()), days,
                                               principal.actor)
     except GatewayError as exc:
         db.rollback()
-        return render(request, "account.html", status_code=exc.status, error=exc.message, principal=principal,
-                      tokens=service.list_api_tokens(db, principal.user))
+        return _account(request, db, principal, status_code=exc.status, error=exc.message)
     db.commit()
-    return render(request, "account.html", principal=principal, new_token=raw, new_token_name=token.name,
-                  tokens=service.list_api_tokens(db, principal.user))
+    return _account(request, db, principal, new_token=raw, new_token_name=token.name)
+
+
+@router.post("/account/passkeys")
+def add_passkey(request: Request, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
+                name: str = Form(max_length=100), credential: str = Form(max_length=passkeys.MAX_RESPONSE_CHARS),
+                current_password: str = Form(default="", max_length=1024), code: str = OptionalCode,
+                passkey_assertion: str = AssertionField):
+    """Register another passkey, after re-authenticating (password and a fresh factor)."""
+    try:
+        service.register_passkey(db, c.settings, c.keys, principal, credential, name, password=current_password,
+                                 proof=proof(code, passkey_assertion))
+    except GatewayError as exc:
+        db.rollback()
+        return _account(request, db, principal, status_code=exc.status, error=exc.message)
+    db.commit()
+    return redirect("/account")
+
+
+@router.post("/account/passkeys/{passkey_id}/remove")
+def remove_passkey(request: Request, passkey_id: str, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
+                   code: str = OptionalCode, passkey_assertion: str = AssertionField):
+    try:
+        service.remove_passkey(db, c.settings, c.keys, principal, passkey_id, proof(code, passkey_assertion))
+    except GatewayError as exc:
+        db.rollback()
+        return _account(request, db, principal, status_code=exc.status, error=exc.message)
+    db.commit()
+    return redirect("/account")
 
 
 @router.post("/account/tokens/{token_id}/revoke")
@@ -195,13 +277,12 @@ def revoke_token(token_id: str, db: DbSession, principal: CurrentPrincipal):
 
 @router.post("/account/recovery-codes")
 def regenerate_codes(request: Request, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
-                     code: str = CodeField):
+                     code: str = OptionalCode, passkey_assertion: str = AssertionField):
     try:
-        service.check_second_factor(db, c.settings, c.keys, principal.user, code, principal.actor,
-                                    allow_recovery=False, action="auth.reauth.failed")
+        service.step_up(db, c.settings, c.keys, principal, proof(code, passkey_assertion), "auth.reauth.failed")
     except GatewayError as exc:
-        return render(request, "account.html", status_code=exc.status, error=exc.message, principal=principal,
-                      tokens=service.list_api_tokens(db, principal.user))
+        db.rollback()
+        return _account(request, db, principal, status_code=exc.status, error=exc.message)
     codes = service.regenerate_recovery_codes(db, principal.user)
     record_event(db, "auth.recovery_codes.regenerated", actor=principal.actor, outcome=Outcome.success,
                  target_type="user", target_id=principal.user.id, target_org_id=principal.user.org_id)

@@ -1,19 +1,19 @@
-"""JSON API for signing in, second factor, enrolment, password and personal API tokens."""
+"""JSON API for signing in, second factor, enrolment, passkeys, password and personal API tokens."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from gateway.audit.service import record_event
-from gateway.auth import service, totp
+from gateway.auth import passkey_policy, passkeys, service, totp
 from gateway.auth.cookies import clear_session_cookie, set_session_cookie
 from gateway.auth.models import SessionStage
-from gateway.auth.schemas import (CodeIn, EnrolmentOut, LoginIn, MeOut, PasswordChangeIn, RecoveryCodesOut,
-                                  StageOut, TokenCreatedOut, TokenCreateIn, TokenOut)
-from gateway.deps import (AppComponents, CurrentPrincipal, DbSession, PartialPrincipal, PasswordChangePrincipal,
-                          RequestActor, check_origin)
+from gateway.auth.schemas import (CodeIn, EnrolmentOut, LoginIn, MeOut, PasskeyOptionsIn, PasskeyOut,
+                                  PasskeyPolicyIn, PasskeyPolicyOut, PasskeyRegisterIn, PasswordChangeIn,
+                                  RecoveryCodesOut, StageOut, StepUpIn, TokenCreatedOut, TokenCreateIn, TokenOut)
+from gateway.deps import (AdminPrincipal, AppComponents, CurrentPrincipal, DbSession, PartialPrincipal,
+                          PasswordChangePrincipal, RequestActor, check_origin)
 from gateway.errors import Forbidden, InvalidInput
-from fastapi import Request
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -31,24 +31,119 @@ def login(body: LoginIn, request: Request, response: Response, db: DbSession, c:
     return StageOut(stage=stage.value, csrf_token=session.csrf_token)
 
 
-def _finish(db, c, principal, method, response) -> StageOut:
-    service.complete_login(db, principal.user, principal.actor, method)
-    raw = service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
-                                replaces=principal.session)
+def _rotate(db, c, principal, stage: SessionStage, response) -> StageOut:
+    raw = service.start_session(db, c.settings, principal.user, stage, principal.actor, replaces=principal.session)
     db.commit()
     set_session_cookie(response, c.settings, raw)
     session = db.get(service.WebSession, service.digest(raw))
-    return StageOut(stage="full", csrf_token=session.csrf_token,
+    return StageOut(stage=stage.value, csrf_token=session.csrf_token,
                     must_change_password=principal.user.must_change_password)
+
+
+def _finish(db, c, principal, method, response) -> StageOut:
+    service.complete_login(db, principal.user, principal.actor, method)
+    stage = service.stage_after_second_factor(db, principal.user)
+    if stage == SessionStage.passkey:
+        record_event(db, "auth.passkey.enrolment_required", actor=principal.actor, target_type="user",
+                     target_id=principal.user.id, target_org_id=principal.user.org_id)
+    return _rotate(db, c, principal, stage, response)
 
 
 @router.post("/mfa", response_model=StageOut)
 def mfa(body: CodeIn, response: Response, db: DbSession, c: AppComponents, principal: PartialPrincipal):
-    """Second factor: a TOTP code, or one of the single-use recovery codes. Rotates the session id."""
+    """Second factor: a `passkey_assertion`, a TOTP `code`, or one of the single-use recovery codes. Rotates the
+    session id. Answers `stage: full`, or `stage: passkey` when a policy requires a passkey the user has not
+    registered yet (then only passkey registration is open)."""
     if principal.session is None or principal.session.stage != SessionStage.mfa:
         raise Forbidden("No sign-in is waiting for a code.", code="wrong_stage")
-    method = service.check_second_factor(db, c.settings, c.keys, principal.user, body.code, principal.actor)
+    method = service.check_factor(db, c.settings, c.keys, principal.user, principal.session, body.proof(),
+                                  principal.actor, purpose="login", action="auth.mfa.failed")
     return _finish(db, c, principal, method, response)
+
+
+# -- passkeys ---------------------------------------------------------------------
+
+def _stage(principal, *stages: SessionStage) -> None:
+    if principal.session is None:
+        raise InvalidInput("Passkeys are used in a signed-in browser session.", code="passkey_needs_session")
+    if principal.session.stage not in stages:
+        raise Forbidden("This passkey ceremony does not belong to this stage of signing in.", code="wrong_stage")
+
+
+@router.post("/passkeys/assertion-options")
+def passkey_assertion_options(body: PasskeyOptionsIn, db: DbSession, c: AppComponents,
+                              principal: PartialPrincipal) -> dict:
+    """Options for navigator.credentials.get(): `login` while signing in, `stepup` before a sensitive action.
+    The challenge is single-use, bound to this session, and expires."""
+    if body.purpose == "login":
+        _stage(principal, SessionStage.mfa)
+    else:
+        _stage(principal, SessionStage.full)
+    options = passkeys.assertion_options(db, c.settings, principal.user, principal.session, body.purpose)
+    db.commit()
+    return options
+
+
+@router.post("/passkeys/registration-options")
+def passkey_registration_options(db: DbSession, c: AppComponents, principal: PartialPrincipal) -> dict:
+    """Options for navigator.credentials.create(): from a full session, or one a passkey policy holds."""
+    _stage(principal, SessionStage.full, SessionStage.passkey)
+    options = passkeys.registration_options(db, c.settings, principal.user, principal.session)
+    db.commit()
+    return options
+
+
+@router.post("/passkeys", response_model=StageOut | PasskeyOut, status_code=201)
+def register_passkey(body: PasskeyRegisterIn, response: Response, db: DbSession, c: AppComponents,
+                     principal: PartialPrincipal):
+    """Register a passkey. Held by a policy (stage `passkey`): the credential alone, and the answer is the new full
+    session's stage. Signed in: also the current `password` and a fresh `code` or `passkey_assertion`."""
+    _stage(principal, SessionStage.full, SessionStage.passkey)
+    if principal.session.stage == SessionStage.full and principal.user.must_change_password:
+        raise Forbidden("Choose a new password before continuing.", code="password_change_required")
+    held = principal.session.stage == SessionStage.passkey
+    passkey = service.register_passkey(db, c.settings, c.keys, principal, body.credential, body.name,
+                                       password=body.password, proof=body.proof())
+    if held:
+        return _rotate(db, c, principal, SessionStage.full, response)
+    db.commit()
+    return PasskeyOut.model_validate(passkey)
+
+
+@router.get("/passkeys", response_model=list[PasskeyOut])
+def list_passkeys(db: DbSession, principal: CurrentPrincipal):
+    return passkeys.list_passkeys(db, principal.user)
+
+
+@router.post("/passkeys/{passkey_id}/remove", status_code=204)
+def remove_passkey(passkey_id: str, body: StepUpIn, response: Response, db: DbSession, c: AppComponents,
+                   principal: CurrentPrincipal):
+    """Remove a passkey after a fresh factor; refused (409 `last_factor`) for the last one a policy requires."""
+    service.remove_passkey(db, c.settings, c.keys, principal, passkey_id, body.proof())
+    db.commit()
+    response.status_code = 204
+    return response
+
+
+@router.get("/passkey-policies", response_model=list[PasskeyPolicyOut])
+def list_passkey_policies(db: DbSession, principal: AdminPrincipal):
+    return passkey_policy.list_policies(db)
+
+
+@router.post("/passkey-policies", response_model=PasskeyPolicyOut, status_code=201)
+def add_passkey_policy(body: PasskeyPolicyIn, db: DbSession, principal: AdminPrincipal):
+    """Require a passkey of a role (`{"scope": "role", "value": "practice_approver"}`) or of an organisation."""
+    policy = passkey_policy.require(db, body.scope, body.value, principal.actor)
+    db.commit()
+    return policy
+
+
+@router.delete("/passkey-policies/{policy_id}", status_code=204)
+def drop_passkey_policy(policy_id: str, response: Response, db: DbSession, principal: AdminPrincipal):
+    passkey_policy.drop(db, policy_id, principal.actor)
+    db.commit()
+    response.status_code = 204
+    return response
 
 
 @router.post("/mfa/enrol", response_model=EnrolmentOut)
@@ -67,7 +162,7 @@ def enrol_confirm(body: CodeIn, response: Response, db: DbSession, c: AppCompone
     """Activate TOTP with one valid code; returns the ten recovery codes once and completes sign-in."""
     if principal.session is None or principal.session.stage != SessionStage.enrol:
         raise Forbidden("Enrolment is only possible right after the first sign-in.", code="wrong_stage")
-    codes = service.confirm_enrolment(db, c.settings, c.keys, principal.user, body.code, principal.actor)
+    codes = service.confirm_enrolment(db, c.settings, c.keys, principal.user, body.code or "", principal.actor)
     _finish(db, c, principal, "totp", response)
     return RecoveryCodesOut(recovery_codes=codes)
 
@@ -98,19 +193,19 @@ def password(body: PasswordChangeIn, response: Response, db: DbSession, c: AppCo
 
 
 @router.get("/me", response_model=MeOut)
-def me(principal: PasswordChangePrincipal):
+def me(db: DbSession, principal: PasswordChangePrincipal):
     u = principal.user
     return MeOut(id=u.id, username=u.username, full_name=u.full_name, role=u.role.value, org_id=u.org_id,
                  org_name=u.org.name, org_kind=u.org.kind.value, mfa_enrolled=u.mfa_enrolled,
+                 passkeys=passkeys.count(db, u), passkey_required=passkey_policy.applies_to(db, u),
                  must_change_password=u.must_change_password,
                  csrf_token=principal.session.csrf_token if principal.session else None)
 
 
 @router.post("/recovery-codes", response_model=RecoveryCodesOut)
 def recovery_codes(body: CodeIn, db: DbSession, c: AppComponents, principal: CurrentPrincipal):
-    """Replace the recovery codes after re-entering a TOTP code."""
-    service.check_second_factor(db, c.settings, c.keys, principal.user, body.code, principal.actor,
-                                allow_recovery=False, action="auth.reauth.failed")
+    """Replace the recovery codes after a fresh factor (TOTP code or passkey)."""
+    service.step_up(db, c.settings, c.keys, principal, body.proof(), "auth.reauth.failed")
     codes = service.regenerate_recovery_codes(db, principal.user)
     record_event(db, "auth.recovery_codes.regenerated", actor=principal.actor, target_type="user",
                  target_id=principal.user.id, target_org_id=principal.user.org_id)
@@ -125,14 +220,13 @@ def list_tokens(db: DbSession, principal: CurrentPrincipal):
 
 @router.post("/tokens", response_model=TokenCreatedOut, status_code=201)
 def create_token(body: TokenCreateIn, db: DbSession, c: AppComponents, principal: CurrentPrincipal):
-    """Create a personal API token after re-entering a TOTP code; the token is shown once."""
+    """Create a personal API token after a fresh factor (TOTP code or passkey); the token is shown once."""
     if principal.token is not None:
         raise Forbidden("API tokens cannot create API tokens.", code="token_cannot_create_token")
     name = " ".join(body.name.split())
     if not name:
         raise InvalidInput("Name the token.", code="invalid_name")
-    service.check_second_factor(db, c.settings, c.keys, principal.user, body.code, principal.actor,
-                                allow_recovery=False, action="auth.reauth.failed")
+    service.step_up(db, c.settings, c.keys, principal, body.proof(), "auth.reauth.failed")
     token, raw = service.create_api_token(db, c.settings, principal.user, name, body.days, principal.actor)
     db.commit()
     return TokenCreatedOut(**TokenOut.model_validate(token).model_dump(), token=raw)

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.auth.service import Proof
 
 # Inputs are bounded: an over-long field is a clear 422, never a slow hash or a huge row.
 Code = Field(min_length=1, max_length=32)
@@ -15,9 +18,61 @@ class LoginIn(BaseModel):
     password: str = Secret
 
 
-class CodeIn(BaseModel):
+class StepUpIn(BaseModel):
+    """A fresh second factor: a TOTP `code`, or `passkey_assertion`, the JSON form of the
+    PublicKeyCredential that navigator.credentials.get() returned for a challenge of this session."""
+
     model_config = ConfigDict(extra="forbid")
-    code: str = Code
+    code: str | None = Field(default=None, max_length=32)
+    passkey_assertion: dict[str, Any] | None = None
+
+    def proof(self) -> Proof:
+        return Proof(code=self.code or "", passkey_assertion=self.passkey_assertion)
+
+
+class CodeIn(StepUpIn):
+    """The second factor at sign-in (a recovery code also works there) or as step-up."""
+
+
+class PasskeyOptionsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    purpose: Literal["login", "stepup"]
+
+
+class PasskeyRegisterIn(StepUpIn):
+    """`credential`: the JSON form of navigator.credentials.create()'s answer. From the account page,
+    also the current `password` and a fresh factor; right after a sign-in held for registration, neither."""
+
+    name: str = Field(min_length=1, max_length=100)
+    credential: dict[str, Any]
+    password: str = Field(default="", max_length=1024)
+
+
+class PasskeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    name: str
+    aaguid: str
+    transports: str
+    backup_eligible: bool
+    backed_up: bool
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class PasskeyPolicyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scope: Literal["role", "org"]
+    value: str = Field(min_length=1, max_length=64, description="a role name, or an organisation id")
+
+
+class PasskeyPolicyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    scope: str
+    value: str
+    created_at: datetime
+    created_by: str | None
 
 
 class StageOut(BaseModel):
@@ -42,11 +97,9 @@ class PasswordChangeIn(BaseModel):
     new_password: str = Secret
 
 
-class TokenCreateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TokenCreateIn(StepUpIn):
     name: str = Field(min_length=1, max_length=100)
     days: int = Field(default=30, ge=1, le=366)
-    code: str = Code
 
 
 class TokenOut(BaseModel):
@@ -73,5 +126,7 @@ class MeOut(BaseModel):
     org_name: str
     org_kind: str
     mfa_enrolled: bool
+    passkeys: int
+    passkey_required: bool
     must_change_password: bool
     csrf_token: str | None

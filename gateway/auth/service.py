@@ -1,4 +1,4 @@
-"""Sign-in, second factor, sessions, recovery codes and API tokens.
+"""Sign-in, second factor (TOTP, recovery codes, passkeys), step-up, sessions and API tokens.
 
 Every failure records its audit event and commits it before raising, because
 the failure itself is the security-relevant action; every success records its
@@ -20,10 +20,10 @@ from crypto import DecryptionError
 from gateway import clock
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
-from gateway.auth import passwords, throttle, totp
-from gateway.auth.models import ApiToken, SessionStage, WebSession
+from gateway.auth import passkey_policy, passkeys, passwords, throttle, totp
+from gateway.auth.models import ApiToken, Passkey, SessionStage, WebSession
 from gateway.config import Settings
-from gateway.errors import InvalidInput, LoginFailed, NotFound
+from gateway.errors import Conflict, Forbidden, InvalidInput, LoginFailed, NotFound
 from gateway.keys import open_totp_secret, seal_totp_secret
 from gateway.users.models import RecoveryCode, User
 
@@ -46,7 +46,8 @@ class Principal:
     actor: Actor
 
 
-def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, action: str, reason: str) -> None:
+def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, action: str, reason: str,
+          **details) -> None:
     """Count a failed attempt against the address and the account, record it, commit."""
     counts = user is not None and reason not in ("locked", "disabled")
     if counts:
@@ -57,7 +58,7 @@ def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, acti
     record_event(
         db, action, actor=actor, outcome=Outcome.failure,
         target_type="user" if user else None, target_id=user.id if user else None,
-        target_org_id=user.org_id if user else None, details={"reason": reason},
+        target_org_id=user.org_id if user else None, details={"reason": reason, **details},
     )
     if counts:
         user.failed_attempts += 1
@@ -182,12 +183,189 @@ def check_second_factor(
     raise LoginFailed()
 
 
+# -- one gate for the second factor: sign-in and step-up --------------------------------
+
+@dataclass(frozen=True)
+class Proof:
+    """What a user presents as a second factor: a code, or a passkey's answer (JSON text or object)."""
+
+    code: str = ""
+    passkey_assertion: str | dict | None = None
+
+
+def check_factor(db: Session, settings: Settings, keys, user: User, session: WebSession | None, proof: Proof,
+                 actor: Actor, *, purpose: str, action: str) -> str:
+    """The second factor at sign-in (`purpose="login"`) or before a sensitive action (`"stepup"`).
+
+    A passkey answer, or else a code: TOTP, or at sign-in only a recovery code. Under a
+    passkey policy a user who has a passkey must use it (a recovery code still signs in).
+    Returns "passkey", "totp" or "recovery"; every failure is recorded and counts towards
+    the account lockout.
+    """
+    if proof.passkey_assertion:
+        verify_passkey(db, settings, user, session, proof.passkey_assertion, actor, purpose=purpose, action=action)
+        return "passkey"
+    code = proof.code.strip()
+    if not code:
+        raise InvalidInput("Enter the code from your authenticator app, or use your passkey.",
+                           code="second_factor_required")
+    recovery = purpose == "login"
+    # A 16-character recovery code can never pass as a 6-digit TOTP code, so letting it through
+    # here does not let TOTP in.
+    if not factor_choice(db, user).code and not (recovery and normalise_recovery_code(code)):
+        # Phishing resistance is the point of the policy: a relayed TOTP code must not do what a passkey does.
+        record_event(db, action, actor=_as(actor, user), outcome=Outcome.denied, target_type="user",
+                     target_id=user.id, target_org_id=user.org_id, details={"reason": "passkey_required"})
+        db.commit()
+        exc = Forbidden("Your organisation requires your passkey here: use it instead of a code.",
+                        code="passkey_required")
+        exc.audited = True
+        raise exc
+    return check_second_factor(db, settings, keys, user, code, actor, allow_recovery=recovery, action=action)
+
+
+@dataclass(frozen=True)
+class FactorChoice:
+    """What a form asking for a second factor offers this user."""
+
+    passkey: bool  # the user has a passkey (offered first)
+    code: bool  # a TOTP code is accepted: no policy, or no passkey yet
+
+
+def factor_choice(db: Session, user: User) -> FactorChoice:
+    has_passkey = passkeys.count(db, user) > 0
+    return FactorChoice(passkey=has_passkey, code=not (has_passkey and passkey_policy.applies_to(db, user)))
+
+
+def step_up(db: Session, settings: Settings, keys, principal: Principal, proof: Proof, action: str) -> str:
+    """A fresh second factor before releasing PHI, destroying data or minting credentials.
+
+    A hijacked session alone must not be enough; recovery codes do not count here.
+    """
+    return check_factor(db, settings, keys, principal.user, principal.session, proof, principal.actor,
+                        purpose="stepup", action=action)
+
+
+def verify_passkey(db: Session, settings: Settings, user: User, session: WebSession | None, assertion,
+                   actor: Actor, *, purpose: str, action: str) -> Passkey:
+    """A passkey answer to a challenge of this session: user-verified, counter moving forward."""
+    _refuse_if_throttled(db, settings, actor, action)
+    actor = _as(actor, user)
+    if session is None:
+        # Challenges are bound to a browser session; a bearer token has none to bind to.
+        raise InvalidInput("Passkeys confirm actions in a signed-in browser; with an API token, send a code.",
+                           code="passkey_needs_session")
+    if user.locked_until and user.locked_until > clock.now():
+        _fail(db, settings, user, actor, action, "locked")
+        raise LoginFailed()
+    try:
+        passkey = passkeys.verify_assertion(db, settings, user, session, assertion, purpose)
+    except passkeys.PasskeyRejected as exc:
+        extra = {"passkey_id": exc.passkey.id} if exc.passkey else {}
+        if exc.reason == "sign_count_regressed":
+            # A valid signature with a counter that did not move forward: a second copy of the
+            # private key is in use somewhere, or an answer is being replayed.
+            record_event(db, "auth.passkey.clone_warning", actor=actor, outcome=Outcome.failure,
+                         severity=Severity.high, target_type="passkey", target_id=exc.passkey.id,
+                         target_org_id=user.org_id, details={**exc.details, "purpose": purpose})
+        _fail(db, settings, user, actor, action, exc.reason, method="passkey", **extra)
+        raise LoginFailed() from None
+    record_event(db, "auth.passkey.used", actor=actor, target_type="passkey", target_id=passkey.id,
+                 target_org_id=user.org_id, details={"purpose": purpose, "sign_count": passkey.sign_count})
+    return passkey
+
+
+def stage_after_second_factor(db: Session, user: User) -> SessionStage:
+    """`full`, or `passkey` when a policy requires a passkey the user has not registered yet."""
+    if passkey_policy.applies_to(db, user) and not passkeys.count(db, user):
+        return SessionStage.passkey
+    return SessionStage.full
+
+
 def complete_login(db: Session, user: User, actor: Actor, method: str) -> None:
     user.failed_attempts = 0
     user.locked_until = None
     user.last_login_at = clock.now()
     record_event(db, "auth.login.succeeded", actor=_as(actor, user), target_type="user", target_id=user.id,
                  target_org_id=user.org_id, details={"second_factor": method})
+
+
+# -- passkeys ---------------------------------------------------------------------
+
+def register_passkey(db: Session, settings: Settings, keys, principal: Principal, response, name: str, *,
+                     password: str = "", proof: Proof = Proof()) -> Passkey:
+    """Add a passkey to the caller's account.
+
+    Right after a sign-in that a policy holds at the `passkey` stage, the ceremony alone
+    suffices (password and second factor were given a moment ago in this very session);
+    from the account page the user re-authenticates first: password and a fresh factor.
+    """
+    user, session = principal.user, principal.session
+    if session is None:
+        raise InvalidInput("Passkeys are registered in a signed-in browser.", code="passkey_needs_session")
+    name = " ".join(name.split())
+    if not name or len(name) > 100:
+        raise InvalidInput("Name the passkey (at most 100 characters).", code="invalid_name")
+    actor = _as(principal.actor, user)
+    via = "policy" if session.stage == SessionStage.passkey else "account"
+    if via == "account":
+        # argon2 before the transaction's first statement: no lock waits on the hash.
+        if not passwords.verify_password(user.password_hash, password):
+            _fail(db, settings, user, actor, "auth.reauth.failed", "bad_password")
+            exc = InvalidInput("The current password is not correct.", code="bad_current_password")
+            exc.audited = True
+            raise exc
+        step_up(db, settings, keys, principal, proof, "auth.reauth.failed")
+    try:
+        passkey = passkeys.register(db, settings, user, session, response, name)
+    except passkeys.PasskeyRejected as exc:
+        record_event(db, "auth.passkey.register_failed", actor=actor, outcome=Outcome.failure, target_type="user",
+                     target_id=user.id, target_org_id=user.org_id, details={"reason": exc.reason, **exc.details})
+        db.commit()
+        error = InvalidInput("The passkey could not be registered. Try again, or use another authenticator.",
+                             code="passkey_not_registered")
+        error.audited = True
+        raise error from None
+    record_event(db, "auth.passkey.registered", actor=actor, target_type="passkey", target_id=passkey.id,
+                 target_org_id=user.org_id,
+                 details={"via": via, "aaguid": passkey.aaguid, "attestation_format": passkey.attestation_format,
+                          "backup_eligible": passkey.backup_eligible, "backed_up": passkey.backed_up,
+                          "transports": passkey.transports})
+    return passkey
+
+
+def remove_passkey(db: Session, settings: Settings, keys, principal: Principal, passkey_id: str,
+                   proof: Proof) -> None:
+    """Remove one of the caller's passkeys after a fresh factor; never the last one a policy requires."""
+    user = principal.user
+    # Scoped to the caller: another user's passkey id is simply not found.
+    passkey = db.scalar(select(Passkey).where(Passkey.id == passkey_id, Passkey.user_id == user.id))
+    if passkey is None:
+        raise NotFound("No such passkey.", code="passkey_not_found")
+    if passkey_policy.applies_to(db, user) and passkeys.count(db, user) <= 1:
+        # With a policy, TOTP alone is not enough: this passkey is the last factor the policy accepts.
+        record_event(db, "auth.passkey.remove_refused", actor=principal.actor, outcome=Outcome.denied,
+                     target_type="passkey", target_id=passkey.id, target_org_id=user.org_id,
+                     details={"reason": "last_factor"})
+        db.commit()
+        exc = Conflict("Your organisation requires a passkey: register another one before removing this one.",
+                       code="last_factor")
+        exc.audited = True
+        raise exc
+    step_up(db, settings, keys, principal, proof, "auth.reauth.failed")
+    db.delete(passkey)
+    record_event(db, "auth.passkey.removed", actor=principal.actor, severity=Severity.warning, target_type="passkey",
+                 target_id=passkey.id, target_org_id=user.org_id, details={"aaguid": passkey.aaguid})
+
+
+def reset_passkeys(db: Session, user: User, actor: Actor) -> int:
+    """An administrator removes every passkey of a user who lost them; the user registers anew at sign-in."""
+    removed = db.execute(delete(Passkey).where(Passkey.user_id == user.id)
+                         .execution_options(synchronize_session=False)).rowcount
+    record_event(db, "admin.user.passkeys_reset", actor=actor, severity=Severity.high, target_type="user",
+                 target_id=user.id, target_org_id=user.org_id, details={"passkeys": removed})
+    revoke_user_sessions(db, user.id, actor, "passkeys_reset")
+    return removed
 
 
 # -- TOTP enrolment -------------------------------------------------------------

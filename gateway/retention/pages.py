@@ -11,6 +11,8 @@ import logging
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
+from gateway.auth.pages import AssertionField, OptionalCode, proof
+from gateway.auth.service import factor_choice
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
 from gateway.errors import GatewayError
 from gateway.orgs.models import OrgKind
@@ -100,6 +102,7 @@ def retention_release(request: Request, hold_id: str, db: DbSession, principal: 
 def _offboarding_page(request, db, principal, status_code=200, **extra):
     orgs, names = _names(db)
     return render(request, "offboarding_admin.html", status_code=status_code, principal=principal, names=names,
+                  factor=factor_choice(db, principal.user),
                   practices=[o for o in orgs if o.kind == OrgKind.practice],
                   vendors=[o for o in orgs if o.kind == OrgKind.vendor], **extra)
 
@@ -113,15 +116,17 @@ def offboarding_form(request: Request, db: DbSession, principal: AdminPrincipal)
 def offboarding_run(request: Request, db: DbSession, components: AppComponents, principal: AdminPrincipal,
                     vendor_id: str = Form(max_length=64), practice_id: str = Form(default="", max_length=64),
                     reason: str = Form(max_length=500), confirm_name: str = Form(max_length=200),
-                    code: str = Form(max_length=32), include_returned: bool = Form(default=False)):
+                    code: str = OptionalCode, passkey_assertion: str = AssertionField,
+                    include_returned: bool = Form(default=False)):
     try:
-        vendor = service.check_offboarding(db, components, principal, vendor_id, confirm_name, code)
+        vendor = service.check_offboarding(db, components, principal, vendor_id, confirm_name,
+                                           proof(code, passkey_assertion))
         report = offboard(components, principal.actor, vendor.id, practice_ref=practice_id or None, reason=reason,
                           include_returned=include_returned, via="web")
     except GatewayError as exc:
         db.rollback()
         if exc.code == "login_failed":
-            exc.message = "The authenticator code is not correct; nothing was changed."
+            exc.message = "The authenticator code or passkey was not accepted; nothing was changed."
         return _offboarding_page(request, db, principal, status_code=exc.status, error=exc.message)
     return _offboarding_page(request, db, principal, report=report)
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from gateway.auth.schemas import StepUpIn
 from gateway.auth.service import Principal
 from gateway.deps import AdminPrincipal, AppComponents, DbSession, require
 from gateway.retention import service
@@ -33,12 +34,11 @@ class HoldIn(BaseModel):
     reference: str = Field(max_length=100)
 
 
-class OffboardIn(BaseModel):
+class OffboardIn(StepUpIn):
     vendor_id: str = Field(max_length=64)
     practice_id: str | None = Field(default=None, max_length=64)
     reason: str = Field(max_length=500)
     confirm_name: str = Field(max_length=200)
-    code: str = Field(max_length=32)
     include_returned: bool = False
 
 
@@ -111,7 +111,7 @@ def release_hold(hold_id: str, db: DbSession, principal: AdminPrincipal):
 
 @router.post("/offboarding")
 def offboard_vendor(body: OffboardIn, db: DbSession, components: AppComponents, principal: AdminPrincipal):
-    vendor = service.check_offboarding(db, components, principal, body.vendor_id, body.confirm_name, body.code)
+    vendor = service.check_offboarding(db, components, principal, body.vendor_id, body.confirm_name, body.proof())
     db.close()
     report = offboard(components, principal.actor, vendor.id, practice_ref=body.practice_id, reason=body.reason,
                       include_returned=body.include_returned, via="web")

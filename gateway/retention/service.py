@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.auth.service import Principal, check_second_factor
+from gateway.auth.service import Principal, Proof, step_up
 from gateway.components import Components
 from gateway.errors import InvalidInput, NotFound
 from gateway.orgs.models import Organisation, OrgKind
@@ -58,16 +58,15 @@ def tombstones(db: Session, principal: Principal, limit: int = 500) -> list[dict
 
 
 def check_offboarding(db: Session, c: Components, principal: Principal, vendor_id: str, confirm_name: str,
-                      code: str) -> Organisation:
-    """The confirmation (the vendor's exact name typed) and a fresh TOTP code, before anything happens."""
+                      proof: Proof) -> Organisation:
+    """The confirmation (the vendor's exact name typed) and a fresh factor (TOTP or passkey), before anything happens."""
     vendor = db.get(Organisation, vendor_id)
     if vendor is None or vendor.kind != OrgKind.vendor:
         raise NotFound("No such vendor: nothing was changed.", code="vendor_not_found")
     if confirm_name.strip() != vendor.name:
         raise InvalidInput("Type the vendor's name exactly to confirm; nothing was changed.",
                            code="confirmation_mismatch")
-    # A hijacked admin session alone must not destroy a vendor's data: ask for a fresh code.
-    check_second_factor(db, c.settings, c.keys, principal.user, code, principal.actor, allow_recovery=False,
-                        action="offboarding.stepup_failed")
+    # A hijacked admin session alone must not destroy a vendor's data: ask for a fresh factor.
+    step_up(db, c.settings, c.keys, principal, proof, "offboarding.stepup_failed")
     db.commit()
     return vendor

@@ -9,6 +9,8 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from gateway import clock
+from gateway.auth.pages import AssertionField, OptionalCode, proof
+from gateway.auth.service import factor_choice
 from gateway.baas.service import partners
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import GatewayError
@@ -72,7 +74,7 @@ def transfer_page(request: Request, transfer_id: str, db: DbSession, c: AppCompo
                   note=views.note(c.keys, principal, transfer), orgs=_org_names(db, [transfer]), people=people,
                   billers=vendor_billers, now=clock.now(), error=error, Direction=Direction,
                   default_days=c.settings.default_access_days, max_days=c.settings.max_access_days,
-                  max_hours=c.settings.emergency_max_hours)
+                  max_hours=c.settings.emergency_max_hours, factor=factor_choice(db, principal.user))
 
 
 def _act(request, db, c, principal, transfer_id, action):
@@ -89,11 +91,12 @@ def _act(request, db, c, principal, transfer_id, action):
 @router.post("/{transfer_id}/approve")
 def approve(request: Request, transfer_id: str, db: DbSession, c: AppComponents, principal: Approver,
             days: int = Form(ge=1, le=366), download_limit: str = Form(default="", max_length=6),
-            recipient_ids: Annotated[list[str], Form()] = [], code: str = Form(max_length=32)):  # noqa: B006
+            recipient_ids: Annotated[list[str], Form()] = [], code: str = OptionalCode,  # noqa: B006
+            passkey_assertion: str = AssertionField):
     limit = int(download_limit) if download_limit.strip().isdigit() else None
     return _act(request, db, c, principal, transfer_id, lambda t: service.approve(
         db, c.settings, c.keys, principal, t, days=days, download_limit=limit, recipient_ids=recipient_ids[:100],
-        code=code))
+        proof=proof(code, passkey_assertion)))
 
 
 @router.post("/{transfer_id}/reject")
@@ -110,9 +113,10 @@ def revoke(request: Request, transfer_id: str, db: DbSession, c: AppComponents, 
 
 @router.post("/{transfer_id}/emergency-access")
 def emergency(request: Request, transfer_id: str, db: DbSession, c: AppComponents, principal: Admin,
-              hours: int = Form(ge=1, le=72), reason: str = Form(max_length=500), code: str = Form(max_length=32)):
+              hours: int = Form(ge=1, le=72), reason: str = Form(max_length=500), code: str = OptionalCode,
+              passkey_assertion: str = AssertionField):
     return _act(request, db, c, principal, transfer_id, lambda t: service.open_emergency_access(
-        db, c.settings, c.keys, principal, t, hours=hours, reason=reason, code=code))
+        db, c.settings, c.keys, principal, t, hours=hours, reason=reason, proof=proof(code, passkey_assertion)))
 
 
 @router.post("/{transfer_id}/emergency-review")

@@ -153,10 +153,11 @@ def get_transfer(transfer_id: str, db: DbSession, c: AppComponents, principal: R
 
 @router.post("/{transfer_id}/approve", response_model=TransferOut)
 def approve(transfer_id: str, body: ApproveIn, db: DbSession, c: AppComponents, principal: Approver):
-    """Release to the vendor for `days` (step-up: a fresh TOTP `code`). The uploader can never approve."""
+    """Release to the vendor for `days` (step-up: a fresh TOTP `code` or a `passkey_assertion`). The uploader can
+    never approve."""
     transfer = service.find_transfer(db, principal, transfer_id)
     service.approve(db, c.settings, c.keys, principal, transfer, days=body.days, download_limit=body.download_limit,
-                    recipient_ids=body.recipient_ids, code=body.code)
+                    recipient_ids=body.recipient_ids, proof=body.proof())
     db.commit()
     return views.transfer_out(c.keys, principal, transfer)
 
@@ -182,7 +183,7 @@ def emergency_access(transfer_id: str, body: EmergencyIn, db: DbSession, c: AppC
     """Emergency access procedure: an administrator releases a waiting transfer for a few hours, with a reason."""
     transfer = service.find_transfer(db, principal, transfer_id)
     service.open_emergency_access(db, c.settings, c.keys, principal, transfer, hours=body.hours, reason=body.reason,
-                                  code=body.code)
+                                  proof=body.proof())
     db.commit()
     return views.transfer_out(c.keys, principal, transfer)
 

@@ -4,15 +4,14 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.auth.schemas import StepUpIn
 from gateway.transfers.models import Direction, TransferStatus
 
 
-class ApproveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ApproveIn(StepUpIn):
     days: int = Field(default=7, ge=1, le=366)
     download_limit: int | None = Field(default=None, ge=1, le=10000)
     recipient_ids: list[str] = Field(default_factory=list, max_length=100)
-    code: str = Field(min_length=1, max_length=32)
 
 
 class ReasonIn(BaseModel):
@@ -20,11 +19,9 @@ class ReasonIn(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
-class EmergencyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EmergencyIn(StepUpIn):
     hours: int = Field(default=4, ge=1, le=72)
     reason: str = Field(min_length=1, max_length=500)
-    code: str = Field(min_length=1, max_length=32)
 
 
 class FileOut(BaseModel):

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from gateway import clock
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import record_event
-from gateway.auth.service import Principal, check_second_factor
+from gateway.auth.service import Principal, Proof, step_up
 from gateway.baas.service import active_baa
 from gateway.config import Settings
 from gateway.errors import Conflict, Forbidden, GatewayError, InvalidInput, NotFound
@@ -145,8 +145,8 @@ def _check_decidable(db: Session, principal: Principal, transfer: Transfer, acti
 
 
 def approve(db: Session, settings: Settings, keys, principal: Principal, transfer: Transfer, *, days: int,
-            download_limit: int | None, recipient_ids: list[str], code: str) -> None:
-    """Release an outbound transfer to its vendor for a time-bound window (step-up TOTP required)."""
+            download_limit: int | None, recipient_ids: list[str], proof: Proof) -> None:
+    """Release an outbound transfer to its vendor for a time-bound window (step-up: TOTP or passkey)."""
     action = "transfer.approve.denied"
     _check_decidable(db, principal, transfer, action)
     from retention.policies import effective
@@ -158,7 +158,7 @@ def approve(db: Session, settings: Settings, keys, principal: Principal, transfe
     if download_limit is not None and download_limit < 1:
         raise InvalidInput("A download limit is at least 1.", code="invalid_download_limit")
     billers = _validate_recipients(db, transfer, recipient_ids)
-    _release(db, settings, keys, principal, transfer, code, action, "transfer.approve.stepup_failed",
+    _release(db, settings, keys, principal, transfer, proof, action, "transfer.approve.stepup_failed",
              timedelta(days=days))
     transfer.download_limit = download_limit
     if billers is not None:
@@ -169,12 +169,11 @@ def approve(db: Session, settings: Settings, keys, principal: Principal, transfe
                           "recipients": sorted(transfer.recipient_ids)})
 
 
-def _release(db: Session, settings: Settings, keys, principal: Principal, transfer: Transfer, code: str,
+def _release(db: Session, settings: Settings, keys, principal: Principal, transfer: Transfer, proof: Proof,
              action: str, stepup_action: str, window: timedelta) -> None:
     """Step-up, BAA in force, then open the window: the common core of approval and emergency access."""
-    # A hijacked session alone must not release PHI: ask for a fresh code.
-    check_second_factor(db, settings, keys, principal.user, code, principal.actor, allow_recovery=False,
-                        action=stepup_action)
+    # A hijacked session alone must not release PHI: ask for a fresh factor.
+    step_up(db, settings, keys, principal, proof, stepup_action)
     if active_baa(db, transfer.practice_id, transfer.vendor_id) is None:
         _deny(db, principal, action, transfer, "baa_not_active",
               Forbidden("There is no BAA in force with this vendor.", code="baa_not_active"))
@@ -233,10 +232,10 @@ def revoke(db: Session, principal: Principal, transfer: Transfer, reason: str) -
 
 
 def open_emergency_access(db: Session, settings: Settings, keys, principal: Principal, transfer: Transfer, *,
-                          hours: int, reason: str, code: str) -> None:
+                          hours: int, reason: str, proof: Proof) -> None:
     """HIPAA's emergency access procedure: an administrator releases a transfer when no approver can.
 
-    It is time-limited, needs a reason and a fresh TOTP code, raises a high-severity
+    It is time-limited, needs a reason and a fresh factor (TOTP or passkey), raises a high-severity
     event, and stays on the auditors' list until an auditor reviews it.
     """
     action = "transfer.emergency_access.denied"
@@ -247,7 +246,7 @@ def open_emergency_access(db: Session, settings: Settings, keys, principal: Prin
         raise InvalidInput(f"Emergency access lasts 1 to {settings.emergency_max_hours} hours.",
                            code="invalid_window")
     _check_decidable(db, principal, transfer, action)
-    _release(db, settings, keys, principal, transfer, code, action, "transfer.emergency_access.stepup_failed",
+    _release(db, settings, keys, principal, transfer, proof, action, "transfer.emergency_access.stepup_failed",
              timedelta(hours=hours))
     transfer.emergency_reason = reason[:500]
     record_event(db, "transfer.emergency_access.opened", actor=principal.actor, severity=Severity.high,

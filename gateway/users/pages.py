@@ -2,6 +2,8 @@
 
 from fastapi import APIRouter, Form, Request
 
+from gateway.auth import passkey_policy
+from gateway.auth.service import reset_passkeys
 from gateway.deps import AdminPrincipal, DbSession
 from gateway.errors import GatewayError, InvalidInput
 from gateway.orgs.service import get_org, list_orgs
@@ -13,8 +15,11 @@ router = APIRouter(prefix="/admin/users", include_in_schema=False)
 
 
 def _page(request, db, principal, status_code=200, **extra):
+    orgs = list_orgs(db)
     return render(request, "admin_users.html", status_code=status_code, principal=principal,
-                  users=service.list_users(db), orgs=list_orgs(db), roles=list(Role), **extra)
+                  users=service.list_users(db), orgs=orgs, roles=list(Role),
+                  passkey_counts=service.passkey_counts(db), policies=passkey_policy.list_policies(db),
+                  org_names={o.id: o.name for o in orgs}, **extra)
 
 
 @router.get("")
@@ -81,3 +86,33 @@ def reset_password(request: Request, user_id: str, db: DbSession, principal: Adm
         return _page(request, db, principal, status_code=exc.status, error=exc.message)
     db.commit()
     return _page(request, db, principal, created=user, one_time_password=initial, reset=True)
+
+
+@router.post("/{user_id}/passkeys/reset")
+def reset_user_passkeys(request: Request, user_id: str, db: DbSession, principal: AdminPrincipal):
+    """For a user who lost every passkey: remove them all; the user registers a new one at the next sign-in."""
+    return _act(request, db, principal, user_id, lambda u: reset_passkeys(db, u, principal.actor))
+
+
+@router.post("/passkey-policies")
+def add_passkey_policy(request: Request, db: DbSession, principal: AdminPrincipal,
+                       scope: str = Form(max_length=8), role: str = Form(default="", max_length=32),
+                       org_id: str = Form(default="", max_length=64)):
+    try:
+        passkey_policy.require(db, scope, role if scope == "role" else org_id, principal.actor)
+    except GatewayError as exc:
+        db.rollback()
+        return _page(request, db, principal, status_code=exc.status, error=exc.message)
+    db.commit()
+    return redirect("/admin/users")
+
+
+@router.post("/passkey-policies/{policy_id}/remove")
+def drop_passkey_policy(request: Request, policy_id: str, db: DbSession, principal: AdminPrincipal):
+    try:
+        passkey_policy.drop(db, policy_id, principal.actor)
+    except GatewayError as exc:
+        db.rollback()
+        return _page(request, db, principal, status_code=exc.status, error=exc.message)
+    db.commit()
+    return redirect("/admin/users")

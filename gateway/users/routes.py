@@ -2,6 +2,9 @@
 
 from fastapi import APIRouter, Query
 
+from fastapi import Response
+
+from gateway.auth.service import reset_passkeys
 from gateway.deps import AdminPrincipal, DbSession
 from gateway.orgs.service import get_org
 from gateway.users import service
@@ -46,3 +49,14 @@ def change_role(user_id: str, body: RoleChange, db: DbSession, principal: AdminP
     service.change_role(db, user, body.role, principal.actor)
     db.commit()
     return user
+
+
+@router.post("/{user_id}/passkeys/reset", status_code=204)
+def reset_user_passkeys(user_id: str, response: Response, db: DbSession, principal: AdminPrincipal):
+    """Remove every passkey of a user who lost them (high-severity event); their sessions end. Under a passkey
+    policy they register a new one after their next sign-in with password and TOTP."""
+    user = service.get_user(db, user_id)
+    reset_passkeys(db, user, principal.actor)
+    db.commit()
+    response.status_code = 204
+    return response

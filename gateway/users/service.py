@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import clock
@@ -57,6 +57,13 @@ def list_users(db: Session, org_id: str | None = None) -> list[User]:
     if org_id:
         query = query.where(User.org_id == org_id)
     return list(db.scalars(query))
+
+
+def passkey_counts(db: Session) -> dict[str, int]:
+    """User id -> number of passkeys, for the administrators' list."""
+    from gateway.auth.models import Passkey
+
+    return dict(db.execute(select(Passkey.user_id, func.count()).group_by(Passkey.user_id)).all())
 
 
 def get_user(db: Session, user_id: str) -> User:

@@ -16,7 +16,10 @@ import pytest
 from tests.lanes import CHROMIUM, lane_unavailable
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+                 "--disable-sync", "--no-first-run",
+                 # The public URL is http://localhost:PORT (WebAuthn needs a secure context and a host name):
+                 # pin the name to the IPv4 loopback the server listens on.
+                 "--host-resolver-rules=MAP localhost 127.0.0.1"]
 
 
 def _require_browser_lane() -> None:
@@ -62,19 +65,25 @@ def browser_database(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def settings(browser_database, keyring_url, tmp_path):
+def settings(browser_database, keyring_url, tmp_path, listening):
     """SQLite only: the browser lane tests pages, the database lanes are covered elsewhere."""
     from gateway.config import Settings
 
     return Settings(_env_file=None, env="development", data_dir=tmp_path / "data", database_url=browser_database,
                     storage_url=f"file://{tmp_path / 'objects'}", key_provider_url=keyring_url, cookie_secure=False,
-                    instance_id="browser-test")
+                    instance_id="browser-test", public_url=f"http://localhost:{listening.getsockname()[1]}")
 
 
 @pytest.fixture
 def server(live_server):
-    """Base URL of the gateway served by uvicorn on a free 127.0.0.1 port (tests/conftest.py)."""
+    """Base URL of the gateway served by uvicorn on its 127.0.0.1 port (tests/conftest.py)."""
     return live_server
+
+
+@pytest.fixture
+def public_server(server, settings):
+    """The same server at its public URL (http://localhost:PORT), where passkeys work."""
+    return settings.public_url
 
 
 @pytest.fixture

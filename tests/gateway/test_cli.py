@@ -136,7 +136,8 @@ def test_demo_json_credentials_file_and_sign_in(cli, client, components):
 
 
 def test_demo_is_refused_in_production(cli, components):
-    prod = {"PHIGATE_ENV": "production", "PHIGATE_ALLOW_LOCAL_KEYRING": "true", "PHIGATE_COOKIE_SECURE": "true"}
+    prod = {"PHIGATE_ENV": "production", "PHIGATE_ALLOW_LOCAL_KEYRING": "true", "PHIGATE_COOKIE_SECURE": "true",
+            "PHIGATE_PUBLIC_URL": "https://gateway.example"}
     r = cli("demo", "--json", env=prod)
     assert r.exit_code == 2 and "refused in production" in r.output
     assert not (cli.data / "demo-credentials.json").exists()

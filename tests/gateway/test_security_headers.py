@@ -113,6 +113,7 @@ def test_templates_have_no_inline_script_style_or_handlers():
 # -- production mode ----------------------------------------------------------------
 
 def _prod(tmp_path, **kw):
+    kw.setdefault("public_url", "https://gateway.example")
     return Settings(_env_file=None, env="production", data_dir=tmp_path, **kw)
 
 
@@ -137,6 +138,24 @@ def test_production_refuses_all_interfaces_without_a_proxy(tmp_path):
     with pytest.raises(ConfigurationRefused, match="all interfaces"):
         check_production(_prod(tmp_path, allow_local_keyring=True, host="0.0.0.0"))
     check_production(_prod(tmp_path, allow_local_keyring=True, host="0.0.0.0", trusted_proxies=("10.0.0.0/8",)))
+
+
+def test_production_refuses_a_missing_or_plain_http_public_url(tmp_path):
+    for url in (None, "http://gateway.example"):
+        with pytest.raises(ConfigurationRefused, match="PHIGATE_PUBLIC_URL"):
+            check_production(_prod(tmp_path, allow_local_keyring=True, public_url=url))
+
+
+def test_relying_party_comes_from_the_public_url_only(tmp_path):
+    s = Settings(_env_file=None, data_dir=tmp_path, public_url="https://files.example.org:8443/")
+    assert (s.webauthn_origin, s.webauthn_rp_id) == ("https://files.example.org:8443", "files.example.org")
+    # Development default: localhost (a secure context; an IP address cannot be a relying party id).
+    s = Settings(_env_file=None, data_dir=tmp_path, port=8123)
+    assert (s.webauthn_origin, s.webauthn_rp_id) == ("http://localhost:8123", "localhost")
+    assert any("PHIGATE_PUBLIC_URL" in w for w in s.warnings())
+    for bad in ("ftp://gateway.example", "gateway.example", "https://user@gateway.example", "https://g.example/?a=1"):
+        with pytest.raises(ValueError):
+            Settings(_env_file=None, data_dir=tmp_path, public_url=bad)
 
 
 def test_production_refuses_a_data_dir_holding_the_demo(tmp_path):

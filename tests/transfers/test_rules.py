@@ -8,7 +8,7 @@ import pytest
 
 from gateway import clock
 from gateway.audit.service import Actor
-from gateway.auth.service import Principal
+from gateway.auth.service import Principal, Proof
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gateway.transfers import service
 from gateway.transfers.models import Transfer
@@ -43,11 +43,11 @@ def test_four_eyes_and_window_limits(party, pending, db, components):
     t = service.find_transfer(db, p, pending)
     with pytest.raises(InvalidInput):
         service.approve(db, components.settings, components.keys, p, t, days=components.settings.max_access_days + 1,
-                        download_limit=None, recipient_ids=[], code=party.approver.code())
+                        download_limit=None, recipient_ids=[], proof=Proof(code=party.approver.code()))
     t.created_by = party.approver.id  # as if the approver had uploaded it
     with pytest.raises(Forbidden) as err:
         service.approve(db, components.settings, components.keys, p, t, days=1, download_limit=None,
-                        recipient_ids=[], code=party.approver.code())
+                        recipient_ids=[], proof=Proof(code=party.approver.code()))
     assert err.value.code == "four_eyes"
     assert events(db, "transfer.approve.denied")[-1].details["reason"] == "four_eyes"
 
@@ -56,7 +56,7 @@ def test_approval_then_download_gate_reasons(party, pending, db, components, fak
     p = principal(db, party.approver)
     t = service.find_transfer(db, p, pending)
     service.approve(db, components.settings, components.keys, p, t, days=1, download_limit=1,
-                    recipient_ids=[party.biller.id], code=party.approver.code())
+                    recipient_ids=[party.biller.id], proof=Proof(code=party.approver.code()))
     db.commit()
     file = t.files[0]
     biller, other = principal(db, party.biller), principal(db, party.biller2)
@@ -68,7 +68,7 @@ def test_approval_then_download_gate_reasons(party, pending, db, components, fak
     fake_clock.advance(days=-1)
     with pytest.raises(Conflict):
         service.approve(db, components.settings, components.keys, p, t, days=1, download_limit=None,
-                        recipient_ids=[], code=party.approver.code())
+                        recipient_ids=[], proof=Proof(code=party.approver.code()))
     service.revoke(db, p, t, "wrong vendor")
     assert service.download_denial(db, biller, t, file, resuming=False) == "revoked"
     db.rollback()
@@ -80,7 +80,7 @@ def test_baa_gate_at_the_moment_of_download(party, pending, db, components):
     p = principal(db, party.approver)
     t = service.find_transfer(db, p, pending)
     service.approve(db, components.settings, components.keys, p, t, days=3, download_limit=None, recipient_ids=[],
-                    code=party.approver.code())
+                    proof=Proof(code=party.approver.code()))
     db.commit()
     baa = db.get(Baa, party.baa_id)
     baa.expires_at = clock.now() - timedelta(seconds=1)
@@ -94,7 +94,7 @@ def test_queue_and_inbox(party, pending, db, components):
     assert [t.id for t in service.approval_queue(db, p).items] == [pending]
     t = db.get(Transfer, pending)
     service.approve(db, components.settings, components.keys, p, t, days=2, download_limit=None, recipient_ids=[],
-                    code=party.approver.code())
+                    proof=Proof(code=party.approver.code()))
     db.commit()
     assert service.approval_queue(db, p).items == []
     assert [x.id for x in service.inbox(db, principal(db, party.biller)).items] == [pending]
