@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Comma-separated in the environment (PHIGATE_ONSHORE_REGIONS=us-east-1,us-west-2).
@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     sqlite_busy_timeout: float = Field(default=30.0, gt=0, le=600,
                                        description="seconds a SQLite writer waits for another process's write lock")
     trusted_proxies: Csv = ()
+    scheduler_lease_seconds: float = Field(default=30.0, ge=1, le=3600,
+                                           description="lease of the scheduler's leader among replicas")
+    metrics_port: int | None = Field(default=None, ge=0, le=65535,
+                                     description="serve /metrics on this port (off when unset)")
+    metrics_host: str = Field(default="127.0.0.1", description="address the metrics port listens on")
+    metrics_token: SecretStr = Field(default=SecretStr(""), description="bearer token /metrics requires")
+    log_format: Literal["json", "text"] = "json"
     cookie_secure: bool | None = None
     instance_id: str = "phigate-local"
 
@@ -92,6 +99,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _one_worker_with_metrics(self):
+        if self.metrics_port is not None and self.workers > 1:
+            # Each uvicorn worker would count on its own: one worker per container, scale by replicas.
+            raise ValueError("PHIGATE_METRICS_PORT needs PHIGATE_WORKERS=1: run one worker per container "
+                             "and scale with replicas")
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -162,6 +177,10 @@ class Settings(BaseSettings):
         if (self.resolved_data_dir / "demo-credentials.json").exists():
             problems.append("this data directory holds the demo (demo-credentials.json): demo accounts and "
                             "their published passwords must never serve in production")
+        if (self.metrics_port is not None and not self.metrics_token.get_secret_value()
+                and not _is_loopback(self.metrics_host)):
+            problems.append("the metrics port listens beyond loopback without PHIGATE_METRICS_TOKEN: "
+                            "set a token that Prometheus presents")
         if self.host in ("0.0.0.0", "::") and not self.trusted_proxies:
             problems.append("listening on all interfaces without PHIGATE_TRUSTED_PROXIES: put a TLS proxy in front")
         return problems
@@ -185,6 +204,13 @@ class Settings(BaseSettings):
         out["key_provider_url"] = _redact_url(self.effective_key_provider_url)
         out["cookie_secure"] = str(self.effective_cookie_secure).lower()
         return out
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _redact_url(url: str) -> str:

@@ -3,6 +3,7 @@
 from gateway.audit.models import AuditAlert, AuditCheckpoint, AuditEvent, AuditTreeNode  # noqa: F401
 from gateway.auth.models import AddressThrottle, ApiToken, WebSession  # noqa: F401
 from gateway.db import Base  # noqa: F401
+from gateway.leader import LeaderLease  # noqa: F401
 from gateway.orgs.models import Organisation  # noqa: F401
 from gateway.users.models import RecoveryCode, User  # noqa: F401
 from gateway.baas.models import Baa  # noqa: F401,E402

@@ -20,7 +20,7 @@ import anyio
 from sqlalchemy.orm import Session
 
 from crypto import DecryptionError, WrappedKey, decrypt_range, decrypt_stream, unseal
-from gateway import clock
+from gateway import clock, metrics
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.auth.service import Principal
@@ -173,12 +173,17 @@ class _Tracker:
         self.finished = False
 
     def wrap(self, first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
+        in_flight = metrics.IN_FLIGHT.labels(metrics.DOWNLOAD)
+        sent = metrics.TRANSFER_BYTES.labels(metrics.DOWNLOAD)
+        in_flight.inc()
         try:
             if first:
                 self.sent += len(first)
+                sent.inc(len(first))
                 yield first
             for chunk in rest:
                 self.sent += len(chunk)
+                sent.inc(len(chunk))
                 yield chunk
         except GeneratorExit:
             self._finish("aborted", "transfer.download.aborted", Outcome.failure)
@@ -186,6 +191,8 @@ class _Tracker:
         except Exception as exc:
             self.fail(exc)
             raise
+        finally:
+            in_flight.dec()
         self._finish("completed", "transfer.download.completed", Outcome.success)
 
     def fail(self, exc: Exception) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 
 from crypto import ProviderUnavailable, encrypt_stream, seal
-from gateway import clock
+from gateway import clock, metrics
 from gateway.audit.models import Outcome
 from gateway.audit.service import record_event
 from gateway.auth.service import Principal
@@ -31,6 +31,8 @@ from gateway.transfers.models import (Direction, FileState, PendingObject, Trans
                                       TransferStatus)
 from gateway.users.models import Role, User
 from storage import StorageError
+
+_UPLOADED = metrics.TRANSFER_BYTES.labels(metrics.UPLOAD)
 
 log = logging.getLogger("phigate.transfers")
 
@@ -153,6 +155,7 @@ class PlaintextMeter:
         if self.size > self.limit:
             raise FileTooLarge(f"A file may be at most {self.limit} bytes.")
         self.sha.update(chunk)
+        _UPLOADED.inc(len(chunk))
         yield chunk
 
 
@@ -195,6 +198,11 @@ def check_request(db, principal: Principal, req: Request) -> tuple[Direction, st
 
 def receive(c: Components, principal: Principal, req: Request, files: Iterator[IncomingFile]) -> str:
     """Store every file of one transfer and create it, all or nothing. Returns the transfer id."""
+    with metrics.IN_FLIGHT.labels(metrics.UPLOAD).track_inprogress():
+        return _receive(c, principal, req, files)
+
+
+def _receive(c: Components, principal: Principal, req: Request, files: Iterator[IncomingFile]) -> str:
     settings = c.settings
     transfer_id = new_id()
     stored: list[_Stored] = []
