@@ -27,7 +27,9 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("phigate_request_id", default=No
 _ACCEPTED_ID = re.compile(r"[0-9A-Za-z-]{16,64}")
 
 # Attributes every LogRecord has; anything else on a record came through `extra=` and is logged as a field.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+# uvicorn's color_message repeats the message with terminal colours.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName",
+                                                                               "color_message"}
 
 
 def new_request_id(offered: str | None = None) -> str:
@@ -79,6 +81,7 @@ def configure(fmt: str = "json", level: str = "INFO", stream=None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # Python warnings (unsafe defaults) become log lines too
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
