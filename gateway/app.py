@@ -67,10 +67,7 @@ def _record_refusal(request: Request, reason: str, details: dict) -> None:
     actor = Actor(user_id=principal.user.id if principal else None, org_id=principal.user.org_id if principal else None,
                   ip=client_address(request, settings), user_agent=request.headers.get("user-agent", "")[:256])
     # The route template, not the URL: never anything a user typed into a path.
-    path = request.url.path[:200]
-    for name, value in request.path_params.items():
-        path = path.replace(f"/{value}", f"/{{{name}}}", 1)
-    details = {"reason": reason, "method": request.method, "route": path, **details}
+    details = {"reason": reason, "method": request.method, "route": route_template(request.scope)[:200], **details}
     try:
         # Its own short transaction: whatever the refused request left pending was rolled back
         # when its session closed; only the refusal is kept.

@@ -24,8 +24,16 @@ UNMATCHED = "unmatched"
 
 
 def route_template(scope) -> str:
-    route = scope.get("route")
-    return getattr(route, "path_format", None) or getattr(route, "path", None) or UNMATCHED
+    """The matched route's template, rebuilt from the path and its parameters (router-independent)."""
+    if scope.get("route") is None:
+        return UNMATCHED
+    segments = scope.get("path", "")[:1000].split("/")
+    for name, value in scope.get("path_params", {}).items():
+        for i in range(len(segments) - 1, 0, -1):
+            if segments[i] == str(value):
+                segments[i] = f"{{{name}}}"
+                break
+    return "/".join(segments)
 
 
 class Telemetry:
