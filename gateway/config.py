@@ -9,12 +9,13 @@ for production and say so: `warnings()` lists them at start, and
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SecretsSettingsSource, SettingsConfigDict
 
 # Comma-separated in the environment (PHIGATE_ONSHORE_REGIONS=us-east-1,us-west-2).
 Csv = Annotated[tuple[str, ...], NoDecode]
@@ -24,6 +25,16 @@ US_REGIONS = ("us-east-1", "us-east-2", "us-west-1", "us-west-2", "us-gov-east-1
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PHIGATE_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # PHIGATE_SECRETS_DIR: one file per secret setting, named like its variable (phigate_database_url),
+        # as Kubernetes and Docker mount Secrets; secrets then stay out of the process environment.
+        secrets_dir = os.environ.get("PHIGATE_SECRETS_DIR")
+        if secrets_dir:
+            file_secret_settings = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
 
     env: Literal["development", "production"] = "development"
     data_dir: Path = Path("./var")
