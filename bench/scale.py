@@ -54,33 +54,23 @@ from bench.transfer import MiB, free_port, wait_up  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("PHIGATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-NGINX = os.environ.get("PHIGATE_TEST_NGINX", "nginx")
 REGION, ACCOUNT, BUCKET = "us-east-1", "123456789012", "phigate-scale"
 METRICS_TOKEN = secrets.token_hex(16)
 LEASE_SECONDS = 6
 
 
 def unavailable() -> str | None:
-    """None when this machine can run the check, else why not."""
-    if not (shutil.which(NGINX) or Path("/usr/sbin/nginx").exists()):
-        return "nginx is not installed (Debian package nginx)"
-    try:
-        import psycopg
+    """None when this machine can run the check, else why not (the test suite's `scale` lane)."""
+    from tests.lanes import lane_unavailable
 
-        with psycopg.connect(PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=3):
-            pass
-    except Exception as exc:  # noqa: BLE001
-        return f"no PostgreSQL server reachable ({type(exc).__name__})"
-    try:
-        import moto.server  # noqa: F401
-    except ImportError:
-        return "moto[server] is not installed"
-    return None
+    return lane_unavailable("scale")
 
 
 # -- the installation -----------------------------------------------------------
 
 def nginx_binary() -> str:
+    from tests.lanes import NGINX
+
     return shutil.which(NGINX) or "/usr/sbin/nginx"
 
 
