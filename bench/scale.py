@@ -206,8 +206,9 @@ class Installation:
                                         f"?endpoint_url={self.endpoint}",
             "PHIGATE_INSTANCE_ID": "phigate-scale-check", "PHIGATE_TRUSTED_PROXIES": "127.0.0.1",
             "PHIGATE_METRICS_TOKEN": METRICS_TOKEN, "PHIGATE_SCHEDULER_LEASE_SECONDS": str(LEASE_SECONDS),
-            "PHIGATE_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "5", "PHIGATE_DB_POOL_SIZE": "5",
-            "PHIGATE_DB_MAX_OVERFLOW": "10", "PHIGATE_WORKER_THREADS": "24", "PHIGATE_LOG_FORMAT": "json",
+            # Pool + overflow = worker threads: no thread waits for a connection (docs/operations.md).
+            "PHIGATE_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "5", "PHIGATE_DB_POOL_SIZE": "6",
+            "PHIGATE_DB_MAX_OVERFLOW": "10", "PHIGATE_WORKER_THREADS": "16", "PHIGATE_LOG_FORMAT": "json",
         })
         # Migrations once, as the deployment's one-shot Job does; replicas refuse an outdated schema.
         subprocess.run([sys.executable, "-m", "gateway.cli", "db", "upgrade"], env=self.env, cwd=REPO, check=True,
