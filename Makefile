@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean-venv
+.PHONY: run test scale-check clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "PHI Gate needs Python 3.11 or newer"'
@@ -25,6 +25,10 @@ run: $(VENV)/.installed-run
 ## make test: the whole suite, SQLite and PostgreSQL lanes, browser tests, storage and crypto contracts
 test: $(VENV)/.installed-test
 	$(BIN)/python scripts/run_tests.py
+
+## make scale-check: three replicas behind nginx TLS on PostgreSQL + S3/KMS (moto), 20 clients, one replica SIGKILLed
+scale-check: $(VENV)/.installed-test
+	$(BIN)/python bench/scale.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -19,9 +19,11 @@ from starlette.requests import ClientDisconnect
 from gateway import __version__
 from gateway.components import Components
 from gateway.config import Settings, check_production
-from gateway.scheduler import Scheduler, serve_jobs
 from gateway.errors import GatewayError, MfaRequired, NotAuthenticated, PasswordChangeRequired
+from gateway.metrics import MetricsServer, follow_leadership
+from gateway.scheduler import serve_scheduler
 from gateway.security_headers import SecurityHeaders
+from gateway.telemetry import Telemetry, route_template
 from gateway.web import TEMPLATES, redirect
 
 log = logging.getLogger("phigate")
@@ -70,10 +72,7 @@ def _record_refusal(request: Request, reason: str, details: dict) -> None:
                   org_id=principal.actor.org_id if principal else None,
                   ip=client_address(request, settings), user_agent=request.headers.get("user-agent", "")[:256])
     # The route template, not the URL: never anything a user typed into a path.
-    path = request.url.path[:200]
-    for name, value in request.path_params.items():
-        path = path.replace(f"/{value}", f"/{{{name}}}", 1)
-    details = {"reason": reason, "method": request.method, "route": path, **details}
+    details = {"reason": reason, "method": request.method, "route": route_template(request.scope)[:200], **details}
     try:
         # Its own short transaction: whatever the refused request left pending was rolled back
         # when its session closed; only the refusal is kept.
@@ -162,7 +161,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         # The trace goes to the operator's log; the user gets a code, never internals.
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, route_template(request.scope))
         return _error_response(request, 500, "internal_error", "Something went wrong on our side.")
 
 
@@ -189,12 +188,21 @@ def create_app(settings: Settings | None = None, components: Components | None =
         # Database, key-service, storage and hashing work runs in these threads, never on the loop.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         await anyio.to_thread.run_sync(_prepare_routes, app.router)
-        scheduler = Scheduler(serve_jobs(components))
+        scheduler = serve_scheduler(components)
+        follow_leadership(scheduler.leadership)
+        metrics = None
+        if settings.metrics_port is not None:
+            metrics = MetricsServer(components, settings.metrics_host, settings.metrics_port,
+                                    settings.metrics_token.get_secret_value())
+            metrics.start()
+        app.state.metrics_server = metrics
         scheduler.start()
         try:
             yield
         finally:
             scheduler.shutdown()
+            if metrics is not None:
+                metrics.stop()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -231,5 +239,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
     # Outermost, around Starlette's ServerErrorMiddleware too: a 500 page gets the same headers
     # (add_middleware would sit inside it, and unhandled errors would answer without them).
     build_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: SecurityHeaders(build_stack(), trusted_proxies=settings.trusted_proxy_networks)
+    # Telemetry outermost of all: the request id and the latency cover everything, error pages included.
+    app.build_middleware_stack = lambda: Telemetry(
+        SecurityHeaders(build_stack(), trusted_proxies=settings.trusted_proxy_networks),
+        trusted_proxies=settings.trusted_proxy_networks)
     return app

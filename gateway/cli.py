@@ -155,15 +155,18 @@ def serve(host: str = typer.Option(None, help="default PHIGATE_HOST"),
 
     from gateway.app import create_app
 
+    from gateway import logs
+
     settings = _settings()
     # Serving never creates an installation: one started in the wrong directory must say so,
     # not serve an empty gateway with a new keyring. `phigate init` creates one.
     require_installation(settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format)
     for warning in settings.warnings():
         logging.getLogger("phigate").warning("unsafe default: %s", warning)
+    # Our own log set-up and access line (route templates, request ids), not uvicorn's.
     options = dict(host=host or settings.host, port=port or settings.port, proxy_headers=False,
-                   server_header=False, log_level="info")
+                   server_header=False, log_level="info", log_config=None, access_log=False)
     if settings.workers > 1:
         # Each worker process builds its own app (its own pool and threads) from the environment.
         uvicorn.run("gateway.app:create_app", factory=True, workers=settings.workers, **options)

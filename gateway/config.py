@@ -9,13 +9,14 @@ for production and say so: `warnings()` lists them at start, and
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SecretsSettingsSource, SettingsConfigDict
 
 # Comma-separated in the environment (PHIGATE_ONSHORE_REGIONS=us-east-1,us-west-2).
 Csv = Annotated[tuple[str, ...], NoDecode]
@@ -25,6 +26,16 @@ US_REGIONS = ("us-east-1", "us-east-2", "us-west-1", "us-west-2", "us-gov-east-1
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PHIGATE_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # PHIGATE_SECRETS_DIR: one file per secret setting, named like its variable (phigate_database_url),
+        # as Kubernetes and Docker mount Secrets; secrets then stay out of the process environment.
+        secrets_dir = os.environ.get("PHIGATE_SECRETS_DIR")
+        if secrets_dir:
+            file_secret_settings = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
 
     env: Literal["development", "production"] = "development"
     data_dir: Path = Path("./var")
@@ -50,6 +61,13 @@ class Settings(BaseSettings):
     sqlite_busy_timeout: float = Field(default=30.0, gt=0, le=600,
                                        description="seconds a SQLite writer waits for another process's write lock")
     trusted_proxies: Csv = ()
+    scheduler_lease_seconds: float = Field(default=30.0, ge=1, le=3600,
+                                           description="lease of the scheduler's leader among replicas")
+    metrics_port: int | None = Field(default=None, ge=0, le=65535,
+                                     description="serve /metrics on this port (off when unset)")
+    metrics_host: str = Field(default="127.0.0.1", description="address the metrics port listens on")
+    metrics_token: SecretStr = Field(default=SecretStr(""), description="bearer token /metrics requires")
+    log_format: Literal["json", "text"] = "json"
     cookie_secure: bool | None = None
     instance_id: str = "phigate-local"
     # The address users type: the WebAuthn relying party id and origin come from here, never from a
@@ -118,6 +136,14 @@ class Settings(BaseSettings):
                 or parts.fragment:
             raise ValueError("PHIGATE_PUBLIC_URL is an http(s) URL such as https://gateway.example")
         return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_worker_with_metrics(self):
+        if self.metrics_port is not None and self.workers > 1:
+            # Each uvicorn worker would count on its own: one worker per container, scale by replicas.
+            raise ValueError("PHIGATE_METRICS_PORT needs PHIGATE_WORKERS=1: run one worker per container "
+                             "and scale with replicas")
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -209,6 +235,10 @@ class Settings(BaseSettings):
                             "their published passwords must never serve in production")
         if not self.public_url or not self.public_url.startswith("https://"):
             problems.append("PHIGATE_PUBLIC_URL must be the https:// address users reach: passkeys are bound to it")
+        if (self.metrics_port is not None and not self.metrics_token.get_secret_value()
+                and not _is_loopback(self.metrics_host)):
+            problems.append("the metrics port listens beyond loopback without PHIGATE_METRICS_TOKEN: "
+                            "set a token that Prometheus presents")
         if self.host in ("0.0.0.0", "::") and not self.trusted_proxies:
             problems.append("listening on all interfaces without PHIGATE_TRUSTED_PROXIES: put a TLS proxy in front")
         return problems
@@ -232,6 +262,13 @@ class Settings(BaseSettings):
         out["key_provider_url"] = _redact_url(self.effective_key_provider_url)
         out["cookie_secure"] = str(self.effective_cookie_secure).lower()
         return out
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _redact_url(url: str) -> str:

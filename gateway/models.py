@@ -4,6 +4,7 @@ from gateway.audit.models import AuditAlert, AuditCheckpoint, AuditEvent, AuditT
 from gateway.auth.models import (AddressThrottle, ApiToken, Passkey, PasskeyChallenge,  # noqa: F401
                                   PasskeyPolicy, WebSession)
 from gateway.db import Base  # noqa: F401
+from gateway.leader import LeaderLease  # noqa: F401
 from gateway.outbox import OutboxEntry  # noqa: F401
 from gateway.orgs.models import Organisation  # noqa: F401
 from gateway.users.models import RecoveryCode, User  # noqa: F401

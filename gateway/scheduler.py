@@ -3,9 +3,14 @@
 Jobs come from the domains (audit checkpoints and alerts, outbox retries, retention runs); a job
 with interval 0 is off.  Each job waits one interval before its first run, so
 short-lived processes (tests, CLI) never see it act, and a failing job never
-stops the others.  In a replicated deployment the same jobs can run from a
-CronJob instead; the jobs themselves take database locks where two runners
-must not overlap.
+stops the others.
+
+Among several replicas, a job marked `leader_only` runs only in the replica that
+leads (gateway.leader: a lease in the database), so that exactly one replica
+signs checkpoints, retries alerts and runs the daily review; when the leader
+dies another takes over within one lease.  Leadership is kept by its own thread,
+so a long job never lets the lease lapse.  A job that must never overlap with
+itself even across a change of leader (retention) still takes its own lock.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.leader import Leadership
+
 log = logging.getLogger("phigate.scheduler")
 
 
@@ -24,15 +31,22 @@ class Job:
     name: str
     interval_seconds: float
     run: Callable[[], None]
+    leader_only: bool = False
 
 
 class Scheduler:
-    def __init__(self, jobs: list[Job]):
+    def __init__(self, jobs: list[Job], leadership: Leadership | None = None):
         self.jobs = [j for j in jobs if j.interval_seconds > 0]
+        if leadership is None and any(j.leader_only for j in self.jobs):
+            raise ValueError("leader-only jobs need a Leadership")
+        # Contend for leadership only when there is leader-only work to do.
+        self.leadership = leadership if any(j.leader_only for j in self.jobs) else None
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
+        if self.leadership is not None:
+            self.leadership.start()
         if self.jobs:
             self.thread = threading.Thread(target=self._loop, name="phigate-scheduler", daemon=True)
             self.thread.start()
@@ -42,8 +56,12 @@ class Scheduler:
         while not self.stop.wait(max(0.0, min(due.values()) - time.monotonic())):
             for job in self.jobs:
                 if time.monotonic() >= due[job.name]:
-                    self.run_once(job)
+                    if self.may_run(job):
+                        self.run_once(job)
                     due[job.name] = time.monotonic() + job.interval_seconds
+
+    def may_run(self, job: Job) -> bool:
+        return not job.leader_only or (self.leadership is not None and self.leadership.is_leader())
 
     @staticmethod
     def run_once(job: Job) -> None:
@@ -56,17 +74,26 @@ class Scheduler:
         self.stop.set()
         if self.thread is not None:
             self.thread.join(timeout=5)
+        if self.leadership is not None:
+            self.leadership.stop()
 
 
 def serve_jobs(components) -> list[Job]:
-    """Every domain's scheduled work for this process, with its configured interval."""
+    """Every domain's scheduled work for this process, with its configured interval; all of it leader-only."""
     from gateway.audit.checkpoint import AuditJobs
     from gateway.retention.pages import scheduled_run
 
     settings = components.settings
     return [
-        Job("audit", settings.audit_checkpoint_interval_seconds, AuditJobs(components).tick),
-        # Messages are delivered at commit; this only retries what a sink refused.
-        Job("outbox", settings.outbox_retry_seconds, components.outbox.deliver),
-        Job("retention", settings.retention_run_interval_seconds, lambda: scheduled_run(components)),
+        Job("audit", settings.audit_checkpoint_interval_seconds, AuditJobs(components).tick, leader_only=True),
+        # Messages are delivered at commit; this only retries what a sink refused, from one replica.
+        Job("outbox", settings.outbox_retry_seconds, components.outbox.deliver, leader_only=True),
+        Job("retention", settings.retention_run_interval_seconds, lambda: scheduled_run(components),
+            leader_only=True),
     ]
+
+
+def serve_scheduler(components) -> Scheduler:
+    """The scheduler `phigate serve` runs: the domains' jobs, with this process contending for leadership."""
+    return Scheduler(serve_jobs(components),
+                     Leadership(components.db, lease_seconds=components.settings.scheduler_lease_seconds))

@@ -11,6 +11,18 @@ CSP = (
 STATIC_PREFIX = "/static/"
 
 
+def from_trusted_proxy(scope, trusted_proxies) -> bool:
+    """True when the ASGI peer is one of the configured proxies, whose forwarded headers may be believed."""
+    client = scope.get("client")
+    if not client or not trusted_proxies:
+        return False
+    try:
+        peer = ipaddress.ip_address(client[0])
+    except ValueError:
+        return False
+    return any(peer in net for net in trusted_proxies)
+
+
 class SecurityHeaders:
     def __init__(self, app, *, trusted_proxies=()):
         self.app = app
@@ -20,14 +32,7 @@ class SecurityHeaders:
         if scope.get("scheme") == "https":
             return True
         # Behind a TLS-terminating proxy, believe X-Forwarded-Proto only from that proxy.
-        client = scope.get("client")
-        if not client or not self.trusted_proxies:
-            return False
-        try:
-            peer = ipaddress.ip_address(client[0])
-        except ValueError:
-            return False
-        if not any(peer in net for net in self.trusted_proxies):
+        if not from_trusted_proxy(scope, self.trusted_proxies):
             return False
         proto = dict(scope.get("headers", [])).get(b"x-forwarded-proto", b"")
         return proto.split(b",")[0].strip() == b"https"

@@ -348,4 +348,4 @@ def pytest_terminal_summary(terminalreporter):
         for reason in sorted(reasons):
             terminalreporter.write_line(reason)
     else:
-        terminalreporter.write_line("test lanes: sqlite, postgresql and browser all ran")
+        terminalreporter.write_line("test lanes: sqlite, postgresql, browser and scale all ran")

@@ -30,6 +30,8 @@ from sqlalchemy.orm import Session
 from gateway import clock
 from gateway.audit.canonical import format_time, leaf_hash_of
 from gateway.audit.models import AuditCheckpoint, AuditEvent, CheckpointKind, Outcome, Severity
+from gateway.logs import current_request_id
+from gateway.metrics import events_appended
 
 _SCALARS = (str, int, float, bool, type(None))
 # Events about alerts themselves never raise another alert.
@@ -102,7 +104,12 @@ def record_event(
 ) -> AuditEvent:
     """Append one event (namespaced action such as `auth.login.failed`) to the caller's transaction."""
     # Sorted keys: the database's own JSON text of the column is then the canonical text.
-    details = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(dict(details or {}).items())}
+    details = dict(details or {})
+    request_id = current_request_id()
+    if request_id:
+        # Ties the event to the request's log lines and the X-Request-Id the caller saw.
+        details.setdefault("request_id", request_id)
+    details = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(details.items())}
     _check_details(details)
     outcome, severity = Outcome(outcome), Severity(severity)
     occurred_at = clock.now()
@@ -136,6 +143,7 @@ def record_event(
         from gateway.audit.alerts import raise_for_event
 
         raise_for_event(db, event)
+    events_appended(db, (action,))
     return event
 
 
@@ -156,10 +164,14 @@ def record_events_bulk(db: Session, events: list[dict]) -> tuple[int, int]:
     from sqlalchemy import insert
 
     first = _next_seq(db)
+    request_id = current_request_id()
     rows = []
     now = clock.now()
     for offset, spec in enumerate(events):
-        details = dict(sorted(dict(spec.get("details") or {}).items()))
+        details = dict(spec.get("details") or {})
+        if request_id:
+            details.setdefault("request_id", request_id)
+        details = dict(sorted(details.items()))
         _check_details(details)
         row = {
             "seq": first + offset, "occurred_at": spec.get("occurred_at") or now, "action": spec["action"],
@@ -176,4 +188,5 @@ def record_events_bulk(db: Session, events: list[dict]) -> tuple[int, int]:
         rows.append(row)
     if rows:
         db.execute(insert(AuditEvent.__table__), rows)
+        events_appended(db, [row["action"] for row in rows])
     return first, first + len(rows) - 1

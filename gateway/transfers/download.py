@@ -27,7 +27,7 @@ import anyio
 from sqlalchemy.orm import Session
 
 from crypto import CryptoError, unseal
-from gateway import clock
+from gateway import clock, metrics
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.auth.service import Principal
@@ -196,9 +196,13 @@ class _Tracker:
         self.finished = False
 
     def wrap(self, body: Iterator[bytes]) -> Iterator[bytes]:
+        in_flight = metrics.IN_FLIGHT.labels(metrics.DOWNLOAD)
+        sent = metrics.TRANSFER_BYTES.labels(metrics.DOWNLOAD)
+        in_flight.inc()
         try:
             for chunk in body:
                 self.sent += len(chunk)
+                sent.inc(len(chunk))
                 yield chunk
         except GeneratorExit:
             self._finish(client_left=True)
@@ -210,6 +214,7 @@ class _Tracker:
                 raise err from None
             raise
         finally:
+            in_flight.dec()
             body.close()
         self._finish()
 

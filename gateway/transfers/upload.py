@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from crypto import CryptoError, seal
-from gateway import clock
+from gateway import clock, metrics
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import record_event
 from gateway.auth.service import Principal
@@ -32,6 +32,8 @@ from gateway.transfers import filenames, filetypes
 from gateway.transfers.intake import IncomingFile
 from gateway.transfers.models import Direction, FileState, Transfer, TransferFile, TransferRecipient, TransferStatus
 from gateway.users.models import Role, User
+
+_UPLOADED = metrics.TRANSFER_BYTES.labels(metrics.UPLOAD)
 
 log = logging.getLogger("phigate.transfers")
 
@@ -104,6 +106,7 @@ class PlaintextMeter:
         self.size += len(chunk)
         if self.size > self.limit:
             raise FileTooLarge(f"A file may be at most {self.limit} bytes.")
+        _UPLOADED.inc(len(chunk))
         yield chunk
 
 
@@ -152,6 +155,11 @@ UPLOAD_MESSAGES = {
 
 def receive(c: Components, principal: Principal, req: Request, files: Iterator[IncomingFile]) -> str:
     """Store every file of one transfer and create it, all or nothing. Returns the transfer id."""
+    with metrics.IN_FLIGHT.labels(metrics.UPLOAD).track_inprogress():
+        return _receive(c, principal, req, files)
+
+
+def _receive(c: Components, principal: Principal, req: Request, files: Iterator[IncomingFile]) -> str:
     settings = c.settings
     transfer_id = new_id()
     stored: list[_Stored] = []

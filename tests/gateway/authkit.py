@@ -17,8 +17,16 @@ from gateway.users.models import RecoveryCode, User
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]*)"')
 
 
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+
+
 def events(components, action: str | None = None, **where) -> list[AuditEvent]:
-    """Audit events in order, optionally filtered by action and column values."""
+    """Audit events in order, optionally filtered by action and column values.
+
+    An event recorded while serving a request carries the request's id in its details;
+    its form is checked here and it is moved to `event.request_id` (None for events of
+    no request), so that the tests compare the details that belong to the action itself.
+    """
     with components.db.snapshot() as s:
         query = select(AuditEvent).order_by(AuditEvent.seq)
         if action:
@@ -28,7 +36,12 @@ def events(components, action: str | None = None, **where) -> list[AuditEvent]:
         rows = list(s.scalars(query))
         s.expunge_all()
         s.rollback()
-        return rows
+    for row in rows:
+        details = dict(row.details or {})
+        row.request_id = details.pop("request_id", None)
+        assert row.request_id is None or REQUEST_ID.fullmatch(row.request_id), row.request_id
+        row.details = details
+    return rows
 
 
 def last_event(components, action: str | None = None, **where) -> AuditEvent:

@@ -36,14 +36,14 @@ def test_progress_bar_draws_on_a_terminal_and_summarises_elsewhere():
 
 
 def test_scheduled_run_inside_serve(components, party, seeded, db):
-    from gateway.scheduler import Scheduler, serve_jobs
+    from gateway.scheduler import serve_scheduler
 
     seeded(2, ended_days_ago=60)
     c = components
     c.settings = c.settings.model_copy(update={"retention_run_interval_seconds": 1,
                                                "audit_checkpoint_interval_seconds": 0,
                                                "outbox_retry_seconds": 0})
-    scheduler = Scheduler(serve_jobs(c))
+    scheduler = serve_scheduler(c)  # this process contends for leadership, alone, and wins
     assert [job.name for job in scheduler.jobs] == ["retention"]
     scheduler.start()
     try:

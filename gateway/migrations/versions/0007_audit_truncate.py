@@ -1,7 +1,7 @@
 """audit: TRUNCATE refused on the log's tables; the outbox that alerts leave through
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-01
 
 * PostgreSQL: migration 0002 refuses UPDATE and DELETE of the log's rows with
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0007'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
