@@ -51,9 +51,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.transfer import MiB, free_port, wait_up  # noqa: E402
+from tests.support.pgdb import create_database  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = os.environ.get("PHIGATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REGION, ACCOUNT, BUCKET = "us-east-1", "123456789012", "phigate-scale"
 METRICS_TOKEN = secrets.token_hex(16)
 LEASE_SECONDS = 6
@@ -173,8 +173,6 @@ class Installation:
         self.replicas: list[Replica] = []
 
     def start(self) -> None:
-        import psycopg
-
         moto_port = free_port()
         self.moto = self._spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
                                 self.work / "moto.log")
@@ -187,17 +185,7 @@ class Installation:
         s3.create_bucket(Bucket=BUCKET)
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
 
-        name = f"phigate_scale_{os.getpid()}_{secrets.token_hex(4)}"
-        admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-        def drop() -> None:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-        self.drop_db = drop
-        self.database_url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+        self.database_url, self.drop_db = create_database("phigate_scale")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PHIGATE_")}
         self.env.update({
             "PHIGATE_ENV": "production", "PHIGATE_DATABASE_URL": self.database_url,

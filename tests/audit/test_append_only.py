@@ -74,7 +74,7 @@ def _privileges_block() -> str:
 @pytest.fixture
 def app_role(pg):
     """A login role set up with docs/operations.md's statements, run verbatim (the role name substituted)."""
-    from tests.conftest import PG_ADMIN_URL
+    from tests.support.pgdb import PG_ADMIN_URL
 
     name = f"phigate_app_{secrets.token_hex(4)}"
     database = pg.settings.database_url.rsplit("/", 1)[1]

@@ -14,12 +14,12 @@ from sqlalchemy import create_engine, text
 @pytest.fixture
 def fresh_url(lane, tmp_path):
     """An empty database of the lane's kind, dropped afterwards."""
-    from tests.conftest import _create_pg_database
+    from tests.support.pgdb import create_database
 
     if lane[0] == "sqlite":
         yield f"sqlite:///{tmp_path / 'wave1.db'}"
         return
-    url, drop = _create_pg_database()
+    url, drop = create_database()
     yield url
     drop()
 

@@ -37,12 +37,12 @@ def _signs_in(app, user: dict) -> bool:
 def other_database(lane, tmp_path):
     """A second, empty database of the lane's kind (not even migrated), as after pointing
     PHIGATE_DATABASE_URL somewhere new."""
-    from tests.conftest import _create_pg_database
+    from tests.support.pgdb import create_database
 
     if lane[0] == "sqlite":
         yield f"sqlite:///{tmp_path / 'elsewhere' / 'phigate.db'}"
         return
-    url, drop = _create_pg_database()
+    url, drop = create_database()
     yield url
     drop()
 

@@ -21,7 +21,8 @@ from crypto import encrypt_stream, seal
 from gateway.audit.service import Actor
 from gateway.sealed.keys import practice_key, relationship_key
 from gateway.sealed.models import SealedKind, SealedObject, SealedState
-from tests.conftest import Factory, _create_pg_database
+from tests.conftest import Factory
+from tests.support.pgdb import create_database
 from tests.lanes import lane_unavailable
 from tests.transfers.conftest import PDF, Session, record_baa
 
@@ -43,7 +44,7 @@ def wave1_url(request, tmp_path):
     if request.param == "sqlite":
         url, drop = f"sqlite:///{tmp_path / 'wave1.db'}", None
     else:
-        url, drop = _create_pg_database()
+        url, drop = create_database()
     upgrade(url, "0005")
     yield url
     if drop:
