@@ -23,17 +23,33 @@ log = logging.getLogger("phigate.access")
 UNMATCHED = "unmatched"
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def route_template(scope) -> str:
-    """The matched route's template, rebuilt from the path and its parameters (router-independent)."""
-    if scope.get("route") is None:
+    """The matched route's template, rebuilt from the path and its parameters (router-independent).
+
+    Never a value a caller chose: a parameter that cannot be placed (so its value would stay
+    in the path) gives the route's own declared path instead. Metrics labels stay bounded.
+    """
+    route = scope.get("route")
+    if route is None:
         return UNMATCHED
-    segments = scope.get("path", "")[:1000].split("/")
+    path = scope.get("path", "")
     for name, value in scope.get("path_params", {}).items():
+        value = str(value)
+        if "/" in value and path.endswith("/" + value):  # a {name:path} parameter: the rest of the path
+            path = path[: -len(value)] + f"{{{name}}}"
+            continue
+        segments = path.split("/")
         for i in range(len(segments) - 1, 0, -1):
-            if segments[i] == str(value):
+            if segments[i] == value:
                 segments[i] = f"{{{name}}}"
+                path = "/".join(segments)
                 break
-    return "/".join(segments)
+        else:
+            return getattr(route, "path", None) or UNMATCHED
+    return path
 
 
 class Telemetry:
@@ -65,8 +81,9 @@ class Telemetry:
         finally:
             seconds = time.perf_counter() - started
             route = route_template(scope)
-            HTTP_LATENCY.labels(scope["method"], route, str(status)).observe(seconds)
-            log.info("%s %s %d", scope["method"], route, status,
-                     extra={"method": scope["method"], "route": route, "status": status,
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
+            HTTP_LATENCY.labels(method, route, str(status)).observe(seconds)
+            log.info("%s %s %d", method, route, status,
+                     extra={"method": method, "route": route, "status": status,
                             "duration_ms": round(seconds * 1000, 1)})
             REQUEST_ID.reset(token)

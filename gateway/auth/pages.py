@@ -80,17 +80,12 @@ def mfa_form(request: Request, db: DbSession, principal: PartialPrincipal):
 
 
 def _complete(db, c, principal, method: str, target: str):
-    """Second factor accepted: a full session, or one held for passkey registration when a policy asks."""
-    service.complete_login(db, principal.user, principal.actor, method)
-    stage = service.stage_after_second_factor(db, principal.user)
+    stage, raw = service.finish_sign_in(db, c.settings, principal, method)
+    db.commit()
     if stage == SessionStage.passkey:
-        record_event(db, "auth.passkey.enrolment_required", actor=principal.actor, target_type="user",
-                     target_id=principal.user.id, target_org_id=principal.user.org_id)
         target = "/mfa/passkey"
     elif principal.user.must_change_password:
         target = "/password"
-    raw = service.start_session(db, c.settings, principal.user, stage, principal.actor, replaces=principal.session)
-    db.commit()
     response = redirect(target)
     set_session_cookie(response, c.settings, raw)
     return response

@@ -142,12 +142,19 @@ def _check_relying_party(settings: Settings, client_data, rp_id_hash: bytes, use
         raise PasskeyRejected("user_not_verified")
 
 
-def _bounded(response) -> object:
-    """The browser's answer as JSON text or object, refused unread when it is implausibly large."""
-    size = len(response) if isinstance(response, str) else len(json.dumps(response, default=str))
-    if size > MAX_RESPONSE_CHARS:
-        raise PasskeyRejected("malformed_response")
-    return response
+def _parse(parser, value):
+    """One of py_webauthn's parsers over browser input: any failure is one `malformed_response`.
+
+    JSON text or objects are refused unread when implausibly large.
+    """
+    if isinstance(value, str | dict):
+        size = len(value) if isinstance(value, str) else len(json.dumps(value, default=str))
+        if size > MAX_RESPONSE_CHARS:
+            raise PasskeyRejected("malformed_response")
+    try:
+        return parser(value)
+    except Exception:  # noqa: BLE001 - whatever the parser raises, the answer is malformed
+        raise PasskeyRejected("malformed_response") from None
 
 
 # -- registration ----------------------------------------------------------------
@@ -171,13 +178,8 @@ def registration_options(db: Session, settings: Settings, user: User, session: W
 
 def register(db: Session, settings: Settings, user: User, session: WebSession, response, name: str) -> Passkey:
     """Verify the browser's answer to `registration_options` and store the credential."""
-    try:
-        credential = parse_registration_credential_json(_bounded(response))
-        attestation = parse_attestation_object(credential.response.attestation_object)
-    except PasskeyRejected:
-        raise
-    except Exception:  # noqa: BLE001
-        raise PasskeyRejected("malformed_response") from None
+    credential = _parse(parse_registration_credential_json, response)
+    attestation = _parse(parse_attestation_object, credential.response.attestation_object)
     client_data = _spend_challenge(db, session, "register", credential.response.client_data_json)
     auth_data = attestation.auth_data
     _check_relying_party(settings, client_data, auth_data.rp_id_hash, auth_data.flags.uv)
@@ -236,13 +238,8 @@ def assertion_options(db: Session, settings: Settings, user: User, session: WebS
 def verify_assertion(db: Session, settings: Settings, user: User, session: WebSession, response,
                      purpose: str) -> Passkey:
     """Verify an answer to `assertion_options` by one of this user's passkeys and move its counter forward."""
-    try:
-        credential = parse_authentication_credential_json(_bounded(response))
-        auth_data = parse_authenticator_data(credential.response.authenticator_data)
-    except PasskeyRejected:
-        raise
-    except Exception:  # noqa: BLE001
-        raise PasskeyRejected("malformed_response") from None
+    credential = _parse(parse_authentication_credential_json, response)
+    auth_data = _parse(parse_authenticator_data, credential.response.authenticator_data)
     client_data = _spend_challenge(db, session, purpose, credential.response.client_data_json)
     # Scoped to the user: another user's credential answers like an unknown one.
     passkey = db.scalar(select(Passkey).where(Passkey.credential_id == credential.id, Passkey.user_id == user.id))

@@ -31,8 +31,7 @@ def login(body: LoginIn, request: Request, response: Response, db: DbSession, c:
     return StageOut(stage=stage.value, csrf_token=session.csrf_token)
 
 
-def _rotate(db, c, principal, stage: SessionStage, response) -> StageOut:
-    raw = service.start_session(db, c.settings, principal.user, stage, principal.actor, replaces=principal.session)
+def _stage_out(db, c, principal, stage: SessionStage, raw: str, response) -> StageOut:
     db.commit()
     set_session_cookie(response, c.settings, raw)
     session = db.get(service.WebSession, service.digest(raw))
@@ -41,12 +40,8 @@ def _rotate(db, c, principal, stage: SessionStage, response) -> StageOut:
 
 
 def _finish(db, c, principal, method, response) -> StageOut:
-    service.complete_login(db, principal.user, principal.actor, method)
-    stage = service.stage_after_second_factor(db, principal.user)
-    if stage == SessionStage.passkey:
-        record_event(db, "auth.passkey.enrolment_required", actor=principal.actor, target_type="user",
-                     target_id=principal.user.id, target_org_id=principal.user.org_id)
-    return _rotate(db, c, principal, stage, response)
+    stage, raw = service.finish_sign_in(db, c.settings, principal, method)
+    return _stage_out(db, c, principal, stage, raw, response)
 
 
 @router.post("/mfa", response_model=StageOut)
@@ -105,7 +100,9 @@ def register_passkey(body: PasskeyRegisterIn, response: Response, db: DbSession,
     passkey = service.register_passkey(db, c.settings, c.keys, principal, body.credential, body.name,
                                        password=body.password, proof=body.proof())
     if held:
-        return _rotate(db, c, principal, SessionStage.full, response)
+        raw = service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
+                                    replaces=principal.session)
+        return _stage_out(db, c, principal, SessionStage.full, raw, response)
     db.commit()
     return PasskeyOut.model_validate(passkey)
 

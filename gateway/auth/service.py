@@ -275,11 +275,20 @@ def verify_passkey(db: Session, settings: Settings, user: User, session: WebSess
     return passkey
 
 
-def stage_after_second_factor(db: Session, user: User) -> SessionStage:
-    """`full`, or `passkey` when a policy requires a passkey the user has not registered yet."""
+def finish_sign_in(db: Session, settings: Settings, principal: Principal, method: str) -> tuple[SessionStage, str]:
+    """Second factor accepted: record the sign-in and rotate the session id, to a full session, or to one
+    held for passkey registration when a policy requires a passkey the user has not registered yet.
+
+    Returns the new stage and the raw session id (for the cookie).
+    """
+    user = principal.user
+    complete_login(db, user, principal.actor, method)
+    stage = SessionStage.full
     if passkey_policy.applies_to(db, user) and not passkeys.count(db, user):
-        return SessionStage.passkey
-    return SessionStage.full
+        stage = SessionStage.passkey
+        record_event(db, "auth.passkey.enrolment_required", actor=principal.actor, target_type="user",
+                     target_id=user.id, target_org_id=user.org_id)
+    return stage, start_session(db, settings, user, stage, principal.actor, replaces=principal.session)
 
 
 def complete_login(db: Session, user: User, actor: Actor, method: str) -> None:

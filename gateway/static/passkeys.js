@@ -30,6 +30,16 @@
     return (list || []).map(function (d) { return { type: d.type, id: toBytes(d.id), transports: d.transports }; });
   }
 
+  // The JSON form of a PublicKeyCredential (WebAuthn Level 3 toJSON()), binary fields in base64url.
+  function credentialJSON(cred, response) {
+    response.clientDataJSON = toB64url(cred.response.clientDataJSON);
+    return JSON.stringify({
+      id: cred.id, rawId: toB64url(cred.rawId), type: cred.type,
+      authenticatorAttachment: cred.authenticatorAttachment || undefined,
+      clientExtensionResults: cred.getClientExtensionResults(), response: response
+    });
+  }
+
   function post(form, url, body) {
     return fetch(url, {
       method: "POST",
@@ -52,16 +62,10 @@
         allowCredentials: descriptors(o.allowCredentials), userVerification: o.userVerification
       } });
     }).then(function (cred) {
-      form.elements.passkey_assertion.value = JSON.stringify({
-        id: cred.id, rawId: toB64url(cred.rawId), type: cred.type,
-        authenticatorAttachment: cred.authenticatorAttachment || undefined,
-        clientExtensionResults: cred.getClientExtensionResults(),
-        response: {
-          clientDataJSON: toB64url(cred.response.clientDataJSON),
-          authenticatorData: toB64url(cred.response.authenticatorData),
-          signature: toB64url(cred.response.signature),
-          userHandle: cred.response.userHandle ? toB64url(cred.response.userHandle) : undefined
-        }
+      form.elements.passkey_assertion.value = credentialJSON(cred, {
+        authenticatorData: toB64url(cred.response.authenticatorData),
+        signature: toB64url(cred.response.signature),
+        userHandle: cred.response.userHandle ? toB64url(cred.response.userHandle) : undefined
       });
     });
   }
@@ -75,15 +79,9 @@
         authenticatorSelection: o.authenticatorSelection
       } });
     }).then(function (cred) {
-      form.elements.credential.value = JSON.stringify({
-        id: cred.id, rawId: toB64url(cred.rawId), type: cred.type,
-        authenticatorAttachment: cred.authenticatorAttachment || undefined,
-        clientExtensionResults: cred.getClientExtensionResults(),
-        response: {
-          clientDataJSON: toB64url(cred.response.clientDataJSON),
-          attestationObject: toB64url(cred.response.attestationObject),
-          transports: cred.response.getTransports ? cred.response.getTransports() : []
-        }
+      form.elements.credential.value = credentialJSON(cred, {
+        attestationObject: toB64url(cred.response.attestationObject),
+        transports: cred.response.getTransports ? cred.response.getTransports() : []
       });
     });
   }

@@ -214,7 +214,7 @@ def test_the_login_page_offers_the_passkey_first(app, signed_in, soft, factory):
 
 
 @pytest.mark.parametrize("attack", ["replay", "origin", "rp_id", "no_uv", "expired", "other_session",
-                                    "other_users_credential", "tampered", "malformed", "stepup_answer"])
+                                    "other_users_credential", "tampered", "malformed", "oversized", "stepup_answer"])
 def test_sign_in_refusals(attack, app, signed_in, soft, factory, components, fake_clock):
     user = factory.user("practice_approver")
     _, auth = with_passkey(signed_in, soft, user)
@@ -236,6 +236,9 @@ def test_sign_in_refusals(attack, app, signed_in, soft, factory, components, fak
     elif attack == "tampered":
         body = answer(client, auth, "login")
         body["response"]["signature"] = body["response"]["signature"][:-4] + "AAAA"
+    elif attack == "oversized":
+        body = answer(client, auth, "login")
+        body["clientExtensionResults"] = {"padding": "A" * 20000}  # refused unread
     elif attack == "malformed":
         body = {"id": "x", "rawId": "x", "type": "public-key", "response": {"clientDataJSON": "bm90IGpzb24"}}
         client.post(OPTIONS, json={"purpose": "login"})
@@ -251,7 +254,7 @@ def test_sign_in_refusals(attack, app, signed_in, soft, factory, components, fak
     reason = {"replay": "challenge_not_issued", "origin": "wrong_origin", "rp_id": "wrong_rp_id",
               "no_uv": "user_not_verified", "expired": "challenge_expired",
               "other_session": "challenge_of_another_session", "other_users_credential": "unknown_credential",
-              "tampered": "bad_signature", "malformed": "malformed_response",
+              "tampered": "bad_signature", "malformed": "malformed_response", "oversized": "malformed_response",
               "stepup_answer": "challenge_of_another_session"}[attack]
     ev = last_event(components, "auth.mfa.failed")
     assert ev.details["reason"] == reason and ev.details["method"] == "passkey" and ev.target_id == user.id

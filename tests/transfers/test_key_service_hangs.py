@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support.s3server import TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY, S3Server
+from tests.retention.conftest import aws_env  # noqa: F401 - fake credentials, no AWS config read
+from tests.support.s3server import S3Server
 from tests.transfers.conftest import PDF, events
 from tests.transfers.test_disconnects import signed_in
 from tests.transfers.test_upload import assert_nothing_kept
@@ -77,18 +78,6 @@ def hanging_kms():
     server.close()
 
 
-@pytest.fixture
-def aws(monkeypatch, tmp_path):
-    empty = tmp_path / "no-aws-config"
-    empty.touch()
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in {"AWS_CONFIG_FILE": str(empty), "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-                        "AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": TEST_SECRET_KEY,
-                        "AWS_DEFAULT_REGION": TEST_REGION, "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        monkeypatch.setenv(name, value)
-
-
 def gateway_with_kms(settings, endpoint: str):
     """A second app on the same database whose key provider is KMS at `endpoint`, with short timeouts."""
     from gateway.app import create_app
@@ -116,7 +105,8 @@ def upload(client, vendor_id):
         "Content-Disposition": "attachment; filename=claim.pdf"})
 
 
-def test_upload_fails_promptly_when_the_key_service_hangs(app, party, settings, db, fake_clock, hanging_kms, aws):
+def test_upload_fails_promptly_when_the_key_service_hangs(app, party, settings, db, fake_clock, hanging_kms,
+                                                          aws_env):
     cookie, csrf = signed_in(app, party.staff, fake_clock)  # signed in where keys answer
     c, hanging_app = gateway_with_kms(settings, f"http://127.0.0.1:{hanging_kms.port}")
     with client_as(hanging_app, cookie, csrf) as client:
@@ -130,7 +120,7 @@ def test_upload_fails_promptly_when_the_key_service_hangs(app, party, settings, 
 
 
 def test_download_fails_promptly_when_the_key_service_hangs(app, party, session_for, settings, db, fake_clock,
-                                                            hanging_kms, aws):
+                                                            hanging_kms, aws_env):
     approver = session_for(party.approver)
     cookie, csrf = signed_in(app, party.staff, fake_clock)
     with S3Server() as kms:  # moto: a KMS that answers, for sealing the file

@@ -75,6 +75,17 @@ def test_metrics_port_refuses_without_the_token_and_reveals_nothing(served):
     assert scrape(port).status_code == 200
 
 
+def test_labels_stay_bounded_whatever_a_caller_sends(served):
+    _, client, port = served
+    client.get("/static/no-such-dir/Zyxwv-typed-by-a-caller.css")
+    client.request("FROBNICATE", "/healthz")
+    client.get("/api/v1/transfers/Zyxwv-not-an-id")
+    text = scrape(port).text
+    assert "Zyxwv" not in text and "FROBNICATE" not in text and "no-such-dir" not in text
+    assert value(text, "phigate_http_request_duration_seconds_count", method="OTHER", route="/healthz",
+                 status="405") >= 1
+
+
 def test_metrics_are_not_on_the_public_port(served):
     _, client, _ = served
     assert client.get("/metrics").status_code == 404
