@@ -102,6 +102,7 @@ DEBUG_LAUNCHER = textwrap.dedent('''
     # Debug mode records a source traceback at every Future, and linecache stats each of its files:
     # that instrumentation's own file I/O on the loop is not the gateway's, so it is switched off.
     linecache.checkcache = lambda filename=None: None
+
     from gateway.app import create_app
     from gateway.config import Settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

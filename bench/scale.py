@@ -186,6 +186,7 @@ class Installation:
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
 
         self.database_url, self.drop_db = create_database("phigate_scale")
+        self.proxy_port = free_port()  # the address users reach: production binds passkeys to it
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PHIGATE_")}
         self.env.update({
             "PHIGATE_ENV": "production", "PHIGATE_DATABASE_URL": self.database_url,
@@ -193,6 +194,7 @@ class Installation:
             "PHIGATE_KEY_PROVIDER_URL": f"awskms://arn:aws:kms:{REGION}:{ACCOUNT}:alias/phigate"
                                         f"?endpoint_url={self.endpoint}",
             "PHIGATE_INSTANCE_ID": "phigate-scale-check", "PHIGATE_TRUSTED_PROXIES": "127.0.0.1",
+            "PHIGATE_PUBLIC_URL": f"https://localhost:{self.proxy_port}",
             "PHIGATE_METRICS_TOKEN": METRICS_TOKEN, "PHIGATE_SCHEDULER_LEASE_SECONDS": str(LEASE_SECONDS),
             # Pool + overflow = worker threads: no thread waits for a connection (docs/operations.md).
             "PHIGATE_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "5", "PHIGATE_DB_POOL_SIZE": "6",
@@ -217,7 +219,6 @@ class Installation:
         nginx_dir.mkdir(mode=0o755)
         self.work.chmod(0o711)  # nginx's workers (nobody) reach their temp paths; nothing secret lives here
         self.ca = throwaway_certificate(nginx_dir)
-        self.proxy_port = free_port()
         conf = nginx_config(nginx_dir, self.proxy_port, [r.port for r in self.replicas])
         self.nginx = self._spawn([nginx_binary(), "-p", str(nginx_dir), "-e", str(nginx_dir / "error.log"),
                                   "-c", str(conf), "-g", "daemon off;"], nginx_dir / "stderr.log")

@@ -185,24 +185,34 @@ def create_app(settings: Settings | None = None, components: Components | None =
     components = components or Components(settings)
     @asynccontextmanager
     async def lifespan(app):
-        # Database, key-service, storage and hashing work runs in these threads, never on the loop.
+        # Database, key-service, storage and hashing work runs in these threads, never on the loop;
+        # so do starting and stopping the scheduler and the metrics server (they touch the database
+        # and join threads).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
-        await anyio.to_thread.run_sync(_prepare_routes, app.router)
-        scheduler = serve_scheduler(components)
-        follow_leadership(scheduler.leadership)
-        metrics = None
-        if settings.metrics_port is not None:
-            metrics = MetricsServer(components, settings.metrics_host, settings.metrics_port,
-                                    settings.metrics_token.get_secret_value())
-            metrics.start()
-        app.state.metrics_server = metrics
-        scheduler.start()
-        try:
-            yield
-        finally:
+
+        def start():
+            _prepare_routes(app.router)
+            scheduler = serve_scheduler(components)
+            follow_leadership(scheduler.leadership)
+            metrics = None
+            if settings.metrics_port is not None:
+                metrics = MetricsServer(components, settings.metrics_host, settings.metrics_port,
+                                        settings.metrics_token.get_secret_value())
+                metrics.start()
+            app.state.metrics_server = metrics
+            scheduler.start()
+            return scheduler, metrics
+
+        def stop(scheduler, metrics):
             scheduler.shutdown()
             if metrics is not None:
                 metrics.stop()
+
+        scheduler, metrics = await anyio.to_thread.run_sync(start)
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(stop, scheduler, metrics)
 
     app = FastAPI(
         lifespan=lifespan,

@@ -357,11 +357,12 @@ def passkey_policy_require(role: str = typer.Option(None, help="a role, e.g. pra
     from gateway.auth.passkey_policy import require
     from gateway.orgs.service import find_org
 
+    components = _components()  # no installation: say so first, whatever the options
     if (role is None) == (org is None):
         typer.echo("error: give exactly one of --role and --org", err=True)
         raise typer.Exit(2)
     try:
-        with _components().db.transaction() as db:
+        with components.db.transaction() as db:
             policy = (require(db, "role", role, _actor()) if role is not None
                       else require(db, "org", find_org(db, org).id, _actor()))
             typer.echo(f"{policy.id}  {policy.scope} {policy.value}")

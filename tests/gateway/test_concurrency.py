@@ -12,7 +12,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
 from sqlalchemy import text
 
 from gateway.audit.service import Actor
@@ -78,15 +77,20 @@ def test_parallel_enrolments(live_server, factory, components):
 
 
 def test_a_reader_never_waits_for_a_writer(live_server, factory, components, lane):
-    """While another connection holds SQLite's write lock, signed-in reads still answer at once."""
-    if lane[0] != "sqlite":
-        pytest.skip("the write lock is SQLite's; PostgreSQL readers never wait for writers anyway")
+    """While another transaction holds the write lock, signed-in reads still answer at once.
+
+    SQLite: a connection in `BEGIN IMMEDIATE` holds the database's one write lock. PostgreSQL:
+    a transaction holds EXCLUSIVE locks on the tables a read touches (they admit only readers).
+    """
     staff = factory.user("practice_staff")
     headers = {"Authorization": f"Bearer {_token(components, staff)}"}
     with httpx.Client(base_url=live_server, timeout=TIMEOUT, headers=headers) as client:
         assert client.get("/api/v1/transfers").status_code == 200  # records the token's first use
         with components.db.engine.connect() as held:
-            held.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: this connection now holds the write lock
+            if lane[0] == "sqlite":
+                held.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: this connection now holds the write lock
+            else:
+                held.execute(text("LOCK TABLE transfers, api_tokens, users, organisations IN EXCLUSIVE MODE"))
             for path in ("/api/v1/transfers", "/api/v1/auth/me", "/api/v1/auth/tokens", "/healthz", "/readyz"):
                 assert client.get(path).status_code == 200, path
             held.rollback()

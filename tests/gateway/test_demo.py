@@ -134,7 +134,8 @@ def test_reset_starts_the_demo_over(cli, components, app):  # noqa: F811
 
 def test_reset_is_refused_in_production(cli, components):  # noqa: F811
     assert cli("org", "create", "Real Clinic", "--kind", "practice").exit_code == 0
-    prod = {"PHIGATE_ENV": "production", "PHIGATE_ALLOW_LOCAL_KEYRING": "true", "PHIGATE_COOKIE_SECURE": "true"}
+    prod = {"PHIGATE_ENV": "production", "PHIGATE_ALLOW_LOCAL_KEYRING": "true", "PHIGATE_COOKIE_SECURE": "true",
+            "PHIGATE_PUBLIC_URL": "https://gateway.example"}
     before = len(events(components))
     r = cli("demo", "--reset", "--yes", env=prod)
     assert r.exit_code == 2 and "demo data is refused in production" in r.output
