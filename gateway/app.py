@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect
 from gateway import __version__
 from gateway.components import Components
 from gateway.config import Settings, check_production
-from gateway.errors import GatewayError, MfaRequired, NotAuthenticated, PasswordChangeRequired
+from gateway.errors import GatewayError, MfaRequired, NotAuthenticated, PasswordChangeRequired, RateLimited
 from gateway.metrics import MetricsServer, follow_leadership
 from gateway.scheduler import serve_scheduler
 from gateway.security_headers import SecurityHeaders
@@ -44,45 +44,67 @@ def _error_response(request: Request, status: int, code: str, message: str, head
     )
 
 
-async def _audit_refusal(request: Request, reason: str, **details) -> None:
-    """Record a refused request (CSRF, stage, role, bad input) unless nobody presented any credential.
+async def _audit_refusal(request: Request, reason: str, **details) -> RateLimited | None:
+    """Record a refused request (CSRF, stage, role, bad input); RateLimited when it must answer 429 instead.
 
-    Anonymous requests refused for lack of a session are not recorded: every browser
-    meets that before signing in, and it changes nothing. The write runs in a worker
-    thread: the event loop never waits on the database.
+    The write runs in a worker thread: the event loop never waits on the database. A
+    caller with no valid credential answers 429 once its address is over the limit
+    (gateway/auth/throttle.py).
     """
-    await run_in_threadpool(_record_refusal, request, reason, details)
+    return await run_in_threadpool(_record_refusal, request, reason, details)
 
 
-def _record_refusal(request: Request, reason: str, details: dict) -> None:
+async def _refusal(request: Request, reason: str, status: int, code: str, message: str, **details) -> Response:
+    """Record a refusal and answer it (or 429)."""
+    if (limited := await _audit_refusal(request, reason, **details)) is not None:
+        return _error_response(request, limited.status, limited.code, limited.message, limited.headers)
+    return _error_response(request, status, code, message)
+
+
+def _record_refusal(request: Request, reason: str, details: dict) -> RateLimited | None:
     principal = getattr(request.state, "principal", None)
     components = request.app.state.components
     settings = components.settings
     presented = (request.cookies.get(settings.session_cookie_name)
                  or request.headers.get("authorization", "").lower().startswith("bearer "))
     if reason == "not_authenticated" and not presented:
-        return
+        # Every browser meets this before signing in, and it changes nothing: not a refusal worth a line.
+        return None
     from gateway.audit.models import Outcome
     from gateway.audit.service import Actor, record_event
+    from gateway.auth import throttle
     from gateway.deps import client_address
 
+    address = client_address(request, settings)
     # The principal's Actor holds plain values: its user row may have been expired by the
     # rollback of the refused request's session (a failed flush expires every row in it).
     actor = Actor(user_id=principal.actor.user_id if principal else None,
                   org_id=principal.actor.org_id if principal else None,
-                  ip=client_address(request, settings), user_agent=request.headers.get("user-agent", "")[:256])
+                  ip=address, user_agent=request.headers.get("user-agent", "")[:256])
     # The route template, not the URL: never anything a user typed into a path.
     details = {"reason": reason, "method": request.method, "route": route_template(request.scope)[:200], **details}
     try:
         # Its own short transaction: whatever the refused request left pending was rolled back
         # when its session closed; only the refusal is kept.
         with components.db.transaction() as db:
+            if principal is None:
+                # Nobody we know: anyone can send this, as often as they like. It counts against the
+                # address, and only the window's first is recorded as itself (the refusal ledger).
+                counted = throttle.count_address_failure(db, settings, address or throttle.UNKNOWN, recorded=False)
+                if counted.throttled is not None:
+                    return counted.throttled
+                if not counted.first_in_window:
+                    return None
             target, vendor_id = _refused_target(db, request)
             if vendor_id:
                 details["vendor_id"] = vendor_id
-            record_event(db, "request.refused", actor=actor, outcome=Outcome.denied, details=details, **target)
+            if reason == "invalid_token":
+                record_event(db, "auth.api_token.rejected", actor=actor, outcome=Outcome.failure, details=details)
+            else:
+                record_event(db, "request.refused", actor=actor, outcome=Outcome.denied, details=details, **target)
     except Exception:  # noqa: BLE001 - the refusal still answers if the audit write fails
         log.exception("could not record a refused request")
+    return None
 
 
 def _refused_target(db, request: Request) -> tuple[dict, str | None]:
@@ -108,7 +130,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError):
         if not exc.audited and exc.status < 500:
-            await _audit_refusal(request, exc.code)
+            if (limited := await _audit_refusal(request, exc.code)) is not None:
+                exc = limited
         if not _wants_json(request) and request.method == "GET":
             # Pages send the browser to the step it still has to complete.
             if isinstance(exc, NotAuthenticated):
@@ -123,14 +146,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            await _audit_refusal(request, "malformed_json")
-            return _error_response(request, 400, "malformed_json", "The request body is not valid JSON.")
+            return await _refusal(request, "malformed_json", 400, "malformed_json", "The request body is not valid JSON.")
         # Name the fields and the problem, never echo the submitted values back.
         fields = sorted({".".join(str(p) for p in e.get("loc", ())[1:]) or "body" for e in errors})
-        await _audit_refusal(request, "invalid_input", fields=fields[:20])
         problems = "; ".join(sorted({f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
                                      for e in errors}))
-        return _error_response(request, 422, "invalid_input", f"Invalid fields: {', '.join(fields)} ({problems})")
+        return await _refusal(request, "invalid_input", 422, "invalid_input",
+                              f"Invalid fields: {', '.join(fields)} ({problems})", fields=fields[:20])
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -154,9 +176,8 @@ def install_error_handlers(app: FastAPI) -> None:
         # constraint's name only, never the values, which the database message would quote).
         log.warning("request refused by database constraint %s on %s %s", _constraint_name(exc), request.method,
                     request.url.path)
-        await _audit_refusal(request, "conflict")
-        return _error_response(request, 409, "conflict",
-                               "The request conflicts with a change made at the same moment; reload and try again.")
+        return await _refusal(request, "conflict", 409, "conflict",
+                              "The request conflicts with a change made at the same moment; reload and try again.")
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):

@@ -15,8 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from gateway.audit.models import Outcome
-from gateway.audit.service import Actor, record_event
+from gateway.audit.service import Actor
 from gateway.auth.models import SessionStage
 from gateway.auth.service import (Principal, check_session, expire_session, needs_touch, resolve_api_token,
                                   touch_api_token, touch_session)
@@ -103,11 +102,9 @@ def resolve_principal(c: Components, request: Request, actor: Actor) -> Principa
         with c.db.snapshot() as db:
             found = resolve_api_token(db, auth[7:].strip())
         if found is None:
-            with c.db.transaction() as db:
-                record_event(db, "auth.api_token.rejected", actor=actor, outcome=Outcome.failure)
-            exc = NotAuthenticated("The API token is not valid.", code="invalid_token")
-            exc.audited = True
-            raise exc
+            # Recorded by the error handler through the refusal ledger: a made-up token is
+            # something anyone can send, so only the address window's first becomes an event.
+            raise NotAuthenticated("The API token is not valid.", code="invalid_token")
         token, user = found
         if needs_touch(token.last_used_at):
             with c.db.transaction() as db:

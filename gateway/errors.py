@@ -85,7 +85,7 @@ class Conflict(GatewayError):
 
 class RateLimited(GatewayError):
     status = 429
-    audited = True  # raised only after the address_rate_limited event is committed
+    audited = True  # counted in the address's window (gateway/auth/throttle.py), not recorded one by one
     code = "rate_limited"
     message = "Too many attempts. Try again later."
 

@@ -90,7 +90,16 @@ def serve_jobs(components) -> list[Job]:
         Job("outbox", settings.outbox_retry_seconds, components.outbox.deliver, leader_only=True),
         Job("retention", settings.retention_run_interval_seconds, lambda: scheduled_run(components),
             leader_only=True),
+        # Closes ended address windows of the refusal ledger with one event each (gateway/auth/throttle.py).
+        Job("address-windows", 60, lambda: close_address_windows(components), leader_only=True),
     ]
+
+
+def close_address_windows(components) -> int:
+    from gateway.auth import throttle
+
+    with components.db.transaction() as db:
+        return throttle.close_expired_windows(db, components.settings)
 
 
 def serve_scheduler(components) -> Scheduler:

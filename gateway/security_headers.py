@@ -8,6 +8,10 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
+# Every attachment (stored files, exports, certificates, BAA copies) is also a sandbox: a stored file
+# that a browser renders anyway (HTML accepted as .txt, a PDF/HTML polyglot) runs no script in the
+# gateway's origin, with no access to its cookies or pages.
+ATTACHMENT_CSP = CSP + "; sandbox"
 STATIC_PREFIX = "/static/"
 
 
@@ -46,8 +50,10 @@ class SecurityHeaders:
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control" or static]
+                attachment = any(k.lower() == b"content-disposition" and v.lower().startswith(b"attachment")
+                                 for k, v in headers)
                 headers += [
-                    (b"content-security-policy", CSP.encode()),
+                    (b"content-security-policy", (ATTACHMENT_CSP if attachment else CSP).encode()),
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"no-referrer"),

@@ -54,13 +54,18 @@ class ApiToken(Base):
 
 
 class AddressThrottle(Base):
-    """Failed sign-in attempts per client address in a fixed window (shared by all replicas)."""
+    """Failures per client address in a fixed window (shared by all replicas); see gateway/auth/throttle.py."""
 
     __tablename__ = "address_throttles"
 
     address: Mapped[str] = mapped_column(String(64), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Failed sign-ins and unauthenticated refusals counted against the limit.
     failures: Mapped[int] = mapped_column(Integer, default=0)
+    # Of those, how many have no event of their own (they go into the window's closing event).
+    unrecorded: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Requests refused by the limit itself (429), never looked at further.
+    refused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Passkey(Base):

@@ -23,7 +23,7 @@ from gateway.audit.service import Actor, record_event
 from gateway.auth import passkey_policy, passkeys, passwords, throttle, totp
 from gateway.auth.models import ApiToken, Passkey, SessionStage, WebSession
 from gateway.config import Settings
-from gateway.errors import Conflict, Forbidden, InvalidInput, LoginFailed, NotFound
+from gateway.errors import Conflict, Forbidden, InvalidInput, LoginFailed, NotFound, RateLimited
 from gateway.keys import open_totp_secret, seal_totp_secret
 from gateway.users.models import RecoveryCode, User
 
@@ -54,7 +54,7 @@ def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, acti
         # Re-read under a row lock so parallel guesses each count (no lost updates). Locks are
         # always taken user row first, then address row (as the TOTP claim does): no deadlock.
         db.refresh(user, attribute_names=["failed_attempts", "locked_until"], with_for_update=True)
-    throttle.count_address_failure(db, settings, actor.ip or "unknown")
+    throttle.count_address_failure(db, settings, actor.ip or throttle.UNKNOWN, recorded=True)
     record_event(
         db, action, actor=actor, outcome=Outcome.failure,
         target_type="user" if user else None, target_id=user.id if user else None,
@@ -72,18 +72,24 @@ def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, acti
     db.commit()
 
 
-def _refuse_if_throttled(db: Session, settings: Settings, actor: Actor, action: str) -> None:
+def _refuse_if_throttled(db: Session, settings: Settings, actor: Actor) -> None:
+    """Refuse an address over its limit before any account is looked at.
+
+    The refusal is counted in the address's window, not recorded one by one: the
+    `auth.address.throttled` event already says the limit was reached.
+    """
+    address = actor.ip or throttle.UNKNOWN
     try:
-        throttle.check_address(db, settings, actor.ip or "unknown")
-    except Exception:
-        record_event(db, action, actor=actor, outcome=Outcome.denied, details={"reason": "address_rate_limited"})
+        throttle.check_address(db, settings, address)
+    except RateLimited:
+        throttle.count_refused(db, settings, address)
         db.commit()
         raise
 
 
 def check_password(db: Session, settings: Settings, username: str, password: str, actor: Actor) -> User:
     """First factor. The error never says whether the account exists, is disabled or is locked."""
-    _refuse_if_throttled(db, settings, actor, "auth.login.failed")
+    _refuse_if_throttled(db, settings, actor)
     user = db.scalar(select(User).where(User.username == username.strip().lower()))
     stored = user.password_hash if user else None
     # argon2 takes tens of milliseconds by design: no transaction (on SQLite, no write lock) waits on it.
@@ -124,7 +130,7 @@ def check_second_factor(
 
     Returns "totp" or "recovery". Failures count towards the account lockout.
     """
-    _refuse_if_throttled(db, settings, actor, action)
+    _refuse_if_throttled(db, settings, actor)
     actor = _as(actor, user)
     if user.locked_until and user.locked_until > clock.now():
         _fail(db, settings, user, actor, action, "locked")
@@ -249,7 +255,7 @@ def step_up(db: Session, settings: Settings, keys, principal: Principal, proof: 
 def verify_passkey(db: Session, settings: Settings, user: User, session: WebSession | None, assertion,
                    actor: Actor, *, purpose: str, action: str) -> Passkey:
     """A passkey answer to a challenge of this session: user-verified, counter moving forward."""
-    _refuse_if_throttled(db, settings, actor, action)
+    _refuse_if_throttled(db, settings, actor)
     actor = _as(actor, user)
     if session is None:
         # Challenges are bound to a browser session; a bearer token has none to bind to.

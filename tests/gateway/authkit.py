@@ -98,12 +98,17 @@ def recovery_rows(components, user_id: str) -> list[RecoveryCode]:
         return rows
 
 
-def address_failures(components, address: str) -> int:
+def address_row(components, address: str) -> AddressThrottle | None:
     with components.db.snapshot() as s:
         row = s.get(AddressThrottle, address)
         s.expunge_all()
         s.rollback()
-        return row.failures if row else 0
+        return row
+
+
+def address_failures(components, address: str) -> int:
+    row = address_row(components, address)
+    return row.failures if row else 0
 
 
 def update_user(components, user_id: str, **values) -> None:

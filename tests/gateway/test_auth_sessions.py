@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.components import Components
-from tests.gateway.authkit import (assert_error, csrf_from, event_count, events, last_event, recovery_rows,
+from tests.gateway.authkit import (address_row, assert_error, csrf_from, event_count, events, last_event, recovery_rows,
                                    session_count, sessions_of, tokens_of)
 
 COOKIE = "phigate_session"
@@ -126,7 +126,9 @@ def test_disabled_user_loses_sessions_and_tokens_at_once(app, client, factory, c
     revoked = [e.details for e in events(components, target_id=user.id) if e.action == "auth.session.revoked"]
     assert revoked == [{"reason": "user_disabled", "sessions": 1}]
     assert last_event(components, "auth.api_token.revoked").details == {"reason": "user_disabled", "tokens": 1}
-    assert last_event(components, "auth.api_token.rejected")
+    # Both refusals are anonymous: the address window recorded the first and counted the second.
+    assert last_event(components, "request.refused").details["reason"] == "not_authenticated"
+    assert address_row(components, "testclient").unrecorded == 1
     assert sessions_of(components, user.id) == []
     assert all(t.revoked_at is not None for t in tokens_of(components, user.id))
     # Disabled users cannot sign in again either.
