@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from typer.testing import CliRunner
 
-from gateway.audit import note
-from gateway.audit.cli import audit_app
 from gateway.audit.service import Actor, record_event
+from gateway.auditor.cli import audit_app
+from translog import note
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "audit.md"
 
@@ -31,6 +31,7 @@ EDITS = {
     "canonical": lambda h: {**h, "canonical": "phigate-audit-v0"},
     "verifier_key": lambda h: {**h, "verifier_key": note.verifier_key(h["origin"], _other)},
     "format": lambda h: {**h, "format": "phigate-audit-export-v1"},
+    "format (downgraded to v2)": lambda h: {**h, "format": "phigate-audit-export-v2"},
     "an added field": lambda h: {**h, "approved_by": "nobody"},
     "a removed field": lambda h: {k: v for k, v in h.items() if k != "filters"},
 }
@@ -97,7 +98,7 @@ def test_an_untouched_export_verifies_with_its_header(exported):
         assert r.exit_code == 0, r.output
         assert "header signed" in r.output and '"action": "transfer.*"' in r.output
     header = json.loads(files["jsonl"].read_text().splitlines()[0])
-    assert header["format"] == "phigate-audit-export-v2" and header["filters"] == {"action": "transfer.*"}
+    assert header["format"] == "phigate-audit-export-v3" and header["filters"] == {"action": "transfer.*"}
     assert _csv_header(files["csv"])["filters"] == {"action": "transfer.*"}
     # The export's note is still a valid checkpoint of the tree for a verifier ignoring extensions.
     cp = note.verify(header["checkpoint"], note.parse_verifier_key(vkey)[1])

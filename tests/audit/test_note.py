@@ -7,7 +7,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto import Signer
-from gateway.audit import note
+from translog import note
 
 
 @pytest.fixture

@@ -18,6 +18,11 @@ already the canonical text of that element: long scans splice the stored text
 in (`leaf_hash_text`) instead of parsing and re-encoding it, and fall back to
 parsing when a row was written any other way.  This module is all an outside
 verifier needs to recompute a leaf from an exported record (see docs/audit.md).
+
+This serialisation predates the switch to RFC 8785 (translog/jcs.py) and stays:
+every stored leaf of every existing log commits to it, and a stored event does
+not record a form of its own, so a second leaf form would leave a verifier
+guessing which one each row uses.
 """
 
 from __future__ import annotations
