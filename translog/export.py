@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 from translog import merkle, note
 from translog.jcs import NotCanonicalisable, canonical
-from translog.keys import PublicKey, fingerprint, public_raw
+from translog.keys import InvalidKey, PublicKey, fingerprint, public_raw
 from translog.leaf import FIELDS, VERSION, record_leaf_hash
 
 FORMAT = "phigate-audit-export-v3"
@@ -212,7 +212,7 @@ def verify_export(path: str, public_key: PublicKey, key_name: str | None = None,
 def _verify_note(report: ExportReport, text: str, public_key, key_name) -> note.Checkpoint | None:
     try:
         cp = note.verify(text, public_key, key_name)
-    except note.NoteError as exc:
+    except (note.NoteError, InvalidKey) as exc:
         report.fail(None, f"checkpoint: {exc}")
         return None
     report.tree_size, report.origin = cp.tree_size, cp.origin

@@ -118,3 +118,13 @@ def test_a_version_1_export_verifies_its_events_only_on_request(exported, tmp_pa
     assert r.exit_code == 1 and "--allow-v1" in r.output
     r = _verify(old, vkey, "--allow-v1")
     assert r.exit_code == 0 and "NOT covered by the signature" in r.output and "header signed" not in r.output
+
+
+def test_a_key_file_that_is_not_a_key_is_refused_before_reading_the_export(tmp_path):
+    key = tmp_path / "key.pem"
+    key.write_text("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
+    export = tmp_path / "export.jsonl"
+    export.write_text("{}\n")
+    r = _verify(export, str(key))
+    assert r.exit_code == 2 and "error: not an Ed25519 public key" in r.output
+    assert export.read_text() == "{}\n"
