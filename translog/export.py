@@ -45,6 +45,7 @@ import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from translog import merkle, note
 from translog.jcs import NotCanonicalisable, canonical
@@ -60,7 +61,7 @@ JSONL_PATH_SEP = '","'
 CSV_PATH_SEP = " "
 
 # records(sep) yields (the 13 leaf fields with details as JSON text, leaf hash hex, path hex joined by sep).
-Records = Callable[[str], Iterable[tuple[tuple, str, str]]]
+Records = Callable[[str], Iterable[tuple[tuple[Any, ...], str, str]]]
 HEADER_FIELDS = ("format", "origin", "tree_size", "export_event_seq", "filters", "public_key_fingerprint",
                  "verifier_key", "canonical")
 CSV_COLUMNS = FIELDS + ("leaf_hash", "inclusion_path")
@@ -83,7 +84,7 @@ def _csv_cell(value: str) -> str:
     return value
 
 
-def header_json(header: dict) -> str:
+def header_json(header: dict[str, Any]) -> str:
     """The canonical JSON of the header's bound members, in the form of the header's own format."""
     bound = {k: v for k, v in header.items() if k not in ("type", "checkpoint")}
     if header.get("format") == FORMAT_V2:
@@ -91,13 +92,13 @@ def header_json(header: dict) -> str:
     return canonical(bound).decode("utf-8")
 
 
-def header_binding(header: dict) -> str:
+def header_binding(header: dict[str, Any]) -> str:
     """The extension line of the export's note that binds its header (names the header's format)."""
     fmt = FORMAT_V2 if header.get("format") == FORMAT_V2 else FORMAT
     return f"{fmt} {hashlib.sha256(header_json(header).encode('utf-8')).hexdigest()}"
 
 
-def export_jsonl(records: Records, checkpoint_note: str, header: dict) -> Iterator[bytes]:
+def export_jsonl(records: Records, checkpoint_note: str, header: dict[str, Any]) -> Iterator[bytes]:
     """JSON Lines export of `records` under the export's signed note (see the module docstring)."""
     head = {"type": "header", **header, "checkpoint": checkpoint_note}
     yield (_line_json(head) + "\n").encode()
@@ -120,7 +121,7 @@ def export_jsonl(records: Records, checkpoint_note: str, header: dict) -> Iterat
     yield (_line_json({"type": "end", "events": count}) + "\n").encode()
 
 
-def export_csv(records: Records, checkpoint_note: str, header: dict) -> Iterator[bytes]:
+def export_csv(records: Records, checkpoint_note: str, header: dict[str, Any]) -> Iterator[bytes]:
     """CSV export of `records` under the export's signed note (see the module docstring)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
@@ -162,7 +163,7 @@ class ExportReport:
     first_bad_seq: int | None = None
     problem: str | None = None
     format: str | None = None
-    header: dict | None = None
+    header: dict[str, Any] | None = None
     checked: list[str] = field(default_factory=list)
 
     @property
@@ -174,7 +175,7 @@ class ExportReport:
         return self
 
 
-def _check_event(report: ExportReport, cp: note.Checkpoint, record: dict, leaf_hex: str, path_hex: list[str],
+def _check_event(report: ExportReport, cp: note.Checkpoint, record: dict[str, Any], leaf_hex: str, path_hex: list[str],
                  last_seq: int) -> bool:
     seq = record["seq"]
     if not isinstance(seq, int) or seq <= last_seq:
@@ -196,7 +197,8 @@ def _check_event(report: ExportReport, cp: note.Checkpoint, record: dict, leaf_h
     return True
 
 
-def verify_export(path: str, public_key: PublicKey, key_name: str | None = None, *, allow_v1: bool = False) -> ExportReport:
+def verify_export(path: str, public_key: PublicKey, key_name: str | None = None, *,
+                  allow_v1: bool = False) -> ExportReport:
     """Verify an export offline: the signature, the header it binds, every leaf, every inclusion path, completeness.
 
     A version 1 export (its header not signed) is refused unless `allow_v1`; its events are then
@@ -209,7 +211,8 @@ def verify_export(path: str, public_key: PublicKey, key_name: str | None = None,
     return _verify_csv(path, public_key, key_name, allow_v1)
 
 
-def _verify_note(report: ExportReport, text: str, public_key, key_name) -> note.Checkpoint | None:
+def _verify_note(report: ExportReport, text: str, public_key: PublicKey,
+                 key_name: str | None) -> note.Checkpoint | None:
     try:
         cp = note.verify(text, public_key, key_name)
     except (note.NoteError, InvalidKey) as exc:
@@ -220,7 +223,7 @@ def _verify_note(report: ExportReport, text: str, public_key, key_name) -> note.
     return cp
 
 
-def _version(report: ExportReport, fmt, allow_v1: bool) -> bool:
+def _version(report: ExportReport, fmt: Any, allow_v1: bool) -> bool:
     report.format = fmt
     if fmt in BOUND_FORMATS:
         return True
@@ -234,7 +237,8 @@ def _version(report: ExportReport, fmt, allow_v1: bool) -> bool:
     return False
 
 
-def _check_header(report: ExportReport, header: dict, cp: note.Checkpoint, public_key, key_name) -> bool:
+def _check_header(report: ExportReport, header: dict[str, Any], cp: note.Checkpoint, public_key: PublicKey,
+                  key_name: str | None) -> bool:
     """Every header field is bound by the signed digest and agrees with the note and the key."""
     if report.format not in BOUND_FORMATS:
         return True  # v1, accepted on request: nothing in its header is vouched for
@@ -273,9 +277,10 @@ def _check_header(report: ExportReport, header: dict, cp: note.Checkpoint, publi
     return True
 
 
-def _verify_jsonl(path: str, public_key, key_name, allow_v1: bool) -> ExportReport:
+def _verify_jsonl(path: str, public_key: PublicKey, key_name: str | None, allow_v1: bool) -> ExportReport:
     report = ExportReport()
-    cp, last, ended = None, 0, None
+    cp: note.Checkpoint | None = None
+    last, ended = 0, None
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             try:
@@ -295,6 +300,7 @@ def _verify_jsonl(path: str, public_key, key_name, allow_v1: bool) -> ExportRepo
             if ended is not None:
                 return report.fail(None, f"line {number}: data after the end marker")
             if kind == "event":
+                assert cp is not None  # the header line set it or returned
                 if not _check_event(report, cp, obj, obj.get("leaf_hash", ""), obj.get("inclusion_path", []), last):
                     return report
                 last = obj["seq"]
@@ -305,7 +311,7 @@ def _verify_jsonl(path: str, public_key, key_name, allow_v1: bool) -> ExportRepo
     return _finish(report, ended)
 
 
-def _finish(report: ExportReport, ended) -> ExportReport:
+def _finish(report: ExportReport, ended: Any) -> ExportReport:
     if ended is None:
         return report.fail(None, "the export is truncated (no end marker)")
     if ended != report.events:
@@ -314,7 +320,7 @@ def _finish(report: ExportReport, ended) -> ExportReport:
     return report
 
 
-def _verify_csv(path: str, public_key, key_name, allow_v1: bool) -> ExportReport:
+def _verify_csv(path: str, public_key: PublicKey, key_name: str | None, allow_v1: bool) -> ExportReport:
     report = ExportReport()
     note_text, header_text, headers = None, None, 0
     with open(path, encoding="utf-8", newline="") as fh:
@@ -358,7 +364,7 @@ def _verify_csv(path: str, public_key, key_name, allow_v1: bool) -> ExportReport
             if len(row) != len(CSV_COLUMNS):
                 return report.fail(None, f"a row has {len(row)} cells instead of {len(CSV_COLUMNS)}")
             try:
-                record = {"seq": int(row[0]), "occurred_at": row[1]}
+                record: dict[str, Any] = {"seq": int(row[0]), "occurred_at": row[1]}
                 for name, cell in zip(FIELDS[2:12], row[2:12]):
                     record[name] = restore(cell) if cell != "" else None
                 record["details"] = json.loads(row[12])

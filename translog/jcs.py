@@ -16,9 +16,9 @@ class NotCanonicalisable(ValueError):
     """A value outside JCS's domain (integer beyond 2**53, NaN, a non-JSON type, a lone surrogate)."""
 
 
-def canonical(value) -> bytes:
+def canonical(value: object) -> bytes:
     """The RFC 8785 serialisation of `value` (UTF-8 bytes)."""
     try:
-        return rfc8785.dumps(value)
+        return rfc8785.dumps(value)  # type: ignore[arg-type]  # any JSON value; others raise
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise NotCanonicalisable(str(exc)) from None

@@ -35,5 +35,6 @@ def test_the_core_imports_no_domain_and_no_auditor_feature():
 
 def test_domains_import_the_core_not_the_auditor_feature():
     folders = [ROOT / "retention"] + [ROOT / "gateway" / d for d in ("auth", "users", "orgs", "transfers", "baas")]
-    bad = [(where, name) for folder in folders for where, name in _imports(folder) if _under(name, ("gateway.auditor",))]
+    bad = [(where, name) for folder in folders for where, name in _imports(folder)
+           if _under(name, ("gateway.auditor",))]
     assert not bad, bad
