@@ -55,12 +55,12 @@ def synthetic(i: int, start: datetime) -> dict:
 
 def run_one(kind: str, events: int) -> dict:
     from crypto import init_keyring
-    from gateway.audit import proofs
     from gateway.audit.checkpoint import get_signer, maybe_checkpoint, origin
-    from gateway.audit.export import start_export
-    from gateway.audit.search import EventFilter, Scope
     from gateway.audit.service import Actor, record_event, record_events_bulk
     from gateway.audit.verify import verify_log
+    from gateway.auditor import proofs
+    from gateway.auditor.export import start_export
+    from gateway.auditor.search import EventFilter, Scope
     from gateway.components import Components
     from gateway.config import Settings
     from gateway.migrate import upgrade

@@ -245,8 +245,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
     install_error_handlers(app)
 
     from gateway import health
-    from gateway.audit import pages as audit_pages
-    from gateway.audit import routes as audit_routes
+    from gateway.auditor import pages as audit_pages
+    from gateway.auditor import routes as audit_routes
     from gateway.auth import pages as auth_pages
     from gateway.auth import routes as auth_routes
     from gateway.baas import pages as baa_pages

@@ -21,7 +21,7 @@ user_app = typer.Typer(help="Users.", no_args_is_help=True)
 keys_app = typer.Typer(help="Onshore key custody.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 passkey_app = typer.Typer(help="Passkey policy: who must sign in with a passkey.", no_args_is_help=True)
-from gateway.audit.cli import audit_app  # noqa: E402
+from gateway.auditor.cli import audit_app  # noqa: E402
 
 app.add_typer(audit_app, name="audit")
 from gateway.retention.cli import certificate_app, offboard, retention_app  # noqa: E402

@@ -17,7 +17,8 @@ class Components:
     """Settings, database, outbox, key provider and object store; providers open on first use."""
 
     def __init__(self, settings: Settings):
-        from gateway.audit import alerts
+        from gateway.audit.service import on_high_severity
+        from gateway.auditor import alerts
         from gateway.outbox import Outbox
 
         self.settings = settings
@@ -27,6 +28,8 @@ class Components:
         # Installed before any session commits: every commit of this process delivers its own messages.
         self.outbox = Outbox(self.db, {alerts.TOPIC: alerts.channel(self)})
         self.outbox.install()
+        # The auditor feature flags every high-severity event as it is recorded.
+        on_high_severity(alerts.raise_for_event)
 
     @cached_property
     def keys(self):

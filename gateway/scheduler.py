@@ -80,7 +80,7 @@ class Scheduler:
 
 def serve_jobs(components) -> list[Job]:
     """Every domain's scheduled work for this process, with its configured interval; all of it leader-only."""
-    from gateway.audit.checkpoint import AuditJobs
+    from gateway.auditor.jobs import AuditJobs
     from gateway.retention.pages import scheduled_run
 
     settings = components.settings

@@ -1,7 +1,9 @@
 """Destruction certificates: canonical JSON, signed with the onshore Ed25519 key, verifiable with the public key alone.
 
 The document is ``{"certificate": BODY, "signature": SIG}`` serialised canonically:
-UTF-8, keys sorted, no insignificant whitespace, integers only (no floats).
+RFC 8785 (JCS, translog/jcs.py) from format 2 on, so that any language's JSON
+and sorting reproduce it; format 1 certificates (Python's json.dumps with sorted
+keys, "," and ":" separators, non-ASCII as itself) still verify in their own form.
 ``SIG.value`` is the Ed25519 signature of the canonical serialisation of BODY.
 Verification refuses a file that is not exactly the canonical serialisation of
 what it parses to, so any changed byte fails: either the JSON breaks, or the form
@@ -25,8 +27,10 @@ from gateway.components import Components
 from gateway.ids import new_id
 from gateway.orgs.models import Organisation
 from retention.models import Certificate, DestructionJob, DestructionRecord, JobKind, JobStatus
+from translog import jcs
 
-FORMAT = "phigate-destruction-certificate/1"
+FORMAT = "phigate-destruction-certificate/2"
+FORMAT_V1 = "phigate-destruction-certificate/1"
 METHOD = "cryptographic erase of per-object data keys and deletion of every stored object version"
 VERIFICATION_METHOD = (
     "after deletion the object store is queried for the exact object key: on S3, HeadObject must answer 404 and "
@@ -43,9 +47,17 @@ SIGNATURE_MEMBERS = {"algorithm", "signed", "public_key", "public_key_fingerprin
 
 
 def canonical(value) -> bytes:
-    """The one serialisation that is signed and hashed."""
+    """The one serialisation that is signed and hashed (RFC 8785)."""
+    return jcs.canonical(value)
+
+
+def canonical_v1(value) -> bytes:
+    """Format 1's serialisation, kept to verify the certificates issued in it."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
+
+
+CANONICAL = {FORMAT: canonical, FORMAT_V1: canonical_v1}
 
 
 def _signer(c: Components) -> Signer:
@@ -238,9 +250,15 @@ def verify_document(data: bytes, public_key=None) -> tuple[Verification, dict | 
         return v, None
     v.certificate_id = body.get("certificate_id")
     v.objects = len(body.get("objects") or [])
-    if canonical(doc) != data:
+    # The format names its serialisation; an unknown one is checked as the current one and fails.
+    form = CANONICAL.get(body.get("format"), canonical)
+    try:
+        canonical_doc, canonical_body = form(doc), form(body)
+    except (jcs.NotCanonicalisable, TypeError, ValueError):
+        canonical_doc = canonical_body = None
+    if canonical_doc != data:
         v.problems.append("the file is not in canonical form: it was altered after signing")
-    if body.get("format") != FORMAT:
+    if body.get("format") not in CANONICAL:
         v.problems.append(f"unknown format {body.get('format')!r}")
     try:
         # Every byte of the signature member is checked too: nothing in the file is free text.
@@ -257,7 +275,8 @@ def verify_document(data: bytes, public_key=None) -> tuple[Verification, dict | 
                 v.problems.append("the certificate names another signing key than the one given")
         if sig.get("public_key_fingerprint") != fingerprint(key):
             v.problems.append("the signing key fingerprint does not match the key")
-        if sig.get("algorithm") != "Ed25519" or not verify_signature(key, canonical(body), signature):
+        if (sig.get("algorithm") != "Ed25519" or canonical_body is None
+                or not verify_signature(key, canonical_body, signature)):
             v.problems.append("the signature does not verify")
     except Exception:  # noqa: BLE001 - any malformed signature member is one failure
         v.problems.append("the signature member is malformed")

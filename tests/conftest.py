@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -125,6 +126,19 @@ def quiet_server_log(request):
 
 
 # -- lanes ------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The Node.js executable for the docs' JavaScript recipes (a lane: skipped with its reason, failed under CI)."""
+    from tests.lanes import NODE
+
+    reason = lane_unavailable("node")
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"node lane unavailable under CI=true: {reason}")
+        pytest.skip(f"node lane SKIPPED: {reason}")
+    return shutil.which(NODE)
+
 
 @pytest.fixture(scope="session")
 def keyring_url(tmp_path_factory) -> str:
@@ -348,4 +362,4 @@ def pytest_terminal_summary(terminalreporter):
         for reason in sorted(reasons):
             terminalreporter.write_line(reason)
     else:
-        terminalreporter.write_line("test lanes: sqlite, postgresql, browser and scale all ran")
+        terminalreporter.write_line("test lanes: sqlite, postgresql, browser, scale and node all ran")

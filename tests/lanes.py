@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from functools import lru_cache
 
 LANES = ("sqlite", "postgresql")
 CHROMIUM = os.environ.get("PHIGATE_TEST_CHROMIUM", "/usr/bin/chromium")
 NGINX = os.environ.get("PHIGATE_TEST_NGINX", "nginx")
+NODE = os.environ.get("PHIGATE_TEST_NODE", "node")
 
 
 @lru_cache(maxsize=None)
@@ -44,5 +46,18 @@ def lane_unavailable(name: str) -> str | None:
             import playwright  # noqa: F401
         except ImportError:
             return "playwright is not installed"
+        return None
+    if name == "node":
+        # The docs' verification recipes in JavaScript run on Node's built-in crypto (Ed25519: Node 18+).
+        path = shutil.which(NODE)
+        if path is None:
+            return f"Node.js is not installed ({NODE}; Debian package nodejs)"
+        try:
+            version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+            major = int(version.strip().lstrip("v").split(".")[0])
+        except (OSError, ValueError, subprocess.SubprocessError):
+            return f"{path} --version did not answer"
+        if major < 18:
+            return f"Node.js {version.strip()} is older than 18"
         return None
     raise ValueError(name)

@@ -1,1 +1,1 @@
-"""The audit log: one `record_event()` for every security-relevant action."""
+"""The audit log core: events, `record_event()`, the stored tree, signed checkpoints, verification."""

@@ -21,12 +21,12 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from gateway import clock
-from gateway.audit import merkle, note
 from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode, CheckpointKind, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.audit.tree import BUCKET, NODE_MIN_LEVEL, LogBroken, TreeReader, iter_event_rows, prune_base, \
     recomputed_leaf, tree_size
 from gateway.config import Settings
+from translog import merkle, note
 
 log = logging.getLogger("phigate.audit")
 
@@ -180,30 +180,3 @@ def prune(components, actor: Actor, *, now: datetime | None = None) -> int:
                      details={"pruned_through_seq": base, "events_deleted": deleted,
                               "cutoff": cutoff.date().isoformat(), "retention_years": settings.audit_retention_years})
     return base
-
-
-class AuditJobs:
-    """The audit log's scheduled work (run by gateway.scheduler): checkpoints, alerts, daily review."""
-
-    def __init__(self, components):
-        self.components = components
-        self._last_review: datetime | None = None
-
-    def tick(self) -> None:
-        from gateway.audit import alerts
-
-        for job in (lambda: maybe_checkpoint(self.components),
-                    lambda: alerts.run(self.components),
-                    self._daily_review):
-            try:
-                job()
-            except Exception:  # noqa: BLE001 - one failing job must not stop the others
-                log.exception("audit scheduler job failed")
-
-    def _daily_review(self) -> None:
-        from gateway.audit import review
-
-        now = clock.now()
-        if self._last_review is None or now - self._last_review >= timedelta(days=1):
-            review.disable_inactive(self.components, Actor.system())
-            self._last_review = now

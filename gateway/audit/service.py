@@ -14,24 +14,27 @@ leaves no gap, and two gateway processes can never hand out the same number.
 Appending costs one indexed max() and one SHA-256: the tree itself is only
 extended at checkpoint time (checkpoint.py).
 
-A high-severity event also raises its alert (and the alert's outbox message) in
-the same transaction, so every such event, whoever records it, is flagged and
-sent the moment it commits (alerts.py, gateway/outbox.py).
+A high-severity event also runs the hooks registered with `on_high_severity()` in
+the same transaction: the auditor feature registers its alert there when the
+process is composed (gateway/components.py), so every such event, whoever records
+it, is flagged and sent the moment it commits (gateway/auditor/alerts.py,
+gateway/outbox.py), and this core module knows nothing of alert rules.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from gateway import clock
-from gateway.audit.canonical import format_time, leaf_hash_of
 from gateway.audit.models import AuditCheckpoint, AuditEvent, CheckpointKind, Outcome, Severity
 from gateway.logs import current_request_id
 from gateway.metrics import events_appended
+from translog.leaf import format_time, leaf_hash_of
 
 _SCALARS = (str, int, float, bool, type(None))
 # Events about alerts themselves never raise another alert.
@@ -39,6 +42,15 @@ ALERT_ACTIONS = "audit.alert."
 
 # pg_advisory_xact_lock key for the event sequence ("PHIGATE" "AU" as digits would do; any constant works).
 APPEND_LOCK_KEY = 0x5048_4741_5544_4954 & 0x7FFF_FFFF_FFFF_FFFF
+
+HighSeverityHook = Callable[[Session, AuditEvent], None]
+_high_severity_hooks: list[HighSeverityHook] = []
+
+
+def on_high_severity(hook: HighSeverityHook) -> None:
+    """Run `hook(db, event)` in the recording transaction of every high-severity event (once per hook)."""
+    if hook not in _high_severity_hooks:
+        _high_severity_hooks.append(hook)
 
 
 @dataclass(frozen=True)
@@ -140,9 +152,8 @@ def record_event(
     if severity == Severity.high and not action.startswith(ALERT_ACTIONS):
         # A high-severity event raises its alert in the same transaction, delivered as soon
         # as it commits (gateway/outbox.py): nobody waits for the scheduled rules.
-        from gateway.audit.alerts import raise_for_event
-
-        raise_for_event(db, event)
+        for hook in _high_severity_hooks:
+            hook(db, event)
     events_appended(db, (action,))
     return event
 

@@ -10,9 +10,9 @@ from sqlalchemy import Connection, Text, cast, func, select, tuple_, type_coerce
 from sqlalchemy.types import NullType
 from sqlalchemy.orm import Session
 
-from gateway.audit import merkle
-from gateway.audit.canonical import format_time, leaf_hash_of, leaf_hash_text
 from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode, CheckpointKind
+from translog import merkle
+from translog.leaf import format_time, leaf_hash_of, leaf_hash_text
 
 # Nodes for perfect subtrees of 2**NODE_MIN_LEVEL leaves and up are stored; smaller
 # subtrees are hashed from one run of at most BUCKET leaf hashes when needed.

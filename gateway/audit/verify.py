@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import select
 
-from gateway.audit import merkle, note
 from gateway.audit.models import AuditCheckpoint, AuditTreeNode, CheckpointKind
 from gateway.audit.tree import NODE_MIN_LEVEL, ShortReads, keyset_stream, prune_base, recomputed_leaf, \
     stream_events, tree_size
+from translog import merkle, note
 
 
 @dataclass
@@ -50,8 +50,8 @@ class VerifyReport:
 
 def _original_position(row, window: int = 64) -> int | None:
     """If a row's stored leaf hash is its own content under another sequence number, that number."""
-    from gateway.audit.canonical import leaf_hash_of
     from gateway.audit.tree import row_fields
+    from translog.leaf import leaf_hash_of
 
     try:
         fields = row_fields(row)

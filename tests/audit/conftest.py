@@ -76,3 +76,30 @@ def superuser(components):
                     conn.execute(text("ALTER TABLE audit_checkpoints ENABLE TRIGGER audit_checkpoints_append_only"))
 
     return _superuser
+
+
+@pytest.fixture
+def exported(client, login, components, factory, tmp_path):
+    """A JSON Lines and a CSV export (filtered), the verifier key, and the PEM file, from the API.
+
+    Its events hold non-ASCII text and a cell a spreadsheet would read as a formula, as real ones may."""
+    from gateway.audit.service import Actor, record_event
+
+    practice = factory.org("practice")
+    agents = ("pytest", "Navigateur/1.0 (é)", "=HYPERLINK(1)")
+    with components.db.transaction() as db:
+        for i in range(3):
+            record_event(db, "transfer.download.completed", actor=Actor(org_id=practice.id, user_agent=agents[i]),
+                         target_type="transfer", target_id=f"t{i}", target_org_id=practice.id,
+                         details={"bytes": i, "code": "Größe-✓ 請求"})
+    login(client, factory.user("auditor", factory.org("operator")))
+    key = client.get("/api/v1/audit/public-key").json()
+    pem = tmp_path / "key.pem"
+    pem.write_text(key["public_key_pem"])
+    files = {}
+    for fmt in ("jsonl", "csv"):
+        r = client.get(f"/api/v1/audit/export.{fmt}", params={"action": "transfer.*"})
+        assert r.status_code == 200
+        files[fmt] = tmp_path / f"export.{fmt}"
+        files[fmt].write_bytes(r.content)
+    return files, key["verifier_key"], pem

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gateway.audit import merkle, note
 from gateway.audit.service import Actor, record_event
+from translog import merkle, note
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_non_auditors_cannot_read_the_log(client, login, world, fake_clock):
 
 
 def test_exports_verify_offline_are_events_and_neutralise_formulas(client, login, world, components, tmp_path):
-    from gateway.audit.export import verify_export
+    from translog.export import verify_export
 
     with components.db.transaction() as db:
         record_event(db, "auth.login.failed", outcome="failure",
@@ -171,7 +171,7 @@ def test_exports_verify_offline_are_events_and_neutralise_formulas(client, login
 def test_a_tampered_export_names_the_altered_event(client, login, world, tmp_path):
     from typer.testing import CliRunner
 
-    from gateway.audit.cli import audit_app
+    from gateway.auditor.cli import audit_app
 
     login(client, world["auditor_op"])
     key = client.get("/api/v1/audit/public-key").json()

@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, insert, select, text
 
-from gateway.audit import merkle, note
-from gateway.audit.canonical import format_time, leaf_hash_of
 from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode
-from gateway.audit.search import Scope
 from gateway.audit.service import Actor, event_leaf_hash, record_event
+from gateway.auditor.search import Scope
+from translog import merkle, note
+from translog.leaf import format_time, leaf_hash_of
 
 
 def _all(components):
@@ -112,7 +112,7 @@ def test_periodic_checkpoint_waits_for_the_interval(components, append, fake_clo
 
 
 def test_proofs_from_the_store_verify_against_the_signed_checkpoint(components, append, checkpoint, signer):
-    from gateway.audit.proofs import consistency_proof, inclusion_proof
+    from gateway.auditor.proofs import consistency_proof, inclusion_proof
 
     append(300)
     small = checkpoint()
@@ -282,7 +282,7 @@ def test_a_checkpoint_is_never_signed_over_an_altered_row(components, append, ch
 
 def test_pruning_old_events_keeps_the_log_verifiable(components, append, checkpoint, verify, fake_clock, signer):
     from gateway.audit.checkpoint import prune
-    from gateway.audit.proofs import inclusion_proof
+    from gateway.auditor.proofs import inclusion_proof
 
     append(700)
     checkpoint()
@@ -349,7 +349,8 @@ def test_a_crash_between_action_and_event_cannot_leave_one_without_the_other(com
 
 
 def test_the_in_process_scheduler_signs_checkpoints_and_runs_alerts(components, append):
-    from gateway.audit.checkpoint import AuditJobs, latest_checkpoint
+    from gateway.audit.checkpoint import latest_checkpoint
+    from gateway.auditor.jobs import AuditJobs
 
     append(25, action="transfer.download.completed")
     AuditJobs(components).tick()

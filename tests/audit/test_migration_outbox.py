@@ -34,7 +34,7 @@ def _insert_alert(conn, id_, delivered: bool):
 
 
 def test_undelivered_wave_1_alerts_get_their_outbox_message(fresh_url, settings, tmp_path):
-    from gateway.audit import alerts
+    from gateway.auditor import alerts
     from gateway.components import Components
     from gateway.migrate import upgrade
 

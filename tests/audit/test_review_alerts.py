@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from gateway.audit.models import AuditAlert, AuditEvent
-from gateway.audit.search import Scope
 from gateway.audit.service import Actor, record_event
+from gateway.auditor.search import Scope
 from gateway.users.models import User
 
 
@@ -45,7 +45,7 @@ def _download(components, user, org_id, n=1):
 
 
 def test_access_review_lists_each_vendor_user_with_last_activity(components, factory, login, client, fake_clock):
-    from gateway.audit.review import access_review
+    from gateway.auditor.review import access_review
 
     practice, vendor = factory.org("practice"), factory.org("vendor")
     active = factory.user("biller", vendor)
@@ -65,7 +65,7 @@ def test_access_review_lists_each_vendor_user_with_last_activity(components, fac
 
 
 def test_practice_auditor_reviews_only_vendors_linked_to_their_practice(components, factory):
-    from gateway.audit.review import vendors_in_scope
+    from gateway.auditor.review import vendors_in_scope
 
     practice, other = factory.org("practice"), factory.org("practice")
     linked, unlinked = factory.org("vendor"), factory.org("vendor")
@@ -78,7 +78,7 @@ def test_practice_auditor_reviews_only_vendors_linked_to_their_practice(componen
 
 
 def test_inactive_accounts_are_disabled_with_the_reason_on_record(components, factory, fake_clock):
-    from gateway.audit.review import disable_inactive
+    from gateway.auditor.review import disable_inactive
 
     vendor = factory.org("vendor")
     old = factory.user("biller", vendor)
@@ -98,7 +98,7 @@ def test_inactive_accounts_are_disabled_with_the_reason_on_record(components, fa
 
 def test_failed_logins_against_one_account_raise_one_alert_delivered_to_a_file(
         components, factory, client, tmp_path):
-    from gateway.audit import alerts
+    from gateway.auditor import alerts
 
     victim = factory.user("biller")
     for _ in range(5):
@@ -115,7 +115,7 @@ def test_failed_logins_against_one_account_raise_one_alert_delivered_to_a_file(
 
 
 def test_download_burst_and_denials_go_to_the_webhook(components, factory, webhook):
-    from gateway.audit import alerts
+    from gateway.auditor import alerts
 
     url, received = webhook
     practice = factory.org("practice")
@@ -133,7 +133,7 @@ def test_download_burst_and_denials_go_to_the_webhook(components, factory, webho
 
 
 def test_an_unreachable_sink_keeps_the_flag_for_the_next_run(components, factory, webhook):
-    from gateway.audit import alerts
+    from gateway.auditor import alerts
 
     url, received = webhook
     biller = factory.user("biller")
@@ -149,7 +149,7 @@ def test_an_unreachable_sink_keeps_the_flag_for_the_next_run(components, factory
 
 def test_sign_in_outside_allowed_hours_is_flagged_and_shown_on_the_dashboard(
         components, factory, client, login, fake_clock):
-    from gateway.audit import alerts
+    from gateway.auditor import alerts
 
     hour = fake_clock.current.hour
     components.settings.audit_alert_allowed_hours = f"{(hour + 1) % 24:02d}-{(hour + 2) % 24:02d}"
@@ -172,7 +172,7 @@ def test_sign_in_outside_allowed_hours_is_flagged_and_shown_on_the_dashboard(
 
 
 def test_practice_auditor_sees_only_alerts_about_their_practice(components, factory, client, login):
-    from gateway.audit import alerts
+    from gateway.auditor import alerts
 
     practice, other = factory.org("practice"), factory.org("practice")
     biller = factory.user("biller")

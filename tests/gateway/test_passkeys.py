@@ -284,7 +284,7 @@ def test_a_cloned_authenticator_is_refused_and_raises_a_high_severity_event(app,
     assert last_event(components, "auth.mfa.failed").details == {"reason": "sign_count_regressed",
                                                                  "method": "passkey", "passkey_id": row.id}
     assert passkeys_of(components, user.id)[0].sign_count == 3  # the clone moved nothing
-    # A high-severity event raises its alert with itself (gateway/audit/alerts.py), at once.
+    # A high-severity event raises its alert with itself (gateway/auditor/alerts.py), at once.
     from sqlalchemy import select
 
     from gateway.audit.models import AuditAlert

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import select
 
 from crypto import ProviderUnavailable
-from gateway.audit import alerts
 from gateway.audit.models import AuditAlert
+from gateway.auditor import alerts
 from gateway.transfers.models import Transfer
 from tests.transfers.conftest import PDF, events, live_sealed, sealed_of
 from tests.transfers.test_gates import approved

@@ -362,7 +362,7 @@ def test_emergency_access_is_for_admins_only(party, session_for):
 
 
 def test_emergency_access_alerts_and_waits_on_the_auditors_dashboard(party, session_for, db, components):
-    from gateway.audit.alerts import evaluate
+    from gateway.auditor.alerts import evaluate
 
     staff, admin, auditor = session_for(party.staff), session_for(party.admin), session_for(party.auditor)
     tid = sent(staff, party)

@@ -61,8 +61,8 @@ _PG_DOWN = [
 
 def _backfill(bind) -> None:
     """Give events written before this revision gap-free numbers and leaf hashes."""
-    from gateway.audit.canonical import format_time, leaf_hash_of
     from gateway.db import UTCDateTime
+    from translog.leaf import format_time, leaf_hash_of
 
     events = sa.table("audit_events", *(sa.column(c) for c in (
         "seq", "action", "outcome", "severity", "actor_user_id", "actor_org_id", "ip", "user_agent",

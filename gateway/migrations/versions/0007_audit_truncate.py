@@ -44,7 +44,7 @@ _PG_DOWN = [
 
 
 def _payload(row) -> dict:
-    """The alert's message, as gateway.audit.alerts.alert_payload() builds it."""
+    """The alert's message, as gateway.auditor.alerts.alert_payload() builds it."""
     raised = row["raised_at"]
     if isinstance(raised, str):
         raised = datetime.fromisoformat(raised)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.audit import merkle
 from gateway.audit.checkpoint import checkpoint_for, latest_checkpoint
 from gateway.audit.models import AuditCheckpoint
-from gateway.audit.search import Scope, get_event
 from gateway.audit.tree import PrunedRange, TreeReader
+from gateway.auditor.search import Scope, get_event
 from gateway.errors import Conflict, InvalidInput, NotFound
+from translog import merkle
 
 
 def _checkpoint_at(db: Session, size: int | None) -> AuditCheckpoint:

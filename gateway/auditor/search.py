@@ -179,7 +179,7 @@ def day_range(day: str) -> tuple[datetime, datetime]:
 
 
 def event_dict(event: AuditEvent) -> dict:
-    from gateway.audit.canonical import format_time
+    from translog.leaf import format_time
 
     return {
         "seq": event.seq, "occurred_at": format_time(event.occurred_at), "action": event.action,

@@ -9,20 +9,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from gateway.audit import alerts as alert_service
-from gateway.audit import export, proofs, review, search
+from gateway import clock
 from gateway.audit.checkpoint import get_signer, latest_checkpoint, maybe_checkpoint, origin
 from gateway.audit.models import AuditAlert, AuditCheckpoint
-from gateway.audit.note import verifier_key
-from gateway.audit.search import Scope
 from gateway.audit.service import record_event
 from gateway.audit.verify import log_status
+from gateway.auditor import alerts as alert_service
+from gateway.auditor import export, proofs, review, search
+from gateway.auditor.search import Scope
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, WriteSession, require
 from gateway.errors import NotFound
 from gateway.users.models import Role
 from gateway.web import json_response
-from gateway import clock
+from translog.note import verifier_key
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

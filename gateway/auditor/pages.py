@@ -8,18 +8,18 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 
-from gateway.audit import alerts as alert_service
-from gateway.audit import review, search
+from gateway import clock
 from gateway.audit.checkpoint import maybe_checkpoint
 from gateway.audit.models import AuditAlert
-from gateway.audit.routes import AuditorPrincipal, FilterParams, Id
-from gateway.audit.search import Scope
 from gateway.audit.service import record_event
 from gateway.audit.verify import log_status
+from gateway.auditor import alerts as alert_service
+from gateway.auditor import review, search
+from gateway.auditor.routes import AuditorPrincipal, FilterParams, Id
+from gateway.auditor.search import Scope
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import GatewayError, NotFound
 from gateway.web import redirect, render
-from gateway import clock
 
 
 router = APIRouter(prefix="/audit", include_in_schema=False)

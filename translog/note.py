@@ -9,11 +9,11 @@
 The signature covers the note text: the three body lines (and any extension
 lines after them, c2sp.org/tlog-checkpoint) including the final newline.  An
 export's own note carries one extension line binding the export's header
-(gateway/audit/export.py); a verifier that ignores extensions still sees a valid
+(translog/export.py); a verifier that ignores extensions still sees a valid
 checkpoint of the same tree.  key id = SHA-256(<key name> || 0x0A || 0x01 || 32-byte public key)[:4]
 (0x01 = Ed25519).  The verifier key string is
 `<key name>+<hex key id>+<base64(0x01 || public key)>`.  Pure functions: the
-offline verifier imports this module and nothing that needs a database.
+signing key comes in as a `Signer`, the verifying key as PEM, raw bytes or a key object.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from crypto import load_public_key, verify_signature
+from translog.keys import PublicKey, Signer, load_public_key, verify_signature
 
 DASH = "\u2014"
 ALG_ED25519 = b"\x01"
@@ -72,7 +72,7 @@ def body(origin: str, tree_size: int, root_hash: bytes, extensions: tuple[str, .
                                             *extensions))
 
 
-def sign(origin: str, tree_size: int, root_hash: bytes, signer, name: str | None = None,
+def sign(origin: str, tree_size: int, root_hash: bytes, signer: Signer, name: str | None = None,
          extensions: tuple[str, ...] = ()) -> str:
     """A signed checkpoint note (with optional extension lines); the key name defaults to the origin."""
     name = name or origin
@@ -114,7 +114,7 @@ def parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
     return Checkpoint(origin, int(size), root_hash, note, tuple(lines[3:])), signatures
 
 
-def verify(note: str, public_key, name: str | None = None) -> Checkpoint:
+def verify(note: str, public_key: PublicKey, name: str | None = None) -> Checkpoint:
     """The checkpoint if `note` carries a valid signature by `public_key` (under `name`, default the origin)."""
     checkpoint, signatures = parse(note)
     name = name or checkpoint.origin

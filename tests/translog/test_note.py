@@ -4,15 +4,14 @@ import base64
 import hashlib
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from crypto import Signer
-from gateway.audit import note
+from tests.translog.signer import TestSigner
+from translog import note
 
 
 @pytest.fixture
 def key():
-    return Signer(Ed25519PrivateKey.generate())
+    return TestSigner()
 
 
 def test_note_layout_key_id_and_verification(key):
@@ -45,4 +44,4 @@ def test_altered_notes_do_not_verify(key, edit):
 def test_another_key_does_not_verify(key):
     text = note.sign("example.org/log", 1, b"\x02" * 32, key)
     with pytest.raises(note.NoteError):
-        note.verify(text, Signer(Ed25519PrivateKey.generate()).public_key_raw())
+        note.verify(text, TestSigner().public_key_raw())

@@ -1,40 +1,40 @@
-"""Streamed exports (CSV, JSON Lines) that an outsider can verify with the public key alone.
+"""The export file format (CSV, JSON Lines) and its offline verifier: public key in, verdict out.
 
 An export is taken against one signed checkpoint of N leaves that covers every
 exported event.  Each event carries its sequence number, every field of the
-canonical serialisation, its leaf hash and its RFC 9162 inclusion path in the
-tree of N leaves.
+leaf serialisation (translog/leaf.py), its leaf hash and its RFC 9162 inclusion
+path in the tree of N leaves.
 
 The export's header (format, origin, tree size, the export's own event,
-filters, key fingerprint, verifier key, canonical form) is bound to the
-signature: the export carries its own signed note, a checkpoint of the same
-tree with one extension line `phigate-audit-export-v2 <hex SHA-256 of the
-header's canonical JSON>` (RFC 8785 form, every header member but `type` and
-`checkpoint`).  Editing any header field breaks that digest, and the verifier
-also checks each field against the note and the key it was given.  Layout:
+filters, key fingerprint, verifier key, leaf form) is bound to the signature:
+the export carries its own signed note, a checkpoint of the same tree with one
+extension line `<format> <hex SHA-256 of the header's canonical JSON>` (every
+header member but `type` and `checkpoint`).  Editing any header field breaks
+that digest, and the verifier also checks each field against the note and the
+key it was given.  Layout:
 
 JSON Lines
-    {"type": "header", "format": "phigate-audit-export-v2", "checkpoint": <signed note>, ...}
+    {"type": "header", "format": "phigate-audit-export-v3", "checkpoint": <signed note>, ...}
     {"type": "event", "seq": ..., <fields>, "leaf_hash": hex, "inclusion_path": [hex, ...]}  (one per event)
     {"type": "end", "events": <count>}
 
 CSV
     header row: seq, occurred_at, ..., details, leaf_hash, inclusion_path
-    one row per event: empty cell = null, details as canonical JSON, the path as
+    one row per event: empty cell = null, details as JSON, the path as
     space-separated hex; cells starting with = + - @ tab CR or ' get a leading '
     (spreadsheet formula injection) which the verifier strips again
     "#header", <canonical JSON of the header>
     "#checkpoint", <signed note>
     "#end", <count>
 
-Version 1 exports (before the header was bound) carry no digest: the verifier
-refuses them unless asked (`allow_v1`), and then vouches for the events only.
+Versions.  v3 (written now): the header's canonical JSON is RFC 8785 (translog/jcs.py).
+v2: Python's json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+still verified.  v1 (before the header was bound) carries no digest: the verifier
+refuses it unless asked (`allow_v1`), and then vouches for the events only.
 
-Events are read in keyset chunks in short transactions and inclusion paths are
-built one bucket of 256 leaves at a time, so memory does not grow with the
-export.  `verify_export()` is the offline verifier (no database, no gateway
-configuration): it checks the note's signature, the header, every leaf and
-every path.
+The writers take the records from the caller (the gateway streams them from its
+database with proofs built one bucket at a time), so memory does not grow with
+the export; `verify_export()` needs a file and a public key, nothing else.
 """
 
 from __future__ import annotations
@@ -43,16 +43,25 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from crypto import fingerprint, load_public_key
-from gateway.audit import merkle, note
-from gateway.audit.canonical import FIELDS, VERSION, record_leaf_hash
-from gateway.audit.tree import BUCKET, NODE_MIN_LEVEL, ShortReads, TreeReader, stream_events
+from translog import merkle, note
+from translog.jcs import NotCanonicalisable, canonical
+from translog.keys import InvalidKey, PublicKey, fingerprint, public_raw
+from translog.leaf import FIELDS, VERSION, record_leaf_hash
 
-FORMAT = "phigate-audit-export-v2"
+FORMAT = "phigate-audit-export-v3"
+FORMAT_V2 = "phigate-audit-export-v2"
 FORMAT_V1 = "phigate-audit-export-v1"
+BOUND_FORMATS = (FORMAT, FORMAT_V2)
+# The separators between a record's inclusion path hashes in each format's text.
+JSONL_PATH_SEP = '","'
+CSV_PATH_SEP = " "
+
+# records(sep) yields (the 13 leaf fields with details as JSON text, leaf hash hex, path hex joined by sep).
+Records = Callable[[str], Iterable[tuple[tuple[Any, ...], str, str]]]
 HEADER_FIELDS = ("format", "origin", "tree_size", "export_event_seq", "filters", "public_key_fingerprint",
                  "verifier_key", "canonical")
 CSV_COLUMNS = FIELDS + ("leaf_hash", "inclusion_path")
@@ -69,88 +78,32 @@ def restore(cell: str) -> str:
     return cell[1:] if cell.startswith("'") else cell
 
 
-class ProofStream:
-    """Inclusion paths for leaves visited in increasing order, one bucket at a time."""
-
-    def __init__(self, reads, size: int):
-        self.reader = TreeReader(reads, size)
-        self.size = size
-        self.bucket: int | None = None
-        self.loaded = 0
-
-    def path(self, index: int) -> list[str]:
-        lo = index - index % BUCKET
-        if lo != self.bucket:
-            self._load(lo)
-        if self.levels is None:
-            return [h.hex() for h in merkle.inclusion_path(index, self.size, self.reader.subtree)]
-        j = index - lo
-        levels = self.levels
-        return [levels[level][(j >> level) ^ 1] for level in range(NODE_MIN_LEVEL)] + self.upper
-
-    def path_text(self, index: int, sep: str) -> str:
-        """The path as hex joined by `sep`; the part above the bucket is joined once per bucket."""
-        lo = index - index % BUCKET
-        if lo != self.bucket:
-            self._load(lo)
-        if self.levels is None:
-            return sep.join(h.hex() for h in merkle.inclusion_path(index, self.size, self.reader.subtree))
-        j = index - lo
-        levels = self.levels
-        lower = sep.join([levels[level][(j >> level) ^ 1] for level in range(NODE_MIN_LEVEL)])
-        upper = self._upper_text.get(sep)
-        if upper is None:
-            upper = self._upper_text[sep] = sep.join(self.upper)
-        return lower + sep + upper if upper else lower
-
-    def _load(self, lo: int) -> None:
-        self.bucket = lo
-        self.loaded += 1
-        if self.loaded % 64 == 0:
-            self.reader.forget()
-        hi = lo + BUCKET
-        if hi > self.size:
-            self.levels = None  # the partial right-edge bucket: paths computed directly
-            return
-        leaves = self.reader._bucket(lo, hi)
-        levels = merkle.levels_of(leaves)
-        self.levels = [[h.hex() for h in level] for level in levels[:-1]]
-        self.reader._memo[(lo, hi)] = levels[-1][0]
-        self.reader.prefetch(merkle.sibling_ranges(lo, hi, self.size))
-        self.upper = [h.hex() for h in merkle.path_to_range(lo, hi, self.size, self.reader.subtree)]
-        self._upper_text: dict[str, str] = {}
-        self.reader._buckets.clear()
-
-
-def _records(database, checkpoint_size: int, where, sep: str) -> Iterator[tuple[tuple, str, str]]:
-    proofs = ProofStream(ShortReads(database), checkpoint_size)
-    for row in stream_events(database, 0, checkpoint_size, where):
-        yield row, row[13].hex(), proofs.path_text(row[0] - 1, sep)
-
-
 def _csv_cell(value: str) -> str:
     if '"' in value or "," in value or "\n" in value or "\r" in value:
         return '"' + value.replace('"', '""') + '"'
     return value
 
 
-def header_json(header: dict) -> str:
-    """The canonical JSON of the header's bound members (RFC 8785 for these types: sorted keys, no spaces)."""
+def header_json(header: dict[str, Any]) -> str:
+    """The canonical JSON of the header's bound members, in the form of the header's own format."""
     bound = {k: v for k, v in header.items() if k not in ("type", "checkpoint")}
-    return json.dumps(bound, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if header.get("format") == FORMAT_V2:
+        return json.dumps(bound, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return canonical(bound).decode("utf-8")
 
 
-def header_binding(header: dict) -> str:
-    """The extension line of the export's note that binds its header."""
-    return f"{FORMAT} {hashlib.sha256(header_json(header).encode('utf-8')).hexdigest()}"
+def header_binding(header: dict[str, Any]) -> str:
+    """The extension line of the export's note that binds its header (names the header's format)."""
+    fmt = FORMAT_V2 if header.get("format") == FORMAT_V2 else FORMAT
+    return f"{fmt} {hashlib.sha256(header_json(header).encode('utf-8')).hexdigest()}"
 
 
-def export_jsonl(database, checkpoint_note: str, checkpoint_size: int, where, header: dict) -> Iterator[bytes]:
-    """JSON Lines export of the events matching `where` with seq <= checkpoint_size."""
+def export_jsonl(records: Records, checkpoint_note: str, header: dict[str, Any]) -> Iterator[bytes]:
+    """JSON Lines export of `records` under the export's signed note (see the module docstring)."""
     head = {"type": "header", **header, "checkpoint": checkpoint_note}
     yield (_line_json(head) + "\n").encode()
     count, buf = 0, []
-    for fields, leaf, path in _records(database, checkpoint_size, where, '","'):
+    for fields, leaf, path in records(JSONL_PATH_SEP):
         record = dict(zip(FIELDS[:12], fields))
         record["type"] = "event"
         # The stored details text is valid JSON and hex needs no escaping: both are
@@ -168,13 +121,13 @@ def export_jsonl(database, checkpoint_note: str, checkpoint_size: int, where, he
     yield (_line_json({"type": "end", "events": count}) + "\n").encode()
 
 
-def export_csv(database, checkpoint_note: str, checkpoint_size: int, where, header: dict) -> Iterator[bytes]:
-    """CSV export of the events matching `where` with seq <= checkpoint_size (see module docstring)."""
+def export_csv(records: Records, checkpoint_note: str, header: dict[str, Any]) -> Iterator[bytes]:
+    """CSV export of `records` under the export's signed note (see the module docstring)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     count, buf = 0, [out.getvalue()[:-2]]
-    for fields, leaf, path in _records(database, checkpoint_size, where, " "):
+    for fields, leaf, path in records(CSV_PATH_SEP):
         # RFC 4180 quoting by hand: the csv module would rescan the long hex columns.
         cells = [str(fields[0]), fields[1]]
         for value in fields[2:12]:
@@ -210,19 +163,19 @@ class ExportReport:
     first_bad_seq: int | None = None
     problem: str | None = None
     format: str | None = None
-    header: dict | None = None
+    header: dict[str, Any] | None = None
     checked: list[str] = field(default_factory=list)
 
     @property
     def header_bound(self) -> bool:
-        return self.format == FORMAT
+        return self.format in BOUND_FORMATS
 
     def fail(self, seq: int | None, problem: str) -> "ExportReport":
         self.ok, self.first_bad_seq, self.problem = False, seq, problem
         return self
 
 
-def _check_event(report: ExportReport, cp: note.Checkpoint, record: dict, leaf_hex: str, path_hex: list[str],
+def _check_event(report: ExportReport, cp: note.Checkpoint, record: dict[str, Any], leaf_hex: str, path_hex: list[str],
                  last_seq: int) -> bool:
     seq = record["seq"]
     if not isinstance(seq, int) or seq <= last_seq:
@@ -244,7 +197,8 @@ def _check_event(report: ExportReport, cp: note.Checkpoint, record: dict, leaf_h
     return True
 
 
-def verify_export(path: str, public_key, key_name: str | None = None, *, allow_v1: bool = False) -> ExportReport:
+def verify_export(path: str, public_key: PublicKey, key_name: str | None = None, *,
+                  allow_v1: bool = False) -> ExportReport:
     """Verify an export offline: the signature, the header it binds, every leaf, every inclusion path, completeness.
 
     A version 1 export (its header not signed) is refused unless `allow_v1`; its events are then
@@ -257,10 +211,11 @@ def verify_export(path: str, public_key, key_name: str | None = None, *, allow_v
     return _verify_csv(path, public_key, key_name, allow_v1)
 
 
-def _verify_note(report: ExportReport, text: str, public_key, key_name) -> note.Checkpoint | None:
+def _verify_note(report: ExportReport, text: str, public_key: PublicKey,
+                 key_name: str | None) -> note.Checkpoint | None:
     try:
         cp = note.verify(text, public_key, key_name)
-    except note.NoteError as exc:
+    except (note.NoteError, InvalidKey) as exc:
         report.fail(None, f"checkpoint: {exc}")
         return None
     report.tree_size, report.origin = cp.tree_size, cp.origin
@@ -268,9 +223,9 @@ def _verify_note(report: ExportReport, text: str, public_key, key_name) -> note.
     return cp
 
 
-def _version(report: ExportReport, fmt, allow_v1: bool) -> bool:
+def _version(report: ExportReport, fmt: Any, allow_v1: bool) -> bool:
     report.format = fmt
-    if fmt == FORMAT:
+    if fmt in BOUND_FORMATS:
         return True
     if fmt == FORMAT_V1:
         if allow_v1:
@@ -282,17 +237,22 @@ def _version(report: ExportReport, fmt, allow_v1: bool) -> bool:
     return False
 
 
-def _check_header(report: ExportReport, header: dict, cp: note.Checkpoint, public_key, key_name) -> bool:
+def _check_header(report: ExportReport, header: dict[str, Any], cp: note.Checkpoint, public_key: PublicKey,
+                  key_name: str | None) -> bool:
     """Every header field is bound by the signed digest and agrees with the note and the key."""
-    if report.format != FORMAT:
+    if report.format not in BOUND_FORMATS:
         return True  # v1, accepted on request: nothing in its header is vouched for
     if set(header) - {"type", "checkpoint"} != set(HEADER_FIELDS):
         report.fail(None, "the export header has missing or unknown fields")
         return False
-    if header_binding(header) not in cp.extensions:
+    try:
+        binding = header_binding(header)
+    except NotCanonicalisable:
+        binding = None
+    if binding not in cp.extensions:
         report.fail(None, "the export header does not match the digest in its signed note: it was altered")
         return False
-    raw = load_public_key(public_key).public_bytes_raw()
+    raw = public_raw(public_key)
     try:
         vkey_name, vkey_raw = note.parse_verifier_key(str(header["verifier_key"]))
     except note.NoteError:
@@ -317,9 +277,10 @@ def _check_header(report: ExportReport, header: dict, cp: note.Checkpoint, publi
     return True
 
 
-def _verify_jsonl(path: str, public_key, key_name, allow_v1: bool) -> ExportReport:
+def _verify_jsonl(path: str, public_key: PublicKey, key_name: str | None, allow_v1: bool) -> ExportReport:
     report = ExportReport()
-    cp, last, ended = None, 0, None
+    cp: note.Checkpoint | None = None
+    last, ended = 0, None
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             try:
@@ -339,6 +300,7 @@ def _verify_jsonl(path: str, public_key, key_name, allow_v1: bool) -> ExportRepo
             if ended is not None:
                 return report.fail(None, f"line {number}: data after the end marker")
             if kind == "event":
+                assert cp is not None  # the header line set it or returned
                 if not _check_event(report, cp, obj, obj.get("leaf_hash", ""), obj.get("inclusion_path", []), last):
                     return report
                 last = obj["seq"]
@@ -349,7 +311,7 @@ def _verify_jsonl(path: str, public_key, key_name, allow_v1: bool) -> ExportRepo
     return _finish(report, ended)
 
 
-def _finish(report: ExportReport, ended) -> ExportReport:
+def _finish(report: ExportReport, ended: Any) -> ExportReport:
     if ended is None:
         return report.fail(None, "the export is truncated (no end marker)")
     if ended != report.events:
@@ -358,7 +320,7 @@ def _finish(report: ExportReport, ended) -> ExportReport:
     return report
 
 
-def _verify_csv(path: str, public_key, key_name, allow_v1: bool) -> ExportReport:
+def _verify_csv(path: str, public_key: PublicKey, key_name: str | None, allow_v1: bool) -> ExportReport:
     report = ExportReport()
     note_text, header_text, headers = None, None, 0
     with open(path, encoding="utf-8", newline="") as fh:
@@ -402,7 +364,7 @@ def _verify_csv(path: str, public_key, key_name, allow_v1: bool) -> ExportReport
             if len(row) != len(CSV_COLUMNS):
                 return report.fail(None, f"a row has {len(row)} cells instead of {len(CSV_COLUMNS)}")
             try:
-                record = {"seq": int(row[0]), "occurred_at": row[1]}
+                record: dict[str, Any] = {"seq": int(row[0]), "occurred_at": row[1]}
                 for name, cell in zip(FIELDS[2:12], row[2:12]):
                     record[name] = restore(cell) if cell != "" else None
                 record["details"] = json.loads(row[12])
@@ -414,48 +376,3 @@ def _verify_csv(path: str, public_key, key_name, allow_v1: bool) -> ExportReport
     return _finish(report, ended)
 
 
-# -- starting an export -----------------------------------------------------------
-
-def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[bytes], str, int]:
-    """Record the export as an event, sign a checkpoint covering it, and return (chunks, media type, tree size).
-
-    The event commits before the first byte leaves, so an export that is cut off
-    half-way is still on record.
-    """
-    from sqlalchemy import and_
-
-    from gateway.audit.checkpoint import create_checkpoint, get_signer, origin
-    from gateway.audit.models import CheckpointKind
-    from gateway.audit.service import record_event
-
-    if fmt not in ("csv", "jsonl"):
-        from gateway.errors import InvalidInput
-
-        raise InvalidInput("format is csv or jsonl.", code="invalid_input")
-    settings = components.settings
-    signer = get_signer(components)
-    with components.db.transaction() as db:
-        event = record_event(db, "audit.export.created", actor=actor, target_type="audit_log",
-                             target_org_id=scope.org_id,
-                             details={"format": fmt, **{f"filter_{k}": v for k, v in flt.as_params().items()}})
-        seq = event.seq
-    with components.db.transaction() as db:
-        cp = create_checkpoint(db, signer, settings, CheckpointKind.on_demand)
-        if cp is None:
-            from gateway.audit.checkpoint import latest_checkpoint
-
-            cp = latest_checkpoint(db)
-        stored_note, key_name = cp.note, cp.key_name
-    # Re-sign only what the stored checkpoint's own signature vouches for, never a bare column.
-    signed = note.verify(stored_note, signer.public_key(), key_name)
-    assert signed.tree_size >= seq
-    header = {"format": FORMAT, "origin": signed.origin, "tree_size": signed.tree_size, "export_event_seq": seq,
-              "filters": flt.as_params(), "public_key_fingerprint": signer.fingerprint(),
-              "verifier_key": note.verifier_key(key_name, signer.public_key_raw()), "canonical": VERSION}
-    export_note = note.sign(signed.origin, signed.tree_size, signed.root_hash, signer, key_name,
-                            extensions=(header_binding(header),))
-    size = signed.tree_size
-    where = and_(scope.clause(), flt.clause())
-    if fmt == "csv":
-        return export_csv(components.db, export_note, size, where, header), "text/csv; charset=utf-8", size
-    return export_jsonl(components.db, export_note, size, where, header), "application/x-ndjson", size

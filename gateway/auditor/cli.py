@@ -61,7 +61,7 @@ def checkpoint(force: bool = typer.Option(True, help="sign now even if the inter
 def public_key(verifier: bool = typer.Option(False, "--verifier-key", help="print the C2SP verifier key")) -> None:
     """Print the checkpoint signing public key (PEM) for outside verifiers."""
     from gateway.audit.checkpoint import get_signer, origin
-    from gateway.audit.note import verifier_key
+    from translog import verifier_key
 
     components = _components()
     signer = get_signer(components)
@@ -78,8 +78,8 @@ def export(out: Path = typer.Option(..., "--out", help="file to write"),
            outcome: str = typer.Option(None), since: str = typer.Option(None), until: str = typer.Option(None),
            target_id: str = typer.Option(None)) -> None:
     """Export events (all, or a filtered selection) with the covering checkpoint and inclusion proofs."""
-    from gateway.audit import export as export_service
-    from gateway.audit import search
+    from gateway.auditor import export as export_service
+    from gateway.auditor import search
     from gateway.errors import GatewayError
 
     components = _components()
@@ -105,16 +105,16 @@ def verify_export(file: Path, public_key: str = typer.Option(..., "--public-key"
                                                 help="accept a version 1 export, whose header is not signed, "
                                                      "and verify its events alone")) -> None:
     """Verify an export offline with only the public key: signature, header, every leaf, every inclusion proof."""
-    from gateway.audit.export import verify_export as check
-    from gateway.audit.note import NoteError, parse_verifier_key
+    from translog import InvalidKey, NoteError, load_public_key, parse_verifier_key
+    from translog import verify_export as check
 
     try:
         if Path(public_key).is_file():
-            key, name = Path(public_key).read_bytes(), key_name
+            key, name = load_public_key(Path(public_key).read_bytes()), key_name
         else:
             name, key = parse_verifier_key(public_key)
             name = key_name or name
-    except NoteError as exc:
+    except (NoteError, InvalidKey) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     report = check(str(file), key, name, allow_v1=allow_v1)
@@ -146,8 +146,8 @@ def prune() -> None:
 @audit_app.command("review")
 def review(vendor: str = typer.Argument(..., help="vendor organisation id or name")) -> None:
     """Print the access review of one vendor as JSON."""
-    from gateway.audit.review import access_review
-    from gateway.audit.search import Scope
+    from gateway.auditor.review import access_review
+    from gateway.auditor.search import Scope
     from gateway.orgs.service import find_org
 
     components = _components()
@@ -159,7 +159,7 @@ def review(vendor: str = typer.Argument(..., help="vendor organisation id or nam
 @audit_app.command("disable-inactive")
 def disable_inactive(days: int = typer.Option(None, help="default PHIGATE_AUDIT_INACTIVITY_DAYS")) -> None:
     """Disable practice and vendor accounts inactive for longer than the limit, recording why."""
-    from gateway.audit.review import disable_inactive as job
+    from gateway.auditor.review import disable_inactive as job
 
     names = job(_components(), _actor(), days)
     typer.echo(f"disabled {len(names)} account(s)" + (": " + ", ".join(names) if names else ""))
@@ -168,7 +168,7 @@ def disable_inactive(days: int = typer.Option(None, help="default PHIGATE_AUDIT_
 @audit_app.command("alerts")
 def alerts() -> None:
     """Evaluate the alert rules now and deliver new flags to the sink."""
-    from gateway.audit.alerts import run
+    from gateway.auditor.alerts import run
 
     raised, delivered = run(_components())
     typer.echo(f"{raised} alert(s) raised, {delivered} delivered")

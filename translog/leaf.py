@@ -18,6 +18,11 @@ already the canonical text of that element: long scans splice the stored text
 in (`leaf_hash_text`) instead of parsing and re-encoding it, and fall back to
 parsing when a row was written any other way.  This module is all an outside
 verifier needs to recompute a leaf from an exported record (see docs/audit.md).
+
+This serialisation predates the switch to RFC 8785 (translog/jcs.py) and stays:
+every stored leaf of every existing log commits to it, and a stored event does
+not record a form of its own, so a second leaf form would leave a verifier
+guessing which one each row uses.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 VERSION = "phigate-audit-v1"
 
@@ -50,31 +56,33 @@ def parse_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-def details_text(details: dict) -> str:
+def details_text(details: dict[str, Any]) -> str:
     """The canonical JSON text of a details object."""
     return _encode(details)
 
 
-def serialise(seq: int, occurred_at: str, action: str, outcome: str, severity: str, actor_user_id, actor_org_id,
-              ip, user_agent, target_type, target_id, target_org_id, details: dict) -> bytes:
+def serialise(seq: int, occurred_at: str, action: str, outcome: str, severity: str, actor_user_id: str | None,
+              actor_org_id: str | None, ip: str | None, user_agent: str | None, target_type: str | None,
+              target_id: str | None, target_org_id: str | None, details: dict[str, Any]) -> bytes:
     return _encode([VERSION, seq, occurred_at, action, outcome, severity, actor_user_id, actor_org_id, ip,
                     user_agent, target_type, target_id, target_org_id, details]).encode("ascii")
 
 
-def leaf_hash_of(*fields) -> bytes:
+def leaf_hash_of(*fields: Any) -> bytes:
     """SHA-256(0x00 || d(event)) for the fields in `FIELDS` order (occurred_at as canonical text)."""
     return _sha256(b"\x00" + serialise(*fields)).digest()
 
 
-def leaf_hash_text(*fields) -> bytes:
+def leaf_hash_text(*fields: Any) -> bytes:
     """As `leaf_hash_of`, with details given as JSON text that is spliced in unchanged.
 
     Equal to `leaf_hash_of` exactly when the text is the canonical text of the details.
     """
     head = _encode([VERSION, *fields[:12]])
-    return _sha256(b"\x00" + (head[:-1] + ", " + fields[12] + "]").encode("ascii", "backslashreplace")).digest()
+    details: str = fields[12]
+    return _sha256(b"\x00" + (head[:-1] + ", " + details + "]").encode("ascii", "backslashreplace")).digest()
 
 
-def record_leaf_hash(record: dict) -> bytes:
+def record_leaf_hash(record: dict[str, Any]) -> bytes:
     """Leaf hash of an exported record (a dict holding every name in `FIELDS`)."""
     return leaf_hash_of(*(record[name] for name in FIELDS))

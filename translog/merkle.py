@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
+from typing import Any
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 _sha256 = hashlib.sha256
@@ -107,11 +108,11 @@ class Frontier:
             acc = node_hash(h, acc)
         return acc
 
-    def to_json(self) -> list[list]:
+    def to_json(self) -> list[list[int | str]]:
         return [[level, h.hex()] for level, h in self.nodes]
 
     @classmethod
-    def from_json(cls, size: int, data: list) -> "Frontier":
+    def from_json(cls, size: int, data: list[list[Any]]) -> "Frontier":
         return cls(size, [(int(level), bytes.fromhex(h)) for level, h in data])
 
     def copy(self) -> "Frontier":

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from gateway import clock
 from gateway.audit.models import AuditEvent, Outcome, Severity
-from gateway.audit.search import Scope
 from gateway.audit.service import Actor, record_event
+from gateway.auditor.search import Scope
 from gateway.errors import NotFound
 from gateway.orgs.models import Organisation, OrgKind
 from gateway.users.models import User

@@ -5,7 +5,7 @@ import hashlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.audit import merkle
+from translog import merkle
 
 # The RFC 6962 / 9162 test leaves used by the certificate-transparency implementations,
 # with the published roots of the trees of their first 1..8 leaves.
