@@ -2,10 +2,10 @@
 
 from datetime import UTC
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from gateway import bulk
 from gateway.baas import service
 from gateway.baas.schemas import BaaCreate, BaaOut, BaaTerminate
 from gateway.baas import copies
@@ -58,7 +58,7 @@ async def put_signed_copy(baa_id: str, request: Request, c: AppComponents, princ
         finally:
             raw.close()
 
-    return await anyio.to_thread.run_sync(work)
+    return await bulk.run_sync(work)
 
 
 @router.get("/{baa_id}/signed-copy", response_class=StreamingResponse,

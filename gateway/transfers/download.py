@@ -19,15 +19,14 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-import anyio
 from sqlalchemy.orm import Session
 
 from crypto import CryptoError, unseal
-from gateway import clock, metrics
+from gateway import bulk, clock, metrics
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.auth.service import Principal
@@ -262,14 +261,6 @@ class _Tracker:
                        **common)
 
 
-async def stream(body: Iterator[bytes]):
-    """Drive the sync body from the event loop, one segment per worker-thread hop; close it on disconnect."""
-    try:
-        while True:
-            chunk = await anyio.to_thread.run_sync(next, body, None)
-            if chunk is None:
-                return
-            yield chunk
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(body.close)
+def stream(body: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """The prepared body for the response: a bulk stream, closed on disconnect (gateway/bulk.py)."""
+    return bulk.stream(body)
