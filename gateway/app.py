@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sqlalchemy.exc import IntegrityError
 from starlette.requests import ClientDisconnect
 
-from gateway import __version__, bulk
+from gateway import __version__
 from gateway.components import Components
 from gateway.config import Settings, check_production
 from gateway.errors import GatewayError, MfaRequired, NotAuthenticated, PasswordChangeRequired
@@ -189,7 +189,6 @@ def create_app(settings: Settings | None = None, components: Components | None =
         # so do starting and stopping the scheduler and the metrics server (they touch the database
         # and join threads).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
-        bulk.configure(settings.bulk_streams)
 
         def start():
             _prepare_routes(app.router)

@@ -13,50 +13,62 @@ meanwhile, so TCP holds its sender back), and reads keep the pool to themselves.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 from anyio.lowlevel import RunVar
 
-from gateway.config import Settings
-
 T = TypeVar("T")
 
-# Per event loop, like anyio's own thread limiter: (places for streams, threads they may use).
-_LIMITS: RunVar[tuple[anyio.CapacityLimiter, anyio.CapacityLimiter]] = RunVar("phigate_bulk_streams")
 
+class BulkStreams:
+    """One process's places for uploads and downloads (`Components.bulk`)."""
 
-def configure(streams: int) -> None:
-    """Size this event loop's bulk streams (the app's lifespan calls it with the setting)."""
-    _LIMITS.set((anyio.CapacityLimiter(streams), anyio.CapacityLimiter(streams)))
+    def __init__(self, streams: int):
+        self.streams = streams
+        self.waiting = 0  # uploads and downloads of this process waiting for a place
+        # Per event loop, like anyio's own thread limiter: (places for streams, threads they may use).
+        self._limits: RunVar[tuple[anyio.CapacityLimiter, anyio.CapacityLimiter]] = RunVar(f"bulk-{id(self)}")
 
+    def _current(self) -> tuple[anyio.CapacityLimiter, anyio.CapacityLimiter]:
+        try:
+            return self._limits.get()
+        except LookupError:
+            limits = anyio.CapacityLimiter(self.streams), anyio.CapacityLimiter(self.streams)
+            self._limits.set(limits)
+            return limits
 
-def _limits() -> tuple[anyio.CapacityLimiter, anyio.CapacityLimiter]:
-    try:
-        return _LIMITS.get()
-    except LookupError:  # an app served without its lifespan (some test clients): the default size
-        configure(Settings.model_fields["bulk_streams"].default)
-        return _LIMITS.get()
+    @asynccontextmanager
+    async def _place(self, streams: anyio.CapacityLimiter) -> AsyncIterator[None]:
+        self.waiting += 1
+        try:
+            await streams.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            streams.release()
 
+    async def run_sync(self, work: Callable[..., T], *args) -> T:
+        """Run one whole upload (`work` reads the body and stores it) once a place is free."""
+        streams, threads = self._current()
+        async with self._place(streams):
+            return await anyio.to_thread.run_sync(work, *args, limiter=threads)
 
-async def run_sync(work: Callable[..., T], *args) -> T:
-    """Run one whole upload (`work` reads the body and stores it) once a place is free."""
-    streams, threads = _limits()
-    async with streams:
-        return await anyio.to_thread.run_sync(work, *args, limiter=threads)
-
-
-async def stream(body: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """Drive a download's sync body once a place is free, one segment per thread hop; close it however it ends."""
-    streams, threads = _limits()
-    try:
-        async with streams:
-            while True:
-                chunk = await anyio.to_thread.run_sync(next, body, None, limiter=threads)
-                if chunk is None:
-                    return
-                yield chunk
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(body.close, limiter=threads)
+    async def stream(self, body: Iterator[bytes]) -> AsyncIterator[bytes]:
+        """A download's sync body for the response, once a place is free: one segment per thread hop, closed
+        however it ends (a client that hangs up included)."""
+        streams, threads = self._current()
+        try:
+            async with self._place(streams):
+                while True:
+                    chunk = await anyio.to_thread.run_sync(next, body, None, limiter=threads)
+                    if chunk is None:
+                        return
+                    yield chunk
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(body.close, limiter=threads)

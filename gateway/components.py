@@ -7,6 +7,7 @@ from functools import cached_property
 
 from sqlalchemy import text
 
+from gateway.bulk import BulkStreams
 from gateway.config import Settings
 from gateway.db import Database, PoolSettings
 
@@ -14,7 +15,7 @@ log = logging.getLogger("phigate")
 
 
 class Components:
-    """Settings, database, outbox, key provider and object store; providers open on first use."""
+    """Settings, database, outbox, bulk streams, key provider and object store; providers open on first use."""
 
     def __init__(self, settings: Settings):
         from gateway.audit import alerts
@@ -27,6 +28,7 @@ class Components:
         # Installed before any session commits: every commit of this process delivers its own messages.
         self.outbox = Outbox(self.db, {alerts.TOPIC: alerts.channel(self)})
         self.outbox.install()
+        self.bulk = BulkStreams(settings.bulk_streams)
 
     @cached_property
     def keys(self):

@@ -12,6 +12,7 @@ resumed, so once the limit is reached no range of the file leaves.  The registry
 verifies the first segment before any header is sent: a tampered object fails
 cleanly; a later bad segment cuts the connection short (the Content-Length tells the
 client it is incomplete).  Every failure says what happened (gateway/sealed/errors.py).
+The route streams the prepared body as a bulk stream (gateway/bulk.py).
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
 from crypto import CryptoError, unseal
-from gateway import bulk, clock, metrics
+from gateway import clock, metrics
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.auth.service import Principal
@@ -259,8 +260,3 @@ class _Tracker:
             else:
                 _event(db, "transfer.download.range_delivered", self.actor, parties, self.transfer.id, self.file.id,
                        **common)
-
-
-def stream(body: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """The prepared body for the response: a bulk stream, closed on disconnect (gateway/bulk.py)."""
-    return bulk.stream(body)

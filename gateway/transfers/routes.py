@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import TypeAdapter
 from fastapi.responses import StreamingResponse
 
-from gateway import bulk
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, WriteSession, require
 from gateway.errors import InvalidInput
@@ -111,7 +110,7 @@ async def create_transfer(request: Request, c: AppComponents, principal: Sender,
             transfer = service.find_transfer(db, principal, transfer_id)
             return TransferCreated(id=transfer.id, status=transfer.status)
 
-    return await bulk.run_sync(closing_work)
+    return await c.bulk.run_sync(closing_work)
 
 
 Limit = Annotated[int, Query(ge=1, le=200, description="items per page")]
@@ -213,5 +212,5 @@ def download_file(transfer_id: str, file_id: str, request: Request, db: WriteSes
                   principal: Downloader):
     """Download (decrypted as it streams); supports one `Range: bytes=` range to resume. Every attempt is logged."""
     prepared = download.prepare(c, db, principal, transfer_id, file_id, request.headers.get("range"))
-    return StreamingResponse(download.stream(prepared.body), status_code=prepared.status_code,
+    return StreamingResponse(c.bulk.stream(prepared.body), status_code=prepared.status_code,
                              headers=prepared.headers)
