@@ -7,6 +7,7 @@ from functools import cached_property
 
 from sqlalchemy import text
 
+from gateway.bulk import BulkStreams
 from gateway.config import Settings
 from gateway.db import Database, PoolSettings
 
@@ -14,7 +15,7 @@ log = logging.getLogger("phigate")
 
 
 class Components:
-    """Settings, database, outbox, key provider and object store; providers open on first use."""
+    """Settings, database, outbox, bulk streams, key provider and object store; providers open on first use."""
 
     def __init__(self, settings: Settings):
         from gateway.audit.service import on_high_severity
@@ -30,6 +31,7 @@ class Components:
         self.outbox.install()
         # The auditor feature flags every high-severity event as it is recorded.
         on_high_severity(alerts.raise_for_event)
+        self.bulk = BulkStreams(settings.bulk_streams)
 
     @cached_property
     def keys(self):

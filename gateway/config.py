@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes of `phigate serve`")
     worker_threads: int = Field(default=40, ge=4, le=1000,
                                 description="threads per process for database, key, storage and hashing work")
+    bulk_streams: int = Field(default=4, ge=1, le=1000,
+                              description="uploads and downloads moving bytes at once per process; others wait")
     db_pool_size: int = Field(default=10, ge=1, le=500, description="database connections kept per process")
     db_max_overflow: int = Field(default=30, ge=0, le=1000, description="extra connections per process under load")
     db_pool_timeout: float = Field(default=30.0, gt=0, le=600, description="seconds to wait for a free connection")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
@@ -27,24 +29,32 @@ from gateway.users.models import Role, User
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_components(request: Request) -> Components:
+# Dependencies that only read the request are `async def`: FastAPI runs a plain `def` one in a
+# worker thread, and a thread hop per trivial lookup costs the event loop more than the lookup.
+
+async def get_components(request: Request) -> Components:
     return request.app.state.components
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.components.settings
 
 
-def get_db(request: Request) -> Iterator[Session]:
+async def get_db(request: Request) -> AsyncIterator[Session]:
     """The request's session: a snapshot reader for GET/HEAD, a writer for anything that changes state.
 
     Closed as soon as the handler and its response model are done (scope "function"),
     never held while a response streams. Nothing is committed implicitly: services
     commit what they mean to keep, and whatever a failing request left uncommitted is
-    rolled back here.
+    rolled back here. Opening one touches no connection (that happens at its first query,
+    in the handler's thread), so only the close goes to a worker thread.
     """
-    with request.app.state.components.db.session(write=request.method not in SAFE_METHODS) as session:
+    session = request.app.state.components.db.session(write=request.method not in SAFE_METHODS)
+    try:
         yield session
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(session.close)
 
 
 DbSession = Annotated[Session, Depends(get_db, scope="function")]
@@ -87,7 +97,7 @@ def client_address(request: Request, settings: Settings) -> str:
     return peer
 
 
-def get_actor(request: Request, settings: AppSettings) -> Actor:
+async def get_actor(request: Request, settings: AppSettings) -> Actor:
     return Actor(ip=client_address(request, settings), user_agent=request.headers.get("user-agent", "")[:256])
 
 

@@ -2,7 +2,6 @@
 
 from datetime import UTC
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
@@ -11,7 +10,6 @@ from gateway.baas.schemas import BaaCreate, BaaOut, BaaTerminate
 from gateway.baas import copies
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
 from gateway.errors import InvalidInput
-from gateway.transfers.download import stream
 from gateway.transfers.intake import body_chunks
 from gateway.orgs.service import get_org
 
@@ -58,13 +56,13 @@ async def put_signed_copy(baa_id: str, request: Request, c: AppComponents, princ
         finally:
             raw.close()
 
-    return await anyio.to_thread.run_sync(work)
+    return await c.bulk.run_sync(work)
 
 
 @router.get("/{baa_id}/signed-copy", response_class=StreamingResponse,
             responses={200: {"content": {"application/pdf": {}}}})
 def get_signed_copy(baa_id: str, c: AppComponents, principal: AdminPrincipal):
     baa, body = copies.read_copy(c, baa_id, principal.actor)
-    return StreamingResponse(stream(body), media_type="application/pdf", headers={
+    return StreamingResponse(c.bulk.stream(body), media_type="application/pdf", headers={
         "Content-Disposition": 'attachment; filename="signed-baa.pdf"', "Content-Length": str(baa.copy_size),
         "X-Content-SHA256": baa.copy_sha256})

@@ -12,6 +12,7 @@ resumed, so once the limit is reached no range of the file leaves.  The registry
 verifies the first segment before any header is sent: a tampered object fails
 cleanly; a later bad segment cuts the connection short (the Content-Length tells the
 client it is incomplete).  Every failure says what happened (gateway/sealed/errors.py).
+The route streams the prepared body as a bulk stream (gateway/bulk.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-import anyio
 from sqlalchemy.orm import Session
 
 from crypto import CryptoError, unseal
@@ -260,16 +260,3 @@ class _Tracker:
             else:
                 _event(db, "transfer.download.range_delivered", self.actor, parties, self.transfer.id, self.file.id,
                        **common)
-
-
-async def stream(body: Iterator[bytes]):
-    """Drive the sync body from the event loop, one segment per worker-thread hop; close it on disconnect."""
-    try:
-        while True:
-            chunk = await anyio.to_thread.run_sync(next, body, None)
-            if chunk is None:
-                return
-            yield chunk
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(body.close)

@@ -128,7 +128,7 @@ def emergency_review(request: Request, transfer_id: str, db: DbSession, c: AppCo
 def download_file(request: Request, transfer_id: str, file_id: str, db: WriteSession, c: AppComponents,
                   principal: Downloader):
     prepared = download.prepare(c, db, principal, transfer_id, file_id, request.headers.get("range"))
-    return StreamingResponse(download.stream(prepared.body), status_code=prepared.status_code,
+    return StreamingResponse(c.bulk.stream(prepared.body), status_code=prepared.status_code,
                              headers=prepared.headers)
 
 

@@ -1,9 +1,8 @@
 """The load benchmark (bench/load.py) as a test: 20 concurrent clients for 12 s per database.
 
 The real server runs in a subprocess on the stdlib asyncio loop in debug mode, so that any callback
-holding the event loop for 0.1 s or more is reported. Correctness under concurrency only: no errors,
-no checksum mismatch, no "database is locked", no callback holding the loop half a second, and every
-kind of work got done.
+holding the event loop for 0.1 s or more once it serves is reported. Correctness under concurrency only: no
+errors, no checksum mismatch, no "database is locked", no such report, and every kind of work got done.
 No timing assertions: the machine is shared, and the benchmark reports the latencies.
 """
 
@@ -41,9 +40,8 @@ def test_twenty_concurrent_clients_get_correct_answers_without_blocking_the_serv
     assert r["errors"] == 0, errors
     assert r["checksum_mismatches"] == 0, errors
     assert r["database_locked"] == 0, errors
-    # asyncio reports every callback of 0.1 s or more. On two cores under this load a few reach 0.1-0.35 s
-    # while the loop thread waits for the GIL behind the worker threads (docs/BENCHMARKS.md); a call that
-    # blocks the loop (a lock wait, synchronous I/O) shows as seconds. The suite fails on half a second.
-    assert r["slow_callback_max_s"] < 0.5, f"event loop blocked: {r['slow_callback_samples']}"
+    # asyncio reports every callback of 0.1 s or more: a call that blocks the loop (a lock wait, synchronous
+    # I/O), or a loop thread that waits for the interpreter lock behind too many busy worker threads.
+    assert r["slow_callbacks"] == 0, f"event loop held up: {r['slow_callback_samples']}"
     for work in ("operations", "uploads", "approvals", "downloads"):
         assert r[work] > 0, f"no {work}: {r['counts']}; {errors}"

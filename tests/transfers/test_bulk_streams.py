@@ -1,0 +1,80 @@
+"""Uploads and downloads take turns for the process's bulk places; reads never wait behind them (gateway/bulk.py).
+
+Against the real server (uvicorn on a loopback port), with one place: a download whose client stops reading
+holds it, an upload waits for it without a thread, and lists, the inbox and health answer meanwhile.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+
+from gateway.bulk import BulkStreams
+from tests.transfers.conftest import PDF, events
+from tests.transfers.test_disconnects import BIG, live, signed_in  # noqa: F401 - `live` is a fixture
+
+
+def _until(condition, what: str) -> None:
+    for _ in range(600):  # bounded: the server's other thread gets there in a moment
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"never: {what}")
+
+
+def _response(sock: socket.socket) -> bytes:
+    sock.settimeout(30)
+    data = b""
+    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_reads_answer_while_an_upload_waits_behind_a_stalled_download(live, app, components, party, session_for,
+                                                                      db, fake_clock):
+    components.bulk = BulkStreams(1)  # before the server's first request: its loop sizes its places from this
+    staff, approver = session_for(party.staff), session_for(party.approver)
+    tid = staff.upload(party.vendor.id, data=BIG, name="big.pdf").json()["id"]
+    fid = approver.approve(tid).json()["files"][0]["id"]
+    biller_cookie, _ = signed_in(app, party.biller, approver.clock)
+    staff_cookie, staff_csrf = signed_in(app, party.staff, approver.clock)
+    base = f"http://{live[0]}:{live[1]}"
+
+    download = socket.socket()
+    download.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the client reads nothing more: the place stays taken
+    download.connect(live)
+    upload = socket.create_connection(live)
+    try:
+        download.sendall(f"GET /api/v1/transfers/{tid}/files/{fid}/content HTTP/1.1\r\nHost: x\r\n"
+                         f"Cookie: phigate_session={biller_cookie}\r\n\r\n".encode())
+        assert download.recv(4096).startswith(b"HTTP/1.1 200")
+        upload.sendall((f"POST /api/v1/transfers?partner_id={party.vendor.id} HTTP/1.1\r\nHost: x\r\n"
+                        f"Content-Type: application/octet-stream\r\nContent-Length: {len(PDF)}\r\nX-Purpose: APPEAL-7\r\n"
+                        f"Content-Disposition: attachment; filename=second.pdf\r\n"
+                        f"Cookie: phigate_session={staff_cookie}\r\nX-CSRF-Token: {staff_csrf}\r\n\r\n").encode() + PDF)
+        _until(lambda: components.bulk.waiting == 1, "the upload waits for the download's place")
+
+        with httpx.Client(base_url=base, timeout=30, cookies={"phigate_session": staff_cookie}) as reader:
+            listed = reader.get("/api/v1/transfers")
+            assert listed.status_code == 200 and [t["id"] for t in listed.json()] == [tid]
+            assert reader.get("/healthz").status_code == 200
+        with httpx.Client(base_url=base, timeout=30, cookies={"phigate_session": biller_cookie}) as biller:
+            assert [t["id"] for t in biller.get("/api/v1/transfers/inbox").json()] == [tid]
+        # The reads were answered while the upload still waited: nothing of it was stored.
+        assert components.bulk.waiting == 1
+        assert len(events(db, "transfer.created")) == 1
+    finally:
+        download.close()  # the place is free: the upload goes on
+
+    try:
+        answer = _response(upload)
+    finally:
+        upload.close()
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
+    assert len(events(db, "transfer.created")) == 2
+    assert components.bulk.waiting == 0
