@@ -82,6 +82,7 @@ def serve_jobs(components) -> list[Job]:
     """Every domain's scheduled work for this process, with its configured interval; all of it leader-only."""
     from gateway.audit.checkpoint import AuditJobs
     from gateway.retention.pages import scheduled_run
+    from gateway.uploads.service import expire
 
     settings = components.settings
     return [
@@ -90,6 +91,7 @@ def serve_jobs(components) -> list[Job]:
         Job("outbox", settings.outbox_retry_seconds, components.outbox.deliver, leader_only=True),
         Job("retention", settings.retention_run_interval_seconds, lambda: scheduled_run(components),
             leader_only=True),
+        Job("uploads", settings.upload_expiry_interval_seconds, lambda: expire(components), leader_only=True),
     ]
 
 
