@@ -276,11 +276,12 @@ def append(c: Components, principal: Principal, upload_id: str, offset: int, chu
     verifier = hashlib.sha256() if checksum is not None else None
     try:
         for chunk in chunks:
-            if writer.position + len(writer.buffer) + len(chunk) > up.length:
-                raise PastLength()
+            room = up.length - writer.position - len(writer.buffer)
             if verifier is not None:
                 verifier.update(chunk)
-            writer.feed(chunk, keep=verifier is None)
+            writer.feed(chunk[:room], keep=verifier is None)
+            if len(chunk) > room:
+                raise PastLength()
         if verifier is not None and verifier.digest() != checksum[1]:
             raise ChecksumMismatch()
         writer.flush(keep=True)
