@@ -135,3 +135,14 @@ def test_protocol_errors(party, tus_for, session_for):
     assert tus.patch(url, 0, b"x").status_code == 403
     anonymous = tus.client.__class__(tus.client.app)
     assert anonymous.head(url, headers={"Tus-Resumable": "1.0.0"}).status_code == 401
+
+
+def test_creation_with_a_refused_first_body(party, tus_for, db):
+    """The upload is created (the client can go on or cancel it); only the body was refused, and none of it kept."""
+    tus = tus_for(party.staff)
+    fake = b"MZ\x90\x00" + b"\x00" * 20000
+    r = tus.create(len(fake), partner_id=party.vendor.id, filename="claims.pdf", body=fake)
+    assert r.status_code == 201 and r.headers["Upload-Offset"] == "0"
+    assert kept(db) == [] and [o.kind for o in live_sealed(db)] == [SealedKind.upload]
+    r = tus.patch(r.headers["Location"], 0, fake)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "file_content_mismatch"
