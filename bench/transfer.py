@@ -7,6 +7,9 @@ a subprocess with its own data directory, creates a practice, a vendor, a BAA an
 three users with API tokens, then streams a generated file (never held in memory)
 up as a raw `application/octet-stream` body, approves it, and streams it back.
 
+Each round also sends the same file as a resumable (tus) upload in 8 MiB PATCHes and
+makes a transfer of it: `resumable_over_direct` is its rate over the direct upload's.
+
 In the same run, alternating with it round by round, a baseline: a bare FastAPI/uvicorn app that streams the
 same request body to a file (fsynced, as the gateway's store does) and back with
 FileResponse, no encryption, no database.
@@ -34,6 +37,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 CHUNK = MiB
+RESUMABLE_CHUNK = 8 * MiB  # PATCH size of the resumable (tus) upload
 
 BASELINE_APP = textwrap.dedent('''
     import os
@@ -217,6 +221,33 @@ class Gateway:
             raise RuntimeError(f"downloaded {n} bytes, expected {self.size}")
         return up, down
 
+    def resumable(self, client: httpx.Client) -> float:
+        """The same file as a tus upload in 8 MiB PATCHes, then a transfer made of it; returns the time."""
+        import base64
+
+        self.n += 1
+        meta = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in
+                        (("filename", "bench.pdf"), ("partner_id", self.creds["vendor_id"]),
+                         ("purpose", f"BENCH-{self.n}")))
+        tus = {**self._auth("staff"), "Tus-Resumable": "1.0.0"}
+        start = time.perf_counter()
+        r = client.post(f"{self.base}/api/v1/uploads", headers={**tus, "Upload-Length": str(self.size),
+                                                                 "Upload-Metadata": meta})
+        r.raise_for_status()
+        url, offset, chunks = self.base + r.headers["Location"], 0, body(self.size)
+        while offset < self.size:
+            piece = b"".join(next(chunks) for _ in range(min(RESUMABLE_CHUNK, self.size - offset) // CHUNK or 1))
+            r = client.patch(url, content=piece, headers={**tus, "Upload-Offset": str(offset),
+                                                          "Content-Type": "application/offset+octet-stream"})
+            r.raise_for_status()
+            if int(r.headers["Upload-Offset"]) != offset + len(piece):
+                raise RuntimeError("the gateway kept less than a whole PATCH on a quiet loopback link")
+            offset += len(piece)
+        r = client.post(f"{self.base}/api/v1/uploads/transfers", json={"upload_ids": [url.rsplit("/", 1)[1]]},
+                        headers=self._auth("staff"))
+        r.raise_for_status()
+        return time.perf_counter() - start
+
     def stop(self) -> float:
         peak = rss_kib(self.proc.pid, "VmHWM")
         self.proc.terminate()
@@ -269,7 +300,7 @@ def main() -> None:
         baseline, gateway = Baseline(size, work), Gateway(size, work)
         try:
             # Alternate the two, so that whatever else the machine does hits both alike.
-            base_up, base_down, gw_up, gw_down = [], [], [], []
+            base_up, base_down, gw_up, gw_down, gw_tus = [], [], [], [], []
             with httpx.Client(timeout=None) as client:
                 for _ in range(repeats):
                     up, down = baseline.round(client)
@@ -278,6 +309,7 @@ def main() -> None:
                     up, down = gateway.round(client)
                     gw_up.append(up)
                     gw_down.append(down)
+                    gw_tus.append(gateway.resumable(client))
         finally:
             baseline_peak = baseline.stop()
             gateway_peak = gateway.stop()
@@ -294,6 +326,9 @@ def main() -> None:
         "upload_ratio": round(statistics.median(b / g for b, g in zip(base_up, gw_up)), 3),
         "download_ratio": round(statistics.median(b / g for b, g in zip(base_down, gw_down)), 3),
         "upload_ratio_per_round": [round(b / g, 3) for b, g in zip(base_up, gw_up)],
+        # tus, 8 MiB PATCHes, including the transfer made of the upload; against the direct upload of the same round.
+        "resumable_upload_mb_s": rate(gw_tus),
+        "resumable_over_direct": round(statistics.median(d / t for d, t in zip(gw_up, gw_tus)), 3),
         "server_idle_rss_mb": round(gateway.idle_kib / 1024, 1),
         "server_peak_rss_mb": round(gateway_peak / 1024, 1),
         "server_peak_over_idle_mb": round((gateway_peak - gateway.idle_kib) / 1024, 1),

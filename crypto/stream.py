@@ -475,3 +475,50 @@ def _range_gen(fetch: Fetch, dek: bytes, ctx: bytes, start: int, stop: int, ciph
             raise DecryptionError()
     except InvalidTag:
         raise DecryptionError() from None
+
+
+# ------------------------------------------------------------------- resumable writing
+
+
+class SegmentCipher:
+    """One object's segments sealed (or opened) one at a time, by index: for uploads that
+    arrive in pieces over many requests and processes.
+
+    The header is made once (``SegmentCipher(dek, context)``) and kept by the caller;
+    any later process rebuilds the same cipher from it (``SegmentCipher(dek, context,
+    header=...)``, which checks the key commitment).  The concatenation of the header
+    and segments 0..n-1, the last sealed with ``last=True``, is exactly the v1 format
+    that ``encrypt_stream`` writes, so the result reads like any other object.
+    """
+
+    __slots__ = ("header", "_keys")
+
+    def __init__(self, dek: bytes, context: Mapping[str, str], *, header: bytes | None = None,
+                 segment_size: int = SEGMENT_SIZE):
+        dek = _check_dek(dek)
+        ctx = canonical_context(context)
+        if header is None:
+            self.header, self._keys = _new_header(dek, ctx, _check_segment_size(segment_size), None, None)
+        else:
+            self.header, self._keys = bytes(header), _open_header(bytes(header), dek, ctx)
+
+    def __repr__(self) -> str:
+        return "SegmentCipher(<redacted>)"
+
+    @property
+    def segment_size(self) -> int:
+        return self._keys.segment_size
+
+    def seal(self, index: int, plaintext: bytes, last: bool) -> list[bytes]:
+        """Ciphertext pieces of segment ``index``: a full segment, or the final one (1..segment_size bytes)."""
+        size = len(plaintext)
+        if not 0 <= index < MAX_SEGMENTS or size > self.segment_size or (not last and size != self.segment_size):
+            raise CryptoError("a segment is exactly segment_size bytes, except the last")
+        return _encrypt_segment(self._keys, index, last, [memoryview(plaintext)])
+
+    def open(self, index: int, ciphertext: bytes, last: bool) -> bytes:
+        """Verified plaintext of segment ``index``, or DecryptionError."""
+        try:
+            return b"".join(_decrypt_segment(self._keys, index, last, [memoryview(ciphertext)]))
+        except InvalidTag:
+            raise DecryptionError() from None

@@ -256,6 +256,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     from gateway.users import pages as user_pages
     from gateway.transfers import pages as transfer_pages
     from gateway.transfers import routes as transfer_routes
+    from gateway.uploads import routes as upload_routes
     from gateway.users import routes as user_routes
     from gateway.retention import pages as retention_pages
     from gateway.retention import routes as retention_routes
@@ -263,7 +264,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     for module in (health, auth_pages, org_pages, user_pages, baa_pages, transfer_pages, audit_pages,
                    retention_pages):
         app.include_router(module.router)
-    for module in (auth_routes, org_routes, user_routes, baa_routes, transfer_routes, audit_routes,
+    for module in (auth_routes, org_routes, user_routes, baa_routes, transfer_routes, upload_routes, audit_routes,
                    retention_routes):
         app.include_router(module.router, prefix="/api/v1")
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")

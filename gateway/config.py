@@ -111,6 +111,15 @@ class Settings(BaseSettings):
     max_access_days: int = Field(default=30, ge=1)
     emergency_max_hours: int = Field(default=24, ge=1, le=72)
 
+    # resumable uploads (tus, gateway/uploads)
+    upload_expiry_hours: int = Field(default=24, ge=1, le=24 * 30,
+                                     description="an unfinished upload is destroyed this long after it began")
+    upload_max_unfinished: int = Field(default=20, ge=1, description="unfinished uploads one user may hold")
+    upload_max_bytes_held: int = Field(default=20 * 1024**3, ge=1,
+                                       description="declared bytes of one user's unfinished uploads, together")
+    upload_expiry_interval_seconds: int = Field(default=300, ge=0,
+                                                description="how often serve destroys expired uploads (0: off)")
+
     # retention and offboarding (retention/)
     retention_keep_days: int = Field(default=30, ge=0, le=3650,
                                      description="days ciphertext is kept after a window ends, rejection or revocation")

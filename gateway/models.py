@@ -13,3 +13,4 @@ from gateway.sealed.models import SealedObject  # noqa: F401,E402
 from gateway.transfers.models import Download, Transfer, TransferFile, TransferRecipient  # noqa: F401,E402
 from retention.models import (Certificate, DestructionJob, DestructionRecord, LegalHold,  # noqa: F401,E402
                               RetentionPolicy, RunnerLock)
+from gateway.uploads.models import Upload, UploadPart  # noqa: F401,E402

@@ -82,6 +82,7 @@ def serve_jobs(components) -> list[Job]:
     """Every domain's scheduled work for this process, with its configured interval; all of it leader-only."""
     from gateway.auditor.jobs import AuditJobs
     from gateway.retention.pages import scheduled_run
+    from gateway.uploads.service import expire
 
     settings = components.settings
     return [
@@ -92,6 +93,7 @@ def serve_jobs(components) -> list[Job]:
             leader_only=True),
         # Closes ended address windows of the refusal ledger with one event each (gateway/auth/throttle.py).
         Job("address-windows", 60, lambda: close_address_windows(components), leader_only=True),
+        Job("uploads", settings.upload_expiry_interval_seconds, lambda: expire(components), leader_only=True),
     ]
 
 

@@ -3,7 +3,8 @@
 Reports:
 
 * `stale_pending`: objects recorded as pending longer than the in-flight window (an
-  upload or copy that crashed, or whose clean-up failed);
+  upload or copy that crashed, or whose clean-up failed), or, for an unfinished
+  resumable upload held longer, past the time it was held until (it expired);
 * `unfinished_destruction`: objects whose destruction was decided (`destroying`) longer
   than the window ago and never finished (storage was down);
 * `unreferenced`: objects in storage that no registry row names, of any kind or state;
@@ -54,7 +55,8 @@ def fsck(c: Components, actor: Actor, *, repair: bool, grace_minutes: int | None
     """Report (and with `repair` remove) objects nothing uses; report objects in use that storage lacks."""
     report = FsckReport()
     window = grace_minutes if grace_minutes is not None else c.settings.retention_in_flight_minutes
-    cutoff = clock.now() - timedelta(minutes=window)
+    now = clock.now()
+    cutoff = now - timedelta(minutes=window)
     here = c.store.location_id
     # Storage first, then the registry: every object is recorded (pending) before it is written, so
     # an object listed here has a row committed before the registry is read below.
@@ -66,7 +68,8 @@ def fsck(c: Components, actor: Actor, *, repair: bool, grace_minutes: int | None
     for key, row in sorted(rows.items()):
         counts = report.by_kind.setdefault(row.kind.value, {})
         counts[row.state.value] = counts.get(row.state.value, 0) + 1
-        if row.state == SealedState.pending and row.created_at < cutoff:
+        if row.state == SealedState.pending and row.created_at < cutoff and (
+                row.held_until is None or row.held_until < now):
             report.stale_pending.append(key)
         elif row.state == SealedState.destroying and (row.destroying_at or row.created_at) < cutoff:
             report.unfinished_destruction.append(key)

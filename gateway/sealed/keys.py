@@ -63,3 +63,9 @@ def transfer_file_context(*, practice_id: str, vendor_id: str, transfer_id: str,
 
 def baa_copy_context(*, baa_id: str, practice_id: str) -> dict[str, str]:
     return {"purpose": "baa-signed-copy", "baa": baa_id, "practice": practice_id}
+
+
+def upload_context(*, practice_id: str, vendor_id: str, upload_id: str, file_id: str) -> dict[str, str]:
+    """A resumable upload's context: fixed before its first byte (no transfer exists yet) and kept
+    by the transfer file it becomes (the registry row records it)."""
+    return {"practice": practice_id, "vendor": vendor_id, "upload": upload_id, "file": file_id}

@@ -26,6 +26,13 @@ class SealedKind(str, enum.Enum):
     transfer_file = "transfer_file"
     # The signed copy of a BAA; owner_id is the BAA id (a replaced copy is destroyed).
     baa_copy = "baa_copy"
+    # A resumable upload (gateway/uploads); owner_id is the upload id. Pending while bytes
+    # arrive (held until the upload expires), stored once assembled; it becomes a
+    # transfer_file (owner: the file id) when a transfer is made of it.
+    upload = "upload"
+    # A piece of an unfinished upload's ciphertext; owner_id is the upload id. Always
+    # pending (held until the upload expires); destroyed when the upload is assembled.
+    upload_part = "upload_part"
 
 
 class SealedState(str, enum.Enum):
@@ -62,6 +69,9 @@ class SealedObject(Base):
     plaintext_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     ciphertext_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # A pending object kept past the in-flight window (an unfinished resumable upload):
+    # fsck leaves it alone until this time, then destroys it like any stale pending object.
+    held_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     state: Mapped[SealedState] = mapped_column(Enum(SealedState, native_enum=False, length=16), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     stored_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

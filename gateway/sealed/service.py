@@ -32,11 +32,11 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from crypto import CryptoError, KeyDestroyed, WrappedKey, decrypt_range, decrypt_stream, encrypt_stream
+from crypto import CryptoError, KeyDestroyed, SegmentCipher, WrappedKey, decrypt_range, decrypt_stream, encrypt_stream
 from gateway import clock
 from gateway.ids import new_id
 from gateway.sealed.errors import IntegrityFailure, ObjectDestroyed, SealedError, StorageUnavailable, translate
-from gateway.sealed.keys import baa_copy_context, generation_of, transfer_file_context
+from gateway.sealed.keys import baa_copy_context, generation_of, transfer_file_context, upload_context
 from gateway.sealed.models import SealedKind, SealedObject, SealedState
 from storage import AbsenceProof, DeletionBlocked, DestroyReport, StorageError
 
@@ -71,6 +71,11 @@ def baa_copy(*, key_id: str, baa_id: str, practice_id: str, vendor_id: str) -> S
                 baa_copy_context(baa_id=baa_id, practice_id=practice_id))
 
 
+def upload(*, key_id: str, practice_id: str, vendor_id: str, upload_id: str, file_id: str) -> Spec:
+    return Spec(SealedKind.upload, upload_id, practice_id, vendor_id, key_id,
+                upload_context(practice_id=practice_id, vendor_id=vendor_id, upload_id=upload_id, file_id=file_id))
+
+
 @dataclass(frozen=True)
 class Pending:
     """A reserved object: its row is committed as pending; nothing stored yet."""
@@ -99,12 +104,17 @@ def reserve(c, spec: Spec) -> Pending:
     """Record the object as pending (committed at once) before anything is stored."""
     pending = Pending(new_id(), new_id(), spec)
     with c.db.transaction() as db:
-        db.add(SealedObject(
-            id=pending.id, kind=spec.kind, owner_id=spec.owner_id, practice_id=spec.practice_id,
-            vendor_id=spec.vendor_id, key_id=spec.key_id, key_generation=generation_of(spec.key_id),
-            context=dict(spec.context), object_key=pending.object_key, storage_location=c.store.location_id,
-            state=SealedState.pending, created_at=clock.now()))
+        db.add(_pending_row(c, pending))
     return pending
+
+
+def _pending_row(c, pending: Pending) -> SealedObject:
+    spec = pending.spec
+    return SealedObject(
+        id=pending.id, kind=spec.kind, owner_id=spec.owner_id, practice_id=spec.practice_id,
+        vendor_id=spec.vendor_id, key_id=spec.key_id, key_generation=generation_of(spec.key_id),
+        context=dict(spec.context), object_key=pending.object_key, storage_location=c.store.location_id,
+        state=SealedState.pending, created_at=clock.now())
 
 
 class _Measured:
@@ -198,6 +208,116 @@ def discard(c, pending: Iterable[Pending]) -> tuple[int, int]:
                        .execution_options(synchronize_session=False))
         removed += 1
     return removed, left
+
+
+# -- resumable objects -------------------------------------------------------------------
+#
+# An object written over many requests, possibly by several processes: its data key is
+# wrapped and recorded when it is begun (pending, held until it expires), and its
+# ciphertext arrives as parts, each a pending object of kind `upload_part` holding
+# whole segments sealed with `SegmentCipher`.  `assemble` joins header and parts into
+# the object itself; only ciphertext is ever copied.
+
+@dataclass(frozen=True)
+class Resumable:
+    """A resumable object just begun: its row (pending, data key recorded) and its stream header."""
+
+    pending: Pending
+    header: bytes
+
+
+def begin(c, spec: Spec, held_until: datetime) -> Resumable:
+    """Reserve an object to be written in parts: fresh data key, wrapped and recorded now, so any process can go on."""
+    try:
+        dek, wrapped = c.keys.generate_data_key(spec.key_id, spec.context)
+        header = SegmentCipher(dek, spec.context).header
+    except BaseException as exc:
+        err = translate(exc)
+        if err is None:
+            raise
+        raise err from None
+    pending = Pending(new_id(), new_id(), spec)
+    with c.db.transaction() as db:
+        row = _pending_row(c, pending)
+        row.wrapped_dek, row.key_version, row.held_until = wrapped.to_bytes(), wrapped.key_version, held_until
+        db.add(row)
+    return Resumable(pending, header)
+
+
+def cipher(c, obj: SealedObject, header: bytes) -> SegmentCipher:
+    """The segment cipher of a resumable object, rebuilt from its recorded data key and header."""
+    if obj.state != SealedState.pending or obj.wrapped_dek is None:
+        raise ObjectDestroyed()
+    try:
+        dek = c.keys.unwrap(WrappedKey.from_bytes(obj.wrapped_dek), obj.context or {})
+        return SegmentCipher(dek, obj.context or {}, header=header)
+    except BaseException as exc:
+        err = translate(exc)
+        if err is None:
+            raise
+        raise err from None
+
+
+def write_part(c, obj: SealedObject, ciphertext: list[bytes]) -> tuple[Pending, int]:
+    """Store one part of a resumable object (whole sealed segments); returns it (pending) and its size.
+
+    On failure the part is discarded and the error raised as a SealedError.
+    """
+    part = reserve(c, Spec(SealedKind.upload_part, obj.owner_id, obj.practice_id, obj.vendor_id, obj.key_id,
+                           obj.context or {}))
+    try:
+        info = c.store.put(part.object_key, ciphertext, metadata={"format": OBJECT_FORMAT + "-part"})
+    except BaseException as exc:
+        discard(c, [part])
+        err = translate(exc)
+        if err is None:
+            raise
+        raise err from None
+    return part, info.size
+
+
+def hold(db: Session, ids: Iterable[str], until: datetime) -> None:
+    """Keep pending objects (kept parts of an unfinished upload) past the in-flight window, until `until`."""
+    db.execute(update(SealedObject).where(SealedObject.id.in_(list(ids)), SealedObject.state == SealedState.pending)
+               .values(held_until=until).execution_options(synchronize_session=False))
+
+
+def read_ciphertext(c, object_key: str) -> Iterator[bytes]:
+    """The stored ciphertext of a part, for re-deriving what it holds; storage errors as SealedErrors."""
+    try:
+        yield from c.store.get(object_key)
+    except BaseException as exc:
+        err = translate(exc)
+        if err is None:
+            raise
+        raise err from None
+
+
+def assemble(c, obj: SealedObject, header: bytes, part_keys: list[str], plaintext_size: int, sha256: str) -> Sealed:
+    """Write the object itself from its header and parts (ciphertext only), for the owner to `commit`."""
+    def ciphertext() -> Iterator[bytes]:
+        yield header
+        for key in part_keys:
+            yield from c.store.get(key)
+
+    try:
+        info = c.store.put(obj.object_key, ciphertext(), metadata={"format": OBJECT_FORMAT})
+    except BaseException as exc:
+        err = translate(exc)
+        if err is None:
+            raise
+        raise err from None
+    return Sealed(id=obj.id, object_key=obj.object_key, plaintext_size=plaintext_size, sha256=sha256,
+                  ciphertext_size=info.size, wrapped_dek=obj.wrapped_dek, key_version=obj.key_version)
+
+
+def adopt(db: Session, obj_id: str, *, kind: SealedKind, owner_id: str) -> None:
+    """Hand a stored object to a new owner (a completed upload becomes a transfer's file), in the owner's transaction."""
+    done = db.execute(update(SealedObject).where(SealedObject.id == obj_id, SealedObject.state == SealedState.stored)
+                      .values(kind=kind, owner_id=owner_id, held_until=None)
+                      .execution_options(synchronize_session=False)).rowcount
+    if done != 1:
+        raise ObjectDestroyed()
 
 
 # -- finding ---------------------------------------------------------------------------
@@ -431,8 +551,9 @@ def destroy_object(c, obj: SealedObject) -> Erasure:
 
 
 __all__ = [
-    "Spec", "Pending", "Sealed", "Erasure", "RewrapResult", "SealedError",
-    "transfer_file", "baa_copy", "reserve", "write", "commit", "discard", "owned", "owned_many", "live_under_key",
+    "Spec", "Pending", "Sealed", "Erasure", "RewrapResult", "SealedError", "Resumable",
+    "transfer_file", "baa_copy", "upload", "begin", "cipher", "write_part", "hold", "read_ciphertext", "assemble",
+    "adopt", "reserve", "write", "commit", "discard", "owned", "owned_many", "live_under_key",
     "pending_since", "open_object", "rewrap_objects", "wrapped_by_version", "claim", "erase", "verify_absent", "shred",
     "mark_destroyed", "destroy_object",
 ]

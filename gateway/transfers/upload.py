@@ -181,31 +181,12 @@ def _receive(c: Components, principal: Principal, req: Request, files: Iterator[
                 raise InvalidInput("Choose at least one file.", code="no_files")
             note_sealed = (seal(c.keys, key_id, req.note.encode(), note_context(transfer_id)) if req.note.strip()
                            else None)
-            now = clock.now()
-            transfer = Transfer(
-                id=transfer_id, direction=direction, practice_id=practice_id, vendor_id=vendor_id,
-                status=TransferStatus.awaiting_approval if direction == Direction.outbound else TransferStatus.delivered,
-                purpose=" ".join(req.purpose.split()), key_id=key_id, created_by=principal.user.id, created_at=now,
-                note_sealed=note_sealed,
-            )
-            db.add(transfer)
-            transfer.recipients = [TransferRecipient(transfer_id=transfer_id, user_id=b.id) for b in billers]
-            for position, s in enumerate(stored):
-                db.add(TransferFile(
-                    id=s.file_id, transfer_id=transfer_id, position=position, name_sealed=s.name_sealed,
-                    file_type=s.file_type, size=s.written.plaintext_size, sha256=s.written.sha256,
-                    state=FileState.stored, created_at=now))
-            db.flush()
+            record_transfer(db, principal, transfer_id=transfer_id, direction=direction, practice_id=practice_id,
+                            vendor_id=vendor_id, key_id=key_id, purpose=req.purpose, note_sealed=note_sealed,
+                            billers=billers,
+                            files=[StoredFile(s.file_id, s.name_sealed, s.file_type, s.written.plaintext_size,
+                                              s.written.sha256) for s in stored])
             sealed.commit(db, [s.written for s in stored])
-            record_event(db, "transfer.created", actor=principal.actor, target_type="transfer", target_id=transfer_id,
-                         target_org_id=practice_id,
-                         details={"direction": direction.value, "vendor_id": vendor_id, "files": len(stored),
-                                  "recipients": sorted(b.id for b in billers)})
-            for s in stored:
-                record_event(db, "transfer.file.stored", actor=principal.actor, target_type="transfer",
-                             target_id=transfer_id, target_org_id=practice_id,
-                             details={"file_id": s.file_id, "vendor_id": vendor_id, "size": s.written.plaintext_size,
-                                      "sha256": s.written.sha256, "file_type": s.file_type, "key_id": key_id})
             db.commit()
         except BaseException as exc:
             db.rollback()
@@ -218,6 +199,50 @@ def _receive(c: Components, principal: Principal, req: Request, files: Iterator[
                 raise err from None
             raise
     return transfer_id
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file whose ciphertext is stored, ready to be recorded as part of a transfer."""
+
+    file_id: str
+    name_sealed: bytes
+    file_type: str
+    size: int
+    sha256: str
+
+
+def record_transfer(db, principal: Principal, *, transfer_id: str, direction: Direction, practice_id: str,
+                    vendor_id: str, key_id: str, purpose: str, note_sealed: bytes | None, billers: list[User],
+                    files: list[StoredFile]) -> None:
+    """Add a transfer, its recipients and files and record their events, in the caller's transaction.
+
+    The one way a transfer comes into being, whether its files arrived in one request or as
+    resumable uploads; the caller commits the files' sealed objects in the same transaction.
+    """
+    now = clock.now()
+    transfer = Transfer(
+        id=transfer_id, direction=direction, practice_id=practice_id, vendor_id=vendor_id,
+        status=TransferStatus.awaiting_approval if direction == Direction.outbound else TransferStatus.delivered,
+        purpose=" ".join(purpose.split()), key_id=key_id, created_by=principal.user.id, created_at=now,
+        note_sealed=note_sealed,
+    )
+    db.add(transfer)
+    transfer.recipients = [TransferRecipient(transfer_id=transfer_id, user_id=b.id) for b in billers]
+    for position, f in enumerate(files):
+        db.add(TransferFile(
+            id=f.file_id, transfer_id=transfer_id, position=position, name_sealed=f.name_sealed,
+            file_type=f.file_type, size=f.size, sha256=f.sha256, state=FileState.stored, created_at=now))
+    db.flush()
+    record_event(db, "transfer.created", actor=principal.actor, target_type="transfer", target_id=transfer_id,
+                 target_org_id=practice_id,
+                 details={"direction": direction.value, "vendor_id": vendor_id, "files": len(files),
+                          "recipients": sorted(b.id for b in billers)})
+    for f in files:
+        record_event(db, "transfer.file.stored", actor=principal.actor, target_type="transfer",
+                     target_id=transfer_id, target_org_id=practice_id,
+                     details={"file_id": f.file_id, "vendor_id": vendor_id, "size": f.size,
+                              "sha256": f.sha256, "file_type": f.file_type, "key_id": key_id})
 
 
 def _store_file(c: Components, key_id: str, practice_id: str, vendor_id: str, transfer_id: str,

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The libraries themselves, their tests, and bench/ (benchmarks of the libraries' own throughput).
 NOT_PRODUCT = {"crypto", "storage", "tests", "bench", ".venv", "var", "docs", "scripts", "deploy"}
 REGISTRY = ROOT / "gateway" / "sealed" / "service.py"
-FUNCTIONS = {"encrypt_stream", "decrypt_stream", "decrypt_range", "encrypt_bytes", "decrypt_bytes"}
+FUNCTIONS = {"encrypt_stream", "decrypt_stream", "decrypt_range", "encrypt_bytes", "decrypt_bytes", "SegmentCipher"}
 METHODS = {"generate_data_key", "unwrap", "rewrap", "destroy"}
 
 

@@ -1,14 +1,14 @@
 """refusal ledger: the address window also counts unrecorded refusals and 429s
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0010_resumable_uploads
 Create Date: 2026-12-01
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0012'
-down_revision = '0009'
+down_revision = '0010_resumable_uploads'
 branch_labels = None
 depends_on = None
 

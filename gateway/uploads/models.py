@@ -1,0 +1,76 @@
+"""A resumable upload and the parts of its ciphertext kept so far.
+
+The upload records everything the transfer it becomes needs (partner, purpose, sealed
+note and file name, recipients), checked against every gate when it was created, and
+the durable offset: the plaintext bytes whose ciphertext is stored as kept parts.  The
+object itself and each part are rows of the sealed-object registry (kinds `upload` and
+`upload_part`), so fsck, rewrap and key destruction see an unfinished upload.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, Enum, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gateway.db import Base, UTCDateTime
+from gateway.transfers.models import Direction
+
+
+class UploadState(str, enum.Enum):
+    open = "open"            # bytes still arriving
+    complete = "complete"    # every byte stored and assembled; waiting to become a transfer
+    used = "used"            # part of a transfer now (transfer_id)
+    cancelled = "cancelled"  # ended by its sender; everything stored destroyed
+    expired = "expired"      # not finished or used in time; everything stored destroyed
+
+
+class Upload(Base):
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    direction: Mapped[Direction] = mapped_column(Enum(Direction, native_enum=False, length=16))
+    practice_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    partner_id: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str] = mapped_column(String(100))
+    # Sealed under the upload's key with the upload's own context; resealed for the transfer.
+    note_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    recipients: Mapped[list] = mapped_column(JSON)
+    # The transfer file this upload becomes; the name is sealed for it from the start.
+    file_id: Mapped[str] = mapped_column(String(32), unique=True)
+    name_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    extension: Mapped[str] = mapped_column(String(16))
+    file_type: Mapped[str] = mapped_column(String(16), default="")
+    key_id: Mapped[str] = mapped_column(String(100))
+    sealed_id: Mapped[str] = mapped_column(String(32), index=True)
+    # The object's 81-byte stream header (salt, nonce prefix, key commitment: no secret).
+    stream_header: Mapped[bytes] = mapped_column(LargeBinary)
+    length: Mapped[int] = mapped_column(BigInteger)
+    # Plaintext bytes durably stored (kept parts); moves only forward, by conditional update.
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state: Mapped[UploadState] = mapped_column(Enum(UploadState, native_enum=False, length=16), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    transfer_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class UploadPart(Base):
+    """Kept ciphertext: segments [first_segment, first_segment + segments) = plaintext [start, end)."""
+
+    __tablename__ = "upload_parts"
+
+    sealed_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), index=True)
+    object_key: Mapped[str] = mapped_column(String(64))
+    first_segment: Mapped[int] = mapped_column(Integer)
+    segments: Mapped[int] = mapped_column(Integer)
+    start: Mapped[int] = mapped_column(BigInteger)
+    end: Mapped[int] = mapped_column(BigInteger)
+    ciphertext_size: Mapped[int] = mapped_column(BigInteger)

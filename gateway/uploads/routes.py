@@ -1,0 +1,173 @@
+"""tus 1.0 at /api/v1/uploads (core, creation, creation-with-upload, termination, expiration, checksum),
+plus the sender's list of unfinished uploads and the transfer made of completed ones.
+
+Authenticated like the rest of the API (bearer token, or session cookie with the CSRF
+header); an upload URL answers only its sender (anyone else gets the 404 of a missing one).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
+
+from gateway.auth.service import Principal
+from gateway.deps import AppComponents, require
+from gateway.errors import GatewayError, InvalidInput
+from gateway.transfers import service as transfers
+from gateway.transfers.intake import body_chunks
+from gateway.transfers.schemas import TransferCreated
+from gateway.uploads import service
+from gateway.uploads.models import Upload
+from gateway.users.models import Role
+
+router = APIRouter(prefix="/uploads", tags=["uploads"])
+
+Sender = Annotated[Principal, Depends(require(Role.practice_staff, Role.practice_approver, Role.biller))]
+
+TUS_VERSION = "1.0.0"
+EXTENSIONS = "creation,creation-with-upload,termination,expiration,checksum"
+OFFSET_TYPE = "application/offset+octet-stream"
+
+
+class PreconditionFailed(GatewayError):
+    status = 412
+    code = "tus_version_unsupported"
+    message = "Send Tus-Resumable: 1.0.0."
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    code = "unsupported_media_type"
+    message = "Send the bytes as application/offset+octet-stream."
+
+
+def _tus(request: Request) -> None:
+    """Every tus request but OPTIONS names the protocol version (412 otherwise, with the version we speak)."""
+    if request.headers.get("tus-resumable") != TUS_VERSION:
+        raise PreconditionFailed(headers={"Tus-Version": TUS_VERSION, "Tus-Resumable": TUS_VERSION})
+
+
+def _int_header(request: Request, name: str, code: str) -> int | None:
+    raw = request.headers.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 19:
+        raise InvalidInput(f"{name} must be a non-negative integer.", code=code)
+    return int(raw)
+
+
+def _headers(up: Upload) -> dict[str, str]:
+    return {"Tus-Resumable": TUS_VERSION, "Upload-Offset": str(up.received),
+            "Upload-Expires": service.expires_header(up.expires_at), "Cache-Control": "no-store"}
+
+
+async def _append(request: Request, c, principal: Principal, upload_id: str, offset: int) -> Upload:
+    if not request.headers.get("content-type", "").startswith(OFFSET_TYPE):
+        raise UnsupportedMediaType()
+    checksum = service.checksum_of(request.headers.get("upload-checksum"))
+    declared = _int_header(request, "content-length", "invalid_content_length")
+    raw = body_chunks(request)
+
+    def work() -> Upload:
+        try:
+            return service.append(c, principal, upload_id, offset, raw, checksum=checksum, declared=declared)
+        finally:
+            raw.close()
+
+    return await anyio.to_thread.run_sync(work)
+
+
+@router.options("", status_code=204)
+async def options(principal: Sender, c: AppComponents) -> Response:
+    """What this server speaks: tus 1.0.0 with its extensions, the largest file and the checksum algorithms."""
+    return Response(status_code=204, headers={
+        "Tus-Resumable": TUS_VERSION, "Tus-Version": TUS_VERSION, "Tus-Extension": EXTENSIONS,
+        "Tus-Max-Size": str(c.settings.max_file_size),
+        "Tus-Checksum-Algorithm": ",".join(service.CHECKSUM_ALGORITHMS)})
+
+
+@router.post("", status_code=201)
+async def create(request: Request, principal: Sender, c: AppComponents) -> Response:
+    """Create an upload (metadata: filename, partner_id, purpose, note, recipients), optionally with its first bytes."""
+    _tus(request)
+    length = _int_header(request, "upload-length", "invalid_upload_length")
+    if length is None:
+        raise InvalidInput("Declare the file's size in Upload-Length.", code="invalid_upload_length")
+    meta = service.parse_metadata(request.headers.get("upload-metadata", ""))
+    up = await anyio.to_thread.run_sync(lambda: service.create(c, principal, meta, length))
+    if request.headers.get("content-type", "").startswith(OFFSET_TYPE):
+        try:
+            up = await _append(request, c, principal, up.id, 0)
+        except GatewayError as exc:
+            # The upload exists (the client resumes it with HEAD); only this body was refused.
+            if exc.status >= 500:
+                raise
+    return Response(status_code=201, headers={**_headers(up), "Location": f"/api/v1/uploads/{up.id}"})
+
+
+@router.head("/{upload_id}")
+async def head(upload_id: str, principal: Sender, c: AppComponents) -> Response:
+    """Where to resume: the durable offset (whole segments) and the declared length."""
+    def work() -> Upload:
+        with c.db.snapshot() as db:
+            return service.find(db, principal, upload_id)
+
+    up = await anyio.to_thread.run_sync(work)
+    return Response(status_code=200, headers={**_headers(up), "Upload-Length": str(up.length)})
+
+
+@router.patch("/{upload_id}", status_code=204)
+async def patch(request: Request, upload_id: str, principal: Sender, c: AppComponents) -> Response:
+    """Append at Upload-Offset; answers the new durable offset, which may be short of what was sent."""
+    _tus(request)
+    offset = _int_header(request, "upload-offset", "invalid_upload_offset")
+    if offset is None:
+        raise InvalidInput("Send Upload-Offset.", code="invalid_upload_offset")
+    up = await _append(request, c, principal, upload_id, offset)
+    return Response(status_code=204, headers=_headers(up))
+
+
+@router.delete("/{upload_id}", status_code=204)
+async def terminate(request: Request, upload_id: str, principal: Sender, c: AppComponents) -> Response:
+    """Cancel an upload: everything it stored is destroyed."""
+    _tus(request)
+    await anyio.to_thread.run_sync(lambda: service.cancel(c, principal, upload_id))
+    return Response(status_code=204, headers={"Tus-Resumable": TUS_VERSION})
+
+
+class UploadOut(BaseModel):
+    id: str
+    file_name: str
+    length: int
+    offset: int
+    state: str
+    partner_id: str
+    purpose: str
+    created_at: str
+    expires_at: str
+
+
+@router.get("", response_model=list[UploadOut])
+def list_uploads(principal: Sender, c: AppComponents) -> list[UploadOut]:
+    """The caller's unfinished (or finished but not yet sent) uploads."""
+    with c.db.snapshot() as db:
+        ups = service.unfinished(db, principal)
+    return [UploadOut(id=u.id, file_name=service.file_name(c, u), length=u.length, offset=u.received,
+                      state=u.state.value, partner_id=u.partner_id, purpose=u.purpose,
+                      created_at=u.created_at.isoformat(), expires_at=u.expires_at.isoformat()) for u in ups]
+
+
+class TransferFromUploads(BaseModel):
+    upload_ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+@router.post("/transfers", response_model=TransferCreated, status_code=201)
+def make_transfer(body: TransferFromUploads, principal: Sender, c: AppComponents) -> TransferCreated:
+    """Make one transfer of completed uploads (all or nothing); they share partner, purpose and recipients."""
+    transfer_id = service.make_transfer(c, principal, body.upload_ids)
+    with c.db.snapshot() as db:
+        transfer = transfers.find_transfer(db, principal, transfer_id)
+        return TransferCreated(id=transfer.id, status=transfer.status)

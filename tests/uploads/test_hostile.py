@@ -1,0 +1,148 @@
+"""Hostile tus requests through HTTP: each a clear 4xx, and nothing kept or corrupted."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from sqlalchemy import select
+
+from gateway.sealed.models import SealedKind
+from gateway.uploads.models import Upload, UploadPart
+from tests.transfers.conftest import live_sealed
+from tests.uploads.conftest import MiB, metadata, synthetic_pdf
+
+
+def kept(db) -> list:
+    db.expire_all()
+    parts = list(db.scalars(select(UploadPart).order_by(UploadPart.start)))
+    db.commit()
+    return [(p.start, p.end) for p in parts]
+
+
+def finish(tus, url: str, data: bytes) -> str:
+    """Complete an upload from wherever it stands and make it a transfer; its SHA-256 as the transfer records it."""
+    offset = tus.offset(url)
+    assert tus.patch(url, offset, data[offset:]).status_code == 204
+    r = tus.client.post("/api/v1/uploads/transfers", json={"upload_ids": [url.rsplit("/", 1)[1]]})
+    assert r.status_code == 201, r.text
+    return tus.client.get(f"/api/v1/transfers/{r.json()['id']}").json()["files"][0]["sha256"]
+
+
+def test_wrong_offsets_and_out_of_order_patches(party, tus_for, db):
+    data = synthetic_pdf(3 * MiB + 7, b"o")
+    tus = tus_for(party.staff)
+    url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
+    assert tus.patch(url, 0, data[:MiB]).status_code == 204
+    for offset in (0, 2 * MiB, MiB + 1):  # overlapping, ahead of the offset, not where it stands
+        r = tus.patch(url, offset, data[offset:offset + MiB])
+        assert r.status_code == 409 and r.json()["error"]["code"] == "upload_offset_mismatch"
+        assert r.headers["Upload-Offset"] == str(MiB)
+    assert kept(db) == [(0, MiB)]
+    assert [r.kind for r in live_sealed(db)] == [SealedKind.upload, SealedKind.upload_part]
+    assert finish(tus, url, data) == hashlib.sha256(data).hexdigest()
+
+
+def test_checksum_mismatch_keeps_nothing_of_the_request(party, tus_for, db):
+    data = synthetic_pdf(2 * MiB + 3, b"k")
+    tus = tus_for(party.staff)
+    url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
+    wrong = base64.b64encode(hashlib.sha256(b"something else").digest()).decode()
+    r = tus.patch(url, 0, data[:2 * MiB], **{"Upload-Checksum": f"sha256 {wrong}"})
+    assert r.status_code == 460 and r.json()["error"]["code"] == "checksum_mismatch"
+    assert tus.offset(url) == 0 and kept(db) == []
+    assert [r.kind for r in live_sealed(db)] == [SealedKind.upload]
+    r = tus.patch(url, 0, data[:MiB], **{"Upload-Checksum": "md5 AAAA"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "checksum_algorithm_unsupported"
+    right = base64.b64encode(hashlib.sha256(data[:2 * MiB]).digest()).decode()
+    r = tus.patch(url, 0, data[:2 * MiB], **{"Upload-Checksum": f"sha256 {right}"})
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(2 * MiB)
+    assert finish(tus, url, data) == hashlib.sha256(data).hexdigest()
+
+
+def test_patch_past_the_declared_length(party, tus_for, db):
+    data = synthetic_pdf(MiB + 100, b"l")
+    tus = tus_for(party.staff)
+    url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
+    r = tus.patch(url, 0, data + b"trailing bytes past the end")
+    assert r.status_code == 413 and r.json()["error"]["code"] == "upload_past_length"
+    assert tus.offset(url) == 0 and kept(db) == []
+    # Sent without a length (chunked): refused at the first byte past the end; what came before it is kept.
+    r = tus.client.patch(url, content=iter([data[:MiB], data[MiB:] + b"x" * 10]), headers={
+        "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert r.status_code == 413
+    assert kept(db) == [(0, len(data))]
+    assert finish(tus, url, data) == hashlib.sha256(data).hexdigest()
+
+
+def test_metadata_with_traversal_or_control_characters(party, tus_for, db, session_for):
+    tus = tus_for(party.staff)
+    v = party.vendor.id
+    for meta, code in [
+        (metadata(filename="a.pdf", partner_id=v, purpose="APPEAL\x1b[2J"), "invalid_metadata"),
+        (metadata(filename="a.pdf", partner_id=v + "\x00", purpose="P"), "invalid_metadata"),
+        (f"filename !!notbase64,partner_id {base64.b64encode(v.encode()).decode()}", "invalid_metadata"),
+        (metadata(filename="../../\x00", partner_id=v, purpose="P"), "invalid_file_name"),
+        (metadata(filename="a.pdf", partner_id="../../etc", purpose="P"), "vendor_not_found"),
+    ]:
+        r = tus.create(1000, partner_id=v, meta=meta)
+        assert 400 <= r.status_code < 500 and r.json()["error"]["code"] == code, (meta, r.text)
+    db.expire_all()
+    assert list(db.scalars(select(Upload))) == []
+    db.commit()
+    # A name with path parts and a bidi override keeps only its harmless last component.
+    data = synthetic_pdf(5000, b"n")
+    r = tus.create(len(data), partner_id=v, filename="..\\..\\etc/evil\u202egnp.pdf", body=data)
+    assert r.status_code == 201
+    assert [u["file_name"] for u in tus.client.get("/api/v1/uploads").json()] == ["evilgnp.pdf"]
+
+
+def test_another_users_upload_answers_like_a_missing_one(party, tus_for, factory, db):
+    data = synthetic_pdf(MiB + 10, b"u")
+    owner = tus_for(party.staff)
+    url = owner.create(len(data), partner_id=party.vendor.id).headers["Location"]
+    assert owner.patch(url, 0, data[:MiB]).status_code == 204
+    colleague = tus_for(factory.user("practice_staff", party.practice))
+    missing = url.rsplit("/", 1)[0] + "/" + "0" * 32
+    for target in (url, missing):
+        head = colleague.head(target)
+        assert head.status_code == 404 and "Upload-Offset" not in head.headers
+        r = colleague.patch(target, MiB, data[MiB:])
+        assert (r.status_code, r.json()) == (404, {"error": {"code": "upload_not_found", "message": "No such upload."}})
+        r = colleague.client.delete(target, headers={"Tus-Resumable": "1.0.0"})
+        assert r.status_code == 404
+        r = colleague.client.post("/api/v1/uploads/transfers", json={"upload_ids": [target.rsplit("/", 1)[1]]})
+        assert r.status_code == 404
+    assert colleague.client.get("/api/v1/uploads").json() == []
+    assert owner.offset(url) == MiB and kept(db) == [(0, MiB)]
+
+
+def test_protocol_errors(party, tus_for, session_for):
+    tus = tus_for(party.staff)
+    url = tus.create(1000, partner_id=party.vendor.id).headers["Location"]
+    r = tus.client.patch(url, content=b"x", headers={"Upload-Offset": "0",
+                                                    "Content-Type": "application/offset+octet-stream"})
+    assert r.status_code == 412 and r.headers["Tus-Version"] == "1.0.0"
+    r = tus.patch(url, 0, b"x", **{"Content-Type": "application/octet-stream"})
+    assert r.status_code == 415
+    r = tus.client.patch(url, content=b"x", headers={"Tus-Resumable": "1.0.0", "Upload-Offset": "-1",
+                                                    "Content-Type": "application/offset+octet-stream"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_upload_offset"
+    r = tus.client.post("/api/v1/uploads", headers={"Tus-Resumable": "1.0.0", "Upload-Defer-Length": "1"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_upload_length"
+    # A session without the CSRF header cannot write; without a session nothing answers.
+    del tus.client.headers["X-CSRF-Token"]
+    assert tus.patch(url, 0, b"x").status_code == 403
+    anonymous = tus.client.__class__(tus.client.app)
+    assert anonymous.head(url, headers={"Tus-Resumable": "1.0.0"}).status_code == 401
+
+
+def test_creation_with_a_refused_first_body(party, tus_for, db):
+    """The upload is created (the client can go on or cancel it); only the body was refused, and none of it kept."""
+    tus = tus_for(party.staff)
+    fake = b"MZ\x90\x00" + b"\x00" * 20000
+    r = tus.create(len(fake), partner_id=party.vendor.id, filename="claims.pdf", body=fake)
+    assert r.status_code == 201 and r.headers["Upload-Offset"] == "0"
+    assert kept(db) == [] and [o.kind for o in live_sealed(db)] == [SealedKind.upload]
+    r = tus.patch(r.headers["Location"], 0, fake)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "file_content_mismatch"
