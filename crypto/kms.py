@@ -29,6 +29,7 @@ refuses to start (ResidencyError) before any network call.
 
 from __future__ import annotations
 
+import contextlib
 import base64
 import re
 from collections.abc import Mapping
@@ -263,10 +264,8 @@ class AwsKmsProvider:
             meta = self._describe(self._alias(key_id))
         except KeyNotFound:
             self._create_version(key_id, 1)
-            try:
+            with contextlib.suppress(_AlreadyExists):  # created concurrently
                 self._call("create_alias", AliasName=self._alias(key_id), TargetKeyId=self._describe(self._alias(key_id, 1))["KeyId"])
-            except _AlreadyExists:
-                pass  # created concurrently
             meta = self._describe(self._alias(key_id))
         self._require_enabled(meta)
         return self._version_of(meta["Arn"])[1]

@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from gateway.audit.actions import Action
 from gateway.audit.models import Outcome
 from gateway.audit.service import Actor, record_event
 from gateway.auth.models import SessionStage
@@ -104,7 +105,7 @@ def resolve_principal(c: Components, request: Request, actor: Actor) -> Principa
             found = resolve_api_token(db, auth[7:].strip())
         if found is None:
             with c.db.transaction() as db:
-                record_event(db, "auth.api_token.rejected", actor=actor, outcome=Outcome.failure)
+                record_event(db, Action.AUTH_API_TOKEN_REJECTED, actor=actor, outcome=Outcome.failure)
             exc = NotAuthenticated("The API token is not valid.", code="invalid_token")
             exc.audited = True
             raise exc

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 
 from crypto import Signer, fingerprint, verify_signature
+from gateway.audit.actions import Action
 from gateway import __version__, clock
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
@@ -191,7 +192,7 @@ def issue(c: Components, job_id: str, actor: Actor) -> str:
                            crypto_shred_only=summary["crypto_shred_only"], sha256=digest,
                            key_fingerprint=signer.fingerprint(), document=document))
         job.status, job.finished_at = JobStatus.complete, issued_at
-        record_event(db, "retention.certificate.issued", actor=actor, severity=Severity.warning,
+        record_event(db, Action.RETENTION_CERTIFICATE_ISSUED, actor=actor, severity=Severity.warning,
                      target_type="certificate", target_id=cert_id, target_org_id=job.practice_id,
                      details={"job_id": job.id, "kind": job.kind.value, "vendor_id": job.vendor_id,
                               "objects": summary["objects"], "crypto_shred_only": summary["crypto_shred_only"],

@@ -327,7 +327,7 @@ class S3ObjectStore:
                     f"custom endpoint for bucket {self._bucket} is not declared onshore "
                     "(name it in onshore_endpoints or set endpoint_onshore=true)"
                 )
-            assert configured is not None
+            assert configured is not None  # noqa: S101 - narrows the type; the branch above returned otherwise
             region = configured
             # Ceph/MinIO may answer with a zonegroup name such as "default": only an
             # AWS-style region name is evidence about where the bucket lives.
@@ -482,7 +482,7 @@ class S3ObjectStore:
                 if not retryable or attempt >= self._part_retries:
                     raise
                 attempt += 1
-                delay = self._retry_base_delay * (2 ** (attempt - 1)) * (0.5 + random.random())
+                delay = self._retry_base_delay * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311 - retry jitter, not a secret
                 log.warning("retrying part %d of %s in %.2fs (%s)", number, key, delay, type(exc).__name__)
                 time.sleep(delay)
         echoed = resp.get("ChecksumSHA256")

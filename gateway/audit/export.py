@@ -47,6 +47,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from crypto import fingerprint, load_public_key
+from gateway.audit.actions import Action
 from gateway.audit import merkle, note
 from gateway.audit.canonical import FIELDS, VERSION, record_leaf_hash
 from gateway.audit.tree import BUCKET, NODE_MIN_LEVEL, ShortReads, TreeReader, stream_events
@@ -55,7 +56,7 @@ FORMAT = "phigate-audit-export-v2"
 FORMAT_V1 = "phigate-audit-export-v1"
 HEADER_FIELDS = ("format", "origin", "tree_size", "export_event_seq", "filters", "public_key_fingerprint",
                  "verifier_key", "canonical")
-CSV_COLUMNS = FIELDS + ("leaf_hash", "inclusion_path")
+CSV_COLUMNS = (*FIELDS, "leaf_hash", "inclusion_path")
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "'")
 _line_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
@@ -151,7 +152,7 @@ def export_jsonl(database, checkpoint_note: str, checkpoint_size: int, where, he
     yield (_line_json(head) + "\n").encode()
     count, buf = 0, []
     for fields, leaf, path in _records(database, checkpoint_size, where, '","'):
-        record = dict(zip(FIELDS[:12], fields))
+        record = dict(zip(FIELDS[:12], fields, strict=False))
         record["type"] = "event"
         # The stored details text is valid JSON and hex needs no escaping: both are
         # appended as text, not parsed and re-encoded.
@@ -403,7 +404,7 @@ def _verify_csv(path: str, public_key, key_name, allow_v1: bool) -> ExportReport
                 return report.fail(None, f"a row has {len(row)} cells instead of {len(CSV_COLUMNS)}")
             try:
                 record = {"seq": int(row[0]), "occurred_at": row[1]}
-                for name, cell in zip(FIELDS[2:12], row[2:12]):
+                for name, cell in zip(FIELDS[2:12], row[2:12], strict=False):
                     record[name] = restore(cell) if cell != "" else None
                 record["details"] = json.loads(row[12])
             except ValueError:
@@ -435,7 +436,7 @@ def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[byte
     settings = components.settings
     signer = get_signer(components)
     with components.db.transaction() as db:
-        event = record_event(db, "audit.export.created", actor=actor, target_type="audit_log",
+        event = record_event(db, Action.AUDIT_EXPORT_CREATED, actor=actor, target_type="audit_log",
                              target_org_id=scope.org_id,
                              details={"format": fmt, **{f"filter_{k}": v for k, v in flt.as_params().items()}})
         seq = event.seq
@@ -448,7 +449,7 @@ def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[byte
         stored_note, key_name = cp.note, cp.key_name
     # Re-sign only what the stored checkpoint's own signature vouches for, never a bare column.
     signed = note.verify(stored_note, signer.public_key(), key_name)
-    assert signed.tree_size >= seq
+    assert signed.tree_size >= seq  # noqa: S101 - invariant: the checkpoint was signed after the export event
     header = {"format": FORMAT, "origin": signed.origin, "tree_size": signed.tree_size, "export_event_seq": seq,
               "filters": flt.as_params(), "public_key_fingerprint": signer.fingerprint(),
               "verifier_key": note.verifier_key(key_name, signer.public_key_raw()), "canonical": VERSION}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from crypto import CryptoError, seal
+from gateway.audit.actions import Action
 from gateway import clock, metrics
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import record_event
@@ -127,7 +128,7 @@ def check_request(db, principal: Principal, req: Request) -> tuple[Direction, st
     else:
         raise Forbidden()
     if active_baa(db, practice_id, vendor_id) is None:
-        record_event(db, "transfer.upload.denied", actor=principal.actor, outcome=Outcome.denied,
+        record_event(db, Action.TRANSFER_UPLOAD_DENIED, actor=principal.actor, outcome=Outcome.denied,
                      target_type="org", target_id=req.partner_id, target_org_id=practice_id,
                      details={"reason": "baa_not_active", "vendor_id": vendor_id})
         db.commit()
@@ -197,12 +198,12 @@ def _receive(c: Components, principal: Principal, req: Request, files: Iterator[
                     state=FileState.stored, created_at=now))
             db.flush()
             sealed.commit(db, [s.written for s in stored])
-            record_event(db, "transfer.created", actor=principal.actor, target_type="transfer", target_id=transfer_id,
+            record_event(db, Action.TRANSFER_CREATED, actor=principal.actor, target_type="transfer", target_id=transfer_id,
                          target_org_id=practice_id,
                          details={"direction": direction.value, "vendor_id": vendor_id, "files": len(stored),
                                   "recipients": sorted(b.id for b in billers)})
             for s in stored:
-                record_event(db, "transfer.file.stored", actor=principal.actor, target_type="transfer",
+                record_event(db, Action.TRANSFER_FILE_STORED, actor=principal.actor, target_type="transfer",
                              target_id=transfer_id, target_org_id=practice_id,
                              details={"file_id": s.file_id, "vendor_id": vendor_id, "size": s.written.plaintext_size,
                                       "sha256": s.written.sha256, "file_type": s.file_type, "key_id": key_id})
@@ -250,7 +251,7 @@ def _discard(c: Components, principal: Principal, practice_id: str, vendor_id: s
                                                     else type(exc).__name__)
             severity = Severity.info
         with c.db.transaction() as db:
-            record_event(db, "transfer.upload.failed", actor=principal.actor, outcome=Outcome.failure,
+            record_event(db, Action.TRANSFER_UPLOAD_FAILED, actor=principal.actor, outcome=Outcome.failure,
                          severity=severity, target_type="transfer", target_id=transfer_id, target_org_id=practice_id,
                          details={"reason": reason, "vendor_id": vendor_id, "objects_removed": removed,
                                   "objects_left_for_fsck": left})

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from typer.testing import CliRunner
 
 from gateway.audit import note
+from gateway.audit.actions import Action
 from gateway.audit.cli import audit_app
 from gateway.audit.service import Actor, record_event
 
@@ -42,7 +43,7 @@ def exported(client, login, components, factory, tmp_path):
     practice = factory.org("practice")
     with components.db.transaction() as db:
         for i in range(3):
-            record_event(db, "transfer.download.completed", actor=Actor(org_id=practice.id), target_type="transfer",
+            record_event(db, Action.TRANSFER_DOWNLOAD_COMPLETED, actor=Actor(org_id=practice.id), target_type="transfer",
                          target_id=f"t{i}", target_org_id=practice.id, details={"bytes": i})
     login(client, factory.user("auditor", factory.org("operator")))
     key = client.get("/api/v1/audit/public-key").json()
@@ -138,8 +139,7 @@ def test_a_version_1_export_verifies_its_events_only_on_request(exported, tmp_pa
     with components.db.snapshot() as db:
         stored = db.scalar(select(AuditCheckpoint).where(AuditCheckpoint.tree_size == header["tree_size"]))
     old = tmp_path / "old.jsonl"
-    old.write_text("\n".join([json.dumps({**header, "format": "phigate-audit-export-v1",
-                                          "checkpoint": stored.note})] + lines[1:]) + "\n")
+    old.write_text("\n".join([json.dumps({**header, "format": "phigate-audit-export-v1", "checkpoint": stored.note}), *lines[1:]]) + "\n")
     r = _verify(old, vkey)
     assert r.exit_code == 1 and "--allow-v1" in r.output
     r = _verify(old, vkey, "--allow-v1")
