@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -348,7 +349,7 @@ class LocalKeyring:
             return None
 
 
-def _evidence_from_json(rec: dict) -> KeyDestruction:
+def _evidence_from_json(rec: dict[str, Any]) -> KeyDestruction:
     return KeyDestruction(
         key_id=rec["key_id"],
         provider=rec["provider"],
