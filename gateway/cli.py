@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -165,8 +166,8 @@ def serve(host: str = typer.Option(None, help="default PHIGATE_HOST"),
     for warning in settings.warnings():
         logging.getLogger("phigate").warning("unsafe default: %s", warning)
     # Our own log set-up and access line (route templates, request ids), not uvicorn's.
-    options = {"host": host or settings.host, "port": port or settings.port, "proxy_headers": False,
-                   "server_header": False, "log_level": "info", "log_config": None, "access_log": False}
+    options: dict[str, Any] = {"host": host or settings.host, "port": port or settings.port, "proxy_headers": False,
+                               "server_header": False, "log_level": "info", "log_config": None, "access_log": False}
     if settings.workers > 1:
         # Each worker process builds its own app (its own pool and threads) from the environment.
         uvicorn.run("gateway.app:create_app", factory=True, workers=settings.workers, **options)

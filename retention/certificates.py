@@ -178,7 +178,7 @@ def issue(c: Components, job_id: str, actor: Actor) -> str:
     faults.after("checkpoint")
     signer = _signer(c)
     with c.db.transaction() as db:
-        job = db.get(DestructionJob, job_id, with_for_update=True)
+        job = db.get_one(DestructionJob, job_id, with_for_update=True)
         existing = db.scalar(select(Certificate.id).where(Certificate.job_id == job_id))
         if existing:
             return existing

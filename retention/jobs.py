@@ -149,7 +149,7 @@ class Engine:
     def pending_count(self, job_id: str) -> int:
         """Objects this job still has to take through the steps (for a progress bar)."""
         with self.c.db.sessions() as db:
-            job = db.get(DestructionJob, job_id)
+            job = db.get_one(DestructionJob, job_id)
             open_records = db.scalar(select(func.count()).select_from(DestructionRecord).where(
                 DestructionRecord.job_id == job_id, DestructionRecord.step != DESTROYED)) or 0
             query = scope_files(job, db=db)
@@ -172,7 +172,7 @@ class Engine:
         # 2. new objects, one batch at a time: memory does not grow with their number
         while True:
             with self.c.db.sessions() as db:
-                job = db.get(DestructionJob, job_id)
+                job = db.get_one(DestructionJob, job_id)
                 query = scope_files(job, db=db)
                 ids = [] if query is None else list(db.scalars(query.order_by(TransferFile.id).limit(self.batch)))
                 db.commit()
@@ -181,7 +181,7 @@ class Engine:
             self._claim(job_id, ids)
             self._advance(job_id, ids)
         with self.c.db.transaction() as db:
-            job = db.get(DestructionJob, job_id)
+            job = db.get_one(DestructionJob, job_id)
             job.held = held_summary(db, job)
         if job.kind == JobKind.offboarding:
             self._destroy_key(job_id)
@@ -189,7 +189,7 @@ class Engine:
 
         cert_id = issue(self.c, job_id, self.actor)
         with self.c.db.sessions() as db:
-            job = db.get(DestructionJob, job_id)
+            job = db.get_one(DestructionJob, job_id)
             total = db.scalar(select(func.count()).select_from(DestructionRecord)
                               .where(DestructionRecord.job_id == job_id)) or 0
             shred_only = db.scalar(select(func.count()).select_from(DestructionRecord).where(
@@ -369,7 +369,7 @@ class Engine:
     def _destroy_key(self, job_id: str) -> None:
         """Offboarding: destroy the relationship KEK, unless held objects still depend on it."""
         with self.c.db.sessions() as db:
-            job = db.get(DestructionJob, job_id)
+            job = db.get_one(DestructionJob, job_id)
             if job.key_evidence is not None:
                 db.commit()
                 return
@@ -393,7 +393,7 @@ class Engine:
                 evidence = {"key_id": key_id, "destroyed": False,
                             "reason": "never created: no file was ever sent under it"}
         with self.c.db.transaction() as db:
-            job = db.get(DestructionJob, job_id)
+            job = db.get_one(DestructionJob, job_id)
             job.key_evidence = evidence
             record_event(db, Action.OFFBOARDING_KEY_DESTROYED if evidence["destroyed"] else Action.OFFBOARDING_KEY_KEPT,
                          actor=self.actor, severity=Severity.warning, target_type="key", target_id=key_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
@@ -39,7 +39,7 @@ class Filters:
 
     def __init__(self, user: Id = None, org: Id = None, action: Id = None, outcome: Id = None, since: When = None,
                  until: When = None, target_id: Id = None, target_type: Id = None):
-        self.raw = {"user": user, "org": org, "action": action, "outcome": outcome, "since": since, "until": until,
+        self.raw: dict[str, Any] = {"user": user, "org": org, "action": action, "outcome": outcome, "since": since, "until": until,
                         "target_id": target_id, "target_type": target_type}
 
 

@@ -51,7 +51,7 @@ def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, acti
           **details) -> None:
     """Count a failed attempt against the address and the account, record it, commit."""
     counts = user is not None and reason not in ("locked", "disabled")
-    if counts:
+    if counts and user is not None:  # (restated for the type checker)
         # Re-read under a row lock so parallel guesses each count (no lost updates). Locks are
         # always taken user row first, then address row (as the TOTP claim does): no deadlock.
         db.refresh(user, attribute_names=["failed_attempts", "locked_until"], with_for_update=True)
@@ -61,7 +61,7 @@ def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, acti
         target_type="user" if user else None, target_id=user.id if user else None,
         target_org_id=user.org_id if user else None, details={"reason": reason, **details},
     )
-    if counts:
+    if counts and user is not None:
         user.failed_attempts += 1
         if user.failed_attempts >= settings.lockout_threshold:
             user.locked_until = clock.now() + timedelta(minutes=settings.lockout_minutes)
@@ -103,8 +103,8 @@ def check_password(db: Session, settings: Settings, username: str, password: str
         reason = "locked"
     elif not ok:
         reason = "bad_password"
-    if reason:
-        _fail(db, settings, user, actor, Action.AUTH_LOGIN_FAILED, reason)
+    if reason or user is None:
+        _fail(db, settings, user, actor, Action.AUTH_LOGIN_FAILED, reason or "unknown_user")
         raise LoginFailed()
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)

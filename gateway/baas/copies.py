@@ -89,7 +89,7 @@ def read_copy(c: Components, baa_id: str, actor: Actor) -> tuple[Baa, Iterator[b
     with c.db.snapshot() as db:
         baa = db.get(Baa, baa_id)
         obj = sealed.owned(db, SealedKind.baa_copy, baa_id) if baa is not None else None
-    if obj is None:
+    if baa is None or obj is None:
         raise NotFound("This BAA has no signed copy.", code="baa_copy_not_found")
     try:
         body = sealed.open_object(c, obj)

@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import anyio
 from sqlalchemy.orm import Session
@@ -233,7 +234,7 @@ class _Tracker:
         self.finished = True
         failed = failure is not None or error is not None
         with self.c.db.transaction() as db:
-            download = db.get(Download, self.download_id)
+            download = db.get_one(Download, self.download_id)
             download.bytes_sent = (download.bytes_sent or 0) + self.sent
             before = download.delivered_to if download.delivered_to is not None else download.range_start
             download.delivered_to = max(before, self.start + self.sent)
@@ -243,8 +244,8 @@ class _Tracker:
                 download.outcome = DownloadOutcome.failed  # nothing delivered: the place under the limit is given back
             else:
                 download.outcome = DownloadOutcome.aborted  # its user may resume from delivered_to
-            common = {"bytes_sent": self.sent, "sha256": self.file.sha256, "download_id": self.download_id,
-                      "delivered_to": download.delivered_to}
+            common: dict[str, Any] = {"bytes_sent": self.sent, "sha256": self.file.sha256, "download_id": self.download_id,
+                                      "delivered_to": download.delivered_to}
             parties = (self.transfer.practice_id, self.transfer.vendor_id)
             if failed:
                 details = failure.details() if failure is not None else {
