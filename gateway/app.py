@@ -82,7 +82,7 @@ def _record_refusal(request: Request, reason: str, details: dict) -> None:
             if vendor_id:
                 details["vendor_id"] = vendor_id
             record_event(db, Action.REQUEST_REFUSED, actor=actor, outcome=Outcome.denied, details=details, **target)
-    except Exception:  # noqa: BLE001 - the refusal still answers if the audit write fails
+    except Exception:  # the refusal still answers if the audit write fails
         log.exception("could not record a refused request")
 
 

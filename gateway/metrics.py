@@ -151,7 +151,7 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - scrapes are not worth a log line each
+    def log_message(self, format, *args):  # scrapes are not worth a log line each
         pass
 
 

@@ -198,7 +198,7 @@ class AuditJobs:
                     self._daily_review):
             try:
                 job()
-            except Exception:  # noqa: BLE001 - one failing job must not stop the others
+            except Exception:  # one failing job must not stop the others
                 log.exception("audit scheduler job failed")
 
     def _daily_review(self) -> None:

@@ -40,7 +40,7 @@ def _failed(c: Components, action: Action, actor: Actor, baa: Baa, err: SealedEr
                          target_id=baa.id, target_org_id=baa.practice_id,
                          details={"reason": reason, "vendor_id": baa.vendor_id, "alert": bool(err and err.alert),
                                   **details})
-    except Exception:  # noqa: BLE001 - the original error is what the caller must see
+    except Exception:  # the original error is what the caller must see
         log.exception("could not record the failure on BAA %s", baa.id)
 
 

@@ -255,7 +255,7 @@ def _discard(c: Components, principal: Principal, practice_id: str, vendor_id: s
                          severity=severity, target_type="transfer", target_id=transfer_id, target_org_id=practice_id,
                          details={"reason": reason, "vendor_id": vendor_id, "objects_removed": removed,
                                   "objects_left_for_fsck": left})
-    except Exception:  # noqa: BLE001 - the upload's own error is what the client must see
+    except Exception:  # the upload's own error is what the client must see
         log.exception("could not record the failed upload of transfer %s", transfer_id)
 
 
