@@ -39,9 +39,10 @@ from datetime import UTC, datetime, timedelta
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from gateway.audit.actions import Action  # noqa: E402 - after the path insertion above
 PG_ADMIN = os.environ.get("PHIGATE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-ACTIONS = ("auth.login.succeeded", "transfer.download.completed", "transfer.upload.completed",
-           "auth.login.failed", "transfer.approved", "admin.user.created")
+ACTIONS = (Action.AUTH_LOGIN_SUCCEEDED, Action.TRANSFER_DOWNLOAD_COMPLETED, Action.TRANSFER_CREATED,
+           Action.AUTH_LOGIN_FAILED, Action.TRANSFER_APPROVED, Action.ADMIN_USER_CREATED)
 
 
 def synthetic(i: int, start: datetime) -> dict:
@@ -107,7 +108,7 @@ def run_one(kind: str, events: int) -> dict:
         for lo in range(0, sample, 200):
             with components.db.transaction() as db:
                 for i in range(200):
-                    record_event(db, "transfer.download.completed", actor=actor, target_type="transfer",
+                    record_event(db, Action.TRANSFER_DOWNLOAD_COMPLETED, actor=actor, target_type="transfer",
                                  target_id=f"{lo + i:032x}", details={"bytes": i})
         out["append_record_event_per_s"] = round(sample / (time.perf_counter() - t))
         total = events + sample

@@ -523,7 +523,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1000, 1)
+    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000, 1)
 
 
 def main() -> int:
@@ -562,7 +562,7 @@ def main() -> int:
         elapsed = time.monotonic() - begin
         stop.set()
         sampler.join(10)
-        samples = sampler.samples + [sampler.sample()]
+        samples = [*sampler.samples, sampler.sample()]
 
         for r in inst.replicas:
             if r.proc.poll() is None:

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, CryptoError, InvalidKeyId
@@ -235,7 +235,7 @@ def open_key_provider(
     if scheme == "awskms":
         from .kms import AwsKmsProvider
 
-        timeouts = {}
+        timeouts: dict[str, Any] = {}
         if kms_timeouts is not None:
             timeouts = dict(zip(("connect_timeout", "read_timeout", "max_attempts"), kms_timeouts, strict=True))
         return AwsKmsProvider.from_url(

@@ -30,9 +30,11 @@ refuses to start (ResidencyError) before any network call.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import parse_qs
 
 from .context import validate_context
@@ -65,7 +67,7 @@ class _AlreadyExists(CryptoError):
 
 
 def _client_error_code(exc: Exception) -> str:
-    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
 class AwsKmsProvider:
@@ -162,7 +164,7 @@ class AwsKmsProvider:
         return f"arn:{self.partition}:kms:{self.region}:{self.account}:{alias}"
 
     # ------------------------------------------------------------- KMS calls
-    def _call(self, op: str, **kwargs):
+    def _call(self, op: str, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -181,11 +183,12 @@ class AwsKmsProvider:
         except BotoCoreError:
             raise ProviderUnavailable(f"KMS {op} failed: unreachable") from None
 
-    def _describe(self, alias: str) -> dict:
-        return self._call("describe_key", KeyId=self._arn(alias))["KeyMetadata"]
+    def _describe(self, alias: str) -> dict[str, Any]:
+        meta: dict[str, Any] = self._call("describe_key", KeyId=self._arn(alias))["KeyMetadata"]
+        return meta
 
     @staticmethod
-    def _require_enabled(meta: dict) -> None:
+    def _require_enabled(meta: dict[str, Any]) -> None:
         state = meta.get("KeyState")
         if state in ("PendingDeletion", "PendingReplicaDeletion"):
             raise KeyDestroyed("KMS key is pending deletion")
@@ -202,10 +205,11 @@ class AwsKmsProvider:
                 raise CryptoError("KMS key is not a phigate key (tags missing)") from None
         return self._versions_by_arn[arn]
 
-    def _list_aliases(self) -> list[dict]:
-        out, marker = [], None
+    def _list_aliases(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        marker = None
         while True:
-            kw = {"Marker": marker} if marker else {}
+            kw: dict[str, Any] = {"Marker": marker} if marker else {}
             page = self._call("list_aliases", **kw)
             out.extend(page.get("Aliases", []))
             if not page.get("Truncated"):
@@ -263,10 +267,8 @@ class AwsKmsProvider:
             meta = self._describe(self._alias(key_id))
         except KeyNotFound:
             self._create_version(key_id, 1)
-            try:
+            with contextlib.suppress(_AlreadyExists):  # created concurrently
                 self._call("create_alias", AliasName=self._alias(key_id), TargetKeyId=self._describe(self._alias(key_id, 1))["KeyId"])
-            except _AlreadyExists:
-                pass  # created concurrently
             meta = self._describe(self._alias(key_id))
         self._require_enabled(meta)
         return self._version_of(meta["Arn"])[1]
@@ -345,7 +347,7 @@ class AwsKmsProvider:
             raise CryptoError("KMS returned an unexpected data key")
         return DataKey(resp["Plaintext"]), WrappedKey(self.scheme, key_id, version, resp["CiphertextBlob"])
 
-    def _source_meta(self, wrapped: WrappedKey) -> dict:
+    def _source_meta(self, wrapped: WrappedKey) -> dict[str, Any]:
         if wrapped.provider != self.scheme:
             raise DecryptionError()
         meta = self._describe(self._alias(wrapped.key_id, wrapped.key_version))
@@ -382,7 +384,7 @@ class AwsKmsProvider:
     # ------------------------------------------------------------------ blobs
     def _blob_key(self, name: str) -> str:
         self.ensure_key(name)
-        return self._describe(self._alias(name, 1))["Arn"]
+        return str(self._describe(self._alias(name, 1))["Arn"])
 
     def put_blob(self, name: str, data: bytes) -> None:
         """Store a small sealed blob as tags of the v1 KMS key of key id ``name``."""

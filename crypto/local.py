@@ -24,6 +24,7 @@ whatever it holds in memory; the destroying process also drops its copy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ import warnings
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -110,10 +112,8 @@ def init_keyring(path: str | os.PathLike[str]) -> Path:
         _mkdir_private(root / sub)
     if not (root / MARKER).exists():
         marker = json.dumps({"format": 1, "created_at": datetime.now(timezone.utc).isoformat()})
-        try:
+        with contextlib.suppress(FileExistsError):
             _write_new_file(root, MARKER, marker.encode())
-        except FileExistsError:
-            pass
     return root
 
 
@@ -217,10 +217,8 @@ class LocalKeyring:
         if versions:
             return versions[-1]
         _mkdir_private(self._key_dir(key_id))
-        try:
+        with contextlib.suppress(FileExistsError):  # created concurrently
             _write_new_file(self._key_dir(key_id), "v1.kek", os.urandom(KEK_SIZE))
-        except FileExistsError:
-            pass  # created concurrently
         return self._versions(key_id)[-1]
 
     def current_version(self, key_id: str) -> int:
@@ -351,7 +349,7 @@ class LocalKeyring:
             return None
 
 
-def _evidence_from_json(rec: dict) -> KeyDestruction:
+def _evidence_from_json(rec: dict[str, Any]) -> KeyDestruction:
     return KeyDestruction(
         key_id=rec["key_id"],
         provider=rec["provider"],

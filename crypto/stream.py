@@ -217,7 +217,7 @@ def read_header_segment_size(header: bytes) -> int:
     magic, version, _suite, segment_size = _HEADER_PREFIX.unpack_from(header)
     if magic != MAGIC or version != FORMAT_VERSION:
         raise DecryptionError()
-    return segment_size
+    return int(segment_size)
 
 
 # ----------------------------------------------------------------------- chunking
@@ -403,10 +403,9 @@ Fetch = Callable[[int, int], "Iterable[bytes] | bytes"]
 
 def _fetch_exact(fetch: Fetch, offset: int, length: int) -> Iterator[bytes]:
     got = fetch(offset, length)
-    if isinstance(got, (bytes, bytearray, memoryview)):
-        got = (got,)
+    chunks: Iterable[bytes] = [bytes(got)] if isinstance(got, bytes | bytearray | memoryview) else got
     total = 0
-    for chunk in got:
+    for chunk in chunks:
         total += len(chunk)
         if total > length:
             raise DecryptionError()

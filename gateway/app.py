@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sqlalchemy.exc import IntegrityError
 from starlette.requests import ClientDisconnect
 
+from gateway.audit.actions import Action
 from gateway import __version__
 from gateway.components import Components
 from gateway.config import Settings, check_production
@@ -99,10 +100,10 @@ def _record_refusal(request: Request, reason: str, details: dict) -> RateLimited
             if vendor_id:
                 details["vendor_id"] = vendor_id
             if reason == "invalid_token":
-                record_event(db, "auth.api_token.rejected", actor=actor, outcome=Outcome.failure, details=details)
+                record_event(db, Action.AUTH_API_TOKEN_REJECTED, actor=actor, outcome=Outcome.failure, details=details)
             else:
-                record_event(db, "request.refused", actor=actor, outcome=Outcome.denied, details=details, **target)
-    except Exception:  # noqa: BLE001 - the refusal still answers if the audit write fails
+                record_event(db, Action.REQUEST_REFUSED, actor=actor, outcome=Outcome.denied, details=details, **target)
+    except Exception:  # the refusal still answers if the audit write fails
         log.exception("could not record a refused request")
     return None
 
@@ -182,7 +183,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         # The trace goes to the operator's log; the user gets a code, never internals.
-        log.exception("unhandled error on %s %s", request.method, route_template(request.scope))
+        log.error("unhandled error on %s %s", request.method, route_template(request.scope), exc_info=exc)
         return _error_response(request, 500, "internal_error", "Something went wrong on our side.")
 
 

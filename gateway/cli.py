@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -166,8 +167,9 @@ def serve(host: str = typer.Option(None, help="default PHIGATE_HOST"),
         logging.getLogger("phigate").warning("unsafe default: %s", warning)
     # Our own log set-up and access line (route templates, request ids), not uvicorn's.
     # No WebSocket routes: ws="none" spares each worker uvicorn's WebSocket stack.
-    options = dict(host=host or settings.host, port=port or settings.port, proxy_headers=False,
-                   server_header=False, log_level="info", log_config=None, access_log=False, ws="none")
+    options: dict[str, Any] = {"host": host or settings.host, "port": port or settings.port, "proxy_headers": False,
+                               "server_header": False, "log_level": "info", "log_config": None, "access_log": False,
+                               "ws": "none"}
     if settings.workers > 1:
         # Each worker process builds its own app (its own pool and threads) from the environment.
         uvicorn.run("gateway.app:create_app", factory=True, workers=settings.workers, **options)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from crypto import KeyDestroyed, WrappedKey, reseal, sealed_key_info
+from gateway.audit.actions import Action
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
 from gateway.components import Components
@@ -29,7 +30,7 @@ def rotate(c: Components, key_id: str, actor: Actor) -> int:
     """Add a new version of `key_id`; returns it."""
     version = c.keys.rotate(key_id)
     with c.db.transaction() as db:
-        record_event(db, "keys.rotated", actor=actor, severity=Severity.warning, target_type="key", target_id=key_id,
+        record_event(db, Action.KEYS_ROTATED, actor=actor, severity=Severity.warning, target_type="key", target_id=key_id,
                      details={"version": version})
     return version
 
@@ -100,7 +101,7 @@ def rewrap_all(c: Components, actor: Actor) -> RewrapReport:
         report.by_key[key_id] = report.by_key.get(key_id, 0) + n
     report.objects_by_kind, report.objects_pending = objects.by_kind, objects.pending
     with c.db.transaction() as db:
-        record_event(db, "keys.rewrapped", actor=actor, target_type="key", target_id=None,
+        record_event(db, Action.KEYS_REWRAPPED, actor=actor, target_type="key", target_id=None,
                      details={"rewrapped": report.rewrapped, "already_current": report.already_current,
                               "skipped_destroyed": report.skipped_destroyed, "keys": sorted(report.by_key),
                               **{f"objects_{kind}": n for kind, n in sorted(objects.by_kind.items())},

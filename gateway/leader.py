@@ -149,7 +149,7 @@ class Leadership:
         while True:
             try:
                 self.step()
-            except Exception:  # noqa: BLE001 - the election must outlive any single failure
+            except Exception:  # the election must outlive any single failure
                 log.exception("leader election for %s failed", self.name)
             if self._stop.wait(self.interval):
                 return

@@ -30,6 +30,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from gateway.audit.actions import Action
 from gateway import clock
 
 log = logging.getLogger("phigate.metrics")
@@ -60,11 +61,11 @@ for _decision in ("approved", "rejected", "revoked"):
 
 # Audit actions that also feed a metric of their own.
 _BY_ACTION = {
-    "transfer.approved": DECISIONS.labels("approved"),
-    "transfer.rejected": DECISIONS.labels("rejected"),
-    "transfer.revoked": DECISIONS.labels("revoked"),
-    "transfer.download.denied": DOWNLOADS_DENIED,
-    "retention.object.destroyed": OBJECTS_DESTROYED,
+    Action.TRANSFER_APPROVED: DECISIONS.labels("approved"),
+    Action.TRANSFER_REJECTED: DECISIONS.labels("rejected"),
+    Action.TRANSFER_REVOKED: DECISIONS.labels("revoked"),
+    Action.TRANSFER_DOWNLOAD_DENIED: DOWNLOADS_DENIED,
+    Action.RETENTION_OBJECT_DESTROYED: OBJECTS_DESTROYED,
 }
 _PENDING = "phigate_audit_actions"
 
@@ -150,7 +151,7 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - scrapes are not worth a log line each
+    def log_message(self, format, *args):  # scrapes are not worth a log line each
         pass
 
 

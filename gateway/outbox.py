@@ -137,7 +137,7 @@ class Outbox:
         done = clock.now()
         with self.database.transaction() as db:
             for entry_id, topic, payload, error in results:
-                entry = db.get(OutboxEntry, entry_id)
+                entry = db.get_one(OutboxEntry, entry_id)
                 entry.claimed_until = None
                 if error is _SKIPPED:
                     continue  # released for the next run, its attempts unchanged

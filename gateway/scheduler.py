@@ -67,7 +67,7 @@ class Scheduler:
     def run_once(job: Job) -> None:
         try:
             job.run()
-        except Exception:  # noqa: BLE001 - the next interval tries again
+        except Exception:  # the next interval tries again
             log.exception("scheduled job %s failed", job.name)
 
     def shutdown(self) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 
 from crypto import Signer, fingerprint, verify_signature
+from gateway.audit.actions import Action
 from gateway import __version__, clock
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
@@ -189,7 +190,7 @@ def issue(c: Components, job_id: str, actor: Actor) -> str:
     faults.after("checkpoint")
     signer = _signer(c)
     with c.db.transaction() as db:
-        job = db.get(DestructionJob, job_id, with_for_update=True)
+        job = db.get_one(DestructionJob, job_id, with_for_update=True)
         existing = db.scalar(select(Certificate.id).where(Certificate.job_id == job_id))
         if existing:
             return existing
@@ -203,7 +204,7 @@ def issue(c: Components, job_id: str, actor: Actor) -> str:
                            crypto_shred_only=summary["crypto_shred_only"], sha256=digest,
                            key_fingerprint=signer.fingerprint(), document=document))
         job.status, job.finished_at = JobStatus.complete, issued_at
-        record_event(db, "retention.certificate.issued", actor=actor, severity=Severity.warning,
+        record_event(db, Action.RETENTION_CERTIFICATE_ISSUED, actor=actor, severity=Severity.warning,
                      target_type="certificate", target_id=cert_id, target_org_id=job.practice_id,
                      details={"job_id": job.id, "kind": job.kind.value, "vendor_id": job.vendor_id,
                               "objects": summary["objects"], "crypto_shred_only": summary["crypto_shred_only"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
@@ -37,7 +38,7 @@ def place_hold(db: Session, scope: str, target_id: str, reference: str, actor: A
                      created_by=actor.user_id)
     db.add(hold)
     db.flush()
-    record_event(db, "retention.hold.placed", actor=actor, severity=Severity.warning, target_type="legal_hold",
+    record_event(db, Action.RETENTION_HOLD_PLACED, actor=actor, severity=Severity.warning, target_type="legal_hold",
                  target_id=hold.id, target_org_id=org_id, details={"scope": scope_.value, "scope_id": target_id})
     return hold
 
@@ -49,7 +50,7 @@ def release_hold(db: Session, hold_id: str, actor: Actor) -> LegalHold:
     if hold.released_at is not None:
         raise Conflict("This hold was already released.", code="hold_released")
     hold.released_at, hold.released_by = clock.now(), actor.user_id
-    record_event(db, "retention.hold.released", actor=actor, severity=Severity.warning, target_type="legal_hold",
+    record_event(db, Action.RETENTION_HOLD_RELEASED, actor=actor, severity=Severity.warning, target_type="legal_hold",
                  target_id=hold.id, details={"scope": hold.scope.value, "scope_id": hold.target_id})
     return hold
 

@@ -31,6 +31,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from crypto import KeyNotFound
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event, record_events_bulk
@@ -148,7 +149,7 @@ class Engine:
     def pending_count(self, job_id: str) -> int:
         """Objects this job still has to take through the steps (for a progress bar)."""
         with self.c.db.sessions() as db:
-            job = db.get(DestructionJob, job_id)
+            job = db.get_one(DestructionJob, job_id)
             open_records = db.scalar(select(func.count()).select_from(DestructionRecord).where(
                 DestructionRecord.job_id == job_id, DestructionRecord.step != DESTROYED)) or 0
             query = scope_files(job, db=db)
@@ -171,7 +172,7 @@ class Engine:
         # 2. new objects, one batch at a time: memory does not grow with their number
         while True:
             with self.c.db.sessions() as db:
-                job = db.get(DestructionJob, job_id)
+                job = db.get_one(DestructionJob, job_id)
                 query = scope_files(job, db=db)
                 ids = [] if query is None else list(db.scalars(query.order_by(TransferFile.id).limit(self.batch)))
                 db.commit()
@@ -180,7 +181,7 @@ class Engine:
             self._claim(job_id, ids)
             self._advance(job_id, ids)
         with self.c.db.transaction() as db:
-            job = db.get(DestructionJob, job_id)
+            job = db.get_one(DestructionJob, job_id)
             job.held = held_summary(db, job)
         if job.kind == JobKind.offboarding:
             self._destroy_key(job_id)
@@ -188,7 +189,7 @@ class Engine:
 
         cert_id = issue(self.c, job_id, self.actor)
         with self.c.db.sessions() as db:
-            job = db.get(DestructionJob, job_id)
+            job = db.get_one(DestructionJob, job_id)
             total = db.scalar(select(func.count()).select_from(DestructionRecord)
                               .where(DestructionRecord.job_id == job_id)) or 0
             shred_only = db.scalar(select(func.count()).select_from(DestructionRecord).where(
@@ -200,7 +201,7 @@ class Engine:
         return result
 
     # -- the steps ---------------------------------------------------------------
-    def _event(self, db: Session, action: str, rec: DestructionRecord, parties: tuple[str, str], **details) -> None:
+    def _event(self, db: Session, action: Action, rec: DestructionRecord, parties: tuple[str, str], **details) -> None:
         """Queue one per-object event; `_events_done` appends the batch's events in the same transaction."""
         self._queued.append({
             "action": action, "actor_user_id": self.actor.user_id, "actor_org_id": self.actor.org_id,
@@ -230,8 +231,8 @@ class Engine:
                 select(Transfer).where(Transfer.id.in_({f.transfer_id for f in files})))}
             objects = {o.owner_id: o for o in sealed.claim(db, SealedKind.transfer_file, [f.id for f in files])}
             # A file whose object a crashed run (or fsck) already took further still gets its record.
-            objects.update({k: v for k, v in sealed.owned_many(db, SealedKind.transfer_file,
-                                                               [f.id for f in files if f.id not in objects]).items()})
+            objects.update(dict(sealed.owned_many(db, SealedKind.transfer_file,
+                                                               [f.id for f in files if f.id not in objects]).items()))
             for f in files:
                 f.state = FileState.destroying
                 obj = objects[f.id]
@@ -240,7 +241,7 @@ class Engine:
                                         storage_location=obj.storage_location or self.c.store.location_id,
                                         size=f.size, sha256=f.sha256, step=DESTROYING, started_at=now)
                 db.add(rec)
-                self._event(db, "retention.object.destroying", rec, parties[f.transfer_id],
+                self._event(db, Action.RETENTION_OBJECT_DESTROYING, rec, parties[f.transfer_id],
                             size=f.size, sha256=f.sha256)
             self._events_done(db)
         faults.after(DESTROYING)
@@ -287,7 +288,7 @@ class Engine:
                 res, err = result_of[rec.file_id]
                 if err is not None:
                     failures.append(err)
-                    self._event(db, "retention.object.storage_failed", rec, parties[rec.transfer_id],
+                    self._event(db, Action.RETENTION_OBJECT_STORAGE_FAILED, rec, parties[rec.transfer_id],
                                 reason=err)
                     continue
                 rec.storage = res
@@ -295,18 +296,18 @@ class Engine:
                 rec.crypto_shred_only = bool(res["blocked"])
                 if res["blocked"]:
                     # Object Lock keeps the ciphertext; erasing the data key below still makes it unreadable.
-                    self._event(db, "retention.object.storage_blocked", rec, parties[rec.transfer_id],
+                    self._event(db, Action.RETENTION_OBJECT_STORAGE_BLOCKED, rec, parties[rec.transfer_id],
                                 versions_deleted=res["versions_deleted"], blocked=len(res["blocked"]),
                                 reasons=[b["reason"] for b in res["blocked"]][:10])
                 else:
-                    self._event(db, "retention.object.storage_destroyed", rec, parties[rec.transfer_id],
+                    self._event(db, Action.RETENTION_OBJECT_STORAGE_DESTROYED, rec, parties[rec.transfer_id],
                                 versions_deleted=res["versions_deleted"],
                                 delete_markers_deleted=res["delete_markers_deleted"], verified=res["verified"])
             self._events_done(db)
         faults.after(STORAGE_DONE)
         if failures:
             with self.c.db.transaction() as db:
-                record_event(db, "retention.job.interrupted", actor=self.actor, outcome=Outcome.failure,
+                record_event(db, Action.RETENTION_JOB_INTERRUPTED, actor=self.actor, outcome=Outcome.failure,
                              severity=Severity.high, target_type="destruction_job", target_id=recs[0].job_id,
                              details={"objects_failed": len(failures), "reasons": sorted(set(failures))[:5]})
             raise JobIncomplete()
@@ -324,7 +325,7 @@ class Engine:
             sealed.shred(db, [o.id for o in sealed.owned_many(db, SealedKind.transfer_file, file_ids).values()])
             for rec in recs:
                 rec.step = SHREDDED
-                self._event(db, "retention.object.crypto_shredded", rec, parties[rec.transfer_id])
+                self._event(db, Action.RETENTION_OBJECT_CRYPTO_SHREDDED, rec, parties[rec.transfer_id])
             self._events_done(db)
         faults.after(SHREDDED)
 
@@ -344,7 +345,7 @@ class Engine:
             for rec in recs:
                 rec.step, rec.destroyed_at = DESTROYED, now
                 verification = "crypto-shred only" if rec.crypto_shred_only else "absent"
-                self._event(db, "retention.object.destroyed", rec, parties[rec.transfer_id],
+                self._event(db, Action.RETENTION_OBJECT_DESTROYED, rec, parties[rec.transfer_id],
                             size=rec.size, sha256=rec.sha256, verification=verification)
             tids = {r.transfer_id for r in recs}
             alive = set(db.scalars(select(TransferFile.transfer_id).where(
@@ -357,7 +358,7 @@ class Engine:
                            .execution_options(synchronize_session=False))
             for transfer_id, practice_id, vendor_id in done:
                 self._queued.append({
-                    "action": "transfer.destroyed", "severity": Severity.warning,
+                    "action": Action.TRANSFER_DESTROYED, "severity": Severity.warning,
                     "actor_user_id": self.actor.user_id, "actor_org_id": self.actor.org_id, "ip": self.actor.ip,
                     "user_agent": (self.actor.user_agent or "")[:256] or None, "target_type": "transfer",
                     "target_id": transfer_id, "target_org_id": practice_id,
@@ -368,7 +369,7 @@ class Engine:
     def _destroy_key(self, job_id: str) -> None:
         """Offboarding: destroy the relationship KEK, unless held objects still depend on it."""
         with self.c.db.sessions() as db:
-            job = db.get(DestructionJob, job_id)
+            job = db.get_one(DestructionJob, job_id)
             if job.key_evidence is not None:
                 db.commit()
                 return
@@ -392,9 +393,9 @@ class Engine:
                 evidence = {"key_id": key_id, "destroyed": False,
                             "reason": "never created: no file was ever sent under it"}
         with self.c.db.transaction() as db:
-            job = db.get(DestructionJob, job_id)
+            job = db.get_one(DestructionJob, job_id)
             job.key_evidence = evidence
-            record_event(db, "offboarding.key.destroyed" if evidence["destroyed"] else "offboarding.key.kept",
+            record_event(db, Action.OFFBOARDING_KEY_DESTROYED if evidence["destroyed"] else Action.OFFBOARDING_KEY_KEPT,
                          actor=self.actor, severity=Severity.warning, target_type="key", target_id=key_id,
                          target_org_id=job.practice_id,
                          details={"job_id": job_id, "vendor_id": job.vendor_id,

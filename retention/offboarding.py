@@ -15,6 +15,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
@@ -156,7 +157,7 @@ def _offboard(c, actor, vendor_ref, practice_ref, reason, include_returned, via,
             db.add(job)
             db.flush()
             job_ids[practice_id] = job.id
-            record_event(db, "offboarding.started", actor=actor, severity=Severity.high, target_type="destruction_job",
+            record_event(db, Action.OFFBOARDING_STARTED, actor=actor, severity=Severity.high, target_type="destruction_job",
                          target_id=job.id, target_org_id=practice_id,
                          details={"vendor_id": vendor.id, "include_returned": include_returned,
                                   "baas_terminated": len(active), "supplements": job.supplements})

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.service import Actor, record_event
 from gateway.config import Settings
@@ -59,7 +60,7 @@ def set_policy(db: Session, settings: Settings, practice_id: str, vendor_id: str
     policy.keep_days, policy.max_access_days = keep_days, max_access_days
     policy.updated_at, policy.updated_by = clock.now(), actor.user_id
     db.flush()
-    record_event(db, "retention.policy.updated", actor=actor, target_type="retention_policy", target_id=policy.id,
+    record_event(db, Action.RETENTION_POLICY_UPDATED, actor=actor, target_type="retention_policy", target_id=policy.id,
                  target_org_id=practice_id,
                  details={"vendor_id": vendor_id, "keep_days": keep_days, "max_access_days": max_access_days,
                           "previous_keep_days": before and before["keep_days"],
@@ -71,7 +72,7 @@ def remove_policy(db: Session, policy_id: str, actor: Actor) -> None:
     policy = db.get(RetentionPolicy, policy_id)
     if policy is None:
         raise NotFound("No such policy.", code="policy_not_found")
-    record_event(db, "retention.policy.removed", actor=actor, target_type="retention_policy", target_id=policy.id,
+    record_event(db, Action.RETENTION_POLICY_REMOVED, actor=actor, target_type="retention_policy", target_id=policy.id,
                  target_org_id=policy.practice_id,
                  details={"vendor_id": policy.vendor_id, "keep_days": policy.keep_days})
     db.delete(policy)

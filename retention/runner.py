@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.service import Actor, record_event
 from gateway.components import Components
@@ -97,7 +98,7 @@ def run(c: Components, actor: Actor, *, dry_run: bool = False, via: str = "cli",
                 job.operator, job.created_at = operator, clock.now()
                 db.add(job)
                 db.flush()
-                record_event(db, "retention.run.started", actor=actor, target_type="destruction_job",
+                record_event(db, Action.RETENTION_RUN_STARTED, actor=actor, target_type="destruction_job",
                              target_id=job.id, target_org_id=job.practice_id,
                              details={"vendor_id": job.vendor_id, "cutoff": job.cutoff.isoformat()})
             ids = leftover + [j.id for j in new]

@@ -76,6 +76,6 @@ def settle(report: "DestroyReport") -> "DestroyReport":
     """Return a destroy report only if nothing remains; otherwise raise, never claim success."""
     if report.blocked:
         raise DeletionBlocked(report.key, report)
-    if not report.proof.absent:
-        raise StorageError(f"object {report.key} is still present after destroy: {'; '.join(report.proof.checks)}")
+    if report.proof is None or not report.proof.absent:
+        raise StorageError(f"object {report.key} is still present after destroy: {'; '.join(report.proof.checks if report.proof else ())}")
     return report

@@ -24,6 +24,7 @@ it, ``verify_absent`` reports it, and ``sweep_temp`` / ``destroy`` remove it.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import hashlib
@@ -38,6 +39,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 from ._util import ChunkSource, check_range_args, resolve_range, settle, utcnow
 from .errors import (
@@ -186,7 +188,7 @@ class LocalObjectStore:
             raise StorageUnavailable("cannot read the local store marker") from exc
         if data.get("layout") != LAYOUT or not isinstance(data.get("id"), str):
             raise StorageUnavailable("local store marker has an unknown layout")
-        return data["id"]
+        return str(data["id"])
 
     # -- paths ----------------------------------------------------------------------
 
@@ -316,7 +318,7 @@ class LocalObjectStore:
 
     # -- read -----------------------------------------------------------------------
 
-    def _open_object(self, key: str) -> tuple[int, os.stat_result, dict]:
+    def _open_object(self, key: str) -> tuple[int, os.stat_result, dict[str, Any]]:
         shard, name, _ = self._locate(key)
         try:
             fd = os.open(os.path.join(shard, name), os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
@@ -333,7 +335,7 @@ class LocalObjectStore:
         return fd, st, trailer
 
     @staticmethod
-    def _read_trailer(fd: int, file_size: int, key: str) -> dict:
+    def _read_trailer(fd: int, file_size: int, key: str) -> dict[str, Any]:
         try:
             if file_size < _TAIL.size:
                 raise IntegrityError(f"object {key} is truncated")
@@ -341,7 +343,7 @@ class LocalObjectStore:
             if magic != _MAGIC or length > _MAX_TRAILER or length + _TAIL.size > file_size:
                 raise IntegrityError(f"object {key} has no valid trailer")
             raw = os.pread(fd, length, file_size - _TAIL.size - length)
-            trailer = json.loads(raw)
+            trailer: dict[str, Any] = json.loads(raw)
         except (OSError, struct.error) as exc:
             raise StorageUnavailable(f"cannot read object {key}") from exc
         except ValueError:
@@ -452,7 +454,7 @@ class LocalObjectStore:
 
     # -- destruction ----------------------------------------------------------------
 
-    def _remnants(self, shard: str, digest: str) -> list[str]:
+    def _remnants(self, shard: str, digest: str) -> builtins.list[str]:
         marker = f"{TEMP_PREFIX}{digest[:32]}-"
         try:
             return sorted(n for n in os.listdir(shard) if n.startswith(marker))

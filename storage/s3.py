@@ -23,6 +23,7 @@ Design notes (details in docs/storage.md):
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import logging
 import random
@@ -307,7 +308,7 @@ class S3ObjectStore:
             return "us-east-1"  # S3 reports the original region as an empty constraint
         if loc == "EU":
             return "eu-west-1"  # legacy alias
-        return loc
+        return str(loc)
 
     def _check_residency(self, configured: str | None) -> str:
         """Refuse to start unless the data provably stays onshore.
@@ -327,7 +328,7 @@ class S3ObjectStore:
                     f"custom endpoint for bucket {self._bucket} is not declared onshore "
                     "(name it in onshore_endpoints or set endpoint_onshore=true)"
                 )
-            assert configured is not None
+            assert configured is not None  # noqa: S101 - narrows the type; the branch above returned otherwise
             region = configured
             # Ceph/MinIO may answer with a zonegroup name such as "default": only an
             # AWS-style region name is evidence about where the bucket lives.
@@ -453,7 +454,7 @@ class S3ObjectStore:
             **self._sse,
         )
         self._check_sse(key, resp)
-        return resp["UploadId"]
+        return str(resp["UploadId"])
 
     def _upload_part(
         self, key: str, upload_id: str, number: int, body: bytes, digests: list[bytes]
@@ -482,7 +483,7 @@ class S3ObjectStore:
                 if not retryable or attempt >= self._part_retries:
                     raise
                 attempt += 1
-                delay = self._retry_base_delay * (2 ** (attempt - 1)) * (0.5 + random.random())
+                delay = self._retry_base_delay * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311 - retry jitter, not a secret
                 log.warning("retrying part %d of %s in %.2fs (%s)", number, key, delay, type(exc).__name__)
                 time.sleep(delay)
         echoed = resp.get("ChecksumSHA256")
@@ -706,10 +707,10 @@ class S3ObjectStore:
 
     # -- destruction ----------------------------------------------------------------
 
-    def _versions(self, key: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _versions(self, key: str) -> tuple[builtins.list[dict[str, Any]], builtins.list[dict[str, Any]]]:
         """Every version and delete marker of exactly ``key`` (prefix listing, filtered)."""
-        versions: list[dict[str, Any]] = []
-        markers: list[dict[str, Any]] = []
+        versions: builtins.list[dict[str, Any]] = []
+        markers: builtins.list[dict[str, Any]] = []
         paginator = self._client.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=self._bucket, Prefix=key):
             # Prefix "obj-1" also lists "obj-10": keep the exact key only.
@@ -717,8 +718,8 @@ class S3ObjectStore:
             markers.extend(m for m in page.get("DeleteMarkers", []) if m["Key"] == key)
         return versions, markers
 
-    def _uploads(self, key: str | None) -> list[dict[str, Any]]:
-        uploads: list[dict[str, Any]] = []
+    def _uploads(self, key: str | None) -> builtins.list[dict[str, Any]]:
+        uploads: builtins.list[dict[str, Any]] = []
         paginator = self._client.get_paginator("list_multipart_uploads")
         args: dict[str, Any] = {"Bucket": self._bucket}
         if key is not None:

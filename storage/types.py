@@ -30,7 +30,8 @@ def _jsonable(value: Any) -> Any:
 class _AsDict:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field (datetimes as ISO 8601)."""
-        return _jsonable(self)
+        out: dict[str, Any] = _jsonable(self)
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,7 +64,7 @@ CSV_PATH_SEP = " "
 Records = Callable[[str], Iterable[tuple[tuple[Any, ...], str, str]]]
 HEADER_FIELDS = ("format", "origin", "tree_size", "export_event_seq", "filters", "public_key_fingerprint",
                  "verifier_key", "canonical")
-CSV_COLUMNS = FIELDS + ("leaf_hash", "inclusion_path")
+CSV_COLUMNS = (*FIELDS, "leaf_hash", "inclusion_path")
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "'")
 _line_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
@@ -104,7 +104,7 @@ def export_jsonl(records: Records, checkpoint_note: str, header: dict[str, Any])
     yield (_line_json(head) + "\n").encode()
     count, buf = 0, []
     for fields, leaf, path in records(JSONL_PATH_SEP):
-        record = dict(zip(FIELDS[:12], fields))
+        record = dict(zip(FIELDS[:12], fields, strict=False))
         record["type"] = "event"
         # The stored details text is valid JSON and hex needs no escaping: both are
         # appended as text, not parsed and re-encoded.
@@ -365,7 +365,7 @@ def _verify_csv(path: str, public_key: PublicKey, key_name: str | None, allow_v1
                 return report.fail(None, f"a row has {len(row)} cells instead of {len(CSV_COLUMNS)}")
             try:
                 record: dict[str, Any] = {"seq": int(row[0]), "occurred_at": row[1]}
-                for name, cell in zip(FIELDS[2:12], row[2:12]):
+                for name, cell in zip(FIELDS[2:12], row[2:12], strict=False):
                     record[name] = restore(cell) if cell != "" else None
                 record["details"] = json.loads(row[12])
             except ValueError:

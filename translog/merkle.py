@@ -192,8 +192,8 @@ def consistency_path(first: int, second: int, subtree: Subtree) -> list[bytes]:
             return [] if whole else [subtree(start, end)]
         k = split_point(n)
         if m <= k:
-            return subproof(m, start, start + k, whole) + [subtree(start + k, end)]
-        return subproof(m - k, start + k, end, False) + [subtree(start, start + k)]
+            return [*subproof(m, start, start + k, whole), subtree(start + k, end)]
+        return [*subproof(m - k, start + k, end, False), subtree(start, start + k)]
 
     return subproof(first, 0, second, True)
 

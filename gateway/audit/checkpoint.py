@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode, CheckpointKind, Severity
 from gateway.audit.service import Actor, record_event
@@ -176,7 +177,7 @@ def prune(components, actor: Actor, *, now: datetime | None = None) -> int:
         deleted = db.execute(AuditEvent.__table__.delete().where(AuditEvent.seq <= base)).rowcount
         if db.get_bind().dialect.name == "postgresql":
             db.execute(text("SET LOCAL phigate.audit_prune = 'off'"))
-        record_event(db, "audit.log.pruned", actor=actor, severity=Severity.warning,
+        record_event(db, Action.AUDIT_LOG_PRUNED, actor=actor, severity=Severity.warning,
                      details={"pruned_through_seq": base, "events_deleted": deleted,
                               "cutoff": cutoff.date().isoformat(), "retention_years": settings.audit_retention_years})
     return base

@@ -31,6 +31,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import AuditCheckpoint, AuditEvent, CheckpointKind, Outcome, Severity
 from gateway.logs import current_request_id
 from gateway.metrics import events_appended
@@ -86,6 +87,13 @@ def _next_seq(db: Session) -> int:
     return max([last or 0, *pending]) + 1
 
 
+def _check_action(action: object) -> None:
+    # A bare string, even a valid one, is refused: every kind of event is a member of the
+    # one vocabulary (actions.py), so a typo cannot start a new kind of event.
+    if not isinstance(action, Action):
+        raise TypeError(f"audit actions are Action members, not {type(action).__name__} {action!r}")
+
+
 def _check_details(details: dict) -> None:
     for key, value in details.items():
         # Events carry ids, counts, reasons and hashes; free text that could hold
@@ -95,7 +103,7 @@ def _check_details(details: dict) -> None:
         values = value if isinstance(value, list | tuple) else (value,)
         if isinstance(value, list | tuple) and not all(isinstance(v, _SCALARS) for v in value):
             raise TypeError(f"audit detail {key!r} must be a scalar or a list of scalars")
-        if not isinstance(value, _SCALARS + (list, tuple)):
+        if not isinstance(value, (*_SCALARS, list, tuple)):
             raise TypeError(f"audit detail {key!r} must be a scalar or a list of scalars")
         # A leaf must serialise the same way for ever: no NaN or infinity.
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
@@ -104,7 +112,7 @@ def _check_details(details: dict) -> None:
 
 def record_event(
     db: Session,
-    action: str,
+    action: Action,
     *,
     actor: Actor,
     outcome: Outcome = Outcome.success,
@@ -114,7 +122,8 @@ def record_event(
     target_org_id: str | None = None,
     details: dict | None = None,
 ) -> AuditEvent:
-    """Append one event (namespaced action such as `auth.login.failed`) to the caller's transaction."""
+    """Append one event (an `Action` such as `Action.AUTH_LOGIN_FAILED`) to the caller's transaction."""
+    _check_action(action)
     # Sorted keys: the database's own JSON text of the column is then the canonical text.
     details = dict(details or {})
     request_id = current_request_id()
@@ -179,6 +188,7 @@ def record_events_bulk(db: Session, events: list[dict]) -> tuple[int, int]:
     rows = []
     now = clock.now()
     for offset, spec in enumerate(events):
+        _check_action(spec["action"])
         details = dict(spec.get("details") or {})
         if request_id:
             details.setdefault("request_id", request_id)

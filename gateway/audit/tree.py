@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -77,10 +78,8 @@ class ShortReads:
             self._conn = None
 
     def __del__(self):
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
 
 class _Buffered(list):
@@ -121,7 +120,7 @@ RAW_COLUMNS = tuple(type_coerce(cast(c, Text) if c is E.details else c, NullType
 # PostgreSQL formats the canonical timestamp itself (in its own process, in C).
 PG_RAW_COLUMNS = tuple(
     type_coerce(func.to_char(func.timezone("UTC", E.occurred_at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), NullType())
-    .label("occurred_at") if c is E.occurred_at else raw for c, raw in zip(EVENT_COLUMNS, RAW_COLUMNS))
+    .label("occurred_at") if c is E.occurred_at else raw for c, raw in zip(EVENT_COLUMNS, RAW_COLUMNS, strict=False))
 _loads = json.loads
 
 

@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import select
 
+from gateway.audit.actions import Action
 from gateway.audit.models import AuditCheckpoint, AuditTreeNode, CheckpointKind
 from gateway.audit.tree import NODE_MIN_LEVEL, ShortReads, keyset_stream, prune_base, recomputed_leaf, \
     stream_events, tree_size
 from translog import merkle, note
+import itertools
 
 
 @dataclass
@@ -122,8 +124,8 @@ def _verified_leaves(database, base: int, size: int, chunk: int, workers: int) -
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    bounds = [base] + list(range(base - base % SEGMENT + SEGMENT, size, SEGMENT)) + [size]
-    segments = list(zip(bounds, bounds[1:]))
+    bounds = [base, *range(base - base % SEGMENT + SEGMENT, size, SEGMENT), size]
+    segments = list(itertools.pairwise(bounds))
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         pending = []
         for lo, hi in segments:
@@ -250,7 +252,7 @@ def run_verification(components, actor) -> VerifyReport:
     report = verify_log(components.db, get_signer(components).public_key(), origin(components.settings),
                         workers=default_workers())
     with components.db.transaction() as db:
-        record_event(db, "audit.log.verified", actor=actor,
+        record_event(db, Action.AUDIT_LOG_VERIFIED, actor=actor,
                      outcome=Outcome.success if report.ok else Outcome.failure,
                      severity=Severity.info if report.ok else Severity.high,
                      target_type="audit_log",
@@ -274,7 +276,7 @@ def log_status(db, components) -> dict:
             signature_ok = True
         except note.NoteError:
             signature_ok = False
-    last = db.scalar(select(AuditEvent).where(AuditEvent.action == "audit.log.verified")
+    last = db.scalar(select(AuditEvent).where(AuditEvent.action == Action.AUDIT_LOG_VERIFIED)
                      .order_by(AuditEvent.seq.desc()).limit(1))
     return {
         "tree_size": size, "prune_base": prune_base(db),

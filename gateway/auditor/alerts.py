@@ -34,6 +34,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import AuditAlert, AuditEvent, Outcome, Severity
 from gateway.audit.service import Actor, record_event
@@ -42,7 +43,7 @@ from gateway.outbox import Channel, enqueue
 TOPIC = "audit.alert"
 SINK_TIMEOUT_SECONDS = 5  # a request that raised an alert waits at most this long for a webhook
 
-LOGIN_FAILURES = ("auth.login.failed", "auth.mfa.failed", "auth.reauth.failed")
+LOGIN_FAILURES = (Action.AUTH_LOGIN_FAILED, Action.AUTH_MFA_FAILED, Action.AUTH_REAUTH_FAILED)
 DEFAULT_RULES: dict[str, dict[str, int]] = {
     "download_burst": {"count": 20, "minutes": 10},
     "denied_attempts": {"count": 5, "minutes": 15},
@@ -90,7 +91,7 @@ def evaluate(db: Session, settings, now: datetime | None = None) -> list[AuditAl
         return now - timedelta(minutes=minutes), key
 
     counted = (
-        ("download_burst", AuditEvent.actor_user_id, (AuditEvent.action == "transfer.download.completed",
+        ("download_burst", AuditEvent.actor_user_id, (AuditEvent.action == Action.TRANSFER_DOWNLOAD_COMPLETED,
                                                       AuditEvent.outcome == Outcome.success),
          "{n} downloads by one user within {m} minutes"),
         ("denied_attempts", AuditEvent.actor_user_id, (AuditEvent.outcome == Outcome.denied,),
@@ -114,7 +115,7 @@ def evaluate(db: Session, settings, now: datetime | None = None) -> list[AuditAl
         start, end = (int(h) for h in settings.audit_alert_allowed_hours.split("-"))
         since, _ = window("login_outside_hours")
         for ev in db.scalars(select(AuditEvent).where(AuditEvent.occurred_at >= since,
-                                                      AuditEvent.action == "auth.login.succeeded")):
+                                                      AuditEvent.action == Action.AUTH_LOGIN_SUCCEEDED)):
             if not start <= ev.occurred_at.hour < end:
                 found.append(("login_outside_hours", ev.actor_user_id or ev.target_id or "unknown", f"seq:{ev.seq}",
                               1, ev.seq, ev.seq, f"sign-in at {ev.occurred_at:%H:%M} UTC, outside "
@@ -156,7 +157,7 @@ def _high_severity_flag(ev: AuditEvent) -> tuple:
 
 def _record_and_enqueue(db: Session, alert: AuditAlert, *, at_commit: bool) -> None:
     orgs = alert.org_ids or []
-    record_event(db, "audit.alert.raised", actor=Actor.system(), severity=alert.severity, target_type="alert",
+    record_event(db, Action.AUDIT_ALERT_RAISED, actor=Actor.system(), severity=alert.severity, target_type="alert",
                  target_id=str(alert.id), target_org_id=orgs[0] if len(orgs) == 1 else None,
                  details={"rule": alert.rule, "count": alert.count, "first_seq": alert.first_seq,
                           "last_seq": alert.last_seq})
@@ -194,8 +195,8 @@ def send_to_sink(sink: str, payload: dict) -> None:
         with open(sink.removeprefix("file://"), "a", encoding="utf-8") as fh:
             fh.write(body + "\n")
     elif sink.startswith(("http://", "https://")):
-        request = urllib.request.Request(sink, data=body.encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        request = urllib.request.Request(sink, data=body.encode(), method="POST", headers=headers)  # noqa: S310 - http(s) checked above
         with urllib.request.urlopen(request, timeout=SINK_TIMEOUT_SECONDS) as response:  # noqa: S310 - operator URL
             if response.status >= 300:
                 raise OSError(f"HTTP {response.status}")

@@ -90,6 +90,7 @@ def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[byte
 
     from gateway.audit.checkpoint import create_checkpoint, get_signer, origin
     from gateway.audit.models import CheckpointKind
+    from gateway.audit.actions import Action
     from gateway.audit.service import record_event
 
     if fmt not in ("csv", "jsonl"):
@@ -99,7 +100,7 @@ def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[byte
     settings = components.settings
     signer = get_signer(components)
     with components.db.transaction() as db:
-        event = record_event(db, "audit.export.created", actor=actor, target_type="audit_log",
+        event = record_event(db, Action.AUDIT_EXPORT_CREATED, actor=actor, target_type="audit_log",
                              target_org_id=scope.org_id,
                              details={"format": fmt, **{f"filter_{k}": v for k, v in flt.as_params().items()}})
         seq = event.seq

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.checkpoint import maybe_checkpoint
 from gateway.audit.models import AuditAlert
 from gateway.audit.service import record_event
@@ -53,7 +54,7 @@ def acknowledge(alert_id: int, db: DbSession, principal: AuditorPrincipal):
         raise NotFound("No such alert.", code="alert_not_found")
     if alert.acknowledged_at is None:
         alert.acknowledged_at, alert.acknowledged_by = clock.now(), principal.user.id
-        record_event(db, "audit.alert.acknowledged", actor=principal.actor, target_type="alert",
+        record_event(db, Action.AUDIT_ALERT_ACKNOWLEDGED, actor=principal.actor, target_type="alert",
                      target_id=str(alert.id), target_org_id=scope.org_id, details={"rule": alert.rule})
         db.commit()
     return redirect("/audit")
@@ -117,7 +118,7 @@ def access_review(request: Request, db: WriteSession, principal: AuditorPrincipa
     vendor, rows = None, None
     if vendor_id:
         vendor, rows = review.access_review(db, scope, vendor_id)
-        record_event(db, "audit.access_review.viewed", actor=principal.actor, target_type="organisation",
+        record_event(db, Action.AUDIT_ACCESS_REVIEW_VIEWED, actor=principal.actor, target_type="organisation",
                      target_id=vendor.id, target_org_id=vendor.id)
         db.commit()
     return _page(request, "audit_review.html", principal, vendors=vendors, vendor=vendor, rows=rows)

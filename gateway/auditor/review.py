@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import AuditEvent, Outcome, Severity
 from gateway.audit.service import Actor, record_event
@@ -24,7 +25,7 @@ from gateway.errors import NotFound
 from gateway.orgs.models import Organisation, OrgKind
 from gateway.users.models import User
 
-DOWNLOAD_ACTION = "transfer.download.completed"
+DOWNLOAD_ACTION = Action.TRANSFER_DOWNLOAD_COMPLETED
 
 
 @dataclass
@@ -116,7 +117,7 @@ def disable_inactive(components, actor: Actor, days: int | None = None, now: dat
             if user is None or not user.active:
                 continue
             disable_user(db, user, actor, reason=f"inactive_over_{days}_days")
-            record_event(db, "audit.access_review.account_disabled", actor=actor, severity=Severity.warning,
+            record_event(db, Action.AUDIT_ACCESS_REVIEW_ACCOUNT_DISABLED, actor=actor, severity=Severity.warning,
                          target_type="user", target_id=user.id, target_org_id=user.org_id,
                          details={"days_inactive": row.days_inactive, "threshold_days": days,
                                   "last_login": row.last_login_at.date().isoformat() if row.last_login_at else None,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.checkpoint import get_signer, latest_checkpoint, maybe_checkpoint, origin
 from gateway.audit.models import AuditAlert, AuditCheckpoint
 from gateway.audit.service import record_event
@@ -38,8 +39,8 @@ class Filters:
 
     def __init__(self, user: Id = None, org: Id = None, action: Id = None, outcome: Id = None, since: When = None,
                  until: When = None, target_id: Id = None, target_type: Id = None):
-        self.raw = dict(user=user, org=org, action=action, outcome=outcome, since=since, until=until,
-                        target_id=target_id, target_type=target_type)
+        self.raw: dict[str, Any] = {"user": user, "org": org, "action": action, "outcome": outcome, "since": since, "until": until,
+                        "target_id": target_id, "target_type": target_type}
 
 
 FilterParams = Annotated[Filters, Depends(Filters)]
@@ -170,7 +171,7 @@ def access_review_vendors(db: DbSession, principal: AuditorPrincipal):
 @router.get("/access-review/{vendor_id}")
 def access_review(vendor_id: str, db: WriteSession, principal: AuditorPrincipal):
     vendor, rows = review.access_review(db, _scope(db, principal), vendor_id)
-    record_event(db, "audit.access_review.viewed", actor=principal.actor, target_type="organisation",
+    record_event(db, Action.AUDIT_ACCESS_REVIEW_VIEWED, actor=principal.actor, target_type="organisation",
                  target_id=vendor.id, target_org_id=vendor.id)
     db.commit()
     return {"vendor": {"id": vendor.id, "name": vendor.name},
@@ -197,7 +198,7 @@ def acknowledge(alert_id: int, db: DbSession, principal: AuditorPrincipal):
         raise NotFound("No such alert.", code="alert_not_found")
     if alert.acknowledged_at is None:
         alert.acknowledged_at, alert.acknowledged_by = clock.now(), principal.user.id
-        record_event(db, "audit.alert.acknowledged", actor=principal.actor, target_type="alert",
+        record_event(db, Action.AUDIT_ALERT_ACKNOWLEDGED, actor=principal.actor, target_type="alert",
                      target_id=str(alert.id), target_org_id=scope.org_id, details={"rule": alert.rule})
         db.commit()
     return {"id": alert.id, "acknowledged_at": alert.acknowledged_at.isoformat()}

@@ -131,10 +131,9 @@ def build_filter(db: Session, *, user: str | None = None, org: str | None = None
     start, stop = parse_when(since, "since"), parse_when(until, "until", end=True)
     if start and stop and stop <= start:
         raise InvalidInput("until must be after since.", code="invalid_input")
-    if max_days is not None and (start or stop):
-        if not (start and stop) or stop - start > timedelta(days=max_days):
-            raise InvalidInput(f"A date range is at most {max_days} days and needs both since and until.",
-                               code="invalid_input")
+    if max_days is not None and (start or stop) and (not (start and stop) or stop - start > timedelta(days=max_days)):
+        raise InvalidInput(f"A date range is at most {max_days} days and needs both since and until.",
+                           code="invalid_input")
     if outcome and outcome not in Outcome.__members__:
         raise InvalidInput("outcome is success, failure or denied.", code="invalid_input")
     user_id = _ident(user, "user")

@@ -8,6 +8,7 @@ import secrets
 
 from fastapi import APIRouter, Form, Request
 
+from gateway.audit.actions import Action
 from gateway.audit.models import Outcome
 from gateway.audit.service import record_event
 from gateway.auth import passkey_policy, passkeys, service, totp
@@ -99,7 +100,7 @@ def mfa(request: Request, db: DbSession, c: AppComponents, principal: PartialPri
     try:
         method = service.check_factor(db, c.settings, c.keys, principal.user, principal.session,
                                       proof(code, passkey_assertion), principal.actor, purpose="login",
-                                      action="auth.mfa.failed")
+                                      action=Action.AUTH_MFA_FAILED)
     except GatewayError as exc:
         db.rollback()
         return render(request, "mfa.html", status_code=exc.status, error=exc.message, principal=principal,
@@ -225,7 +226,7 @@ def create_token(request: Request, db: DbSession, c: AppComponents, principal: C
                  name: str = Form(min_length=1, max_length=100), days: int = Form(ge=1, le=366),
                  code: str = OptionalCode, passkey_assertion: str = AssertionField):
     try:
-        service.step_up(db, c.settings, c.keys, principal, proof(code, passkey_assertion), "auth.reauth.failed")
+        service.step_up(db, c.settings, c.keys, principal, proof(code, passkey_assertion), Action.AUTH_REAUTH_FAILED)
         token, raw = service.create_api_token(db, c.settings, principal.user, " ".join(name.split()), days,
                                               principal.actor)
     except GatewayError as exc:
@@ -274,12 +275,12 @@ def revoke_token(token_id: str, db: DbSession, principal: CurrentPrincipal):
 def regenerate_codes(request: Request, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
                      code: str = OptionalCode, passkey_assertion: str = AssertionField):
     try:
-        service.step_up(db, c.settings, c.keys, principal, proof(code, passkey_assertion), "auth.reauth.failed")
+        service.step_up(db, c.settings, c.keys, principal, proof(code, passkey_assertion), Action.AUTH_REAUTH_FAILED)
     except GatewayError as exc:
         db.rollback()
         return _account(request, db, principal, status_code=exc.status, error=exc.message)
     codes = service.regenerate_recovery_codes(db, principal.user)
-    record_event(db, "auth.recovery_codes.regenerated", actor=principal.actor, outcome=Outcome.success,
+    record_event(db, Action.AUTH_RECOVERY_CODES_REGENERATED, actor=principal.actor, outcome=Outcome.success,
                  target_type="user", target_id=principal.user.id, target_org_id=principal.user.org_id)
     db.commit()
     return render(request, "recovery_codes.html", principal=principal, codes=codes, next_url="/account")

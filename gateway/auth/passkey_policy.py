@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
@@ -49,7 +50,7 @@ def require(db: Session, scope: str, value: str, actor: Actor) -> PasskeyPolicy:
     policy = PasskeyPolicy(scope=scope, value=value, created_at=clock.now(), created_by=actor.user_id)
     db.add(policy)
     db.flush()
-    record_event(db, "admin.passkey_policy.set", actor=actor, severity=Severity.warning,
+    record_event(db, Action.ADMIN_PASSKEY_POLICY_SET, actor=actor, severity=Severity.warning,
                  target_type="passkey_policy", target_id=policy.id,
                  target_org_id=value if scope == "org" else None, details={"scope": scope, "value": value})
     return policy
@@ -60,7 +61,7 @@ def drop(db: Session, policy_id: str, actor: Actor) -> None:
     if policy is None:
         raise NotFound("No such rule.", code="policy_not_found")
     db.delete(policy)
-    record_event(db, "admin.passkey_policy.removed", actor=actor, severity=Severity.warning,
+    record_event(db, Action.ADMIN_PASSKEY_POLICY_REMOVED, actor=actor, severity=Severity.warning,
                  target_type="passkey_policy", target_id=policy.id,
                  target_org_id=policy.value if policy.scope == "org" else None,
                  details={"scope": policy.scope, "value": policy.value})

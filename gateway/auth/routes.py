@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from gateway.audit.actions import Action
 from gateway.audit.service import record_event
 from gateway.auth import passkey_policy, passkeys, service, totp
 from gateway.auth.cookies import clear_session_cookie, set_session_cookie
@@ -27,14 +28,14 @@ def login(body: LoginIn, request: Request, response: Response, db: DbSession, c:
     raw = service.start_session(db, c.settings, user, stage, actor)
     db.commit()
     set_session_cookie(response, c.settings, raw)
-    session = db.get(service.WebSession, service.digest(raw))
+    session = db.get_one(service.WebSession, service.digest(raw))
     return StageOut(stage=stage.value, csrf_token=session.csrf_token)
 
 
 def _stage_out(db, c, principal, stage: SessionStage, raw: str, response) -> StageOut:
     db.commit()
     set_session_cookie(response, c.settings, raw)
-    session = db.get(service.WebSession, service.digest(raw))
+    session = db.get_one(service.WebSession, service.digest(raw))
     return StageOut(stage=stage.value, csrf_token=session.csrf_token,
                     must_change_password=principal.user.must_change_password)
 
@@ -52,7 +53,7 @@ def mfa(body: CodeIn, response: Response, db: DbSession, c: AppComponents, princ
     if principal.session is None or principal.session.stage != SessionStage.mfa:
         raise Forbidden("No sign-in is waiting for a code.", code="wrong_stage")
     method = service.check_factor(db, c.settings, c.keys, principal.user, principal.session, body.proof(),
-                                  principal.actor, purpose="login", action="auth.mfa.failed")
+                                  principal.actor, purpose="login", action=Action.AUTH_MFA_FAILED)
     return _finish(db, c, principal, method, response)
 
 
@@ -202,9 +203,9 @@ def me(db: DbSession, principal: PasswordChangePrincipal):
 @router.post("/recovery-codes", response_model=RecoveryCodesOut)
 def recovery_codes(body: CodeIn, db: DbSession, c: AppComponents, principal: CurrentPrincipal):
     """Replace the recovery codes after a fresh factor (TOTP code or passkey)."""
-    service.step_up(db, c.settings, c.keys, principal, body.proof(), "auth.reauth.failed")
+    service.step_up(db, c.settings, c.keys, principal, body.proof(), Action.AUTH_REAUTH_FAILED)
     codes = service.regenerate_recovery_codes(db, principal.user)
-    record_event(db, "auth.recovery_codes.regenerated", actor=principal.actor, target_type="user",
+    record_event(db, Action.AUTH_RECOVERY_CODES_REGENERATED, actor=principal.actor, target_type="user",
                  target_id=principal.user.id, target_org_id=principal.user.org_id)
     db.commit()
     return RecoveryCodesOut(recovery_codes=codes)
@@ -223,7 +224,7 @@ def create_token(body: TokenCreateIn, db: DbSession, c: AppComponents, principal
     name = " ".join(body.name.split())
     if not name:
         raise InvalidInput("Name the token.", code="invalid_name")
-    service.step_up(db, c.settings, c.keys, principal, body.proof(), "auth.reauth.failed")
+    service.step_up(db, c.settings, c.keys, principal, body.proof(), Action.AUTH_REAUTH_FAILED)
     token, raw = service.create_api_token(db, c.settings, principal.user, name, body.days, principal.actor)
     db.commit()
     return TokenCreatedOut(**TokenOut.model_validate(token).model_dump(), token=raw)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crypto import DecryptionError
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
@@ -28,7 +29,7 @@ from gateway.keys import open_totp_secret, seal_totp_secret
 from gateway.users.models import RecoveryCode, User
 
 RECOVERY_CODE_COUNT = 10
-TOKEN_PREFIX = "phg_"
+TOKEN_PREFIX = "phg_"  # noqa: S105 - the public mark of a token, not a secret
 
 
 def digest(raw: str) -> str:
@@ -46,11 +47,11 @@ class Principal:
     actor: Actor
 
 
-def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, action: str, reason: str,
+def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, action: Action, reason: str,
           **details) -> None:
     """Count a failed attempt against the address and the account, record it, commit."""
     counts = user is not None and reason not in ("locked", "disabled")
-    if counts:
+    if counts and user is not None:  # (restated for the type checker)
         # Re-read under a row lock so parallel guesses each count (no lost updates). Locks are
         # always taken user row first, then address row (as the TOTP claim does): no deadlock.
         db.refresh(user, attribute_names=["failed_attempts", "locked_until"], with_for_update=True)
@@ -60,12 +61,12 @@ def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, acti
         target_type="user" if user else None, target_id=user.id if user else None,
         target_org_id=user.org_id if user else None, details={"reason": reason, **details},
     )
-    if counts:
+    if counts and user is not None:
         user.failed_attempts += 1
         if user.failed_attempts >= settings.lockout_threshold:
             user.locked_until = clock.now() + timedelta(minutes=settings.lockout_minutes)
             record_event(
-                db, "auth.account.locked", actor=actor, outcome=Outcome.success, severity=Severity.high,
+                db, Action.AUTH_ACCOUNT_LOCKED, actor=actor, outcome=Outcome.success, severity=Severity.high,
                 target_type="user", target_id=user.id, target_org_id=user.org_id,
                 details={"failed_attempts": user.failed_attempts, "minutes": settings.lockout_minutes},
             )
@@ -108,12 +109,12 @@ def check_password(db: Session, settings: Settings, username: str, password: str
         reason = "locked"
     elif not ok:
         reason = "bad_password"
-    if reason:
-        _fail(db, settings, user, actor, "auth.login.failed", reason)
+    if reason or user is None:
+        _fail(db, settings, user, actor, Action.AUTH_LOGIN_FAILED, reason or "unknown_user")
         raise LoginFailed()
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)
-    record_event(db, "auth.login.password_accepted", actor=_as(actor, user), target_type="user",
+    record_event(db, Action.AUTH_LOGIN_PASSWORD_ACCEPTED, actor=_as(actor, user), target_type="user",
                  target_id=user.id, target_org_id=user.org_id)
     return user
 
@@ -124,7 +125,7 @@ def _as(actor: Actor, user: User) -> Actor:
 
 def check_second_factor(
     db: Session, settings: Settings, keys, user: User, code: str, actor: Actor, *,
-    allow_recovery: bool = True, action: str = "auth.mfa.failed",
+    allow_recovery: bool = True, action: Action = Action.AUTH_MFA_FAILED,
 ) -> str:
     """Verify a TOTP code (never the same step twice) or, at login, a recovery code.
 
@@ -143,7 +144,7 @@ def check_second_factor(
     except DecryptionError:
         # Sealed for another user (a copied row) or damaged: no code can match, and the
         # user gets the same answer as for a wrong code, never a 500.
-        record_event(db, "auth.mfa.secret_unreadable", actor=actor, outcome=Outcome.failure, severity=Severity.high,
+        record_event(db, Action.AUTH_MFA_SECRET_UNREADABLE, actor=actor, outcome=Outcome.failure, severity=Severity.high,
                      target_type="user", target_id=user.id, target_org_id=user.org_id)
         _fail(db, settings, user, actor, action, "secret_unreadable")
         raise LoginFailed() from None
@@ -176,7 +177,7 @@ def check_second_factor(
                 remaining = db.scalar(
                     select(RecoveryCode.id).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None)).limit(1)
                 )
-                record_event(db, "auth.recovery_code.used", actor=actor, severity=Severity.warning,
+                record_event(db, Action.AUTH_RECOVERY_CODE_USED, actor=actor, severity=Severity.warning,
                              target_type="user", target_id=user.id, target_org_id=user.org_id,
                              details={"codes_left": remaining is not None})
                 return "recovery"
@@ -200,7 +201,7 @@ class Proof:
 
 
 def check_factor(db: Session, settings: Settings, keys, user: User, session: WebSession | None, proof: Proof,
-                 actor: Actor, *, purpose: str, action: str) -> str:
+                 actor: Actor, *, purpose: str, action: Action) -> str:
     """The second factor at sign-in (`purpose="login"`) or before a sensitive action (`"stepup"`).
 
     A passkey answer, or else a code: TOTP, or at sign-in only a recovery code. Under a
@@ -243,7 +244,7 @@ def factor_choice(db: Session, user: User) -> FactorChoice:
     return FactorChoice(passkey=has_passkey, code=not (has_passkey and passkey_policy.applies_to(db, user)))
 
 
-def step_up(db: Session, settings: Settings, keys, principal: Principal, proof: Proof, action: str) -> str:
+def step_up(db: Session, settings: Settings, keys, principal: Principal, proof: Proof, action: Action) -> str:
     """A fresh second factor before releasing PHI, destroying data or minting credentials.
 
     A hijacked session alone must not be enough; recovery codes do not count here.
@@ -253,7 +254,7 @@ def step_up(db: Session, settings: Settings, keys, principal: Principal, proof: 
 
 
 def verify_passkey(db: Session, settings: Settings, user: User, session: WebSession | None, assertion,
-                   actor: Actor, *, purpose: str, action: str) -> Passkey:
+                   actor: Actor, *, purpose: str, action: Action) -> Passkey:
     """A passkey answer to a challenge of this session: user-verified, counter moving forward."""
     _refuse_if_throttled(db, settings, actor)
     actor = _as(actor, user)
@@ -271,12 +272,12 @@ def verify_passkey(db: Session, settings: Settings, user: User, session: WebSess
         if exc.reason == "sign_count_regressed":
             # A valid signature with a counter that did not move forward: a second copy of the
             # private key is in use somewhere, or an answer is being replayed.
-            record_event(db, "auth.passkey.clone_warning", actor=actor, outcome=Outcome.failure,
+            record_event(db, Action.AUTH_PASSKEY_CLONE_WARNING, actor=actor, outcome=Outcome.failure,
                          severity=Severity.high, target_type="passkey", target_id=exc.passkey.id,
                          target_org_id=user.org_id, details={**exc.details, "purpose": purpose})
         _fail(db, settings, user, actor, action, exc.reason, method="passkey", **extra)
         raise LoginFailed() from None
-    record_event(db, "auth.passkey.used", actor=actor, target_type="passkey", target_id=passkey.id,
+    record_event(db, Action.AUTH_PASSKEY_USED, actor=actor, target_type="passkey", target_id=passkey.id,
                  target_org_id=user.org_id, details={"purpose": purpose, "sign_count": passkey.sign_count})
     return passkey
 
@@ -292,7 +293,7 @@ def finish_sign_in(db: Session, settings: Settings, principal: Principal, method
     stage = SessionStage.full
     if passkey_policy.applies_to(db, user) and not passkeys.count(db, user):
         stage = SessionStage.passkey
-        record_event(db, "auth.passkey.enrolment_required", actor=principal.actor, target_type="user",
+        record_event(db, Action.AUTH_PASSKEY_ENROLMENT_REQUIRED, actor=principal.actor, target_type="user",
                      target_id=user.id, target_org_id=user.org_id)
     return stage, start_session(db, settings, user, stage, principal.actor, replaces=principal.session)
 
@@ -301,7 +302,7 @@ def complete_login(db: Session, user: User, actor: Actor, method: str) -> None:
     user.failed_attempts = 0
     user.locked_until = None
     user.last_login_at = clock.now()
-    record_event(db, "auth.login.succeeded", actor=_as(actor, user), target_type="user", target_id=user.id,
+    record_event(db, Action.AUTH_LOGIN_SUCCEEDED, actor=_as(actor, user), target_type="user", target_id=user.id,
                  target_org_id=user.org_id, details={"second_factor": method})
 
 
@@ -326,22 +327,22 @@ def register_passkey(db: Session, settings: Settings, keys, principal: Principal
     if via == "account":
         # argon2 before the transaction's first statement: no lock waits on the hash.
         if not passwords.verify_password(user.password_hash, password):
-            _fail(db, settings, user, actor, "auth.reauth.failed", "bad_password")
+            _fail(db, settings, user, actor, Action.AUTH_REAUTH_FAILED, "bad_password")
             exc = InvalidInput("The current password is not correct.", code="bad_current_password")
             exc.audited = True
             raise exc
-        step_up(db, settings, keys, principal, proof, "auth.reauth.failed")
+        step_up(db, settings, keys, principal, proof, Action.AUTH_REAUTH_FAILED)
     try:
         passkey = passkeys.register(db, settings, user, session, response, name)
     except passkeys.PasskeyRejected as exc:
-        record_event(db, "auth.passkey.register_failed", actor=actor, outcome=Outcome.failure, target_type="user",
+        record_event(db, Action.AUTH_PASSKEY_REGISTER_FAILED, actor=actor, outcome=Outcome.failure, target_type="user",
                      target_id=user.id, target_org_id=user.org_id, details={"reason": exc.reason, **exc.details})
         db.commit()
         error = InvalidInput("The passkey could not be registered. Try again, or use another authenticator.",
                              code="passkey_not_registered")
         error.audited = True
         raise error from None
-    record_event(db, "auth.passkey.registered", actor=actor, target_type="passkey", target_id=passkey.id,
+    record_event(db, Action.AUTH_PASSKEY_REGISTERED, actor=actor, target_type="passkey", target_id=passkey.id,
                  target_org_id=user.org_id,
                  details={"via": via, "aaguid": passkey.aaguid, "attestation_format": passkey.attestation_format,
                           "backup_eligible": passkey.backup_eligible, "backed_up": passkey.backed_up,
@@ -359,7 +360,7 @@ def remove_passkey(db: Session, settings: Settings, keys, principal: Principal, 
         raise NotFound("No such passkey.", code="passkey_not_found")
     if passkey_policy.applies_to(db, user) and passkeys.count(db, user) <= 1:
         # With a policy, TOTP alone is not enough: this passkey is the last factor the policy accepts.
-        record_event(db, "auth.passkey.remove_refused", actor=principal.actor, outcome=Outcome.denied,
+        record_event(db, Action.AUTH_PASSKEY_REMOVE_REFUSED, actor=principal.actor, outcome=Outcome.denied,
                      target_type="passkey", target_id=passkey.id, target_org_id=user.org_id,
                      details={"reason": "last_factor"})
         db.commit()
@@ -367,9 +368,9 @@ def remove_passkey(db: Session, settings: Settings, keys, principal: Principal, 
                        code="last_factor")
         exc.audited = True
         raise exc
-    step_up(db, settings, keys, principal, proof, "auth.reauth.failed")
+    step_up(db, settings, keys, principal, proof, Action.AUTH_REAUTH_FAILED)
     db.delete(passkey)
-    record_event(db, "auth.passkey.removed", actor=principal.actor, severity=Severity.warning, target_type="passkey",
+    record_event(db, Action.AUTH_PASSKEY_REMOVED, actor=principal.actor, severity=Severity.warning, target_type="passkey",
                  target_id=passkey.id, target_org_id=user.org_id, details={"aaguid": passkey.aaguid})
 
 
@@ -377,7 +378,7 @@ def reset_passkeys(db: Session, user: User, actor: Actor) -> int:
     """An administrator removes every passkey of a user who lost them; the user registers anew at sign-in."""
     removed = db.execute(delete(Passkey).where(Passkey.user_id == user.id)
                          .execution_options(synchronize_session=False)).rowcount
-    record_event(db, "admin.user.passkeys_reset", actor=actor, severity=Severity.high, target_type="user",
+    record_event(db, Action.ADMIN_USER_PASSKEYS_RESET, actor=actor, severity=Severity.high, target_type="user",
                  target_id=user.id, target_org_id=user.org_id, details={"passkeys": removed})
     revoke_user_sessions(db, user.id, actor, "passkeys_reset")
     return removed
@@ -404,10 +405,10 @@ def confirm_enrolment(db: Session, settings: Settings, keys, user: User, code: s
     """Activate TOTP after one valid code; returns the ten recovery codes (shown once)."""
     if user.mfa_enrolled:
         raise InvalidInput("Two-factor authentication is already set up.", code="mfa_already_enrolled")
-    check_second_factor(db, settings, keys, user, code, actor, allow_recovery=False, action="auth.mfa.enrol_failed")
+    check_second_factor(db, settings, keys, user, code, actor, allow_recovery=False, action=Action.AUTH_MFA_ENROL_FAILED)
     user.totp_enrolled_at = clock.now()
     codes = regenerate_recovery_codes(db, user)
-    record_event(db, "auth.mfa.enrolled", actor=_as(actor, user), target_type="user", target_id=user.id,
+    record_event(db, Action.AUTH_MFA_ENROLLED, actor=_as(actor, user), target_type="user", target_id=user.id,
                  target_org_id=user.org_id)
     return codes
 
@@ -476,7 +477,7 @@ def expire_session(db: Session, session: WebSession, reason: str, actor: Actor) 
     removed = db.execute(delete(WebSession).where(WebSession.id_hash == session.id_hash)
                          .execution_options(synchronize_session=False)).rowcount
     if removed:
-        record_event(db, "auth.session.expired", actor=actor, target_type="user", target_id=session.user_id,
+        record_event(db, Action.AUTH_SESSION_EXPIRED, actor=actor, target_type="user", target_id=session.user_id,
                      details={"reason": reason})
 
 
@@ -493,7 +494,7 @@ def touch_session(db: Session, session: WebSession) -> None:
 
 def end_session(db: Session, session: WebSession, actor: Actor, reason: str = "logout") -> None:
     db.delete(session)
-    record_event(db, "auth.session.revoked", actor=actor, target_type="user", target_id=session.user_id,
+    record_event(db, Action.AUTH_SESSION_REVOKED, actor=actor, target_type="user", target_id=session.user_id,
                  details={"reason": reason})
 
 
@@ -504,7 +505,7 @@ def revoke_user_sessions(db: Session, user_id: str, actor: Actor, reason: str, *
         query = query.where(WebSession.id_hash != keep.id_hash)
     count = db.execute(query.execution_options(synchronize_session=False)).rowcount
     if count:
-        record_event(db, "auth.session.revoked", actor=actor, target_type="user", target_id=user_id,
+        record_event(db, Action.AUTH_SESSION_REVOKED, actor=actor, target_type="user", target_id=user_id,
                      details={"reason": reason, "sessions": count})
     return count
 
@@ -513,7 +514,7 @@ def change_password(db: Session, settings: Settings, user: User, current: str, n
                     session: WebSession | None) -> None:
     """Check the current password, apply the policy, revoke every other session."""
     if not passwords.verify_password(user.password_hash, current):
-        _fail(db, settings, user, _as(actor, user), "auth.password.change_failed", "bad_password")
+        _fail(db, settings, user, _as(actor, user), Action.AUTH_PASSWORD_CHANGE_FAILED, "bad_password")
         exc = InvalidInput("The current password is not correct.", code="bad_current_password")
         exc.audited = True  # _fail recorded it
         raise exc
@@ -523,7 +524,7 @@ def change_password(db: Session, settings: Settings, user: User, current: str, n
     user.password_hash = passwords.hash_password(new)
     user.must_change_password = False
     user.password_changed_at = clock.now()
-    record_event(db, "auth.password.changed", actor=_as(actor, user), target_type="user", target_id=user.id,
+    record_event(db, Action.AUTH_PASSWORD_CHANGED, actor=_as(actor, user), target_type="user", target_id=user.id,
                  target_org_id=user.org_id)
     revoke_user_sessions(db, user.id, _as(actor, user), "password_changed", keep=session)
 
@@ -539,7 +540,7 @@ def create_api_token(db: Session, settings: Settings, user: User, name: str, day
                      created_at=clock.now(), expires_at=clock.now() + timedelta(days=days))
     db.add(token)
     db.flush()
-    record_event(db, "auth.api_token.created", actor=actor, target_type="api_token", target_id=token.id,
+    record_event(db, Action.AUTH_API_TOKEN_CREATED, actor=actor, target_type="api_token", target_id=token.id,
                  target_org_id=user.org_id, details={"days": days})
     return token, raw
 
@@ -554,7 +555,7 @@ def revoke_api_token(db: Session, user: User, token_id: str, actor: Actor) -> No
     if token is None or token.revoked_at is not None:
         raise NotFound()
     token.revoked_at = clock.now()
-    record_event(db, "auth.api_token.revoked", actor=actor, target_type="api_token", target_id=token.id,
+    record_event(db, Action.AUTH_API_TOKEN_REVOKED, actor=actor, target_type="api_token", target_id=token.id,
                  target_org_id=user.org_id)
 
 
@@ -564,7 +565,7 @@ def revoke_user_tokens(db: Session, user_id: str, actor: Actor, reason: str) -> 
         .values(revoked_at=clock.now()).execution_options(synchronize_session=False)
     ).rowcount
     if count:
-        record_event(db, "auth.api_token.revoked", actor=actor, target_type="user", target_id=user_id,
+        record_event(db, Action.AUTH_API_TOKEN_REVOKED, actor=actor, target_type="user", target_id=user_id,
                      details={"reason": reason, "tokens": count})
     return count
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from sqlalchemy import select
 
 from crypto import CryptoError
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
@@ -29,7 +30,7 @@ from gateway.transfers.upload import PlaintextMeter
 log = logging.getLogger("phigate.baas")
 
 
-def _failed(c: Components, action: str, actor: Actor, baa: Baa, err: SealedError | None, exc: BaseException,
+def _failed(c: Components, action: Action, actor: Actor, baa: Baa, err: SealedError | None, exc: BaseException,
             **details) -> None:
     reason = err.reason if err is not None else (getattr(exc, "code", None) or type(exc).__name__)
     try:
@@ -39,7 +40,7 @@ def _failed(c: Components, action: str, actor: Actor, baa: Baa, err: SealedError
                          target_id=baa.id, target_org_id=baa.practice_id,
                          details={"reason": reason, "vendor_id": baa.vendor_id, "alert": bool(err and err.alert),
                                   **details})
-    except Exception:  # noqa: BLE001 - the original error is what the caller must see
+    except Exception:  # the original error is what the caller must see
         log.exception("could not record the failure on BAA %s", baa.id)
 
 
@@ -62,14 +63,14 @@ def store_copy(c: Components, baa_id: str, chunks: Iterator[bytes], actor: Actor
             replaced = sealed.claim(db, SealedKind.baa_copy, [baa.id])
             sealed.commit(db, [written])
             baa.copy_size, baa.copy_sha256, baa.copy_uploaded_at = written.plaintext_size, written.sha256, clock.now()
-            record_event(db, "baa.copy.stored", actor=actor, target_type="baa", target_id=baa.id,
+            record_event(db, Action.BAA_COPY_STORED, actor=actor, target_type="baa", target_id=baa.id,
                          target_org_id=baa.practice_id,
                          details={"size": written.plaintext_size, "sha256": written.sha256,
                                   "vendor_id": baa.vendor_id, "replaced": bool(replaced)})
     except BaseException as exc:
         err = translate(exc) if isinstance(exc, SealedError | CryptoError) else None
         removed, left = sealed.discard(c, pending)
-        _failed(c, "baa.copy.upload.failed", actor, baa, err, exc, objects_removed=removed,
+        _failed(c, Action.BAA_COPY_UPLOAD_FAILED, actor, baa, err, exc, objects_removed=removed,
                 objects_left_for_fsck=left)
         if err is not None and err is not exc:
             raise err from None
@@ -88,15 +89,15 @@ def read_copy(c: Components, baa_id: str, actor: Actor) -> tuple[Baa, Iterator[b
     with c.db.snapshot() as db:
         baa = db.get(Baa, baa_id)
         obj = sealed.owned(db, SealedKind.baa_copy, baa_id) if baa is not None else None
-    if obj is None:
+    if baa is None or obj is None:
         raise NotFound("This BAA has no signed copy.", code="baa_copy_not_found")
     try:
         body = sealed.open_object(c, obj)
     except SealedError as err:
-        _failed(c, "baa.copy.download.failed", actor, baa, err, err)
+        _failed(c, Action.BAA_COPY_DOWNLOAD_FAILED, actor, baa, err, err)
         raise
     with c.db.transaction() as db:
-        record_event(db, "baa.copy.downloaded", actor=actor, target_type="baa", target_id=baa.id,
+        record_event(db, Action.BAA_COPY_DOWNLOADED, actor=actor, target_type="baa", target_id=baa.id,
                      target_org_id=baa.practice_id,
                      details={"size": baa.copy_size, "sha256": baa.copy_sha256, "vendor_id": baa.vendor_id})
     return baa, _audited(c, actor, baa, body)
@@ -107,5 +108,5 @@ def _audited(c: Components, actor: Actor, baa: Baa, body: Iterator[bytes]) -> It
     try:
         yield from body
     except SealedError as err:
-        _failed(c, "baa.copy.download.failed", actor, baa, err, err)
+        _failed(c, Action.BAA_COPY_DOWNLOAD_FAILED, actor, baa, err, err)
         raise

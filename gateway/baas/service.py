@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
@@ -29,7 +30,7 @@ def record_baa(db: Session, practice: Organisation, vendor: Organisation, refere
               effective_at=effective_at, expires_at=expires_at, created_at=clock.now(), created_by=actor.user_id)
     db.add(baa)
     db.flush()
-    record_event(db, "baa.recorded", actor=actor, target_type="baa", target_id=baa.id, target_org_id=practice.id,
+    record_event(db, Action.BAA_RECORDED, actor=actor, target_type="baa", target_id=baa.id, target_org_id=practice.id,
                  details={"vendor_id": vendor.id, "effective_at": effective_at.isoformat(),
                           "expires_at": expires_at.isoformat() if expires_at else None})
     return baa
@@ -42,7 +43,7 @@ def terminate_baa(db: Session, baa: Baa, reason: str, actor: Actor) -> None:
     baa.status = BaaStatus.terminated
     baa.terminated_at = clock.now()
     baa.terminated_reason = reason[:200]
-    record_event(db, "baa.terminated", actor=actor, severity=Severity.warning, target_type="baa", target_id=baa.id,
+    record_event(db, Action.BAA_TERMINATED, actor=actor, severity=Severity.warning, target_type="baa", target_id=baa.id,
                  target_org_id=baa.practice_id, details={"vendor_id": baa.vendor_id})
 
 

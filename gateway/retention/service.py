@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.audit.actions import Action
 from gateway.auth.service import Principal, Proof, step_up
 from gateway.components import Components
 from gateway.errors import InvalidInput, NotFound
@@ -67,6 +68,6 @@ def check_offboarding(db: Session, c: Components, principal: Principal, vendor_i
         raise InvalidInput("Type the vendor's name exactly to confirm; nothing was changed.",
                            code="confirmation_mismatch")
     # A hijacked admin session alone must not destroy a vendor's data: ask for a fresh factor.
-    step_up(db, c.settings, c.keys, principal, proof, "offboarding.stepup_failed")
+    step_up(db, c.settings, c.keys, principal, proof, Action.OFFBOARDING_STEPUP_FAILED)
     db.commit()
     return vendor

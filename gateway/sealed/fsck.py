@@ -25,6 +25,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
@@ -48,7 +49,7 @@ class FsckReport:
     by_kind: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
+        return dict(self.__dict__)
 
 
 def fsck(c: Components, actor: Actor, *, repair: bool, grace_minutes: int | None = None) -> FsckReport:
@@ -85,7 +86,7 @@ def fsck(c: Components, actor: Actor, *, repair: bool, grace_minutes: int | None
             _finish(c, actor, rows[key], report)
     if report.missing:
         with c.db.transaction() as db:
-            record_event(db, "storage.object.missing", actor=actor, severity=Severity.high, target_type="object",
+            record_event(db, Action.STORAGE_OBJECT_MISSING, actor=actor, severity=Severity.high, target_type="object",
                          details={"count": len(report.missing), "object_keys": report.missing[:100], "alert": True})
     return report
 
@@ -102,7 +103,7 @@ def _remove_unreferenced(c: Components, actor: Actor, key: str, report: FsckRepo
         log.warning("fsck could not remove an unreferenced object (%s)", exc.reason)
         return
     with c.db.transaction() as db:
-        record_event(db, "storage.orphan.destroyed", actor=actor, severity=Severity.warning, target_type="object",
+        record_event(db, Action.STORAGE_ORPHAN_DESTROYED, actor=actor, severity=Severity.warning, target_type="object",
                      target_id=key, details={"why": "unreferenced"})
     report.removed.append(key)
 
@@ -124,7 +125,7 @@ def _finish(c: Components, actor: Actor, row: SealedObject, report: FsckReport) 
         log.warning("fsck could not remove a %s object (%s)", why, exc.reason)
         return
     with c.db.transaction() as db:
-        record_event(db, "storage.orphan.destroyed", actor=actor, severity=Severity.warning, target_type="object",
+        record_event(db, Action.STORAGE_ORPHAN_DESTROYED, actor=actor, severity=Severity.warning, target_type="object",
                      target_id=row.object_key, target_org_id=row.practice_id,
                      details={"why": why, "kind": row.kind.value, "sealed_id": row.id,
                               **({"vendor_id": row.vendor_id} if row.vendor_id else {}),

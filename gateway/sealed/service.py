@@ -390,8 +390,7 @@ def _verified(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
     try:
         if first:
             yield first
-        for chunk in rest:
-            yield chunk
+        yield from rest
     except GeneratorExit:
         raise
     except Exception as exc:

@@ -23,10 +23,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from crypto import CryptoError, unseal
+from gateway.audit.actions import Action
 from gateway import clock, metrics
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
@@ -92,7 +94,7 @@ class Prepared:
     body: Iterator[bytes]
 
 
-def _event(db: Session, action: str, actor: Actor, parties: tuple[str, str] | None, transfer_id: str,
+def _event(db: Session, action: Action, actor: Actor, parties: tuple[str, str] | None, transfer_id: str,
            file_id: str, outcome: Outcome = Outcome.success, severity: Severity = Severity.info, **details) -> None:
     # Both organisations: the practice as the target, the vendor in the details, so each side's auditors see it.
     record_event(db, action, actor=actor, outcome=outcome, severity=severity, target_type="transfer",
@@ -113,7 +115,7 @@ def prepare(c: Components, db: Session, principal: Principal, transfer_id: str, 
     except NotFound:
         # Unknown and foreign ids are denied identically, and both leave a trace that the
         # transfer's own organisations see (a biller trying a transfer not yet approved).
-        _event(db, "transfer.download.denied", actor, service.parties(db, transfer_id), transfer_id, file_id,
+        _event(db, Action.TRANSFER_DOWNLOAD_DENIED, actor, service.parties(db, transfer_id), transfer_id, file_id,
                Outcome.denied, reason="not_found")
         db.commit()
         raise
@@ -121,7 +123,7 @@ def prepare(c: Components, db: Session, principal: Principal, transfer_id: str, 
     try:
         span = parse_range(range_header, file.size)
     except RangeNotSatisfiable:
-        _event(db, "transfer.download.denied", actor, parties, transfer.id, file.id, Outcome.denied,
+        _event(db, Action.TRANSFER_DOWNLOAD_DENIED, actor, parties, transfer.id, file.id, Outcome.denied,
                reason="bad_range", sha256=file.sha256)
         db.commit()
         raise
@@ -131,7 +133,7 @@ def prepare(c: Components, db: Session, principal: Principal, transfer_id: str, 
                                          stale_after=timedelta(minutes=c.settings.retention_in_flight_minutes))
     reason = service.download_denial(db, principal, transfer, file, resuming=resumed is not None)
     if reason:
-        _event(db, "transfer.download.denied", actor, parties, transfer.id, file.id, Outcome.denied, reason=reason,
+        _event(db, Action.TRANSFER_DOWNLOAD_DENIED, actor, parties, transfer.id, file.id, Outcome.denied, reason=reason,
                sha256=file.sha256)
         db.commit()
         raise Forbidden(DENIAL_MESSAGES[reason], code=f"download_{reason}")
@@ -146,7 +148,7 @@ def prepare(c: Components, db: Session, principal: Principal, transfer_id: str, 
                             started_at=now, active_at=now, range_start=start, range_end=stop, delivered_to=start,
                             bytes_sent=0, outcome=DownloadOutcome.started, resumptions=0, resumed=False)
         db.add(download)
-    _event(db, "transfer.download.started", actor, parties, transfer.id, file.id, size=file.size, sha256=file.sha256,
+    _event(db, Action.TRANSFER_DOWNLOAD_STARTED, actor, parties, transfer.id, file.id, size=file.size, sha256=file.sha256,
            range_start=start, range_end=stop, resumed=resumed is not None, download_id=download.id)
     obj = sealed.owned(db, SealedKind.transfer_file, file.id)
     db.commit()
@@ -232,7 +234,7 @@ class _Tracker:
         self.finished = True
         failed = failure is not None or error is not None
         with self.c.db.transaction() as db:
-            download = db.get(Download, self.download_id)
+            download = db.get_one(Download, self.download_id)
             download.bytes_sent = (download.bytes_sent or 0) + self.sent
             before = download.delivered_to if download.delivered_to is not None else download.range_start
             download.delivered_to = max(before, self.start + self.sent)
@@ -242,21 +244,21 @@ class _Tracker:
                 download.outcome = DownloadOutcome.failed  # nothing delivered: the place under the limit is given back
             else:
                 download.outcome = DownloadOutcome.aborted  # its user may resume from delivered_to
-            common = {"bytes_sent": self.sent, "sha256": self.file.sha256, "download_id": self.download_id,
-                      "delivered_to": download.delivered_to}
+            common: dict[str, Any] = {"bytes_sent": self.sent, "sha256": self.file.sha256, "download_id": self.download_id,
+                                      "delivered_to": download.delivered_to}
             parties = (self.transfer.practice_id, self.transfer.vendor_id)
             if failed:
                 details = failure.details() if failure is not None else {
                     "reason": type(error).__name__, "error": "internal_error", "alert": False}
-                _event(db, "transfer.download.failed", self.actor, parties, self.transfer.id, self.file.id,
+                _event(db, Action.TRANSFER_DOWNLOAD_FAILED, self.actor, parties, self.transfer.id, self.file.id,
                        Outcome.failure, failure.severity if failure is not None else Severity.warning,
                        released=download.outcome == DownloadOutcome.failed, **details, **common)
             elif download.outcome == DownloadOutcome.completed:
-                _event(db, "transfer.download.completed", self.actor, parties, self.transfer.id, self.file.id,
+                _event(db, Action.TRANSFER_DOWNLOAD_COMPLETED, self.actor, parties, self.transfer.id, self.file.id,
                        **common)
             elif client_left:
-                _event(db, "transfer.download.aborted", self.actor, parties, self.transfer.id, self.file.id,
+                _event(db, Action.TRANSFER_DOWNLOAD_ABORTED, self.actor, parties, self.transfer.id, self.file.id,
                        Outcome.failure, **common)
             else:
-                _event(db, "transfer.download.range_delivered", self.actor, parties, self.transfer.id, self.file.id,
+                _event(db, Action.TRANSFER_DOWNLOAD_RANGE_DELIVERED, self.actor, parties, self.transfer.id, self.file.id,
                        **common)

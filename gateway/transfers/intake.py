@@ -48,7 +48,7 @@ def body_chunks(request: Request, prefetch: int = PREFETCH) -> Iterator[bytes]:
             if parts:
                 await queue.put(b"".join(parts))
             await queue.put(None)
-        except Exception as exc:  # ClientDisconnect and friends reach the worker as they are
+        except Exception as exc:  # noqa: BLE001 - ClientDisconnect and friends reach the worker as they are
             await queue.put(exc)
 
     async def start() -> None:
@@ -131,7 +131,7 @@ class MultipartReader:
                     self._parser.write(chunk)
             except InvalidInput:
                 raise
-            except Exception:
+            except Exception:  # noqa: BLE001 - whatever the parser raises, the body is malformed
                 raise InvalidInput("The multipart body is malformed.", code="malformed_multipart") from None
             if self._ended and not self._events:
                 raise InvalidInput("The multipart body ended early.", code="malformed_multipart")

@@ -91,8 +91,8 @@ def _act(request, db, c, principal, transfer_id, action):
 @router.post("/{transfer_id}/approve")
 def approve(request: Request, transfer_id: str, db: DbSession, c: AppComponents, principal: Approver,
             days: int = Form(ge=1, le=366), download_limit: str = Form(default="", max_length=6),
-            recipient_ids: Annotated[list[str], Form()] = [], code: str = OptionalCode,  # noqa: B006
-            passkey_assertion: str = AssertionField):
+            recipient_ids: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI builds a new list per request
+            code: str = OptionalCode, passkey_assertion: str = AssertionField):
     limit = int(download_limit) if download_limit.strip().isdigit() else None
     return _act(request, db, c, principal, transfer_id, lambda t: service.approve(
         db, c.settings, c.keys, principal, t, days=days, download_limit=limit, recipient_ids=recipient_ids[:100],

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import record_event
@@ -42,9 +43,7 @@ def _visible_clause(principal: Principal):
             (Transfer.direction == Direction.inbound) | approved_for_me)
     if user.role == Role.auditor:
         return Transfer.practice_id == user.org_id if user.org.kind == OrgKind.practice else True
-    if user.role == Role.admin:
-        return True
-    return False
+    return user.role == Role.admin
 
 
 def _addressed_to(transfer: Transfer, user: User) -> bool:
@@ -123,7 +122,7 @@ def approval_queue(db: Session, principal: Principal, *, limit: int = 200, curso
                           where=Transfer.direction == Direction.outbound)
 
 
-def _deny(db: Session, principal: Principal, action: str, transfer: Transfer, reason: str,
+def _deny(db: Session, principal: Principal, action: Action, transfer: Transfer, reason: str,
           error: GatewayError, extra: dict | None = None) -> None:
     record_event(db, action, actor=principal.actor, outcome=Outcome.denied, target_type="transfer",
                  target_id=transfer.id, target_org_id=transfer.practice_id,
@@ -134,7 +133,7 @@ def _deny(db: Session, principal: Principal, action: str, transfer: Transfer, re
 
 # -- decisions --------------------------------------------------------------------
 
-def _check_decidable(db: Session, principal: Principal, transfer: Transfer, action: str) -> None:
+def _check_decidable(db: Session, principal: Principal, transfer: Transfer, action: Action) -> None:
     if transfer.direction != Direction.outbound or transfer.status != TransferStatus.awaiting_approval:
         _deny(db, principal, action, transfer, "not_awaiting_approval",
               Conflict("This transfer is not waiting for approval.", code="not_awaiting_approval"))
@@ -147,7 +146,7 @@ def _check_decidable(db: Session, principal: Principal, transfer: Transfer, acti
 def approve(db: Session, settings: Settings, keys, principal: Principal, transfer: Transfer, *, days: int,
             download_limit: int | None, recipient_ids: list[str], proof: Proof) -> None:
     """Release an outbound transfer to its vendor for a time-bound window (step-up: TOTP or passkey)."""
-    action = "transfer.approve.denied"
+    action = Action.TRANSFER_APPROVE_DENIED
     _check_decidable(db, principal, transfer, action)
     from retention.policies import effective
 
@@ -158,19 +157,19 @@ def approve(db: Session, settings: Settings, keys, principal: Principal, transfe
     if download_limit is not None and download_limit < 1:
         raise InvalidInput("A download limit is at least 1.", code="invalid_download_limit")
     billers = _validate_recipients(db, transfer, recipient_ids)
-    _release(db, settings, keys, principal, transfer, proof, action, "transfer.approve.stepup_failed",
+    _release(db, settings, keys, principal, transfer, proof, action, Action.TRANSFER_APPROVE_STEPUP_FAILED,
              timedelta(days=days))
     transfer.download_limit = download_limit
     if billers is not None:
         _set_recipients(transfer, billers)
-    record_event(db, "transfer.approved", actor=principal.actor, target_type="transfer", target_id=transfer.id,
+    record_event(db, Action.TRANSFER_APPROVED, actor=principal.actor, target_type="transfer", target_id=transfer.id,
                  target_org_id=transfer.practice_id,
                  details={"vendor_id": transfer.vendor_id, "days": days, "download_limit": download_limit,
                           "recipients": sorted(transfer.recipient_ids)})
 
 
 def _release(db: Session, settings: Settings, keys, principal: Principal, transfer: Transfer, proof: Proof,
-             action: str, stepup_action: str, window: timedelta) -> None:
+             action: Action, stepup_action: Action, window: timedelta) -> None:
     """Step-up, BAA in force, then open the window: the common core of approval and emergency access."""
     # A hijacked session alone must not release PHI: ask for a fresh factor.
     step_up(db, settings, keys, principal, proof, stepup_action)
@@ -204,14 +203,14 @@ def _set_recipients(transfer: Transfer, billers: list[User]) -> None:
 
 
 def reject(db: Session, principal: Principal, transfer: Transfer, reason: str) -> None:
-    _check_decidable(db, principal, transfer, "transfer.reject.denied")
+    _check_decidable(db, principal, transfer, Action.TRANSFER_REJECT_DENIED)
     reason = " ".join(reason.split())
     if not reason:
         raise InvalidInput("Give a reason for the rejection.", code="reason_required")
     transfer.status = TransferStatus.rejected
     transfer.decided_by, transfer.decided_at = principal.user.id, clock.now()
     transfer.reject_reason = reason[:500]
-    record_event(db, "transfer.rejected", actor=principal.actor, target_type="transfer", target_id=transfer.id,
+    record_event(db, Action.TRANSFER_REJECTED, actor=principal.actor, target_type="transfer", target_id=transfer.id,
                  target_org_id=transfer.practice_id, details={"vendor_id": transfer.vendor_id})
 
 
@@ -219,7 +218,7 @@ def revoke(db: Session, principal: Principal, transfer: Transfer, reason: str) -
     """Stop all further downloads at once."""
     if transfer.direction != Direction.outbound or transfer.status not in (
             TransferStatus.approved, TransferStatus.awaiting_approval):
-        _deny(db, principal, "transfer.revoke.denied", transfer, "not_revocable",
+        _deny(db, principal, Action.TRANSFER_REVOKE_DENIED, transfer, "not_revocable",
               Conflict("Only a pending or approved transfer can be revoked.", code="not_revocable"))
     reason = " ".join(reason.split())
     if not reason:
@@ -227,7 +226,7 @@ def revoke(db: Session, principal: Principal, transfer: Transfer, reason: str) -
     transfer.status = TransferStatus.revoked
     transfer.revoked_by, transfer.revoked_at = principal.user.id, clock.now()
     transfer.revoke_reason = reason[:500]
-    record_event(db, "transfer.revoked", actor=principal.actor, severity=Severity.warning, target_type="transfer",
+    record_event(db, Action.TRANSFER_REVOKED, actor=principal.actor, severity=Severity.warning, target_type="transfer",
                  target_id=transfer.id, target_org_id=transfer.practice_id, details={"vendor_id": transfer.vendor_id})
 
 
@@ -238,7 +237,7 @@ def open_emergency_access(db: Session, settings: Settings, keys, principal: Prin
     It is time-limited, needs a reason and a fresh factor (TOTP or passkey), raises a high-severity
     event, and stays on the auditors' list until an auditor reviews it.
     """
-    action = "transfer.emergency_access.denied"
+    action = Action.TRANSFER_EMERGENCY_ACCESS_DENIED
     reason = " ".join(reason.split())
     if not reason:
         raise InvalidInput("Emergency access needs a reason.", code="reason_required")
@@ -246,10 +245,10 @@ def open_emergency_access(db: Session, settings: Settings, keys, principal: Prin
         raise InvalidInput(f"Emergency access lasts 1 to {settings.emergency_max_hours} hours.",
                            code="invalid_window")
     _check_decidable(db, principal, transfer, action)
-    _release(db, settings, keys, principal, transfer, proof, action, "transfer.emergency_access.stepup_failed",
+    _release(db, settings, keys, principal, transfer, proof, action, Action.TRANSFER_EMERGENCY_ACCESS_STEPUP_FAILED,
              timedelta(hours=hours))
     transfer.emergency_reason = reason[:500]
-    record_event(db, "transfer.emergency_access.opened", actor=principal.actor, severity=Severity.high,
+    record_event(db, Action.TRANSFER_EMERGENCY_ACCESS_OPENED, actor=principal.actor, severity=Severity.high,
                  target_type="transfer", target_id=transfer.id, target_org_id=transfer.practice_id,
                  details={"vendor_id": transfer.vendor_id, "hours": hours, "alert": True})
 
@@ -264,7 +263,7 @@ def review_emergency(db: Session, principal: Principal, transfer: Transfer) -> N
     if transfer.emergency_reason is None or transfer.emergency_reviewed_at is not None:
         raise Conflict("There is no emergency access waiting for review.", code="nothing_to_review")
     transfer.emergency_reviewed_by, transfer.emergency_reviewed_at = principal.user.id, clock.now()
-    record_event(db, "transfer.emergency_access.reviewed", actor=principal.actor, target_type="transfer",
+    record_event(db, Action.TRANSFER_EMERGENCY_ACCESS_REVIEWED, actor=principal.actor, target_type="transfer",
                  target_id=transfer.id, target_org_id=transfer.practice_id, details={"vendor_id": transfer.vendor_id})
 
 

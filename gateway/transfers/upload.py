@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from crypto import CryptoError, seal
+from gateway.audit.actions import Action
 from gateway import clock, metrics
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import record_event
@@ -127,7 +128,7 @@ def check_request(db, principal: Principal, req: Request) -> tuple[Direction, st
     else:
         raise Forbidden()
     if active_baa(db, practice_id, vendor_id) is None:
-        record_event(db, "transfer.upload.denied", actor=principal.actor, outcome=Outcome.denied,
+        record_event(db, Action.TRANSFER_UPLOAD_DENIED, actor=principal.actor, outcome=Outcome.denied,
                      target_type="org", target_id=req.partner_id, target_org_id=practice_id,
                      details={"reason": "baa_not_active", "vendor_id": vendor_id})
         db.commit()
@@ -275,11 +276,11 @@ def _discard(c: Components, principal: Principal, practice_id: str, vendor_id: s
                                                     else type(exc).__name__)
             severity = Severity.info
         with c.db.transaction() as db:
-            record_event(db, "transfer.upload.failed", actor=principal.actor, outcome=Outcome.failure,
+            record_event(db, Action.TRANSFER_UPLOAD_FAILED, actor=principal.actor, outcome=Outcome.failure,
                          severity=severity, target_type="transfer", target_id=transfer_id, target_org_id=practice_id,
                          details={"reason": reason, "vendor_id": vendor_id, "objects_removed": removed,
                                   "objects_left_for_fsck": left})
-    except Exception:  # noqa: BLE001 - the upload's own error is what the client must see
+    except Exception:  # the upload's own error is what the client must see
         log.exception("could not record the failed upload of transfer %s", transfer_id)
 
 

@@ -7,6 +7,7 @@ import re
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
@@ -47,7 +48,7 @@ def create_user(db: Session, org: Organisation, username: str, full_name: str, e
     )
     db.add(user)
     db.flush()
-    record_event(db, "admin.user.created", actor=actor, target_type="user", target_id=user.id,
+    record_event(db, Action.ADMIN_USER_CREATED, actor=actor, target_type="user", target_id=user.id,
                  target_org_id=org.id, details={"role": role.value})
     return user, initial
 
@@ -87,7 +88,7 @@ def disable_user(db: Session, user: User, actor: Actor, reason: str = "disabled_
     if not user.active:
         return
     user.active = False
-    record_event(db, "admin.user.disabled", actor=actor, severity=Severity.warning, target_type="user",
+    record_event(db, Action.ADMIN_USER_DISABLED, actor=actor, severity=Severity.warning, target_type="user",
                  target_id=user.id, target_org_id=user.org_id, details={"reason": reason})
     revoke_user_sessions(db, user.id, actor, "user_disabled")
     revoke_user_tokens(db, user.id, actor, "user_disabled")
@@ -99,7 +100,7 @@ def enable_user(db: Session, user: User, actor: Actor) -> None:
     user.active = True
     user.failed_attempts = 0
     user.locked_until = None
-    record_event(db, "admin.user.enabled", actor=actor, target_type="user", target_id=user.id,
+    record_event(db, Action.ADMIN_USER_ENABLED, actor=actor, target_type="user", target_id=user.id,
                  target_org_id=user.org_id)
 
 
@@ -112,7 +113,7 @@ def change_role(db: Session, user: User, role: Role, actor: Actor) -> None:
         return
     old = user.role
     user.role = role
-    record_event(db, "admin.user.role_changed", actor=actor, severity=Severity.warning, target_type="user",
+    record_event(db, Action.ADMIN_USER_ROLE_CHANGED, actor=actor, severity=Severity.warning, target_type="user",
                  target_id=user.id, target_org_id=user.org_id, details={"from": old.value, "to": role.value})
     revoke_user_sessions(db, user.id, actor, "role_changed")
 
@@ -122,7 +123,7 @@ def reset_password(db: Session, user: User, actor: Actor) -> str:
     initial = passwords.one_time_password()
     user.password_hash = passwords.hash_password(initial)
     user.must_change_password = True
-    record_event(db, "admin.user.password_reset", actor=actor, severity=Severity.warning, target_type="user",
+    record_event(db, Action.ADMIN_USER_PASSWORD_RESET, actor=actor, severity=Severity.warning, target_type="user",
                  target_id=user.id, target_org_id=user.org_id)
     revoke_user_sessions(db, user.id, actor, "password_reset")
     revoke_user_tokens(db, user.id, actor, "password_reset")

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import text
 
+from gateway.audit.actions import Action
+
 
 @pytest.fixture
 def signer(components):
@@ -20,7 +22,7 @@ def append(components):
     """append(n, **kw): record n events in one transaction through record_event()."""
     from gateway.audit.service import Actor, record_event
 
-    def _append(n: int = 1, action: str = "test.event", **kw):
+    def _append(n: int = 1, action: Action = Action.KEYS_REWRAPPED, **kw):
         kw.setdefault("actor", Actor(user_id="u1", org_id="o1", ip="192.0.2.1", user_agent="pytest"))
         with components.db.transaction() as db:
             return [record_event(db, action, details={"i": i}, **kw).seq for i in range(n)]

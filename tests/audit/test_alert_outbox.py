@@ -10,6 +10,7 @@ import time
 import pytest
 from sqlalchemy import select
 
+from gateway.audit.actions import Action
 from gateway.audit.models import AuditAlert, AuditEvent, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.outbox import OutboxEntry
@@ -131,17 +132,16 @@ def test_every_high_severity_event_raises_its_alert_at_once(client, factory, com
 def test_an_alert_commits_or_rolls_back_with_its_event(components, tmp_path):
     sink = tmp_path / "alerts.jsonl"
     components.settings.audit_alert_sink = f"file://{sink}"
-    with pytest.raises(RuntimeError):
-        with components.db.transaction() as db:
-            record_event(db, "test.high", actor=Actor.system(), severity=Severity.high, target_id="t-1")
-            raise RuntimeError("the action failed after its event was written")
+    with pytest.raises(RuntimeError), components.db.transaction() as db:
+        record_event(db, Action.STORAGE_OBJECT_MISSING, actor=Actor.system(), severity=Severity.high, target_id="t-1")
+        raise RuntimeError("the action failed after its event was written")
     assert _outbox(components) == [] and not sink.exists()
     with components.db.snapshot() as db:
         assert db.scalar(select(AuditAlert)) is None
 
     with components.db.transaction() as db:
-        record_event(db, "test.high", actor=Actor.system(), severity=Severity.high, target_id="t-2")
-        record_event(db, "test.info", actor=Actor.system(), target_id="t-3")
+        record_event(db, Action.STORAGE_OBJECT_MISSING, actor=Actor.system(), severity=Severity.high, target_id="t-2")
+        record_event(db, Action.KEYS_REWRAPPED, actor=Actor.system(), target_id="t-3")
         assert not sink.exists()  # nothing leaves before the commit
     assert [x["subject"] for x in _lines(sink)] == ["t-2"]
 
@@ -152,7 +152,7 @@ def test_a_commit_on_the_event_loop_hands_delivery_to_a_thread(components, tmp_p
 
     async def commit_on_the_loop():
         with components.db.transaction() as db:
-            record_event(db, "test.high", actor=Actor.system(), severity=Severity.high, target_id="t-loop")
+            record_event(db, Action.STORAGE_OBJECT_MISSING, actor=Actor.system(), severity=Severity.high, target_id="t-loop")
 
     asyncio.run(commit_on_the_loop())
     for _ in range(400):  # bounded wait for the delivery thread
@@ -167,7 +167,7 @@ def test_a_dead_sink_is_tried_once_per_run_not_once_per_alert(components, tmp_pa
     components.settings.audit_alert_sink = ""
     with components.db.transaction() as db:
         for i in range(3):
-            record_event(db, "test.high", actor=Actor.system(), severity=Severity.high, target_id=f"t-{i}")
+            record_event(db, Action.STORAGE_OBJECT_MISSING, actor=Actor.system(), severity=Severity.high, target_id=f"t-{i}")
     components.settings.audit_alert_sink = f"file://{tmp_path / 'missing' / 'alerts.jsonl'}"
     assert _retry_job(components).run() == 0
     assert [(e.attempts, e.claimed_until, e.delivered_at) for e in _outbox(components)] == [

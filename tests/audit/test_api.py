@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from gateway.audit.actions import Action
 from gateway.audit.service import Actor, record_event
 from translog import merkle, note
 
@@ -25,9 +26,9 @@ def world(components, factory):
     with components.db.transaction() as db:
         biller = Actor(user_id=w["biller"].id, org_id=vendor.id, ip="198.51.100.9", user_agent="browser")
         for org, tid in ((practice_a, "transfer-a"), (practice_b, "transfer-b")):
-            record_event(db, "transfer.download.completed", actor=biller, target_type="transfer", target_id=tid,
+            record_event(db, Action.TRANSFER_DOWNLOAD_COMPLETED, actor=biller, target_type="transfer", target_id=tid,
                          target_org_id=org.id, details={"file_id": f"file-{tid}", "bytes": 10})
-        record_event(db, "transfer.download.denied", actor=biller, target_type="transfer", target_id="transfer-b",
+        record_event(db, Action.TRANSFER_DOWNLOAD_DENIED, actor=biller, target_type="transfer", target_id="transfer-b",
                      target_org_id=practice_b.id, outcome="denied", details={"reason": "expired"})
     return w
 
@@ -73,11 +74,11 @@ def test_operator_auditor_sees_every_organisation(client, login, world):
 def test_paging_walks_every_event_once(client, login, world, components):
     with components.db.transaction() as db:
         for i in range(7):
-            record_event(db, "test.page", actor=Actor(org_id=world["a"].id), details={"i": i})
+            record_event(db, Action.KEYS_ROTATED, actor=Actor(org_id=world["a"].id), details={"i": i})
     login(client, world["auditor_a"])
     seen, before = [], None
     while True:
-        params = {"action": "test.page", "limit": 3, **({"before": before} if before else {})}
+        params = {"action": "keys.rotated", "limit": 3, **({"before": before} if before else {})}
         body = client.get("/api/v1/audit/events", params=params).json()
         seen += [i["details"]["i"] for i in body["items"]]
         before = body["next_before"]
@@ -143,7 +144,7 @@ def test_exports_verify_offline_are_events_and_neutralise_formulas(client, login
     from translog.export import verify_export
 
     with components.db.transaction() as db:
-        record_event(db, "auth.login.failed", outcome="failure",
+        record_event(db, Action.AUTH_LOGIN_FAILED, outcome="failure",
                      actor=Actor(org_id=world["a"].id, ip="203.0.113.5", user_agent='=HYPERLINK("http://x")'),
                      target_org_id=world["a"].id, details={"reason": "bad_password"})
     login(client, world["auditor_a"])
@@ -199,7 +200,7 @@ def test_proof_api_and_checkpoint_endpoints(client, login, world, components):
     csrf = client.get("/api/v1/auth/me").json()["csrf_token"]
     first = client.post("/api/v1/audit/checkpoints", headers={"X-CSRF-Token": csrf}).json()
     with components.db.transaction() as db:
-        record_event(db, "test.more", actor=Actor.system())
+        record_event(db, Action.KEYS_REWRAPPED, actor=Actor.system())
     second = client.post("/api/v1/audit/checkpoints", headers={"X-CSRF-Token": csrf}).json()
     assert second["tree_size"] == first["tree_size"] + 1
     pem = client.get("/api/v1/audit/public-key").json()["public_key_pem"]
@@ -257,10 +258,10 @@ def test_dashboard_form_signs_a_checkpoint_and_shows_it(client, login, world, co
 
 def test_a_file_timeline_includes_events_that_name_the_file_in_details(client, login, world, components):
     with components.db.transaction() as db:
-        record_event(db, "transfer.file.destroyed", actor=Actor.system(), target_type="file",
+        record_event(db, Action.TRANSFER_DESTROYED, actor=Actor.system(), target_type="file",
                      target_id="file-transfer-a", target_org_id=world["a"].id, details={"method": "crypto-shred"})
     login(client, world["auditor_a"])
     items = client.get("/api/v1/audit/timeline/file-transfer-a").json()["items"]
-    assert [i["action"] for i in items] == ["transfer.download.completed", "transfer.file.destroyed"]
+    assert [i["action"] for i in items] == ["transfer.download.completed", "transfer.destroyed"]
     page = client.get("/audit/timeline", params={"target_id": "file-transfer-a"})
     assert page.text.count("<td>transfer.") == 2

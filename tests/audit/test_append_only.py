@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
+from gateway.audit.actions import Action
 from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode
 from gateway.audit.service import Actor, record_event
 
@@ -58,9 +59,9 @@ def test_truncate_of_the_log_is_refused(components, append, checkpoint, verify, 
         assert not report.ok and report.first_bad_seq == 1
         return
     pg = components
-    with pytest.raises(DBAPIError) as refused:
-        with pg.db.engine.begin() as conn:  # the database's owner, a superuser in the tests
-            conn.execute(text(statement))
+    # pg.db.engine connects as the database's owner, a superuser in the tests.
+    with pytest.raises(DBAPIError) as refused, pg.db.engine.begin() as conn:
+        conn.execute(text(statement))
     assert isinstance(refused.value.orig, psycopg.errors.InsufficientPrivilege)
     assert "append-only: TRUNCATE refused" in str(refused.value.orig)
     assert _counts(pg) == before
@@ -98,7 +99,7 @@ def test_the_documented_gateway_role_appends_but_cannot_erase(pg, app_role, appe
     try:
         # What the gateway does with the log works under the role: append, sign a checkpoint.
         with gateway.db.transaction() as db:
-            seq = record_event(db, "test.as_app_role", actor=Actor.system()).seq
+            seq = record_event(db, Action.KEYS_REWRAPPED, actor=Actor.system()).seq
         assert maybe_checkpoint(gateway, force=True).tree_size == seq
         # What would erase or rewrite it does not.
         refused = {
@@ -111,9 +112,8 @@ def test_the_documented_gateway_role_appends_but_cannot_erase(pg, app_role, appe
             "UPDATE alembic_version SET version_num = 'x'": "permission denied",
         }
         for statement, why in refused.items():
-            with pytest.raises(DBAPIError) as exc:
-                with gateway.db.engine.begin() as conn:
-                    conn.execute(text(statement))
+            with pytest.raises(DBAPIError) as exc, gateway.db.engine.begin() as conn:
+                conn.execute(text(statement))
             assert why in str(exc.value.orig), (statement, str(exc.value.orig))
     finally:
         gateway.close()

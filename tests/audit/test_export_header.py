@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from typer.testing import CliRunner
 
+from gateway.audit.actions import Action
 from gateway.auditor.cli import audit_app
 from translog import note
 
@@ -112,8 +113,7 @@ def test_a_version_1_export_verifies_its_events_only_on_request(exported, tmp_pa
     with components.db.snapshot() as db:
         stored = db.scalar(select(AuditCheckpoint).where(AuditCheckpoint.tree_size == header["tree_size"]))
     old = tmp_path / "old.jsonl"
-    old.write_text("\n".join([json.dumps({**header, "format": "phigate-audit-export-v1",
-                                          "checkpoint": stored.note})] + lines[1:]) + "\n")
+    old.write_text("\n".join([json.dumps({**header, "format": "phigate-audit-export-v1", "checkpoint": stored.note}), *lines[1:]]) + "\n")
     r = _verify(old, vkey)
     assert r.exit_code == 1 and "--allow-v1" in r.output
     r = _verify(old, vkey, "--allow-v1")

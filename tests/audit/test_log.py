@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, insert, select, text
 
+from gateway.audit.actions import Action
 from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode
 from gateway.audit.service import Actor, event_leaf_hash, record_event
 from gateway.auditor.search import Scope
@@ -22,14 +23,13 @@ def _all(components):
 
 def test_sequence_is_gap_free_and_a_rolled_back_action_leaves_no_gap(components, append):
     assert append(3) == [1, 2, 3]
-    with pytest.raises(RuntimeError):
-        with components.db.transaction() as db:
-            record_event(db, "test.doomed", actor=Actor.system())
-            raise RuntimeError("the action failed after its event was written")
+    with pytest.raises(RuntimeError), components.db.transaction() as db:
+        record_event(db, Action.ADMIN_ORG_CREATED, actor=Actor.system())
+        raise RuntimeError("the action failed after its event was written")
     assert append(2) == [4, 5]
     events = _all(components)
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
-    assert "test.doomed" not in {e.action for e in events}
+    assert Action.ADMIN_ORG_CREATED not in {e.action for e in events}
     for e in events:
         assert e.leaf_hash == event_leaf_hash(e)
         assert len(e.leaf_hash) == 32
@@ -38,8 +38,8 @@ def test_sequence_is_gap_free_and_a_rolled_back_action_leaves_no_gap(components,
 def test_leaf_is_sha256_of_zero_byte_and_canonical_json(components, append, fake_clock):
     append(1)
     e = _all(components)[0]
-    canonical = ('["phigate-audit-v1", 1, "%s", "test.event", "success", "info", "u1", "o1", "192.0.2.1", '
-                 '"pytest", null, null, null, {"i": 0}]' % format_time(e.occurred_at)).encode()
+    canonical = ('["phigate-audit-v1", 1, "{}", "keys.rewrapped", "success", "info", "u1", "o1", "192.0.2.1", '
+                 '"pytest", null, null, null, {{"i": 0}}]'.format(format_time(e.occurred_at))).encode()
     import hashlib
 
     assert e.leaf_hash == hashlib.sha256(b"\x00" + canonical).digest()
@@ -48,9 +48,9 @@ def test_leaf_is_sha256_of_zero_byte_and_canonical_json(components, append, fake
 def test_details_that_could_not_serialise_stably_are_refused(components):
     with components.db.transaction() as db:
         with pytest.raises(TypeError):
-            record_event(db, "test.bad", actor=Actor.system(), details={"x": float("nan")})
+            record_event(db, Action.KEYS_ROTATED, actor=Actor.system(), details={"x": float("nan")})
         with pytest.raises(TypeError):
-            record_event(db, "test.bad", actor=Actor.system(), details={"x": {"nested": "dict"}})
+            record_event(db, Action.KEYS_ROTATED, actor=Actor.system(), details={"x": {"nested": "dict"}})
 
 
 def test_two_writers_appending_concurrently_make_no_fork_and_no_gap(components, verify, checkpoint):
@@ -60,8 +60,8 @@ def test_two_writers_appending_concurrently_make_no_fork_and_no_gap(components, 
         try:
             for i in range(25):
                 with components.db.transaction() as db:
-                    record_event(db, "test.concurrent", actor=Actor(user_agent=name), details={"i": i})
-                    record_event(db, "test.concurrent.second", actor=Actor(user_agent=name), details={"i": i})
+                    record_event(db, Action.KEYS_ROTATED, actor=Actor(user_agent=name), details={"i": i})
+                    record_event(db, Action.KEYS_REWRAPPED, actor=Actor(user_agent=name), details={"i": i})
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -145,18 +145,17 @@ def test_postgresql_refuses_update_and_delete_of_events(components, append, chec
         assert not report.ok and report.first_bad_seq == 2
         return
     for statement in ("UPDATE audit_events SET action = 'x' WHERE seq = 2", "DELETE FROM audit_events WHERE seq = 2"):
-        with pytest.raises(DBAPIError, match="append-only"):
-            with components.db.engine.begin() as conn:
-                conn.execute(text(statement))
-    assert [e.action for e in _all(components)] == ["test.event"] * 3
+        with pytest.raises(DBAPIError, match="append-only"), components.db.engine.begin() as conn:
+            conn.execute(text(statement))
+    assert [e.action for e in _all(components)] == [Action.KEYS_REWRAPPED] * 3
 
 
 # -- tampering by SQL ----------------------------------------------------------------
 
 def _forged_row(seq, base):
-    fields = dict(occurred_at=base.occurred_at, action="auth.login.succeeded", outcome="success", severity="info",
-                  actor_user_id="mallory", actor_org_id=None, ip=None, user_agent=None, target_type=None,
-                  target_id=None, target_org_id=None, details={})
+    fields = {"occurred_at": base.occurred_at, "action": "auth.login.succeeded", "outcome": "success", "severity": "info",
+                  "actor_user_id": "mallory", "actor_org_id": None, "ip": None, "user_agent": None, "target_type": None,
+                  "target_id": None, "target_org_id": None, "details": {}}
     leaf = leaf_hash_of(seq, format_time(base.occurred_at), "auth.login.succeeded", "success", "info", "mallory",
                         None, None, None, None, None, None, {})
     return {"seq": seq, **fields, "leaf_hash": leaf}
@@ -333,14 +332,13 @@ def test_a_crash_between_action_and_event_cannot_leave_one_without_the_other(com
 
     org = factory.org("vendor")
     before = len(_all(components))
-    with pytest.raises(ConnectionError):
-        with components.db.transaction() as db:
-            from gateway.orgs.models import Organisation
+    with pytest.raises(ConnectionError), components.db.transaction() as db:
+        from gateway.orgs.models import Organisation
 
-            user, _ = create_user(db, db.get(Organisation, org.id), "crashy", "Crash Test", "c@example.invalid",
-                                  Role.biller, Actor.system())
-            db.flush()
-            raise ConnectionError("the process died before COMMIT")
+        _user, _ = create_user(db, db.get(Organisation, org.id), "crashy", "Crash Test", "c@example.invalid",
+                              Role.biller, Actor.system())
+        db.flush()
+        raise ConnectionError("the process died before COMMIT")
     from gateway.users.models import User
 
     with components.db.sessions() as db:
@@ -352,7 +350,7 @@ def test_the_in_process_scheduler_signs_checkpoints_and_runs_alerts(components, 
     from gateway.audit.checkpoint import latest_checkpoint
     from gateway.auditor.jobs import AuditJobs
 
-    append(25, action="transfer.download.completed")
+    append(25, action=Action.TRANSFER_DOWNLOAD_COMPLETED)
     AuditJobs(components).tick()
     with components.db.sessions() as db:
         assert latest_checkpoint(db).tree_size >= 25

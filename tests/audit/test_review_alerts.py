@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from sqlalchemy import select
 
+from gateway.audit.actions import Action
 from gateway.audit.models import AuditAlert, AuditEvent
 from gateway.audit.service import Actor, record_event
 from gateway.auditor.search import Scope
@@ -40,7 +41,7 @@ def webhook():
 def _download(components, user, org_id, n=1):
     with components.db.transaction() as db:
         for i in range(n):
-            record_event(db, "transfer.download.completed", actor=Actor(user.id, user.org_id, "198.51.100.2"),
+            record_event(db, Action.TRANSFER_DOWNLOAD_COMPLETED, actor=Actor(user.id, user.org_id, "198.51.100.2"),
                          target_type="transfer", target_id=f"t{i}", target_org_id=org_id, details={"file_id": f"f{i}"})
 
 
@@ -123,7 +124,7 @@ def test_download_burst_and_denials_go_to_the_webhook(components, factory, webho
     _download(components, biller, practice.id, n=20)
     with components.db.transaction() as db:
         for _ in range(5):
-            record_event(db, "transfer.download.denied", actor=Actor(biller.id, biller.org_id), outcome="denied",
+            record_event(db, Action.TRANSFER_DOWNLOAD_DENIED, actor=Actor(biller.id, biller.org_id), outcome="denied",
                          target_type="transfer", target_id="t9", target_org_id=practice.id)
     components.settings.audit_alert_sink = url
     raised, delivered = alerts.run(components)

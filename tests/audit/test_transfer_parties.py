@@ -54,7 +54,7 @@ def test_every_transfer_event_names_both_organisations(party, session_for, db, f
     assert biller.download(tid, fid, Range="bytes=0-9").status_code == 206
     assert approver.client.post(f"/api/v1/transfers/{tid}/revoke", json={"reason": "done"}).status_code == 200
     assert biller.download(tid, fid).status_code == 403
-    about = [e for e in events(db, target_id=tid)]
+    about = list(events(db, target_id=tid))
     assert {e.action for e in about} >= {"transfer.created", "transfer.file.stored", "transfer.approved",
                                          "transfer.download.started", "transfer.download.completed",
                                          "transfer.download.range_delivered", "transfer.revoked",

@@ -48,7 +48,7 @@ def test_wrong_code_in_the_browser_shows_an_error(server, page, factory):
     page.click("button[type=submit]")
     page.wait_for_url(f"{server}/mfa")
     good = pyotp.TOTP(user.totp_secret).now()
-    page.fill("input[name=code]", "%06d" % ((int(good) + 3) % 1_000_000))
+    page.fill("input[name=code]", f"{(int(good) + 3) % 1_000_000:06d}")
     page.click("form.card button[type=submit]")
     assert "not correct" in page.locator("p.error").inner_text()
     assert page.url == f"{server}/mfa"

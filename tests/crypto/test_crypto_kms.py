@@ -95,7 +95,7 @@ def test_rotate_and_rewrap(provider, kms):
     names = aliases(kms)
     assert names["alias/phigate/rel-1-2"] == names["alias/phigate/rel-1-2/v2"] != names["alias/phigate/rel-1-2/v1"]
     assert provider.current_version("rel-1-2") == 2
-    dek2, w2 = provider.generate_data_key("rel-1-2", CTX)
+    _dek2, w2 = provider.generate_data_key("rel-1-2", CTX)
     assert w2.key_version == 2
     assert provider.unwrap(w1, CTX) == dek1  # old KMS key kept for unwrap
     w1b = provider.rewrap(w1, CTX)

@@ -43,7 +43,7 @@ def test_init_keyring_permissions(keyring_path, local_provider):
         assert mode(keyring_path / sub) == 0o700
     files = list((keyring_path / "keys" / "rel-1-2").iterdir())
     assert sorted(f.name for f in files) == ["v1.kek", "v2.kek"]
-    for f in files + [keyring_path / "PHIGATE-KEYRING"]:
+    for f in [*files, keyring_path / "PHIGATE-KEYRING"]:
         assert mode(f) == 0o600
         if f.suffix == ".kek":
             assert f.stat().st_size == 32
@@ -62,9 +62,9 @@ def test_init_keyring_is_idempotent_and_refuses_foreign_dirs(tmp_path):
 
 
 def test_open_warns_single_host(keyring_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="crypto.local"):
-        with pytest.warns(SingleHostKeyringWarning, match="single onshore host"):
-            provider = open_key_provider(f"local://{keyring_path}")
+    with (caplog.at_level(logging.WARNING, logger="crypto.local"),
+          pytest.warns(SingleHostKeyringWarning, match="single onshore host")):
+        provider = open_key_provider(f"local://{keyring_path}")
     assert isinstance(provider, KeyProvider)
     assert issubclass(SingleHostKeyringWarning, UserWarning)
     assert any("single onshore host" in r.getMessage() for r in caplog.records)
@@ -128,7 +128,7 @@ def test_rotation_and_rewrap(local_provider):
     assert local_provider.rotate("rel-1-2") == 2
     assert local_provider.rotate("rel-1-2") == 3
     assert local_provider.current_version("rel-1-2") == 3
-    dek3, w3 = local_provider.generate_data_key("rel-1-2", CTX)
+    _dek3, w3 = local_provider.generate_data_key("rel-1-2", CTX)
     assert w3.key_version == 3
     assert local_provider.unwrap(w1, CTX) == dek1  # old versions still unwrap
     w1b = local_provider.rewrap(w1, CTX)
@@ -248,7 +248,7 @@ def test_wrapped_key_serialisation():
 
 def test_secrets_hidden_in_repr(local_provider):
     local_provider.ensure_key("org-1")
-    dek, wrapped = local_provider.generate_data_key("org-1", CTX)
+    dek, _wrapped = local_provider.generate_data_key("org-1", CTX)
     assert dek.hex() not in repr(dek) and "redacted" in repr(dek)
     assert repr(bytes(dek)[:4])[2:-1] not in repr(dek)
     assert "LocalKeyring(local://" in repr(local_provider)

@@ -43,7 +43,7 @@ def dec(ct: bytes, dek: bytes = DEK, ctx=CTX) -> bytes:
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts}) if data else []
     out, prev = [], 0
-    for p in points + [len(data)]:
+    for p in [*points, len(data)]:
         out.append(data[prev:p])
         prev = p
     return out
@@ -197,7 +197,7 @@ def test_reordered_duplicated_removed_segments_fail():
         if list(perm) != list(range(5)):
             assert fails(header + b"".join(segs[i] for i in perm))
     for i in range(5):
-        dup = segs[: i + 1] + [segs[i]] + segs[i + 1 :]
+        dup = [*segs[:i + 1], segs[i], *segs[i + 1:]]
         assert fails(header + b"".join(dup))
         removed = segs[:i] + segs[i + 1 :]
         assert fails(header + b"".join(removed))
@@ -206,7 +206,7 @@ def test_reordered_duplicated_removed_segments_fail():
 def test_appended_data_fails():
     pt = os.urandom(2 * SEG + 3)
     ct = enc(pt)
-    header, segs = segments(ct)
+    _header, segs = segments(ct)
     other = enc(os.urandom(SEG + 2))
     _, other_segs = segments(other)
     for extra in (b"\x00", os.urandom(TAG_SIZE), segs[-1], segs[0], other_segs[-1], other):

@@ -73,7 +73,7 @@ def test_new_user_enrols_and_changes_password_through_the_api(client, factory, c
     assert secret.encode() not in row.totp_secret_sealed
 
     good = totp.code_at(secret, clock.now())
-    wrong = "%06d" % ((int(good) + 500) % 1_000_000)
+    wrong = f"{(int(good) + 500) % 1_000_000:06d}"
     r = client.post("/api/v1/auth/mfa/enrol/confirm", json={"code": wrong}, headers={"X-CSRF-Token": csrf})
     assert_error(r, 401, "login_failed")
     assert last_event(components, "auth.mfa.enrol_failed").details == {"reason": "bad_code"}

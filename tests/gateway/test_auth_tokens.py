@@ -24,7 +24,7 @@ def _bearer(token):
 def test_creation_needs_a_valid_fresh_totp_code(client, factory, components, login, fake_clock):
     user = factory.user("practice_staff")
     csrf = login(client, user, fake_clock)
-    wrong = "%06d" % ((int(user.code()) + 7) % 1_000_000)
+    wrong = f"{(int(user.code()) + 7) % 1_000_000:06d}"
     assert_error(_create(client, csrf, wrong), 401, "login_failed")
     ev = last_event(components, "auth.reauth.failed")
     assert ev.details == {"reason": "bad_code"} and ev.actor_user_id == user.id

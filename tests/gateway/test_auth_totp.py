@@ -8,6 +8,7 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
+from crypto import DecryptionError
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor
 from gateway.auth import totp
@@ -30,7 +31,7 @@ def _stages(components, user_id):
 def test_wrong_code_is_refused_and_the_session_stays_half_authenticated(client, factory, components):
     user = factory.user("practice_staff")
     csrf = password_stage(client, user)
-    wrong = "%06d" % ((int(user.code()) + 1) % 1_000_000)
+    wrong = f"{(int(user.code()) + 1) % 1_000_000:06d}"
     r = _mfa(client, csrf, wrong)
     assert_error(r, 401, "login_failed")
     ev = last_event(components, "auth.mfa.failed")
@@ -259,7 +260,7 @@ def test_totp_secret_is_sealed_and_bound_to_its_user(client, factory, components
     assert a.totp_secret.encode() not in sealed_a and raw not in sealed_a
     assert a.totp_secret.lower().encode() not in sealed_a
     assert open_totp_secret(components.keys, a.id, sealed_a) == a.totp_secret
-    with pytest.raises(Exception):
+    with pytest.raises(DecryptionError):
         open_totp_secret(components.keys, b.id, sealed_a)
 
     # Copy A's sealed secret onto B's row: B cannot sign in with A's codes.

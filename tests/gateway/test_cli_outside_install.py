@@ -34,9 +34,9 @@ def _commands(group, prefix: tuple[str, ...] = ()):
     # Typer carries its own copy of click: groups and parameters are recognised by what they have.
     for name, command in group.commands.items():
         if hasattr(command, "commands"):
-            yield from _commands(command, prefix + (name,))
+            yield from _commands(command, (*prefix, name))
         else:
-            yield prefix + (name,), command
+            yield (*prefix, name), command
 
 
 def _placeholder_args(command) -> list[str]:

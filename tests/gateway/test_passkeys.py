@@ -265,7 +265,7 @@ def test_sign_in_refusals(attack, app, signed_in, soft, factory, components, fak
 def test_a_cloned_authenticator_is_refused_and_raises_a_high_severity_event(app, signed_in, soft, factory,
                                                                           components, fake_clock):
     user = factory.user("practice_approver")
-    s, auth = with_passkey(signed_in, soft, user)
+    _s, auth = with_passkey(signed_in, soft, user)
     copy = auth.clone()  # the private key copied while the counter was 0
     client = start_sign_in(app, user)
     assert client.post("/api/v1/auth/mfa", json={"passkey_assertion": answer(client, auth, "login")}).status_code == 200
@@ -333,7 +333,7 @@ def test_one_answer_sent_twice_at_once_is_accepted_once(app, signed_in, soft, fa
 
 def test_ceremonies_belong_to_their_stage(app, signed_in, soft, factory):
     user = factory.user("biller")
-    s, auth = with_passkey(signed_in, soft, user)
+    s, _auth = with_passkey(signed_in, soft, user)
     half = start_sign_in(app, user)
     assert_error(half.post(REGISTER_OPTIONS), 403, "wrong_stage")  # no registration before the second factor
     assert_error(half.post(OPTIONS, json={"purpose": "stepup"}), 403, "wrong_stage")

@@ -172,7 +172,7 @@ def test_two_runner_processes_at_once(components, party, seeded, settings, db):
     outs = [p.communicate() for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes in ([0, 0], [0, 3]), outs
-    destroyed = [json.loads(o)["objects_destroyed"] for (o, _), p in zip(outs, procs) if p.returncode == 0]
+    destroyed = [json.loads(o)["objects_destroyed"] for (o, _), p in zip(outs, procs, strict=False) if p.returncode == 0]
     assert sum(destroyed) == 30
     assert db.scalar(select(func.count()).select_from(Certificate)) == len([d for d in destroyed if d])
     assert db.scalar(select(func.count()).select_from(RunnerLock)) == 0

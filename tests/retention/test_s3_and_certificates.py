@@ -114,7 +114,7 @@ def test_object_lock_certificate_says_crypto_shred_only(s3c, s3_endpoint, party,
         assert body["crypto_shred_only"]["object_ids"] == [locked.id]
         assert "destroyed by crypto-shredding only" in body["crypto_shred_only"]["statement"]
         assert body["summary"]["crypto_shred_only"] == 1
-        checked, problems, notes = check_storage(body, c.store)
+        _checked, problems, notes = check_storage(body, c.store)
         assert problems == [] and "Object Lock" in notes[0]
     finally:
         raw.put_object_legal_hold(Bucket=bucket, Key=locked.object_key, VersionId=version,

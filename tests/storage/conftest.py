@@ -130,7 +130,7 @@ class Target:
                 if v["Key"] == key
             ]
         found = []
-        for dirpath, _, files in os.walk(self.root):
+        for _dirpath, _, files in os.walk(self.root):
             found += [f for f in files if f == key.replace("/", "~")]
         return found
 

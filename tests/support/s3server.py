@@ -54,7 +54,7 @@ class S3Server:
         """Forget every bucket and object (moto's reset API)."""
         assert self.endpoint_url, "server not started"
         req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST", data=b"")
-        with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - loopback test server
+        with urllib.request.urlopen(req, timeout=10):  # loopback test server
             pass
 
     def session(self) -> Any:

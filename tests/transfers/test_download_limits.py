@@ -125,7 +125,7 @@ def test_a_limit_of_one_lets_exactly_one_of_sixteen_parallel_downloads_through(l
         assert len(results) == 16
         assert sorted(status for status, _ in results) == [200] + [403] * 15
         assert [body for status, body in results if status == 200] == [data]
-        completed = [d for d in db.scalars(select(Download).where(Download.file_id == fid))]
+        completed = list(db.scalars(select(Download).where(Download.file_id == fid)))
         db.commit()
         assert [d.outcome for d in completed] == ["completed"]
         assert len(events(db, "transfer.download.completed", target_id=tid)) == 1

@@ -150,7 +150,7 @@ def test_key_service_down_on_upload(party, session_for, components, db, settings
         real = components.keys.generate_data_key
         calls = {"n": 0}
 
-        def down(key_id, context):  # noqa: F811 - the file's data key works; sealing its name does not
+        def down(key_id, context):  # the file's data key works; sealing its name does not
             calls["n"] += 1
             if calls["n"] > 1:
                 raise ProviderUnavailable("KMS failed: unreachable")

@@ -93,7 +93,7 @@ def test_metrics_are_not_on_the_public_port(served):
 
 def test_a_transfers_life_shows_in_the_metrics_and_the_request_ids(served, party, session_for, components,
                                                                    json_log):
-    app, _, port = served
+    _app, _, port = served
     before = scrape(port).text
     staff, approver, biller = session_for(party.staff), session_for(party.approver), session_for(party.biller)
 

@@ -1,7 +1,7 @@
 """foundation: organisations, users, sessions, tokens, throttles, audit events
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-30
 """
 from alembic import op
