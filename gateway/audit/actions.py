@@ -56,7 +56,12 @@ class Action(StrEnum):
     AUTH_SESSION_REVOKED = "auth.session.revoked", "Sessions were ended (sign-out, password change, disabled user)."
     AUTH_API_TOKEN_CREATED = "auth.api_token.created", "A user created an API token."
     AUTH_API_TOKEN_REVOKED = "auth.api_token.revoked", "API tokens were revoked."
-    AUTH_API_TOKEN_REJECTED = "auth.api_token.rejected", "A request presented an unknown, expired or revoked API token."
+    AUTH_API_TOKEN_REJECTED = "auth.api_token.rejected", (
+        "An unknown, expired or revoked API token was refused (the first of its address window).")
+    AUTH_ADDRESS_THROTTLED = "auth.address.throttled", (
+        "A client address reached its limit of failures; it is answered 429 until its window ends.")
+    AUTH_ADDRESS_WINDOW_CLOSED = "auth.address.window_closed", (
+        "An address window ended: counts of the refusals not recorded one by one and of the 429s.")
 
     # -- administration -----------------------------------------------------------
     ADMIN_ORG_CREATED = "admin.org.created", "An administrator created an organisation."
@@ -79,6 +84,11 @@ class Action(StrEnum):
 
     # -- transfers ------------------------------------------------------------------
     TRANSFER_CREATED = "transfer.created", "A transfer was created, awaiting approval."
+    UPLOAD_CREATED = "upload.created", "A resumable upload was created, its gates checked before the first byte."
+    UPLOAD_COMPLETED = "upload.completed", "A resumable upload received its last byte and was assembled."
+    UPLOAD_USED = "upload.used", "A completed resumable upload became a file of a transfer."
+    UPLOAD_CANCELLED = "upload.cancelled", "A sender cancelled an unfinished upload; what it stored was destroyed."
+    UPLOAD_EXPIRED = "upload.expired", "An unfinished upload expired; what it stored was destroyed."
     TRANSFER_FILE_STORED = "transfer.file.stored", "One file of a transfer was encrypted and stored."
     TRANSFER_UPLOAD_DENIED = "transfer.upload.denied", "An upload was refused (no active BAA, wrong partner)."
     TRANSFER_UPLOAD_FAILED = "transfer.upload.failed", "An upload failed part-way; nothing of it was kept."

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.auth.models import AddressThrottle
@@ -72,7 +73,7 @@ def count_address_failure(db: Session, settings: Settings, address: str, *, reco
         row.unrecorded += 1
     if row.failures == settings.ip_failure_limit:
         record_event(
-            db, "auth.address.throttled", actor=Actor(ip=address), outcome=Outcome.denied, severity=Severity.high,
+            db, Action.AUTH_ADDRESS_THROTTLED, actor=Actor(ip=address), outcome=Outcome.denied, severity=Severity.high,
             details={"failures": row.failures, "window_minutes": settings.ip_window_minutes},
         )
     return Counted(first_in_window=first, throttled=None)
@@ -132,7 +133,7 @@ def _close_window(db: Session, settings: Settings, row: AddressThrottle) -> None
     if row.unrecorded == 0 and row.refused == 0:
         return
     record_event(
-        db, "auth.address.window_closed", actor=Actor(ip=row.address), outcome=Outcome.denied,
+        db, Action.AUTH_ADDRESS_WINDOW_CLOSED, actor=Actor(ip=row.address), outcome=Outcome.denied,
         details={"window_start": row.window_start.isoformat(), "window_minutes": settings.ip_window_minutes,
                  "failures": row.failures, "unrecorded": row.unrecorded, "refused": row.refused},
     )

@@ -235,12 +235,12 @@ def record_transfer(db, principal: Principal, *, transfer_id: str, direction: Di
             id=f.file_id, transfer_id=transfer_id, position=position, name_sealed=f.name_sealed,
             file_type=f.file_type, size=f.size, sha256=f.sha256, state=FileState.stored, created_at=now))
     db.flush()
-    record_event(db, "transfer.created", actor=principal.actor, target_type="transfer", target_id=transfer_id,
+    record_event(db, Action.TRANSFER_CREATED, actor=principal.actor, target_type="transfer", target_id=transfer_id,
                  target_org_id=practice_id,
                  details={"direction": direction.value, "vendor_id": vendor_id, "files": len(files),
                           "recipients": sorted(b.id for b in billers)})
     for f in files:
-        record_event(db, "transfer.file.stored", actor=principal.actor, target_type="transfer",
+        record_event(db, Action.TRANSFER_FILE_STORED, actor=principal.actor, target_type="transfer",
                      target_id=transfer_id, target_org_id=practice_id,
                      details={"file_id": f.file_id, "vendor_id": vendor_id, "size": f.size,
                               "sha256": f.sha256, "file_type": f.file_type, "key_id": key_id})

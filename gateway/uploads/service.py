@@ -36,6 +36,7 @@ from sqlalchemy import delete, func, select, update
 from crypto import CryptoError, seal, unseal
 from crypto.stream import TAG_SIZE as _TAG
 from gateway import clock, metrics
+from gateway.audit.actions import Action
 from gateway.audit.service import Actor, record_event
 from gateway.auth.service import Principal
 from gateway.components import Components
@@ -198,7 +199,7 @@ def create(c: Components, principal: Principal, meta: dict[str, str], length: in
                 state=UploadState.open, created_at=now, expires_at=expires)
     with c.db.transaction() as db:
         db.add(up)
-        record_event(db, "upload.created", actor=principal.actor, target_type="upload", target_id=upload_id,
+        record_event(db, Action.UPLOAD_CREATED, actor=principal.actor, target_type="upload", target_id=upload_id,
                      target_org_id=practice_id,
                      details={"direction": direction.value, "vendor_id": vendor_id, "length": length,
                               "file_id": file_id, "expires_at": expires.isoformat()})
@@ -436,7 +437,7 @@ def complete(c: Components, upload_id: str, *, sha=None) -> Upload:
         if done == 1:
             sealed.commit(db, [written])
             db.execute(delete(UploadPart).where(UploadPart.upload_id == up.id))
-            record_event(db, "upload.completed", actor=Actor(up.user_id), target_type="upload", target_id=up.id,
+            record_event(db, Action.UPLOAD_COMPLETED, actor=Actor(up.user_id), target_type="upload", target_id=up.id,
                          target_org_id=up.practice_id,
                          details={"vendor_id": up.vendor_id, "size": up.length, "sha256": written.sha256,
                                   "file_id": up.file_id})
@@ -459,10 +460,10 @@ def cancel(c: Components, principal: Principal, upload_id: str) -> None:
     """The sender ends an upload (tus termination): everything it stored is destroyed."""
     with c.db.snapshot() as db:
         up = find(db, principal, upload_id)
-    _end(c, up, UploadState.cancelled, principal.actor, "upload.cancelled")
+    _end(c, up, UploadState.cancelled, principal.actor, Action.UPLOAD_CANCELLED)
 
 
-def _end(c, up: Upload, state: UploadState, actor: Actor, action: str) -> bool:
+def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action) -> bool:
     with c.db.transaction() as db:
         done = db.execute(update(Upload).where(Upload.id == up.id,
                                                Upload.state.in_([UploadState.open, UploadState.complete]))
@@ -501,7 +502,7 @@ def expire(c: Components) -> int:
         if not batch:
             return ended
         for up in batch:
-            ended += _end(c, up, UploadState.expired, Actor(), "upload.expired")
+            ended += _end(c, up, UploadState.expired, Actor(), Action.UPLOAD_EXPIRED)
 
 
 # -- making a transfer -------------------------------------------------------------------
@@ -546,7 +547,7 @@ def make_transfer(c: Components, principal: Principal, upload_ids: list[str]) ->
                         billers=billers,
                         files=[StoredFile(u.file_id, u.name_sealed, u.file_type, u.length, u.sha256) for u in ups])
         for u in ups:
-            record_event(db, "upload.used", actor=principal.actor, target_type="upload", target_id=u.id,
+            record_event(db, Action.UPLOAD_USED, actor=principal.actor, target_type="upload", target_id=u.id,
                          target_org_id=practice_id, details={"transfer_id": transfer_id, "file_id": u.file_id})
         db.commit()
     return transfer_id
