@@ -1,12 +1,6 @@
-"""Pages: administrators' retention policies, legal holds and offboarding; auditors' certificates and tombstones.
-
-`scheduled_run` is the retention job of gateway.scheduler inside `phigate serve`
-(PHIGATE_RETENTION_RUN_INTERVAL_SECONDS > 0); a runner busy elsewhere is simply skipped.
-"""
+"""Pages: administrators' retention policies, legal holds and offboarding; auditors' certificates and tombstones."""
 
 from __future__ import annotations
-
-import logging
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
@@ -17,28 +11,11 @@ from gateway.deps import AdminPrincipal, AppComponents, DbSession
 from gateway.errors import GatewayError
 from gateway.orgs.models import OrgKind
 from gateway.orgs.service import list_orgs
-from gateway.retention import service
 from gateway.retention.routes import AuditorOrAdmin
 from gateway.web import redirect, render
-from retention import holds, policies
+from retention import holds, policies, service
 from retention.offboarding import offboard
 from retention.pdf import render as render_pdf
-
-log = logging.getLogger("phigate.retention")
-
-
-def scheduled_run(components) -> None:
-    """One scheduled retention run (gateway.scheduler); a runner busy elsewhere means skip this turn."""
-    from gateway.audit.service import Actor
-    from retention.errors import RunnerBusy
-    from retention.runner import run
-
-    try:
-        report = run(components, Actor.system(), via="scheduler")
-        log.info("scheduled retention run: %d object(s) destroyed", report.as_dict()["objects_destroyed"])
-    except RunnerBusy:
-        log.info("scheduled retention run skipped: another runner is working")
-
 
 router = APIRouter(include_in_schema=False)
 

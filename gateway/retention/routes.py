@@ -11,9 +11,8 @@ from pydantic import BaseModel, Field
 from gateway.auth.schemas import StepUpIn
 from gateway.auth.service import Principal
 from gateway.deps import AdminPrincipal, AppComponents, DbSession, require
-from gateway.retention import service
 from gateway.users.models import Role
-from retention import holds, policies
+from retention import holds, policies, service
 from retention.offboarding import offboard
 from retention.pdf import render
 

@@ -20,6 +20,7 @@ from gateway.transfers.models import Direction
 from gateway.transfers.routes import Admin, Approver, Auditor, Downloader, Reader, Sender
 from gateway.users.models import Role, User
 from gateway.web import redirect, render
+from retention import policies
 
 router = APIRouter(prefix="/transfers", include_in_schema=False)
 
@@ -95,8 +96,9 @@ def approve(request: Request, transfer_id: str, db: DbSession, c: AppComponents,
             passkey_assertion: str = AssertionField):
     limit = int(download_limit) if download_limit.strip().isdigit() else None
     return _act(request, db, c, principal, transfer_id, lambda t: service.approve(
-        db, c.settings, c.keys, principal, t, days=days, download_limit=limit, recipient_ids=recipient_ids[:100],
-        proof=proof(code, passkey_assertion)))
+        db, c.settings, c.keys, principal, t, days=days,
+        max_days=policies.max_access_days(db, c.settings, t.practice_id, t.vendor_id), download_limit=limit,
+        recipient_ids=recipient_ids[:100], proof=proof(code, passkey_assertion)))
 
 
 @router.post("/{transfer_id}/reject")

@@ -18,6 +18,7 @@ from gateway.transfers.intake import IncomingFile, MultipartReader, body_chunks
 from gateway.transfers.models import TransferStatus
 from gateway.transfers.schemas import ApproveIn, EmergencyIn, ReasonIn, TransferCreated, TransferOut
 from gateway.users.models import Role
+from retention import policies
 
 router = APIRouter(prefix="/transfers", tags=["transfers"])
 
@@ -156,8 +157,9 @@ def approve(transfer_id: str, body: ApproveIn, db: DbSession, c: AppComponents, 
     """Release to the vendor for `days` (step-up: a fresh TOTP `code` or a `passkey_assertion`). The uploader can
     never approve."""
     transfer = service.find_transfer(db, principal, transfer_id)
-    service.approve(db, c.settings, c.keys, principal, transfer, days=body.days, download_limit=body.download_limit,
-                    recipient_ids=body.recipient_ids, proof=body.proof())
+    service.approve(db, c.settings, c.keys, principal, transfer, days=body.days,
+                    max_days=policies.max_access_days(db, c.settings, transfer.practice_id, transfer.vendor_id),
+                    download_limit=body.download_limit, recipient_ids=body.recipient_ids, proof=body.proof())
     db.commit()
     return views.transfer_out(c.keys, principal, transfer)
 
