@@ -11,15 +11,14 @@ from fastapi import APIRouter, Query, Request
 from gateway.audit import alerts as alert_service
 from gateway.audit import review, search
 from gateway.audit.checkpoint import maybe_checkpoint
-from gateway.audit.models import AuditAlert
-from gateway.audit.routes import AuditorPrincipal, FilterParams, Id
+from gateway.audit.auth import AuditorPrincipal
+from gateway.audit.routes import FilterParams, Id
 from gateway.audit.search import Scope
 from gateway.audit.service import record_event
 from gateway.audit.verify import log_status
 from gateway.deps import AppComponents, DbSession, WriteSession
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError
 from gateway.web import redirect, render
-from gateway import clock
 
 
 router = APIRouter(prefix="/audit", include_in_schema=False)
@@ -47,15 +46,8 @@ def checkpoint_now(components: AppComponents, principal: AuditorPrincipal):
 
 @router.post("/alerts/{alert_id}/acknowledge")
 def acknowledge(alert_id: int, db: DbSession, principal: AuditorPrincipal):
-    alert = db.get(AuditAlert, alert_id)
-    scope = Scope.of(db, principal)
-    if alert is None or (scope.org_id is not None and scope.org_id not in (alert.org_ids or [])):
-        raise NotFound("No such alert.", code="alert_not_found")
-    if alert.acknowledged_at is None:
-        alert.acknowledged_at, alert.acknowledged_by = clock.now(), principal.user.id
-        record_event(db, "audit.alert.acknowledged", actor=principal.actor, target_type="alert",
-                     target_id=str(alert.id), target_org_id=scope.org_id, details={"rule": alert.rule})
-        db.commit()
+    alert_service.acknowledge(db, Scope.of(db, principal), alert_id, principal)
+    db.commit()
     return redirect("/audit")
 
 

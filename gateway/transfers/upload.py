@@ -22,7 +22,7 @@ from gateway.audit.service import record_event
 from gateway.auth.service import Principal
 from gateway.baas.service import active_baa
 from gateway.components import Components
-from gateway.errors import Forbidden, InvalidInput, NotFound
+from gateway.errors import ClientDisconnected, Forbidden, InvalidInput, NotFound
 from gateway.ids import new_id
 from gateway.orgs.models import Organisation, OrgKind
 from gateway.sealed import service as sealed
@@ -212,6 +212,4 @@ def _discard(c: Components, principal: Principal, practice_id: str, vendor_id: s
 
 
 def _is_disconnect(exc: BaseException) -> bool:
-    from starlette.requests import ClientDisconnect
-
-    return isinstance(exc, ClientDisconnect)
+    return isinstance(exc, ClientDisconnected)
