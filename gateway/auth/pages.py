@@ -121,6 +121,7 @@ def passkey_enrol(request: Request, db: DbSession, c: AppComponents, principal: 
     """The registration a passkey policy leads to; the session becomes a full one once it is done."""
     if principal.session is None or principal.session.stage != SessionStage.passkey:
         return redirect("/home")
+
     def run():
         service.register_passkey(db, c.settings, c.keys, principal, credential, name)
         return service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
