@@ -22,7 +22,7 @@ from gateway.components import Components
 from gateway.config import Settings, check_production
 from gateway.errors import GatewayError, MfaRequired, NotAuthenticated, PasswordChangeRequired, RateLimited
 from gateway.metrics import MetricsServer, follow_leadership
-from gateway.scheduler import serve_scheduler
+from gateway.jobs import serve_scheduler
 from gateway.security_headers import SecurityHeaders
 from gateway.telemetry import Telemetry, route_template
 from gateway.web import TEMPLATES, redirect

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import sys
@@ -12,8 +11,8 @@ from typing import Any
 
 import typer
 
-from gateway.audit.service import Actor
-from gateway.config import ConfigurationRefused, Settings, check_production
+from gateway import cli_support as support
+from gateway.config import Settings
 
 app = typer.Typer(help="PHI Gate: secure PHI file exchange.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -35,89 +34,6 @@ for sub, name in ((db_app, "db"), (org_app, "org"), (user_app, "user"), (keys_ap
     app.add_typer(sub, name=name)
 
 
-def _settings() -> Settings:
-    settings = Settings()
-    try:
-        check_production(settings)
-    except ConfigurationRefused as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    return settings
-
-
-def _refuse(message: str) -> None:
-    """One line on stderr, exit status 2: the command cannot run here."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def _sqlite_path(url: str) -> Path | None:
-    if not url.startswith("sqlite"):
-        return None
-    path = url.split("///", 1)[-1]
-    return None if not path or path == ":memory:" else Path(path)
-
-
-def require_installation(settings: Settings, *, schema: bool = True) -> None:
-    """Refuse to work where there is no installation, and create nothing while finding out.
-
-    Without this, opening the default SQLite URL would create an empty `./var/phigate.db`
-    wherever the command was typed, and the first query would die on a missing table.
-    """
-    data = settings.resolved_data_dir
-    inside = [name for name, value in (("PHIGATE_DATABASE_URL", settings.database_url),
-                                       ("PHIGATE_STORAGE_URL", settings.storage_url),
-                                       ("PHIGATE_KEY_PROVIDER_URL", settings.key_provider_url)) if value is None]
-    if inside and not data.is_dir():
-        _refuse(f"no PHI Gate installation: data directory {data} does not exist; set PHIGATE_DATA_DIR to the "
-                f"installation's data directory (or run `phigate init` to create one)")
-    database = _sqlite_path(settings.effective_database_url)
-    if database is not None and not database.is_file():
-        _refuse(f"no PHI Gate database at {database}; set PHIGATE_DATA_DIR (or PHIGATE_DATABASE_URL) to the "
-                f"installation's (or run `phigate init` to create one)")
-    keyring = settings.effective_key_provider_url
-    if keyring.startswith("local://") and not Path(keyring.removeprefix("local://")).is_dir():
-        _refuse(f"no keyring at {keyring.removeprefix('local://')}; set PHIGATE_DATA_DIR (or "
-                f"PHIGATE_KEY_PROVIDER_URL) to the installation's (or run `phigate init` to create one)")
-    if schema:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from gateway.migrate import is_current
-
-        try:
-            current = is_current(settings.effective_database_url)
-        except SQLAlchemyError as exc:
-            _refuse(f"cannot open the database ({type(exc).__name__}); check PHIGATE_DATABASE_URL")
-        if not current:
-            _refuse("the database schema is not current: run `phigate db upgrade` (or `phigate init`)")
-
-
-def _components(settings: Settings | None = None):
-    """The installation's components; every command that works on an installation comes through here."""
-    from gateway.components import Components
-
-    settings = settings or _settings()
-    require_installation(settings)
-    return Components(settings)
-
-
-def _actor() -> Actor:
-    try:
-        who = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in some containers
-        who = "unknown"
-    return Actor(user_agent=f"phigate-cli ({who})"[:256])
-
-
-def _fail(exc: Exception) -> None:
-    from gateway.errors import GatewayError
-
-    if isinstance(exc, GatewayError):
-        typer.echo(f"error: {exc.message} ({exc.code})", err=True)
-        raise typer.Exit(1) from None
-    raise exc
-
-
 def initialise(settings: Settings) -> None:
     """Create the data directory, the onshore keyring and the database schema (idempotent)."""
     from gateway.migrate import upgrade
@@ -134,14 +50,14 @@ def initialise(settings: Settings) -> None:
         objects = settings.effective_storage_url.removeprefix("file://")
         os.makedirs(objects, mode=0o700, exist_ok=True)
     upgrade(settings.effective_database_url)
-    components = _components(settings)
+    components = support.components(settings)
     components.keys.ensure_key(GATEWAY_SECRETS_KEY)
 
 
 @app.command()
 def init() -> None:
     """Initialise the data directory, keyring and database (safe to run again)."""
-    settings = _settings()
+    settings = support.load_settings()
     initialise(settings)
     typer.echo(f"initialised data directory {settings.resolved_data_dir}")
 
@@ -158,10 +74,10 @@ def serve(host: str = typer.Option(None, help="default PHIGATE_HOST"),
 
     from gateway import logs
 
-    settings = _settings()
+    settings = support.load_settings()
     # Serving never creates an installation: one started in the wrong directory must say so,
     # not serve an empty gateway with a new keyring. `phigate init` creates one.
-    require_installation(settings)
+    support.require_installation(settings)
     logs.configure(settings.log_format)
     for warning in settings.warnings():
         logging.getLogger("phigate").warning("unsafe default: %s", warning)
@@ -186,25 +102,25 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the credentia
     from gateway import demo as demo_data
     from gateway.config import _redact_url
 
-    settings = _settings()
+    settings = support.load_settings()
     if settings.env == "production":
         typer.echo("error: demo data is refused in production (PHIGATE_ENV=production)", err=True)
         raise typer.Exit(2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         initialise(settings)
-        components = _components(settings)
+        components = support.components(settings)
         if reset:
             if not yes:
                 typer.confirm(f"Delete every organisation, user, transfer, object and audit event of "
                               f"{_redact_url(settings.effective_database_url)} and start the demo over?", abort=True)
             for line in demo_data.reset(components):
                 typer.echo(f"reset: {line}", err=True)
-            components = _components(settings)
+            components = support.components(settings)
         try:
-            creds = demo_data.seed(components, _actor())
+            creds = demo_data.seed(components, support.actor())
         except Exception as exc:  # noqa: BLE001
-            _fail(exc)
+            support.fail(exc)
     if as_json:
         typer.echo(json.dumps(creds, indent=2))
     else:
@@ -217,8 +133,8 @@ def db_upgrade() -> None:
     """Apply every pending migration."""
     from gateway.migrate import upgrade
 
-    settings = _settings()
-    require_installation(settings, schema=False)  # upgrades an installation; `phigate init` creates one
+    settings = support.load_settings()
+    support.require_installation(settings, schema=False)  # upgrades an installation; `phigate init` creates one
     upgrade(settings.effective_database_url)
     typer.echo("database schema is current")
 
@@ -234,18 +150,18 @@ def org_create(name: str, kind: str = typer.Option(..., help="practice, vendor o
         typer.echo("error: --kind is practice, vendor or operator", err=True)
         raise typer.Exit(2) from None
     try:
-        with _components().db.transaction() as db:
-            org = create_org(db, name, org_kind, _actor())
+        with support.components().db.transaction() as db:
+            org = create_org(db, name, org_kind, support.actor())
             typer.echo(f"{org.id}  {org.name}  ({org.kind.value})")
     except Exception as exc:  # noqa: BLE001
-        _fail(exc)
+        support.fail(exc)
 
 
 @org_app.command("list")
 def org_list() -> None:
     from gateway.orgs.service import list_orgs
 
-    with _components().db.transaction() as db:
+    with support.components().db.transaction() as db:
         for org in list_orgs(db):
             typer.echo(f"{org.id}  {org.kind.value:<9} {'active' if org.active else 'disabled':<9} {org.name}")
 
@@ -264,12 +180,12 @@ def user_create(username: str, org: str = typer.Option(..., help="organisation i
         typer.echo(f"error: --role is one of {', '.join(r.value for r in Role)}", err=True)
         raise typer.Exit(2) from None
     try:
-        with _components().db.transaction() as db:
-            user, initial = create_user(db, find_org(db, org), username, name, email, user_role, _actor())
+        with support.components().db.transaction() as db:
+            user, initial = create_user(db, find_org(db, org), username, name, email, user_role, support.actor())
             typer.echo(f"created {user.username} ({user.id}), role {user.role.value}")
             typer.echo(f"one-time password: {initial}")
     except Exception as exc:  # noqa: BLE001
-        _fail(exc)
+        support.fail(exc)
 
 
 @user_app.command("list")
@@ -278,23 +194,23 @@ def user_list(org: str = typer.Option(None, help="organisation id or name")) -> 
     from gateway.users.service import list_users
 
     try:
-        with _components().db.transaction() as db:
+        with support.components().db.transaction() as db:
             org_id = find_org(db, org).id if org else None
             for u in list_users(db, org_id):
                 typer.echo(f"{u.id}  {u.username:<20} {u.role.value:<18} {'active' if u.active else 'disabled':<9} "
                            f"mfa={'yes' if u.mfa_enrolled else 'no'}  {u.org.name}")
     except Exception as exc:  # noqa: BLE001
-        _fail(exc)
+        support.fail(exc)
 
 
 def _user_action(user: str, action) -> None:
     from gateway.users.service import find_user
 
     try:
-        with _components().db.transaction() as db:
+        with support.components().db.transaction() as db:
             action(db, find_user(db, user))
     except Exception as exc:  # noqa: BLE001
-        _fail(exc)
+        support.fail(exc)
 
 
 @user_app.command("disable")
@@ -302,7 +218,7 @@ def user_disable(user: str) -> None:
     """Disable a user; their sessions and API tokens end at once."""
     from gateway.users.service import disable_user
 
-    _user_action(user, lambda db, u: disable_user(db, u, _actor()))
+    _user_action(user, lambda db, u: disable_user(db, u, support.actor()))
     typer.echo(f"disabled {user}")
 
 
@@ -310,7 +226,7 @@ def user_disable(user: str) -> None:
 def user_enable(user: str) -> None:
     from gateway.users.service import enable_user
 
-    _user_action(user, lambda db, u: enable_user(db, u, _actor()))
+    _user_action(user, lambda db, u: enable_user(db, u, support.actor()))
     typer.echo(f"enabled {user}")
 
 
@@ -324,7 +240,7 @@ def user_set_role(user: str, role: str) -> None:
     except ValueError:
         typer.echo(f"error: role is one of {', '.join(r.value for r in Role)}", err=True)
         raise typer.Exit(2) from None
-    _user_action(user, lambda db, u: change_role(db, u, new_role, _actor()))
+    _user_action(user, lambda db, u: change_role(db, u, new_role, support.actor()))
     typer.echo(f"{user} is now {role}")
 
 
@@ -333,7 +249,7 @@ def user_reset_password(user: str) -> None:
     """Issue a new one-time password and end the user's sessions."""
     from gateway.users.service import reset_password
 
-    _user_action(user, lambda db, u: typer.echo(f"one-time password: {reset_password(db, u, _actor())}"))
+    _user_action(user, lambda db, u: typer.echo(f"one-time password: {reset_password(db, u, support.actor())}"))
 
 
 @user_app.command("reset-passkeys")
@@ -341,14 +257,14 @@ def user_reset_passkeys(user: str) -> None:
     """For a user who lost every passkey: remove them all and end their sessions (a high-severity event)."""
     from gateway.auth.service import reset_passkeys
 
-    _user_action(user, lambda db, u: typer.echo(f"removed {reset_passkeys(db, u, _actor())} passkey(s) of {user}"))
+    _user_action(user, lambda db, u: typer.echo(f"removed {reset_passkeys(db, u, support.actor())} passkey(s) of {user}"))
 
 
 @passkey_app.command("list")
 def passkey_policy_list() -> None:
     from gateway.auth.passkey_policy import list_policies
 
-    with _components().db.snapshot() as db:
+    with support.components().db.snapshot() as db:
         for p in list_policies(db):
             typer.echo(f"{p.id}  {p.scope:<4} {p.value}")
 
@@ -360,17 +276,17 @@ def passkey_policy_require(role: str = typer.Option(None, help="a role, e.g. pra
     from gateway.auth.passkey_policy import require
     from gateway.orgs.service import find_org
 
-    components = _components()  # no installation: say so first, whatever the options
+    components = support.components()  # no installation: say so first, whatever the options
     if (role is None) == (org is None):
         typer.echo("error: give exactly one of --role and --org", err=True)
         raise typer.Exit(2)
     try:
         with components.db.transaction() as db:
-            policy = (require(db, "role", role, _actor()) if role is not None
-                      else require(db, "org", find_org(db, org).id, _actor()))
+            policy = (require(db, "role", role, support.actor()) if role is not None
+                      else require(db, "org", find_org(db, org).id, support.actor()))
             typer.echo(f"{policy.id}  {policy.scope} {policy.value}")
     except Exception as exc:  # noqa: BLE001
-        _fail(exc)
+        support.fail(exc)
 
 
 @passkey_app.command("remove")
@@ -378,10 +294,10 @@ def passkey_policy_remove(policy_id: str) -> None:
     from gateway.auth.passkey_policy import drop
 
     try:
-        with _components().db.transaction() as db:
-            drop(db, policy_id, _actor())
+        with support.components().db.transaction() as db:
+            drop(db, policy_id, support.actor())
     except Exception as exc:  # noqa: BLE001
-        _fail(exc)
+        support.fail(exc)
     typer.echo(f"removed {policy_id}")
 
 
@@ -392,7 +308,7 @@ def fsck(repair: bool = typer.Option(False, "--repair", help="destroy objects no
     """Reconcile the sealed-object registry with storage, for every kind of object (see docs/operations.md)."""
     from gateway.sealed.fsck import fsck as run_fsck
 
-    report = run_fsck(_components(), _actor(), repair=repair, grace_minutes=grace_minutes)
+    report = run_fsck(support.components(), support.actor(), repair=repair, grace_minutes=grace_minutes)
     typer.echo(json.dumps(report.as_dict(), indent=2))
     leftovers = report.stale_pending or report.unreferenced or report.unfinished_destruction
     if report.missing or report.failed or (not repair and leftovers):
@@ -402,7 +318,7 @@ def fsck(repair: bool = typer.Option(False, "--repair", help="destroy objects no
 @keys_app.command("init")
 def keys_init() -> None:
     """Create the local onshore keyring (when the key provider is local://) and the gateway's own key."""
-    settings = _settings()
+    settings = support.load_settings()
     initialise(settings)
     typer.echo("key custody initialised")
 
@@ -412,7 +328,7 @@ def keys_list() -> None:
     """Key ids, their current versions and how many objects each version still wraps (never key material)."""
     from gateway.custody import key_inventory
 
-    for row in key_inventory(_components()):
+    for row in key_inventory(support.components()):
         wraps = " ".join(f"v{v}={n}" for v, n in sorted(row["objects_by_version"].items())) or "none"
         typer.echo(f"{row['key_id']:<48} v{row['version']:<4} objects wrapped by version: {wraps}")
 
@@ -424,7 +340,7 @@ def keys_rotate(key_id: str = typer.Argument(..., help="a key id from `phigate k
     from gateway.custody import rotate
 
     try:
-        version = rotate(_components(), key_id, _actor())
+        version = rotate(support.components(), key_id, support.actor())
     except CryptoError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -436,7 +352,7 @@ def keys_rewrap() -> None:
     """Re-wrap every data key and sealed value under its key's newest version (object data untouched)."""
     from gateway.custody import rewrap_all
 
-    report = rewrap_all(_components(), _actor())
+    report = rewrap_all(support.components(), support.actor())
     typer.echo(json.dumps({"rewrapped": report.rewrapped, "already_current": report.already_current,
                            "skipped_destroyed": report.skipped_destroyed, "by_key": report.by_key,
                            "objects_by_kind": report.objects_by_kind, "objects_pending": report.objects_pending}))

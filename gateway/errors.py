@@ -9,6 +9,15 @@ whether an account exists.
 from __future__ import annotations
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its request body ended.
+
+    Not a refusal: nobody is left to answer.  The HTTP adapter raises it from the body
+    stream (gateway.web.request_body), so services recognise a hang-up without knowing
+    the web framework.
+    """
+
+
 class GatewayError(Exception):
     status = 400
     code = "bad_request"

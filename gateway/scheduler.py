@@ -1,7 +1,7 @@
 """The one in-process scheduler of `phigate serve`: a thread that runs each job at its interval.
 
-Jobs come from the domains (audit checkpoints and alerts, outbox retries, retention runs); a job
-with interval 0 is off.  Each job waits one interval before its first run, so
+Jobs come from the domains (audit checkpoints and alerts, outbox retries, retention runs), listed
+by gateway.jobs; a job with interval 0 is off.  Each job waits one interval before its first run, so
 short-lived processes (tests, CLI) never see it act, and a failing job never
 stops the others.
 
@@ -76,35 +76,3 @@ class Scheduler:
             self.thread.join(timeout=5)
         if self.leadership is not None:
             self.leadership.stop()
-
-
-def serve_jobs(components) -> list[Job]:
-    """Every domain's scheduled work for this process, with its configured interval; all of it leader-only."""
-    from gateway.auditor.jobs import AuditJobs
-    from gateway.retention.pages import scheduled_run
-    from gateway.uploads.service import expire
-
-    settings = components.settings
-    return [
-        Job("audit", settings.audit_checkpoint_interval_seconds, AuditJobs(components).tick, leader_only=True),
-        # Messages are delivered at commit; this only retries what a sink refused, from one replica.
-        Job("outbox", settings.outbox_retry_seconds, components.outbox.deliver, leader_only=True),
-        Job("retention", settings.retention_run_interval_seconds, lambda: scheduled_run(components),
-            leader_only=True),
-        # Closes ended address windows of the refusal ledger with one event each (gateway/auth/throttle.py).
-        Job("address-windows", 60, lambda: close_address_windows(components), leader_only=True),
-        Job("uploads", settings.upload_expiry_interval_seconds, lambda: expire(components), leader_only=True),
-    ]
-
-
-def close_address_windows(components) -> int:
-    from gateway.auth import throttle
-
-    with components.db.transaction() as db:
-        return throttle.close_expired_windows(db, components.settings)
-
-
-def serve_scheduler(components) -> Scheduler:
-    """The scheduler `phigate serve` runs: the domains' jobs, with this process contending for leadership."""
-    return Scheduler(serve_jobs(components),
-                     Leadership(components.db, lease_seconds=components.settings.scheduler_lease_seconds))

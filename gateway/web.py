@@ -1,15 +1,20 @@
-"""Server-rendered pages: templates, the flash of one-time values, and page helpers."""
+"""Server-rendered pages: templates, the flash of one-time values, and page helpers; request bodies as streams."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+from starlette.requests import ClientDisconnect
 
 from gateway import __version__
+from gateway.errors import ClientDisconnected, GatewayError
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.globals["version"] = __version__
@@ -27,6 +32,27 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
+T = TypeVar("T")
+
+
+def submit(db: Session, action: Callable[[], T], *, form: Callable[..., Response], done: Callable[[T], Response],
+           commit: bool = True, messages: Mapping[str, str] | None = None) -> Response:
+    """A form's POST: run the service call, commit, answer `done(result)` (a redirect, a page).
+
+    On a domain error nothing of the call is kept (rollback) and the form comes back with the
+    error's message and status, `form(status_code=..., error=...)`; `messages` rewords an error
+    code for this form.  `commit=False` where the call commits its own steps.
+    """
+    try:
+        result = action()
+    except GatewayError as exc:
+        db.rollback()
+        return form(status_code=exc.status, error=(messages or {}).get(exc.code, exc.message))
+    if commit:
+        db.commit()
+    return done(result)
+
+
 def json_response(data, status_code: int = 200) -> JSONResponse:
     """JSON encoded here, in the handler's worker thread.
 
@@ -34,3 +60,16 @@ def json_response(data, status_code: int = 200) -> JSONResponse:
     where a long list of events would hold up every other request.
     """
     return JSONResponse(jsonable_encoder(data), status_code=status_code)
+
+
+class _HungUp(ClientDisconnect, ClientDisconnected):
+    """Both at once: the app's ClientDisconnect handler answers it, services recognise it."""
+
+
+async def request_body(request: Request) -> AsyncIterator[bytes]:
+    """The request body for a service (gateway.transfers.intake.body_chunks): bytes, never a Request."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect as exc:
+        raise _HungUp() from exc

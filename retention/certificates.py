@@ -27,6 +27,7 @@ from gateway.audit.service import Actor, record_event
 from gateway.components import Components
 from gateway.ids import new_id
 from gateway.orgs.models import Organisation
+from retention import steps
 from retention.models import Certificate, DestructionJob, DestructionRecord, JobKind, JobStatus
 from translog import jcs
 
@@ -185,9 +186,7 @@ def issue(c: Components, job_id: str, actor: Actor) -> str:
         return existing
     # Signed first, so that the checkpoint covers every destruction event of the job.
     checkpoint = _checkpoint(c)
-    from retention import faults
-
-    faults.after("checkpoint")
+    steps.done("checkpoint")
     signer = _signer(c)
     with c.db.transaction() as db:
         job = db.get_one(DestructionJob, job_id, with_for_update=True)
@@ -210,7 +209,7 @@ def issue(c: Components, job_id: str, actor: Actor) -> str:
                               "objects": summary["objects"], "crypto_shred_only": summary["crypto_shred_only"],
                               "sha256": digest,
                               "key_destroyed": bool(job.key_evidence and job.key_evidence.get("destroyed"))})
-    faults.after("certificate_issued")
+    steps.done("certificate_issued")
     return cert_id
 
 

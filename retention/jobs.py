@@ -42,7 +42,7 @@ from gateway.sealed.errors import SealedError
 from gateway.sealed.keys import live_relationship_key
 from gateway.sealed.models import SealedKind
 from gateway.transfers.models import Direction, FileState, Transfer, TransferFile, TransferStatus
-from retention import faults
+from retention import steps
 from retention.holds import holds_on_pair
 from retention.models import DestructionJob, DestructionRecord, JobKind, JobStatus
 
@@ -244,7 +244,7 @@ class Engine:
                 self._event(db, Action.RETENTION_OBJECT_DESTROYING, rec, parties[f.transfer_id],
                             size=f.size, sha256=f.sha256)
             self._events_done(db)
-        faults.after(DESTROYING)
+        steps.done(DESTROYING)
 
     def _records(self, db: Session, ids: list[str]) -> tuple[list[DestructionRecord], dict[str, tuple[str, str]]]:
         recs = list(db.scalars(select(DestructionRecord).where(DestructionRecord.file_id.in_(ids))
@@ -256,16 +256,16 @@ class Engine:
     def _advance(self, job_id: str, ids: list[str]) -> None:
         with self.c.db.sessions() as db:
             recs, _ = self._records(db, ids)
-            steps = {r.file_id: r.step for r in recs}
+            reached = {r.file_id: r.step for r in recs}
             todo = [(r.file_id, r.object_key, r.storage_location) for r in recs if r.step == DESTROYING]
             db.commit()
         if todo:
             self._storage(todo)
-        if any(s in (DESTROYING, STORAGE_DONE) for s in steps.values()):
+        if any(s in (DESTROYING, STORAGE_DONE) for s in reached.values()):
             self._shred(ids)
         self._finish(ids)
         self._renew()
-        self.progress(sum(1 for s in steps.values() if s != DESTROYED))
+        self.progress(sum(1 for s in reached.values() if s != DESTROYED))
 
     def _destroy_one(self, key: str, location: str) -> tuple[str, dict | None, str | None]:
         try:
@@ -279,7 +279,7 @@ class Engine:
         by_key = {key: fid for fid, key, _ in todo}
         with ThreadPoolExecutor(max_workers=min(self.c.settings.retention_workers, len(todo))) as pool:
             outcomes = list(pool.map(lambda t: self._destroy_one(t[1], t[2]), todo))
-        faults.after("storage")
+        steps.done("storage")
         failures = []
         with self.c.db.transaction() as db:
             recs, parties = self._records(db, [by_key[k] for k, _, _ in outcomes])
@@ -304,7 +304,7 @@ class Engine:
                                 versions_deleted=res["versions_deleted"],
                                 delete_markers_deleted=res["delete_markers_deleted"], verified=res["verified"])
             self._events_done(db)
-        faults.after(STORAGE_DONE)
+        steps.done(STORAGE_DONE)
         if failures:
             with self.c.db.transaction() as db:
                 record_event(db, Action.RETENTION_JOB_INTERRUPTED, actor=self.actor, outcome=Outcome.failure,
@@ -327,7 +327,7 @@ class Engine:
                 rec.step = SHREDDED
                 self._event(db, Action.RETENTION_OBJECT_CRYPTO_SHREDDED, rec, parties[rec.transfer_id])
             self._events_done(db)
-        faults.after(SHREDDED)
+        steps.done(SHREDDED)
 
     def _finish(self, ids: list[str]) -> None:
         """Step 4: mark destroyed; a transfer whose every file is destroyed becomes a tombstone."""
@@ -364,7 +364,7 @@ class Engine:
                     "target_id": transfer_id, "target_org_id": practice_id,
                     "details": {"job_id": recs[0].job_id, "vendor_id": vendor_id}})
             self._events_done(db)
-        faults.after(DESTROYED)
+        steps.done(DESTROYED)
 
     def _destroy_key(self, job_id: str) -> None:
         """Offboarding: destroy the relationship KEK, unless held objects still depend on it."""
@@ -401,7 +401,7 @@ class Engine:
                          details={"job_id": job_id, "vendor_id": job.vendor_id,
                                   **{k: evidence.get(k) for k in ("provider", "method", "deletion_scheduled_for",
                                                                   "reason") if evidence.get(k) is not None}})
-        faults.after("key_destroyed")
+        steps.done("key_destroyed")
 
 
 def open_jobs(db: Session) -> list[DestructionJob]:

@@ -29,7 +29,7 @@ from gateway.sealed.models import SealedKind
 from gateway.transfers.models import Direction, Download, FileState, Transfer, TransferFile
 from gateway.users.models import User
 from gateway.users.service import disable_user
-from retention import faults
+from retention import steps
 from retention.errors import InFlight, NothingToOffboard
 from retention.jobs import Engine, JobResult
 from retention.lock import RunnerLease
@@ -168,7 +168,7 @@ def _offboard(c, actor, vendor_ref, practice_ref, reason, include_returned, via,
             for user in db.scalars(select(User).where(User.org_id == vendor.id, User.active.is_(True))):
                 disable_user(db, user, actor, reason="vendor_offboarded")
                 report.users_disabled += 1
-    faults.after("offboarding_started")
+    steps.done("offboarding_started")
     engine = Engine(c, actor, lease=lease, progress=progress)
     # An interrupted retention job of the same pairs is finished first (with its own certificate), so
     # that no object is left half destroyed outside this offboarding's certificate.

@@ -85,3 +85,8 @@ def effective(db: Session, settings: Settings, practice_id: str, vendor_id: str)
         if policy is not None:
             return Effective(policy.keep_days, policy.max_access_days or settings.max_access_days, source)
     return Effective(settings.retention_keep_days, settings.max_access_days, "default")
+
+
+def max_access_days(db: Session, settings: Settings, practice_id: str, vendor_id: str) -> int:
+    """The longest access window an approver may grant on this pair (gateway.transfers.service.approve)."""
+    return effective(db, settings, practice_id, vendor_id).max_access_days

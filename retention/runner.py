@@ -8,6 +8,7 @@ named in the report.  With `dry_run` nothing is changed and no lock is taken.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -18,12 +19,15 @@ from gateway import clock
 from gateway.audit.service import Actor, record_event
 from gateway.components import Components
 from gateway.transfers.models import Direction, FileState, Transfer, TransferFile, TransferStatus
-from retention import faults
+from retention import steps
 from retention.jobs import Engine, JobResult, held_summary, open_jobs, scope_files
 from retention.lock import RunnerLease
 from retention.models import DestructionJob, JobKind, JobStatus
 from retention.offboarding import operator_of
+from retention.errors import RunnerBusy
 from retention.policies import effective
+
+log = logging.getLogger("phigate.retention")
 
 
 @dataclass
@@ -102,7 +106,7 @@ def run(c: Components, actor: Actor, *, dry_run: bool = False, via: str = "cli",
                              target_id=job.id, target_org_id=job.practice_id,
                              details={"vendor_id": job.vendor_id, "cutoff": job.cutoff.isoformat()})
             ids = leftover + [j.id for j in new]
-        faults.after("retention_started")
+        steps.done("retention_started")
         if on_start is not None:
             on_start(sum(engine.pending_count(j) for j in ids))
         for job_id in ids:
@@ -110,3 +114,12 @@ def run(c: Components, actor: Actor, *, dry_run: bool = False, via: str = "cli",
         return report
     finally:
         lease.release()
+
+
+def scheduled_run(components: Components) -> None:
+    """One scheduled retention run (gateway.jobs, inside `phigate serve`); a runner busy elsewhere means skip."""
+    try:
+        report = run(components, Actor.system(), via="scheduler")
+        log.info("scheduled retention run: %d object(s) destroyed", report.as_dict()["objects_destroyed"])
+    except RunnerBusy:
+        log.info("scheduled retention run skipped: another runner is working")

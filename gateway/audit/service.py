@@ -211,3 +211,9 @@ def record_events_bulk(db: Session, events: list[dict]) -> tuple[int, int]:
         db.execute(insert(AuditEvent.__table__), rows)
         events_appended(db, [row["action"] for row in rows])
     return first, first + len(rows) - 1
+
+
+def recent_checkpoints(db: Session, limit: int) -> list[AuditCheckpoint]:
+    """The newest signed checkpoints first."""
+    return list(db.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc(),
+                                                            AuditCheckpoint.id.desc()).limit(limit)))

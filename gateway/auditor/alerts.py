@@ -38,6 +38,7 @@ from gateway.audit.actions import Action
 from gateway import clock
 from gateway.audit.models import AuditAlert, AuditEvent, Outcome, Severity
 from gateway.audit.service import Actor, record_event
+from gateway.errors import NotFound
 from gateway.outbox import Channel, enqueue
 
 TOPIC = "audit.alert"
@@ -232,3 +233,16 @@ def visible_alerts(db: Session, scope, limit: int = 50, open_only: bool = False)
     if scope.org_id is not None:
         alerts = [a for a in alerts if scope.org_id in (a.org_ids or [])]
     return alerts[:limit]
+
+
+def acknowledge(db: Session, scope, alert_id: int, principal) -> AuditAlert:
+    """Mark an alert seen (once; again is a no-op); NotFound for an alert outside the auditor's scope."""
+    alert = db.get(AuditAlert, alert_id)
+    # An alert names the organisations it concerns: another practice's auditor gets the same answer as a missing id.
+    if alert is None or (scope.org_id is not None and scope.org_id not in (alert.org_ids or [])):
+        raise NotFound("No such alert.", code="alert_not_found")
+    if alert.acknowledged_at is None:
+        alert.acknowledged_at, alert.acknowledged_by = clock.now(), principal.user.id
+        record_event(db, Action.AUDIT_ALERT_ACKNOWLEDGED, actor=principal.actor, target_type="alert",
+                     target_id=str(alert.id), target_org_id=scope.org_id, details={"rule": alert.rule})
+    return alert

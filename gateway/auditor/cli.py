@@ -8,19 +8,10 @@ from pathlib import Path
 
 import typer
 
+from gateway.cli_support import actor as _actor
+from gateway.cli_support import components as _components
+
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
-
-
-def _components():
-    from gateway.cli import _components as components
-
-    return components()
-
-
-def _actor():
-    from gateway.cli import _actor as actor
-
-    return actor()
 
 
 @audit_app.command("verify")

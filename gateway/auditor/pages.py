@@ -12,6 +12,9 @@ from gateway import clock
 from gateway.audit.actions import Action
 from gateway.audit.checkpoint import maybe_checkpoint
 from gateway.audit.models import AuditAlert
+from gateway.auditor.auth import AuditorPrincipal
+from gateway.auditor.routes import FilterParams, Id
+from gateway.auditor.search import Scope
 from gateway.audit.service import record_event
 from gateway.audit.verify import log_status
 from gateway.auditor import alerts as alert_service
@@ -19,7 +22,7 @@ from gateway.auditor import review, search
 from gateway.auditor.routes import AuditorPrincipal, FilterParams, Id
 from gateway.auditor.search import Scope
 from gateway.deps import AppComponents, DbSession, WriteSession
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError
 from gateway.web import redirect, render
 
 
@@ -48,15 +51,8 @@ def checkpoint_now(components: AppComponents, principal: AuditorPrincipal):
 
 @router.post("/alerts/{alert_id}/acknowledge")
 def acknowledge(alert_id: int, db: DbSession, principal: AuditorPrincipal):
-    alert = db.get(AuditAlert, alert_id)
-    scope = Scope.of(db, principal)
-    if alert is None or (scope.org_id is not None and scope.org_id not in (alert.org_ids or [])):
-        raise NotFound("No such alert.", code="alert_not_found")
-    if alert.acknowledged_at is None:
-        alert.acknowledged_at, alert.acknowledged_by = clock.now(), principal.user.id
-        record_event(db, Action.AUDIT_ALERT_ACKNOWLEDGED, actor=principal.actor, target_type="alert",
-                     target_id=str(alert.id), target_org_id=scope.org_id, details={"rule": alert.rule})
-        db.commit()
+    alert_service.acknowledge(db, Scope.of(db, principal), alert_id, principal)
+    db.commit()
     return redirect("/audit")
 
 

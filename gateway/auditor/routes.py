@@ -13,22 +13,20 @@ from gateway import clock
 from gateway.audit.actions import Action
 from gateway.audit.checkpoint import get_signer, latest_checkpoint, maybe_checkpoint, origin
 from gateway.audit.models import AuditAlert, AuditCheckpoint
-from gateway.audit.service import record_event
+from gateway.audit.service import recent_checkpoints, record_event
 from gateway.audit.verify import log_status
 from gateway.auditor import alerts as alert_service
 from gateway.auditor import export, proofs, review, search
+from gateway.auditor.auth import AuditorPrincipal
 from gateway.auditor.search import Scope
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, WriteSession, require
+from translog.note import verifier_key
 from gateway.errors import NotFound
-from gateway.users.models import Role
 from gateway.web import json_response
 from translog.note import verifier_key
 
 router = APIRouter(prefix="/audit", tags=["audit"])
-
-# Auditors only: read-only access to the log, never to file contents.
-AuditorPrincipal = Annotated[Principal, Depends(require(Role.auditor))]
 
 Id = Annotated[str | None, Query(max_length=64)]
 When = Annotated[str | None, Query(max_length=40)]
@@ -101,10 +99,7 @@ def public_key(components: AppComponents, principal: AuditorPrincipal):
 
 @router.get("/checkpoints")
 def list_checkpoints(db: DbSession, principal: AuditorPrincipal, limit: int = Query(default=50, ge=1, le=200)):
-    from sqlalchemy import select
-
-    cps = db.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc(), AuditCheckpoint.id.desc())
-                     .limit(limit))
+    cps = recent_checkpoints(db, limit)
     return {"items": [{"id": c.id, "tree_size": c.tree_size, "root_hash": c.root_hash.hex(), "kind": c.kind.value,
                        "created_at": c.created_at.isoformat(), "note": c.note} for c in cps]}
 
@@ -192,13 +187,6 @@ def list_alerts(db: DbSession, principal: AuditorPrincipal, open_only: bool = Fa
 
 @router.post("/alerts/{alert_id}/acknowledge")
 def acknowledge(alert_id: int, db: DbSession, principal: AuditorPrincipal):
-    alert = db.get(AuditAlert, alert_id)
-    scope = _scope(db, principal)
-    if alert is None or (scope.org_id is not None and scope.org_id not in (alert.org_ids or [])):
-        raise NotFound("No such alert.", code="alert_not_found")
-    if alert.acknowledged_at is None:
-        alert.acknowledged_at, alert.acknowledged_by = clock.now(), principal.user.id
-        record_event(db, Action.AUDIT_ALERT_ACKNOWLEDGED, actor=principal.actor, target_type="alert",
-                     target_id=str(alert.id), target_org_id=scope.org_id, details={"rule": alert.rule})
-        db.commit()
+    alert = alert_service.acknowledge(db, _scope(db, principal), alert_id, principal)
+    db.commit()
     return {"id": alert.id, "acknowledged_at": alert.acknowledged_at.isoformat()}

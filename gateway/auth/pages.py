@@ -18,7 +18,7 @@ from gateway.auth.service import Proof
 from gateway.deps import (AppComponents, CurrentPrincipal, DbSession, PartialPrincipal, PasswordChangePrincipal,
                           RequestActor, WriteSession, check_origin)
 from gateway.errors import CsrfFailed, GatewayError, InvalidInput
-from gateway.web import redirect, render
+from gateway.web import redirect, render, submit
 
 router = APIRouter(include_in_schema=False)
 
@@ -87,7 +87,10 @@ def _complete(db, c, principal, method: str, target: str):
         target = "/mfa/passkey"
     elif principal.user.must_change_password:
         target = "/password"
-    response = redirect(target)
+    return _with_session(redirect(target), c, raw)
+
+
+def _with_session(response, c, raw: str):
     set_session_cookie(response, c.settings, raw)
     return response
 
@@ -97,15 +100,13 @@ def mfa(request: Request, db: DbSession, c: AppComponents, principal: PartialPri
         passkey_assertion: str = AssertionField):
     if principal.session is None or principal.session.stage != SessionStage.mfa:
         return redirect("/home")
-    try:
-        method = service.check_factor(db, c.settings, c.keys, principal.user, principal.session,
-                                      proof(code, passkey_assertion), principal.actor, purpose="login",
-                                      action=Action.AUTH_MFA_FAILED)
-    except GatewayError as exc:
-        db.rollback()
-        return render(request, "mfa.html", status_code=exc.status, error=exc.message, principal=principal,
-                      factor=service.factor_choice(db, principal.user))
-    return _complete(db, c, principal, method, "/home")
+    return submit(db, lambda: service.check_factor(db, c.settings, c.keys, principal.user, principal.session,
+                                                   proof(code, passkey_assertion), principal.actor, purpose="login",
+                                                   action=Action.AUTH_MFA_FAILED),
+                  commit=False,  # _complete commits the factor's use with the new session
+                  form=lambda **error: render(request, "mfa.html", principal=principal,
+                                              factor=service.factor_choice(db, principal.user), **error),
+                  done=lambda method: _complete(db, c, principal, method, "/home"))
 
 
 @router.get("/mfa/passkey")
@@ -121,17 +122,15 @@ def passkey_enrol(request: Request, db: DbSession, c: AppComponents, principal: 
     """The registration a passkey policy leads to; the session becomes a full one once it is done."""
     if principal.session is None or principal.session.stage != SessionStage.passkey:
         return redirect("/home")
-    try:
+
+    def run():
         service.register_passkey(db, c.settings, c.keys, principal, credential, name)
-    except GatewayError as exc:
-        db.rollback()
-        return render(request, "passkey_enrol.html", status_code=exc.status, error=exc.message, principal=principal)
-    raw = service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
-                                replaces=principal.session)
-    db.commit()
-    response = redirect("/password" if principal.user.must_change_password else "/home")
-    set_session_cookie(response, c.settings, raw)
-    return response
+        return service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
+                                     replaces=principal.session)
+
+    return submit(db, run, form=lambda **error: render(request, "passkey_enrol.html", principal=principal, **error),
+                  done=lambda raw: _with_session(redirect("/password" if principal.user.must_change_password
+                                                          else "/home"), c, raw))
 
 
 @router.get("/mfa/enrol")
@@ -177,20 +176,16 @@ def password_form(request: Request, principal: PasswordChangePrincipal):
 def password(request: Request, db: DbSession, c: AppComponents, principal: PasswordChangePrincipal,
              current_password: str = Form(max_length=1024), new_password: str = Form(max_length=1024),
              confirm_password: str = Form(max_length=1024)):
-    try:
+    def run():
         if new_password != confirm_password:
             raise InvalidInput("The two new passwords differ.", code="password_mismatch")
         service.change_password(db, c.settings, principal.user, current_password, new_password, principal.actor,
                                 principal.session)
-    except GatewayError as exc:
-        db.rollback()
-        return render(request, "password.html", status_code=exc.status, error=exc.message, principal=principal)
-    raw = service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
-                                replaces=principal.session)
-    db.commit()
-    response = redirect("/home")
-    set_session_cookie(response, c.settings, raw)
-    return response
+        return service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
+                                     replaces=principal.session)
+
+    return submit(db, run, form=lambda **error: render(request, "password.html", principal=principal, **error),
+                  done=lambda raw: _with_session(redirect("/home"), c, raw))
 
 
 @router.post("/logout")
@@ -225,15 +220,13 @@ def account(request: Request, db: DbSession, principal: CurrentPrincipal):
 def create_token(request: Request, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
                  name: str = Form(min_length=1, max_length=100), days: int = Form(ge=1, le=366),
                  code: str = OptionalCode, passkey_assertion: str = AssertionField):
-    try:
+    def run():
         service.step_up(db, c.settings, c.keys, principal, proof(code, passkey_assertion), Action.AUTH_REAUTH_FAILED)
-        token, raw = service.create_api_token(db, c.settings, principal.user, " ".join(name.split()), days,
-                                              principal.actor)
-    except GatewayError as exc:
-        db.rollback()
-        return _account(request, db, principal, status_code=exc.status, error=exc.message)
-    db.commit()
-    return _account(request, db, principal, new_token=raw, new_token_name=token.name)
+        return service.create_api_token(db, c.settings, principal.user, " ".join(name.split()), days,
+                                        principal.actor)
+
+    return submit(db, run, form=lambda **error: _account(request, db, principal, **error),
+                  done=lambda made: _account(request, db, principal, new_token=made[1], new_token_name=made[0].name))
 
 
 @router.post("/account/passkeys")
@@ -242,26 +235,17 @@ def add_passkey(request: Request, db: DbSession, c: AppComponents, principal: Cu
                 current_password: str = Form(default="", max_length=1024), code: str = OptionalCode,
                 passkey_assertion: str = AssertionField):
     """Register another passkey, after re-authenticating (password and a fresh factor)."""
-    try:
-        service.register_passkey(db, c.settings, c.keys, principal, credential, name, password=current_password,
-                                 proof=proof(code, passkey_assertion))
-    except GatewayError as exc:
-        db.rollback()
-        return _account(request, db, principal, status_code=exc.status, error=exc.message)
-    db.commit()
-    return redirect("/account")
+    return submit(db, lambda: service.register_passkey(db, c.settings, c.keys, principal, credential, name,
+                                                       password=current_password, proof=proof(code, passkey_assertion)),
+                  form=lambda **error: _account(request, db, principal, **error), done=lambda _: redirect("/account"))
 
 
 @router.post("/account/passkeys/{passkey_id}/remove")
 def remove_passkey(request: Request, passkey_id: str, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
                    code: str = OptionalCode, passkey_assertion: str = AssertionField):
-    try:
-        service.remove_passkey(db, c.settings, c.keys, principal, passkey_id, proof(code, passkey_assertion))
-    except GatewayError as exc:
-        db.rollback()
-        return _account(request, db, principal, status_code=exc.status, error=exc.message)
-    db.commit()
-    return redirect("/account")
+    return submit(db, lambda: service.remove_passkey(db, c.settings, c.keys, principal, passkey_id,
+                                                     proof(code, passkey_assertion)),
+                  form=lambda **error: _account(request, db, principal, **error), done=lambda _: redirect("/account"))
 
 
 @router.post("/account/tokens/{token_id}/revoke")
@@ -274,13 +258,13 @@ def revoke_token(token_id: str, db: DbSession, principal: CurrentPrincipal):
 @router.post("/account/recovery-codes")
 def regenerate_codes(request: Request, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
                      code: str = OptionalCode, passkey_assertion: str = AssertionField):
-    try:
+    def run():
         service.step_up(db, c.settings, c.keys, principal, proof(code, passkey_assertion), Action.AUTH_REAUTH_FAILED)
-    except GatewayError as exc:
-        db.rollback()
-        return _account(request, db, principal, status_code=exc.status, error=exc.message)
-    codes = service.regenerate_recovery_codes(db, principal.user)
-    record_event(db, Action.AUTH_RECOVERY_CODES_REGENERATED, actor=principal.actor, outcome=Outcome.success,
-                 target_type="user", target_id=principal.user.id, target_org_id=principal.user.org_id)
-    db.commit()
-    return render(request, "recovery_codes.html", principal=principal, codes=codes, next_url="/account")
+        codes = service.regenerate_recovery_codes(db, principal.user)
+        record_event(db, Action.AUTH_RECOVERY_CODES_REGENERATED, actor=principal.actor, outcome=Outcome.success,
+                     target_type="user", target_id=principal.user.id, target_org_id=principal.user.org_id)
+        return codes
+
+    return submit(db, run, form=lambda **error: _account(request, db, principal, **error),
+                  done=lambda codes: render(request, "recovery_codes.html", principal=principal, codes=codes,
+                                            next_url="/account"))

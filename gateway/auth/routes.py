@@ -28,15 +28,13 @@ def login(body: LoginIn, request: Request, response: Response, db: DbSession, c:
     raw = service.start_session(db, c.settings, user, stage, actor)
     db.commit()
     set_session_cookie(response, c.settings, raw)
-    session = db.get_one(service.WebSession, service.digest(raw))
-    return StageOut(stage=stage.value, csrf_token=session.csrf_token)
+    return StageOut(stage=stage.value, csrf_token=service.session_csrf_token(db, raw))
 
 
 def _stage_out(db, c, principal, stage: SessionStage, raw: str, response) -> StageOut:
     db.commit()
     set_session_cookie(response, c.settings, raw)
-    session = db.get_one(service.WebSession, service.digest(raw))
-    return StageOut(stage=stage.value, csrf_token=session.csrf_token,
+    return StageOut(stage=stage.value, csrf_token=service.session_csrf_token(db, raw),
                     must_change_password=principal.user.must_change_password)
 
 

@@ -588,3 +588,8 @@ def touch_api_token(db: Session, token: ApiToken) -> None:
     db.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now)
                .execution_options(synchronize_session=False))
     set_committed_value(token, "last_used_at", now)
+
+
+def session_csrf_token(db: Session, raw: str) -> str:
+    """The CSRF token of the session whose cookie value is `raw` (just started or promoted)."""
+    return db.get(WebSession, digest(raw)).csrf_token

@@ -25,7 +25,7 @@ from gateway.sealed import service as sealed
 from gateway.sealed.errors import SealedError, translate
 from gateway.sealed.keys import practice_key
 from gateway.sealed.models import SealedKind
-from gateway.transfers.upload import PlaintextMeter
+from gateway.filetypes import PlaintextMeter
 
 log = logging.getLogger("phigate.baas")
 

@@ -6,10 +6,10 @@ from fastapi import APIRouter, Form, Request
 
 from gateway.baas import service
 from gateway.deps import AdminPrincipal, DbSession
-from gateway.errors import GatewayError, InvalidInput
+from gateway.errors import InvalidInput
 from gateway.orgs.models import OrgKind
 from gateway.orgs.service import get_org, list_orgs
-from gateway.web import redirect, render
+from gateway.web import redirect, render, submit
 
 router = APIRouter(prefix="/admin/baas", include_in_schema=False)
 
@@ -40,28 +40,24 @@ def baas(request: Request, db: DbSession, principal: AdminPrincipal):
 def record(request: Request, db: DbSession, principal: AdminPrincipal, practice_id: str = Form(max_length=64),
            vendor_id: str = Form(max_length=64), reference: str = Form(max_length=100),
            effective: str = Form(max_length=10), expires: str = Form(default="", max_length=10)):
-    try:
+    def run():
         effective_at = _date(effective, "Effective date")
         if effective_at is None:
             raise InvalidInput("Give the effective date.", code="invalid_date")
         service.record_baa(db, get_org(db, practice_id), get_org(db, vendor_id), reference, effective_at,
                            _date(expires, "Expiry date"), principal.actor)
-    except GatewayError as exc:
-        db.rollback()
-        return _page(request, db, principal, status_code=exc.status, error=exc.message)
-    db.commit()
-    return redirect("/admin/baas")
+
+    return submit(db, run, form=lambda **error: _page(request, db, principal, **error),
+                  done=lambda _: redirect("/admin/baas"))
 
 
 @router.post("/{baa_id}/terminate")
 def terminate(request: Request, baa_id: str, db: DbSession, principal: AdminPrincipal,
               reason: str = Form(max_length=200)):
-    try:
+    def run():
         if not reason.strip():
             raise InvalidInput("Give a reason.", code="reason_required")
         service.terminate_baa(db, service.get_baa(db, baa_id), reason, principal.actor)
-    except GatewayError as exc:
-        db.rollback()
-        return _page(request, db, principal, status_code=exc.status, error=exc.message)
-    db.commit()
-    return redirect("/admin/baas")
+
+    return submit(db, run, form=lambda **error: _page(request, db, principal, **error),
+                  done=lambda _: redirect("/admin/baas"))

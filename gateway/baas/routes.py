@@ -11,6 +11,7 @@ from gateway.baas import copies
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
 from gateway.errors import InvalidInput
 from gateway.transfers.intake import body_chunks
+from gateway.web import request_body
 from gateway.orgs.service import get_org
 
 router = APIRouter(prefix="/baas", tags=["baas"])
@@ -48,7 +49,7 @@ async def put_signed_copy(baa_id: str, request: Request, c: AppComponents, princ
     """Store the signed BAA (a PDF, raw body), encrypted under the practice's key; replaces any earlier copy."""
     if request.headers.get("content-type", "").split(";")[0] not in ("application/pdf", "application/octet-stream"):
         raise InvalidInput("Send the signed BAA as application/pdf.", code="unsupported_media_type")
-    raw = body_chunks(request)
+    raw = body_chunks(request_body(request))
 
     def work():
         try:

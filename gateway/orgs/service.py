@@ -41,3 +41,10 @@ def find_org(db: Session, id_or_name: str) -> Organisation:
     if org is None:
         raise NotFound("No such organisation.", code="org_not_found")
     return org
+
+
+def names(db: Session, ids: set[str]) -> dict[str, str]:
+    """Organisation names by id, for pages that show who sent what to whom."""
+    if not ids:
+        return {}
+    return {o.id: o.name for o in db.scalars(select(Organisation).where(Organisation.id.in_(ids)))}

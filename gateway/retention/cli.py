@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from gateway import cli_support as cli
+
 retention_app = typer.Typer(help="Retention policies, legal holds and destruction runs.", no_args_is_help=True)
 certificate_app = typer.Typer(help="Destruction certificates.", no_args_is_help=True)
 policy_app = typer.Typer(help="Retention policies.", no_args_is_help=True)
@@ -15,12 +17,6 @@ retention_app.add_typer(policy_app, name="policy")
 retention_app.add_typer(hold_app, name="hold")
 
 EXIT_BUSY = 3
-
-
-def _cli():
-    from gateway import cli
-
-    return cli
 
 
 def _guard(fn):
@@ -43,12 +39,10 @@ def run(dry_run: bool = typer.Option(False, "--dry-run", help="say what is due; 
         wait: float = typer.Option(0, help="seconds to wait for another runner to finish (default: exit at once)"),
         as_json: bool = typer.Option(True, "--json/--text")) -> None:
     """Destroy every object whose retention has ended (resuming any interrupted job); one certificate per scope."""
-    from gateway.retention.progress import Bar
     from retention.runner import run as run_retention
 
-    cli = _cli()
-    bar = Bar("destroying")
-    report = _guard(lambda: run_retention(cli._components(), cli._actor(), dry_run=dry_run, wait_seconds=wait,
+    bar = cli.Bar("destroying")
+    report = _guard(lambda: run_retention(cli.components(), cli.actor(), dry_run=dry_run, wait_seconds=wait,
                                           progress=bar.advance, on_start=bar.start))
     bar.finish()
     typer.echo(json.dumps(report.as_dict(), indent=2, default=str))
@@ -60,8 +54,7 @@ def status() -> None:
     from retention.holds import list_holds
     from retention.jobs import open_jobs
 
-    cli = _cli()
-    with cli._components().db.transaction() as db:
+    with cli.components().db.transaction() as db:
         typer.echo(json.dumps({
             "open_jobs": [{"job_id": j.id, "kind": j.kind.value, "practice_id": j.practice_id,
                            "vendor_id": j.vendor_id} for j in open_jobs(db)],
@@ -78,13 +71,12 @@ def policy_set(practice: str = typer.Option(..., help="practice id or name"),
     from gateway.orgs.service import find_org
     from retention.policies import set_policy
 
-    cli = _cli()
-    c = cli._components()
+    c = cli.components()
 
     def go():
         with c.db.transaction() as db:
             p = set_policy(db, c.settings, find_org(db, practice).id, find_org(db, vendor).id if vendor else None,
-                           keep_days=keep_days, max_access_days=max_access_days, actor=cli._actor())
+                           keep_days=keep_days, max_access_days=max_access_days, actor=cli.actor())
             typer.echo(f"policy {p.id}: keep {p.keep_days} days, max window {p.max_access_days or 'default'}")
     _guard(go)
 
@@ -93,7 +85,7 @@ def policy_set(practice: str = typer.Option(..., help="practice id or name"),
 def policy_list() -> None:
     from retention.policies import list_policies
 
-    with _cli()._components().db.transaction() as db:
+    with cli.components().db.transaction() as db:
         for p in list_policies(db):
             typer.echo(f"{p.id}  practice={p.practice_id}  vendor={p.vendor_id or '*'}  keep_days={p.keep_days}  "
                        f"max_access_days={p.max_access_days or '-'}")
@@ -105,11 +97,10 @@ def hold_place(scope: str = typer.Argument(..., help="transfer, vendor or practi
                reference: str = typer.Option(..., help="matter or case reference (no PHI)")) -> None:
     from retention.holds import place_hold
 
-    cli = _cli()
 
     def go():
-        with cli._components().db.transaction() as db:
-            typer.echo(f"hold {place_hold(db, scope, target, reference, cli._actor()).id} placed")
+        with cli.components().db.transaction() as db:
+            typer.echo(f"hold {place_hold(db, scope, target, reference, cli.actor()).id} placed")
     _guard(go)
 
 
@@ -117,11 +108,10 @@ def hold_place(scope: str = typer.Argument(..., help="transfer, vendor or practi
 def hold_release(hold_id: str) -> None:
     from retention.holds import release_hold
 
-    cli = _cli()
 
     def go():
-        with cli._components().db.transaction() as db:
-            release_hold(db, hold_id, cli._actor())
+        with cli.components().db.transaction() as db:
+            release_hold(db, hold_id, cli.actor())
             typer.echo(f"hold {hold_id} released")
     _guard(go)
 
@@ -130,7 +120,7 @@ def hold_release(hold_id: str) -> None:
 def hold_list() -> None:
     from retention.holds import list_holds
 
-    with _cli()._components().db.transaction() as db:
+    with cli.components().db.transaction() as db:
         for h in list_holds(db):
             typer.echo(f"{h.id}  {h.scope.value:<8} {h.target_id}  {'active' if h.active else 'released':<8} "
                        f"{h.reference}")
@@ -142,12 +132,10 @@ def offboard(vendor: str = typer.Argument(..., help="vendor id or name"),
              include_returned: bool = typer.Option(False, "--include-returned",
                                                    help="also destroy files the vendor sent to the practice")) -> None:
     """Terminate BAA(s), disable the vendor's users, destroy every file sent to it, destroy the key, certify."""
-    from gateway.retention.progress import Bar
     from retention.offboarding import offboard as run_offboard
 
-    cli = _cli()
-    bar = Bar("offboarding")
-    report = _guard(lambda: run_offboard(cli._components(), cli._actor(), vendor, practice_ref=practice,
+    bar = cli.Bar("offboarding")
+    report = _guard(lambda: run_offboard(cli.components(), cli.actor(), vendor, practice_ref=practice,
                                          reason=reason, include_returned=include_returned, progress=bar.advance,
                                          on_start=bar.start))
     bar.finish()
@@ -174,7 +162,7 @@ def verify(file: Path = typer.Argument(..., exists=True, dir_okay=False),
 
     result, body = verify_document(file.read_bytes(), _read_key(public_key))
     if check_storage and body is not None and result.ok:
-        checked, problems, notes = check(body, _cli()._components().store)
+        checked, problems, notes = check(body, cli.components().store)
         result.storage_checked = checked
         result.problems += problems
         result.notes += notes
@@ -190,7 +178,7 @@ def verify(file: Path = typer.Argument(..., exists=True, dir_okay=False),
 def cert_list() -> None:
     from retention.certificates import list_certificates
 
-    with _cli()._components().db.transaction() as db:
+    with cli.components().db.transaction() as db:
         for cert in list_certificates(db):
             typer.echo(f"{cert.id}  {cert.issued_at.isoformat()}  {cert.kind.value:<11} practice={cert.practice_id} "
                        f"vendor={cert.vendor_id} objects={cert.objects} sha256={cert.sha256}")
@@ -203,7 +191,7 @@ def cert_export(certificate_id: str, out: Path = typer.Option(..., "--out", help
     from retention.models import Certificate
     from retention.pdf import render
 
-    with _cli()._components().db.transaction() as db:
+    with cli.components().db.transaction() as db:
         cert = db.get(Certificate, certificate_id)
         if cert is None:
             typer.echo("error: no such certificate", err=True)
@@ -217,4 +205,4 @@ def public_key() -> None:
     """Print the onshore signing key's public half (PEM), to hand to whoever verifies certificates."""
     from gateway.audit.checkpoint import get_signer
 
-    typer.echo(get_signer(_cli()._components()).public_key_pem().decode().strip())
+    typer.echo(get_signer(cli.components()).public_key_pem().decode().strip())

@@ -1,12 +1,6 @@
-"""Pages: administrators' retention policies, legal holds and offboarding; auditors' certificates and tombstones.
-
-`scheduled_run` is the retention job of gateway.scheduler inside `phigate serve`
-(PHIGATE_RETENTION_RUN_INTERVAL_SECONDS > 0); a runner busy elsewhere is simply skipped.
-"""
+"""Pages: administrators' retention policies, legal holds and offboarding; auditors' certificates and tombstones."""
 
 from __future__ import annotations
-
-import logging
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
@@ -14,31 +8,13 @@ from fastapi.responses import Response
 from gateway.auth.pages import AssertionField, OptionalCode, proof
 from gateway.auth.service import factor_choice
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
-from gateway.errors import GatewayError
 from gateway.orgs.models import OrgKind
 from gateway.orgs.service import list_orgs
-from gateway.retention import service
-from gateway.retention.routes import AuditorOrAdmin
-from gateway.web import redirect, render
-from retention import holds, policies
+from gateway.retention.auth import AuditorOrAdmin
+from gateway.web import redirect, render, submit
+from retention import holds, policies, service
 from retention.offboarding import offboard
 from retention.pdf import render as render_pdf
-
-log = logging.getLogger("phigate.retention")
-
-
-def scheduled_run(components) -> None:
-    """One scheduled retention run (gateway.scheduler); a runner busy elsewhere means skip this turn."""
-    from gateway.audit.service import Actor
-    from retention.errors import RunnerBusy
-    from retention.runner import run
-
-    try:
-        report = run(components, Actor.system(), via="scheduler")
-        log.info("scheduled retention run: %d object(s) destroyed", report.as_dict()["objects_destroyed"])
-    except RunnerBusy:
-        log.info("scheduled retention run skipped: another runner is working")
-
 
 router = APIRouter(include_in_schema=False)
 
@@ -65,38 +41,26 @@ def retention_admin(request: Request, db: DbSession, principal: AdminPrincipal):
 def retention_policy(request: Request, db: DbSession, components: AppComponents, principal: AdminPrincipal,
                      practice_id: str = Form(max_length=64), vendor_id: str = Form(default="", max_length=64),
                      keep_days: int = Form(), max_access_days: str = Form(default="", max_length=5)):
-    try:
-        policies.set_policy(db, components.settings, practice_id, vendor_id or None, keep_days=keep_days,
-                            max_access_days=int(max_access_days) if max_access_days.strip().isdigit() else None,
-                            actor=principal.actor)
-    except GatewayError as exc:
-        db.rollback()
-        return _retention_page(request, db, principal, status_code=exc.status, error=exc.message)
-    db.commit()
-    return redirect("/admin/retention")
+    return submit(db, lambda: policies.set_policy(
+        db, components.settings, practice_id, vendor_id or None, keep_days=keep_days,
+        max_access_days=int(max_access_days) if max_access_days.strip().isdigit() else None, actor=principal.actor),
+        form=lambda **error: _retention_page(request, db, principal, **error),
+        done=lambda _: redirect("/admin/retention"))
 
 
 @router.post("/admin/retention/holds")
 def retention_hold(request: Request, db: DbSession, principal: AdminPrincipal, scope: str = Form(max_length=16),
                    target_id: str = Form(max_length=64), reference: str = Form(max_length=100)):
-    try:
-        holds.place_hold(db, scope, target_id.strip(), reference, principal.actor)
-    except GatewayError as exc:
-        db.rollback()
-        return _retention_page(request, db, principal, status_code=exc.status, error=exc.message)
-    db.commit()
-    return redirect("/admin/retention")
+    return submit(db, lambda: holds.place_hold(db, scope, target_id.strip(), reference, principal.actor),
+                  form=lambda **error: _retention_page(request, db, principal, **error),
+                  done=lambda _: redirect("/admin/retention"))
 
 
 @router.post("/admin/retention/holds/{hold_id}/release")
 def retention_release(request: Request, hold_id: str, db: DbSession, principal: AdminPrincipal):
-    try:
-        holds.release_hold(db, hold_id, principal.actor)
-    except GatewayError as exc:
-        db.rollback()
-        return _retention_page(request, db, principal, status_code=exc.status, error=exc.message)
-    db.commit()
-    return redirect("/admin/retention")
+    return submit(db, lambda: holds.release_hold(db, hold_id, principal.actor),
+                  form=lambda **error: _retention_page(request, db, principal, **error),
+                  done=lambda _: redirect("/admin/retention"))
 
 
 def _offboarding_page(request, db, principal, status_code=200, **extra):
@@ -118,17 +82,15 @@ def offboarding_run(request: Request, db: DbSession, components: AppComponents, 
                     reason: str = Form(max_length=500), confirm_name: str = Form(max_length=200),
                     code: str = OptionalCode, passkey_assertion: str = AssertionField,
                     include_returned: bool = Form(default=False)):
-    try:
+    def run():  # the gate commits its step-up; offboarding commits each of its own steps
         vendor = service.check_offboarding(db, components, principal, vendor_id, confirm_name,
                                            proof(code, passkey_assertion))
-        report = offboard(components, principal.actor, vendor.id, practice_ref=practice_id or None, reason=reason,
-                          include_returned=include_returned, via="web")
-    except GatewayError as exc:
-        db.rollback()
-        if exc.code == "login_failed":
-            exc.message = "The authenticator code or passkey was not accepted; nothing was changed."
-        return _offboarding_page(request, db, principal, status_code=exc.status, error=exc.message)
-    return _offboarding_page(request, db, principal, report=report)
+        return offboard(components, principal.actor, vendor.id, practice_ref=practice_id or None, reason=reason,
+                        include_returned=include_returned, via="web")
+
+    return submit(db, run, commit=False, form=lambda **error: _offboarding_page(request, db, principal, **error),
+                  done=lambda report: _offboarding_page(request, db, principal, report=report),
+                  messages={"login_failed": "The authenticator code or passkey was not accepted; nothing was changed."})
 
 
 @router.get("/certificates")

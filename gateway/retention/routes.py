@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from gateway.auth.schemas import StepUpIn
-from gateway.auth.service import Principal
-from gateway.deps import AdminPrincipal, AppComponents, DbSession, require
-from gateway.retention import service
-from gateway.users.models import Role
-from retention import holds, policies
+from gateway.deps import AdminPrincipal, AppComponents, DbSession
+from gateway.retention.auth import AuditorOrAdmin
+from retention import holds, policies, service
 from retention.offboarding import offboard
 from retention.pdf import render
 
 router = APIRouter(tags=["retention"])
-AuditorOrAdmin = Annotated[Principal, Depends(require(Role.auditor, Role.admin))]
 
 
 class PolicyIn(BaseModel):

@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import anyio.from_thread
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
 
 from gateway.errors import InvalidInput
 
@@ -26,8 +25,8 @@ PREFETCH = 4  # batches read ahead of the encryptor: a few MiB per upload at mos
 MAX_FIELD_BYTES = 4096
 
 
-def body_chunks(request: Request, prefetch: int = PREFETCH) -> Iterator[bytes]:
-    """The request body as ~1 MiB batches, for a worker thread.
+def body_chunks(stream: AsyncIterator[bytes], prefetch: int = PREFETCH) -> Iterator[bytes]:
+    """An async byte stream (a request body: gateway.web.request_body) as ~1 MiB batches, for a worker thread.
 
     A task on the event loop keeps reading the socket into a small bounded queue
     while the worker hashes, encrypts and stores the previous batches; without it
@@ -39,7 +38,7 @@ def body_chunks(request: Request, prefetch: int = PREFETCH) -> Iterator[bytes]:
         queue: asyncio.Queue = state["queue"]
         try:
             parts, size = [], 0
-            async for chunk in request.stream():
+            async for chunk in stream:
                 parts.append(chunk)
                 size += len(chunk)
                 if size >= BATCH:
@@ -48,7 +47,7 @@ def body_chunks(request: Request, prefetch: int = PREFETCH) -> Iterator[bytes]:
             if parts:
                 await queue.put(b"".join(parts))
             await queue.put(None)
-        except Exception as exc:  # noqa: BLE001 - ClientDisconnect and friends reach the worker as they are
+        except Exception as exc:  # ClientDisconnected and friends reach the worker as they are
             await queue.put(exc)
 
     async def start() -> None:

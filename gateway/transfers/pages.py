@@ -6,29 +6,26 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 
 from gateway import clock
 from gateway.auth.pages import AssertionField, OptionalCode, proof
 from gateway.auth.service import factor_choice
 from gateway.baas.service import partners
 from gateway.deps import AppComponents, DbSession, WriteSession
-from gateway.errors import GatewayError
-from gateway.orgs.models import Organisation
+from gateway.orgs.service import names as org_names
 from gateway.transfers import download, service, views
 from gateway.transfers.models import Direction
-from gateway.transfers.routes import Admin, Approver, Auditor, Downloader, Reader, Sender
-from gateway.users.models import Role, User
-from gateway.web import redirect, render
+from gateway.transfers.auth import Admin, Approver, Auditor, Downloader, Reader, Sender
+from gateway.users.models import Role
+from gateway.users.service import active_billers, users_by_id
+from gateway.web import redirect, render, submit
+from retention import policies
 
 router = APIRouter(prefix="/transfers", include_in_schema=False)
 
 
 def _org_names(db, transfers) -> dict[str, str]:
-    ids = {t.practice_id for t in transfers} | {t.vendor_id for t in transfers}
-    if not ids:
-        return {}
-    return {o.id: o.name for o in db.scalars(select(Organisation).where(Organisation.id.in_(ids)))}
+    return org_names(db, {t.practice_id for t in transfers} | {t.vendor_id for t in transfers})
 
 
 @router.get("")
@@ -49,10 +46,8 @@ def approvals(request: Request, db: DbSession, principal: Approver):
 def new_transfer(request: Request, db: DbSession, c: AppComponents, principal: Sender):
     partner_orgs = partners(db, principal.user.org)
     billers = {}
-    if principal.user.role != Role.biller and partner_orgs:
-        for u in db.scalars(select(User).where(User.org_id.in_([o.id for o in partner_orgs]),
-                                               User.role == Role.biller, User.active.is_(True))
-                            .order_by(User.full_name)):
+    if principal.user.role != Role.biller:
+        for u in active_billers(db, [o.id for o in partner_orgs]):
             billers.setdefault(u.org_id, []).append(u)
     return render(request, "transfer_new.html", principal=principal, partners=partner_orgs, billers=billers,
                   allowed=", ".join(c.settings.allowed_file_types), max_mb=c.settings.max_file_size // (1024 * 1024))
@@ -66,10 +61,9 @@ def transfer_page(request: Request, transfer_id: str, db: DbSession, c: AppCompo
     files = [(f, views.file_name(c.keys, f) if names else None) for f in transfer.files]
     vendor_billers = []
     if principal.user.role == Role.practice_approver:
-        vendor_billers = list(db.scalars(select(User).where(User.org_id == transfer.vendor_id, User.role == Role.biller,
-                                                            User.active.is_(True)).order_by(User.full_name)))
-    people = {u.id: u for u in db.scalars(select(User).where(User.id.in_(
-        {transfer.created_by, transfer.decided_by or "", transfer.revoked_by or ""} | transfer.recipient_ids)))}
+        vendor_billers = active_billers(db, [transfer.vendor_id])
+    people = users_by_id(db, {transfer.created_by, transfer.decided_by or "", transfer.revoked_by or ""}
+                         | transfer.recipient_ids)
     return render(request, "transfer.html", principal=principal, t=transfer, files=files,
                   note=views.note(c.keys, principal, transfer), orgs=_org_names(db, [transfer]), people=people,
                   billers=vendor_billers, now=clock.now(), error=error, Direction=Direction,
@@ -79,13 +73,10 @@ def transfer_page(request: Request, transfer_id: str, db: DbSession, c: AppCompo
 
 def _act(request, db, c, principal, transfer_id, action):
     transfer = service.find_transfer(db, principal, transfer_id)
-    try:
-        action(transfer)
-    except GatewayError as exc:
-        db.rollback()
-        return transfer_page(request, transfer_id, db, c, principal, error=exc.message)
-    db.commit()
-    return redirect(f"/transfers/{transfer_id}")
+    # The transfer's page again, with the error (status 200: the page itself is fine).
+    return submit(db, lambda: action(transfer),
+                  form=lambda status_code, error: transfer_page(request, transfer_id, db, c, principal, error=error),
+                  done=lambda _: redirect(f"/transfers/{transfer_id}"))
 
 
 @router.post("/{transfer_id}/approve")
@@ -95,8 +86,9 @@ def approve(request: Request, transfer_id: str, db: DbSession, c: AppComponents,
             code: str = OptionalCode, passkey_assertion: str = AssertionField):
     limit = int(download_limit) if download_limit.strip().isdigit() else None
     return _act(request, db, c, principal, transfer_id, lambda t: service.approve(
-        db, c.settings, c.keys, principal, t, days=days, download_limit=limit, recipient_ids=recipient_ids[:100],
-        proof=proof(code, passkey_assertion)))
+        db, c.settings, c.keys, principal, t, days=days,
+        max_days=policies.max_access_days(db, c.settings, t.practice_id, t.vendor_id), download_limit=limit,
+        recipient_ids=recipient_ids[:100], proof=proof(code, passkey_assertion)))
 
 
 @router.post("/{transfer_id}/reject")

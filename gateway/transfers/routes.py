@@ -6,29 +6,23 @@ from typing import Annotated
 from email.message import Message
 from urllib.parse import unquote
 
+import anyio
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import TypeAdapter
 from fastapi.responses import StreamingResponse
 
 from gateway.auth.service import Principal
-from gateway.deps import AppComponents, DbSession, WriteSession, require
+from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import InvalidInput
 from gateway.transfers import download, service, upload, views
+from gateway.transfers.auth import Admin, Approver, Auditor, Biller, Downloader, Reader, Sender
 from gateway.transfers.intake import IncomingFile, MultipartReader, body_chunks
 from gateway.transfers.models import TransferStatus
 from gateway.transfers.schemas import ApproveIn, EmergencyIn, ReasonIn, TransferCreated, TransferOut
-from gateway.users.models import Role
+from gateway.web import request_body
+from retention import policies
 
 router = APIRouter(prefix="/transfers", tags=["transfers"])
-
-Sender = Annotated[Principal, Depends(require(Role.practice_staff, Role.practice_approver, Role.biller))]
-Approver = Annotated[Principal, Depends(require(Role.practice_approver))]
-Reader = Annotated[Principal, Depends(require(Role.practice_staff, Role.practice_approver, Role.biller, Role.auditor,
-                                              Role.admin))]
-Downloader = Annotated[Principal, Depends(require(Role.practice_staff, Role.practice_approver, Role.biller))]
-Admin = Annotated[Principal, Depends(require(Role.admin))]
-Auditor = Annotated[Principal, Depends(require(Role.auditor))]
-
 
 def _from_multipart(c, principal: Principal, content_type: str, raw) -> str:
     """Fields first (who, why), then the files, each streamed into the encryptor as it arrives."""
@@ -86,7 +80,7 @@ async def create_transfer(request: Request, c: AppComponents, principal: Sender,
     limit = c.settings.max_file_size * c.settings.max_files_per_transfer
     if length and length.isdigit() and int(length) > limit:
         raise upload.FileTooLarge(f"A file may be at most {c.settings.max_file_size} bytes.")
-    raw = body_chunks(request)
+    raw = body_chunks(request_body(request))
     if content_type.startswith("multipart/form-data"):
         def work():
             return _from_multipart(c, principal, content_type, raw)
@@ -146,7 +140,7 @@ def list_transfers(request: Request, db: DbSession, c: AppComponents, principal:
 
 @router.get("/inbox", response_model=list[TransferOut])
 def inbox(request: Request, db: DbSession, c: AppComponents,
-          principal: Annotated[Principal, Depends(require(Role.biller))], limit: Limit = 50, cursor: Cursor = None):
+          principal: Biller, limit: Limit = 50, cursor: Cursor = None):
     return _page(request, c, principal, service.inbox(db, principal, limit=limit, cursor=cursor))
 
 
@@ -166,8 +160,9 @@ def approve(transfer_id: str, body: ApproveIn, db: DbSession, c: AppComponents, 
     """Release to the vendor for `days` (step-up: a fresh TOTP `code` or a `passkey_assertion`). The uploader can
     never approve."""
     transfer = service.find_transfer(db, principal, transfer_id)
-    service.approve(db, c.settings, c.keys, principal, transfer, days=body.days, download_limit=body.download_limit,
-                    recipient_ids=body.recipient_ids, proof=body.proof())
+    service.approve(db, c.settings, c.keys, principal, transfer, days=body.days,
+                    max_days=policies.max_access_days(db, c.settings, transfer.practice_id, transfer.vendor_id),
+                    download_limit=body.download_limit, recipient_ids=body.recipient_ids, proof=body.proof())
     db.commit()
     return views.transfer_out(c.keys, principal, transfer)
 

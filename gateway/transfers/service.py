@@ -144,14 +144,16 @@ def _check_decidable(db: Session, principal: Principal, transfer: Transfer, acti
 
 
 def approve(db: Session, settings: Settings, keys, principal: Principal, transfer: Transfer, *, days: int,
-            download_limit: int | None, recipient_ids: list[str], proof: Proof) -> None:
-    """Release an outbound transfer to its vendor for a time-bound window (step-up: TOTP or passkey)."""
+            download_limit: int | None, recipient_ids: list[str], proof: Proof, max_days: int | None = None) -> None:
+    """Release an outbound transfer to its vendor for a time-bound window (step-up: TOTP or passkey).
+
+    `max_days`: the longest window the practice's retention policy (or its override for this
+    vendor) allows, `retention.policies.max_access_days`, which the routes and pages look up
+    (retention sits above transfers); without it, the gateway's PHIGATE_MAX_ACCESS_DAYS.
+    """
     action = Action.TRANSFER_APPROVE_DENIED
     _check_decidable(db, principal, transfer, action)
-    from retention.policies import effective
-
-    # The practice's retention policy (or its override for this vendor) may shorten the longest window.
-    max_days = effective(db, settings, transfer.practice_id, transfer.vendor_id).max_access_days
+    max_days = max_days or settings.max_access_days
     if not 1 <= days <= max_days:
         raise InvalidInput(f"The access window is 1 to {max_days} days.", code="invalid_window")
     if download_limit is not None and download_limit < 1:

@@ -23,25 +23,19 @@ from gateway.audit.service import record_event
 from gateway.auth.service import Principal
 from gateway.baas.service import active_baa
 from gateway.components import Components
-from gateway.errors import Forbidden, GatewayError, InvalidInput, NotFound
+from gateway.errors import ClientDisconnected, Forbidden, InvalidInput, NotFound
 from gateway.ids import new_id
 from gateway.orgs.models import Organisation, OrgKind
 from gateway.sealed import service as sealed
 from gateway.sealed.errors import SealedError, translate
 from gateway.sealed.keys import live_relationship_key, practice_key
-from gateway.transfers import filenames, filetypes
+from gateway.filetypes import FileTooLarge, PlaintextMeter  # noqa: F401  (FileTooLarge: the routes raise it)
+from gateway.transfers import filenames
 from gateway.transfers.intake import IncomingFile
 from gateway.transfers.models import Direction, FileState, Transfer, TransferFile, TransferRecipient, TransferStatus
 from gateway.users.models import Role, User
 
-_UPLOADED = metrics.TRANSFER_BYTES.labels(metrics.UPLOAD)
-
 log = logging.getLogger("phigate.transfers")
-
-
-class FileTooLarge(GatewayError):
-    status = 413
-    code = "file_too_large"
 
 
 def name_context(file_id: str) -> dict[str, str]:
@@ -68,47 +62,6 @@ class _Stored:
     written: sealed.Sealed
     name_sealed: bytes
     file_type: str
-
-
-class PlaintextMeter:
-    """Wraps the incoming bytes: checks the type on the first bytes and enforces the size limit.
-
-    (The registry measures the size and SHA-256 it records.)
-    """
-
-    def __init__(self, chunks: Iterator[bytes], extension: str, allowed: tuple[str, ...], limit: int):
-        self.chunks, self.extension, self.allowed, self.limit = chunks, extension, allowed, limit
-        self.size = 0
-        self.file_type = ""
-
-    def __iter__(self) -> Iterator[bytes]:
-        head = bytearray()
-        pending: list[bytes] = []
-        for chunk in self.chunks:
-            if not self.file_type:
-                head += chunk[: filetypes.SNIFF_BYTES - len(head)]
-                pending.append(chunk)
-                if len(head) < filetypes.SNIFF_BYTES:
-                    continue
-                self.file_type = filetypes.check(self.extension, bytes(head), self.allowed)
-                for held in pending:
-                    yield from self._count(held)
-                pending = []
-                continue
-            yield from self._count(chunk)
-        if not self.file_type:
-            if not head:
-                raise InvalidInput("The file is empty.", code="empty_file")
-            self.file_type = filetypes.check(self.extension, bytes(head), self.allowed)
-            for held in pending:
-                yield from self._count(held)
-
-    def _count(self, chunk: bytes) -> Iterator[bytes]:
-        self.size += len(chunk)
-        if self.size > self.limit:
-            raise FileTooLarge(f"A file may be at most {self.limit} bytes.")
-        _UPLOADED.inc(len(chunk))
-        yield chunk
 
 
 def check_request(db, principal: Principal, req: Request) -> tuple[Direction, str, str, list[User]]:
@@ -285,6 +238,4 @@ def _discard(c: Components, principal: Principal, practice_id: str, vendor_id: s
 
 
 def _is_disconnect(exc: BaseException) -> bool:
-    from starlette.requests import ClientDisconnect
-
-    return isinstance(exc, ClientDisconnect)
+    return isinstance(exc, ClientDisconnected)

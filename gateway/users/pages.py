@@ -5,11 +5,11 @@ from fastapi import APIRouter, Form, Request
 from gateway.auth import passkey_policy
 from gateway.auth.service import reset_passkeys
 from gateway.deps import AdminPrincipal, DbSession
-from gateway.errors import GatewayError, InvalidInput
+from gateway.errors import InvalidInput
 from gateway.orgs.service import get_org, list_orgs
 from gateway.users import service
 from gateway.users.models import Role
-from gateway.web import redirect, render
+from gateway.web import redirect, render, submit
 
 router = APIRouter(prefix="/admin/users", include_in_schema=False)
 
@@ -32,28 +32,20 @@ def create_user(request: Request, db: DbSession, principal: AdminPrincipal,
                 org_id: str = Form(max_length=64), username: str = Form(max_length=64),
                 full_name: str = Form(max_length=200), email: str = Form(max_length=254),
                 role: str = Form(max_length=32)):
-    try:
+    def run():
         if role not in Role.__members__:
             raise InvalidInput("Choose a role.", code="invalid_role")
         if "@" not in email or not full_name.strip():
             raise InvalidInput("Give a full name and an e-mail address.", code="invalid_input")
-        user, initial = service.create_user(db, get_org(db, org_id), username, full_name, email, Role(role),
-                                            principal.actor)
-    except GatewayError as exc:
-        db.rollback()
-        return _page(request, db, principal, status_code=exc.status, error=exc.message)
-    db.commit()
-    return _page(request, db, principal, created=user, one_time_password=initial)
+        return service.create_user(db, get_org(db, org_id), username, full_name, email, Role(role), principal.actor)
+
+    return submit(db, run, form=lambda **error: _page(request, db, principal, **error),
+                  done=lambda made: _page(request, db, principal, created=made[0], one_time_password=made[1]))
 
 
 def _act(request, db, principal, user_id: str, action):
-    try:
-        action(service.get_user(db, user_id))
-    except GatewayError as exc:
-        db.rollback()
-        return _page(request, db, principal, status_code=exc.status, error=exc.message)
-    db.commit()
-    return redirect("/admin/users")
+    return submit(db, lambda: action(service.get_user(db, user_id)),
+                  form=lambda **error: _page(request, db, principal, **error), done=lambda _: redirect("/admin/users"))
 
 
 @router.post("/{user_id}/disable")
@@ -78,14 +70,13 @@ def role(request: Request, user_id: str, db: DbSession, principal: AdminPrincipa
 
 @router.post("/{user_id}/reset-password")
 def reset_password(request: Request, user_id: str, db: DbSession, principal: AdminPrincipal):
-    try:
+    def run():
         user = service.get_user(db, user_id)
-        initial = service.reset_password(db, user, principal.actor)
-    except GatewayError as exc:
-        db.rollback()
-        return _page(request, db, principal, status_code=exc.status, error=exc.message)
-    db.commit()
-    return _page(request, db, principal, created=user, one_time_password=initial, reset=True)
+        return user, service.reset_password(db, user, principal.actor)
+
+    return submit(db, run, form=lambda **error: _page(request, db, principal, **error),
+                  done=lambda reset: _page(request, db, principal, created=reset[0], one_time_password=reset[1],
+                                           reset=True))
 
 
 @router.post("/{user_id}/passkeys/reset")
@@ -98,21 +89,11 @@ def reset_user_passkeys(request: Request, user_id: str, db: DbSession, principal
 def add_passkey_policy(request: Request, db: DbSession, principal: AdminPrincipal,
                        scope: str = Form(max_length=8), role: str = Form(default="", max_length=32),
                        org_id: str = Form(default="", max_length=64)):
-    try:
-        passkey_policy.require(db, scope, role if scope == "role" else org_id, principal.actor)
-    except GatewayError as exc:
-        db.rollback()
-        return _page(request, db, principal, status_code=exc.status, error=exc.message)
-    db.commit()
-    return redirect("/admin/users")
+    return submit(db, lambda: passkey_policy.require(db, scope, role if scope == "role" else org_id, principal.actor),
+                  form=lambda **error: _page(request, db, principal, **error), done=lambda _: redirect("/admin/users"))
 
 
 @router.post("/passkey-policies/{policy_id}/remove")
 def drop_passkey_policy(request: Request, policy_id: str, db: DbSession, principal: AdminPrincipal):
-    try:
-        passkey_policy.drop(db, policy_id, principal.actor)
-    except GatewayError as exc:
-        db.rollback()
-        return _page(request, db, principal, status_code=exc.status, error=exc.message)
-    db.commit()
-    return redirect("/admin/users")
+    return submit(db, lambda: passkey_policy.drop(db, policy_id, principal.actor),
+                  form=lambda **error: _page(request, db, principal, **error), done=lambda _: redirect("/admin/users"))

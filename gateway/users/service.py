@@ -128,3 +128,15 @@ def reset_password(db: Session, user: User, actor: Actor) -> str:
     revoke_user_sessions(db, user.id, actor, "password_reset")
     revoke_user_tokens(db, user.id, actor, "password_reset")
     return initial
+
+
+def active_billers(db: Session, org_ids: list[str]) -> list[User]:
+    """The active billers of these (vendor) organisations, by name: whom a sender or approver may name."""
+    if not org_ids:
+        return []
+    return list(db.scalars(select(User).where(User.org_id.in_(org_ids), User.role == Role.biller,
+                                              User.active.is_(True)).order_by(User.full_name)))
+
+
+def users_by_id(db: Session, ids: set[str]) -> dict[str, User]:
+    return {u.id: u for u in db.scalars(select(User).where(User.id.in_(ids)))}

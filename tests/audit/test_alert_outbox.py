@@ -28,7 +28,7 @@ def _outbox(components) -> list[OutboxEntry]:
 
 
 def _retry_job(components):
-    from gateway.scheduler import serve_jobs
+    from gateway.jobs import serve_jobs
 
     return next(job for job in serve_jobs(components) if job.name == "outbox")
 

@@ -181,3 +181,23 @@ def test_practice_auditor_sees_only_alerts_about_their_practice(components, fact
     alerts.run(components)
     login(client, factory.user("auditor", practice))
     assert client.get("/api/v1/audit/alerts").json()["items"] == []
+
+
+def test_an_alert_about_another_practice_cannot_be_acknowledged_by_api_or_page(components, factory, client, login):
+    """One rule (alerts.acknowledge) behind both doors: outside the auditor's scope it is a missing alert."""
+    from gateway.auditor import alerts
+
+    practice, other = factory.org("practice"), factory.org("practice")
+    _download(components, factory.user("biller"), other.id, n=20)
+    alerts.run(components)
+    with components.db.sessions() as db:
+        alert_id = db.scalar(select(AuditAlert.id))
+    login(client, factory.user("auditor", practice))
+    csrf = client.get("/api/v1/auth/me").json()["csrf_token"]
+    r = client.post(f"/api/v1/audit/alerts/{alert_id}/acknowledge", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "alert_not_found"
+    page = client.post(f"/audit/alerts/{alert_id}/acknowledge", data={"csrf_token": csrf}, follow_redirects=False)
+    assert page.status_code == 404 and "No such alert." in page.text
+    with components.db.sessions() as db:
+        assert db.get(AuditAlert, alert_id).acknowledged_at is None
+        assert not db.scalars(select(AuditEvent).where(AuditEvent.action == "audit.alert.acknowledged")).all()

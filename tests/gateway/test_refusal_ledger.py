@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from gateway.audit.models import AuditEvent
 from gateway.auth import throttle
-from gateway.scheduler import close_address_windows
+from gateway.jobs import close_address_windows
 from tests.gateway.authkit import address_row, assert_error, events
 
 ME = "/api/v1/auth/me"

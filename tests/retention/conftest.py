@@ -47,7 +47,9 @@ def phigate(settings):
     """Run the real CLI in a subprocess: phigate(*args, env={...}) -> CompletedProcess."""
 
     def run(*args: str, env: dict | None = None, **kw):
-        return subprocess.run([sys.executable, "-c", "from gateway.cli import main; main()", *args],
+        # The crash points (PHIGATE_TEST_KILL_AFTER) exist only in tests: installed in the child before the CLI runs.
+        code = "import tests.support.crash as crash; crash.install(); from gateway.cli import main; main()"
+        return subprocess.run([sys.executable, "-c", code, *args],
                               env=env_for(settings, **(env or {})), capture_output=True, text=True, cwd=ROOT, **kw)
 
     return run

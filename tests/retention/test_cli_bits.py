@@ -16,7 +16,7 @@ class _Tty(io.StringIO):
 
 
 def test_progress_bar_draws_on_a_terminal_and_summarises_elsewhere():
-    from gateway.retention.progress import Bar
+    from gateway.cli_support import Bar
 
     tty = _Tty()
     bar = Bar("destroying", stream=tty, width=10)
@@ -36,7 +36,7 @@ def test_progress_bar_draws_on_a_terminal_and_summarises_elsewhere():
 
 
 def test_scheduled_run_inside_serve(components, party, seeded, db):
-    from gateway.scheduler import serve_scheduler
+    from gateway.jobs import serve_scheduler
 
     seeded(2, ended_days_ago=60)
     c = components

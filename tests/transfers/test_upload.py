@@ -189,10 +189,9 @@ def test_storage_down_during_upload(party, session_for, db, settings, components
 
 def test_client_disconnect_mid_upload_leaves_nothing(party, components, db, settings, factory):
     """The request stream dies half way: the stored prefix is destroyed and the failure recorded."""
-    from starlette.requests import ClientDisconnect
-
     from gateway.audit.service import Actor
     from gateway.auth.service import Principal
+    from gateway.errors import ClientDisconnected  # what gateway.web.request_body raises when the client hangs up
     from gateway.transfers import upload
     from gateway.transfers.intake import IncomingFile
     from gateway.users.models import User
@@ -200,13 +199,13 @@ def test_client_disconnect_mid_upload_leaves_nothing(party, components, db, sett
     def body():
         yield PDF
         yield b"more" * 1000
-        raise ClientDisconnect()
+        raise ClientDisconnected()
 
     user = db.get(User, party.staff.id)
     db.commit()
     principal = Principal(user, None, None, Actor(user.id, user.org_id, "127.0.0.1", "test"))
     req = upload.Request(partner_id=party.vendor.id, purpose="APPEAL-1", note="", biller_ids=[])
-    with pytest.raises(ClientDisconnect):
+    with pytest.raises(ClientDisconnected):
         upload.receive(components, principal, req, iter([IncomingFile("a.pdf", body())]))
     assert_nothing_kept(db, settings)
     assert events(db, "transfer.upload.failed")[-1].details["reason"] == "client_disconnected"

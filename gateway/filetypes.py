@@ -2,10 +2,16 @@
 
 Both must agree: a renamed executable (`scan.exe` -> `scan.pdf`) fails the
 content check, and a real PDF named `.png` fails the extension check.  The
-decision is taken on the first bytes, before anything is stored.
+decision is taken on the first bytes, before anything is stored.  `PlaintextMeter`
+applies it, and the size limit, to any file as it streams in (transfers, BAA copies).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gateway import metrics
+from gateway.errors import GatewayError, InvalidInput
 
 SNIFF_BYTES = 8192
 
@@ -59,3 +65,52 @@ def check(extension: str, head: bytes, allowed: tuple[str, ...]) -> str:
     if found == family or (family == "text" and found == "x12") or (family == "x12" and found == "x12"):
         return extension
     raise InvalidInput("The file's content does not match its extension.", code="file_content_mismatch")
+
+
+class FileTooLarge(GatewayError):
+    status = 413
+    code = "file_too_large"
+
+
+_UPLOADED = metrics.TRANSFER_BYTES.labels(metrics.UPLOAD)
+
+
+class PlaintextMeter:
+    """Wraps the incoming bytes: checks the type on the first bytes and enforces the size limit.
+
+    (The registry measures the size and SHA-256 it records.)
+    """
+
+    def __init__(self, chunks: Iterator[bytes], extension: str, allowed: tuple[str, ...], limit: int):
+        self.chunks, self.extension, self.allowed, self.limit = chunks, extension, allowed, limit
+        self.size = 0
+        self.file_type = ""
+
+    def __iter__(self) -> Iterator[bytes]:
+        head = bytearray()
+        pending: list[bytes] = []
+        for chunk in self.chunks:
+            if not self.file_type:
+                head += chunk[: SNIFF_BYTES - len(head)]
+                pending.append(chunk)
+                if len(head) < SNIFF_BYTES:
+                    continue
+                self.file_type = check(self.extension, bytes(head), self.allowed)
+                for held in pending:
+                    yield from self._count(held)
+                pending = []
+                continue
+            yield from self._count(chunk)
+        if not self.file_type:
+            if not head:
+                raise InvalidInput("The file is empty.", code="empty_file")
+            self.file_type = check(self.extension, bytes(head), self.allowed)
+            for held in pending:
+                yield from self._count(held)
+
+    def _count(self, chunk: bytes) -> Iterator[bytes]:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise FileTooLarge(f"A file may be at most {self.limit} bytes.")
+        _UPLOADED.inc(len(chunk))
+        yield chunk
