@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import ClientDisconnect
 
 from gateway.audit.actions import Action
+from gateway.auditor import alerts
 from gateway import __version__
 from gateway.components import Components
 from gateway.config import Settings, check_production
@@ -205,6 +206,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     settings = settings or Settings()
     check_production(settings)
     components = components or Components(settings)
+    alerts.install(components)
     @asynccontextmanager
     async def lifespan(app):
         # Database, key-service, storage and hashing work runs in these threads, never on the loop;

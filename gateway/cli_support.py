@@ -82,7 +82,11 @@ def components(settings: Settings | None = None):
 
     settings = settings or load_settings()
     require_installation(settings)
-    return Components(settings)
+    from gateway.auditor import alerts
+
+    components = Components(settings)
+    alerts.install(components)
+    return components
 
 
 def actor() -> Actor:

@@ -185,12 +185,14 @@ def settings(lane, keyring_url, tmp_path):
 
 @pytest.fixture
 def components(settings):
+    from gateway.auditor import alerts
     from gateway.components import Components
     from gateway.keys import GATEWAY_SECRETS_KEY
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         c = Components(settings)
+        alerts.install(c)
         c.keys.ensure_key(GATEWAY_SECRETS_KEY)
     yield c
     _truncate(c)

@@ -16,7 +16,7 @@ extended at checkpoint time (checkpoint.py).
 
 A high-severity event also runs the hooks registered with `on_high_severity()` in
 the same transaction: the auditor feature registers its alert there when the
-process is composed (gateway/components.py), so every such event, whoever records
+process is composed (the app and the CLI call `gateway.auditor.alerts.install`), so every such event, whoever records
 it, is flagged and sent the moment it commits (gateway/auditor/alerts.py,
 gateway/outbox.py), and this core module knows nothing of alert rules.
 """

@@ -246,3 +246,13 @@ def acknowledge(db: Session, scope, alert_id: int, principal) -> AuditAlert:
         record_event(db, Action.AUDIT_ALERT_ACKNOWLEDGED, actor=principal.actor, target_type="alert",
                      target_id=str(alert.id), target_org_id=scope.org_id, details={"rule": alert.rule})
     return alert
+
+
+def install(components) -> None:
+    """Wire alerts into a process (the app, the CLI): the outbox channel that sends them, and a flag
+    raised at once for every high-severity event. Called by the adapters that compose a process,
+    so the core never imports the auditor feature."""
+    from gateway.audit.service import on_high_severity
+
+    components.outbox.channels[TOPIC] = channel(components)
+    on_high_severity(raise_for_event)
