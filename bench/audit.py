@@ -40,18 +40,33 @@ from datetime import UTC, datetime, timedelta
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from gateway.audit.actions import Action  # noqa: E402 - after the path insertion above
+
 PG_ADMIN = os.environ.get("PHIGATE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-ACTIONS = (Action.AUTH_LOGIN_SUCCEEDED, Action.TRANSFER_DOWNLOAD_COMPLETED, Action.TRANSFER_CREATED,
-           Action.AUTH_LOGIN_FAILED, Action.TRANSFER_APPROVED, Action.ADMIN_USER_CREATED)
+ACTIONS = (
+    Action.AUTH_LOGIN_SUCCEEDED,
+    Action.TRANSFER_DOWNLOAD_COMPLETED,
+    Action.TRANSFER_CREATED,
+    Action.AUTH_LOGIN_FAILED,
+    Action.TRANSFER_APPROVED,
+    Action.ADMIN_USER_CREATED,
+)
 
 
 def synthetic(i: int, start: datetime) -> dict:
     """A plausible synthetic event (no PHI: ids only)."""
-    return {"action": ACTIONS[i % len(ACTIONS)], "occurred_at": start + timedelta(milliseconds=i),
-            "outcome": "failure" if i % 17 == 0 else "success", "actor_user_id": f"{i % 5000:032x}",
-            "actor_org_id": f"{i % 50:032x}", "ip": f"10.{i % 256}.{(i // 256) % 256}.7",
-            "user_agent": "Mozilla/5.0 (bench)", "target_type": "transfer", "target_id": f"{i // 4:032x}",
-            "target_org_id": f"{(i + 7) % 50:032x}", "details": {"file_id": f"{i:032x}", "bytes": i * 13}}
+    return {
+        "action": ACTIONS[i % len(ACTIONS)],
+        "occurred_at": start + timedelta(milliseconds=i),
+        "outcome": "failure" if i % 17 == 0 else "success",
+        "actor_user_id": f"{i % 5000:032x}",
+        "actor_org_id": f"{i % 50:032x}",
+        "ip": f"10.{i % 256}.{(i // 256) % 256}.7",
+        "user_agent": "Mozilla/5.0 (bench)",
+        "target_type": "transfer",
+        "target_id": f"{i // 4:032x}",
+        "target_org_id": f"{(i + 7) % 50:032x}",
+        "details": {"file_id": f"{i:032x}", "bytes": i * 13},
+    }
 
 
 def run_one(kind: str, events: int) -> dict:
@@ -81,13 +96,19 @@ def run_one(kind: str, events: int) -> dict:
         def drop():
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             init_keyring(f"{tmp}/keys")
             upgrade(url)
-            settings = Settings(_env_file=None, data_dir=f"{tmp}/data", database_url=url,
-                                key_provider_url=f"local://{tmp}/keys", instance_id="bench")
+            settings = Settings(
+                _env_file=None,
+                data_dir=f"{tmp}/data",
+                database_url=url,
+                key_provider_url=f"local://{tmp}/keys",
+                instance_id="bench",
+            )
             components = Components(settings)
             signer = get_signer(components)
         out: dict = {"events": events}
@@ -108,8 +129,14 @@ def run_one(kind: str, events: int) -> dict:
         for lo in range(0, sample, 200):
             with components.db.transaction() as db:
                 for i in range(200):
-                    record_event(db, Action.TRANSFER_DOWNLOAD_COMPLETED, actor=actor, target_type="transfer",
-                                 target_id=f"{lo + i:032x}", details={"bytes": i})
+                    record_event(
+                        db,
+                        Action.TRANSFER_DOWNLOAD_COMPLETED,
+                        actor=actor,
+                        target_type="transfer",
+                        target_id=f"{lo + i:032x}",
+                        details={"bytes": i},
+                    )
         out["append_record_event_per_s"] = round(sample / (time.perf_counter() - t))
         total = events + sample
 
@@ -173,9 +200,13 @@ def main() -> None:
         print(json.dumps(run_one(args.child, events)))
         return
     results = {}
-    for kind in ([args.only] if args.only else ["sqlite", "postgresql"]):
-        proc = subprocess.run([sys.executable, __file__, "--child", kind, "--events", str(events)],
-                              capture_output=True, text=True, cwd=REPO)
+    for kind in [args.only] if args.only else ["sqlite", "postgresql"]:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", kind, "--events", str(events)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         if proc.returncode != 0:
             results[kind] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
             print(proc.stderr, file=sys.stderr)

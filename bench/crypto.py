@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
+import psutil
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from crypto import SEGMENT_SIZE, ciphertext_size, decrypt_stream, encrypt_stream  # noqa: E402
+from crypto import SEGMENT_SIZE, ciphertext_size, decrypt_stream, encrypt_stream
 
 MB = 1_000_000
 PROC = psutil.Process()
@@ -160,9 +160,7 @@ def bench_aws_sdk(total: int, block: bytes) -> float:
 
     provider = StaticKeys()
     provider.add_master_key(b"bench")
-    client = aws_encryption_sdk.EncryptionSDKClient(
-        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
-    )
+    client = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
     source = io.BufferedReader(_GenReader(total, block), buffer_size=1 << 20)
     t0 = time.perf_counter()
     out = 0
@@ -184,7 +182,9 @@ def bench_openssl(seconds: int) -> float | None:
     try:
         res = subprocess.run(
             ["openssl", "speed", "-evp", "aes-256-gcm", "-bytes", "16384", "-seconds", str(seconds)],
-            capture_output=True, text=True, timeout=seconds * 4 + 30,
+            capture_output=True,
+            text=True,
+            timeout=seconds * 4 + 30,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -256,11 +256,15 @@ def main() -> None:
         sweep = {}
         for kib in (64, 256, 1024, 4096):
             p = [rss_mb()]
-            e, d = bench_ours(min(total, 512 << 20), kib * 1024, max(chunk, kib * 1024), os.urandom(max(kib * 1024, chunk)), p)
+            e, d = bench_ours(
+                min(total, 512 << 20), kib * 1024, max(chunk, kib * 1024), os.urandom(max(kib * 1024, chunk)), p
+            )
             re_, rd = bench_raw(min(total, 512 << 20), kib * 1024, os.urandom(kib * 1024))
             sweep[f"{kib}KiB"] = {
-                "encrypt_mb_s": round(e, 1), "decrypt_mb_s": round(d, 1),
-                "ratio_to_raw": round(e / re_, 3), "decrypt_ratio_to_raw": round(d / rd, 3),
+                "encrypt_mb_s": round(e, 1),
+                "decrypt_mb_s": round(d, 1),
+                "ratio_to_raw": round(e / re_, 3),
+                "decrypt_ratio_to_raw": round(d / rd, 3),
                 "rss_mb": round(p[0], 1),
             }
         result["segment_sweep"] = sweep

@@ -42,22 +42,22 @@ import pyotp
 
 # Tests load this file by path, so bench/ may not be on sys.path yet.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from transfer import MiB, REPO, FreshCodes, free_port, rss_kib, wait_up  # noqa: E402
+from transfer import REPO, FreshCodes, MiB, free_port, rss_kib, wait_up
 
 sys.path.insert(0, str(REPO))
-from tests.support.pgdb import create_database  # noqa: E402
+from tests.support.pgdb import create_database
 
 MIX = (("practice_staff", 8), ("practice_approver", 3), ("biller", 6), ("auditor", 3))  # per 20 clients
-SEEDERS = 3      # extra approvers that only release the pre-load transfers (two TOTP steps each)
+SEEDERS = 3  # extra approvers that only release the pre-load transfers (two TOTP steps each)
 IDLE_LISTS = 200
-PAGE = 50        # the default page size of the transfer lists
-TIMEOUT = 60.0   # per request
-GRACE = 10.0     # in-flight requests get this long after the deadline; a healthy one needs a few seconds
-STOP_WAIT = 10   # a server whose loop is blocked handles SIGTERM late: wait, so that its last log lines land
+PAGE = 50  # the default page size of the transfer lists
+TIMEOUT = 60.0  # per request
+GRACE = 10.0  # in-flight requests get this long after the deadline; a healthy one needs a few seconds
+STOP_WAIT = 10  # a server whose loop is blocked handles SIGTERM late: wait, so that its last log lines land
 SLOW = re.compile(r"Executing (.*) took ([\d.]+) seconds")
 SHORT = re.compile(r"\S*/(site-packages|python3\.\d+)/")  # library paths, shortened to the package's
 
-SEED = textwrap.dedent('''
+SEED = textwrap.dedent("""
     import json, secrets, sys
     from datetime import timedelta
     from argon2 import PasswordHasher
@@ -94,11 +94,11 @@ SEED = textwrap.dedent('''
             _, raw = auth.create_api_token(db, settings, user, "load", 1, a)
             out["users"].append({"id": user.id, "role": role, "token": raw, "secret": secret})
     print(json.dumps(out))
-''')
+""")
 
 # The stdlib loop in debug mode (uvloop does not report slow callbacks), and the root logger on
 # stderr, where asyncio writes "Executing <Task ...> took 0.2 seconds".
-DEBUG_LAUNCHER = textwrap.dedent('''
+DEBUG_LAUNCHER = textwrap.dedent("""
     import asyncio, linecache, logging, uvicorn
     # Debug mode records a source traceback at every Future, and linecache stats each of its files:
     # that instrumentation's own file I/O on the loop is not the gateway's, so it is switched off.
@@ -123,7 +123,7 @@ DEBUG_LAUNCHER = textwrap.dedent('''
         loop.slow_callback_duration = 0.1
         await serving
     asyncio.run(main(), debug=True)
-''')
+""")
 
 
 def log(message: str) -> None:
@@ -141,8 +141,10 @@ def role_mix(clients: int) -> list[str]:
 
 def summary(ms: list[float]) -> dict:
     s = sorted(ms)  # nearest-rank percentiles
-    return {"count": len(s), **{f"p{q}_ms": round(s[max(0, math.ceil(q * len(s) / 100) - 1)], 1) if s else None
-                                for q in (50, 95, 99)}}
+    return {
+        "count": len(s),
+        **{f"p{q}_ms": round(s[max(0, math.ceil(q * len(s) / 100) - 1)], 1) if s else None for q in (50, 95, 99)},
+    }
 
 
 class Bodies:
@@ -160,7 +162,7 @@ class Bodies:
 
         async def chunks():
             for off in range(0, mib * MiB, MiB):
-                chunk = head + self.data[len(head):MiB] if off == 0 else self.data[off:off + MiB]
+                chunk = head + self.data[len(head) : MiB] if off == 0 else self.data[off : off + MiB]
                 h.update(chunk)
                 yield chunk
 
@@ -188,13 +190,24 @@ class Load:
         if len(self.samples) < 10 and not any(s["op"] == op and s["kind"] == kind for s in self.samples):
             self.samples.append({"op": op, "kind": kind, "message": message[:300]})
 
-    async def fetch(self, op: str, method: str, path: str, token: str, *, timed: str | None = None, sink=None,
-                    headers: dict | None = None, **kwargs) -> httpx.Response | None:
+    async def fetch(
+        self,
+        op: str,
+        method: str,
+        path: str,
+        token: str,
+        *,
+        timed: str | None = None,
+        sink=None,
+        headers: dict | None = None,
+        **kwargs,
+    ) -> httpx.Response | None:
         """One request; None (with the error recorded) unless it succeeded. `sink` takes a streamed body."""
         start = time.perf_counter()
         try:
-            async with self.http.stream(method, path, headers={"Authorization": "Bearer " + token, **(headers or {})},
-                                        **kwargs) as r:
+            async with self.http.stream(
+                method, path, headers={"Authorization": "Bearer " + token, **(headers or {})}, **kwargs
+            ) as r:
                 if r.status_code >= 400:  # no 4xx is expected in this workload
                     await r.aread()
                     err = r.json().get("error", {}) if "json" in r.headers.get("content-type", "") else {}
@@ -209,8 +222,12 @@ class Load:
             self.error(op, type(exc).__name__, str(exc) or repr(exc))
             return None
         except asyncio.CancelledError:
-            self.error(op, "unfinished", f"no answer {time.perf_counter() - start:.1f} s after the request started "
-                                         f"(cut off {GRACE:.0f} s after the deadline)")
+            self.error(
+                op,
+                "unfinished",
+                f"no answer {time.perf_counter() - start:.1f} s after the request started "
+                f"(cut off {GRACE:.0f} s after the deadline)",
+            )
             raise
         self.counts[op] += 1
         self.times[timed or op].append((time.perf_counter() - start) * 1000)
@@ -221,10 +238,20 @@ class Load:
 
     async def upload(self, token: str, mib: int, timed: str = "upload") -> str | None:
         chunks, h, size, name = self.bodies.make(mib)
-        r = await self.fetch("upload", "POST", "/api/v1/transfers", token, timed=timed, content=chunks,
-                             params={"partner_id": self.vendor_id},
-                             headers={"Content-Type": "application/octet-stream", "X-Purpose": name,
-                                      "Content-Disposition": f"attachment; filename={name}.pdf"})
+        r = await self.fetch(
+            "upload",
+            "POST",
+            "/api/v1/transfers",
+            token,
+            timed=timed,
+            content=chunks,
+            params={"partner_id": self.vendor_id},
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-Purpose": name,
+                "Content-Disposition": f"attachment; filename={name}.pdf",
+            },
+        )
         if r is None:
             return None
         self.expected[r.json()["id"]] = h.hexdigest()
@@ -232,8 +259,9 @@ class Load:
         return r.json()["id"]
 
     async def approve(self, token: str, transfer_id: str, code: str) -> None:
-        await self.fetch("approve", "POST", f"/api/v1/transfers/{transfer_id}/approve", token,
-                         json={"days": 1, "code": code})
+        await self.fetch(
+            "approve", "POST", f"/api/v1/transfers/{transfer_id}/approve", token, json={"days": 1, "code": code}
+        )
 
     async def download(self, token: str, transfer: dict) -> None:
         f, h, received = transfer["files"][0], hashlib.sha256(), 0
@@ -243,20 +271,25 @@ class Load:
             received += len(chunk)
             h.update(chunk)
 
-        r = await self.fetch("download", "GET", f"/api/v1/transfers/{transfer['id']}/files/{f['id']}/content",
-                             token, sink=sink)
+        r = await self.fetch(
+            "download", "GET", f"/api/v1/transfers/{transfer['id']}/files/{f['id']}/content", token, sink=sink
+        )
         if r is None:
             return
         self.bytes += received
         got = h.hexdigest()
-        claims = {"listing": f["sha256"], "header": r.headers.get("x-content-sha256", got),
-                  "uploader": self.expected.get(transfer["id"], got)}
+        claims = {
+            "listing": f["sha256"],
+            "header": r.headers.get("x-content-sha256", got),
+            "uploader": self.expected.get(transfer["id"], got),
+        }
         if wrong := sorted(k for k, v in claims.items() if v != got):
             self.mismatches += 1
             self.sample("download", "checksum_mismatch", f"transfer {transfer['id']}: differs from {wrong}")
 
 
 # The clients, one coroutine per user: (load, user, index among its role, how many share the role).
+
 
 async def staff(load: Load, user: dict, i: int, peers: int) -> None:
     cycle = ("upload", "list", "upload", "upload_1mib")
@@ -297,8 +330,14 @@ async def biller(load: Load, user: dict, i: int, peers: int) -> None:
 
 async def auditor(load: Load, user: dict, i: int, peers: int) -> None:
     today = datetime.now(UTC).date().isoformat()
-    searches = ({"action": "transfer.*"}, {"action": "transfer.download.completed"}, {"outcome": "denied"},
-                {"org": load.vendor_id}, {"since": today, "until": today, "target_type": "transfer"}, {"limit": 200})
+    searches = (
+        {"action": "transfer.*"},
+        {"action": "transfer.download.completed"},
+        {"outcome": "denied"},
+        {"org": load.vendor_id},
+        {"since": today, "until": today, "target_type": "transfer"},
+        {"limit": 200},
+    )
     while load.live():
         i += 1
         if i % 3 == 0:
@@ -337,8 +376,11 @@ async def drive(base: str, creds: dict, seconds: float, pid: int, bodies: Bodies
         load = Load(http, bodies, creds["vendor_id"], time.monotonic() + seconds)
         load.expected.update(setup.expected)
         started = time.monotonic()
-        tasks = [asyncio.create_task(CLIENTS[role](load, user, i, len(peers)))
-                 for role, peers in by_role.items() for i, user in enumerate(peers)]
+        tasks = [
+            asyncio.create_task(CLIENTS[role](load, user, i, len(peers)))
+            for role, peers in by_role.items()
+            for i, user in enumerate(peers)
+        ]
         _, pending = await asyncio.wait(tasks, timeout=seconds + GRACE)
         for task in pending:
             task.cancel()
@@ -351,32 +393,45 @@ async def drive(base: str, creds: dict, seconds: float, pid: int, bodies: Bodies
 
     idle_p99, lists = summary(setup.times["list"])["p99_ms"], summary(load.times["list"])
     return {
-        "operations": sum(load.counts.values()), "errors": sum(load.errors.values()),
-        "checksum_mismatches": load.mismatches, "database_locked": load.locked,
-        "uploads": load.counts["upload"], "approvals": load.counts["approve"], "downloads": load.counts["download"],
-        "searches": load.counts["search"], "counts": dict(load.counts),
-        "list": lists, "upload_1mib": summary(load.times["upload_1mib"]), "download": summary(load.times["download"]),
-        "mb_s": round(load.bytes / 1e6 / elapsed, 1), "seconds_measured": round(elapsed, 1),
-        "rss_start_mb": round(rss_start / 1024, 1), "rss_end_mb": round(rss_end / 1024, 1),
-        "rss_peak_mb": round(rss_peak / 1024, 1), "rss_growth_mb": round((rss_end - rss_start) / 1024, 1),
+        "operations": sum(load.counts.values()),
+        "errors": sum(load.errors.values()),
+        "checksum_mismatches": load.mismatches,
+        "database_locked": load.locked,
+        "uploads": load.counts["upload"],
+        "approvals": load.counts["approve"],
+        "downloads": load.counts["download"],
+        "searches": load.counts["search"],
+        "counts": dict(load.counts),
+        "list": lists,
+        "upload_1mib": summary(load.times["upload_1mib"]),
+        "download": summary(load.times["download"]),
+        "mb_s": round(load.bytes / 1e6 / elapsed, 1),
+        "seconds_measured": round(elapsed, 1),
+        "rss_start_mb": round(rss_start / 1024, 1),
+        "rss_end_mb": round(rss_end / 1024, 1),
+        "rss_peak_mb": round(rss_peak / 1024, 1),
+        "rss_growth_mb": round((rss_end - rss_start) / 1024, 1),
         "idle_list_p99_ms": idle_p99,
         "list_p99_over_idle": round(lists["p99_ms"] / idle_p99, 2) if lists["p99_ms"] and idle_p99 else None,
         "load_generator_cpu_s": round(time.process_time() - cpu_start, 1),
-        "error_kinds": dict(load.errors), "error_samples": load.samples,
+        "error_kinds": dict(load.errors),
+        "error_samples": load.samples,
     }
 
 
 def seed(env: dict, roles: list[str]) -> dict:
     """Organisations, a BAA, and per role a user with TOTP and an API token, written through the services."""
-    done = subprocess.run([sys.executable, "-c", SEED, json.dumps(roles)], env=env, capture_output=True, text=True,
-                          cwd=REPO, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", SEED, json.dumps(roles)], env=env, capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     if done.returncode:
         raise RuntimeError(f"seeding failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run_one(database: str, clients: int, seconds: float, asyncio_debug: bool, bodies: Bodies,
-            server_env: dict[str, str]) -> dict:
+def run_one(
+    database: str, clients: int, seconds: float, asyncio_debug: bool, bodies: Bodies, server_env: dict[str, str]
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="phigate-load-") as tmp:
         work, port = Path(tmp), free_port()
         # This run's settings only: nothing inherited may point the server elsewhere.
@@ -413,15 +468,26 @@ def run_one(database: str, clients: int, seconds: float, asyncio_debug: bool, bo
     result["server_log_errors"] = sum(" ERROR " in line or line.startswith("ERROR:") for line in lines)
     result["slow_callbacks"] = len(slow) if asyncio_debug else None
     result["slow_callback_max_s"] = max((float(m[2]) for m in slow), default=0.0) if asyncio_debug else None
-    result["slow_callback_samples"] = [f"{SHORT.sub('', m[1]).replace(f'{REPO}/', '')[:260]} took {m[2]} s"
-                                       for m in slow[:5]] if asyncio_debug else None
-    log(f"{database}: {result['operations']} operations, {result['errors']} errors, "
-        f"{result['database_locked']} locked, {result['slow_callbacks']} slow callbacks")
+    result["slow_callback_samples"] = (
+        [f"{SHORT.sub('', m[1]).replace(f'{REPO}/', '')[:260]} took {m[2]} s" for m in slow[:5]]
+        if asyncio_debug
+        else None
+    )
+    log(
+        f"{database}: {result['operations']} operations, {result['errors']} errors, "
+        f"{result['database_locked']} locked, {result['slow_callbacks']} slow callbacks"
+    )
     return result
 
 
-def run(databases=("sqlite", "postgresql"), clients: int = 20, seconds: float = 120, asyncio_debug: bool = False,
-        quick: bool = False, server_env: dict[str, str] | None = None) -> dict:
+def run(
+    databases=("sqlite", "postgresql"),
+    clients: int = 20,
+    seconds: float = 120,
+    asyncio_debug: bool = False,
+    quick: bool = False,
+    server_env: dict[str, str] | None = None,
+) -> dict:
     if unknown := set(databases) - {"sqlite", "postgresql"}:
         raise ValueError(f"unknown databases: {sorted(unknown)}")
     bodies = Bodies()
@@ -429,16 +495,24 @@ def run(databases=("sqlite", "postgresql"), clients: int = 20, seconds: float = 
     if unknown := [k for k in server_env if not k.startswith("PHIGATE_")]:
         raise ValueError(f"only PHIGATE_* settings may be set: {unknown}")
     per_db = {db: run_one(db, clients, seconds, asyncio_debug, bodies, server_env) for db in databases}
-    ratio = (round(per_db["sqlite"]["operations"] / max(1, per_db["postgresql"]["operations"]), 3)
-             if {"sqlite", "postgresql"} <= per_db.keys() else None)
+    ratio = (
+        round(per_db["sqlite"]["operations"] / max(1, per_db["postgresql"]["operations"]), 3)
+        if {"sqlite", "postgresql"} <= per_db.keys()
+        else None
+    )
     rs = per_db.values()
     return {
-        "clients": clients, "seconds": seconds, "quick": quick, "asyncio_debug": asyncio_debug,
-        "server_settings": server_env, **per_db,
+        "clients": clients,
+        "seconds": seconds,
+        "quick": quick,
+        "asyncio_debug": asyncio_debug,
+        "server_settings": server_env,
+        **per_db,
         "sqlite_ops_over_postgresql": ratio,
         "targets_met": {
-            "no_errors_mismatches_or_locks": all(r["errors"] == r["checksum_mismatches"] == r["database_locked"] == 0
-                                                 for r in rs),
+            "no_errors_mismatches_or_locks": all(
+                r["errors"] == r["checksum_mismatches"] == r["database_locked"] == 0 for r in rs
+            ),
             "sqlite_ops_at_least_0.7x_postgresql": None if ratio is None else ratio >= 0.7,
             "list_p99_within_5x_idle": all((r["list_p99_over_idle"] or math.inf) <= 5 for r in rs),
             "rss_growth_within_150mb": all(r["rss_growth_mb"] <= 150 for r in rs),
@@ -452,16 +526,34 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20, help="concurrent clients (default 20)")
     parser.add_argument("--seconds", type=float, default=None, help="load per database (default 120)")
     parser.add_argument("--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
-    parser.add_argument("--asyncio-debug", action="store_true",
-                        help="serve on the asyncio loop in debug mode and count callbacks of 0.1 s or more")
-    parser.add_argument("--set", action="append", default=[], metavar="PHIGATE_NAME=VALUE",
-                        help="a server setting for this run (repeatable), to compare sizes")
+    parser.add_argument(
+        "--asyncio-debug",
+        action="store_true",
+        help="serve on the asyncio loop in debug mode and count callbacks of 0.1 s or more",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PHIGATE_NAME=VALUE",
+        help="a server setting for this run (repeatable), to compare sizes",
+    )
     args = parser.parse_args()
     if bad := [s for s in args.set if "=" not in s]:
         parser.error(f"--set takes NAME=VALUE: {bad}")
     databases = tuple(d.strip() for d in args.databases.split(",") if d.strip())
-    print(json.dumps(run(databases, args.clients, args.seconds or (12 if args.quick else 120), args.asyncio_debug,
-                         args.quick, dict(s.split("=", 1) for s in args.set))))
+    print(
+        json.dumps(
+            run(
+                databases,
+                args.clients,
+                args.seconds or (12 if args.quick else 120),
+                args.asyncio_debug,
+                args.quick,
+                dict(s.split("=", 1) for s in args.set),
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -53,9 +53,18 @@ def _rss_mb() -> float:
 
 
 def child(backend: str, n: int, endpoint: str | None) -> dict:
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    from datetime import timedelta
+
     from crypto import init_keyring
+    from gateway import clock
     from gateway.audit.service import Actor
     from gateway.baas.service import record_baa
     from gateway.components import Components
@@ -65,8 +74,6 @@ def child(backend: str, n: int, endpoint: str | None) -> dict:
     from gateway.orgs.service import create_org
     from gateway.users.models import Role
     from gateway.users.service import create_user
-    from gateway import clock
-    from datetime import timedelta
     from retention.offboarding import offboard
     from tests.retention.seed import seed
 
@@ -85,18 +92,42 @@ def child(backend: str, n: int, endpoint: str | None) -> dict:
         init_keyring(f"{tmp}/keys")
         db_url = f"sqlite:///{tmp}/phigate.db"
         upgrade(db_url)
-        c = Components(Settings(_env_file=None, data_dir=tmp, database_url=db_url, storage_url=storage,
-                                key_provider_url=f"local://{tmp}/keys", instance_id="bench",
-                                audit_checkpoint_interval_seconds=0))
+        c = Components(
+            Settings(
+                _env_file=None,
+                data_dir=tmp,
+                database_url=db_url,
+                storage_url=storage,
+                key_provider_url=f"local://{tmp}/keys",
+                instance_id="bench",
+                audit_checkpoint_interval_seconds=0,
+            )
+        )
     actor = Actor.system()
     with c.db.transaction() as db:
         practice = create_org(db, "Bench Practice", OrgKind.practice, actor)
         vendor = create_org(db, "Bench Vendor", OrgKind.vendor, actor)
-        staff, _ = create_user(db, practice, "bench-staff", "Bench Staff", "staff@example.invalid",
-                               Role.practice_staff, actor, password="bench password one two")
+        staff, _ = create_user(
+            db,
+            practice,
+            "bench-staff",
+            "Bench Staff",
+            "staff@example.invalid",
+            Role.practice_staff,
+            actor,
+            password="bench password one two",
+        )
         for i in range(3):
-            create_user(db, vendor, f"bench-biller-{i}", "Bench Biller", f"b{i}@example.invalid", Role.biller,
-                        actor, password="bench password one two")
+            create_user(
+                db,
+                vendor,
+                f"bench-biller-{i}",
+                "Bench Biller",
+                f"b{i}@example.invalid",
+                Role.biller,
+                actor,
+                password="bench password one two",
+            )
         record_baa(db, practice, vendor, "BAA-BENCH", clock.now() - timedelta(days=1), None, actor)
         ids = (practice.id, vendor.id, staff.id)
     t0 = time.perf_counter()
@@ -137,11 +168,19 @@ def child(backend: str, n: int, endpoint: str | None) -> dict:
     with c.db.sessions() as db:
         cert_bytes = len(db.get(Certificate, report.jobs[0].certificate_id).document)
     assert destroyed == n, (destroyed, n)
-    return {"objects": n, "objects_destroyed": destroyed, "seconds": round(elapsed, 2),
-            "objects_destroyed_per_s": round(destroyed / elapsed, 1), "peak_rss_mb": round(peak[0], 1),
-            "rss_before_mb": round(before, 1), "peak_rss_mb_destroying": round(phase["destroying"], 1),
-            "certificate_bytes": cert_bytes, "seed_seconds": round(seed_s, 1),
-            "batch_size": c.settings.retention_batch_size, "storage_workers": c.settings.retention_workers}
+    return {
+        "objects": n,
+        "objects_destroyed": destroyed,
+        "seconds": round(elapsed, 2),
+        "objects_destroyed_per_s": round(destroyed / elapsed, 1),
+        "peak_rss_mb": round(peak[0], 1),
+        "rss_before_mb": round(before, 1),
+        "peak_rss_mb_destroying": round(phase["destroying"], 1),
+        "certificate_bytes": cert_bytes,
+        "seed_seconds": round(seed_s, 1),
+        "batch_size": c.settings.retention_batch_size,
+        "storage_workers": c.settings.retention_workers,
+    }
 
 
 def main() -> None:
@@ -149,8 +188,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1,000 objects instead of 10,000")
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--backends", default="file,s3_http")
-    ap.add_argument("--s3-n", type=int, default=None,
-                    help="objects for s3_http (default: same as file); moto's listings are O(bucket size)")
+    ap.add_argument(
+        "--s3-n",
+        type=int,
+        default=None,
+        help="objects for s3_http (default: same as file); moto's listings are O(bucket size)",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--endpoint", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -158,20 +201,33 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, n, args.endpoint)))
         return
-    results = {"n": n, "database": "sqlite (embedded)", "key_provider": "local keyring",
-               "seeding": "bulk: real data keys, encrypt_stream and store.put per file; rows inserted in batches"}
+    results = {
+        "n": n,
+        "database": "sqlite (embedded)",
+        "key_provider": "local keyring",
+        "seeding": "bulk: real data keys, encrypt_stream and store.put per file; rows inserted in batches",
+    }
     server = None
     try:
         for backend in args.backends.split(","):
             endpoint = None
             if backend == "s3_http":
-                server = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                server = subprocess.Popen(
+                    [sys.executable, "-c", SERVER_SCRIPT],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
                 endpoint = server.stdout.readline().strip()
             count = (args.s3_n or n) if backend == "s3_http" else n
-            out = subprocess.run([sys.executable, __file__, "--child", backend, "--n", str(count)]
-                                 + (["--endpoint", endpoint] if endpoint else []),
-                                 capture_output=True, text=True, cwd=REPO)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", backend, "--n", str(count)]
+                + (["--endpoint", endpoint] if endpoint else []),
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+            )
             if out.returncode != 0:
                 sys.stderr.write(out.stderr)
                 raise SystemExit(f"{backend} failed")

@@ -37,7 +37,6 @@ import secrets
 import shutil
 import signal
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,8 +49,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.transfer import MiB, free_port, wait_up  # noqa: E402
-from tests.support.pgdb import create_database  # noqa: E402
+from bench.transfer import MiB, free_port, wait_up
+from tests.support.pgdb import create_database
 
 REPO = Path(__file__).resolve().parent.parent
 REGION, ACCOUNT, BUCKET = "us-east-1", "123456789012", "phigate-scale"
@@ -68,6 +67,7 @@ def unavailable() -> str | None:
 
 # -- the installation -----------------------------------------------------------
 
+
 def nginx_binary() -> str:
     from tests.lanes import NGINX
 
@@ -76,25 +76,31 @@ def nginx_binary() -> str:
 
 def throwaway_certificate(directory: Path) -> Path:
     """A self-signed certificate for 127.0.0.1, made now and trusted by the clients alone."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "phigate scale check")])
     now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    (directory / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                          serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "tls.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     (directory / "tls.key").chmod(0o600)
     (directory / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return directory / "tls.crt"
@@ -153,8 +159,11 @@ class Replica:
     def leads(self) -> bool | None:
         """What this replica's /metrics says (None if it does not answer)."""
         try:
-            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                             headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=5).text
+            text = httpx.get(
+                f"http://127.0.0.1:{self.metrics_port}/metrics",
+                headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+                timeout=5,
+            ).text
         except httpx.HTTPError:
             return None
         for line in text.splitlines():
@@ -174,8 +183,9 @@ class Installation:
 
     def start(self) -> None:
         moto_port = free_port()
-        self.moto = self._spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
-                                self.work / "moto.log")
+        self.moto = self._spawn(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], self.work / "moto.log"
+        )
         self.endpoint = f"http://127.0.0.1:{moto_port}"
         wait_up(f"{self.endpoint}/moto-api/", self.moto)
         os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION)
@@ -188,28 +198,46 @@ class Installation:
         self.database_url, self.drop_db = create_database("phigate_scale")
         self.proxy_port = free_port()  # the address users reach: production binds passkeys to it
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PHIGATE_")}
-        self.env.update({
-            "PHIGATE_ENV": "production", "PHIGATE_DATABASE_URL": self.database_url,
-            "PHIGATE_STORAGE_URL": f"s3://{BUCKET}?region={REGION}&endpoint_url={self.endpoint}&endpoint_onshore=true",
-            "PHIGATE_KEY_PROVIDER_URL": f"awskms://arn:aws:kms:{REGION}:{ACCOUNT}:alias/phigate"
-                                        f"?endpoint_url={self.endpoint}",
-            "PHIGATE_INSTANCE_ID": "phigate-scale-check", "PHIGATE_TRUSTED_PROXIES": "127.0.0.1",
-            "PHIGATE_PUBLIC_URL": f"https://localhost:{self.proxy_port}",
-            "PHIGATE_METRICS_TOKEN": METRICS_TOKEN, "PHIGATE_SCHEDULER_LEASE_SECONDS": str(LEASE_SECONDS),
-            # Pool + overflow = worker threads: no thread waits for a connection (docs/operations.md).
-            "PHIGATE_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "5", "PHIGATE_DB_POOL_SIZE": "6",
-            "PHIGATE_DB_MAX_OVERFLOW": "10", "PHIGATE_WORKER_THREADS": "16", "PHIGATE_LOG_FORMAT": "json",
-        })
+        self.env.update(
+            {
+                "PHIGATE_ENV": "production",
+                "PHIGATE_DATABASE_URL": self.database_url,
+                "PHIGATE_STORAGE_URL": f"s3://{BUCKET}?region={REGION}&endpoint_url={self.endpoint}&endpoint_onshore=true",
+                "PHIGATE_KEY_PROVIDER_URL": f"awskms://arn:aws:kms:{REGION}:{ACCOUNT}:alias/phigate"
+                f"?endpoint_url={self.endpoint}",
+                "PHIGATE_INSTANCE_ID": "phigate-scale-check",
+                "PHIGATE_TRUSTED_PROXIES": "127.0.0.1",
+                "PHIGATE_PUBLIC_URL": f"https://localhost:{self.proxy_port}",
+                "PHIGATE_METRICS_TOKEN": METRICS_TOKEN,
+                "PHIGATE_SCHEDULER_LEASE_SECONDS": str(LEASE_SECONDS),
+                # Pool + overflow = worker threads: no thread waits for a connection (docs/operations.md).
+                "PHIGATE_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "5",
+                "PHIGATE_DB_POOL_SIZE": "6",
+                "PHIGATE_DB_MAX_OVERFLOW": "10",
+                "PHIGATE_WORKER_THREADS": "16",
+                "PHIGATE_LOG_FORMAT": "json",
+            }
+        )
         # Migrations once, as the deployment's one-shot Job does; replicas refuse an outdated schema.
-        subprocess.run([sys.executable, "-m", "gateway.cli", "db", "upgrade"], env=self.env, cwd=REPO, check=True,
-                       stdout=subprocess.DEVNULL, stderr=(self.work / "migrate.log").open("wb"))
+        subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "db", "upgrade"],
+            env=self.env,
+            cwd=REPO,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.work / "migrate.log").open("wb"),
+        )
         self.creds = seed(self.env)
 
         for n in range(self.n):
             port, metrics_port = free_port(), free_port()
             log = self.work / f"replica-{n}.log"
-            env = {**self.env, "PHIGATE_PORT": str(port), "PHIGATE_METRICS_PORT": str(metrics_port),
-                   "PHIGATE_DATA_DIR": str(self.work / f"data-{n}")}
+            env = {
+                **self.env,
+                "PHIGATE_PORT": str(port),
+                "PHIGATE_METRICS_PORT": str(metrics_port),
+                "PHIGATE_DATA_DIR": str(self.work / f"data-{n}"),
+            }
             proc = self._spawn([sys.executable, "-m", "gateway.cli", "serve"], log, env)
             self.replicas.append(Replica(n, port, metrics_port, proc, log))
         for r in self.replicas:
@@ -220,8 +248,20 @@ class Installation:
         self.work.chmod(0o711)  # nginx's workers (nobody) reach their temp paths; nothing secret lives here
         self.ca = throwaway_certificate(nginx_dir)
         conf = nginx_config(nginx_dir, self.proxy_port, [r.port for r in self.replicas])
-        self.nginx = self._spawn([nginx_binary(), "-p", str(nginx_dir), "-e", str(nginx_dir / "error.log"),
-                                  "-c", str(conf), "-g", "daemon off;"], nginx_dir / "stderr.log")
+        self.nginx = self._spawn(
+            [
+                nginx_binary(),
+                "-p",
+                str(nginx_dir),
+                "-e",
+                str(nginx_dir / "error.log"),
+                "-c",
+                str(conf),
+                "-g",
+                "daemon off;",
+            ],
+            nginx_dir / "stderr.log",
+        )
         self.nginx_log = nginx_dir / "access.log"
         self.base = f"https://127.0.0.1:{self.proxy_port}"
         for _ in range(100):
@@ -239,14 +279,21 @@ class Installation:
         return ctx
 
     def _spawn(self, cmd, log: Path, env=None) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env or getattr(self, "env", None), stdout=subprocess.DEVNULL,
-                                stderr=log.open("wb"))
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env or getattr(self, "env", None), stdout=subprocess.DEVNULL, stderr=log.open("wb")
+        )
         self.procs.append(proc)
         return proc
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "gateway.cli", *args], env=self.env, cwd=REPO,
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -264,7 +311,7 @@ class Installation:
 
 def seed(env: dict) -> dict:
     """A practice, a vendor, a BAA; staff, biller and auditor tokens; one approver (TOTP) per client."""
-    code = r'''
+    code = r"""
 import json, sys, warnings
 from datetime import timedelta
 warnings.simplefilter("ignore")
@@ -308,16 +355,18 @@ with c.db.transaction() as db:
         else:
             out[name] = entry
 print(json.dumps(out))
-'''
+"""
     clients = env.get("SCALE_CLIENTS", "20")
-    done = subprocess.run([sys.executable, "-c", code, clients], env=env, capture_output=True, text=True, cwd=REPO,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", code, clients], env=env, capture_output=True, text=True, cwd=REPO, timeout=600
+    )
     if done.returncode:
         raise RuntimeError("seeding failed: " + done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # -- the load -------------------------------------------------------------------
+
 
 @dataclass
 class Outcome:
@@ -407,10 +456,17 @@ class Client(threading.Thread):
         data = head + self.block[: size - len(head)]
         outcome.kind = "upload_1mib" if size == MiB else "upload"
         outcome.nbytes = size
-        r = http.post("/api/v1/transfers", params={"partner_id": self.creds["vendor_id"]}, content=data,
-                      headers={**self._auth(self.creds["staff"]), "Content-Type": "application/octet-stream",
-                               "X-Purpose": f"SCALE-{self.n}-{self.seq}",
-                               "Content-Disposition": f"attachment; filename=scale-{self.n}-{self.seq}.pdf"})
+        r = http.post(
+            "/api/v1/transfers",
+            params={"partner_id": self.creds["vendor_id"]},
+            content=data,
+            headers={
+                **self._auth(self.creds["staff"]),
+                "Content-Type": "application/octet-stream",
+                "X-Purpose": f"SCALE-{self.n}-{self.seq}",
+                "Content-Disposition": f"attachment; filename=scale-{self.n}-{self.seq}.pdf",
+            },
+        )
         if self._answer(outcome, r, 201):
             self.pending.append((r.json()["id"], hashlib.sha256(data).hexdigest(), size))
 
@@ -420,8 +476,9 @@ class Client(threading.Thread):
             outcome.kind = "skip"  # this approver has used every step the server accepts right now
             return
         tid, sha, size = self.pending.pop(0)
-        r = http.post(f"/api/v1/transfers/{tid}/approve", json={"days": 1, "code": code},
-                      headers=self._auth(self.approver))
+        r = http.post(
+            f"/api/v1/transfers/{tid}/approve", json={"days": 1, "code": code}, headers=self._auth(self.approver)
+        )
         if self._answer(outcome, r, 200):
             fid = r.json()["files"][0]["id"]
             with self.shared.lock:
@@ -431,8 +488,9 @@ class Client(threading.Thread):
         with self.shared.lock:
             tid, fid, sha, size = self.rng.choice(self.shared.approved)
         digest, n = hashlib.sha256(), 0
-        with http.stream("GET", f"/api/v1/transfers/{tid}/files/{fid}/content",
-                         headers=self._auth(self.creds["biller"])) as r:
+        with http.stream(
+            "GET", f"/api/v1/transfers/{tid}/files/{fid}/content", headers=self._auth(self.creds["biller"])
+        ) as r:
             outcome.request_id = r.headers.get("x-request-id")
             if r.status_code != 200:
                 r.read()
@@ -457,6 +515,7 @@ class Client(threading.Thread):
 
 
 # -- leadership -------------------------------------------------------------------
+
 
 class LeaderSampler(threading.Thread):
     """Once a second: the distinct leaders among the lease row and the live replicas that say they lead."""
@@ -502,6 +561,7 @@ class LeaderSampler(threading.Thread):
 
 
 # -- the run ------------------------------------------------------------------------
+
 
 def killed_replica_errors(failures: list[Outcome], nginx_log: Path, killed_port: int, killed_at: float):
     """Split failures: in flight on the killed replica (nginx's log names it; started before the kill) or not."""
@@ -585,10 +645,15 @@ def main() -> int:
         up_times = [o.ended - o.started for o in outcomes if o.ok and o.kind == "upload_1mib"]
         leaders = sorted(set(samples))
         result = {
-            "replicas": args.replicas, "tls": bool(tls) and tls <= {"TLSv1.2", "TLSv1.3"},
-            "tls_protocols": sorted(tls), "clients": args.clients, "seconds": round(elapsed, 1),
-            "operations": len(outcomes), "operations_by_kind": dict(sorted(by_kind.items())),
-            "errors": len(other), "errors_on_killed_replica": len(on_killed),
+            "replicas": args.replicas,
+            "tls": bool(tls) and tls <= {"TLSv1.2", "TLSv1.3"},
+            "tls_protocols": sorted(tls),
+            "clients": args.clients,
+            "seconds": round(elapsed, 1),
+            "operations": len(outcomes),
+            "operations_by_kind": dict(sorted(by_kind.items())),
+            "errors": len(other),
+            "errors_on_killed_replica": len(on_killed),
             "checksum_mismatches": shared.mismatches,
             "p50_ms": {"list": percentile(list_times, 0.5), "upload_1mib": percentile(up_times, 0.5)},
             "p99_ms": {"list": percentile(list_times, 0.99), "upload_1mib": percentile(up_times, 0.99)},
@@ -596,7 +661,8 @@ def main() -> int:
             "audit_verify": "ok" if verify.returncode == 0 else "failed",
             "fsck": {k: len(v) for k, v in fsck_report.items()} if fsck_report else "failed",
             "scheduler_leaders": leaders[0] if len(leaders) == 1 else leaders,
-            "scheduler_samples": len(samples), "scheduler_terms": sorted(sampler.terms),
+            "scheduler_samples": len(samples),
+            "scheduler_terms": sorted(sampler.terms),
             "killed": "scheduler leader",
             "scheduler_handover_s": round(sampler.handover_at - killed_at, 1) if sampler.handover_at else None,
         }
@@ -604,9 +670,14 @@ def main() -> int:
             print(f"error: {f.kind} request {f.request_id}: {f.detail}", file=sys.stderr)
         if verify.returncode:
             print(verify.stdout[-2000:] + verify.stderr[-2000:], file=sys.stderr)
-        ok = (result["errors"] == 0 and result["checksum_mismatches"] == 0 and result["audit_verify"] == "ok"
-              and result["scheduler_leaders"] == 1 and isinstance(result["fsck"], dict)
-              and result["fsck"]["missing"] == 0)
+        ok = (
+            result["errors"] == 0
+            and result["checksum_mismatches"] == 0
+            and result["audit_verify"] == "ok"
+            and result["scheduler_leaders"] == 1
+            and isinstance(result["fsck"], dict)
+            and result["fsck"]["missing"] == 0
+        )
         print(json.dumps(result))
         return 0 if ok else 1
     finally:

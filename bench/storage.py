@@ -227,7 +227,11 @@ def main() -> None:
         import psutil
 
         server = subprocess.Popen(
-            [sys.executable, "-c", SERVER_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            [sys.executable, "-c", SERVER_SCRIPT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         endpoint = server.stdout.readline().strip()
         if not endpoint.startswith("http://127.0.0.1:"):

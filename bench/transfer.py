@@ -39,7 +39,7 @@ MiB = 1024 * 1024
 CHUNK = MiB
 RESUMABLE_CHUNK = 8 * MiB  # PATCH size of the resumable (tus) upload
 
-BASELINE_APP = textwrap.dedent('''
+BASELINE_APP = textwrap.dedent("""
     import os
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse
@@ -60,7 +60,7 @@ BASELINE_APP = textwrap.dedent('''
     @app.get("/download")
     def download():
         return FileResponse(os.path.join(DIR, "blob"), media_type="application/octet-stream")
-''')
+""")
 
 
 def free_port() -> int:
@@ -77,7 +77,7 @@ def body(size: int):
     first = True
     while sent < size:
         n = min(CHUNK, size - sent)
-        chunk = (head + block[len(head):n]) if first else block[:n]
+        chunk = (head + block[len(head) : n]) if first else block[:n]
         first = False
         sent += n
         yield chunk
@@ -121,7 +121,7 @@ def timed_download(client: httpx.Client, url: str, **kwargs) -> tuple[float, int
 
 def seed(env: dict) -> dict:
     """Organisations, a BAA, users and API tokens, written straight to the gateway's database."""
-    code = textwrap.dedent('''
+    code = textwrap.dedent("""
         import json, warnings
         from datetime import timedelta
         warnings.simplefilter("ignore")
@@ -159,7 +159,7 @@ def seed(env: dict) -> dict:
                 _, raw = auth.create_api_token(db, settings, user, "bench", 1, a)
                 out[name] = {"token": raw, "secret": secret}
         print(json.dumps(out))
-    ''')
+    """)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=REPO)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -187,12 +187,21 @@ class Gateway:
 
         self.size = size
         port = free_port()
-        env = {**os.environ, "PHIGATE_DATA_DIR": str(workdir / "var"), "PHIGATE_PORT": str(port),
-               "PHIGATE_MAX_FILE_SIZE": str(max(size, 1) + MiB)}
+        env = {
+            **os.environ,
+            "PHIGATE_DATA_DIR": str(workdir / "var"),
+            "PHIGATE_PORT": str(port),
+            "PHIGATE_MAX_FILE_SIZE": str(max(size, 1) + MiB),
+        }
         self.creds = seed(env)
         self.codes = FreshCodes(pyotp.TOTP(self.creds["approver"]["secret"]))
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env, cwd=REPO,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.base = f"http://127.0.0.1:{port}"
         wait_up(self.base + "/healthz", self.proc)
         self.idle_kib = rss_kib(self.proc.pid, "VmRSS")
@@ -204,19 +213,30 @@ class Gateway:
     def round(self, client: httpx.Client) -> tuple[float, float]:
         """Upload, approve (a fresh TOTP step), download; returns the two transfer times."""
         self.n += 1
-        up, r = timed_upload(client, f"{self.base}/api/v1/transfers", self.size,
-                             params={"partner_id": self.creds["vendor_id"]},
-                             headers={**self._auth("staff"), "Content-Type": "application/octet-stream",
-                                      "X-Purpose": f"BENCH-{self.n}",
-                                      "Content-Disposition": "attachment; filename=bench.pdf"})
+        up, r = timed_upload(
+            client,
+            f"{self.base}/api/v1/transfers",
+            self.size,
+            params={"partner_id": self.creds["vendor_id"]},
+            headers={
+                **self._auth("staff"),
+                "Content-Type": "application/octet-stream",
+                "X-Purpose": f"BENCH-{self.n}",
+                "Content-Disposition": "attachment; filename=bench.pdf",
+            },
+        )
         r.raise_for_status()
         tid = r.json()["id"]
-        r = client.post(f"{self.base}/api/v1/transfers/{tid}/approve", json={"days": 1, "code": self.codes.fresh()},
-                        headers=self._auth("approver"))
+        r = client.post(
+            f"{self.base}/api/v1/transfers/{tid}/approve",
+            json={"days": 1, "code": self.codes.fresh()},
+            headers=self._auth("approver"),
+        )
         r.raise_for_status()
         fid = r.json()["files"][0]["id"]
-        down, n = timed_download(client, f"{self.base}/api/v1/transfers/{tid}/files/{fid}/content",
-                                 headers=self._auth("biller"))
+        down, n = timed_download(
+            client, f"{self.base}/api/v1/transfers/{tid}/files/{fid}/content", headers=self._auth("biller")
+        )
         if n != self.size:
             raise RuntimeError(f"downloaded {n} bytes, expected {self.size}")
         return up, down
@@ -226,25 +246,37 @@ class Gateway:
         import base64
 
         self.n += 1
-        meta = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in
-                        (("filename", "bench.pdf"), ("partner_id", self.creds["vendor_id"]),
-                         ("purpose", f"BENCH-{self.n}")))
+        meta = ",".join(
+            f"{k} {base64.b64encode(v.encode()).decode()}"
+            for k, v in (
+                ("filename", "bench.pdf"),
+                ("partner_id", self.creds["vendor_id"]),
+                ("purpose", f"BENCH-{self.n}"),
+            )
+        )
         tus = {**self._auth("staff"), "Tus-Resumable": "1.0.0"}
         start = time.perf_counter()
-        r = client.post(f"{self.base}/api/v1/uploads", headers={**tus, "Upload-Length": str(self.size),
-                                                                 "Upload-Metadata": meta})
+        r = client.post(
+            f"{self.base}/api/v1/uploads", headers={**tus, "Upload-Length": str(self.size), "Upload-Metadata": meta}
+        )
         r.raise_for_status()
         url, offset, chunks = self.base + r.headers["Location"], 0, body(self.size)
         while offset < self.size:
             piece = b"".join(next(chunks) for _ in range(min(RESUMABLE_CHUNK, self.size - offset) // CHUNK or 1))
-            r = client.patch(url, content=piece, headers={**tus, "Upload-Offset": str(offset),
-                                                          "Content-Type": "application/offset+octet-stream"})
+            r = client.patch(
+                url,
+                content=piece,
+                headers={**tus, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
+            )
             r.raise_for_status()
             if int(r.headers["Upload-Offset"]) != offset + len(piece):
                 raise RuntimeError("the gateway kept less than a whole PATCH on a quiet loopback link")
             offset += len(piece)
-        r = client.post(f"{self.base}/api/v1/uploads/transfers", json={"upload_ids": [url.rsplit("/", 1)[1]]},
-                        headers=self._auth("staff"))
+        r = client.post(
+            f"{self.base}/api/v1/uploads/transfers",
+            json={"upload_ids": [url.rsplit("/", 1)[1]]},
+            headers=self._auth("staff"),
+        )
         r.raise_for_status()
         return time.perf_counter() - start
 
@@ -264,15 +296,31 @@ class Baseline:
         (workdir / "baseline").mkdir()
         (workdir / "baseline_app.py").write_text(BASELINE_APP)
         env = {**os.environ, "BASELINE_DIR": str(workdir / "baseline"), "PYTHONPATH": str(workdir)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "baseline_app:app", "--host", "127.0.0.1",
-                                      "--port", str(port), "--log-level", "warning"], env=env, cwd=workdir,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "baseline_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.base = f"http://127.0.0.1:{port}"
         wait_up(self.base + "/docs", self.proc)
 
     def round(self, client: httpx.Client) -> tuple[float, float]:
-        up, r = timed_upload(client, f"{self.base}/upload", self.size,
-                             headers={"Content-Type": "application/octet-stream"})
+        up, r = timed_upload(
+            client, f"{self.base}/upload", self.size, headers={"Content-Type": "application/octet-stream"}
+        )
         r.raise_for_status()
         down, n = timed_download(client, f"{self.base}/download")
         if n != self.size:
@@ -319,10 +367,13 @@ def main() -> None:
         return round(mb / statistics.median(times), 1)
 
     result = {
-        "size_mib": size_mib, "repeats": repeats,
+        "size_mib": size_mib,
+        "repeats": repeats,
         "units": "MB = 1e6 bytes; rates are medians; ratios are medians of the per-round ratios",
-        "upload_mb_s": rate(gw_up), "download_mb_s": rate(gw_down),
-        "baseline_upload_mb_s": rate(base_up), "baseline_download_mb_s": rate(base_down),
+        "upload_mb_s": rate(gw_up),
+        "download_mb_s": rate(gw_down),
+        "baseline_upload_mb_s": rate(base_up),
+        "baseline_download_mb_s": rate(base_down),
         "upload_ratio": round(statistics.median(b / g for b, g in zip(base_up, gw_up, strict=False)), 3),
         "download_ratio": round(statistics.median(b / g for b, g in zip(base_down, gw_down, strict=False)), 3),
         "upload_ratio_per_round": [round(b / g, 3) for b, g in zip(base_up, gw_up, strict=False)],

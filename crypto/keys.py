@@ -94,7 +94,7 @@ class WrappedKey:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "WrappedKey":
+    def from_bytes(cls, data: bytes) -> WrappedKey:
         """Parse :meth:`to_bytes` output; raises CryptoError on anything malformed."""
         wk, end = cls._parse(bytes(data), 0)
         if end != len(data):
@@ -102,7 +102,7 @@ class WrappedKey:
         return wk
 
     @classmethod
-    def _parse(cls, data: bytes, off: int) -> tuple["WrappedKey", int]:
+    def _parse(cls, data: bytes, off: int) -> tuple[WrappedKey, int]:
         try:
             if data[off : off + 4] != _WK_MAGIC or data[off + 4] != _WK_VERSION:
                 raise ValueError

@@ -33,7 +33,7 @@ import base64
 import contextlib
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -104,8 +104,11 @@ class AwsKmsProvider:
 
             # Bounded retries and timeouts: a readiness probe, an upload or a download must
             # fail promptly rather than hang when KMS is unreachable or stops answering.
-            config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                            retries={"max_attempts": max_attempts, "mode": "standard"})
+            config = Config(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+            )
             client = boto3.client("kms", region_name=region, endpoint_url=endpoint_url, config=config)
         self._kms = client
         self._versions_by_arn: dict[str, tuple[str, int]] = {}
@@ -121,7 +124,7 @@ class AwsKmsProvider:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    ) -> "AwsKmsProvider":
+    ) -> AwsKmsProvider:
         rest = url[len("awskms://") :]
         arn, _, query = rest.partition("?")
         m = _ARN_RE.fullmatch(arn)
@@ -268,7 +271,11 @@ class AwsKmsProvider:
         except KeyNotFound:
             self._create_version(key_id, 1)
             with contextlib.suppress(_AlreadyExists):  # created concurrently
-                self._call("create_alias", AliasName=self._alias(key_id), TargetKeyId=self._describe(self._alias(key_id, 1))["KeyId"])
+                self._call(
+                    "create_alias",
+                    AliasName=self._alias(key_id),
+                    TargetKeyId=self._describe(self._alias(key_id, 1))["KeyId"],
+                )
             meta = self._describe(self._alias(key_id))
         self._require_enabled(meta)
         return self._version_of(meta["Arn"])[1]
@@ -291,7 +298,7 @@ class AwsKmsProvider:
         versions = self._version_aliases(key_id)
         if not versions:
             raise KeyNotFound(f"key {key_id} does not exist")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         dates = []
         for version in sorted(versions):
             meta = self._call("describe_key", KeyId=versions[version])["KeyMetadata"]
@@ -304,7 +311,7 @@ class AwsKmsProvider:
                     PendingWindowInDays=self.pending_window_days,
                 )["DeletionDate"]
             if isinstance(date, (int, float)):
-                date = datetime.fromtimestamp(date, timezone.utc)
+                date = datetime.fromtimestamp(date, UTC)
             dates.append(date)
         return KeyDestruction(
             key_id=key_id,
@@ -393,7 +400,11 @@ class AwsKmsProvider:
         chunks = [text[i : i + _TAG_VALUE_MAX] for i in range(0, len(text), _TAG_VALUE_MAX)]
         if len(chunks) > 40:
             raise CryptoError("blob too large for KMS tag storage")
-        old = [t["TagKey"] for t in self._call("list_resource_tags", KeyId=arn)["Tags"] if t["TagKey"].startswith(_BLOB_TAG)]
+        old = [
+            t["TagKey"]
+            for t in self._call("list_resource_tags", KeyId=arn)["Tags"]
+            if t["TagKey"].startswith(_BLOB_TAG)
+        ]
         if old:
             self._call("untag_resource", KeyId=arn, TagKeys=old)
         tags = [{"TagKey": f"{_BLOB_TAG}{i}", "TagValue": c} for i, c in enumerate(chunks)]

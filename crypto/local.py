@@ -32,7 +32,7 @@ import struct
 import threading
 import warnings
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ def init_keyring(path: str | os.PathLike[str]) -> Path:
     for sub in ("keys", "destroyed", "blobs"):
         _mkdir_private(root / sub)
     if not (root / MARKER).exists():
-        marker = json.dumps({"format": 1, "created_at": datetime.now(timezone.utc).isoformat()})
+        marker = json.dumps({"format": 1, "created_at": datetime.now(UTC).isoformat()})
         with contextlib.suppress(FileExistsError):
             _write_new_file(root, MARKER, marker.encode())
     return root
@@ -242,7 +242,7 @@ class LocalKeyring:
                 return _evidence_from_json(evidence)  # idempotent retry
         elif not versions:
             raise KeyNotFound(f"key {key_id} does not exist")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         record = {
             "key_id": key_id,
             "provider": self.scheme,

@@ -35,7 +35,7 @@ class Signer:
         return f"Signer(key_id={self.key_id!r}, fingerprint={self.fingerprint()[:16]}…)"
 
     @classmethod
-    def load_or_create(cls, provider: KeyProvider, key_id: str = SIGNING_KEY_ID) -> "Signer":
+    def load_or_create(cls, provider: KeyProvider, key_id: str = SIGNING_KEY_ID) -> Signer:
         """Load the sealed signing key from ``provider``, creating it on first use."""
         blob = provider.get_blob(key_id)
         if blob is None:

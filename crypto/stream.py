@@ -78,12 +78,8 @@ class InvalidRange(CryptoError, ValueError):
 
 
 def _check_segment_size(segment_size: int) -> int:
-    if not isinstance(segment_size, int) or not (
-        MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE
-    ):
-        raise CryptoError(
-            f"segment_size must be an int in [{MIN_SEGMENT_SIZE}, {MAX_SEGMENT_SIZE}]"
-        )
+    if not isinstance(segment_size, int) or not (MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE):
+        raise CryptoError(f"segment_size must be an int in [{MIN_SEGMENT_SIZE}, {MAX_SEGMENT_SIZE}]")
     return segment_size
 
 
@@ -135,7 +131,7 @@ def plaintext_size(ciphertext_len: int, segment_size: int = SEGMENT_SIZE) -> int
 class _Keys:
     """Per-object derived state: segment cipher, nonce prefix and AAD."""
 
-    __slots__ = ("aead", "algorithm", "nonce_prefix", "aad", "segment_size")
+    __slots__ = ("aad", "aead", "algorithm", "nonce_prefix", "segment_size")
 
     def __init__(self, key: bytes, nonce_prefix: bytes, aad: bytes, segment_size: int):
         self.aead = AESGCM(key)
@@ -344,7 +340,9 @@ def _encrypt_gen(chunks: Iterator[bytes], header: bytes, keys: _Keys) -> Iterato
     yield from _encrypt_segment(keys, index, True, buf.take(buf.size))
 
 
-def encrypt_bytes(plaintext: bytes, dek: bytes, context: Mapping[str, str], *, segment_size: int = SEGMENT_SIZE) -> bytes:
+def encrypt_bytes(
+    plaintext: bytes, dek: bytes, context: Mapping[str, str], *, segment_size: int = SEGMENT_SIZE
+) -> bytes:
     """Whole-buffer convenience wrapper over :func:`encrypt_stream`."""
     return b"".join(encrypt_stream([plaintext], dek, context, segment_size=segment_size))
 
@@ -490,10 +488,11 @@ class SegmentCipher:
     that ``encrypt_stream`` writes, so the result reads like any other object.
     """
 
-    __slots__ = ("header", "_keys")
+    __slots__ = ("_keys", "header")
 
-    def __init__(self, dek: bytes, context: Mapping[str, str], *, header: bytes | None = None,
-                 segment_size: int = SEGMENT_SIZE):
+    def __init__(
+        self, dek: bytes, context: Mapping[str, str], *, header: bytes | None = None, segment_size: int = SEGMENT_SIZE
+    ):
         dek = _check_dek(dek)
         ctx = canonical_context(context)
         if header is None:

@@ -11,19 +11,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from sqlalchemy.exc import IntegrityError
 from starlette.requests import ClientDisconnect
 
+from gateway import __version__
 from gateway.audit.actions import Action
 from gateway.auditor import alerts
-from gateway import __version__
 from gateway.components import Components
 from gateway.config import Settings, check_production
 from gateway.errors import GatewayError, MfaRequired, NotAuthenticated, PasswordChangeRequired, RateLimited
-from gateway.metrics import MetricsServer, follow_leadership
 from gateway.jobs import serve_scheduler
+from gateway.metrics import MetricsServer, follow_leadership
 from gateway.security_headers import SecurityHeaders
 from gateway.telemetry import Telemetry, route_template
 from gateway.web import TEMPLATES, redirect
@@ -41,8 +41,11 @@ def _error_response(request: Request, status: int, code: str, message: str, head
     if _wants_json(request):
         return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
     return TEMPLATES.TemplateResponse(
-        request, "error.html", {"code": code, "message": message, "status": status, "user": None, "csrf_token": ""},
-        status_code=status, headers=headers,
+        request,
+        "error.html",
+        {"code": code, "message": message, "status": status, "user": None, "csrf_token": ""},
+        status_code=status,
+        headers=headers,
     )
 
 
@@ -67,8 +70,9 @@ def _record_refusal(request: Request, reason: str, details: dict) -> RateLimited
     principal = getattr(request.state, "principal", None)
     components = request.app.state.components
     settings = components.settings
-    presented = (request.cookies.get(settings.session_cookie_name)
-                 or request.headers.get("authorization", "").lower().startswith("bearer "))
+    presented = request.cookies.get(settings.session_cookie_name) or request.headers.get(
+        "authorization", ""
+    ).lower().startswith("bearer ")
     if reason == "not_authenticated" and not presented:
         # Every browser meets this before signing in, and it changes nothing: not a refusal worth a line.
         return None
@@ -80,9 +84,12 @@ def _record_refusal(request: Request, reason: str, details: dict) -> RateLimited
     address = client_address(request, settings)
     # The principal's Actor holds plain values: its user row may have been expired by the
     # rollback of the refused request's session (a failed flush expires every row in it).
-    actor = Actor(user_id=principal.actor.user_id if principal else None,
-                  org_id=principal.actor.org_id if principal else None,
-                  ip=address, user_agent=request.headers.get("user-agent", "")[:256])
+    actor = Actor(
+        user_id=principal.actor.user_id if principal else None,
+        org_id=principal.actor.org_id if principal else None,
+        ip=address,
+        user_agent=request.headers.get("user-agent", "")[:256],
+    )
     # The route template, not the URL: never anything a user typed into a path.
     details = {"reason": reason, "method": request.method, "route": route_template(request.scope)[:200], **details}
     try:
@@ -131,9 +138,8 @@ def _constraint_name(exc: IntegrityError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError):
-        if not exc.audited and exc.status < 500:
-            if (limited := await _audit_refusal(request, exc.code)) is not None:
-                exc = limited
+        if not exc.audited and exc.status < 500 and (limited := await _audit_refusal(request, exc.code)) is not None:
+            exc = limited
         if not _wants_json(request) and request.method == "GET":
             # Pages send the browser to the step it still has to complete.
             if isinstance(exc, NotAuthenticated):
@@ -148,13 +154,22 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return await _refusal(request, "malformed_json", 400, "malformed_json", "The request body is not valid JSON.")
+            return await _refusal(
+                request, "malformed_json", 400, "malformed_json", "The request body is not valid JSON."
+            )
         # Name the fields and the problem, never echo the submitted values back.
         fields = sorted({".".join(str(p) for p in e.get("loc", ())[1:]) or "body" for e in errors})
-        problems = "; ".join(sorted({f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
-                                     for e in errors}))
-        return await _refusal(request, "invalid_input", 422, "invalid_input",
-                              f"Invalid fields: {', '.join(fields)} ({problems})", fields=fields[:20])
+        problems = "; ".join(
+            sorted({f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in errors})
+        )
+        return await _refusal(
+            request,
+            "invalid_input",
+            422,
+            "invalid_input",
+            f"Invalid fields: {', '.join(fields)} ({problems})",
+            fields=fields[:20],
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -176,10 +191,19 @@ def install_error_handlers(app: FastAPI) -> None:
         # input named a row that changed meanwhile. The transaction was rolled back, nothing was
         # kept, and a retry sees the winner: a conflict, not an internal error (no trace; the
         # constraint's name only, never the values, which the database message would quote).
-        log.warning("request refused by database constraint %s on %s %s", _constraint_name(exc), request.method,
-                    request.url.path)
-        return await _refusal(request, "conflict", 409, "conflict",
-                              "The request conflicts with a change made at the same moment; reload and try again.")
+        log.warning(
+            "request refused by database constraint %s on %s %s",
+            _constraint_name(exc),
+            request.method,
+            request.url.path,
+        )
+        return await _refusal(
+            request,
+            "conflict",
+            409,
+            "conflict",
+            "The request conflicts with a change made at the same moment; reload and try again.",
+        )
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
@@ -207,6 +231,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     check_production(settings)
     components = components or Components(settings)
     alerts.install(components)
+
     @asynccontextmanager
     async def lifespan(app):
         # Database, key-service, storage and hashing work runs in these threads, never on the loop;
@@ -220,8 +245,9 @@ def create_app(settings: Settings | None = None, components: Components | None =
             follow_leadership(scheduler.leadership)
             metrics = None
             if settings.metrics_port is not None:
-                metrics = MetricsServer(components, settings.metrics_host, settings.metrics_port,
-                                        settings.metrics_token.get_secret_value())
+                metrics = MetricsServer(
+                    components, settings.metrics_host, settings.metrics_port, settings.metrics_token.get_secret_value()
+                )
                 metrics.start()
             app.state.metrics_server = metrics
             scheduler.start()
@@ -240,9 +266,12 @@ def create_app(settings: Settings | None = None, components: Components | None =
 
     app = FastAPI(
         lifespan=lifespan,
-        title="PHI Gate", version=__version__,
+        title="PHI Gate",
+        version=__version__,
         description="Secure PHI file exchange. JSON API under /api/v1; authenticate with a session or a personal API token.",
-        docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
     )
     app.state.components = components
     install_error_handlers(app)
@@ -256,19 +285,26 @@ def create_app(settings: Settings | None = None, components: Components | None =
     from gateway.baas import routes as baa_routes
     from gateway.orgs import pages as org_pages
     from gateway.orgs import routes as org_routes
-    from gateway.users import pages as user_pages
+    from gateway.retention import pages as retention_pages
+    from gateway.retention import routes as retention_routes
     from gateway.transfers import pages as transfer_pages
     from gateway.transfers import routes as transfer_routes
     from gateway.uploads import routes as upload_routes
+    from gateway.users import pages as user_pages
     from gateway.users import routes as user_routes
-    from gateway.retention import pages as retention_pages
-    from gateway.retention import routes as retention_routes
 
-    for module in (health, auth_pages, org_pages, user_pages, baa_pages, transfer_pages, audit_pages,
-                   retention_pages):
+    for module in (health, auth_pages, org_pages, user_pages, baa_pages, transfer_pages, audit_pages, retention_pages):
         app.include_router(module.router)
-    for module in (auth_routes, org_routes, user_routes, baa_routes, transfer_routes, upload_routes, audit_routes,
-                   retention_routes):
+    for module in (
+        auth_routes,
+        org_routes,
+        user_routes,
+        baa_routes,
+        transfer_routes,
+        upload_routes,
+        audit_routes,
+        retention_routes,
+    ):
         app.include_router(module.router, prefix="/api/v1")
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     # Outermost, around Starlette's ServerErrorMiddleware too: a 500 page gets the same headers
@@ -277,5 +313,6 @@ def create_app(settings: Settings | None = None, components: Components | None =
     # Telemetry outermost of all: the request id and the latency cover everything, error pages included.
     app.build_middleware_stack = lambda: Telemetry(
         SecurityHeaders(build_stack(), trusted_proxies=settings.trusted_proxy_networks),
-        trusted_proxies=settings.trusted_proxy_networks)
+        trusted_proxies=settings.trusted_proxy_networks,
+    )
     return app

@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -29,15 +28,21 @@ from gateway.retention.cli import certificate_app, offboard, retention_app  # no
 app.add_typer(retention_app, name="retention")
 app.add_typer(certificate_app, name="certificate")
 app.command("offboard")(offboard)
-for sub, name in ((db_app, "db"), (org_app, "org"), (user_app, "user"), (keys_app, "keys"), (config_app, "config"),
-                  (passkey_app, "passkey-policy")):
+for sub, name in (
+    (db_app, "db"),
+    (org_app, "org"),
+    (user_app, "user"),
+    (keys_app, "keys"),
+    (config_app, "config"),
+    (passkey_app, "passkey-policy"),
+):
     app.add_typer(sub, name=name)
 
 
 def initialise(settings: Settings) -> None:
     """Create the data directory, the onshore keyring and the database schema (idempotent)."""
-    from gateway.migrate import upgrade
     from gateway.keys import GATEWAY_SECRETS_KEY
+    from gateway.migrate import upgrade
 
     data = settings.resolved_data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -63,16 +68,17 @@ def init() -> None:
 
 
 @app.command()
-def serve(host: str = typer.Option(None, help="default PHIGATE_HOST"),
-          port: int = typer.Option(None, help="default PHIGATE_PORT")) -> None:
+def serve(
+    host: str = typer.Option(None, help="default PHIGATE_HOST"),
+    port: int = typer.Option(None, help="default PHIGATE_PORT"),
+) -> None:
     """Serve the gateway (uvicorn)."""
     import logging
 
     import uvicorn
 
-    from gateway.app import create_app
-
     from gateway import logs
+    from gateway.app import create_app
 
     settings = support.load_settings()
     # Serving never creates an installation: one started in the wrong directory must say so,
@@ -83,9 +89,16 @@ def serve(host: str = typer.Option(None, help="default PHIGATE_HOST"),
         logging.getLogger("phigate").warning("unsafe default: %s", warning)
     # Our own log set-up and access line (route templates, request ids), not uvicorn's.
     # No WebSocket routes: ws="none" spares each worker uvicorn's WebSocket stack.
-    options: dict[str, Any] = {"host": host or settings.host, "port": port or settings.port, "proxy_headers": False,
-                               "server_header": False, "log_level": "info", "log_config": None, "access_log": False,
-                               "ws": "none"}
+    options: dict[str, Any] = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "proxy_headers": False,
+        "server_header": False,
+        "log_level": "info",
+        "log_config": None,
+        "access_log": False,
+        "ws": "none",
+    }
     if settings.workers > 1:
         # Each worker process builds its own app (its own pool and threads) from the environment.
         uvicorn.run("gateway.app:create_app", factory=True, workers=settings.workers, **options)
@@ -94,10 +107,15 @@ def serve(host: str = typer.Option(None, help="default PHIGATE_HOST"),
 
 
 @app.command()
-def demo(as_json: bool = typer.Option(False, "--json", help="print the credentials as JSON"),
-         reset: bool = typer.Option(False, "--reset", help="start the demo over: empty the database, the local "
-                                                           "objects and the credentials file (development only)"),
-         yes: bool = typer.Option(False, "--yes", help="with --reset: do not ask for confirmation")) -> None:
+def demo(
+    as_json: bool = typer.Option(False, "--json", help="print the credentials as JSON"),
+    reset: bool = typer.Option(
+        False,
+        "--reset",
+        help="start the demo over: empty the database, the local objects and the credentials file (development only)",
+    ),
+    yes: bool = typer.Option(False, "--yes", help="with --reset: do not ask for confirmation"),
+) -> None:
     """Seed the demo the database lacks (organisations, a BAA, one user per role), then print what can sign in."""
     from gateway import demo as demo_data
     from gateway.config import _redact_url
@@ -112,8 +130,11 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the credentia
         components = support.components(settings)
         if reset:
             if not yes:
-                typer.confirm(f"Delete every organisation, user, transfer, object and audit event of "
-                              f"{_redact_url(settings.effective_database_url)} and start the demo over?", abort=True)
+                typer.confirm(
+                    f"Delete every organisation, user, transfer, object and audit event of "
+                    f"{_redact_url(settings.effective_database_url)} and start the demo over?",
+                    abort=True,
+                )
             for line in demo_data.reset(components):
                 typer.echo(f"reset: {line}", err=True)
             components = support.components(settings)
@@ -167,8 +188,13 @@ def org_list() -> None:
 
 
 @user_app.command("create")
-def user_create(username: str, org: str = typer.Option(..., help="organisation id or name"),
-                role: str = typer.Option(...), name: str = typer.Option(...), email: str = typer.Option(...)) -> None:
+def user_create(
+    username: str,
+    org: str = typer.Option(..., help="organisation id or name"),
+    role: str = typer.Option(...),
+    name: str = typer.Option(...),
+    email: str = typer.Option(...),
+) -> None:
     """Create a user; prints the one-time password they must change at first sign-in."""
     from gateway.orgs.service import find_org
     from gateway.users.models import Role
@@ -197,8 +223,10 @@ def user_list(org: str = typer.Option(None, help="organisation id or name")) -> 
         with support.components().db.transaction() as db:
             org_id = find_org(db, org).id if org else None
             for u in list_users(db, org_id):
-                typer.echo(f"{u.id}  {u.username:<20} {u.role.value:<18} {'active' if u.active else 'disabled':<9} "
-                           f"mfa={'yes' if u.mfa_enrolled else 'no'}  {u.org.name}")
+                typer.echo(
+                    f"{u.id}  {u.username:<20} {u.role.value:<18} {'active' if u.active else 'disabled':<9} "
+                    f"mfa={'yes' if u.mfa_enrolled else 'no'}  {u.org.name}"
+                )
     except Exception as exc:  # noqa: BLE001
         support.fail(exc)
 
@@ -257,7 +285,9 @@ def user_reset_passkeys(user: str) -> None:
     """For a user who lost every passkey: remove them all and end their sessions (a high-severity event)."""
     from gateway.auth.service import reset_passkeys
 
-    _user_action(user, lambda db, u: typer.echo(f"removed {reset_passkeys(db, u, support.actor())} passkey(s) of {user}"))
+    _user_action(
+        user, lambda db, u: typer.echo(f"removed {reset_passkeys(db, u, support.actor())} passkey(s) of {user}")
+    )
 
 
 @passkey_app.command("list")
@@ -270,8 +300,10 @@ def passkey_policy_list() -> None:
 
 
 @passkey_app.command("require")
-def passkey_policy_require(role: str = typer.Option(None, help="a role, e.g. practice_approver"),
-                           org: str = typer.Option(None, help="an organisation id or name")) -> None:
+def passkey_policy_require(
+    role: str = typer.Option(None, help="a role, e.g. practice_approver"),
+    org: str = typer.Option(None, help="an organisation id or name"),
+) -> None:
     """Require a passkey of every user of a role, or of an organisation."""
     from gateway.auth.passkey_policy import require
     from gateway.orgs.service import find_org
@@ -282,8 +314,11 @@ def passkey_policy_require(role: str = typer.Option(None, help="a role, e.g. pra
         raise typer.Exit(2)
     try:
         with components.db.transaction() as db:
-            policy = (require(db, "role", role, support.actor()) if role is not None
-                      else require(db, "org", find_org(db, org).id, support.actor()))
+            policy = (
+                require(db, "role", role, support.actor())
+                if role is not None
+                else require(db, "org", find_org(db, org).id, support.actor())
+            )
             typer.echo(f"{policy.id}  {policy.scope} {policy.value}")
     except Exception as exc:  # noqa: BLE001
         support.fail(exc)
@@ -302,9 +337,14 @@ def passkey_policy_remove(policy_id: str) -> None:
 
 
 @app.command()
-def fsck(repair: bool = typer.Option(False, "--repair", help="destroy objects nothing uses (never a stored one)"),
-         grace_minutes: int = typer.Option(None, help="in-flight window: leave pending objects younger than this "
-                                                      "alone (default PHIGATE_RETENTION_IN_FLIGHT_MINUTES)")) -> None:
+def fsck(
+    repair: bool = typer.Option(False, "--repair", help="destroy objects nothing uses (never a stored one)"),
+    grace_minutes: int = typer.Option(
+        None,
+        help="in-flight window: leave pending objects younger than this "
+        "alone (default PHIGATE_RETENTION_IN_FLIGHT_MINUTES)",
+    ),
+) -> None:
     """Reconcile the sealed-object registry with storage, for every kind of object (see docs/operations.md)."""
     from gateway.sealed.fsck import fsck as run_fsck
 
@@ -353,9 +393,18 @@ def keys_rewrap() -> None:
     from gateway.custody import rewrap_all
 
     report = rewrap_all(support.components(), support.actor())
-    typer.echo(json.dumps({"rewrapped": report.rewrapped, "already_current": report.already_current,
-                           "skipped_destroyed": report.skipped_destroyed, "by_key": report.by_key,
-                           "objects_by_kind": report.objects_by_kind, "objects_pending": report.objects_pending}))
+    typer.echo(
+        json.dumps(
+            {
+                "rewrapped": report.rewrapped,
+                "already_current": report.already_current,
+                "skipped_destroyed": report.skipped_destroyed,
+                "by_key": report.by_key,
+                "objects_by_kind": report.objects_by_kind,
+                "objects_pending": report.objects_pending,
+            }
+        )
+    )
 
 
 @config_app.command("show")
@@ -387,10 +436,14 @@ def main() -> None:
         sys.exit(130)
     except (ProviderUnavailable, StorageError, OperationalError) as exc:
         # A dependency that does not answer is the operator's to fix, not a bug: one line, no trace.
-        what = ("the key provider" if isinstance(exc, ProviderUnavailable)
-                else "the database" if isinstance(exc, OperationalError) else "storage")
-        print(f"error: {what} is unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
-              file=sys.stderr)
+        what = (
+            "the key provider"
+            if isinstance(exc, ProviderUnavailable)
+            else "the database"
+            if isinstance(exc, OperationalError)
+            else "storage"
+        )
+        print(f"error: {what} is unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", file=sys.stderr)
         sys.exit(2)
 
 

@@ -49,20 +49,32 @@ def require_installation(settings: Settings, *, schema: bool = True) -> None:
     wherever the command was typed, and the first query would die on a missing table.
     """
     data = settings.resolved_data_dir
-    inside = [name for name, value in (("PHIGATE_DATABASE_URL", settings.database_url),
-                                       ("PHIGATE_STORAGE_URL", settings.storage_url),
-                                       ("PHIGATE_KEY_PROVIDER_URL", settings.key_provider_url)) if value is None]
+    inside = [
+        name
+        for name, value in (
+            ("PHIGATE_DATABASE_URL", settings.database_url),
+            ("PHIGATE_STORAGE_URL", settings.storage_url),
+            ("PHIGATE_KEY_PROVIDER_URL", settings.key_provider_url),
+        )
+        if value is None
+    ]
     if inside and not data.is_dir():
-        refuse(f"no PHI Gate installation: data directory {data} does not exist; set PHIGATE_DATA_DIR to the "
-                f"installation's data directory (or run `phigate init` to create one)")
+        refuse(
+            f"no PHI Gate installation: data directory {data} does not exist; set PHIGATE_DATA_DIR to the "
+            f"installation's data directory (or run `phigate init` to create one)"
+        )
     database = _sqlite_path(settings.effective_database_url)
     if database is not None and not database.is_file():
-        refuse(f"no PHI Gate database at {database}; set PHIGATE_DATA_DIR (or PHIGATE_DATABASE_URL) to the "
-                f"installation's (or run `phigate init` to create one)")
+        refuse(
+            f"no PHI Gate database at {database}; set PHIGATE_DATA_DIR (or PHIGATE_DATABASE_URL) to the "
+            f"installation's (or run `phigate init` to create one)"
+        )
     keyring = settings.effective_key_provider_url
     if keyring.startswith("local://") and not Path(keyring.removeprefix("local://")).is_dir():
-        refuse(f"no keyring at {keyring.removeprefix('local://')}; set PHIGATE_DATA_DIR (or "
-                f"PHIGATE_KEY_PROVIDER_URL) to the installation's (or run `phigate init` to create one)")
+        refuse(
+            f"no keyring at {keyring.removeprefix('local://')}; set PHIGATE_DATA_DIR (or "
+            f"PHIGATE_KEY_PROVIDER_URL) to the installation's (or run `phigate init` to create one)"
+        )
     if schema:
         from sqlalchemy.exc import SQLAlchemyError
 
@@ -104,7 +116,6 @@ def fail(exc: Exception) -> None:
         typer.echo(f"error: {exc.message} ({exc.code})", err=True)
         raise typer.Exit(1) from None
     raise exc
-
 
 
 class Bar:

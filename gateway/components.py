@@ -21,9 +21,15 @@ class Components:
         from gateway.outbox import Outbox
 
         self.settings = settings
-        self.db = Database(settings.effective_database_url, PoolSettings(
-            size=settings.db_pool_size, max_overflow=settings.db_max_overflow, timeout=settings.db_pool_timeout,
-            sqlite_busy_timeout=settings.sqlite_busy_timeout))
+        self.db = Database(
+            settings.effective_database_url,
+            PoolSettings(
+                size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+                timeout=settings.db_pool_timeout,
+                sqlite_busy_timeout=settings.sqlite_busy_timeout,
+            ),
+        )
         # Installed before any session commits: every commit of this process delivers its own messages.
         # Channels are added by the adapters that compose a process (gateway.auditor.alerts.install):
         # a topic with no channel here waits in the outbox for a process that has one.
@@ -36,16 +42,21 @@ class Components:
         from crypto import open_key_provider
 
         s = self.settings
-        return open_key_provider(s.effective_key_provider_url, onshore_regions=s.onshore_regions,
-                                 kms_timeouts=(s.kms_connect_timeout, s.kms_read_timeout, s.kms_max_attempts))
+        return open_key_provider(
+            s.effective_key_provider_url,
+            onshore_regions=s.onshore_regions,
+            kms_timeouts=(s.kms_connect_timeout, s.kms_read_timeout, s.kms_max_attempts),
+        )
 
     @cached_property
     def store(self):
         from storage import open_object_store
 
-        return open_object_store(self.settings.effective_storage_url,
-                                 onshore_regions=self.settings.onshore_regions,
-                                 onshore_endpoints=self.settings.onshore_endpoints)
+        return open_object_store(
+            self.settings.effective_storage_url,
+            onshore_regions=self.settings.onshore_regions,
+            onshore_endpoints=self.settings.onshore_endpoints,
+        )
 
     def readiness(self) -> dict[str, str]:
         """Each dependency's state: "ok" or a short reason (no secrets, no paths)."""

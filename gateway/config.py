@@ -28,8 +28,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PHIGATE_", extra="ignore")
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         # PHIGATE_SECRETS_DIR: one file per secret setting, named like its variable (phigate_database_url),
         # as Kubernetes and Docker mount Secrets; secrets then stay out of the process environment.
         secrets_dir = os.environ.get("PHIGATE_SECRETS_DIR")
@@ -53,20 +54,25 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes of `phigate serve`")
-    worker_threads: int = Field(default=40, ge=4, le=1000,
-                                description="threads per process for database, key, storage and hashing work")
-    bulk_streams: int = Field(default=4, ge=1, le=1000,
-                              description="uploads and downloads moving bytes at once per process; others wait")
+    worker_threads: int = Field(
+        default=40, ge=4, le=1000, description="threads per process for database, key, storage and hashing work"
+    )
+    bulk_streams: int = Field(
+        default=4, ge=1, le=1000, description="uploads and downloads moving bytes at once per process; others wait"
+    )
     db_pool_size: int = Field(default=10, ge=1, le=500, description="database connections kept per process")
     db_max_overflow: int = Field(default=30, ge=0, le=1000, description="extra connections per process under load")
     db_pool_timeout: float = Field(default=30.0, gt=0, le=600, description="seconds to wait for a free connection")
-    sqlite_busy_timeout: float = Field(default=30.0, gt=0, le=600,
-                                       description="seconds a SQLite writer waits for another process's write lock")
+    sqlite_busy_timeout: float = Field(
+        default=30.0, gt=0, le=600, description="seconds a SQLite writer waits for another process's write lock"
+    )
     trusted_proxies: Csv = ()
-    scheduler_lease_seconds: float = Field(default=30.0, ge=1, le=3600,
-                                           description="lease of the scheduler's leader among replicas")
-    metrics_port: int | None = Field(default=None, ge=0, le=65535,
-                                     description="serve /metrics on this port (off when unset)")
+    scheduler_lease_seconds: float = Field(
+        default=30.0, ge=1, le=3600, description="lease of the scheduler's leader among replicas"
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="serve /metrics on this port (off when unset)"
+    )
     metrics_host: str = Field(default="127.0.0.1", description="address the metrics port listens on")
     metrics_token: SecretStr = Field(default=SecretStr(""), description="bearer token /metrics requires")
     log_format: Literal["json", "text"] = "json"
@@ -74,12 +80,17 @@ class Settings(BaseSettings):
     instance_id: str = "phigate-local"
     # The address users type: the WebAuthn relying party id and origin come from here, never from a
     # request's Host header (which a proxy or an attacker chooses).
-    public_url: str | None = Field(default=None, description="https://gateway.example; default in development: "
-                                   "http://localhost:<port>")
-    passkey_mds_file: Path | None = Field(default=None, description="FIDO MDS3 payload (JSON) of the authenticator "
-                                          "models accepted; unset: any authenticator, attestation 'none'")
-    passkey_challenge_seconds: int = Field(default=300, ge=30, le=900,
-                                           description="how long a passkey challenge may be answered")
+    public_url: str | None = Field(
+        default=None, description="https://gateway.example; default in development: http://localhost:<port>"
+    )
+    passkey_mds_file: Path | None = Field(
+        default=None,
+        description="FIDO MDS3 payload (JSON) of the authenticator "
+        "models accepted; unset: any authenticator, attestation 'none'",
+    )
+    passkey_challenge_seconds: int = Field(
+        default=300, ge=30, le=900, description="how long a passkey challenge may be answered"
+    )
 
     session_idle_minutes: int = Field(default=15, ge=1, le=24 * 60)
     session_absolute_hours: int = Field(default=12, ge=1, le=7 * 24)
@@ -91,44 +102,71 @@ class Settings(BaseSettings):
 
     # Audit log (gateway/audit): signed checkpoints, retention, access review, alerts.
     audit_checkpoint_interval_seconds: int = Field(default=300, ge=0, description="0: no in-process scheduler")
-    audit_log_origin: str | None = Field(default=None, description="checkpoint origin; default phigate/<instance_id>/audit")
+    audit_log_origin: str | None = Field(
+        default=None, description="checkpoint origin; default phigate/<instance_id>/audit"
+    )
     audit_retention_years: int = Field(default=6, ge=1, le=100)
     audit_inactivity_days: int = Field(default=90, ge=1)
     audit_alert_sink: str = Field(default="", description="http(s):// webhook URL or file:// JSON-lines path")
-    audit_alert_allowed_hours: str = Field(default="06-20", pattern=r"^([01][0-9]|2[0-4])-([01][0-9]|2[0-4])$",
-                                           description="UTC hours HH-HH in which sign-ins raise no alert")
-    audit_alert_rules: dict[str, dict[str, int]] = Field(default_factory=dict,
-                                                         description="JSON overrides of alert thresholds")
-    outbox_retry_seconds: int = Field(default=30, ge=0,
-                                      description="how often serve retries alerts a sink did not take (0: off)")
+    audit_alert_allowed_hours: str = Field(
+        default="06-20",
+        pattern=r"^([01][0-9]|2[0-4])-([01][0-9]|2[0-4])$",
+        description="UTC hours HH-HH in which sign-ins raise no alert",
+    )
+    audit_alert_rules: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="JSON overrides of alert thresholds"
+    )
+    outbox_retry_seconds: int = Field(
+        default=30, ge=0, description="how often serve retries alerts a sink did not take (0: off)"
+    )
 
     # transfers
     max_file_size: int = Field(default=5 * 1024**3, ge=1, description="bytes of plaintext per file")
     max_files_per_transfer: int = Field(default=20, ge=1, le=1000)
-    allowed_file_types: Csv = ("pdf", "tif", "tiff", "png", "jpg", "jpeg", "txt", "csv",
-                                           "835", "837", "x12", "edi", "docx", "xlsx", "zip")
+    allowed_file_types: Csv = (
+        "pdf",
+        "tif",
+        "tiff",
+        "png",
+        "jpg",
+        "jpeg",
+        "txt",
+        "csv",
+        "835",
+        "837",
+        "x12",
+        "edi",
+        "docx",
+        "xlsx",
+        "zip",
+    )
     default_access_days: int = Field(default=7, ge=1)
     max_access_days: int = Field(default=30, ge=1)
     emergency_max_hours: int = Field(default=24, ge=1, le=72)
 
     # resumable uploads (tus, gateway/uploads)
-    upload_expiry_hours: int = Field(default=24, ge=1, le=24 * 30,
-                                     description="an unfinished upload is destroyed this long after it began")
+    upload_expiry_hours: int = Field(
+        default=24, ge=1, le=24 * 30, description="an unfinished upload is destroyed this long after it began"
+    )
     upload_max_unfinished: int = Field(default=20, ge=1, description="unfinished uploads one user may hold")
-    upload_max_bytes_held: int = Field(default=20 * 1024**3, ge=1,
-                                       description="declared bytes of one user's unfinished uploads, together")
-    upload_expiry_interval_seconds: int = Field(default=300, ge=0,
-                                                description="how often serve destroys expired uploads (0: off)")
+    upload_max_bytes_held: int = Field(
+        default=20 * 1024**3, ge=1, description="declared bytes of one user's unfinished uploads, together"
+    )
+    upload_expiry_interval_seconds: int = Field(
+        default=300, ge=0, description="how often serve destroys expired uploads (0: off)"
+    )
 
     # retention and offboarding (retention/)
-    retention_keep_days: int = Field(default=30, ge=0, le=3650,
-                                     description="days ciphertext is kept after a window ends, rejection or revocation")
+    retention_keep_days: int = Field(
+        default=30, ge=0, le=3650, description="days ciphertext is kept after a window ends, rejection or revocation"
+    )
     retention_run_interval_seconds: int = Field(default=0, ge=0, description="0: no scheduled run inside serve")
     retention_batch_size: int = Field(default=200, ge=1, le=5000)
     retention_workers: int = Field(default=8, ge=1, le=64, description="parallel storage deletions")
     retention_lock_lease_seconds: int = Field(default=120, ge=10)
-    retention_in_flight_minutes: int = Field(default=60, ge=1,
-                                             description="downloads/uploads younger than this block offboarding")
+    retention_in_flight_minutes: int = Field(
+        default=60, ge=1, description="downloads/uploads younger than this block offboarding"
+    )
 
     @field_validator("onshore_regions", "onshore_endpoints", "trusted_proxies", "allowed_file_types", mode="before")
     @classmethod
@@ -143,8 +181,13 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.query \
-                or parts.fragment:
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username
+            or parts.query
+            or parts.fragment
+        ):
             raise ValueError("PHIGATE_PUBLIC_URL is an http(s) URL such as https://gateway.example")
         return value.strip().rstrip("/")
 
@@ -152,8 +195,9 @@ class Settings(BaseSettings):
     def _one_worker_with_metrics(self):
         if self.metrics_port is not None and self.workers > 1:
             # Each uvicorn worker would count on its own: one worker per container, scale by replicas.
-            raise ValueError("PHIGATE_METRICS_PORT needs PHIGATE_WORKERS=1: run one worker per container "
-                             "and scale with replicas")
+            raise ValueError(
+                "PHIGATE_METRICS_PORT needs PHIGATE_WORKERS=1: run one worker per container and scale with replicas"
+            )
         return self
 
     @field_validator("trusted_proxies")
@@ -242,14 +286,21 @@ class Settings(BaseSettings):
                 "or PHIGATE_ALLOW_LOCAL_KEYRING=true to accept it explicitly"
             )
         if (self.resolved_data_dir / "demo-credentials.json").exists():
-            problems.append("this data directory holds the demo (demo-credentials.json): demo accounts and "
-                            "their published passwords must never serve in production")
+            problems.append(
+                "this data directory holds the demo (demo-credentials.json): demo accounts and "
+                "their published passwords must never serve in production"
+            )
         if not self.public_url or not self.public_url.startswith("https://"):
             problems.append("PHIGATE_PUBLIC_URL must be the https:// address users reach: passkeys are bound to it")
-        if (self.metrics_port is not None and not self.metrics_token.get_secret_value()
-                and not _is_loopback(self.metrics_host)):
-            problems.append("the metrics port listens beyond loopback without PHIGATE_METRICS_TOKEN: "
-                            "set a token that Prometheus presents")
+        if (
+            self.metrics_port is not None
+            and not self.metrics_token.get_secret_value()
+            and not _is_loopback(self.metrics_host)
+        ):
+            problems.append(
+                "the metrics port listens beyond loopback without PHIGATE_METRICS_TOKEN: "
+                "set a token that Prometheus presents"
+            )
         if self.host in ("0.0.0.0", "::") and not self.trusted_proxies:  # noqa: S104 - checks for it, binds nothing
             problems.append("listening on all interfaces without PHIGATE_TRUSTED_PROXIES: put a TLS proxy in front")
         return problems
@@ -295,8 +346,10 @@ def _redact_url(url: str) -> str:
         user = creds.split(":", 1)[0]
         netloc = f"{user}:**********@{host}" if ":" in creds else f"{user}@{host}"
     query = urlencode(
-        [(k, "**********" if any(s in k.lower() for s in ("secret", "password", "token")) else v)
-         for k, v in parse_qsl(parts.query)]
+        [
+            (k, "**********" if any(s in k.lower() for s in ("secret", "password", "token")) else v)
+            for k, v in parse_qsl(parts.query)
+        ]
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 

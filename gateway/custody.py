@@ -30,8 +30,15 @@ def rotate(c: Components, key_id: str, actor: Actor) -> int:
     """Add a new version of `key_id`; returns it."""
     version = c.keys.rotate(key_id)
     with c.db.transaction() as db:
-        record_event(db, Action.KEYS_ROTATED, actor=actor, severity=Severity.warning, target_type="key", target_id=key_id,
-                     details={"version": version})
+        record_event(
+            db,
+            Action.KEYS_ROTATED,
+            actor=actor,
+            severity=Severity.warning,
+            target_type="key",
+            target_id=key_id,
+            details={"version": version},
+        )
     return version
 
 
@@ -52,15 +59,17 @@ def _current(c: Components, wrapped: WrappedKey, cache: dict[str, int]) -> bool:
     return wrapped.key_version >= cache[wrapped.key_id]
 
 
-def _reseal_column(c: Components, report: RewrapReport, versions: dict[str, int], model, column: str,
-                   context_of, visit) -> None:
+def _reseal_column(
+    c: Components, report: RewrapReport, versions: dict[str, int], model, column: str, context_of, visit
+) -> None:
     """Re-seal one column of sealed values, a batch per transaction."""
     last = ""
     attr = getattr(model, column)
     while True:
         with c.db.transaction() as db:
-            rows = list(db.scalars(select(model).where(model.id > last, attr.is_not(None))
-                                   .order_by(model.id).limit(BATCH)))
+            rows = list(
+                db.scalars(select(model).where(model.id > last, attr.is_not(None)).order_by(model.id).limit(BATCH))
+            )
             if not rows:
                 return
             for row in rows:
@@ -89,8 +98,9 @@ def rewrap_all(c: Components, actor: Actor) -> RewrapReport:
         report.by_key[wrapped.key_id] = report.by_key.get(wrapped.key_id, 0) + 1
         return new
 
-    _reseal_column(c, report, versions, User, "totp_secret_sealed",
-                   lambda u: {"purpose": "totp-secret", "user": u.id}, visit)
+    _reseal_column(
+        c, report, versions, User, "totp_secret_sealed", lambda u: {"purpose": "totp-secret", "user": u.id}, visit
+    )
     _reseal_column(c, report, versions, TransferFile, "name_sealed", lambda f: name_context(f.id), visit)
     _reseal_column(c, report, versions, Transfer, "note_sealed", lambda t: note_context(t.id), visit)
     objects = sealed.rewrap_objects(c, versions)
@@ -101,11 +111,21 @@ def rewrap_all(c: Components, actor: Actor) -> RewrapReport:
         report.by_key[key_id] = report.by_key.get(key_id, 0) + n
     report.objects_by_kind, report.objects_pending = objects.by_kind, objects.pending
     with c.db.transaction() as db:
-        record_event(db, Action.KEYS_REWRAPPED, actor=actor, target_type="key", target_id=None,
-                     details={"rewrapped": report.rewrapped, "already_current": report.already_current,
-                              "skipped_destroyed": report.skipped_destroyed, "keys": sorted(report.by_key),
-                              **{f"objects_{kind}": n for kind, n in sorted(objects.by_kind.items())},
-                              "objects_pending": objects.pending})
+        record_event(
+            db,
+            Action.KEYS_REWRAPPED,
+            actor=actor,
+            target_type="key",
+            target_id=None,
+            details={
+                "rewrapped": report.rewrapped,
+                "already_current": report.already_current,
+                "skipped_destroyed": report.skipped_destroyed,
+                "keys": sorted(report.by_key),
+                **{f"objects_{kind}": n for kind, n in sorted(objects.by_kind.items())},
+                "objects_pending": objects.pending,
+            },
+        )
     return report
 
 
@@ -113,5 +133,7 @@ def key_inventory(c: Components) -> list[dict]:
     """Every key the provider holds, its current version, and how many objects each version still wraps."""
     with c.db.snapshot() as db:
         wrapped = sealed.wrapped_by_version(db)
-    return [{"key_id": k, "version": c.keys.current_version(k), "objects_by_version": wrapped.get(k, {})}
-            for k in sorted(c.keys.key_ids())]
+    return [
+        {"key_id": k, "version": c.keys.current_version(k), "objects_by_version": wrapped.get(k, {})}
+        for k in sorted(c.keys.key_ids())
+    ]

@@ -96,14 +96,20 @@ def _is_write(statement: str) -> bool:
 def make_engine(url: str, pool: PoolSettings | None = None) -> Engine:
     pool = pool or PoolSettings()
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=pool.size, max_overflow=pool.max_overflow,
-                             pool_timeout=pool.timeout)
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=pool.size, max_overflow=pool.max_overflow, pool_timeout=pool.timeout
+        )
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     # A connection costs a file handle: enough for every worker thread, so that none waits for the pool.
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": pool.sqlite_busy_timeout},
-                           pool_size=pool.size, max_overflow=pool.max_overflow, pool_timeout=pool.timeout)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": pool.sqlite_busy_timeout},
+        pool_size=pool.size,
+        max_overflow=pool.max_overflow,
+        pool_timeout=pool.timeout,
+    )
     writer = threading.Lock()
 
     @event.listens_for(engine, "connect")
@@ -160,8 +166,7 @@ def _refuse_writes(engine: Engine) -> None:
     @event.listens_for(engine, "before_cursor_execute")
     def _read_only(conn, cursor, statement, parameters, context, executemany):
         if conn.get_execution_options().get(_READ) and _is_write(statement):
-            raise WriteInReadSession(
-                "a read session tried to write; use Database.sessions() or Database.transaction()")
+            raise WriteInReadSession("a read session tried to write; use Database.sessions() or Database.transaction()")
 
 
 class Database:

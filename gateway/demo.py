@@ -37,9 +37,11 @@ from gateway.orgs.service import create_org
 from gateway.users.models import Role, User
 from gateway.users.service import create_user
 
-ORGS = {"practice": ("Demo Family Practice", OrgKind.practice),
-        "vendor": ("Demo Billing Services", OrgKind.vendor),
-        "operator": ("PHI Gate Operator", OrgKind.operator)}
+ORGS = {
+    "practice": ("Demo Family Practice", OrgKind.practice),
+    "vendor": ("Demo Billing Services", OrgKind.vendor),
+    "operator": ("PHI Gate Operator", OrgKind.operator),
+}
 USERS = [
     ("demo-staff", "Dana Staff", Role.practice_staff, "practice"),
     ("demo-approver", "Avery Approver", Role.practice_approver, "practice"),
@@ -128,24 +130,49 @@ def seed(components: Components, actor: Actor) -> dict:
             orgs[key] = org
             organisations[key] = {"id": org.id, "name": org.name, "kind": kind.value}
         # Only a demo seeded now gets its BAA: one that ended (an offboarding) stays ended.
-        if created or db.scalar(select(Baa.id).where(Baa.practice_id == orgs["practice"].id,
-                                                     Baa.vendor_id == orgs["vendor"].id)) is None:
-            record_baa(db, orgs["practice"], orgs["vendor"], "DEMO-BAA-001", clock.now() - timedelta(days=1),
-                       clock.now() + timedelta(days=365), actor)
+        if (
+            created
+            or db.scalar(
+                select(Baa.id).where(Baa.practice_id == orgs["practice"].id, Baa.vendor_id == orgs["vendor"].id)
+            )
+            is None
+        ):
+            record_baa(
+                db,
+                orgs["practice"],
+                orgs["vendor"],
+                "DEMO-BAA-001",
+                clock.now() - timedelta(days=1),
+                clock.now() + timedelta(days=365),
+                actor,
+            )
         for username, full_name, role, org_key in USERS:
             user = db.scalar(select(User).where(User.username == username))
             if user is not None:
-                existing[username] = _Existing(user.id, user.active, user.org.active, user.locked_until,
-                                               user.password_hash, user.totp_secret_sealed)
+                existing[username] = _Existing(
+                    user.id,
+                    user.active,
+                    user.org.active,
+                    user.locked_until,
+                    user.password_hash,
+                    user.totp_secret_sealed,
+                )
                 continue
             password = "demo-" + secrets.token_urlsafe(12)
-            user, _ = create_user(db, orgs[org_key], username, full_name, f"{username}@example.invalid", role, actor,
-                                  password=password)
+            user, _ = create_user(
+                db, orgs[org_key], username, full_name, f"{username}@example.invalid", role, actor, password=password
+            )
             secret = totp.new_secret()
             user.totp_secret_sealed = seal_totp_secret(components.keys, user.id, secret)
             user.totp_enrolled_at = clock.now()
-            issued[username] = {"username": username, "user_id": user.id, "password": password,
-                                "totp_secret": secret, "role": role.value, "organisation": orgs[org_key].name}
+            issued[username] = {
+                "username": username,
+                "user_id": user.id,
+                "password": password,
+                "totp_secret": secret,
+                "role": role.value,
+                "organisation": orgs[org_key].name,
+            }
     if issued:
         # Kept beside the older entries: those of another database (by account id) still hold there.
         _write_credentials(path, stored + [issued[name] for name, *_ in USERS if name in issued])
@@ -158,8 +185,13 @@ def seed(components: Components, actor: Actor) -> dict:
         mine = _stored_for(stored, username, row.id)
         # Checked outside the transaction: password hashing is slow and takes no lock.
         status = _status(components, mine, row)
-        entry = {"username": username, "user_id": row.id, "role": role.value,
-                 "organisation": organisations[org_key]["name"], "status": status}
+        entry = {
+            "username": username,
+            "user_id": row.id,
+            "role": role.value,
+            "organisation": organisations[org_key]["name"],
+            "status": status,
+        }
         if status == READY:
             entry.update(password=mine["password"], totp_secret=mine["totp_secret"])
         users.append(entry)
@@ -194,20 +226,28 @@ def reset(components: Components) -> list[str]:
 
 
 def describe(creds: dict, url: str) -> str:
-    lines = [f"PHI Gate demo at {url}  (sign in at {url}/login)", "",
-             f"{'username':<15} {'role':<18} {'password':<24} {'code now':<9} TOTP secret (add to an authenticator app)"]
+    lines = [
+        f"PHI Gate demo at {url}  (sign in at {url}/login)",
+        "",
+        f"{'username':<15} {'role':<18} {'password':<24} {'code now':<9} TOTP secret (add to an authenticator app)",
+    ]
     now = clock.now()
     blocked = []
     for u in creds["users"]:
         if u["status"] != READY:
             blocked.append(u)
             continue
-        lines.append(f"{u['username']:<15} {u['role']:<18} {u['password']:<24} {totp.code_at(u['totp_secret'], now):<9} "
-                     f"{u['totp_secret']}")
+        lines.append(
+            f"{u['username']:<15} {u['role']:<18} {u['password']:<24} {totp.code_at(u['totp_secret'], now):<9} "
+            f"{u['totp_secret']}"
+        )
     if blocked:
         lines += ["", "Not usable (no credentials shown):"]
         lines += [f"{u['username']:<15} {u['role']:<18} {u['status']}" for u in blocked]
         lines.append("`phigate demo --reset` starts the demo over with fresh accounts.")
-    lines += ["", "Codes change every 30 seconds: run `phigate demo` again for fresh ones.",
-              "These are demo accounts with synthetic data only: never put real PHI in a demo install."]
+    lines += [
+        "",
+        "Codes change every 30 seconds: run `phigate demo` again for fresh ones.",
+        "These are demo accounts with synthetic data only: never put real PHI in a demo install.",
+    ]
     return "\n".join(lines)

@@ -19,8 +19,15 @@ from sqlalchemy.orm import Session
 
 from gateway.audit.service import Actor
 from gateway.auth.models import SessionStage
-from gateway.auth.service import (Principal, check_session, expire_session, needs_touch, resolve_api_token,
-                                  touch_api_token, touch_session)
+from gateway.auth.service import (
+    Principal,
+    check_session,
+    expire_session,
+    needs_touch,
+    resolve_api_token,
+    touch_api_token,
+    touch_session,
+)
 from gateway.components import Components
 from gateway.config import Settings
 from gateway.errors import CsrfFailed, Forbidden, MfaRequired, NotAuthenticated, PasswordChangeRequired
@@ -31,6 +38,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Dependencies that only read the request are `async def`: FastAPI runs a plain `def` one in a
 # worker thread, and a thread hop per trivial lookup costs the event loop more than the lookup.
+
 
 async def get_components(request: Request) -> Components:
     return request.app.state.components
@@ -177,8 +185,13 @@ def check_origin(request: Request) -> None:
             raise CsrfFailed("The request came from another site.", code="bad_origin")
 
 
-def partial_principal(request: Request, db: DbSession, c: AppComponents, actor: RequestActor,
-                      sent: Annotated[str | None, Depends(csrf_sent)]) -> Principal:
+def partial_principal(
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    actor: RequestActor,
+    sent: Annotated[str | None, Depends(csrf_sent)],
+) -> Principal:
     """A session at any stage: used only by the second-factor and enrolment steps.
 
     A plain `def`: the framework runs it in a worker thread, so its database work never

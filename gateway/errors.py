@@ -50,10 +50,7 @@ class LoginFailed(GatewayError):
     status = 401
     audited = True  # every raise follows auth.service._fail, which records the reason
     code = "login_failed"
-    message = (
-        "The username, password or code is not correct. "
-        "After repeated failures an account is locked for a while."
-    )
+    message = "The username, password or code is not correct. After repeated failures an account is locked for a while."
 
 
 class MfaRequired(GatewayError):

@@ -17,9 +17,21 @@ SNIFF_BYTES = 8192
 
 # extension -> the content family it must sniff as
 EXTENSIONS = {
-    "pdf": "pdf", "tif": "tiff", "tiff": "tiff", "png": "png", "jpg": "jpeg", "jpeg": "jpeg",
-    "txt": "text", "csv": "text", "835": "x12", "837": "x12", "x12": "x12", "edi": "x12",
-    "docx": "zip", "xlsx": "zip", "zip": "zip",
+    "pdf": "pdf",
+    "tif": "tiff",
+    "tiff": "tiff",
+    "png": "png",
+    "jpg": "jpeg",
+    "jpeg": "jpeg",
+    "txt": "text",
+    "csv": "text",
+    "835": "x12",
+    "837": "x12",
+    "x12": "x12",
+    "edi": "x12",
+    "docx": "zip",
+    "xlsx": "zip",
+    "zip": "zip",
 }
 DEFAULT_ALLOWED = tuple(EXTENSIONS)
 
@@ -58,8 +70,9 @@ def check(extension: str, head: bytes, allowed: tuple[str, ...]) -> str:
 
     family = EXTENSIONS.get(extension)
     if extension not in allowed or family is None:
-        raise InvalidInput(f"This type of file is not accepted. Accepted: {', '.join(sorted(allowed))}.",
-                           code="file_type_not_allowed")
+        raise InvalidInput(
+            f"This type of file is not accepted. Accepted: {', '.join(sorted(allowed))}.", code="file_type_not_allowed"
+        )
     found = sniff(head)
     # An X12 file is also text; a .txt/.csv holding X12 is accepted as text.
     if found == family or (family == "text" and found == "x12") or (family == "x12" and found == "x12"):

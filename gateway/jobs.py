@@ -21,8 +21,7 @@ def serve_jobs(components) -> list[Job]:
         Job("audit", settings.audit_checkpoint_interval_seconds, AuditJobs(components).tick, leader_only=True),
         # Messages are delivered at commit; this only retries what a sink refused, from one replica.
         Job("outbox", settings.outbox_retry_seconds, components.outbox.deliver, leader_only=True),
-        Job("retention", settings.retention_run_interval_seconds, lambda: scheduled_run(components),
-            leader_only=True),
+        Job("retention", settings.retention_run_interval_seconds, lambda: scheduled_run(components), leader_only=True),
         # Closes ended address windows of the refusal ledger with one event each (gateway/auth/throttle.py).
         Job("address-windows", 60, lambda: close_address_windows(components), leader_only=True),
         Job("uploads", settings.upload_expiry_interval_seconds, lambda: expire(components), leader_only=True),
@@ -37,5 +36,6 @@ def close_address_windows(components) -> int:
 
 def serve_scheduler(components) -> Scheduler:
     """The scheduler `phigate serve` runs: the domains' jobs, with this process contending for leadership."""
-    return Scheduler(serve_jobs(components),
-                     Leadership(components.db, lease_seconds=components.settings.scheduler_lease_seconds))
+    return Scheduler(
+        serve_jobs(components), Leadership(components.db, lease_seconds=components.settings.scheduler_lease_seconds)
+    )

@@ -77,8 +77,9 @@ def contender_id() -> str:
 class Leadership:
     """This process's claim to lead `name`: `step()` once, or `start()` a thread that keeps stepping."""
 
-    def __init__(self, database: Database, *, name: str = SCHEDULER, lease_seconds: float = 30.0,
-                 owner: str | None = None):
+    def __init__(
+        self, database: Database, *, name: str = SCHEDULER, lease_seconds: float = 30.0, owner: str | None = None
+    ):
         self.db = database
         self.name = name
         self.lease = float(lease_seconds)

@@ -28,8 +28,12 @@ _ACCEPTED_ID = re.compile(r"[0-9A-Za-z-]{16,64}")
 
 # Attributes every LogRecord has; anything else on a record came through `extra=` and is logged as a field.
 # uvicorn's color_message repeats the message with terminal colours.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName",
-                                                                               "color_message"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 def new_request_id(offered: str | None = None) -> str:
@@ -74,8 +78,9 @@ class _TextFormatter(logging.Formatter):
 def configure(fmt: str = "json", level: str = "INFO", stream=None) -> None:
     """Send every logger (ours and uvicorn's) to one handler in the chosen format."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json"
-                         else _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -30,8 +30,8 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 
 log = logging.getLogger("phigate.metrics")
 
@@ -41,15 +41,16 @@ HTTP_LATENCY = Histogram(
     ["method", "route", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
-TRANSFER_BYTES = Counter("phigate_transfer_bytes_total", "Plaintext bytes of files received and sent",
-                         ["direction"])
+TRANSFER_BYTES = Counter("phigate_transfer_bytes_total", "Plaintext bytes of files received and sent", ["direction"])
 IN_FLIGHT = Gauge("phigate_transfers_in_flight", "Uploads and downloads streaming now", ["direction"])
 AUDIT_EVENTS = Counter("phigate_audit_events_appended_total", "Audit events committed by this process", ["action"])
-DECISIONS = Counter("phigate_transfer_decisions_total", "Approvals, rejections and revocations of transfers",
-                    ["decision"])
+DECISIONS = Counter(
+    "phigate_transfer_decisions_total", "Approvals, rejections and revocations of transfers", ["decision"]
+)
 DOWNLOADS_DENIED = Counter("phigate_downloads_denied_total", "Download attempts refused at a gate")
-OBJECTS_DESTROYED = Counter("phigate_retention_objects_destroyed_total",
-                            "Stored files destroyed (retention and offboarding)")
+OBJECTS_DESTROYED = Counter(
+    "phigate_retention_objects_destroyed_total", "Stored files destroyed (retention and offboarding)"
+)
 LEADER = Gauge("phigate_scheduler_leader", "1 while this process leads the scheduler (runs the leader-only jobs)")
 
 UPLOAD, DOWNLOAD = "upload", "download"
@@ -103,8 +104,9 @@ class _DatabaseCollector:
     def collect(self):
         from gateway.audit.checkpoint import latest_checkpoint
 
-        age = GaugeMetricFamily("phigate_audit_checkpoint_age_seconds",
-                                "Seconds since the newest signed audit checkpoint")
+        age = GaugeMetricFamily(
+            "phigate_audit_checkpoint_age_seconds", "Seconds since the newest signed audit checkpoint"
+        )
         try:
             with self.components.db.snapshot() as db:
                 cp = latest_checkpoint(db)
@@ -159,8 +161,9 @@ class MetricsServer:
     """`GET /metrics` on its own address, in a thread; started and stopped with the app."""
 
     def __init__(self, components, host: str, port: int, token: str = ""):
-        self.server = make_server(host, port, wsgi_app(components, token), server_class=_ThreadingServer,
-                                  handler_class=_QuietHandler)
+        self.server = make_server(
+            host, port, wsgi_app(components, token), server_class=_ThreadingServer, handler_class=_QuietHandler
+        )
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, name="phigate-metrics", daemon=True)
 

@@ -152,10 +152,16 @@ class Outbox:
         topics = [name for name, channel in self.channels.items() if channel.ready()]
         if not topics or ids == []:
             return []
-        query = (select(OutboxEntry)
-                 .where(OutboxEntry.delivered_at.is_(None), OutboxEntry.topic.in_(topics),
-                        or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < now))
-                 .order_by(OutboxEntry.id).limit(BATCH))
+        query = (
+            select(OutboxEntry)
+            .where(
+                OutboxEntry.delivered_at.is_(None),
+                OutboxEntry.topic.in_(topics),
+                or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < now),
+            )
+            .order_by(OutboxEntry.id)
+            .limit(BATCH)
+        )
         if ids is not None:
             query = query.where(OutboxEntry.id.in_(ids))
         if db.get_bind().dialect.name == "postgresql":

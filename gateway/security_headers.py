@@ -50,8 +50,9 @@ class SecurityHeaders:
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control" or static]
-                attachment = any(k.lower() == b"content-disposition" and v.lower().startswith(b"attachment")
-                                 for k, v in headers)
+                attachment = any(
+                    k.lower() == b"content-disposition" and v.lower().startswith(b"attachment") for k, v in headers
+                )
                 headers += [
                     (b"content-security-policy", (ATTACHMENT_CSP if attachment else CSP).encode()),
                     (b"x-content-type-options", b"nosniff"),

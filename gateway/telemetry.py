@@ -83,7 +83,11 @@ class Telemetry:
             route = route_template(scope)
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
             HTTP_LATENCY.labels(method, route, str(status)).observe(seconds)
-            log.info("%s %s %d", method, route, status,
-                     extra={"method": method, "route": route, "status": status,
-                            "duration_ms": round(seconds * 1000, 1)})
+            log.info(
+                "%s %s %d",
+                method,
+                route,
+                status,
+                extra={"method": method, "route": route, "status": status, "duration_ms": round(seconds * 1000, 1)},
+            )
             REQUEST_ID.reset(token)

@@ -35,8 +35,15 @@ def redirect(url: str) -> RedirectResponse:
 T = TypeVar("T")
 
 
-def submit(db: Session, action: Callable[[], T], *, form: Callable[..., Response], done: Callable[[T], Response],
-           commit: bool = True, messages: Mapping[str, str] | None = None) -> Response:
+def submit(
+    db: Session,
+    action: Callable[[], T],
+    *,
+    form: Callable[..., Response],
+    done: Callable[[T], Response],
+    commit: bool = True,
+    messages: Mapping[str, str] | None = None,
+) -> Response:
     """A form's POST: run the service call, commit, answer `done(result)` (a redirect, a page).
 
     On a domain error nothing of the call is kept (rollback) and the form comes back with the

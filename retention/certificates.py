@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 
 from crypto import Signer, fingerprint, verify_signature
-from gateway.audit.actions import Action
 from gateway import __version__, clock
+from gateway.audit.actions import Action
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
 from gateway.components import Components
@@ -38,10 +38,12 @@ VERIFICATION_METHOD = (
     "after deletion the object store is queried for the exact object key: on S3, HeadObject must answer 404 and "
     "ListObjectVersions and ListMultipartUploads must list no version, delete marker or upload; on the local "
     "store, the object file and every temporary remnant must be absent. Each object's wrapped data key and "
-    "encrypted file name are then erased from the database (cryptographic erase).")
+    "encrypted file name are then erased from the database (cryptographic erase)."
+)
 CRYPTO_SHRED_ONLY = (
     "storage deletion was blocked (Object Lock); the object was destroyed by crypto-shredding only: its data key "
-    "was erased, so the remaining ciphertext cannot be decrypted")
+    "was erased, so the remaining ciphertext cannot be decrypted"
+)
 
 
 SIGNED = "canonical JSON of the certificate member"
@@ -55,8 +57,7 @@ def canonical(value) -> bytes:
 
 def canonical_v1(value) -> bytes:
     """Format 1's serialisation, kept to verify the certificates issued in it."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 CANONICAL = {FORMAT: canonical, FORMAT_V1: canonical_v1}
@@ -76,8 +77,14 @@ def _checkpoint(c: Components) -> dict:
     with c.db.sessions() as db:
         cp = latest_checkpoint(db)
         db.commit()
-    return {"tree_size": cp.tree_size, "root_hash": cp.root_hash.hex(), "origin": cp.key_name,
-            "key_fingerprint": cp.key_fingerprint, "signed_at": cp.created_at.isoformat(), "signed_note": cp.note}
+    return {
+        "tree_size": cp.tree_size,
+        "root_hash": cp.root_hash.hex(),
+        "origin": cp.key_name,
+        "key_fingerprint": cp.key_fingerprint,
+        "signed_at": cp.created_at.isoformat(),
+        "signed_note": cp.note,
+    }
 
 
 def _entry(row) -> dict:
@@ -105,8 +112,9 @@ def _entry(row) -> dict:
 _OBJECTS = "\x00objects\x00"  # placeholder spliced out of the canonical body
 
 
-def build_body(c: Components, job: DestructionJob, cert_id: str, issued_at, checkpoint: dict,
-               db) -> tuple[bytearray, dict]:
+def build_body(
+    c: Components, job: DestructionJob, cert_id: str, issued_at, checkpoint: dict, db
+) -> tuple[bytearray, dict]:
     """The canonical serialisation of the certificate body, and its summary.
 
     Objects are read in chunks and serialised one by one into the output, so memory
@@ -114,31 +122,55 @@ def build_body(c: Components, job: DestructionJob, cert_id: str, issued_at, chec
     values: sorted keys make the "objects" member's place fixed, so splicing the
     serialised list into the canonical rest of the body is itself canonical.
     """
-    names = dict(db.execute(select(Organisation.id, Organisation.name).where(
-        Organisation.id.in_([job.practice_id, job.vendor_id]))).all())
+    names = dict(
+        db.execute(
+            select(Organisation.id, Organisation.name).where(Organisation.id.in_([job.practice_id, job.vendor_id]))
+        ).all()
+    )
     mine = DestructionRecord.job_id == job.id
-    count, total = db.execute(select(func.count(), func.coalesce(func.sum(DestructionRecord.size), 0))
-                              .where(mine)).one()
-    shred_only = list(db.scalars(select(DestructionRecord.file_id).where(
-        mine, DestructionRecord.crypto_shred_only.is_(True)).order_by(DestructionRecord.file_id)))
+    count, total = db.execute(
+        select(func.count(), func.coalesce(func.sum(DestructionRecord.size), 0)).where(mine)
+    ).one()
+    shred_only = list(
+        db.scalars(
+            select(DestructionRecord.file_id)
+            .where(mine, DestructionRecord.crypto_shred_only.is_(True))
+            .order_by(DestructionRecord.file_id)
+        )
+    )
     body = {
         "format": FORMAT,
         "certificate_id": cert_id,
         "issued_at": issued_at.isoformat(),
         "issuer": {"software": "PHI Gate", "software_version": __version__, "instance_id": c.settings.instance_id},
         "operator": job.operator,
-        "scope": {"kind": job.kind.value, "practice_id": job.practice_id, "practice_name": names.get(job.practice_id),
-                  "vendor_id": job.vendor_id, "vendor_name": names.get(job.vendor_id), "reason": job.reason,
-                  "baa_references": job.baa_references, "job_id": job.id,
-                  "returned_files_included": bool(job.include_returned),
-                  "retention_cutoff": job.cutoff.isoformat() if job.cutoff else None},
-        "sanitization": {"standard": "NIST SP 800-88 Rev. 1", "category": "Purge", "method": METHOD,
-                         "media": "object storage holding ciphertext only (AES-256-GCM, one data key per object)",
-                         "tool": f"PHI Gate {__version__} retention engine"},
+        "scope": {
+            "kind": job.kind.value,
+            "practice_id": job.practice_id,
+            "practice_name": names.get(job.practice_id),
+            "vendor_id": job.vendor_id,
+            "vendor_name": names.get(job.vendor_id),
+            "reason": job.reason,
+            "baa_references": job.baa_references,
+            "job_id": job.id,
+            "returned_files_included": bool(job.include_returned),
+            "retention_cutoff": job.cutoff.isoformat() if job.cutoff else None,
+        },
+        "sanitization": {
+            "standard": "NIST SP 800-88 Rev. 1",
+            "category": "Purge",
+            "method": METHOD,
+            "media": "object storage holding ciphertext only (AES-256-GCM, one data key per object)",
+            "tool": f"PHI Gate {__version__} retention engine",
+        },
         "verification_method": VERIFICATION_METHOD,
-        "summary": {"objects": count, "bytes": int(total), "verified_absent": count - len(shred_only),
-                    "crypto_shred_only": len(shred_only),
-                    "objects_retained_under_legal_hold": sum(h["objects"] for h in job.held or [])},
+        "summary": {
+            "objects": count,
+            "bytes": int(total),
+            "verified_absent": count - len(shred_only),
+            "crypto_shred_only": len(shred_only),
+            "objects_retained_under_legal_hold": sum(h["objects"] for h in job.held or []),
+        },
         "objects": _OBJECTS,
         "crypto_shred_only": {"statement": CRYPTO_SHRED_ONLY, "object_ids": shred_only} if shred_only else None,
         "key_evidence": job.key_evidence,
@@ -149,11 +181,23 @@ def build_body(c: Components, job: DestructionJob, cert_id: str, issued_at, chec
     head, tail = canonical(body).split(canonical(_OBJECTS), 1)
     out = bytearray(head)
     out += b"["
-    columns = (DestructionRecord.transfer_id, DestructionRecord.file_id, DestructionRecord.object_key,
-               DestructionRecord.size, DestructionRecord.sha256, DestructionRecord.storage_location,
-               DestructionRecord.destroyed_at, DestructionRecord.crypto_shred_only, DestructionRecord.storage)
-    rows = db.execute(select(*columns).where(mine).order_by(DestructionRecord.transfer_id, DestructionRecord.file_id)
-                      .execution_options(yield_per=500))
+    columns = (
+        DestructionRecord.transfer_id,
+        DestructionRecord.file_id,
+        DestructionRecord.object_key,
+        DestructionRecord.size,
+        DestructionRecord.sha256,
+        DestructionRecord.storage_location,
+        DestructionRecord.destroyed_at,
+        DestructionRecord.crypto_shred_only,
+        DestructionRecord.storage,
+    )
+    rows = db.execute(
+        select(*columns)
+        .where(mine)
+        .order_by(DestructionRecord.transfer_id, DestructionRecord.file_id)
+        .execution_options(yield_per=500)
+    )
     for i, row in enumerate(rows):
         if i:
             out += b","
@@ -166,13 +210,15 @@ def build_body(c: Components, job: DestructionJob, cert_id: str, issued_at, chec
 def sign(body: dict | bytes | bytearray, signer: Signer) -> bytes:
     """The certificate document: canonical JSON of the body (a dict, or its canonical bytes) and its signature."""
     message = body if isinstance(body, bytes | bytearray) else canonical(body)
-    signature = canonical({
-        "algorithm": "Ed25519",
-        "signed": SIGNED,
-        "public_key": base64.b64encode(signer.public_key_raw()).decode(),
-        "public_key_fingerprint": signer.fingerprint(),
-        "value": base64.b64encode(signer.sign(message)).decode(),
-    })
+    signature = canonical(
+        {
+            "algorithm": "Ed25519",
+            "signed": SIGNED,
+            "public_key": base64.b64encode(signer.public_key_raw()).decode(),
+            "public_key_fingerprint": signer.fingerprint(),
+            "value": base64.b64encode(signer.sign(message)).decode(),
+        }
+    )
     # "certificate" sorts before "signature": this is canonical({"certificate": body, "signature": sig}).
     return b"".join((b'{"certificate":', message, b',"signature":', signature, b"}"))
 
@@ -198,22 +244,46 @@ def issue(c: Components, job_id: str, actor: Actor) -> str:
         document = sign(body, signer)
         del body
         digest = hashlib.sha256(document).hexdigest()
-        db.add(Certificate(id=cert_id, job_id=job.id, kind=job.kind, practice_id=job.practice_id,
-                           vendor_id=job.vendor_id, issued_at=issued_at, objects=summary["objects"],
-                           crypto_shred_only=summary["crypto_shred_only"], sha256=digest,
-                           key_fingerprint=signer.fingerprint(), document=document))
+        db.add(
+            Certificate(
+                id=cert_id,
+                job_id=job.id,
+                kind=job.kind,
+                practice_id=job.practice_id,
+                vendor_id=job.vendor_id,
+                issued_at=issued_at,
+                objects=summary["objects"],
+                crypto_shred_only=summary["crypto_shred_only"],
+                sha256=digest,
+                key_fingerprint=signer.fingerprint(),
+                document=document,
+            )
+        )
         job.status, job.finished_at = JobStatus.complete, issued_at
-        record_event(db, Action.RETENTION_CERTIFICATE_ISSUED, actor=actor, severity=Severity.warning,
-                     target_type="certificate", target_id=cert_id, target_org_id=job.practice_id,
-                     details={"job_id": job.id, "kind": job.kind.value, "vendor_id": job.vendor_id,
-                              "objects": summary["objects"], "crypto_shred_only": summary["crypto_shred_only"],
-                              "sha256": digest,
-                              "key_destroyed": bool(job.key_evidence and job.key_evidence.get("destroyed"))})
+        record_event(
+            db,
+            Action.RETENTION_CERTIFICATE_ISSUED,
+            actor=actor,
+            severity=Severity.warning,
+            target_type="certificate",
+            target_id=cert_id,
+            target_org_id=job.practice_id,
+            details={
+                "job_id": job.id,
+                "kind": job.kind.value,
+                "vendor_id": job.vendor_id,
+                "objects": summary["objects"],
+                "crypto_shred_only": summary["crypto_shred_only"],
+                "sha256": digest,
+                "key_destroyed": bool(job.key_evidence and job.key_evidence.get("destroyed")),
+            },
+        )
     steps.done("certificate_issued")
     return cert_id
 
 
 # -- verification -----------------------------------------------------------------
+
 
 @dataclass
 class Verification:
@@ -225,8 +295,14 @@ class Verification:
     storage_checked: int = 0
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "certificate_id": self.certificate_id, "objects": self.objects,
-                "storage_checked": self.storage_checked, "problems": self.problems, "notes": self.notes}
+        return {
+            "ok": self.ok,
+            "certificate_id": self.certificate_id,
+            "objects": self.objects,
+            "storage_checked": self.storage_checked,
+            "problems": self.problems,
+            "notes": self.notes,
+        }
 
 
 def _b64(text: str) -> bytes:
@@ -267,16 +343,21 @@ def verify_document(data: bytes, public_key=None) -> tuple[Verification, dict | 
         embedded, signature = _b64(sig["public_key"]), _b64(sig["value"])
         if public_key is None:
             key = embedded
-            v.notes.append("checked with the public key embedded in the certificate; pass --public-key to check "
-                           "it against the operator's published key")
+            v.notes.append(
+                "checked with the public key embedded in the certificate; pass --public-key to check "
+                "it against the operator's published key"
+            )
         else:
             key = public_key
             if fingerprint(embedded) != fingerprint(public_key):
                 v.problems.append("the certificate names another signing key than the one given")
         if sig.get("public_key_fingerprint") != fingerprint(key):
             v.problems.append("the signing key fingerprint does not match the key")
-        if (sig.get("algorithm") != "Ed25519" or canonical_body is None
-                or not verify_signature(key, canonical_body, signature)):
+        if (
+            sig.get("algorithm") != "Ed25519"
+            or canonical_body is None
+            or not verify_signature(key, canonical_body, signature)
+        ):
             v.problems.append("the signature does not verify")
     except Exception:  # noqa: BLE001 - any malformed signature member is one failure
         v.problems.append("the signature member is malformed")
@@ -289,15 +370,19 @@ def check_storage(body: dict, store) -> tuple[int, list[str], list[str]]:
     problems, notes, checked = [], [], 0
     for entry in body.get("objects") or []:
         if entry["storage_location"] != store.location_id:
-            problems.append(f"object {entry['object_id']}: stored in {entry['storage_location']}, "
-                            f"not in the configured store {store.location_id}")
+            problems.append(
+                f"object {entry['object_id']}: stored in {entry['storage_location']}, "
+                f"not in the configured store {store.location_id}"
+            )
             continue
         proof = store.verify_absent(entry["storage_object_key"])
         checked += 1
         if not proof.absent:
             if entry["verification"] == "crypto-shred only":
-                notes.append(f"object {entry['object_id']}: ciphertext still held under Object Lock "
-                             "(destroyed by crypto-shredding, as the certificate states)")
+                notes.append(
+                    f"object {entry['object_id']}: ciphertext still held under Object Lock "
+                    "(destroyed by crypto-shredding, as the certificate states)"
+                )
             else:
                 problems.append(f"object {entry['object_id']}: present in storage again")
     return checked, problems, notes

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
 from gateway.errors import Conflict, InvalidInput, NotFound
@@ -34,12 +34,21 @@ def place_hold(db: Session, scope: str, target_id: str, reference: str, actor: A
         if org is None or org.kind != OrgKind(scope_.value):
             raise NotFound(f"No such {scope_.value}.", code=f"{scope_.value}_not_found")
         org_id = org.id
-    hold = LegalHold(scope=scope_, target_id=target_id, reference=reference, created_at=clock.now(),
-                     created_by=actor.user_id)
+    hold = LegalHold(
+        scope=scope_, target_id=target_id, reference=reference, created_at=clock.now(), created_by=actor.user_id
+    )
     db.add(hold)
     db.flush()
-    record_event(db, Action.RETENTION_HOLD_PLACED, actor=actor, severity=Severity.warning, target_type="legal_hold",
-                 target_id=hold.id, target_org_id=org_id, details={"scope": scope_.value, "scope_id": target_id})
+    record_event(
+        db,
+        Action.RETENTION_HOLD_PLACED,
+        actor=actor,
+        severity=Severity.warning,
+        target_type="legal_hold",
+        target_id=hold.id,
+        target_org_id=org_id,
+        details={"scope": scope_.value, "scope_id": target_id},
+    )
     return hold
 
 
@@ -50,8 +59,15 @@ def release_hold(db: Session, hold_id: str, actor: Actor) -> LegalHold:
     if hold.released_at is not None:
         raise Conflict("This hold was already released.", code="hold_released")
     hold.released_at, hold.released_by = clock.now(), actor.user_id
-    record_event(db, Action.RETENTION_HOLD_RELEASED, actor=actor, severity=Severity.warning, target_type="legal_hold",
-                 target_id=hold.id, details={"scope": hold.scope.value, "scope_id": hold.target_id})
+    record_event(
+        db,
+        Action.RETENTION_HOLD_RELEASED,
+        actor=actor,
+        severity=Severity.warning,
+        target_type="legal_hold",
+        target_id=hold.id,
+        details={"scope": hold.scope.value, "scope_id": hold.target_id},
+    )
     return hold
 
 
@@ -65,10 +81,27 @@ def list_holds(db: Session, *, active_only: bool = False) -> list[LegalHold]:
 def holds_on_pair(db: Session, practice_id: str, vendor_id: str) -> tuple[list[LegalHold], list[LegalHold]]:
     """(holds covering the whole pair: on the practice or the vendor, holds on single transfers of the pair)."""
     active = LegalHold.released_at.is_(None)
-    whole = list(db.scalars(select(LegalHold).where(active, (
-        ((LegalHold.scope == HoldScope.practice) & (LegalHold.target_id == practice_id))
-        | ((LegalHold.scope == HoldScope.vendor) & (LegalHold.target_id == vendor_id))))))
-    single = list(db.scalars(select(LegalHold).join(Transfer, Transfer.id == LegalHold.target_id).where(
-        active, LegalHold.scope == HoldScope.transfer, Transfer.practice_id == practice_id,
-        Transfer.vendor_id == vendor_id)))
+    whole = list(
+        db.scalars(
+            select(LegalHold).where(
+                active,
+                (
+                    ((LegalHold.scope == HoldScope.practice) & (LegalHold.target_id == practice_id))
+                    | ((LegalHold.scope == HoldScope.vendor) & (LegalHold.target_id == vendor_id))
+                ),
+            )
+        )
+    )
+    single = list(
+        db.scalars(
+            select(LegalHold)
+            .join(Transfer, Transfer.id == LegalHold.target_id)
+            .where(
+                active,
+                LegalHold.scope == HoldScope.transfer,
+                Transfer.practice_id == practice_id,
+                Transfer.vendor_id == vendor_id,
+            )
+        )
+    )
     return whole, single

@@ -86,16 +86,21 @@ class RunnerLease:
                 return
             if time.monotonic() >= deadline:
                 host, _, rest = holder.owner.partition("|")
-                raise RunnerBusy(f"Another destruction runner is working (host {host}, pid "
-                                 f"{rest.partition('|')[0]}, lease until {holder.lease_until.isoformat()}); "
-                                 "nothing was done. Run again when it has finished.")
+                raise RunnerBusy(
+                    f"Another destruction runner is working (host {host}, pid "
+                    f"{rest.partition('|')[0]}, lease until {holder.lease_until.isoformat()}); "
+                    "nothing was done. Run again when it has finished."
+                )
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
     def renew(self) -> None:
         """Extend the lease; raise RunnerBusy if it was lost (taken over after expiry)."""
         with self.db.transaction() as db:
-            n = db.execute(update(RunnerLock).where(RunnerLock.name == self.name, RunnerLock.owner == self.owner)
-                           .values(lease_until=_now() + self.lease)).rowcount
+            n = db.execute(
+                update(RunnerLock)
+                .where(RunnerLock.name == self.name, RunnerLock.owner == self.owner)
+                .values(lease_until=_now() + self.lease)
+            ).rowcount
         if n != 1:
             self.held = False
             raise RunnerBusy("This runner lost its lease to another runner; it stopped.")
@@ -106,7 +111,7 @@ class RunnerLease:
                 db.execute(delete(RunnerLock).where(RunnerLock.name == self.name, RunnerLock.owner == self.owner))
             self.held = False
 
-    def __enter__(self) -> "RunnerLease":
+    def __enter__(self) -> RunnerLease:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,8 +15,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
 from gateway.baas.models import Baa, BaaStatus
@@ -46,9 +46,14 @@ class OffboardReport:
     already_done: list[str] = field(default_factory=list)  # certificate ids of scopes offboarded before
 
     def as_dict(self) -> dict:
-        return {"vendor_id": self.vendor_id, "practice_ids": self.practice_ids, "users_disabled": self.users_disabled,
-                "baas_terminated": self.baas_terminated, "already_offboarded_certificates": self.already_done,
-                "scopes": [j.__dict__ for j in self.jobs]}
+        return {
+            "vendor_id": self.vendor_id,
+            "practice_ids": self.practice_ids,
+            "users_disabled": self.users_disabled,
+            "baas_terminated": self.baas_terminated,
+            "already_offboarded_certificates": self.already_done,
+            "scopes": [j.__dict__ for j in self.jobs],
+        }
 
 
 def _org(db: Session, ref: str, kind: OrgKind) -> Organisation:
@@ -61,15 +66,20 @@ def _org(db: Session, ref: str, kind: OrgKind) -> Organisation:
 
 def operator_of(db: Session, actor: Actor, via: str) -> dict:
     user = db.get(User, actor.user_id) if actor.user_id else None
-    return {"user_id": actor.user_id, "username": user.username if user else None, "via": via,
-            "user_agent": actor.user_agent}
+    return {
+        "user_id": actor.user_id,
+        "username": user.username if user else None,
+        "via": via,
+        "user_agent": actor.user_agent,
+    }
 
 
 def plan(db: Session, vendor_ref: str, practice_ref: str | None) -> tuple[Organisation, list[str]]:
     """The vendor and the practices in scope (those with a BAA or a transfer with it)."""
     vendor = _org(db, vendor_ref, OrgKind.vendor)
     related = set(db.scalars(select(Baa.practice_id).where(Baa.vendor_id == vendor.id))) | set(
-        db.scalars(select(Transfer.practice_id).where(Transfer.vendor_id == vendor.id).distinct()))
+        db.scalars(select(Transfer.practice_id).where(Transfer.vendor_id == vendor.id).distinct())
+    )
     if practice_ref is not None:
         practice = _org(db, practice_ref, OrgKind.practice)
         if practice.id not in related:
@@ -88,18 +98,37 @@ def in_flight(db: Session, settings, vendor_id: str, practice_ids: list[str]) ->
     still be arriving (it would land encrypted under a destroyed key, or fail).
     """
     since = clock.now() - timedelta(minutes=settings.retention_in_flight_minutes)
-    downloads = db.scalar(select(func.count()).select_from(Download)
-                          .join(Transfer, Transfer.id == Download.transfer_id)
-                          .where(Transfer.vendor_id == vendor_id, Transfer.practice_id.in_(practice_ids),
-                                 Download.outcome == "started",
-                                 func.coalesce(Download.active_at, Download.started_at) >= since)) or 0
+    downloads = (
+        db.scalar(
+            select(func.count())
+            .select_from(Download)
+            .join(Transfer, Transfer.id == Download.transfer_id)
+            .where(
+                Transfer.vendor_id == vendor_id,
+                Transfer.practice_id.in_(practice_ids),
+                Download.outcome == "started",
+                func.coalesce(Download.active_at, Download.started_at) >= since,
+            )
+        )
+        or 0
+    )
     uploads = sealed.pending_since(db, since, kind=SealedKind.transfer_file, vendor_id=vendor_id)
     return {k: v for k, v in (("downloads", downloads), ("uploads", uploads)) if v}
 
 
-def offboard(c: Components, actor: Actor, vendor_ref: str, *, practice_ref: str | None = None, reason: str,
-             include_returned: bool = False, via: str = "cli", lease: RunnerLease | None = None,
-             progress=None, on_start=None) -> OffboardReport:
+def offboard(
+    c: Components,
+    actor: Actor,
+    vendor_ref: str,
+    *,
+    practice_ref: str | None = None,
+    reason: str,
+    include_returned: bool = False,
+    via: str = "cli",
+    lease: RunnerLease | None = None,
+    progress=None,
+    on_start=None,
+) -> OffboardReport:
     """Offboard a vendor (from every practice, or one); resumes an interrupted offboarding of the same scope."""
     reason = " ".join(reason.split())
     if not reason or len(reason) > 500:
@@ -119,25 +148,49 @@ def _offboard(c, actor, vendor_ref, practice_ref, reason, include_returned, via,
     with c.db.transaction() as db:
         vendor, practice_ids = plan(db, vendor_ref, practice_ref)
         report = OffboardReport(vendor.id, practice_ids)
-        open_ = {j.practice_id: j.id for j in db.scalars(select(DestructionJob).where(
-            DestructionJob.kind == JobKind.offboarding, DestructionJob.status == JobStatus.running,
-            DestructionJob.vendor_id == vendor.id, DestructionJob.practice_id.in_(practice_ids)))}
+        open_ = {
+            j.practice_id: j.id
+            for j in db.scalars(
+                select(DestructionJob).where(
+                    DestructionJob.kind == JobKind.offboarding,
+                    DestructionJob.status == JobStatus.running,
+                    DestructionJob.vendor_id == vendor.id,
+                    DestructionJob.practice_id.in_(practice_ids),
+                )
+            )
+        }
         fresh = [p for p in practice_ids if p not in open_]
         if fresh:
             moving = in_flight(db, c.settings, vendor.id, fresh)
             if moving:
                 parts = ", ".join(f"{n} {k}" for k, n in moving.items())
-                raise InFlight(f"Transfers are in flight ({parts} in progress); nothing was changed. "
-                               "Try again when they have finished.")
+                raise InFlight(
+                    f"Transfers are in flight ({parts} in progress); nothing was changed. "
+                    "Try again when they have finished."
+                )
         job_ids = dict(open_)
         operator = operator_of(db, actor, via)
         for practice_id in fresh:
-            previous = db.scalar(select(Certificate).where(
-                Certificate.kind == JobKind.offboarding, Certificate.practice_id == practice_id,
-                Certificate.vendor_id == vendor.id).order_by(Certificate.issued_at.desc()).limit(1))
-            left = select(func.count()).select_from(TransferFile).join(Transfer).where(
-                Transfer.practice_id == practice_id, Transfer.vendor_id == vendor.id,
-                TransferFile.state == FileState.stored)
+            previous = db.scalar(
+                select(Certificate)
+                .where(
+                    Certificate.kind == JobKind.offboarding,
+                    Certificate.practice_id == practice_id,
+                    Certificate.vendor_id == vendor.id,
+                )
+                .order_by(Certificate.issued_at.desc())
+                .limit(1)
+            )
+            left = (
+                select(func.count())
+                .select_from(TransferFile)
+                .join(Transfer)
+                .where(
+                    Transfer.practice_id == practice_id,
+                    Transfer.vendor_id == vendor.id,
+                    TransferFile.state == FileState.stored,
+                )
+            )
             if not include_returned:
                 left = left.where(Transfer.direction == Direction.outbound)
             remaining = db.scalar(left) or 0
@@ -149,21 +202,44 @@ def _offboard(c, actor, vendor_ref, practice_ref, reason, include_returned, via,
             for baa in active:
                 terminate_baa(db, baa, f"offboarding: {reason}", actor)
                 report.baas_terminated += 1
-            job = DestructionJob(kind=JobKind.offboarding, status=JobStatus.running, practice_id=practice_id,
-                                 vendor_id=vendor.id, reason=reason,
-                                 baa_references=sorted({b.reference for b in baas}), operator=operator,
-                                 include_returned=include_returned, held=[],
-                                 supplements=previous.id if previous is not None else None, created_at=clock.now())
+            job = DestructionJob(
+                kind=JobKind.offboarding,
+                status=JobStatus.running,
+                practice_id=practice_id,
+                vendor_id=vendor.id,
+                reason=reason,
+                baa_references=sorted({b.reference for b in baas}),
+                operator=operator,
+                include_returned=include_returned,
+                held=[],
+                supplements=previous.id if previous is not None else None,
+                created_at=clock.now(),
+            )
             db.add(job)
             db.flush()
             job_ids[practice_id] = job.id
-            record_event(db, Action.OFFBOARDING_STARTED, actor=actor, severity=Severity.high, target_type="destruction_job",
-                         target_id=job.id, target_org_id=practice_id,
-                         details={"vendor_id": vendor.id, "include_returned": include_returned,
-                                  "baas_terminated": len(active), "supplements": job.supplements})
+            record_event(
+                db,
+                Action.OFFBOARDING_STARTED,
+                actor=actor,
+                severity=Severity.high,
+                target_type="destruction_job",
+                target_id=job.id,
+                target_org_id=practice_id,
+                details={
+                    "vendor_id": vendor.id,
+                    "include_returned": include_returned,
+                    "baas_terminated": len(active),
+                    "supplements": job.supplements,
+                },
+            )
         # The vendor's people lose access once no practice keeps a BAA with it.
-        still_active = db.scalar(select(func.count()).select_from(Baa).where(
-            Baa.vendor_id == vendor.id, Baa.status == BaaStatus.active)) or 0
+        still_active = (
+            db.scalar(
+                select(func.count()).select_from(Baa).where(Baa.vendor_id == vendor.id, Baa.status == BaaStatus.active)
+            )
+            or 0
+        )
         if not still_active and (fresh or open_):
             for user in db.scalars(select(User).where(User.org_id == vendor.id, User.active.is_(True))):
                 disable_user(db, user, actor, reason="vendor_offboarded")
@@ -173,9 +249,16 @@ def _offboard(c, actor, vendor_ref, practice_ref, reason, include_returned, via,
     # An interrupted retention job of the same pairs is finished first (with its own certificate), so
     # that no object is left half destroyed outside this offboarding's certificate.
     with c.db.sessions() as db:
-        retention_left = list(db.scalars(select(DestructionJob.id).where(
-            DestructionJob.kind == JobKind.retention, DestructionJob.status == JobStatus.running,
-            DestructionJob.vendor_id == vendor.id, DestructionJob.practice_id.in_(practice_ids))))
+        retention_left = list(
+            db.scalars(
+                select(DestructionJob.id).where(
+                    DestructionJob.kind == JobKind.retention,
+                    DestructionJob.status == JobStatus.running,
+                    DestructionJob.vendor_id == vendor.id,
+                    DestructionJob.practice_id.in_(practice_ids),
+                )
+            )
+        )
         db.commit()
     for job_id in retention_left:
         engine.run(job_id)

@@ -42,8 +42,11 @@ def render(document: bytes) -> bytes:
     for label, value in (
         ("Certificate id", body["certificate_id"]),
         ("Issued at (UTC)", body["issued_at"]),
-        ("Issued by", f"{body['issuer']['software']} {body['issuer']['software_version']}, "
-                      f"instance {body['issuer']['instance_id']}"),
+        (
+            "Issued by",
+            f"{body['issuer']['software']} {body['issuer']['software_version']}, "
+            f"instance {body['issuer']['instance_id']}",
+        ),
         ("Operator", operator.get("username") or operator.get("user_agent") or operator.get("user_id") or "-"),
         ("Kind", scope["kind"]),
         ("Practice", f"{scope.get('practice_name')} ({scope['practice_id']})"),
@@ -56,10 +59,19 @@ def render(document: bytes) -> bytes:
         ("Verified absent", summary["verified_absent"]),
         ("Crypto-shred only", summary["crypto_shred_only"]),
         ("Kept under legal hold", summary["objects_retained_under_legal_hold"]),
-        ("Key-encryption key", (f"{key.get('key_id')}: destroyed by {key.get('method')} at {key.get('destroyed_at')}, "
-                                f"material gone by {key.get('deletion_scheduled_for')}") if key.get("destroyed")
-         else (f"{key.get('key_id')}: {key.get('reason')}" if key else "not part of this run (per-object data keys "
-                                                                           "erased)")),
+        (
+            "Key-encryption key",
+            (
+                f"{key.get('key_id')}: destroyed by {key.get('method')} at {key.get('destroyed_at')}, "
+                f"material gone by {key.get('deletion_scheduled_for')}"
+            )
+            if key.get("destroyed")
+            else (
+                f"{key.get('key_id')}: {key.get('reason')}"
+                if key
+                else "not part of this run (per-object data keys erased)"
+            ),
+        ),
         ("Audit checkpoint", f"tree size {cp['tree_size']}, root {cp['root_hash']}, signed {cp['signed_at']}"),
         ("SHA-256 of the JSON", document_sha256(document)),
         ("Signing key (Ed25519)", f"fingerprint {sig['public_key_fingerprint']}"),
@@ -68,12 +80,24 @@ def render(document: bytes) -> bytes:
     if body.get("crypto_shred_only"):
         pdf.ln(2)
         pdf.set_font("Helvetica", "B", 9)
-        pdf.multi_cell(0, 5, _latin("Crypto-shred only: " + body["crypto_shred_only"]["statement"] + ". Objects: "
-                                    + ", ".join(body["crypto_shred_only"]["object_ids"][:50])),
-                       new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(
+            0,
+            5,
+            _latin(
+                "Crypto-shred only: "
+                + body["crypto_shred_only"]["statement"]
+                + ". Objects: "
+                + ", ".join(body["crypto_shred_only"]["object_ids"][:50])
+            ),
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
     for hold in body.get("retained_under_legal_hold") or []:
-        line("Legal hold", f"{hold['hold_id']} on {hold['scope']} {hold['scope_id']} "
-                           f"({hold.get('reference')}): {hold['objects']} object(s) kept")
+        line(
+            "Legal hold",
+            f"{hold['hold_id']} on {hold['scope']} {hold['scope_id']} "
+            f"({hold.get('reference')}): {hold['objects']} object(s) kept",
+        )
     pdf.ln(3)
     pdf.set_font("Helvetica", "B", 8)
     widths = (52, 52, 22, 34, 30)
@@ -82,17 +106,31 @@ def render(document: bytes) -> bytes:
     pdf.ln()
     pdf.set_font("Courier", "", 6.5)
     for e in body["objects"][:MAX_ROWS]:
-        for w, v in zip(widths, (e["transfer_id"], e["object_id"], e["size"], e["destroyed_at"][:19],
-                                 e["verification"]), strict=True):
+        for w, v in zip(
+            widths,
+            (e["transfer_id"], e["object_id"], e["size"], e["destroyed_at"][:19], e["verification"]),
+            strict=True,
+        ):
             pdf.cell(w, 4, _latin(v), border=1)
         pdf.ln()
     if len(body["objects"]) > MAX_ROWS:
         pdf.set_font("Helvetica", "I", 8)
-        pdf.cell(0, 5, f"... and {len(body['objects']) - MAX_ROWS} more: the signed JSON lists every object "
-                       "with its plaintext SHA-256.", new_x="LMARGIN", new_y="NEXT")
+        pdf.cell(
+            0,
+            5,
+            f"... and {len(body['objects']) - MAX_ROWS} more: the signed JSON lists every object "
+            "with its plaintext SHA-256.",
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
     pdf.ln(2)
     pdf.set_font("Helvetica", "", 8)
-    pdf.multi_cell(0, 4, "The signed JSON document is authoritative. Verify it with the operator's public key: "
-                         "phigate certificate verify CERT.json --public-key KEY.pem [--check-storage]",
-                   new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(
+        0,
+        4,
+        "The signed JSON document is authoritative. Verify it with the operator's public key: "
+        "phigate certificate verify CERT.json --public-key KEY.pem [--check-storage]",
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     return bytes(pdf.output())

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.service import Actor, record_event
 from gateway.config import Settings
 from gateway.errors import InvalidInput, NotFound
@@ -41,8 +41,16 @@ def _find(db: Session, practice_id: str, vendor_id: str | None) -> RetentionPoli
     return db.scalar(select(RetentionPolicy).where(RetentionPolicy.practice_id == practice_id, where))
 
 
-def set_policy(db: Session, settings: Settings, practice_id: str, vendor_id: str | None, *, keep_days: int,
-               max_access_days: int | None, actor: Actor) -> RetentionPolicy:
+def set_policy(
+    db: Session,
+    settings: Settings,
+    practice_id: str,
+    vendor_id: str | None,
+    *,
+    keep_days: int,
+    max_access_days: int | None,
+    actor: Actor,
+) -> RetentionPolicy:
     """Create or change a practice's policy (vendor_id None) or a pair's override; audited."""
     _org(db, practice_id, OrgKind.practice)
     if vendor_id is not None:
@@ -50,8 +58,7 @@ def set_policy(db: Session, settings: Settings, practice_id: str, vendor_id: str
     if not 0 <= keep_days <= MAX_KEEP_DAYS:
         raise InvalidInput(f"Keep ciphertext 0 to {MAX_KEEP_DAYS} days.", code="invalid_keep_days")
     if max_access_days is not None and not 1 <= max_access_days <= settings.max_access_days:
-        raise InvalidInput(f"The maximum access window is 1 to {settings.max_access_days} days.",
-                           code="invalid_window")
+        raise InvalidInput(f"The maximum access window is 1 to {settings.max_access_days} days.", code="invalid_window")
     policy = _find(db, practice_id, vendor_id)
     before = None if policy is None else {"keep_days": policy.keep_days, "max_access_days": policy.max_access_days}
     if policy is None:
@@ -60,11 +67,21 @@ def set_policy(db: Session, settings: Settings, practice_id: str, vendor_id: str
     policy.keep_days, policy.max_access_days = keep_days, max_access_days
     policy.updated_at, policy.updated_by = clock.now(), actor.user_id
     db.flush()
-    record_event(db, Action.RETENTION_POLICY_UPDATED, actor=actor, target_type="retention_policy", target_id=policy.id,
-                 target_org_id=practice_id,
-                 details={"vendor_id": vendor_id, "keep_days": keep_days, "max_access_days": max_access_days,
-                          "previous_keep_days": before and before["keep_days"],
-                          "previous_max_access_days": before and before["max_access_days"]})
+    record_event(
+        db,
+        Action.RETENTION_POLICY_UPDATED,
+        actor=actor,
+        target_type="retention_policy",
+        target_id=policy.id,
+        target_org_id=practice_id,
+        details={
+            "vendor_id": vendor_id,
+            "keep_days": keep_days,
+            "max_access_days": max_access_days,
+            "previous_keep_days": before and before["keep_days"],
+            "previous_max_access_days": before and before["max_access_days"],
+        },
+    )
     return policy
 
 
@@ -72,9 +89,15 @@ def remove_policy(db: Session, policy_id: str, actor: Actor) -> None:
     policy = db.get(RetentionPolicy, policy_id)
     if policy is None:
         raise NotFound("No such policy.", code="policy_not_found")
-    record_event(db, Action.RETENTION_POLICY_REMOVED, actor=actor, target_type="retention_policy", target_id=policy.id,
-                 target_org_id=policy.practice_id,
-                 details={"vendor_id": policy.vendor_id, "keep_days": policy.keep_days})
+    record_event(
+        db,
+        Action.RETENTION_POLICY_REMOVED,
+        actor=actor,
+        target_type="retention_policy",
+        target_id=policy.id,
+        target_org_id=policy.practice_id,
+        details={"vendor_id": policy.vendor_id, "keep_days": policy.keep_days},
+    )
     db.delete(policy)
 
 

@@ -14,17 +14,17 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.service import Actor, record_event
 from gateway.components import Components
 from gateway.transfers.models import Direction, FileState, Transfer, TransferFile, TransferStatus
 from retention import steps
+from retention.errors import RunnerBusy
 from retention.jobs import Engine, JobResult, held_summary, open_jobs, scope_files
 from retention.lock import RunnerLease
 from retention.models import DestructionJob, JobKind, JobStatus
 from retention.offboarding import operator_of
-from retention.errors import RunnerBusy
 from retention.policies import effective
 
 log = logging.getLogger("phigate.retention")
@@ -39,16 +39,30 @@ class RunReport:
     resumed: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"dry_run": self.dry_run, "due": self.due, "held": self.held, "resumed_jobs": self.resumed,
-                "jobs": [j.__dict__ for j in self.jobs],
-                "objects_destroyed": sum(j.destroyed for j in self.jobs)}
+        return {
+            "dry_run": self.dry_run,
+            "due": self.due,
+            "held": self.held,
+            "resumed_jobs": self.resumed,
+            "jobs": [j.__dict__ for j in self.jobs],
+            "objects_destroyed": sum(j.destroyed for j in self.jobs),
+        }
 
 
 def _candidate_pairs(db) -> list[tuple[str, str]]:
     ended = (TransferStatus.approved, TransferStatus.rejected, TransferStatus.revoked)
-    return sorted(db.execute(select(Transfer.practice_id, Transfer.vendor_id).join(TransferFile).where(
-        Transfer.direction == Direction.outbound, Transfer.status.in_(ended),
-        TransferFile.state == FileState.stored).distinct()).all())
+    return sorted(
+        db.execute(
+            select(Transfer.practice_id, Transfer.vendor_id)
+            .join(TransferFile)
+            .where(
+                Transfer.direction == Direction.outbound,
+                Transfer.status.in_(ended),
+                TransferFile.state == FileState.stored,
+            )
+            .distinct()
+        ).all()
+    )
 
 
 def survey(c: Components, now=None) -> tuple[list[DestructionJob], RunReport]:
@@ -59,26 +73,48 @@ def survey(c: Components, now=None) -> tuple[list[DestructionJob], RunReport]:
     with c.db.sessions() as db:
         for practice_id, vendor_id in _candidate_pairs(db):
             policy = effective(db, c.settings, practice_id, vendor_id)
-            job = DestructionJob(kind=JobKind.retention, status=JobStatus.running, practice_id=practice_id,
-                                 vendor_id=vendor_id, include_returned=False, held=[], baa_references=[],
-                                 cutoff=now - timedelta(days=policy.keep_days),
-                                 reason=f"retention policy ({policy.source}): ciphertext kept {policy.keep_days} "
-                                        "days after the access window ended, or rejection or revocation")
+            job = DestructionJob(
+                kind=JobKind.retention,
+                status=JobStatus.running,
+                practice_id=practice_id,
+                vendor_id=vendor_id,
+                include_returned=False,
+                held=[],
+                baa_references=[],
+                cutoff=now - timedelta(days=policy.keep_days),
+                reason=f"retention policy ({policy.source}): ciphertext kept {policy.keep_days} "
+                "days after the access window ended, or rejection or revocation",
+            )
             query = scope_files(job, db=db)
             due = 0 if query is None else db.scalar(select(func.count()).select_from(query.subquery())) or 0
             held = held_summary(db, job)
             for h in held:
                 report.held.append({**h, "practice_id": practice_id, "vendor_id": vendor_id})
             if due:
-                report.due.append({"practice_id": practice_id, "vendor_id": vendor_id, "objects": due,
-                                   "keep_days": policy.keep_days, "policy": policy.source})
+                report.due.append(
+                    {
+                        "practice_id": practice_id,
+                        "vendor_id": vendor_id,
+                        "objects": due,
+                        "keep_days": policy.keep_days,
+                        "policy": policy.source,
+                    }
+                )
                 jobs.append(job)
         db.commit()
     return jobs, report
 
 
-def run(c: Components, actor: Actor, *, dry_run: bool = False, via: str = "cli", wait_seconds: float = 0,
-        progress=None, on_start=None) -> RunReport:
+def run(
+    c: Components,
+    actor: Actor,
+    *,
+    dry_run: bool = False,
+    via: str = "cli",
+    wait_seconds: float = 0,
+    progress=None,
+    on_start=None,
+) -> RunReport:
     """Destroy everything due (or, with dry_run, only say what would be destroyed)."""
     if dry_run:
         return survey(c)[1]
@@ -102,9 +138,15 @@ def run(c: Components, actor: Actor, *, dry_run: bool = False, via: str = "cli",
                 job.operator, job.created_at = operator, clock.now()
                 db.add(job)
                 db.flush()
-                record_event(db, Action.RETENTION_RUN_STARTED, actor=actor, target_type="destruction_job",
-                             target_id=job.id, target_org_id=job.practice_id,
-                             details={"vendor_id": job.vendor_id, "cutoff": job.cutoff.isoformat()})
+                record_event(
+                    db,
+                    Action.RETENTION_RUN_STARTED,
+                    actor=actor,
+                    target_type="destruction_job",
+                    target_id=job.id,
+                    target_org_id=job.practice_id,
+                    details={"vendor_id": job.vendor_id, "cutoff": job.cutoff.isoformat()},
+                )
             ids = leftover + [j.id for j in new]
         steps.done("retention_started")
         if on_start is not None:

@@ -42,31 +42,57 @@ def find_certificate(db: Session, principal: Principal, cert_id: str) -> Certifi
 
 def tombstones(db: Session, principal: Principal, limit: int = 500) -> list[dict]:
     """Destroyed transfers as auditors see them: ids, sizes, hashes, times; never content or names."""
-    query = (select(TransferFile.transfer_id, TransferFile.id, TransferFile.size, TransferFile.sha256,
-                    TransferFile.created_at, TransferFile.destroyed_at, Transfer.practice_id, Transfer.vendor_id,
-                    DestructionRecord.job_id, DestructionRecord.crypto_shred_only)
-             .join(Transfer, Transfer.id == TransferFile.transfer_id)
-             .join(DestructionRecord, DestructionRecord.file_id == TransferFile.id, isouter=True)
-             .where(Transfer.status == TransferStatus.destroyed)
-             .order_by(TransferFile.destroyed_at.desc()).limit(limit))
+    query = (
+        select(
+            TransferFile.transfer_id,
+            TransferFile.id,
+            TransferFile.size,
+            TransferFile.sha256,
+            TransferFile.created_at,
+            TransferFile.destroyed_at,
+            Transfer.practice_id,
+            Transfer.vendor_id,
+            DestructionRecord.job_id,
+            DestructionRecord.crypto_shred_only,
+        )
+        .join(Transfer, Transfer.id == TransferFile.transfer_id)
+        .join(DestructionRecord, DestructionRecord.file_id == TransferFile.id, isouter=True)
+        .where(Transfer.status == TransferStatus.destroyed)
+        .order_by(TransferFile.destroyed_at.desc())
+        .limit(limit)
+    )
     scope = _practice_scope(principal)
     if scope is not None:
         query = query.where(Transfer.practice_id == scope)
     certs = dict(db.execute(select(Certificate.job_id, Certificate.id)).all())
-    return [{"transfer_id": r[0], "file_id": r[1], "size": r[2], "sha256": r[3], "created_at": r[4],
-             "destroyed_at": r[5], "practice_id": r[6], "vendor_id": r[7], "certificate_id": certs.get(r[8]),
-             "verification": "crypto-shred only" if r[9] else "verified absent"} for r in db.execute(query)]
+    return [
+        {
+            "transfer_id": r[0],
+            "file_id": r[1],
+            "size": r[2],
+            "sha256": r[3],
+            "created_at": r[4],
+            "destroyed_at": r[5],
+            "practice_id": r[6],
+            "vendor_id": r[7],
+            "certificate_id": certs.get(r[8]),
+            "verification": "crypto-shred only" if r[9] else "verified absent",
+        }
+        for r in db.execute(query)
+    ]
 
 
-def check_offboarding(db: Session, c: Components, principal: Principal, vendor_id: str, confirm_name: str,
-                      proof: Proof) -> Organisation:
+def check_offboarding(
+    db: Session, c: Components, principal: Principal, vendor_id: str, confirm_name: str, proof: Proof
+) -> Organisation:
     """The confirmation (the vendor's exact name typed) and a fresh factor (TOTP or passkey), before anything happens."""
     vendor = db.get(Organisation, vendor_id)
     if vendor is None or vendor.kind != OrgKind.vendor:
         raise NotFound("No such vendor: nothing was changed.", code="vendor_not_found")
     if confirm_name.strip() != vendor.name:
-        raise InvalidInput("Type the vendor's name exactly to confirm; nothing was changed.",
-                           code="confirmation_mismatch")
+        raise InvalidInput(
+            "Type the vendor's name exactly to confirm; nothing was changed.", code="confirmation_mismatch"
+        )
     # A hijacked admin session alone must not destroy a vendor's data: ask for a fresh factor.
     step_up(db, c.settings, c.keys, principal, proof, Action.OFFBOARDING_STEPUP_FAILED)
     db.commit()

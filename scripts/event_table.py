@@ -42,8 +42,11 @@ def main(argv: list[str]) -> int:
     new = updated(text)
     if "--check" in argv:
         if new != text:
-            print(f"{DOC.relative_to(REPO)}: the event table differs from gateway/audit/actions.py; "
-                  "run python scripts/event_table.py", file=sys.stderr)
+            print(
+                f"{DOC.relative_to(REPO)}: the event table differs from gateway/audit/actions.py; "
+                "run python scripts/event_table.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     if new != text:

@@ -33,8 +33,11 @@ def constraints(extras: list[str]) -> list[str]:
         name, rest = match.group(1).lower(), match.group(2)
         minimum = MINIMUM.search(rest)
         if minimum:
-            pins[name] = max(pins.get(name, minimum.group(1)), minimum.group(1),
-                             key=lambda v: [int(p) if p.isdigit() else 0 for p in v.split(".")])
+            pins[name] = max(
+                pins.get(name, minimum.group(1)),
+                minimum.group(1),
+                key=lambda v: [int(p) if p.isdigit() else 0 for p in v.split(".")],
+            )
         elif "==" in rest:
             pins[name] = rest.split("==", 1)[1].split(",")[0].strip()
         else:

@@ -24,8 +24,19 @@ BUNDLE = "tus.min.js"
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vendor-tus-") as tmp:
-        subprocess.run(["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", tmp,
-                        f"tus-js-client@{VERSION}"], check=True)
+        subprocess.run(
+            [
+                "npm",
+                "install",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                tmp,
+                f"tus-js-client@{VERSION}",
+            ],
+            check=True,
+        )
         package = Path(tmp) / "node_modules" / "tus-js-client"
         installed = json.loads((package / "package.json").read_text())
         if installed["version"] != VERSION:
@@ -34,8 +45,14 @@ def main() -> None:
         shutil.copyfile(package / "dist" / BUNDLE, VENDOR / BUNDLE)
         shutil.copyfile(package / "LICENSE", VENDOR / "tus-js-client.LICENSE")
     digest = hashlib.sha256((VENDOR / BUNDLE).read_bytes()).hexdigest()
-    record = {"package": "tus-js-client", "version": VERSION, "file": BUNDLE, "sha256": digest,
-              "license": installed.get("license", ""), "license_file": "tus-js-client.LICENSE"}
+    record = {
+        "package": "tus-js-client",
+        "version": VERSION,
+        "file": BUNDLE,
+        "sha256": digest,
+        "license": installed.get("license", ""),
+        "license_file": "tus-js-client.LICENSE",
+    }
     (VENDOR / "tus-js-client.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record))
 

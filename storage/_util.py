@@ -72,10 +72,12 @@ class ChunkSource:
         raise TypeError(f"chunks must be bytes-like, not {type(chunk).__name__}")
 
 
-def settle(report: "DestroyReport") -> "DestroyReport":
+def settle(report: DestroyReport) -> DestroyReport:
     """Return a destroy report only if nothing remains; otherwise raise, never claim success."""
     if report.blocked:
         raise DeletionBlocked(report.key, report)
     if report.proof is None or not report.proof.absent:
-        raise StorageError(f"object {report.key} is still present after destroy: {'; '.join(report.proof.checks if report.proof else ())}")
+        raise StorageError(
+            f"object {report.key} is still present after destroy: {'; '.join(report.proof.checks if report.proof else ())}"
+        )
     return report

@@ -93,8 +93,6 @@ class DeletionBlocked(StorageError):
 
     def __init__(self, key: str, report: DestroyReport) -> None:
         blocked = ", ".join(f"{b.version_id} ({b.reason})" for b in report.blocked)
-        super().__init__(
-            f"destruction of {key} is blocked: {len(report.blocked)} version(s) remain: {blocked}"
-        )
+        super().__init__(f"destruction of {key} is blocked: {len(report.blocked)} version(s) remain: {blocked}")
         self.key = key
         self.report = report

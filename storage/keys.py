@@ -38,9 +38,7 @@ def validate_key(key: object) -> str:
     # fullmatch and re.ASCII semantics: [A-Za-z0-9] never matches a newline or Unicode digit.
     if _KEY_RE.fullmatch(key) is None:
         # Do not echo the key: a rejected key may be garbage, or worse, user input.
-        raise InvalidObjectKey(
-            "object key must be '/'-separated segments of [A-Za-z0-9][A-Za-z0-9._-]*"
-        )
+        raise InvalidObjectKey("object key must be '/'-separated segments of [A-Za-z0-9][A-Za-z0-9._-]*")
     return key
 
 

@@ -522,9 +522,7 @@ class LocalObjectStore:
             raise StorageUnavailable(f"cannot verify absence of {key}") from exc
         checks.append(f"file:lstat {self._rel(final)} -> {'PRESENT' if present else 'absent (ENOENT)'}")
         remnants = self._remnants(shard, digest)
-        checks.append(
-            f"file:scan {self._rel(shard)}/{TEMP_PREFIX}{digest[:32]}-* -> {len(remnants)} temp remnant(s)"
-        )
+        checks.append(f"file:scan {self._rel(shard)}/{TEMP_PREFIX}{digest[:32]}-* -> {len(remnants)} temp remnant(s)")
         return AbsenceProof(
             key=key,
             absent=not present and not remnants,

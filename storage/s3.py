@@ -336,8 +336,7 @@ class S3ObjectStore:
                 region = location
         if region not in self._onshore_regions:
             raise ResidencyError(
-                f"bucket {self._bucket} is in region {region}, which is not an onshore region; "
-                "refusing to start"
+                f"bucket {self._bucket} is in region {region}, which is not an onshore region; refusing to start"
             )
         if self._endpoint is None and configured and configured != region:
             # Checked after residency: an offshore bucket is refused as such.
@@ -456,9 +455,7 @@ class S3ObjectStore:
         self._check_sse(key, resp)
         return str(resp["UploadId"])
 
-    def _upload_part(
-        self, key: str, upload_id: str, number: int, body: bytes, digests: list[bytes]
-    ) -> dict[str, Any]:
+    def _upload_part(self, key: str, upload_id: str, number: int, body: bytes, digests: list[bytes]) -> dict[str, Any]:
         digest = hashlib.sha256(body).digest()
         checksum = _b64(digest)
         attempt = 0
@@ -528,9 +525,7 @@ class S3ObjectStore:
         except IntegrityError:
             self._discard(key, version_id)
             raise
-        return StoredObject(
-            key=key, size=total, version_id=version_id, checksum=f"sha256:{sha_hex}", parts=len(parts)
-        )
+        return StoredObject(key=key, size=total, version_id=version_id, checksum=f"sha256:{sha_hex}", parts=len(parts))
 
     def _discard(self, key: str, version_id: str | None) -> None:
         """Delete an object we just wrote that does not match what the caller sent."""
@@ -775,9 +770,7 @@ class S3ObjectStore:
             for _ in range(3):
                 for upload in self._uploads(key):
                     try:
-                        self._client.abort_multipart_upload(
-                            Bucket=self._bucket, Key=key, UploadId=upload["UploadId"]
-                        )
+                        self._client.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload["UploadId"])
                         aborted += 1
                     except ClientError as exc:
                         if _code(exc) != "NoSuchUpload":

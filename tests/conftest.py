@@ -23,6 +23,7 @@ from tests.support.pgdb import create_database
 
 # -- clock ------------------------------------------------------------------------
 
+
 class FakeClock:
     """A clock the test moves by hand; TOTP codes and timeouts follow it."""
 
@@ -100,9 +101,14 @@ class ServerLog(logging.Handler):
 
     def loud(self) -> list[str]:
         """Records that an operator would read as a crash: unhandled errors and tracebacks."""
-        return [f"{r.name} {r.levelname}: {r.getMessage()[:200]}" for r in self.records
-                if r.exc_info or r.stack_info or "unhandled error" in r.getMessage()
-                or "Exception in ASGI application" in r.getMessage()]
+        return [
+            f"{r.name} {r.levelname}: {r.getMessage()[:200]}"
+            for r in self.records
+            if r.exc_info
+            or r.stack_info
+            or "unhandled error" in r.getMessage()
+            or "Exception in ASGI application" in r.getMessage()
+        ]
 
 
 @pytest.fixture(autouse=True)
@@ -126,6 +132,7 @@ def quiet_server_log(request):
 
 
 # -- lanes ------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def node() -> str:
@@ -177,8 +184,13 @@ def settings(lane, keyring_url, tmp_path):
     from gateway.config import Settings
 
     return Settings(
-        _env_file=None, env="development", data_dir=tmp_path / "data", database_url=lane[1],
-        storage_url=f"file://{tmp_path / 'objects'}", key_provider_url=keyring_url, cookie_secure=False,
+        _env_file=None,
+        env="development",
+        data_dir=tmp_path / "data",
+        database_url=lane[1],
+        storage_url=f"file://{tmp_path / 'objects'}",
+        key_provider_url=keyring_url,
+        cookie_secure=False,
         instance_id="test",
     )
 
@@ -269,6 +281,7 @@ def live_server(app, listening):
 
 # -- factories --------------------------------------------------------------------
 
+
 @dataclass
 class TestUser:
     id: str
@@ -302,8 +315,15 @@ class Factory:
         with self.c.db.transaction() as db:
             return create_org(db, name or f"Test {kind} {self.n}", OrgKind(kind), Actor.system())
 
-    def user(self, role: str = "practice_staff", org=None, *, enrolled: bool = True,
-             must_change_password: bool = False, username: str | None = None) -> TestUser:
+    def user(
+        self,
+        role: str = "practice_staff",
+        org=None,
+        *,
+        enrolled: bool = True,
+        must_change_password: bool = False,
+        username: str | None = None,
+    ) -> TestUser:
         from gateway import clock
         from gateway.audit.service import Actor
         from gateway.auth import totp
@@ -319,8 +339,16 @@ class Factory:
         password = f"correct horse battery {secrets.token_hex(4)}"
         secret = totp.new_secret() if enrolled else None
         with self.c.db.transaction() as db:
-            user, _ = create_user(db, org, username, f"Test User {self.n}", f"{username}@example.invalid", role_,
-                                  Actor.system(), password=password)
+            user, _ = create_user(
+                db,
+                org,
+                username,
+                f"Test User {self.n}",
+                f"{username}@example.invalid",
+                role_,
+                Actor.system(),
+                password=password,
+            )
             user.must_change_password = must_change_password
             if secret:
                 user.totp_secret_sealed = seal_totp_secret(self.c.keys, user.id, secret)
@@ -338,8 +366,7 @@ def api_login(client, user: TestUser, clock: FakeClock | None = None) -> str:
     r = client.post("/api/v1/auth/login", json={"username": user.username, "password": user.password})
     assert r.status_code == 200, r.text
     assert r.json()["stage"] == "mfa"
-    r = client.post("/api/v1/auth/mfa", json={"code": user.code()},
-                    headers={"X-CSRF-Token": r.json()["csrf_token"]})
+    r = client.post("/api/v1/auth/mfa", json={"code": user.code()}, headers={"X-CSRF-Token": r.json()["csrf_token"]})
     assert r.status_code == 200, r.text
     if clock is not None:
         clock.advance(seconds=30)  # the next code is a fresh step

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from functools import lru_cache
+from functools import cache
 
 LANES = ("sqlite", "postgresql")
 CHROMIUM = os.environ.get("PHIGATE_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -13,7 +13,7 @@ NGINX = os.environ.get("PHIGATE_TEST_NGINX", "nginx")
 NODE = os.environ.get("PHIGATE_TEST_NODE", "node")
 
 
-@lru_cache(maxsize=None)
+@cache
 def lane_unavailable(name: str) -> str | None:
     """None when the lane can run, else a one-line reason."""
     if name == "sqlite":

@@ -23,10 +23,26 @@ LIBRARIES = ("crypto", "storage", "translog")
 
 # Adapters and composition: the only modules that know HTTP or the command line, or that
 # wire every domain together (all models for Alembic, every domain's scheduled jobs).
-ADAPTERS = ("gateway.app", "gateway.cli", "gateway.cli_support", "gateway.demo", "gateway.deps", "gateway.web",
-            "gateway.health", "gateway.security_headers", "gateway.telemetry", "gateway.models", "gateway.auth.cookies",
-            "gateway.jobs", "gateway.migrations", "gateway.migrations.*",
-            "gateway.*.routes", "gateway.*.pages", "gateway.*.cli", "gateway.*.auth")
+ADAPTERS = (
+    "gateway.app",
+    "gateway.cli",
+    "gateway.cli_support",
+    "gateway.demo",
+    "gateway.deps",
+    "gateway.web",
+    "gateway.health",
+    "gateway.security_headers",
+    "gateway.telemetry",
+    "gateway.models",
+    "gateway.auth.cookies",
+    "gateway.jobs",
+    "gateway.migrations",
+    "gateway.migrations.*",
+    "gateway.*.routes",
+    "gateway.*.pages",
+    "gateway.*.cli",
+    "gateway.*.auth",
+)
 
 # Domain services, top first: each may use the domains after it, never those before it.
 DOMAINS = (
@@ -74,7 +90,7 @@ DOMAIN_RANK = {name: i for i, (name, _) in enumerate(DOMAINS)}
 def allowed(src: str, dst: str) -> bool:
     """May module `src` import `dst`?  `dst` may be third-party."""
     if dst.split(".")[0] not in OURS:
-        return not dst.split(".")[0] in FRAMEWORKS or layer_of(src)[0] == "adapter"
+        return dst.split(".")[0] not in FRAMEWORKS or layer_of(src)[0] == "adapter"
     (src_layer, src_unit), (dst_layer, dst_unit) = layer_of(src), layer_of(dst)
     if src_unit == dst_unit:
         return True
@@ -84,7 +100,8 @@ def allowed(src: str, dst: str) -> bool:
         return True
     if src_layer == "domain":
         return dst_layer in ("core", "library") or (
-            dst_layer == "domain" and DOMAIN_RANK[dst_unit] > DOMAIN_RANK[src_unit])
+            dst_layer == "domain" and DOMAIN_RANK[dst_unit] > DOMAIN_RANK[src_unit]
+        )
     return dst_layer == "library"  # core
 
 
@@ -98,7 +115,7 @@ def imports_of(source: str, module: str, is_package: bool = False) -> list[tuple
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = package.split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1])
+                base = ".".join(parts[: len(parts) - node.level + 1])
                 target = f"{base}.{node.module}" if node.module else base
             else:
                 target = node.module or ""
@@ -150,8 +167,11 @@ def test_every_import_points_down():
 def test_pending_exceptions_are_still_needed():
     sources = our_modules()
     for module, target in sorted(PENDING):
-        found = {_resolve(n, set(sources)) for n, _ in imports_of(sources[module][0], module, sources[module][1])
-                 } if module in sources else set()
+        found = (
+            {_resolve(n, set(sources)) for n, _ in imports_of(sources[module][0], module, sources[module][1])}
+            if module in sources
+            else set()
+        )
         assert target in found, f"{module} no longer imports {target}: drop it from PENDING"
 
 
@@ -162,43 +182,73 @@ def test_every_module_has_a_layer():
 
 def test_docs_draw_the_same_domain_order():
     text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
-    drawn = [line.split("|")[1].strip().removeprefix("domain: ") for line in text.splitlines()
-             if line.startswith("| domain: ")]
+    drawn = [
+        line.split("|")[1].strip().removeprefix("domain: ")
+        for line in text.splitlines()
+        if line.startswith("| domain: ")
+    ]
     assert drawn == [name for name, _ in DOMAINS]
 
 
-@pytest.mark.parametrize("module, source, offending", [
-    # A library reaching into the gateway, even lazily inside a function.
-    ("crypto.extra", "def f():\n    from gateway.config import Settings\n", "gateway.config"),
-    # The core importing a domain (what gateway/models.py once did with retention's models).
-    ("gateway.db", "from retention.models import Certificate\n", "retention.models"),
-    # A domain importing one above it.
-    ("gateway.transfers.service", "from retention import policies\n", "retention.policies"),
-    ("gateway.baas.service", "import gateway.transfers.upload\n", "gateway.transfers.upload"),
-    # A domain importing an adapter, or HTTP types.
-    ("retention.jobs", "from gateway.retention.pages import x\n", "gateway.retention.pages"),
-    ("gateway.transfers.upload", "from starlette.requests import Request\n", "starlette.requests.Request"),
-    # A relative import is resolved before it is judged.
-    ("gateway.sealed.service", "from ..transfers import models\n", "gateway.transfers.models"),
-    # Type-only imports count too: the dependency is in the code's meaning.
-    ("gateway.db", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from retention.models import X\n",
-     "retention.models"),
-])
+@pytest.mark.parametrize(
+    "module, source, offending",
+    [
+        # A library reaching into the gateway, even lazily inside a function.
+        ("crypto.extra", "def f():\n    from gateway.config import Settings\n", "gateway.config"),
+        # The core importing a domain (what gateway/models.py once did with retention's models).
+        ("gateway.db", "from retention.models import Certificate\n", "retention.models"),
+        # A domain importing one above it.
+        ("gateway.transfers.service", "from retention import policies\n", "retention.policies"),
+        ("gateway.baas.service", "import gateway.transfers.upload\n", "gateway.transfers.upload"),
+        # A domain importing an adapter, or HTTP types.
+        ("retention.jobs", "from gateway.retention.pages import x\n", "gateway.retention.pages"),
+        ("gateway.transfers.upload", "from starlette.requests import Request\n", "starlette.requests.Request"),
+        # A relative import is resolved before it is judged.
+        ("gateway.sealed.service", "from ..transfers import models\n", "gateway.transfers.models"),
+        # Type-only imports count too: the dependency is in the code's meaning.
+        (
+            "gateway.db",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from retention.models import X\n",
+            "retention.models",
+        ),
+    ],
+)
 def test_checker_names_the_offending_import(module, source, offending):
-    sources = {m: ("", False) for m in ("gateway.config", "gateway.db", "retention.models", "retention.policies",
-                                         "gateway.transfers.upload", "gateway.transfers.models",
-                                         "gateway.retention.pages", "gateway.sealed.service")}
+    sources = dict.fromkeys(
+        (
+            "gateway.config",
+            "gateway.db",
+            "retention.models",
+            "retention.policies",
+            "gateway.transfers.upload",
+            "gateway.transfers.models",
+            "gateway.retention.pages",
+            "gateway.sealed.service",
+        ),
+        ("", False),
+    )
     sources[module] = (source, False)
     found = violations(sources)
     assert len(found) == 1 and f"imports {offending} " in found[0] and found[0].startswith(f"{module}:")
 
 
-@pytest.mark.parametrize("module, source", [
-    ("gateway.transfers.routes", "from retention import policies\nfrom fastapi import APIRouter\n"),
-    ("retention.jobs", "from gateway.transfers.models import Transfer\nfrom gateway.sealed import service\n"),
-])
+@pytest.mark.parametrize(
+    "module, source",
+    [
+        ("gateway.transfers.routes", "from retention import policies\nfrom fastapi import APIRouter\n"),
+        ("retention.jobs", "from gateway.transfers.models import Transfer\nfrom gateway.sealed import service\n"),
+    ],
+)
 def test_checker_lets_downward_imports_pass(module, source):
-    sources = {m: ("", False) for m in ("retention.policies", "retention.models", "gateway.transfers.models",
-                                         "gateway.sealed.service", "gateway.sealed")}
+    sources = dict.fromkeys(
+        (
+            "retention.policies",
+            "retention.models",
+            "gateway.transfers.models",
+            "gateway.sealed.service",
+            "gateway.sealed",
+        ),
+        ("", False),
+    )
     sources[module] = (source, False)
     assert violations(sources) == []

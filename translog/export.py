@@ -62,8 +62,16 @@ CSV_PATH_SEP = " "
 
 # records(sep) yields (the 13 leaf fields with details as JSON text, leaf hash hex, path hex joined by sep).
 Records = Callable[[str], Iterable[tuple[tuple[Any, ...], str, str]]]
-HEADER_FIELDS = ("format", "origin", "tree_size", "export_event_seq", "filters", "public_key_fingerprint",
-                 "verifier_key", "canonical")
+HEADER_FIELDS = (
+    "format",
+    "origin",
+    "tree_size",
+    "export_event_seq",
+    "filters",
+    "public_key_fingerprint",
+    "verifier_key",
+    "canonical",
+)
 CSV_COLUMNS = (*FIELDS, "leaf_hash", "inclusion_path")
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "'")
 _line_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
@@ -108,8 +116,9 @@ def export_jsonl(records: Records, checkpoint_note: str, header: dict[str, Any])
         record["type"] = "event"
         # The stored details text is valid JSON and hex needs no escaping: both are
         # appended as text, not parsed and re-encoded.
-        buf.append(f'{_line_json(record)[:-1]},"details":{fields[12]},"leaf_hash":"{leaf}",'
-                   f'"inclusion_path":["{path}"]}}')
+        buf.append(
+            f'{_line_json(record)[:-1]},"details":{fields[12]},"leaf_hash":"{leaf}","inclusion_path":["{path}"]}}'
+        )
         count += 1
         if len(buf) >= 500:
             buf.append("")
@@ -154,6 +163,7 @@ def export_csv(records: Records, checkpoint_note: str, header: dict[str, Any]) -
 
 # -- offline verification ---------------------------------------------------------
 
+
 @dataclass
 class ExportReport:
     ok: bool = True
@@ -170,13 +180,14 @@ class ExportReport:
     def header_bound(self) -> bool:
         return self.format in BOUND_FORMATS
 
-    def fail(self, seq: int | None, problem: str) -> "ExportReport":
+    def fail(self, seq: int | None, problem: str) -> ExportReport:
         self.ok, self.first_bad_seq, self.problem = False, seq, problem
         return self
 
 
-def _check_event(report: ExportReport, cp: note.Checkpoint, record: dict[str, Any], leaf_hex: str, path_hex: list[str],
-                 last_seq: int) -> bool:
+def _check_event(
+    report: ExportReport, cp: note.Checkpoint, record: dict[str, Any], leaf_hex: str, path_hex: list[str], last_seq: int
+) -> bool:
     seq = record["seq"]
     if not isinstance(seq, int) or seq <= last_seq:
         report.fail(seq if isinstance(seq, int) else None, f"event {seq}: sequence numbers must increase")
@@ -197,8 +208,9 @@ def _check_event(report: ExportReport, cp: note.Checkpoint, record: dict[str, An
     return True
 
 
-def verify_export(path: str, public_key: PublicKey, key_name: str | None = None, *,
-                  allow_v1: bool = False) -> ExportReport:
+def verify_export(
+    path: str, public_key: PublicKey, key_name: str | None = None, *, allow_v1: bool = False
+) -> ExportReport:
     """Verify an export offline: the signature, the header it binds, every leaf, every inclusion path, completeness.
 
     A version 1 export (its header not signed) is refused unless `allow_v1`; its events are then
@@ -211,8 +223,9 @@ def verify_export(path: str, public_key: PublicKey, key_name: str | None = None,
     return _verify_csv(path, public_key, key_name, allow_v1)
 
 
-def _verify_note(report: ExportReport, text: str, public_key: PublicKey,
-                 key_name: str | None) -> note.Checkpoint | None:
+def _verify_note(
+    report: ExportReport, text: str, public_key: PublicKey, key_name: str | None
+) -> note.Checkpoint | None:
     try:
         cp = note.verify(text, public_key, key_name)
     except (note.NoteError, InvalidKey) as exc:
@@ -230,15 +243,18 @@ def _version(report: ExportReport, fmt: Any, allow_v1: bool) -> bool:
     if fmt == FORMAT_V1:
         if allow_v1:
             return True
-        report.fail(None, "a version 1 export: its header is not covered by the signature "
-                          "(verify its events alone with --allow-v1)")
+        report.fail(
+            None,
+            "a version 1 export: its header is not covered by the signature (verify its events alone with --allow-v1)",
+        )
         return False
     report.fail(None, "not a phigate audit export of a known format")
     return False
 
 
-def _check_header(report: ExportReport, header: dict[str, Any], cp: note.Checkpoint, public_key: PublicKey,
-                  key_name: str | None) -> bool:
+def _check_header(
+    report: ExportReport, header: dict[str, Any], cp: note.Checkpoint, public_key: PublicKey, key_name: str | None
+) -> bool:
     """Every header field is bound by the signed digest and agrees with the note and the key."""
     if report.format not in BOUND_FORMATS:
         return True  # v1, accepted on request: nothing in its header is vouched for
@@ -264,8 +280,10 @@ def _check_header(report: ExportReport, header: dict[str, Any], cp: note.Checkpo
         (header["public_key_fingerprint"] != fingerprint(raw), "its key fingerprint is not the verifying key's"),
         (vkey_raw != raw or vkey_name != (key_name or cp.origin), "its verifier key is not the verifying key"),
         (header["canonical"] != VERSION, "its canonical form is unknown"),
-        (not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= cp.tree_size,
-         "its export event is not in the signed tree"),
+        (
+            not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= cp.tree_size,
+            "its export event is not in the signed tree",
+        ),
         (not isinstance(header["filters"], dict), "its filters are malformed"),
     ]
     for bad, why in problems:
@@ -300,7 +318,8 @@ def _verify_jsonl(path: str, public_key: PublicKey, key_name: str | None, allow_
             if ended is not None:
                 return report.fail(None, f"line {number}: data after the end marker")
             if kind == "event":
-                assert cp is not None  # the header line set it or returned
+                if cp is None:  # unreachable: the first line is the header, or the check returned
+                    return report.fail(None, f"line {number}: an event before the header")
                 if not _check_event(report, cp, obj, obj.get("leaf_hash", ""), obj.get("inclusion_path", []), last):
                     return report
                 last = obj["seq"]
@@ -374,5 +393,3 @@ def _verify_csv(path: str, public_key: PublicKey, key_name: str | None, allow_v1
                 return report
             last = record["seq"]
     return _finish(report, ended)
-
-

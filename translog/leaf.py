@@ -35,8 +35,21 @@ from typing import Any
 VERSION = "phigate-audit-v1"
 
 # The event fields, in leaf order after the version tag.
-FIELDS = ("seq", "occurred_at", "action", "outcome", "severity", "actor_user_id", "actor_org_id", "ip",
-          "user_agent", "target_type", "target_id", "target_org_id", "details")
+FIELDS = (
+    "seq",
+    "occurred_at",
+    "action",
+    "outcome",
+    "severity",
+    "actor_user_id",
+    "actor_org_id",
+    "ip",
+    "user_agent",
+    "target_type",
+    "target_id",
+    "target_org_id",
+    "details",
+)
 
 _encode = json.JSONEncoder(sort_keys=True, ensure_ascii=True, allow_nan=False).encode
 _sha256 = hashlib.sha256
@@ -61,11 +74,39 @@ def details_text(details: dict[str, Any]) -> str:
     return _encode(details)
 
 
-def serialise(seq: int, occurred_at: str, action: str, outcome: str, severity: str, actor_user_id: str | None,
-              actor_org_id: str | None, ip: str | None, user_agent: str | None, target_type: str | None,
-              target_id: str | None, target_org_id: str | None, details: dict[str, Any]) -> bytes:
-    return _encode([VERSION, seq, occurred_at, action, outcome, severity, actor_user_id, actor_org_id, ip,
-                    user_agent, target_type, target_id, target_org_id, details]).encode("ascii")
+def serialise(
+    seq: int,
+    occurred_at: str,
+    action: str,
+    outcome: str,
+    severity: str,
+    actor_user_id: str | None,
+    actor_org_id: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    target_type: str | None,
+    target_id: str | None,
+    target_org_id: str | None,
+    details: dict[str, Any],
+) -> bytes:
+    return _encode(
+        [
+            VERSION,
+            seq,
+            occurred_at,
+            action,
+            outcome,
+            severity,
+            actor_user_id,
+            actor_org_id,
+            ip,
+            user_agent,
+            target_type,
+            target_id,
+            target_org_id,
+            details,
+        ]
+    ).encode("ascii")
 
 
 def leaf_hash_of(*fields: Any) -> bytes:

@@ -69,10 +69,14 @@ def levels_of(leaves: list[bytes]) -> list[list[bytes]]:
 class Frontier:
     """Compact range [0, size): perfect subtree roots, largest first, as (level, hash)."""
 
-    __slots__ = ("size", "nodes", "on_node", "min_level")
+    __slots__ = ("min_level", "nodes", "on_node", "size")
 
-    def __init__(self, size: int = 0, nodes: list[tuple[int, bytes]] | None = None,
-                 on_node: Callable[[int, int, bytes], None] | None = None):
+    def __init__(
+        self,
+        size: int = 0,
+        nodes: list[tuple[int, bytes]] | None = None,
+        on_node: Callable[[int, int, bytes], None] | None = None,
+    ):
         self.size = size
         self.nodes = list(nodes or [])
         # Called with (level, index, hash) for every perfect subtree completed by an append.
@@ -112,10 +116,10 @@ class Frontier:
         return [[level, h.hex()] for level, h in self.nodes]
 
     @classmethod
-    def from_json(cls, size: int, data: list[list[Any]]) -> "Frontier":
+    def from_json(cls, size: int, data: list[list[Any]]) -> Frontier:
         return cls(size, [(int(level), bytes.fromhex(h)) for level, h in data])
 
-    def copy(self) -> "Frontier":
+    def copy(self) -> Frontier:
         return Frontier(self.size, self.nodes)
 
 
@@ -200,6 +204,7 @@ def consistency_path(first: int, second: int, subtree: Subtree) -> list[bytes]:
 
 # -- proof verification (RFC 9162 2.1.3.2 and 2.1.4.2) ---------------------------
 
+
 def root_from_inclusion(index: int, size: int, leaf: bytes, path: list[bytes]) -> bytes | None:
     """The root implied by an inclusion proof, or None when the proof is malformed."""
     if not 0 <= index < size:
@@ -225,8 +230,7 @@ def verify_inclusion(index: int, size: int, leaf: bytes, path: list[bytes], root
     return root_from_inclusion(index, size, leaf, path) == root
 
 
-def verify_consistency(first: int, second: int, first_root: bytes, second_root: bytes,
-                       path: list[bytes]) -> bool:
+def verify_consistency(first: int, second: int, first_root: bytes, second_root: bytes, path: list[bytes]) -> bool:
     if first == second:
         return not path and first_root == second_root
     if not 0 < first < second:

@@ -68,12 +68,17 @@ def body(origin: str, tree_size: int, root_hash: bytes, extensions: tuple[str, .
         raise NoteError("the origin must be non-empty without spaces or '+'")
     if any(not line or "\n" in line for line in extensions):
         raise NoteError("an extension line is non-empty and a single line")
-    return "".join(f"{line}\n" for line in (origin, str(tree_size), base64.b64encode(root_hash).decode(),
-                                            *extensions))
+    return "".join(f"{line}\n" for line in (origin, str(tree_size), base64.b64encode(root_hash).decode(), *extensions))
 
 
-def sign(origin: str, tree_size: int, root_hash: bytes, signer: Signer, name: str | None = None,
-         extensions: tuple[str, ...] = ()) -> str:
+def sign(
+    origin: str,
+    tree_size: int,
+    root_hash: bytes,
+    signer: Signer,
+    name: str | None = None,
+    extensions: tuple[str, ...] = (),
+) -> str:
     """A signed checkpoint note (with optional extension lines); the key name defaults to the origin."""
     name = name or origin
     text = body(origin, tree_size, root_hash, extensions)

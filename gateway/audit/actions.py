@@ -48,20 +48,30 @@ class Action(StrEnum):
     AUTH_PASSKEY_USED = "auth.passkey.used", "A passkey signed a sign-in or step-up."
     AUTH_PASSKEY_REMOVED = "auth.passkey.removed", "A user removed one of their passkeys."
     AUTH_PASSKEY_REMOVE_REFUSED = (
-        "auth.passkey.remove_refused", "Removing a passkey was refused (the policy needs one).")
+        "auth.passkey.remove_refused",
+        "Removing a passkey was refused (the policy needs one).",
+    )
     AUTH_PASSKEY_CLONE_WARNING = "auth.passkey.clone_warning", "A passkey's signature counter went back: maybe cloned."
     AUTH_PASSKEY_ENROLMENT_REQUIRED = (
-        "auth.passkey.enrolment_required", "A sign-in must register a passkey first (organisation policy).")
+        "auth.passkey.enrolment_required",
+        "A sign-in must register a passkey first (organisation policy).",
+    )
     AUTH_SESSION_EXPIRED = "auth.session.expired", "A session ended (timed out, or its user was disabled)."
     AUTH_SESSION_REVOKED = "auth.session.revoked", "Sessions were ended (sign-out, password change, disabled user)."
     AUTH_API_TOKEN_CREATED = "auth.api_token.created", "A user created an API token."
     AUTH_API_TOKEN_REVOKED = "auth.api_token.revoked", "API tokens were revoked."
-    AUTH_API_TOKEN_REJECTED = "auth.api_token.rejected", (
-        "An unknown, expired or revoked API token was refused (the first of its address window).")
-    AUTH_ADDRESS_THROTTLED = "auth.address.throttled", (
-        "A client address reached its limit of failures; it is answered 429 until its window ends.")
-    AUTH_ADDRESS_WINDOW_CLOSED = "auth.address.window_closed", (
-        "An address window ended: counts of the refusals not recorded one by one and of the 429s.")
+    AUTH_API_TOKEN_REJECTED = (
+        "auth.api_token.rejected",
+        ("An unknown, expired or revoked API token was refused (the first of its address window)."),
+    )
+    AUTH_ADDRESS_THROTTLED = (
+        "auth.address.throttled",
+        ("A client address reached its limit of failures; it is answered 429 until its window ends."),
+    )
+    AUTH_ADDRESS_WINDOW_CLOSED = (
+        "auth.address.window_closed",
+        ("An address window ended: counts of the refusals not recorded one by one and of the 429s."),
+    )
 
     # -- administration -----------------------------------------------------------
     ADMIN_ORG_CREATED = "admin.org.created", "An administrator created an organisation."
@@ -100,19 +110,27 @@ class Action(StrEnum):
     TRANSFER_REVOKED = "transfer.revoked", "An approved transfer was revoked."
     TRANSFER_REVOKE_DENIED = "transfer.revoke.denied", "A revocation was refused."
     TRANSFER_EMERGENCY_ACCESS_OPENED = (
-        "transfer.emergency_access.opened", "Break-glass access released a transfer without the usual approval.")
+        "transfer.emergency_access.opened",
+        "Break-glass access released a transfer without the usual approval.",
+    )
     TRANSFER_EMERGENCY_ACCESS_DENIED = "transfer.emergency_access.denied", "Break-glass access was refused."
     TRANSFER_EMERGENCY_ACCESS_STEPUP_FAILED = (
-        "transfer.emergency_access.stepup_failed", "The step-up before break-glass access failed.")
+        "transfer.emergency_access.stepup_failed",
+        "The step-up before break-glass access failed.",
+    )
     TRANSFER_EMERGENCY_ACCESS_REVIEWED = (
-        "transfer.emergency_access.reviewed", "A privacy officer reviewed a break-glass access.")
+        "transfer.emergency_access.reviewed",
+        "A privacy officer reviewed a break-glass access.",
+    )
     TRANSFER_DOWNLOAD_STARTED = "transfer.download.started", "A download began streaming."
     TRANSFER_DOWNLOAD_COMPLETED = "transfer.download.completed", "A download streamed the whole file."
     TRANSFER_DOWNLOAD_RANGE_DELIVERED = "transfer.download.range_delivered", "A byte range of a file was delivered."
     TRANSFER_DOWNLOAD_ABORTED = "transfer.download.aborted", "The client went away before a download ended."
     TRANSFER_DOWNLOAD_FAILED = "transfer.download.failed", "A download failed on the server (storage or decryption)."
     TRANSFER_DOWNLOAD_DENIED = (
-        "transfer.download.denied", "A download was refused (not approved, expired, not a recipient).")
+        "transfer.download.denied",
+        "A download was refused (not approved, expired, not a recipient).",
+    )
     TRANSFER_DESTROYED = "transfer.destroyed", "Every file of a transfer was destroyed."
 
     # -- retention, legal holds, offboarding ---------------------------------------------
@@ -122,15 +140,25 @@ class Action(StrEnum):
     RETENTION_HOLD_RELEASED = "retention.hold.released", "A legal hold was released."
     RETENTION_RUN_STARTED = "retention.run.started", "A destruction job started."
     RETENTION_JOB_INTERRUPTED = (
-        "retention.job.interrupted", "A destruction job stopped part-way; it resumes on the next run.")
+        "retention.job.interrupted",
+        "A destruction job stopped part-way; it resumes on the next run.",
+    )
     RETENTION_OBJECT_DESTROYING = (
-        "retention.object.destroying", "A file was marked for destruction; no read starts after.")
+        "retention.object.destroying",
+        "A file was marked for destruction; no read starts after.",
+    )
     RETENTION_OBJECT_STORAGE_DESTROYED = (
-        "retention.object.storage_destroyed", "Every stored version of a file's object was deleted and verified gone.")
+        "retention.object.storage_destroyed",
+        "Every stored version of a file's object was deleted and verified gone.",
+    )
     RETENTION_OBJECT_STORAGE_BLOCKED = (
-        "retention.object.storage_blocked", "Object Lock kept a file's ciphertext; its data key is erased instead.")
+        "retention.object.storage_blocked",
+        "Object Lock kept a file's ciphertext; its data key is erased instead.",
+    )
     RETENTION_OBJECT_STORAGE_FAILED = (
-        "retention.object.storage_failed", "Deleting a file's object failed; retried later.")
+        "retention.object.storage_failed",
+        "Deleting a file's object failed; retried later.",
+    )
     RETENTION_OBJECT_CRYPTO_SHREDDED = "retention.object.crypto_shredded", "A file's wrapped data key was erased."
     RETENTION_OBJECT_DESTROYED = "retention.object.destroyed", "A file's destruction is complete."
     RETENTION_CERTIFICATE_ISSUED = "retention.certificate.issued", "A signed destruction certificate was issued."
@@ -151,7 +179,9 @@ class Action(StrEnum):
     AUDIT_LOG_PRUNED = "audit.log.pruned", "Events older than the audit retention were pruned at a signed checkpoint."
     AUDIT_ACCESS_REVIEW_VIEWED = "audit.access_review.viewed", "An auditor viewed a vendor's access review."
     AUDIT_ACCESS_REVIEW_ACCOUNT_DISABLED = (
-        "audit.access_review.account_disabled", "The access review disabled a dormant account.")
+        "audit.access_review.account_disabled",
+        "The access review disabled a dormant account.",
+    )
     AUDIT_ALERT_RAISED = "audit.alert.raised", "An alert rule raised a flag (sent through the outbox)."
     AUDIT_ALERT_ACKNOWLEDGED = "audit.alert.acknowledged", "An auditor acknowledged an alert."
 

@@ -20,12 +20,20 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode, CheckpointKind, Severity
 from gateway.audit.service import Actor, record_event
-from gateway.audit.tree import BUCKET, NODE_MIN_LEVEL, LogBroken, TreeReader, iter_event_rows, prune_base, \
-    recomputed_leaf, tree_size
+from gateway.audit.tree import (
+    BUCKET,
+    NODE_MIN_LEVEL,
+    LogBroken,
+    TreeReader,
+    iter_event_rows,
+    prune_base,
+    recomputed_leaf,
+    tree_size,
+)
 from gateway.config import Settings
 from translog import merkle, note
 
@@ -58,8 +66,12 @@ def latest_checkpoint(db: Session, kind: CheckpointKind | None = None) -> AuditC
 
 def checkpoint_for(db: Session, size: int) -> AuditCheckpoint | None:
     """The smallest checkpoint covering a tree of `size` leaves."""
-    return db.scalar(select(AuditCheckpoint).where(AuditCheckpoint.tree_size >= size)
-                     .order_by(AuditCheckpoint.tree_size, AuditCheckpoint.id).limit(1))
+    return db.scalar(
+        select(AuditCheckpoint)
+        .where(AuditCheckpoint.tree_size >= size)
+        .order_by(AuditCheckpoint.tree_size, AuditCheckpoint.id)
+        .limit(1)
+    )
 
 
 def _lock(db: Session) -> None:
@@ -75,19 +87,24 @@ def _trusted_frontier(cp: AuditCheckpoint, signer, name: str) -> merkle.Frontier
         raise LogBroken(f"checkpoint {cp.id} (tree size {cp.tree_size}) has no valid signature") from None
     frontier = merkle.Frontier.from_json(cp.tree_size, cp.frontier)
     if signed.tree_size != cp.tree_size or frontier.root() != signed.root_hash:
-        raise LogBroken(f"checkpoint {cp.id} (tree size {cp.tree_size}): stored frontier does not match its signed root")
+        raise LogBroken(
+            f"checkpoint {cp.id} (tree size {cp.tree_size}): stored frontier does not match its signed root"
+        )
     return frontier
 
 
 def _store_nodes(db: Session, nodes: list[tuple[int, int, bytes]]) -> None:
     if nodes:
-        db.execute(insert(AuditTreeNode), [
-            {"level": lv, "idx": idx, "leaf_end": (idx + 1) << lv, "hash": h} for lv, idx, h in nodes])
+        db.execute(
+            insert(AuditTreeNode),
+            [{"level": lv, "idx": idx, "leaf_end": (idx + 1) << lv, "hash": h} for lv, idx, h in nodes],
+        )
         nodes.clear()
 
 
-def create_checkpoint(db: Session, signer, settings: Settings, kind: CheckpointKind = CheckpointKind.on_demand,
-                      *, force: bool = False) -> AuditCheckpoint | None:
+def create_checkpoint(
+    db: Session, signer, settings: Settings, kind: CheckpointKind = CheckpointKind.on_demand, *, force: bool = False
+) -> AuditCheckpoint | None:
     """Sign the current tree in the caller's transaction; None when nothing was appended since the last one."""
     _lock(db)
     name = origin(settings)
@@ -116,9 +133,16 @@ def create_checkpoint(db: Session, signer, settings: Settings, kind: CheckpointK
         raise LogBroken(f"event {expected} is missing", seq=expected)
     _store_nodes(db, pending)
     root = frontier.root()
-    cp = AuditCheckpoint(tree_size=size, root_hash=root, kind=kind, created_at=clock.now(), key_name=name,
-                         key_fingerprint=signer.fingerprint(), note=note.sign(name, size, root, signer),
-                         frontier=frontier.to_json())
+    cp = AuditCheckpoint(
+        tree_size=size,
+        root_hash=root,
+        kind=kind,
+        created_at=clock.now(),
+        key_name=name,
+        key_fingerprint=signer.fingerprint(),
+        note=note.sign(name, size, root, signer),
+        frontier=frontier.to_json(),
+    )
     db.add(cp)
     db.flush()
     log.info("audit checkpoint %s: tree size %d", cp.id, size)
@@ -158,17 +182,27 @@ def prune(components, actor: Actor, *, now: datetime | None = None) -> int:
             return old_base
         latest = latest_checkpoint(db)
         reader = TreeReader(db, latest.tree_size)
-        prefix = merkle.Frontier(base, [((e - s).bit_length() - 1, reader.subtree(s, e))
-                                        for s, e in merkle.frontier_ranges(base)])
+        prefix = merkle.Frontier(
+            base, [((e - s).bit_length() - 1, reader.subtree(s, e)) for s, e in merkle.frontier_ranges(base)]
+        )
         root = prefix.root()
         proof = merkle.consistency_path(base, latest.tree_size, reader.subtree)
         # Sign the base only if it provably is a prefix of the log we signed before.
         if not merkle.verify_consistency(base, latest.tree_size, root, latest.root_hash, proof):
             raise LogBroken("the events to prune are not consistent with the latest checkpoint")
         name = origin(settings)
-        db.add(AuditCheckpoint(tree_size=base, root_hash=root, kind=CheckpointKind.prune_base, created_at=now,
-                               key_name=name, key_fingerprint=signer.fingerprint(),
-                               note=note.sign(name, base, root, signer), frontier=prefix.to_json()))
+        db.add(
+            AuditCheckpoint(
+                tree_size=base,
+                root_hash=root,
+                kind=CheckpointKind.prune_base,
+                created_at=now,
+                key_name=name,
+                key_fingerprint=signer.fingerprint(),
+                note=note.sign(name, base, root, signer),
+                frontier=prefix.to_json(),
+            )
+        )
         db.flush()
         if db.get_bind().dialect.name == "postgresql":
             # The append-only trigger lets a DELETE through only inside this transaction
@@ -177,7 +211,16 @@ def prune(components, actor: Actor, *, now: datetime | None = None) -> int:
         deleted = db.execute(AuditEvent.__table__.delete().where(AuditEvent.seq <= base)).rowcount
         if db.get_bind().dialect.name == "postgresql":
             db.execute(text("SET LOCAL phigate.audit_prune = 'off'"))
-        record_event(db, Action.AUDIT_LOG_PRUNED, actor=actor, severity=Severity.warning,
-                     details={"pruned_through_seq": base, "events_deleted": deleted,
-                              "cutoff": cutoff.date().isoformat(), "retention_years": settings.audit_retention_years})
+        record_event(
+            db,
+            Action.AUDIT_LOG_PRUNED,
+            actor=actor,
+            severity=Severity.warning,
+            details={
+                "pruned_through_seq": base,
+                "events_deleted": deleted,
+                "cutoff": cutoff.date().isoformat(),
+                "retention_years": settings.audit_retention_years,
+            },
+        )
     return base

@@ -1,4 +1,5 @@
 """The audit log's tables: events (Merkle leaves), stored tree nodes, signed checkpoints, alerts."""
+
 from __future__ import annotations
 
 import enum

@@ -64,7 +64,7 @@ class Actor:
     user_agent: str | None = None
 
     @classmethod
-    def system(cls) -> "Actor":
+    def system(cls) -> Actor:
         return cls(user_agent="phigate-system")
 
 
@@ -82,8 +82,9 @@ def _next_seq(db: Session) -> int:
         last = db.scalar(select(func.max(AuditEvent.seq)))
         if last is None:
             # Every event may have been pruned up to a signed prune checkpoint.
-            last = db.scalar(select(func.max(AuditCheckpoint.tree_size))
-                             .where(AuditCheckpoint.kind == CheckpointKind.prune_base))
+            last = db.scalar(
+                select(func.max(AuditCheckpoint.tree_size)).where(AuditCheckpoint.kind == CheckpointKind.prune_base)
+            )
     return max([last or 0, *pending]) + 1
 
 
@@ -139,8 +140,21 @@ def record_event(
     user_id, org_id, ip = actor.user_id or None, actor.org_id or None, actor.ip or None
     target_type, target_id, target_org_id = target_type or None, target_id or None, target_org_id or None
     seq = _next_seq(db)
-    leaf = leaf_hash_of(seq, format_time(occurred_at), action, outcome.value, severity.value, user_id,
-                        org_id, ip, user_agent, target_type, target_id, target_org_id, details)
+    leaf = leaf_hash_of(
+        seq,
+        format_time(occurred_at),
+        action,
+        outcome.value,
+        severity.value,
+        user_id,
+        org_id,
+        ip,
+        user_agent,
+        target_type,
+        target_id,
+        target_org_id,
+        details,
+    )
     event = AuditEvent(
         seq=seq,
         occurred_at=occurred_at,
@@ -169,10 +183,21 @@ def record_event(
 
 def event_leaf_hash(event: AuditEvent) -> bytes:
     """Recompute an event's leaf hash from its stored fields."""
-    return leaf_hash_of(event.seq, format_time(event.occurred_at), event.action, Outcome(event.outcome).value,
-                        Severity(event.severity).value, event.actor_user_id, event.actor_org_id, event.ip,
-                        event.user_agent, event.target_type, event.target_id, event.target_org_id,
-                        event.details or {})
+    return leaf_hash_of(
+        event.seq,
+        format_time(event.occurred_at),
+        event.action,
+        Outcome(event.outcome).value,
+        Severity(event.severity).value,
+        event.actor_user_id,
+        event.actor_org_id,
+        event.ip,
+        event.user_agent,
+        event.target_type,
+        event.target_id,
+        event.target_org_id,
+        event.details or {},
+    )
 
 
 def record_events_bulk(db: Session, events: list[dict]) -> tuple[int, int]:
@@ -195,17 +220,40 @@ def record_events_bulk(db: Session, events: list[dict]) -> tuple[int, int]:
         details = dict(sorted(details.items()))
         _check_details(details)
         row = {
-            "seq": first + offset, "occurred_at": spec.get("occurred_at") or now, "action": spec["action"],
+            "seq": first + offset,
+            "occurred_at": spec.get("occurred_at") or now,
+            "action": spec["action"],
             "outcome": Outcome(spec.get("outcome", Outcome.success)).value,
             "severity": Severity(spec.get("severity", Severity.info)).value,
-            **{k: spec.get(k) or None for k in ("actor_user_id", "actor_org_id", "ip", "user_agent", "target_type",
-                                                "target_id", "target_org_id")},
+            **{
+                k: spec.get(k) or None
+                for k in (
+                    "actor_user_id",
+                    "actor_org_id",
+                    "ip",
+                    "user_agent",
+                    "target_type",
+                    "target_id",
+                    "target_org_id",
+                )
+            },
             "details": details,
         }
-        row["leaf_hash"] = leaf_hash_of(row["seq"], format_time(row["occurred_at"]), row["action"], row["outcome"],
-                                        row["severity"], row["actor_user_id"], row["actor_org_id"], row["ip"],
-                                        row["user_agent"], row["target_type"], row["target_id"],
-                                        row["target_org_id"], details)
+        row["leaf_hash"] = leaf_hash_of(
+            row["seq"],
+            format_time(row["occurred_at"]),
+            row["action"],
+            row["outcome"],
+            row["severity"],
+            row["actor_user_id"],
+            row["actor_org_id"],
+            row["ip"],
+            row["user_agent"],
+            row["target_type"],
+            row["target_id"],
+            row["target_org_id"],
+            details,
+        )
         rows.append(row)
     if rows:
         db.execute(insert(AuditEvent.__table__), rows)
@@ -215,5 +263,8 @@ def record_events_bulk(db: Session, events: list[dict]) -> tuple[int, int]:
 
 def recent_checkpoints(db: Session, limit: int) -> list[AuditCheckpoint]:
     """The newest signed checkpoints first."""
-    return list(db.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc(),
-                                                            AuditCheckpoint.id.desc()).limit(limit)))
+    return list(
+        db.scalars(
+            select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc(), AuditCheckpoint.id.desc()).limit(limit)
+        )
+    )

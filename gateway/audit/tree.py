@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Text, cast, func, select, tuple_, type_coerce
-from sqlalchemy.types import NullType
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
 from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode, CheckpointKind
 from translog import merkle
@@ -21,8 +21,22 @@ NODE_MIN_LEVEL = 8
 BUCKET = 1 << NODE_MIN_LEVEL
 
 E = AuditEvent.__table__.c
-EVENT_COLUMNS = (E.seq, E.occurred_at, E.action, E.outcome, E.severity, E.actor_user_id, E.actor_org_id, E.ip,
-                 E.user_agent, E.target_type, E.target_id, E.target_org_id, E.details, E.leaf_hash)
+EVENT_COLUMNS = (
+    E.seq,
+    E.occurred_at,
+    E.action,
+    E.outcome,
+    E.severity,
+    E.actor_user_id,
+    E.actor_org_id,
+    E.ip,
+    E.user_agent,
+    E.target_type,
+    E.target_id,
+    E.target_org_id,
+    E.details,
+    E.leaf_hash,
+)
 
 
 class LogBroken(Exception):
@@ -93,7 +107,11 @@ def keyset_stream(reads, query, order_cols, key, chunk: int = 5000) -> Iterator:
     while True:
         q = query
         if last is not None:
-            q = q.where(tuple_(*order_cols) > tuple_(*last)) if len(order_cols) > 1 else q.where(order_cols[0] > last[0])
+            q = (
+                q.where(tuple_(*order_cols) > tuple_(*last))
+                if len(order_cols) > 1
+                else q.where(order_cols[0] > last[0])
+            )
         rows = reads.execute(q.order_by(*order_cols).limit(chunk))
         if not rows:
             return
@@ -115,12 +133,16 @@ def stream_events(database, after: int, upto: int | None = None, where=None, chu
 
 # The same columns without SQLAlchemy's result processing: streams convert the driver's
 # values to canonical fields themselves (about twice as fast on long scans).
-RAW_COLUMNS = tuple(type_coerce(cast(c, Text) if c is E.details else c, NullType()).label(c.key)
-                    for c in EVENT_COLUMNS)
+RAW_COLUMNS = tuple(type_coerce(cast(c, Text) if c is E.details else c, NullType()).label(c.key) for c in EVENT_COLUMNS)
 # PostgreSQL formats the canonical timestamp itself (in its own process, in C).
 PG_RAW_COLUMNS = tuple(
-    type_coerce(func.to_char(func.timezone("UTC", E.occurred_at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), NullType())
-    .label("occurred_at") if c is E.occurred_at else raw for c, raw in zip(EVENT_COLUMNS, RAW_COLUMNS, strict=False))
+    type_coerce(func.to_char(func.timezone("UTC", E.occurred_at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), NullType()).label(
+        "occurred_at"
+    )
+    if c is E.occurred_at
+    else raw
+    for c, raw in zip(EVENT_COLUMNS, RAW_COLUMNS, strict=False)
+)
 _loads = json.loads
 
 
@@ -145,8 +167,22 @@ def canonical_rows(rows) -> Iterator[tuple]:
     for r in rows:
         details = r[12]
         leaf = r[13]
-        yield (r[0], _canonical_time(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
-               details if details is not None else "{}", leaf if isinstance(leaf, bytes) else bytes(leaf or b""))
+        yield (
+            r[0],
+            _canonical_time(r[1]),
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[8],
+            r[9],
+            r[10],
+            r[11],
+            details if details is not None else "{}",
+            leaf if isinstance(leaf, bytes) else bytes(leaf or b""),
+        )
 
 
 def row_fields(row) -> tuple:
@@ -158,8 +194,9 @@ def row_fields(row) -> tuple:
     return (*row[:12], details)
 
 
-def iter_event_rows(db: Session | Connection, after: int, upto: int | None = None, *, batch: int = 10_000,
-                    where=None) -> Iterator:
+def iter_event_rows(
+    db: Session | Connection, after: int, upto: int | None = None, *, batch: int = 10_000, where=None
+) -> Iterator:
     """Event rows with seq in (after, upto], in order, streamed (server-side cursor on PostgreSQL)."""
     conn = _conn(db)
     query = select(*raw_columns(conn.dialect.name)).where(E.seq > after).order_by(E.seq)
@@ -191,16 +228,21 @@ def tree_size(db: Session | Connection) -> int:
     conn = _conn(db)
     last = conn.scalar(select(func.max(E.seq)))
     if last is None:
-        last = conn.scalar(select(func.max(AuditCheckpoint.tree_size)).where(
-            AuditCheckpoint.kind == CheckpointKind.prune_base))
+        last = conn.scalar(
+            select(func.max(AuditCheckpoint.tree_size)).where(AuditCheckpoint.kind == CheckpointKind.prune_base)
+        )
     return last or 0
 
 
 def prune_base(db) -> int:
     """Leaves [0, prune_base) are pruned: 0 when nothing ever was."""
     conn = db if isinstance(db, ShortReads) else _conn(db)
-    return conn.scalar(select(func.max(AuditCheckpoint.tree_size)).where(
-        AuditCheckpoint.kind == CheckpointKind.prune_base)) or 0
+    return (
+        conn.scalar(
+            select(func.max(AuditCheckpoint.tree_size)).where(AuditCheckpoint.kind == CheckpointKind.prune_base)
+        )
+        or 0
+    )
 
 
 class TreeReader:
@@ -229,7 +271,7 @@ class TreeReader:
         if key not in self._buckets:
             self._buckets[key] = self.leaves(lo, hi)
         leaves = self._buckets[key]
-        return leaves[start - lo:end - lo]
+        return leaves[start - lo : end - lo]
 
     def forget(self) -> None:
         """Drop cached leaves and subtree hashes (keeps memory bounded on long streams)."""
@@ -248,13 +290,13 @@ class TreeReader:
         from sqlalchemy import and_, or_
 
         clause = or_(*(and_(AuditTreeNode.level == lv, AuditTreeNode.idx == idx) for lv, idx in wanted))
-        for level, idx, h in self.conn.execute(select(AuditTreeNode.level, AuditTreeNode.idx, AuditTreeNode.hash)
-                                               .where(clause)).all():
+        for level, idx, h in self.conn.execute(
+            select(AuditTreeNode.level, AuditTreeNode.idx, AuditTreeNode.hash).where(clause)
+        ).all():
             self._memo[wanted[(level, idx)]] = bytes(h)
 
     def node(self, level: int, idx: int) -> bytes | None:
-        h = self.conn.scalar(select(AuditTreeNode.hash).where(AuditTreeNode.level == level,
-                                                              AuditTreeNode.idx == idx))
+        h = self.conn.scalar(select(AuditTreeNode.hash).where(AuditTreeNode.level == level, AuditTreeNode.idx == idx))
         return bytes(h) if h is not None else None
 
     def subtree(self, start: int, end: int) -> bytes:

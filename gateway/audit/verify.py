@@ -15,6 +15,7 @@ The report names the first sequence number at which the log stops matching.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -22,10 +23,16 @@ from sqlalchemy import select
 
 from gateway.audit.actions import Action
 from gateway.audit.models import AuditCheckpoint, AuditTreeNode, CheckpointKind
-from gateway.audit.tree import NODE_MIN_LEVEL, ShortReads, keyset_stream, prune_base, recomputed_leaf, \
-    stream_events, tree_size
+from gateway.audit.tree import (
+    NODE_MIN_LEVEL,
+    ShortReads,
+    keyset_stream,
+    prune_base,
+    recomputed_leaf,
+    stream_events,
+    tree_size,
+)
 from translog import merkle, note
-import itertools
 
 
 @dataclass
@@ -81,14 +88,18 @@ def _check_rows(rows, expected: int) -> Iterator[bytes]:
     for row in rows:
         seq = row[0]
         if seq != expected:
-            raise _LeafFailure(expected, f"event {expected} is missing" if seq > expected
-                               else f"event {seq} is out of order")
+            raise _LeafFailure(
+                expected, f"event {expected} is missing" if seq > expected else f"event {seq} is out of order"
+            )
         if recomputed_leaf(row) != row[13]:
             moved_from = _original_position(row)
             if moved_from is not None:
                 first = min(seq, moved_from)
-                raise _LeafFailure(first, f"the log breaks at event {first}: the event now at {seq} was written as "
-                                          f"event {moved_from} (events were inserted, deleted or reordered)")
+                raise _LeafFailure(
+                    first,
+                    f"the log breaks at event {first}: the event now at {seq} was written as "
+                    f"event {moved_from} (events were inserted, deleted or reordered)",
+                )
             raise _LeafFailure(seq, f"event {seq} does not match its leaf hash (its fields were edited)")
         yield row[13]
         expected += 1
@@ -141,7 +152,7 @@ def _verified_leaves(database, base: int, size: int, chunk: int, workers: int) -
 def _drain(result: tuple[bytes, tuple[int, str] | None]) -> Iterator[bytes]:
     blob, failure = result
     for i in range(0, len(blob), 32):
-        yield blob[i:i + 32]
+        yield blob[i : i + 32]
     if failure is not None:
         raise _LeafFailure(*failure)
 
@@ -158,16 +169,23 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 20_000, work
         db.rollback()
     base = report.prune_base
     C = AuditCheckpoint
-    checkpoints = keyset_stream(reads, select(C.id, C.tree_size, C.root_hash, C.note, C.kind, C.frontier),
-                                [C.tree_size, C.id], lambda r: (r.tree_size, r.id), 500)
+    checkpoints = keyset_stream(
+        reads,
+        select(C.id, C.tree_size, C.root_hash, C.note, C.kind, C.frontier),
+        [C.tree_size, C.id],
+        lambda r: (r.tree_size, r.id),
+        500,
+    )
 
     def signed(cp) -> note.Checkpoint | None:
         report.checkpoints_checked += 1
         try:
             c = note.verify(cp.note, public_key, key_name)
         except note.NoteError:
-            report.fail(min(cp.tree_size, report.tree_size) + 1 if cp.tree_size < base else None,
-                        f"checkpoint {cp.id} (tree size {cp.tree_size}) has no valid signature")
+            report.fail(
+                min(cp.tree_size, report.tree_size) + 1 if cp.tree_size < base else None,
+                f"checkpoint {cp.id} (tree size {cp.tree_size}) has no valid signature",
+            )
             return None
         if c.tree_size != cp.tree_size or c.root_hash != bytes(cp.root_hash):
             report.fail(None, f"checkpoint {cp.id}: stored size or root differ from the signed note")
@@ -190,8 +208,13 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 20_000, work
         return report
 
     N = AuditTreeNode
-    nodes = keyset_stream(reads, select(N.level, N.idx, N.hash, N.leaf_end).where(N.leaf_end > base),
-                          [N.leaf_end, N.level], lambda r: (r.leaf_end, r.level), chunk)
+    nodes = keyset_stream(
+        reads,
+        select(N.level, N.idx, N.hash, N.leaf_end).where(N.leaf_end > base),
+        [N.leaf_end, N.level],
+        lambda r: (r.leaf_end, r.level),
+        chunk,
+    )
     next_node = [next(nodes, None)]
     last_good = base
 
@@ -202,9 +225,10 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 20_000, work
         next_node[0] = next(nodes, None)
         if bytes(stored.hash) != h and report.ok:
             start = idx << level
-            report.fail(max(start, last_good) + 1,
-                        f"events {start + 1}..{(idx + 1) << level} no longer hash to the subtree stored at "
-                        f"checkpoint time")
+            report.fail(
+                max(start, last_good) + 1,
+                f"events {start + 1}..{(idx + 1) << level} no longer hash to the subtree stored at checkpoint time",
+            )
 
     frontier.on_node = on_node
     frontier.min_level = NODE_MIN_LEVEL
@@ -215,8 +239,11 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 20_000, work
             while pending_cp is not None and pending_cp.tree_size == frontier.size:
                 c = signed(pending_cp)
                 if c is not None and c.root_hash != frontier.root():
-                    report.fail(last_good + 1, f"events {last_good + 1}..{frontier.size} do not match the signed "
-                                               f"checkpoint {pending_cp.id} (tree size {frontier.size})")
+                    report.fail(
+                        last_good + 1,
+                        f"events {last_good + 1}..{frontier.size} do not match the signed "
+                        f"checkpoint {pending_cp.id} (tree size {frontier.size})",
+                    )
                 if not report.ok:
                     return report
                 report.latest_checkpoint_size = frontier.size
@@ -228,12 +255,14 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 20_000, work
         report.fail(failure.seq, failure.message)
         return report
     if pending_cp is not None:
-        report.fail(frontier.size + 1, f"checkpoint {pending_cp.id} covers {pending_cp.tree_size} events but the log "
-                                       f"ends at {frontier.size}: events {frontier.size + 1}.. were deleted")
+        report.fail(
+            frontier.size + 1,
+            f"checkpoint {pending_cp.id} covers {pending_cp.tree_size} events but the log "
+            f"ends at {frontier.size}: events {frontier.size + 1}.. were deleted",
+        )
         return report
     report.unsigned_events = frontier.size - last_good
     return report
-
 
 
 def default_workers() -> int:
@@ -249,16 +278,26 @@ def run_verification(components, actor) -> VerifyReport:
     from gateway.audit.models import Outcome, Severity
     from gateway.audit.service import record_event
 
-    report = verify_log(components.db, get_signer(components).public_key(), origin(components.settings),
-                        workers=default_workers())
+    report = verify_log(
+        components.db, get_signer(components).public_key(), origin(components.settings), workers=default_workers()
+    )
     with components.db.transaction() as db:
-        record_event(db, Action.AUDIT_LOG_VERIFIED, actor=actor,
-                     outcome=Outcome.success if report.ok else Outcome.failure,
-                     severity=Severity.info if report.ok else Severity.high,
-                     target_type="audit_log",
-                     details={"ok": report.ok, "tree_size": report.tree_size, "events_checked": report.events_checked,
-                              "checkpoints_checked": report.checkpoints_checked,
-                              "first_bad_seq": report.first_bad_seq, "problem": report.problem})
+        record_event(
+            db,
+            Action.AUDIT_LOG_VERIFIED,
+            actor=actor,
+            outcome=Outcome.success if report.ok else Outcome.failure,
+            severity=Severity.info if report.ok else Severity.high,
+            target_type="audit_log",
+            details={
+                "ok": report.ok,
+                "tree_size": report.tree_size,
+                "events_checked": report.events_checked,
+                "checkpoints_checked": report.checkpoints_checked,
+                "first_bad_seq": report.first_bad_seq,
+                "problem": report.problem,
+            },
+        )
     return report
 
 
@@ -276,14 +315,28 @@ def log_status(db, components) -> dict:
             signature_ok = True
         except note.NoteError:
             signature_ok = False
-    last = db.scalar(select(AuditEvent).where(AuditEvent.action == Action.AUDIT_LOG_VERIFIED)
-                     .order_by(AuditEvent.seq.desc()).limit(1))
+    last = db.scalar(
+        select(AuditEvent)
+        .where(AuditEvent.action == Action.AUDIT_LOG_VERIFIED)
+        .order_by(AuditEvent.seq.desc())
+        .limit(1)
+    )
     return {
-        "tree_size": size, "prune_base": prune_base(db),
-        "latest_checkpoint": None if cp is None else {
-            "id": cp.id, "tree_size": cp.tree_size, "root_hash": cp.root_hash.hex(), "kind": cp.kind.value,
-            "created_at": cp.created_at.isoformat(), "note": cp.note, "signature_ok": signature_ok},
+        "tree_size": size,
+        "prune_base": prune_base(db),
+        "latest_checkpoint": None
+        if cp is None
+        else {
+            "id": cp.id,
+            "tree_size": cp.tree_size,
+            "root_hash": cp.root_hash.hex(),
+            "kind": cp.kind.value,
+            "created_at": cp.created_at.isoformat(),
+            "note": cp.note,
+            "signature_ok": signature_ok,
+        },
         "unsigned_events": size - (cp.tree_size if cp else 0),
-        "last_verification": None if last is None else {"seq": last.seq, "at": last.occurred_at.isoformat(),
-                                                          **(last.details or {})},
+        "last_verification": None
+        if last is None
+        else {"seq": last.seq, "at": last.occurred_at.isoformat(), **(last.details or {})},
     }

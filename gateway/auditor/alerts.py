@@ -34,8 +34,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import AuditAlert, AuditEvent, Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.errors import NotFound
@@ -53,9 +53,14 @@ DEFAULT_RULES: dict[str, dict[str, int]] = {
     "login_outside_hours": {"enabled": 1, "minutes": 60 * 24},
     "high_severity_event": {"enabled": 1, "minutes": 60 * 24},
 }
-SEVERITY = {"download_burst": Severity.high, "denied_attempts": Severity.warning,
-            "failed_logins_account": Severity.warning, "failed_logins_address": Severity.high,
-            "login_outside_hours": Severity.warning, "high_severity_event": Severity.high}
+SEVERITY = {
+    "download_burst": Severity.high,
+    "denied_attempts": Severity.warning,
+    "failed_logins_account": Severity.warning,
+    "failed_logins_address": Severity.high,
+    "login_outside_hours": Severity.warning,
+    "high_severity_event": Severity.high,
+}
 
 
 def rules(settings) -> dict[str, dict[str, int]]:
@@ -70,12 +75,16 @@ def _group(db: Session, subject_col, since: datetime, *conditions):
     return db.execute(
         select(subject_col, func.count(), func.min(AuditEvent.seq), func.max(AuditEvent.seq))
         .where(AuditEvent.occurred_at >= since, subject_col.is_not(None), *conditions)
-        .group_by(subject_col)).all()
+        .group_by(subject_col)
+    ).all()
 
 
 def _orgs(db: Session, first: int, last: int, subject_col, subject: str) -> list[str]:
-    rows = db.execute(select(AuditEvent.actor_org_id, AuditEvent.target_org_id)
-                      .where(AuditEvent.seq.between(first, last), subject_col == subject).limit(200)).all()
+    rows = db.execute(
+        select(AuditEvent.actor_org_id, AuditEvent.target_org_id)
+        .where(AuditEvent.seq.between(first, last), subject_col == subject)
+        .limit(200)
+    ).all()
     return sorted({o for row in rows for o in row if o})
 
 
@@ -92,53 +101,103 @@ def evaluate(db: Session, settings, now: datetime | None = None) -> list[AuditAl
         return now - timedelta(minutes=minutes), key
 
     counted = (
-        ("download_burst", AuditEvent.actor_user_id, (AuditEvent.action == Action.TRANSFER_DOWNLOAD_COMPLETED,
-                                                      AuditEvent.outcome == Outcome.success),
-         "{n} downloads by one user within {m} minutes"),
-        ("denied_attempts", AuditEvent.actor_user_id, (AuditEvent.outcome == Outcome.denied,),
-         "{n} denied attempts by one user within {m} minutes"),
-        ("failed_logins_account", AuditEvent.target_id, (AuditEvent.action.in_(LOGIN_FAILURES),
-                                                         AuditEvent.outcome == Outcome.failure),
-         "{n} failed sign-in steps against one account within {m} minutes"),
-        ("failed_logins_address", AuditEvent.ip, (AuditEvent.action.in_(LOGIN_FAILURES),
-                                                  AuditEvent.outcome.in_([Outcome.failure, Outcome.denied])),
-         "{n} failed sign-in steps from one address within {m} minutes"),
+        (
+            "download_burst",
+            AuditEvent.actor_user_id,
+            (AuditEvent.action == Action.TRANSFER_DOWNLOAD_COMPLETED, AuditEvent.outcome == Outcome.success),
+            "{n} downloads by one user within {m} minutes",
+        ),
+        (
+            "denied_attempts",
+            AuditEvent.actor_user_id,
+            (AuditEvent.outcome == Outcome.denied,),
+            "{n} denied attempts by one user within {m} minutes",
+        ),
+        (
+            "failed_logins_account",
+            AuditEvent.target_id,
+            (AuditEvent.action.in_(LOGIN_FAILURES), AuditEvent.outcome == Outcome.failure),
+            "{n} failed sign-in steps against one account within {m} minutes",
+        ),
+        (
+            "failed_logins_address",
+            AuditEvent.ip,
+            (AuditEvent.action.in_(LOGIN_FAILURES), AuditEvent.outcome.in_([Outcome.failure, Outcome.denied])),
+            "{n} failed sign-in steps from one address within {m} minutes",
+        ),
     )
     for rule, col, conditions, text in counted:
         since, key = window(rule)
         threshold = cfg[rule]["count"]
         for subject, n, first, last in _group(db, col, since, *conditions):
             if n >= threshold:
-                found.append((rule, str(subject), key, n, first, last,
-                              text.format(n=n, m=cfg[rule]["minutes"]), _orgs(db, first, last, col, subject),
-                              {"threshold": threshold, "minutes": cfg[rule]["minutes"]}))
+                found.append(
+                    (
+                        rule,
+                        str(subject),
+                        key,
+                        n,
+                        first,
+                        last,
+                        text.format(n=n, m=cfg[rule]["minutes"]),
+                        _orgs(db, first, last, col, subject),
+                        {"threshold": threshold, "minutes": cfg[rule]["minutes"]},
+                    )
+                )
     if cfg["login_outside_hours"].get("enabled", 1):
         start, end = (int(h) for h in settings.audit_alert_allowed_hours.split("-"))
         since, _ = window("login_outside_hours")
-        for ev in db.scalars(select(AuditEvent).where(AuditEvent.occurred_at >= since,
-                                                      AuditEvent.action == Action.AUTH_LOGIN_SUCCEEDED)):
+        for ev in db.scalars(
+            select(AuditEvent).where(AuditEvent.occurred_at >= since, AuditEvent.action == Action.AUTH_LOGIN_SUCCEEDED)
+        ):
             if not start <= ev.occurred_at.hour < end:
-                found.append(("login_outside_hours", ev.actor_user_id or ev.target_id or "unknown", f"seq:{ev.seq}",
-                              1, ev.seq, ev.seq, f"sign-in at {ev.occurred_at:%H:%M} UTC, outside "
-                              f"{start:02d}:00-{end:02d}:00", sorted({o for o in (ev.actor_org_id, ev.target_org_id)
-                                                                      if o}), {"hour": ev.occurred_at.hour}))
+                found.append(
+                    (
+                        "login_outside_hours",
+                        ev.actor_user_id or ev.target_id or "unknown",
+                        f"seq:{ev.seq}",
+                        1,
+                        ev.seq,
+                        ev.seq,
+                        f"sign-in at {ev.occurred_at:%H:%M} UTC, outside {start:02d}:00-{end:02d}:00",
+                        sorted({o for o in (ev.actor_org_id, ev.target_org_id) if o}),
+                        {"hour": ev.occurred_at.hour},
+                    )
+                )
     if cfg["high_severity_event"].get("enabled", 1):
         # Normally raised with the event itself (raise_for_event); this catches events written
         # without it (record_events_bulk, or before the flag was raised at once).
         since, _ = window("high_severity_event")
-        for ev in db.scalars(select(AuditEvent).where(AuditEvent.occurred_at >= since,
-                                                      AuditEvent.severity == Severity.high,
-                                                      ~AuditEvent.action.like("audit.alert.%"))):
+        for ev in db.scalars(
+            select(AuditEvent).where(
+                AuditEvent.occurred_at >= since,
+                AuditEvent.severity == Severity.high,
+                ~AuditEvent.action.like("audit.alert.%"),
+            )
+        ):
             found.append(_high_severity_flag(ev))
     raised = []
     for rule, subject, key, n, first, last, summary, orgs, details in found:
-        exists = db.scalar(select(AuditAlert.id).where(AuditAlert.rule == rule, AuditAlert.subject == subject,
-                                                       AuditAlert.window_key == key))
+        exists = db.scalar(
+            select(AuditAlert.id).where(
+                AuditAlert.rule == rule, AuditAlert.subject == subject, AuditAlert.window_key == key
+            )
+        )
         if exists:
             continue
-        alert = AuditAlert(rule=rule, subject=subject[:128], window_key=key, severity=SEVERITY[rule], raised_at=now,
-                           summary=summary[:300], count=n, first_seq=first, last_seq=last, org_ids=orgs,
-                           details=details)
+        alert = AuditAlert(
+            rule=rule,
+            subject=subject[:128],
+            window_key=key,
+            severity=SEVERITY[rule],
+            raised_at=now,
+            summary=summary[:300],
+            count=n,
+            first_seq=first,
+            last_seq=last,
+            org_ids=orgs,
+            details=details,
+        )
         try:
             with db.begin_nested():
                 db.add(alert)
@@ -151,17 +210,31 @@ def evaluate(db: Session, settings, now: datetime | None = None) -> list[AuditAl
 
 
 def _high_severity_flag(ev: AuditEvent) -> tuple:
-    return ("high_severity_event", ev.target_id or ev.actor_user_id or "gateway", f"seq:{ev.seq}", 1, ev.seq, ev.seq,
-            f"{ev.action} ({Outcome(ev.outcome).value})",
-            sorted({o for o in (ev.actor_org_id, ev.target_org_id) if o}), {"action": ev.action})
+    return (
+        "high_severity_event",
+        ev.target_id or ev.actor_user_id or "gateway",
+        f"seq:{ev.seq}",
+        1,
+        ev.seq,
+        ev.seq,
+        f"{ev.action} ({Outcome(ev.outcome).value})",
+        sorted({o for o in (ev.actor_org_id, ev.target_org_id) if o}),
+        {"action": ev.action},
+    )
 
 
 def _record_and_enqueue(db: Session, alert: AuditAlert, *, at_commit: bool) -> None:
     orgs = alert.org_ids or []
-    record_event(db, Action.AUDIT_ALERT_RAISED, actor=Actor.system(), severity=alert.severity, target_type="alert",
-                 target_id=str(alert.id), target_org_id=orgs[0] if len(orgs) == 1 else None,
-                 details={"rule": alert.rule, "count": alert.count, "first_seq": alert.first_seq,
-                          "last_seq": alert.last_seq})
+    record_event(
+        db,
+        Action.AUDIT_ALERT_RAISED,
+        actor=Actor.system(),
+        severity=alert.severity,
+        target_type="alert",
+        target_id=str(alert.id),
+        target_org_id=orgs[0] if len(orgs) == 1 else None,
+        details={"rule": alert.rule, "count": alert.count, "first_seq": alert.first_seq, "last_seq": alert.last_seq},
+    )
     enqueue(db, TOPIC, alert_payload(alert), at_commit=at_commit)
 
 
@@ -172,9 +245,19 @@ def raise_for_event(db: Session, event: AuditEvent) -> AuditAlert:
     high-severity event is flagged without anyone having to remember to.
     """
     rule, subject, key, n, first, last, summary, orgs, details = _high_severity_flag(event)
-    alert = AuditAlert(rule=rule, subject=subject[:128], window_key=key, severity=SEVERITY[rule],
-                       raised_at=event.occurred_at, summary=summary[:300], count=n, first_seq=first, last_seq=last,
-                       org_ids=orgs, details=details)
+    alert = AuditAlert(
+        rule=rule,
+        subject=subject[:128],
+        window_key=key,
+        severity=SEVERITY[rule],
+        raised_at=event.occurred_at,
+        summary=summary[:300],
+        count=n,
+        first_seq=first,
+        last_seq=last,
+        org_ids=orgs,
+        details=details,
+    )
     db.add(alert)
     # The alert's id names it in its own event and message. The sequence number in its key is
     # new (handed out under the append lock), so no other flag can hold this key.
@@ -184,9 +267,19 @@ def raise_for_event(db: Session, event: AuditEvent) -> AuditAlert:
 
 
 def alert_payload(alert: AuditAlert) -> dict:
-    return {"id": alert.id, "rule": alert.rule, "severity": alert.severity.value, "subject": alert.subject,
-            "summary": alert.summary, "count": alert.count, "first_seq": alert.first_seq, "last_seq": alert.last_seq,
-            "org_ids": alert.org_ids, "raised_at": alert.raised_at.isoformat(), "source": "phigate"}
+    return {
+        "id": alert.id,
+        "rule": alert.rule,
+        "severity": alert.severity.value,
+        "subject": alert.subject,
+        "summary": alert.summary,
+        "count": alert.count,
+        "first_seq": alert.first_seq,
+        "last_seq": alert.last_seq,
+        "org_ids": alert.org_ids,
+        "raised_at": alert.raised_at.isoformat(),
+        "source": "phigate",
+    }
 
 
 def send_to_sink(sink: str, payload: dict) -> None:
@@ -214,8 +307,11 @@ def _settled(db: Session, payload: dict, delivered_at: datetime | None, error: s
 
 def channel(components) -> Channel:
     """The outbox channel of alerts: PHIGATE_AUDIT_ALERT_SINK, read at each send (it may be reconfigured)."""
-    return Channel(send=lambda payload: send_to_sink(components.settings.audit_alert_sink, payload),
-                   settled=_settled, ready=lambda: bool(components.settings.audit_alert_sink))
+    return Channel(
+        send=lambda payload: send_to_sink(components.settings.audit_alert_sink, payload),
+        settled=_settled,
+        ready=lambda: bool(components.settings.audit_alert_sink),
+    )
 
 
 def run(components, now: datetime | None = None) -> tuple[int, int]:
@@ -243,8 +339,15 @@ def acknowledge(db: Session, scope, alert_id: int, principal) -> AuditAlert:
         raise NotFound("No such alert.", code="alert_not_found")
     if alert.acknowledged_at is None:
         alert.acknowledged_at, alert.acknowledged_by = clock.now(), principal.user.id
-        record_event(db, Action.AUDIT_ALERT_ACKNOWLEDGED, actor=principal.actor, target_type="alert",
-                     target_id=str(alert.id), target_org_id=scope.org_id, details={"rule": alert.rule})
+        record_event(
+            db,
+            Action.AUDIT_ALERT_ACKNOWLEDGED,
+            actor=principal.actor,
+            target_type="alert",
+            target_id=str(alert.id),
+            target_org_id=scope.org_id,
+            details={"rule": alert.rule},
+        )
     return alert
 
 

@@ -23,9 +23,11 @@ def verify(as_json: bool = typer.Option(False, "--json", help="print the report 
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     elif report.ok:
-        typer.echo(f"log intact: {report.events_checked} events, {report.checkpoints_checked} signed checkpoints "
-                   f"verified (tree size {report.tree_size}; {report.unsigned_events} events after the last "
-                   f"checkpoint{'; pruned through ' + str(report.prune_base) if report.prune_base else ''})")
+        typer.echo(
+            f"log intact: {report.events_checked} events, {report.checkpoints_checked} signed checkpoints "
+            f"verified (tree size {report.tree_size}; {report.unsigned_events} events after the last "
+            f"checkpoint{'; pruned through ' + str(report.prune_base) if report.prune_base else ''})"
+        )
     else:
         typer.echo(f"LOG BROKEN at event {report.first_bad_seq}: {report.problem}", err=True)
     raise typer.Exit(0 if report.ok else 1)
@@ -63,11 +65,17 @@ def public_key(verifier: bool = typer.Option(False, "--verifier-key", help="prin
 
 
 @audit_app.command("export")
-def export(out: Path = typer.Option(..., "--out", help="file to write"),
-           fmt: str = typer.Option("jsonl", "--format", help="csv or jsonl"),
-           user: str = typer.Option(None), org: str = typer.Option(None), action: str = typer.Option(None),
-           outcome: str = typer.Option(None), since: str = typer.Option(None), until: str = typer.Option(None),
-           target_id: str = typer.Option(None)) -> None:
+def export(
+    out: Path = typer.Option(..., "--out", help="file to write"),
+    fmt: str = typer.Option("jsonl", "--format", help="csv or jsonl"),
+    user: str = typer.Option(None),
+    org: str = typer.Option(None),
+    action: str = typer.Option(None),
+    outcome: str = typer.Option(None),
+    since: str = typer.Option(None),
+    until: str = typer.Option(None),
+    target_id: str = typer.Option(None),
+) -> None:
     """Export events (all, or a filtered selection) with the covering checkpoint and inclusion proofs."""
     from gateway.auditor import export as export_service
     from gateway.auditor import search
@@ -76,8 +84,17 @@ def export(out: Path = typer.Option(..., "--out", help="file to write"),
     components = _components()
     try:
         with components.db.sessions() as db:
-            flt = search.build_filter(db, user=user, org=org, action=action, outcome=outcome, since=since,
-                                      until=until, target_id=target_id, max_days=None)
+            flt = search.build_filter(
+                db,
+                user=user,
+                org=org,
+                action=action,
+                outcome=outcome,
+                since=since,
+                until=until,
+                target_id=target_id,
+                max_days=None,
+            )
         chunks, _, size = export_service.start_export(components, search.Scope(None), flt, fmt, _actor())
     except GatewayError as exc:
         typer.echo(f"error: {exc.message} ({exc.code})", err=True)
@@ -89,12 +106,14 @@ def export(out: Path = typer.Option(..., "--out", help="file to write"),
 
 
 @audit_app.command("verify-export")
-def verify_export(file: Path, public_key: str = typer.Option(..., "--public-key",
-                                                             help="PEM file, or a C2SP verifier key string"),
-                  key_name: str = typer.Option(None, help="signer name (default: the checkpoint origin)"),
-                  allow_v1: bool = typer.Option(False, "--allow-v1",
-                                                help="accept a version 1 export, whose header is not signed, "
-                                                     "and verify its events alone")) -> None:
+def verify_export(
+    file: Path,
+    public_key: str = typer.Option(..., "--public-key", help="PEM file, or a C2SP verifier key string"),
+    key_name: str = typer.Option(None, help="signer name (default: the checkpoint origin)"),
+    allow_v1: bool = typer.Option(
+        False, "--allow-v1", help="accept a version 1 export, whose header is not signed, and verify its events alone"
+    ),
+) -> None:
     """Verify an export offline with only the public key: signature, header, every leaf, every inclusion proof."""
     from translog import InvalidKey, NoteError, load_public_key, parse_verifier_key
     from translog import verify_export as check
@@ -111,14 +130,18 @@ def verify_export(file: Path, public_key: str = typer.Option(..., "--public-key"
     report = check(str(file), key, name, allow_v1=allow_v1)
     if report.ok and report.header_bound:
         h = report.header
-        typer.echo(f"export verified: {report.events} events included in the checkpoint of {report.origin} "
-                   f"at tree size {report.tree_size}; header signed (export event {h['export_event_seq']}, "
-                   f"filters {json.dumps(h['filters'], sort_keys=True)})")
+        typer.echo(
+            f"export verified: {report.events} events included in the checkpoint of {report.origin} "
+            f"at tree size {report.tree_size}; header signed (export event {h['export_event_seq']}, "
+            f"filters {json.dumps(h['filters'], sort_keys=True)})"
+        )
         raise typer.Exit(0)
     if report.ok:
-        typer.echo(f"events verified: {report.events} events included in the checkpoint of {report.origin} "
-                   f"at tree size {report.tree_size}; version 1 export: its header (filters, export event, "
-                   f"key fields) is NOT covered by the signature")
+        typer.echo(
+            f"events verified: {report.events} events included in the checkpoint of {report.origin} "
+            f"at tree size {report.tree_size}; version 1 export: its header (filters, export event, "
+            f"key fields) is NOT covered by the signature"
+        )
         raise typer.Exit(0)
     where = f" at event {report.first_bad_seq}" if report.first_bad_seq else ""
     typer.echo(f"EXPORT DOES NOT VERIFY{where}: {report.problem}", err=True)

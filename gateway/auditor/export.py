@@ -88,9 +88,9 @@ def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[byte
     """
     from sqlalchemy import and_
 
-    from gateway.audit.checkpoint import create_checkpoint, get_signer, origin
-    from gateway.audit.models import CheckpointKind
     from gateway.audit.actions import Action
+    from gateway.audit.checkpoint import create_checkpoint, get_signer
+    from gateway.audit.models import CheckpointKind
     from gateway.audit.service import record_event
 
     if fmt not in ("csv", "jsonl"):
@@ -100,9 +100,14 @@ def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[byte
     settings = components.settings
     signer = get_signer(components)
     with components.db.transaction() as db:
-        event = record_event(db, Action.AUDIT_EXPORT_CREATED, actor=actor, target_type="audit_log",
-                             target_org_id=scope.org_id,
-                             details={"format": fmt, **{f"filter_{k}": v for k, v in flt.as_params().items()}})
+        event = record_event(
+            db,
+            Action.AUDIT_EXPORT_CREATED,
+            actor=actor,
+            target_type="audit_log",
+            target_org_id=scope.org_id,
+            details={"format": fmt, **{f"filter_{k}": v for k, v in flt.as_params().items()}},
+        )
         seq = event.seq
     with components.db.transaction() as db:
         cp = create_checkpoint(db, signer, settings, CheckpointKind.on_demand)
@@ -113,12 +118,21 @@ def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[byte
         stored_note, key_name = cp.note, cp.key_name
     # Re-sign only what the stored checkpoint's own signature vouches for, never a bare column.
     signed = note.verify(stored_note, signer.public_key(), key_name)
-    assert signed.tree_size >= seq
-    header = {"format": FORMAT, "origin": signed.origin, "tree_size": signed.tree_size, "export_event_seq": seq,
-              "filters": flt.as_params(), "public_key_fingerprint": signer.fingerprint(),
-              "verifier_key": note.verifier_key(key_name, signer.public_key_raw()), "canonical": VERSION}
-    export_note = note.sign(signed.origin, signed.tree_size, signed.root_hash, signer, key_name,
-                            extensions=(header_binding(header),))
+    if signed.tree_size < seq:  # the checkpoint was signed after the export event: it must cover it
+        raise RuntimeError("the export's checkpoint does not cover its own event")
+    header = {
+        "format": FORMAT,
+        "origin": signed.origin,
+        "tree_size": signed.tree_size,
+        "export_event_seq": seq,
+        "filters": flt.as_params(),
+        "public_key_fingerprint": signer.fingerprint(),
+        "verifier_key": note.verifier_key(key_name, signer.public_key_raw()),
+        "canonical": VERSION,
+    }
+    export_note = note.sign(
+        signed.origin, signed.tree_size, signed.root_hash, signer, key_name, extensions=(header_binding(header),)
+    )
     size = signed.tree_size
     where = and_(scope.clause(), flt.clause())
     records = _records(components.db, size, where)

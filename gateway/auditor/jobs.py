@@ -21,12 +21,10 @@ class AuditJobs:
         self._last_review: datetime | None = None
 
     def tick(self) -> None:
-        for job in (lambda: maybe_checkpoint(self.components),
-                    lambda: alerts.run(self.components),
-                    self._daily_review):
+        for job in (lambda: maybe_checkpoint(self.components), lambda: alerts.run(self.components), self._daily_review):
             try:
                 job()
-            except Exception:  # noqa: BLE001 - one failing job must not stop the others
+            except Exception:
                 log.exception("audit scheduler job failed")
 
     def _daily_review(self) -> None:

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 
-from gateway import clock
 from gateway.audit.actions import Action
 from gateway.audit.checkpoint import maybe_checkpoint
-from gateway.audit.models import AuditAlert
-from gateway.auditor.auth import AuditorPrincipal
-from gateway.auditor.routes import FilterParams, Id
-from gateway.auditor.search import Scope
 from gateway.audit.service import record_event
 from gateway.audit.verify import log_status
 from gateway.auditor import alerts as alert_service
 from gateway.auditor import review, search
-from gateway.auditor.routes import AuditorPrincipal, FilterParams, Id
+from gateway.auditor.auth import AuditorPrincipal
+from gateway.auditor.routes import FilterParams, Id
 from gateway.auditor.search import Scope
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import GatewayError
 from gateway.web import redirect, render
-
 
 router = APIRouter(prefix="/audit", include_in_schema=False)
 
@@ -38,9 +32,15 @@ def dashboard(request: Request, db: DbSession, components: AppComponents, princi
     scope = Scope.of(db, principal)
     from gateway.transfers.service import unreviewed_emergencies
 
-    return _page(request, "audit_dashboard.html", principal, status=log_status(db, components),
-                 alerts=alert_service.visible_alerts(db, scope, 20), operator=scope.org_id is None,
-                 emergencies=unreviewed_emergencies(db, principal))
+    return _page(
+        request,
+        "audit_dashboard.html",
+        principal,
+        status=log_status(db, components),
+        alerts=alert_service.visible_alerts(db, scope, 20),
+        operator=scope.org_id is None,
+        emergencies=unreviewed_emergencies(db, principal),
+    )
 
 
 @router.post("/checkpoint")
@@ -57,24 +57,44 @@ def acknowledge(alert_id: int, db: DbSession, principal: AuditorPrincipal):
 
 
 @router.get("/events")
-def events(request: Request, db: DbSession, principal: AuditorPrincipal, filters: FilterParams,
-           before: int | None = Query(default=None, ge=1)):
+def events(
+    request: Request,
+    db: DbSession,
+    principal: AuditorPrincipal,
+    filters: FilterParams,
+    before: int | None = Query(default=None, ge=1),
+):
     values = {k: v for k, v in filters.raw.items() if v}
     try:
         flt = search.build_filter(db, **filters.raw)
     except GatewayError as exc:
-        return _page(request, "audit_events.html", principal, status_code=exc.status, error=exc.message,
-                     values=values, items=[], next_url=None, export_query="")
+        return _page(
+            request,
+            "audit_events.html",
+            principal,
+            status_code=exc.status,
+            error=exc.message,
+            values=values,
+            items=[],
+            next_url=None,
+            export_query="",
+        )
     items, cursor = search.search(db, Scope.of(db, principal), flt, before=before, limit=50)
     query = urlencode(values)
     next_url = f"/audit/events?{urlencode({**values, 'before': cursor})}" if cursor else None
-    return _page(request, "audit_events.html", principal, values=values, items=items, next_url=next_url,
-                 export_query=query)
+    return _page(
+        request, "audit_events.html", principal, values=values, items=items, next_url=next_url, export_query=query
+    )
 
 
 @router.get("/activity")
-def activity(request: Request, db: DbSession, principal: AuditorPrincipal, user: Id = None,
-             day: str | None = Query(default=None, max_length=10)):
+def activity(
+    request: Request,
+    db: DbSession,
+    principal: AuditorPrincipal,
+    user: Id = None,
+    day: str | None = Query(default=None, max_length=10),
+):
     values = {"user": user or "", "day": day or ""}
     if not user or not day:
         return _page(request, "audit_activity.html", principal, values=values, items=None)
@@ -82,13 +102,27 @@ def activity(request: Request, db: DbSession, principal: AuditorPrincipal, user:
         start, end = search.day_range(day)
         flt = search.build_filter(db, user=user)
     except GatewayError as exc:
-        return _page(request, "audit_activity.html", principal, status_code=exc.status, error=exc.message,
-                     values=values, items=None)
+        return _page(
+            request,
+            "audit_activity.html",
+            principal,
+            status_code=exc.status,
+            error=exc.message,
+            values=values,
+            items=None,
+        )
     flt = search.EventFilter(user_id=flt.user_id, since=start, until=end)
     items, cursor = search.search(db, Scope.of(db, principal), flt, limit=200, ascending=True)
     export_query = urlencode({"user": user, "since": day, "until": day})
-    return _page(request, "audit_activity.html", principal, values=values, items=items, more=cursor is not None,
-                 export_query=export_query)
+    return _page(
+        request,
+        "audit_activity.html",
+        principal,
+        values=values,
+        items=items,
+        more=cursor is not None,
+        export_query=export_query,
+    )
 
 
 @router.get("/timeline")
@@ -98,13 +132,27 @@ def timeline(request: Request, db: DbSession, principal: AuditorPrincipal, targe
     try:
         flt = dataclasses.replace(search.build_filter(db, target_id=target_id), target_or_file=True)
     except GatewayError as exc:
-        return _page(request, "audit_timeline.html", principal, status_code=exc.status, error=exc.message,
-                     target_id="", items=None)
+        return _page(
+            request,
+            "audit_timeline.html",
+            principal,
+            status_code=exc.status,
+            error=exc.message,
+            target_id="",
+            items=None,
+        )
     scope = Scope.of(db, principal)
     items, cursor = search.search(db, scope, flt, limit=200, ascending=True)
     # File events name the transfer as target and the file ids in details: show those too.
-    return _page(request, "audit_timeline.html", principal, target_id=target_id, items=items,
-                 more=cursor is not None, export_query=urlencode({"target_id": target_id}))
+    return _page(
+        request,
+        "audit_timeline.html",
+        principal,
+        target_id=target_id,
+        items=items,
+        more=cursor is not None,
+        export_query=urlencode({"target_id": target_id}),
+    )
 
 
 @router.get("/access-review")
@@ -114,7 +162,13 @@ def access_review(request: Request, db: WriteSession, principal: AuditorPrincipa
     vendor, rows = None, None
     if vendor_id:
         vendor, rows = review.access_review(db, scope, vendor_id)
-        record_event(db, Action.AUDIT_ACCESS_REVIEW_VIEWED, actor=principal.actor, target_type="organisation",
-                     target_id=vendor.id, target_org_id=vendor.id)
+        record_event(
+            db,
+            Action.AUDIT_ACCESS_REVIEW_VIEWED,
+            actor=principal.actor,
+            target_type="organisation",
+            target_id=vendor.id,
+            target_org_id=vendor.id,
+        )
         db.commit()
     return _page(request, "audit_review.html", principal, vendors=vendors, vendor=vendor, rows=rows)

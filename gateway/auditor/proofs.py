@@ -17,8 +17,12 @@ def _checkpoint_at(db: Session, size: int | None) -> AuditCheckpoint:
     if size is None:
         cp = latest_checkpoint(db)
     else:
-        cp = db.scalar(select(AuditCheckpoint).where(AuditCheckpoint.tree_size == size)
-                       .order_by(AuditCheckpoint.id.desc()).limit(1))
+        cp = db.scalar(
+            select(AuditCheckpoint)
+            .where(AuditCheckpoint.tree_size == size)
+            .order_by(AuditCheckpoint.id.desc())
+            .limit(1)
+        )
     if cp is None:
         raise NotFound("No signed checkpoint of that size.", code="checkpoint_not_found")
     return cp
@@ -32,8 +36,15 @@ def inclusion_proof(db: Session, scope: Scope, seq: int, tree_size: int | None =
         raise Conflict("The event is newer than that checkpoint; ask for a checkpoint first.", code="not_yet_signed")
     reader = TreeReader(db, cp.tree_size)
     path = merkle.inclusion_path(seq - 1, cp.tree_size, reader.subtree)
-    return {"seq": seq, "leaf_index": seq - 1, "tree_size": cp.tree_size, "leaf_hash": event.leaf_hash.hex(),
-            "inclusion_path": [h.hex() for h in path], "root_hash": cp.root_hash.hex(), "checkpoint": cp.note}
+    return {
+        "seq": seq,
+        "leaf_index": seq - 1,
+        "tree_size": cp.tree_size,
+        "leaf_hash": event.leaf_hash.hex(),
+        "inclusion_path": [h.hex() for h in path],
+        "root_hash": cp.root_hash.hex(),
+        "checkpoint": cp.note,
+    }
 
 
 def consistency_proof(db: Session, first: int, second: int | None = None) -> dict:
@@ -48,7 +59,12 @@ def consistency_proof(db: Session, first: int, second: int | None = None) -> dic
     except PrunedRange:
         raise Conflict("Events this proof needs were pruned by retention.", code="pruned") from None
     cp1 = checkpoint_for(db, first)
-    return {"first": first, "second": cp2.tree_size, "consistency_path": [h.hex() for h in path],
-            "first_root_hash": first_root.hex(), "second_root_hash": cp2.root_hash.hex(),
-            "first_checkpoint": cp1.note if cp1 is not None and cp1.tree_size == first else None,
-            "second_checkpoint": cp2.note}
+    return {
+        "first": first,
+        "second": cp2.tree_size,
+        "consistency_path": [h.hex() for h in path],
+        "first_root_hash": first_root.hex(),
+        "second_root_hash": cp2.root_hash.hex(),
+        "first_checkpoint": cp1.note if cp1 is not None and cp1.tree_size == first else None,
+        "second_checkpoint": cp2.note,
+    }

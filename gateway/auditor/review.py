@@ -16,8 +16,8 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import AuditEvent, Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.auditor.search import Scope
@@ -47,8 +47,11 @@ def vendors_in_scope(db: Session, scope: Scope) -> list[Organisation]:
     """Vendors the caller may review: all for operator auditors; for a practice, vendors its events involve."""
     query = select(Organisation).where(Organisation.kind == OrgKind.vendor).order_by(Organisation.name)
     if scope.org_id is not None:
-        linked = select(AuditEvent.actor_org_id).where(AuditEvent.target_org_id == scope.org_id).union(
-            select(AuditEvent.target_org_id).where(AuditEvent.actor_org_id == scope.org_id))
+        linked = (
+            select(AuditEvent.actor_org_id)
+            .where(AuditEvent.target_org_id == scope.org_id)
+            .union(select(AuditEvent.target_org_id).where(AuditEvent.actor_org_id == scope.org_id))
+        )
         query = query.where(Organisation.id.in_(linked))
     return list(db.scalars(query))
 
@@ -56,10 +59,15 @@ def vendors_in_scope(db: Session, scope: Scope) -> list[Organisation]:
 def _last_downloads(db: Session, user_ids: list[str]) -> dict[str, datetime]:
     if not user_ids:
         return {}
-    rows = db.execute(select(AuditEvent.actor_user_id, func.max(AuditEvent.occurred_at))
-                      .where(AuditEvent.action == DOWNLOAD_ACTION, AuditEvent.outcome == Outcome.success,
-                             AuditEvent.actor_user_id.in_(user_ids))
-                      .group_by(AuditEvent.actor_user_id))
+    rows = db.execute(
+        select(AuditEvent.actor_user_id, func.max(AuditEvent.occurred_at))
+        .where(
+            AuditEvent.action == DOWNLOAD_ACTION,
+            AuditEvent.outcome == Outcome.success,
+            AuditEvent.actor_user_id.in_(user_ids),
+        )
+        .group_by(AuditEvent.actor_user_id)
+    )
     from gateway.db import UTCDateTime
 
     conv = UTCDateTime().process_result_value
@@ -74,19 +82,34 @@ def _last_downloads(db: Session, user_ids: list[str]) -> dict[str, datetime]:
 
 def _rows(db: Session, users: list[User], now: datetime) -> list[ReviewRow]:
     downloads = _last_downloads(db, [u.id for u in users])
-    creators = {u.id: u.username for u in db.scalars(
-        select(User).where(User.id.in_([u.created_by for u in users if u.created_by])))}
+    creators = {
+        u.id: u.username
+        for u in db.scalars(select(User).where(User.id.in_([u.created_by for u in users if u.created_by])))
+    }
     out = []
     for u in users:
         last = max(t for t in (u.created_at, u.last_login_at, downloads.get(u.id)) if t is not None)
-        out.append(ReviewRow(u.id, u.username, u.full_name, u.role.value, u.active, u.mfa_enrolled, u.created_at,
-                             creators.get(u.created_by, u.created_by) if u.created_by else None, u.last_login_at,
-                             downloads.get(u.id), max(0, (now - last).days)))
+        out.append(
+            ReviewRow(
+                u.id,
+                u.username,
+                u.full_name,
+                u.role.value,
+                u.active,
+                u.mfa_enrolled,
+                u.created_at,
+                creators.get(u.created_by, u.created_by) if u.created_by else None,
+                u.last_login_at,
+                downloads.get(u.id),
+                max(0, (now - last).days),
+            )
+        )
     return out
 
 
-def access_review(db: Session, scope: Scope, vendor_id: str, now: datetime | None = None
-                  ) -> tuple[Organisation, list[ReviewRow]]:
+def access_review(
+    db: Session, scope: Scope, vendor_id: str, now: datetime | None = None
+) -> tuple[Organisation, list[ReviewRow]]:
     """The access review of one vendor, if the caller may see it (404 otherwise, same as unknown)."""
     vendor = next((v for v in vendors_in_scope(db, scope) if v.id == vendor_id), None)
     if vendor is None:
@@ -105,10 +128,16 @@ def disable_inactive(components, actor: Actor, days: int | None = None, now: dat
     days = days or components.settings.audit_inactivity_days
     now = now or clock.now()
     with components.db.sessions() as db:
-        candidates = list(db.scalars(
-            select(User).join(Organisation, User.org_id == Organisation.id)
-            .where(User.active.is_(True), or_(Organisation.kind == OrgKind.vendor,
-                                              Organisation.kind == OrgKind.practice))))
+        candidates = list(
+            db.scalars(
+                select(User)
+                .join(Organisation, User.org_id == Organisation.id)
+                .where(
+                    User.active.is_(True),
+                    or_(Organisation.kind == OrgKind.vendor, Organisation.kind == OrgKind.practice),
+                )
+            )
+        )
         stale = [r for r in _rows(db, candidates, now) if r.days_inactive > days]
     disabled = []
     for row in stale:
@@ -117,11 +146,20 @@ def disable_inactive(components, actor: Actor, days: int | None = None, now: dat
             if user is None or not user.active:
                 continue
             disable_user(db, user, actor, reason=f"inactive_over_{days}_days")
-            record_event(db, Action.AUDIT_ACCESS_REVIEW_ACCOUNT_DISABLED, actor=actor, severity=Severity.warning,
-                         target_type="user", target_id=user.id, target_org_id=user.org_id,
-                         details={"days_inactive": row.days_inactive, "threshold_days": days,
-                                  "last_login": row.last_login_at.date().isoformat() if row.last_login_at else None,
-                                  "last_download": row.last_download_at.date().isoformat()
-                                  if row.last_download_at else None})
+            record_event(
+                db,
+                Action.AUDIT_ACCESS_REVIEW_ACCOUNT_DISABLED,
+                actor=actor,
+                severity=Severity.warning,
+                target_type="user",
+                target_id=user.id,
+                target_org_id=user.org_id,
+                details={
+                    "days_inactive": row.days_inactive,
+                    "threshold_days": days,
+                    "last_login": row.last_login_at.date().isoformat() if row.last_login_at else None,
+                    "last_download": row.last_download_at.date().isoformat() if row.last_download_at else None,
+                },
+            )
             disabled.append(user.username)
     return disabled

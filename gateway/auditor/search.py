@@ -31,7 +31,7 @@ class Scope:
     org_id: str | None
 
     @classmethod
-    def of(cls, db: Session, principal) -> "Scope":
+    def of(cls, db: Session, principal) -> Scope:
         org = db.get(Organisation, principal.user.org_id)
         return cls(None if org is not None and org.kind == OrgKind.operator else principal.user.org_id)
 
@@ -63,8 +63,13 @@ class EventFilter:
             parts.append(AuditEvent.actor_user_id == self.user_id)
         if self.org_id:
             # A transfer's vendor is in its events' details (the practice is the target organisation).
-            parts.append(or_(AuditEvent.actor_org_id == self.org_id, AuditEvent.target_org_id == self.org_id,
-                             AuditEvent.details["vendor_id"].as_string() == self.org_id))
+            parts.append(
+                or_(
+                    AuditEvent.actor_org_id == self.org_id,
+                    AuditEvent.target_org_id == self.org_id,
+                    AuditEvent.details["vendor_id"].as_string() == self.org_id,
+                )
+            )
         if self.action:
             if self.action.endswith("*"):
                 parts.append(AuditEvent.action.startswith(self.action[:-1], autoescape=True))
@@ -77,8 +82,9 @@ class EventFilter:
         if self.until:
             parts.append(AuditEvent.occurred_at < self.until)
         if self.target_id and self.target_or_file:
-            parts.append(or_(AuditEvent.target_id == self.target_id,
-                             AuditEvent.details["file_id"].as_string() == self.target_id))
+            parts.append(
+                or_(AuditEvent.target_id == self.target_id, AuditEvent.details["file_id"].as_string() == self.target_id)
+            )
         elif self.target_id:
             parts.append(AuditEvent.target_id == self.target_id)
         if self.target_type:
@@ -123,17 +129,27 @@ def _ident(value: str | None, field: str, pattern: re.Pattern = _ID) -> str | No
     return value
 
 
-def build_filter(db: Session, *, user: str | None = None, org: str | None = None, action: str | None = None,
-                 outcome: str | None = None, since: str | None = None, until: str | None = None,
-                 target_id: str | None = None, target_type: str | None = None,
-                 max_days: int | None = MAX_RANGE_DAYS) -> EventFilter:
+def build_filter(
+    db: Session,
+    *,
+    user: str | None = None,
+    org: str | None = None,
+    action: str | None = None,
+    outcome: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    target_id: str | None = None,
+    target_type: str | None = None,
+    max_days: int | None = MAX_RANGE_DAYS,
+) -> EventFilter:
     """Validate raw filter values (bad ones raise InvalidInput, code invalid_input)."""
     start, stop = parse_when(since, "since"), parse_when(until, "until", end=True)
     if start and stop and stop <= start:
         raise InvalidInput("until must be after since.", code="invalid_input")
     if max_days is not None and (start or stop) and (not (start and stop) or stop - start > timedelta(days=max_days)):
-        raise InvalidInput(f"A date range is at most {max_days} days and needs both since and until.",
-                           code="invalid_input")
+        raise InvalidInput(
+            f"A date range is at most {max_days} days and needs both since and until.", code="invalid_input"
+        )
     if outcome and outcome not in Outcome.__members__:
         raise InvalidInput("outcome is success, failure or denied.", code="invalid_input")
     user_id = _ident(user, "user")
@@ -143,13 +159,21 @@ def build_filter(db: Session, *, user: str | None = None, org: str | None = None
         found = db.get(User, user_id) or db.scalar(select(User).where(User.username == user_id.lower()))
         # An unknown user simply matches nothing: the answer must not reveal who exists elsewhere.
         user_id = found.id if found else user_id
-    return EventFilter(user_id=user_id, org_id=_ident(org, "org"), action=_ident(action, "action", _ACTION),
-                       outcome=outcome or None, since=start, until=stop, target_id=_ident(target_id, "target_id"),
-                       target_type=_ident(target_type, "target_type"))
+    return EventFilter(
+        user_id=user_id,
+        org_id=_ident(org, "org"),
+        action=_ident(action, "action", _ACTION),
+        outcome=outcome or None,
+        since=start,
+        until=stop,
+        target_id=_ident(target_id, "target_id"),
+        target_type=_ident(target_type, "target_type"),
+    )
 
 
-def search(db: Session, scope: Scope, flt: EventFilter, *, before: int | None = None, limit: int = 50,
-           ascending: bool = False) -> tuple[list[AuditEvent], int | None]:
+def search(
+    db: Session, scope: Scope, flt: EventFilter, *, before: int | None = None, limit: int = 50, ascending: bool = False
+) -> tuple[list[AuditEvent], int | None]:
     """One page of events, newest first (or oldest first); returns (events, cursor for the next page)."""
     limit = max(1, min(limit, MAX_PAGE))
     query = select(AuditEvent).where(scope.clause(), flt.clause())
@@ -181,11 +205,18 @@ def event_dict(event: AuditEvent) -> dict:
     from translog.leaf import format_time
 
     return {
-        "seq": event.seq, "occurred_at": format_time(event.occurred_at), "action": event.action,
-        "outcome": Outcome(event.outcome).value, "severity": event.severity.value,
-        "actor_user_id": event.actor_user_id, "actor_org_id": event.actor_org_id, "ip": event.ip,
-        "user_agent": event.user_agent, "target_type": event.target_type, "target_id": event.target_id,
-        "target_org_id": event.target_org_id, "details": event.details or {}, "leaf_hash": event.leaf_hash.hex(),
+        "seq": event.seq,
+        "occurred_at": format_time(event.occurred_at),
+        "action": event.action,
+        "outcome": Outcome(event.outcome).value,
+        "severity": event.severity.value,
+        "actor_user_id": event.actor_user_id,
+        "actor_org_id": event.actor_org_id,
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "target_org_id": event.target_org_id,
+        "details": event.details or {},
+        "leaf_hash": event.leaf_hash.hex(),
     }
-
-

@@ -9,11 +9,21 @@ LOGIN_CSRF_COOKIE = "phigate_login_csrf"
 
 def set_session_cookie(response: Response, settings: Settings, raw: str) -> None:
     response.set_cookie(
-        settings.session_cookie_name, raw, max_age=settings.session_absolute_hours * 3600, path="/",
-        secure=settings.effective_cookie_secure, httponly=True, samesite="strict",
+        settings.session_cookie_name,
+        raw,
+        max_age=settings.session_absolute_hours * 3600,
+        path="/",
+        secure=settings.effective_cookie_secure,
+        httponly=True,
+        samesite="strict",
     )
 
 
 def clear_session_cookie(response: Response, settings: Settings) -> None:
-    response.delete_cookie(settings.session_cookie_name, path="/", secure=settings.effective_cookie_secure,
-                           httponly=True, samesite="strict")
+    response.delete_cookie(
+        settings.session_cookie_name,
+        path="/",
+        secure=settings.effective_cookie_secure,
+        httponly=True,
+        samesite="strict",
+    )

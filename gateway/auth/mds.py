@@ -49,7 +49,8 @@ def load(path: Path) -> dict[str, Model]:
             aaguid = str(uuid.UUID(str(entry["aaguid"])))
             roots = tuple(
                 x509.load_der_x509_certificate(base64.b64decode(cert)).public_bytes(Encoding.PEM)
-                for cert in statement.get("attestationRootCertificates") or ())
+                for cert in statement.get("attestationRootCertificates") or ()
+            )
         except (ValueError, TypeError):
             raise MetadataFileInvalid("the passkey metadata file holds a malformed AAGUID or certificate") from None
         if roots:

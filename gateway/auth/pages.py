@@ -15,8 +15,16 @@ from gateway.auth import passkey_policy, passkeys, service, totp
 from gateway.auth.cookies import LOGIN_CSRF_COOKIE, clear_session_cookie, set_session_cookie
 from gateway.auth.models import SessionStage
 from gateway.auth.service import Proof
-from gateway.deps import (AppComponents, CurrentPrincipal, DbSession, PartialPrincipal, PasswordChangePrincipal,
-                          RequestActor, WriteSession, check_origin)
+from gateway.deps import (
+    AppComponents,
+    CurrentPrincipal,
+    DbSession,
+    PartialPrincipal,
+    PasswordChangePrincipal,
+    RequestActor,
+    WriteSession,
+    check_origin,
+)
 from gateway.errors import CsrfFailed, GatewayError, InvalidInput
 from gateway.web import redirect, render, submit
 
@@ -42,15 +50,28 @@ def login_form(request: Request, c: AppComponents):
     token = secrets.token_urlsafe(32)
     response = render(request, "login.html", login_csrf=token)
     # Double-submit token for the one form posted before any session exists (login CSRF).
-    response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, path="/login", httponly=True, samesite="strict",
-                        secure=c.settings.effective_cookie_secure)
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=3600,
+        path="/login",
+        httponly=True,
+        samesite="strict",
+        secure=c.settings.effective_cookie_secure,
+    )
     return response
 
 
 @router.post("/login")
-def login(request: Request, db: DbSession, c: AppComponents, actor: RequestActor,
-          username: str = Form(max_length=64), password: str = Form(max_length=1024),
-          csrf_token: str = Form(default="", max_length=100)):
+def login(
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    actor: RequestActor,
+    username: str = Form(max_length=64),
+    password: str = Form(max_length=1024),
+    csrf_token: str = Form(default="", max_length=100),
+):
     check_origin(request)
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not cookie or not hmac.compare_digest(cookie, csrf_token):
@@ -58,8 +79,9 @@ def login(request: Request, db: DbSession, c: AppComponents, actor: RequestActor
     try:
         user = service.check_password(db, c.settings, username, password, actor)
     except GatewayError as exc:
-        return render(request, "login.html", status_code=exc.status, error=exc.message, login_csrf=csrf_token,
-                      username=username)
+        return render(
+            request, "login.html", status_code=exc.status, error=exc.message, login_csrf=csrf_token, username=username
+        )
     stage = SessionStage.mfa if user.mfa_enrolled else SessionStage.enrol
     raw = service.start_session(db, c.settings, user, stage, actor)
     db.commit()
@@ -96,17 +118,35 @@ def _with_session(response, c, raw: str):
 
 
 @router.post("/mfa")
-def mfa(request: Request, db: DbSession, c: AppComponents, principal: PartialPrincipal, code: str = OptionalCode,
-        passkey_assertion: str = AssertionField):
+def mfa(
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    principal: PartialPrincipal,
+    code: str = OptionalCode,
+    passkey_assertion: str = AssertionField,
+):
     if principal.session is None or principal.session.stage != SessionStage.mfa:
         return redirect("/home")
-    return submit(db, lambda: service.check_factor(db, c.settings, c.keys, principal.user, principal.session,
-                                                   proof(code, passkey_assertion), principal.actor, purpose="login",
-                                                   action=Action.AUTH_MFA_FAILED),
-                  commit=False,  # _complete commits the factor's use with the new session
-                  form=lambda **error: render(request, "mfa.html", principal=principal,
-                                              factor=service.factor_choice(db, principal.user), **error),
-                  done=lambda method: _complete(db, c, principal, method, "/home"))
+    return submit(
+        db,
+        lambda: service.check_factor(
+            db,
+            c.settings,
+            c.keys,
+            principal.user,
+            principal.session,
+            proof(code, passkey_assertion),
+            principal.actor,
+            purpose="login",
+            action=Action.AUTH_MFA_FAILED,
+        ),
+        commit=False,  # _complete commits the factor's use with the new session
+        form=lambda **error: render(
+            request, "mfa.html", principal=principal, factor=service.factor_choice(db, principal.user), **error
+        ),
+        done=lambda method: _complete(db, c, principal, method, "/home"),
+    )
 
 
 @router.get("/mfa/passkey")
@@ -117,20 +157,32 @@ def passkey_enrol_form(request: Request, principal: PartialPrincipal):
 
 
 @router.post("/mfa/passkey")
-def passkey_enrol(request: Request, db: DbSession, c: AppComponents, principal: PartialPrincipal,
-                  name: str = Form(max_length=100), credential: str = Form(max_length=passkeys.MAX_RESPONSE_CHARS)):
+def passkey_enrol(
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    principal: PartialPrincipal,
+    name: str = Form(max_length=100),
+    credential: str = Form(max_length=passkeys.MAX_RESPONSE_CHARS),
+):
     """The registration a passkey policy leads to; the session becomes a full one once it is done."""
     if principal.session is None or principal.session.stage != SessionStage.passkey:
         return redirect("/home")
 
     def run():
         service.register_passkey(db, c.settings, c.keys, principal, credential, name)
-        return service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
-                                     replaces=principal.session)
+        return service.start_session(
+            db, c.settings, principal.user, SessionStage.full, principal.actor, replaces=principal.session
+        )
 
-    return submit(db, run, form=lambda **error: render(request, "passkey_enrol.html", principal=principal, **error),
-                  done=lambda raw: _with_session(redirect("/password" if principal.user.must_change_password
-                                                          else "/home"), c, raw))
+    return submit(
+        db,
+        run,
+        form=lambda **error: render(request, "passkey_enrol.html", principal=principal, **error),
+        done=lambda raw: _with_session(
+            redirect("/password" if principal.user.must_change_password else "/home"), c, raw
+        ),
+    )
 
 
 @router.get("/mfa/enrol")
@@ -146,9 +198,8 @@ def enrol_form(request: Request, db: WriteSession, c: AppComponents, principal: 
 
 def _render_enrol(request, principal, secret, **extra):
     uri = totp.provisioning_uri(secret, principal.user.username)
-    grouped = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
-    return render(request, "enrol.html", principal=principal, secret=grouped, qr=totp.qr_svg_data_uri(uri),
-                  **extra)
+    grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+    return render(request, "enrol.html", principal=principal, secret=grouped, qr=totp.qr_svg_data_uri(uri), **extra)
 
 
 @router.post("/mfa/enrol")
@@ -161,8 +212,9 @@ def enrol(request: Request, db: DbSession, c: AppComponents, principal: PartialP
         secret = service.pending_secret(c.keys, principal.user)
         return _render_enrol(request, principal, secret, status_code=exc.status, error=exc.message)
     response = _complete(db, c, principal, "totp", "/home")
-    page = render(request, "recovery_codes.html", principal=principal, codes=codes,
-                  next_url=response.headers["location"])
+    page = render(
+        request, "recovery_codes.html", principal=principal, codes=codes, next_url=response.headers["location"]
+    )
     page.headers.append("set-cookie", response.headers["set-cookie"])
     return page
 
@@ -173,19 +225,31 @@ def password_form(request: Request, principal: PasswordChangePrincipal):
 
 
 @router.post("/password")
-def password(request: Request, db: DbSession, c: AppComponents, principal: PasswordChangePrincipal,
-             current_password: str = Form(max_length=1024), new_password: str = Form(max_length=1024),
-             confirm_password: str = Form(max_length=1024)):
+def password(
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    principal: PasswordChangePrincipal,
+    current_password: str = Form(max_length=1024),
+    new_password: str = Form(max_length=1024),
+    confirm_password: str = Form(max_length=1024),
+):
     def run():
         if new_password != confirm_password:
             raise InvalidInput("The two new passwords differ.", code="password_mismatch")
-        service.change_password(db, c.settings, principal.user, current_password, new_password, principal.actor,
-                                principal.session)
-        return service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
-                                     replaces=principal.session)
+        service.change_password(
+            db, c.settings, principal.user, current_password, new_password, principal.actor, principal.session
+        )
+        return service.start_session(
+            db, c.settings, principal.user, SessionStage.full, principal.actor, replaces=principal.session
+        )
 
-    return submit(db, run, form=lambda **error: render(request, "password.html", principal=principal, **error),
-                  done=lambda raw: _with_session(redirect("/home"), c, raw))
+    return submit(
+        db,
+        run,
+        form=lambda **error: render(request, "password.html", principal=principal, **error),
+        done=lambda raw: _with_session(redirect("/home"), c, raw),
+    )
 
 
 @router.post("/logout")
@@ -205,10 +269,17 @@ def home(request: Request, principal: CurrentPrincipal):
 
 def _account(request, db, principal, status_code=200, **extra):
     user = principal.user
-    return render(request, "account.html", status_code=status_code, principal=principal,
-                  tokens=service.list_api_tokens(db, user), passkeys=passkeys.list_passkeys(db, user),
-                  factor=service.factor_choice(db, user), passkey_required=passkey_policy.applies_to(db, user),
-                  **extra)
+    return render(
+        request,
+        "account.html",
+        status_code=status_code,
+        principal=principal,
+        tokens=service.list_api_tokens(db, user),
+        passkeys=passkeys.list_passkeys(db, user),
+        factor=service.factor_choice(db, user),
+        passkey_required=passkey_policy.applies_to(db, user),
+        **extra,
+    )
 
 
 @router.get("/account")
@@ -217,35 +288,74 @@ def account(request: Request, db: DbSession, principal: CurrentPrincipal):
 
 
 @router.post("/account/tokens")
-def create_token(request: Request, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
-                 name: str = Form(min_length=1, max_length=100), days: int = Form(ge=1, le=366),
-                 code: str = OptionalCode, passkey_assertion: str = AssertionField):
+def create_token(
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    principal: CurrentPrincipal,
+    name: str = Form(min_length=1, max_length=100),
+    days: int = Form(ge=1, le=366),
+    code: str = OptionalCode,
+    passkey_assertion: str = AssertionField,
+):
     def run():
         service.step_up(db, c.settings, c.keys, principal, proof(code, passkey_assertion), Action.AUTH_REAUTH_FAILED)
-        return service.create_api_token(db, c.settings, principal.user, " ".join(name.split()), days,
-                                        principal.actor)
+        return service.create_api_token(db, c.settings, principal.user, " ".join(name.split()), days, principal.actor)
 
-    return submit(db, run, form=lambda **error: _account(request, db, principal, **error),
-                  done=lambda made: _account(request, db, principal, new_token=made[1], new_token_name=made[0].name))
+    return submit(
+        db,
+        run,
+        form=lambda **error: _account(request, db, principal, **error),
+        done=lambda made: _account(request, db, principal, new_token=made[1], new_token_name=made[0].name),
+    )
 
 
 @router.post("/account/passkeys")
-def add_passkey(request: Request, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
-                name: str = Form(max_length=100), credential: str = Form(max_length=passkeys.MAX_RESPONSE_CHARS),
-                current_password: str = Form(default="", max_length=1024), code: str = OptionalCode,
-                passkey_assertion: str = AssertionField):
+def add_passkey(
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    principal: CurrentPrincipal,
+    name: str = Form(max_length=100),
+    credential: str = Form(max_length=passkeys.MAX_RESPONSE_CHARS),
+    current_password: str = Form(default="", max_length=1024),
+    code: str = OptionalCode,
+    passkey_assertion: str = AssertionField,
+):
     """Register another passkey, after re-authenticating (password and a fresh factor)."""
-    return submit(db, lambda: service.register_passkey(db, c.settings, c.keys, principal, credential, name,
-                                                       password=current_password, proof=proof(code, passkey_assertion)),
-                  form=lambda **error: _account(request, db, principal, **error), done=lambda _: redirect("/account"))
+    return submit(
+        db,
+        lambda: service.register_passkey(
+            db,
+            c.settings,
+            c.keys,
+            principal,
+            credential,
+            name,
+            password=current_password,
+            proof=proof(code, passkey_assertion),
+        ),
+        form=lambda **error: _account(request, db, principal, **error),
+        done=lambda _: redirect("/account"),
+    )
 
 
 @router.post("/account/passkeys/{passkey_id}/remove")
-def remove_passkey(request: Request, passkey_id: str, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
-                   code: str = OptionalCode, passkey_assertion: str = AssertionField):
-    return submit(db, lambda: service.remove_passkey(db, c.settings, c.keys, principal, passkey_id,
-                                                     proof(code, passkey_assertion)),
-                  form=lambda **error: _account(request, db, principal, **error), done=lambda _: redirect("/account"))
+def remove_passkey(
+    request: Request,
+    passkey_id: str,
+    db: DbSession,
+    c: AppComponents,
+    principal: CurrentPrincipal,
+    code: str = OptionalCode,
+    passkey_assertion: str = AssertionField,
+):
+    return submit(
+        db,
+        lambda: service.remove_passkey(db, c.settings, c.keys, principal, passkey_id, proof(code, passkey_assertion)),
+        form=lambda **error: _account(request, db, principal, **error),
+        done=lambda _: redirect("/account"),
+    )
 
 
 @router.post("/account/tokens/{token_id}/revoke")
@@ -256,15 +366,33 @@ def revoke_token(token_id: str, db: DbSession, principal: CurrentPrincipal):
 
 
 @router.post("/account/recovery-codes")
-def regenerate_codes(request: Request, db: DbSession, c: AppComponents, principal: CurrentPrincipal,
-                     code: str = OptionalCode, passkey_assertion: str = AssertionField):
+def regenerate_codes(
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    principal: CurrentPrincipal,
+    code: str = OptionalCode,
+    passkey_assertion: str = AssertionField,
+):
     def run():
         service.step_up(db, c.settings, c.keys, principal, proof(code, passkey_assertion), Action.AUTH_REAUTH_FAILED)
         codes = service.regenerate_recovery_codes(db, principal.user)
-        record_event(db, Action.AUTH_RECOVERY_CODES_REGENERATED, actor=principal.actor, outcome=Outcome.success,
-                     target_type="user", target_id=principal.user.id, target_org_id=principal.user.org_id)
+        record_event(
+            db,
+            Action.AUTH_RECOVERY_CODES_REGENERATED,
+            actor=principal.actor,
+            outcome=Outcome.success,
+            target_type="user",
+            target_id=principal.user.id,
+            target_org_id=principal.user.org_id,
+        )
         return codes
 
-    return submit(db, run, form=lambda **error: _account(request, db, principal, **error),
-                  done=lambda codes: render(request, "recovery_codes.html", principal=principal, codes=codes,
-                                            next_url="/account"))
+    return submit(
+        db,
+        run,
+        form=lambda **error: _account(request, db, principal, **error),
+        done=lambda codes: render(
+            request, "recovery_codes.html", principal=principal, codes=codes, next_url="/account"
+        ),
+    )

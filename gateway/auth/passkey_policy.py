@@ -10,8 +10,8 @@ from __future__ import annotations
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
 from gateway.auth.models import PasskeyPolicy
@@ -24,10 +24,19 @@ SCOPES = ("role", "org")
 
 def applies_to(db: Session, user: User) -> bool:
     """True when a rule for the user's role or organisation requires a passkey."""
-    return db.scalar(select(PasskeyPolicy.id).where(or_(
-        (PasskeyPolicy.scope == "role") & (PasskeyPolicy.value == user.role.value),
-        (PasskeyPolicy.scope == "org") & (PasskeyPolicy.value == user.org_id),
-    )).limit(1)) is not None
+    return (
+        db.scalar(
+            select(PasskeyPolicy.id)
+            .where(
+                or_(
+                    (PasskeyPolicy.scope == "role") & (PasskeyPolicy.value == user.role.value),
+                    (PasskeyPolicy.scope == "org") & (PasskeyPolicy.value == user.org_id),
+                )
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def list_policies(db: Session) -> list[PasskeyPolicy]:
@@ -50,9 +59,16 @@ def require(db: Session, scope: str, value: str, actor: Actor) -> PasskeyPolicy:
     policy = PasskeyPolicy(scope=scope, value=value, created_at=clock.now(), created_by=actor.user_id)
     db.add(policy)
     db.flush()
-    record_event(db, Action.ADMIN_PASSKEY_POLICY_SET, actor=actor, severity=Severity.warning,
-                 target_type="passkey_policy", target_id=policy.id,
-                 target_org_id=value if scope == "org" else None, details={"scope": scope, "value": value})
+    record_event(
+        db,
+        Action.ADMIN_PASSKEY_POLICY_SET,
+        actor=actor,
+        severity=Severity.warning,
+        target_type="passkey_policy",
+        target_id=policy.id,
+        target_org_id=value if scope == "org" else None,
+        details={"scope": scope, "value": value},
+    )
     return policy
 
 
@@ -61,7 +77,13 @@ def drop(db: Session, policy_id: str, actor: Actor) -> None:
     if policy is None:
         raise NotFound("No such rule.", code="policy_not_found")
     db.delete(policy)
-    record_event(db, Action.ADMIN_PASSKEY_POLICY_REMOVED, actor=actor, severity=Severity.warning,
-                 target_type="passkey_policy", target_id=policy.id,
-                 target_org_id=policy.value if policy.scope == "org" else None,
-                 details={"scope": policy.scope, "value": policy.value})
+    record_event(
+        db,
+        Action.ADMIN_PASSKEY_POLICY_REMOVED,
+        actor=actor,
+        severity=Severity.warning,
+        target_type="passkey_policy",
+        target_id=policy.id,
+        target_org_id=policy.value if policy.scope == "org" else None,
+        details={"scope": policy.scope, "value": policy.value},
+    )

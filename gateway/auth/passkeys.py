@@ -36,16 +36,32 @@ from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
-from webauthn import (generate_authentication_options, generate_registration_options,
-                      verify_authentication_response, verify_registration_response)
-from webauthn.helpers import (aaguid_to_string, base64url_to_bytes, options_to_json_dict, parse_attestation_object,
-                              parse_authentication_credential_json, parse_authenticator_data,
-                              parse_client_data_json, parse_registration_credential_json)
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers import (
+    aaguid_to_string,
+    base64url_to_bytes,
+    options_to_json_dict,
+    parse_attestation_object,
+    parse_authentication_credential_json,
+    parse_authenticator_data,
+    parse_client_data_json,
+    parse_registration_credential_json,
+)
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
-from webauthn.helpers.structs import (AttestationConveyancePreference, AttestationFormat,
-                                      AuthenticatorSelectionCriteria, AuthenticatorTransport,
-                                      PublicKeyCredentialDescriptor, ResidentKeyRequirement,
-                                      UserVerificationRequirement)
+from webauthn.helpers.structs import (
+    AttestationConveyancePreference,
+    AttestationFormat,
+    AuthenticatorSelectionCriteria,
+    AuthenticatorTransport,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
 
 from gateway import clock
 from gateway.auth import mds
@@ -60,8 +76,11 @@ MAX_OPEN_CHALLENGES = 5
 MAX_RESPONSE_CHARS = 16384
 RP_NAME = "PHI Gate"
 # ES256 first (every platform authenticator), then Ed25519 and RS256 (Windows Hello).
-ALGORITHMS = [COSEAlgorithmIdentifier.ECDSA_SHA_256, COSEAlgorithmIdentifier.EDDSA,
-              COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256]
+ALGORITHMS = [
+    COSEAlgorithmIdentifier.ECDSA_SHA_256,
+    COSEAlgorithmIdentifier.EDDSA,
+    COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
+]
 
 
 class PasskeyRejected(Exception):
@@ -90,22 +109,39 @@ def _descriptor(passkey: Passkey) -> PublicKeyCredentialDescriptor:
 
 # -- challenges -------------------------------------------------------------------
 
+
 def _issue_challenge(db: Session, settings: Settings, session: WebSession, purpose: str) -> bytes:
     if purpose not in PURPOSES:
         raise InvalidInput("Unknown passkey ceremony.", code="invalid_purpose")
     now = clock.now()
-    db.execute(delete(PasskeyChallenge).where(PasskeyChallenge.session_id_hash == session.id_hash,
-                                              PasskeyChallenge.expires_at <= now)
-               .execution_options(synchronize_session=False))
-    stale = list(db.scalars(select(PasskeyChallenge.challenge_hash)
-                            .where(PasskeyChallenge.session_id_hash == session.id_hash)
-                            .order_by(PasskeyChallenge.expires_at.desc()).offset(MAX_OPEN_CHALLENGES - 1)))
+    db.execute(
+        delete(PasskeyChallenge)
+        .where(PasskeyChallenge.session_id_hash == session.id_hash, PasskeyChallenge.expires_at <= now)
+        .execution_options(synchronize_session=False)
+    )
+    stale = list(
+        db.scalars(
+            select(PasskeyChallenge.challenge_hash)
+            .where(PasskeyChallenge.session_id_hash == session.id_hash)
+            .order_by(PasskeyChallenge.expires_at.desc())
+            .offset(MAX_OPEN_CHALLENGES - 1)
+        )
+    )
     if stale:
-        db.execute(delete(PasskeyChallenge).where(PasskeyChallenge.challenge_hash.in_(stale))
-                   .execution_options(synchronize_session=False))
+        db.execute(
+            delete(PasskeyChallenge)
+            .where(PasskeyChallenge.challenge_hash.in_(stale))
+            .execution_options(synchronize_session=False)
+        )
     challenge = secrets.token_bytes(32)
-    db.add(PasskeyChallenge(challenge_hash=_hash(challenge), session_id_hash=session.id_hash, purpose=purpose,
-                            expires_at=now + timedelta(seconds=settings.passkey_challenge_seconds)))
+    db.add(
+        PasskeyChallenge(
+            challenge_hash=_hash(challenge),
+            session_id_hash=session.id_hash,
+            purpose=purpose,
+            expires_at=now + timedelta(seconds=settings.passkey_challenge_seconds),
+        )
+    )
     return challenge
 
 
@@ -116,10 +152,16 @@ def _spend_challenge(db: Session, session: WebSession, purpose: str, client_data
     except Exception:  # noqa: BLE001 - any malformed input is one refusal
         raise PasskeyRejected("malformed_response") from None
     digest = _hash(client_data.challenge)
-    spent = db.execute(delete(PasskeyChallenge).where(
-        PasskeyChallenge.challenge_hash == digest, PasskeyChallenge.session_id_hash == session.id_hash,
-        PasskeyChallenge.purpose == purpose, PasskeyChallenge.expires_at > clock.now(),
-    ).execution_options(synchronize_session=False)).rowcount
+    spent = db.execute(
+        delete(PasskeyChallenge)
+        .where(
+            PasskeyChallenge.challenge_hash == digest,
+            PasskeyChallenge.session_id_hash == session.id_hash,
+            PasskeyChallenge.purpose == purpose,
+            PasskeyChallenge.expires_at > clock.now(),
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
     if spent == 1:
         return client_data
     row = db.get(PasskeyChallenge, digest)
@@ -159,17 +201,26 @@ def _parse(parser, value):
 
 # -- registration ----------------------------------------------------------------
 
+
 def registration_options(db: Session, settings: Settings, user: User, session: WebSession) -> dict:
     """Options for navigator.credentials.create(); the challenge is bound to this session."""
     challenge = _issue_challenge(db, settings, session, "register")
     options = generate_registration_options(
-        rp_id=settings.webauthn_rp_id, rp_name=RP_NAME, user_name=user.username,
+        rp_id=settings.webauthn_rp_id,
+        rp_name=RP_NAME,
+        user_name=user.username,
         user_id=user.id.encode(),  # an opaque random id: the authenticator learns nothing from it
-        user_display_name=user.full_name, challenge=challenge, timeout=settings.passkey_challenge_seconds * 1000,
-        attestation=(AttestationConveyancePreference.DIRECT if settings.passkey_mds_file
-                     else AttestationConveyancePreference.NONE),
+        user_display_name=user.full_name,
+        challenge=challenge,
+        timeout=settings.passkey_challenge_seconds * 1000,
+        attestation=(
+            AttestationConveyancePreference.DIRECT
+            if settings.passkey_mds_file
+            else AttestationConveyancePreference.NONE
+        ),
         authenticator_selection=AuthenticatorSelectionCriteria(
-            resident_key=ResidentKeyRequirement.PREFERRED, user_verification=UserVerificationRequirement.REQUIRED),
+            resident_key=ResidentKeyRequirement.PREFERRED, user_verification=UserVerificationRequirement.REQUIRED
+        ),
         exclude_credentials=[_descriptor(p) for p in list_passkeys(db, user)],
         supported_pub_key_algs=ALGORITHMS,
     )
@@ -189,8 +240,9 @@ def register(db: Session, settings: Settings, user: User, session: WebSession, r
             models = mds.load(settings.passkey_mds_file)
         except mds.MetadataFileInvalid:
             raise PasskeyRejected("metadata_file_invalid") from None
-        aaguid = (aaguid_to_string(auth_data.attested_credential_data.aaguid)
-                  if auth_data.attested_credential_data else "")
+        aaguid = (
+            aaguid_to_string(auth_data.attested_credential_data.aaguid) if auth_data.attested_credential_data else ""
+        )
         model = models.get(aaguid)
         if model is None:
             raise PasskeyRejected("unknown_authenticator_model", aaguid=aaguid)
@@ -200,20 +252,31 @@ def register(db: Session, settings: Settings, user: User, session: WebSession, r
         roots = {fmt: list(model.roots_pem) for fmt in AttestationFormat}
     try:
         verified = verify_registration_response(
-            credential=credential, expected_challenge=client_data.challenge, expected_rp_id=settings.webauthn_rp_id,
-            expected_origin=settings.webauthn_origin, require_user_verification=True,
-            supported_pub_key_algs=ALGORITHMS, pem_root_certs_bytes_by_fmt=roots)
+            credential=credential,
+            expected_challenge=client_data.challenge,
+            expected_rp_id=settings.webauthn_rp_id,
+            expected_origin=settings.webauthn_origin,
+            require_user_verification=True,
+            supported_pub_key_algs=ALGORITHMS,
+            pem_root_certs_bytes_by_fmt=roots,
+        )
     except Exception:  # noqa: BLE001 - InvalidRegistrationResponse and the parsers' own errors alike
         raise PasskeyRejected("attestation_invalid" if roots else "invalid_response") from None
     credential_id = credential.id
     if db.scalar(select(Passkey.id).where(Passkey.credential_id == credential_id)) is not None:
         raise PasskeyRejected("credential_already_registered")
     passkey = Passkey(
-        user_id=user.id, credential_id=credential_id, name=name, public_key=verified.credential_public_key,
+        user_id=user.id,
+        credential_id=credential_id,
+        name=name,
+        public_key=verified.credential_public_key,
         sign_count=verified.sign_count,
         transports=",".join(t.value for t in credential.response.transports or ())[:200],
-        aaguid=verified.aaguid, attestation_format=str(getattr(verified.fmt, "value", verified.fmt))[:32],
-        backup_eligible=auth_data.flags.be, backed_up=verified.credential_backed_up, created_at=clock.now(),
+        aaguid=verified.aaguid,
+        attestation_format=str(getattr(verified.fmt, "value", verified.fmt))[:32],
+        backup_eligible=auth_data.flags.be,
+        backed_up=verified.credential_backed_up,
+        created_at=clock.now(),
     )
     db.add(passkey)
     db.flush()
@@ -222,6 +285,7 @@ def register(db: Session, settings: Settings, user: User, session: WebSession, r
 
 # -- assertions ------------------------------------------------------------------
 
+
 def assertion_options(db: Session, settings: Settings, user: User, session: WebSession, purpose: str) -> dict:
     """Options for navigator.credentials.get() listing the user's passkeys; the challenge is bound to this session."""
     passkeys = list_passkeys(db, user)
@@ -229,14 +293,18 @@ def assertion_options(db: Session, settings: Settings, user: User, session: WebS
         raise InvalidInput("You have no passkey yet.", code="no_passkey")
     challenge = _issue_challenge(db, settings, session, purpose)
     options = generate_authentication_options(
-        rp_id=settings.webauthn_rp_id, challenge=challenge, timeout=settings.passkey_challenge_seconds * 1000,
+        rp_id=settings.webauthn_rp_id,
+        challenge=challenge,
+        timeout=settings.passkey_challenge_seconds * 1000,
         allow_credentials=[_descriptor(p) for p in passkeys],
-        user_verification=UserVerificationRequirement.REQUIRED)
+        user_verification=UserVerificationRequirement.REQUIRED,
+    )
     return options_to_json_dict(options)
 
 
-def verify_assertion(db: Session, settings: Settings, user: User, session: WebSession, response,
-                     purpose: str) -> Passkey:
+def verify_assertion(
+    db: Session, settings: Settings, user: User, session: WebSession, response, purpose: str
+) -> Passkey:
     """Verify an answer to `assertion_options` by one of this user's passkeys and move its counter forward."""
     credential = _parse(parse_authentication_credential_json, response)
     auth_data = _parse(parse_authenticator_data, credential.response.authenticator_data)
@@ -248,10 +316,14 @@ def verify_assertion(db: Session, settings: Settings, user: User, session: WebSe
     _check_relying_party(settings, client_data, auth_data.rp_id_hash, auth_data.flags.uv)
     try:
         verified = verify_authentication_response(
-            credential=credential, expected_challenge=client_data.challenge, expected_rp_id=settings.webauthn_rp_id,
-            expected_origin=settings.webauthn_origin, credential_public_key=passkey.public_key,
+            credential=credential,
+            expected_challenge=client_data.challenge,
+            expected_rp_id=settings.webauthn_rp_id,
+            expected_origin=settings.webauthn_origin,
+            credential_public_key=passkey.public_key,
             credential_current_sign_count=0,  # counters compared below, once the signature is known good
-            require_user_verification=True)
+            require_user_verification=True,
+        )
     except Exception:  # noqa: BLE001
         raise PasskeyRejected("bad_signature", passkey) from None
     stored, presented = passkey.sign_count, verified.new_sign_count
@@ -263,7 +335,8 @@ def verify_assertion(db: Session, settings: Settings, user: User, session: WebSe
         update(Passkey)
         .where(Passkey.id == passkey.id, forward)
         .values(sign_count=presented, last_used_at=clock.now(), backed_up=verified.credential_backed_up)
-        .execution_options(synchronize_session=False)).rowcount
+        .execution_options(synchronize_session=False)
+    ).rowcount
     if moved != 1:
         # A parallel request accepted this count first: the same answer twice.
         raise PasskeyRejected("sign_count_regressed", passkey, stored=stored, presented=presented)
@@ -272,6 +345,7 @@ def verify_assertion(db: Session, settings: Settings, user: User, session: WebSe
 
 
 # -- the user's passkeys ---------------------------------------------------------------
+
 
 def list_passkeys(db: Session, user: User) -> list[Passkey]:
     return list(db.scalars(select(Passkey).where(Passkey.user_id == user.id).order_by(Passkey.created_at)))

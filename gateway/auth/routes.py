@@ -9,11 +9,34 @@ from gateway.audit.service import record_event
 from gateway.auth import passkey_policy, passkeys, service, totp
 from gateway.auth.cookies import clear_session_cookie, set_session_cookie
 from gateway.auth.models import SessionStage
-from gateway.auth.schemas import (CodeIn, EnrolmentOut, LoginIn, MeOut, PasskeyOptionsIn, PasskeyOut,
-                                  PasskeyPolicyIn, PasskeyPolicyOut, PasskeyRegisterIn, PasswordChangeIn,
-                                  RecoveryCodesOut, StageOut, StepUpIn, TokenCreatedOut, TokenCreateIn, TokenOut)
-from gateway.deps import (AdminPrincipal, AppComponents, CurrentPrincipal, DbSession, PartialPrincipal,
-                          PasswordChangePrincipal, RequestActor, check_origin)
+from gateway.auth.schemas import (
+    CodeIn,
+    EnrolmentOut,
+    LoginIn,
+    MeOut,
+    PasskeyOptionsIn,
+    PasskeyOut,
+    PasskeyPolicyIn,
+    PasskeyPolicyOut,
+    PasskeyRegisterIn,
+    PasswordChangeIn,
+    RecoveryCodesOut,
+    StageOut,
+    StepUpIn,
+    TokenCreatedOut,
+    TokenCreateIn,
+    TokenOut,
+)
+from gateway.deps import (
+    AdminPrincipal,
+    AppComponents,
+    CurrentPrincipal,
+    DbSession,
+    PartialPrincipal,
+    PasswordChangePrincipal,
+    RequestActor,
+    check_origin,
+)
 from gateway.errors import Forbidden, InvalidInput
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -34,8 +57,11 @@ def login(body: LoginIn, request: Request, response: Response, db: DbSession, c:
 def _stage_out(db, c, principal, stage: SessionStage, raw: str, response) -> StageOut:
     db.commit()
     set_session_cookie(response, c.settings, raw)
-    return StageOut(stage=stage.value, csrf_token=service.session_csrf_token(db, raw),
-                    must_change_password=principal.user.must_change_password)
+    return StageOut(
+        stage=stage.value,
+        csrf_token=service.session_csrf_token(db, raw),
+        must_change_password=principal.user.must_change_password,
+    )
 
 
 def _finish(db, c, principal, method, response) -> StageOut:
@@ -50,12 +76,22 @@ def mfa(body: CodeIn, response: Response, db: DbSession, c: AppComponents, princ
     registered yet (then only passkey registration is open)."""
     if principal.session is None or principal.session.stage != SessionStage.mfa:
         raise Forbidden("No sign-in is waiting for a code.", code="wrong_stage")
-    method = service.check_factor(db, c.settings, c.keys, principal.user, principal.session, body.proof(),
-                                  principal.actor, purpose="login", action=Action.AUTH_MFA_FAILED)
+    method = service.check_factor(
+        db,
+        c.settings,
+        c.keys,
+        principal.user,
+        principal.session,
+        body.proof(),
+        principal.actor,
+        purpose="login",
+        action=Action.AUTH_MFA_FAILED,
+    )
     return _finish(db, c, principal, method, response)
 
 
 # -- passkeys ---------------------------------------------------------------------
+
 
 def _stage(principal, *stages: SessionStage) -> None:
     if principal.session is None:
@@ -65,8 +101,9 @@ def _stage(principal, *stages: SessionStage) -> None:
 
 
 @router.post("/passkeys/assertion-options")
-def passkey_assertion_options(body: PasskeyOptionsIn, db: DbSession, c: AppComponents,
-                              principal: PartialPrincipal) -> dict:
+def passkey_assertion_options(
+    body: PasskeyOptionsIn, db: DbSession, c: AppComponents, principal: PartialPrincipal
+) -> dict:
     """Options for navigator.credentials.get(): `login` while signing in, `stepup` before a sensitive action.
     The challenge is single-use, bound to this session, and expires."""
     if body.purpose == "login":
@@ -88,19 +125,22 @@ def passkey_registration_options(db: DbSession, c: AppComponents, principal: Par
 
 
 @router.post("/passkeys", response_model=StageOut | PasskeyOut, status_code=201)
-def register_passkey(body: PasskeyRegisterIn, response: Response, db: DbSession, c: AppComponents,
-                     principal: PartialPrincipal):
+def register_passkey(
+    body: PasskeyRegisterIn, response: Response, db: DbSession, c: AppComponents, principal: PartialPrincipal
+):
     """Register a passkey. Held by a policy (stage `passkey`): the credential alone, and the answer is the new full
     session's stage. Signed in: also the current `password` and a fresh `code` or `passkey_assertion`."""
     _stage(principal, SessionStage.full, SessionStage.passkey)
     if principal.session.stage == SessionStage.full and principal.user.must_change_password:
         raise Forbidden("Choose a new password before continuing.", code="password_change_required")
     held = principal.session.stage == SessionStage.passkey
-    passkey = service.register_passkey(db, c.settings, c.keys, principal, body.credential, body.name,
-                                       password=body.password, proof=body.proof())
+    passkey = service.register_passkey(
+        db, c.settings, c.keys, principal, body.credential, body.name, password=body.password, proof=body.proof()
+    )
     if held:
-        raw = service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
-                                    replaces=principal.session)
+        raw = service.start_session(
+            db, c.settings, principal.user, SessionStage.full, principal.actor, replaces=principal.session
+        )
         return _stage_out(db, c, principal, SessionStage.full, raw, response)
     db.commit()
     return PasskeyOut.model_validate(passkey)
@@ -112,8 +152,9 @@ def list_passkeys(db: DbSession, principal: CurrentPrincipal):
 
 
 @router.post("/passkeys/{passkey_id}/remove", status_code=204)
-def remove_passkey(passkey_id: str, body: StepUpIn, response: Response, db: DbSession, c: AppComponents,
-                   principal: CurrentPrincipal):
+def remove_passkey(
+    passkey_id: str, body: StepUpIn, response: Response, db: DbSession, c: AppComponents, principal: CurrentPrincipal
+):
     """Remove a passkey after a fresh factor; refused (409 `last_factor`) for the last one a policy requires."""
     service.remove_passkey(db, c.settings, c.keys, principal, passkey_id, body.proof())
     db.commit()
@@ -174,14 +215,17 @@ def logout(response: Response, db: DbSession, c: AppComponents, principal: Parti
 
 
 @router.post("/password", status_code=204)
-def password(body: PasswordChangeIn, response: Response, db: DbSession, c: AppComponents,
-             principal: PasswordChangePrincipal):
+def password(
+    body: PasswordChangeIn, response: Response, db: DbSession, c: AppComponents, principal: PasswordChangePrincipal
+):
     """Change the password (required after a one-time password); every other session is revoked."""
-    service.change_password(db, c.settings, principal.user, body.current_password, body.new_password,
-                            principal.actor, principal.session)
+    service.change_password(
+        db, c.settings, principal.user, body.current_password, body.new_password, principal.actor, principal.session
+    )
     if principal.session is not None:
-        raw = service.start_session(db, c.settings, principal.user, SessionStage.full, principal.actor,
-                                    replaces=principal.session)
+        raw = service.start_session(
+            db, c.settings, principal.user, SessionStage.full, principal.actor, replaces=principal.session
+        )
         set_session_cookie(response, c.settings, raw)
     db.commit()
     response.status_code = 204
@@ -191,11 +235,20 @@ def password(body: PasswordChangeIn, response: Response, db: DbSession, c: AppCo
 @router.get("/me", response_model=MeOut)
 def me(db: DbSession, principal: PasswordChangePrincipal):
     u = principal.user
-    return MeOut(id=u.id, username=u.username, full_name=u.full_name, role=u.role.value, org_id=u.org_id,
-                 org_name=u.org.name, org_kind=u.org.kind.value, mfa_enrolled=u.mfa_enrolled,
-                 passkeys=passkeys.count(db, u), passkey_required=passkey_policy.applies_to(db, u),
-                 must_change_password=u.must_change_password,
-                 csrf_token=principal.session.csrf_token if principal.session else None)
+    return MeOut(
+        id=u.id,
+        username=u.username,
+        full_name=u.full_name,
+        role=u.role.value,
+        org_id=u.org_id,
+        org_name=u.org.name,
+        org_kind=u.org.kind.value,
+        mfa_enrolled=u.mfa_enrolled,
+        passkeys=passkeys.count(db, u),
+        passkey_required=passkey_policy.applies_to(db, u),
+        must_change_password=u.must_change_password,
+        csrf_token=principal.session.csrf_token if principal.session else None,
+    )
 
 
 @router.post("/recovery-codes", response_model=RecoveryCodesOut)
@@ -203,8 +256,14 @@ def recovery_codes(body: CodeIn, db: DbSession, c: AppComponents, principal: Cur
     """Replace the recovery codes after a fresh factor (TOTP code or passkey)."""
     service.step_up(db, c.settings, c.keys, principal, body.proof(), Action.AUTH_REAUTH_FAILED)
     codes = service.regenerate_recovery_codes(db, principal.user)
-    record_event(db, Action.AUTH_RECOVERY_CODES_REGENERATED, actor=principal.actor, target_type="user",
-                 target_id=principal.user.id, target_org_id=principal.user.org_id)
+    record_event(
+        db,
+        Action.AUTH_RECOVERY_CODES_REGENERATED,
+        actor=principal.actor,
+        target_type="user",
+        target_id=principal.user.id,
+        target_org_id=principal.user.org_id,
+    )
     db.commit()
     return RecoveryCodesOut(recovery_codes=codes)
 

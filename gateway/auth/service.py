@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crypto import DecryptionError
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.auth import passkey_policy, passkeys, passwords, throttle, totp
@@ -47,8 +47,9 @@ class Principal:
     actor: Actor
 
 
-def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, action: Action, reason: str,
-          **details) -> None:
+def _fail(
+    db: Session, settings: Settings, user: User | None, actor: Actor, action: Action, reason: str, **details
+) -> None:
     """Count a failed attempt against the address and the account, record it, commit."""
     counts = user is not None and reason not in ("locked", "disabled")
     if counts and user is not None:  # (restated for the type checker)
@@ -57,17 +58,28 @@ def _fail(db: Session, settings: Settings, user: User | None, actor: Actor, acti
         db.refresh(user, attribute_names=["failed_attempts", "locked_until"], with_for_update=True)
     throttle.count_address_failure(db, settings, actor.ip or throttle.UNKNOWN, recorded=True)
     record_event(
-        db, action, actor=actor, outcome=Outcome.failure,
-        target_type="user" if user else None, target_id=user.id if user else None,
-        target_org_id=user.org_id if user else None, details={"reason": reason, **details},
+        db,
+        action,
+        actor=actor,
+        outcome=Outcome.failure,
+        target_type="user" if user else None,
+        target_id=user.id if user else None,
+        target_org_id=user.org_id if user else None,
+        details={"reason": reason, **details},
     )
     if counts and user is not None:
         user.failed_attempts += 1
         if user.failed_attempts >= settings.lockout_threshold:
             user.locked_until = clock.now() + timedelta(minutes=settings.lockout_minutes)
             record_event(
-                db, Action.AUTH_ACCOUNT_LOCKED, actor=actor, outcome=Outcome.success, severity=Severity.high,
-                target_type="user", target_id=user.id, target_org_id=user.org_id,
+                db,
+                Action.AUTH_ACCOUNT_LOCKED,
+                actor=actor,
+                outcome=Outcome.success,
+                severity=Severity.high,
+                target_type="user",
+                target_id=user.id,
+                target_org_id=user.org_id,
                 details={"failed_attempts": user.failed_attempts, "minutes": settings.lockout_minutes},
             )
     db.commit()
@@ -114,8 +126,14 @@ def check_password(db: Session, settings: Settings, username: str, password: str
         raise LoginFailed()
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)
-    record_event(db, Action.AUTH_LOGIN_PASSWORD_ACCEPTED, actor=_as(actor, user), target_type="user",
-                 target_id=user.id, target_org_id=user.org_id)
+    record_event(
+        db,
+        Action.AUTH_LOGIN_PASSWORD_ACCEPTED,
+        actor=_as(actor, user),
+        target_type="user",
+        target_id=user.id,
+        target_org_id=user.org_id,
+    )
     return user
 
 
@@ -124,8 +142,15 @@ def _as(actor: Actor, user: User) -> Actor:
 
 
 def check_second_factor(
-    db: Session, settings: Settings, keys, user: User, code: str, actor: Actor, *,
-    allow_recovery: bool = True, action: Action = Action.AUTH_MFA_FAILED,
+    db: Session,
+    settings: Settings,
+    keys,
+    user: User,
+    code: str,
+    actor: Actor,
+    *,
+    allow_recovery: bool = True,
+    action: Action = Action.AUTH_MFA_FAILED,
 ) -> str:
     """Verify a TOTP code (never the same step twice) or, at login, a recovery code.
 
@@ -144,8 +169,16 @@ def check_second_factor(
     except DecryptionError:
         # Sealed for another user (a copied row) or damaged: no code can match, and the
         # user gets the same answer as for a wrong code, never a 500.
-        record_event(db, Action.AUTH_MFA_SECRET_UNREADABLE, actor=actor, outcome=Outcome.failure, severity=Severity.high,
-                     target_type="user", target_id=user.id, target_org_id=user.org_id)
+        record_event(
+            db,
+            Action.AUTH_MFA_SECRET_UNREADABLE,
+            actor=actor,
+            outcome=Outcome.failure,
+            severity=Severity.high,
+            target_type="user",
+            target_id=user.id,
+            target_org_id=user.org_id,
+        )
         _fail(db, settings, user, actor, action, "secret_unreadable")
         raise LoginFailed() from None
     step = totp.matching_step(secret, code, clock.now())
@@ -168,21 +201,36 @@ def check_second_factor(
         if normalised:
             used = db.execute(
                 update(RecoveryCode)
-                .where(RecoveryCode.user_id == user.id, RecoveryCode.code_hash == digest(normalised),
-                       RecoveryCode.used_at.is_(None))
+                .where(
+                    RecoveryCode.user_id == user.id,
+                    RecoveryCode.code_hash == digest(normalised),
+                    RecoveryCode.used_at.is_(None),
+                )
                 .values(used_at=clock.now())
                 .execution_options(synchronize_session=False)
             ).rowcount
             if used == 1:
                 remaining = db.scalar(
-                    select(RecoveryCode.id).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None)).limit(1)
+                    select(RecoveryCode.id)
+                    .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+                    .limit(1)
                 )
-                record_event(db, Action.AUTH_RECOVERY_CODE_USED, actor=actor, severity=Severity.warning,
-                             target_type="user", target_id=user.id, target_org_id=user.org_id,
-                             details={"codes_left": remaining is not None})
+                record_event(
+                    db,
+                    Action.AUTH_RECOVERY_CODE_USED,
+                    actor=actor,
+                    severity=Severity.warning,
+                    target_type="user",
+                    target_id=user.id,
+                    target_org_id=user.org_id,
+                    details={"codes_left": remaining is not None},
+                )
                 return "recovery"
-            reused = db.scalar(select(RecoveryCode.id).where(
-                RecoveryCode.user_id == user.id, RecoveryCode.code_hash == digest(normalised)))
+            reused = db.scalar(
+                select(RecoveryCode.id).where(
+                    RecoveryCode.user_id == user.id, RecoveryCode.code_hash == digest(normalised)
+                )
+            )
             if reused is not None:
                 _fail(db, settings, user, actor, action, "reused_recovery_code")
                 raise LoginFailed()
@@ -192,6 +240,7 @@ def check_second_factor(
 
 # -- one gate for the second factor: sign-in and step-up --------------------------------
 
+
 @dataclass(frozen=True)
 class Proof:
     """What a user presents as a second factor: a code, or a passkey's answer (JSON text or object)."""
@@ -200,8 +249,18 @@ class Proof:
     passkey_assertion: str | dict | None = None
 
 
-def check_factor(db: Session, settings: Settings, keys, user: User, session: WebSession | None, proof: Proof,
-                 actor: Actor, *, purpose: str, action: Action) -> str:
+def check_factor(
+    db: Session,
+    settings: Settings,
+    keys,
+    user: User,
+    session: WebSession | None,
+    proof: Proof,
+    actor: Actor,
+    *,
+    purpose: str,
+    action: Action,
+) -> str:
     """The second factor at sign-in (`purpose="login"`) or before a sensitive action (`"stepup"`).
 
     A passkey answer, or else a code: TOTP, or at sign-in only a recovery code. Under a
@@ -214,18 +273,28 @@ def check_factor(db: Session, settings: Settings, keys, user: User, session: Web
         return "passkey"
     code = proof.code.strip()
     if not code:
-        raise InvalidInput("Enter the code from your authenticator app, or use your passkey.",
-                           code="second_factor_required")
+        raise InvalidInput(
+            "Enter the code from your authenticator app, or use your passkey.", code="second_factor_required"
+        )
     recovery = purpose == "login"
     # A 16-character recovery code can never pass as a 6-digit TOTP code, so letting it through
     # here does not let TOTP in.
     if not factor_choice(db, user).code and not (recovery and normalise_recovery_code(code)):
         # Phishing resistance is the point of the policy: a relayed TOTP code must not do what a passkey does.
-        record_event(db, action, actor=_as(actor, user), outcome=Outcome.denied, target_type="user",
-                     target_id=user.id, target_org_id=user.org_id, details={"reason": "passkey_required"})
+        record_event(
+            db,
+            action,
+            actor=_as(actor, user),
+            outcome=Outcome.denied,
+            target_type="user",
+            target_id=user.id,
+            target_org_id=user.org_id,
+            details={"reason": "passkey_required"},
+        )
         db.commit()
-        exc = Forbidden("Your organisation requires your passkey here: use it instead of a code.",
-                        code="passkey_required")
+        exc = Forbidden(
+            "Your organisation requires your passkey here: use it instead of a code.", code="passkey_required"
+        )
         exc.audited = True
         raise exc
     return check_second_factor(db, settings, keys, user, code, actor, allow_recovery=recovery, action=action)
@@ -249,19 +318,31 @@ def step_up(db: Session, settings: Settings, keys, principal: Principal, proof: 
 
     A hijacked session alone must not be enough; recovery codes do not count here.
     """
-    return check_factor(db, settings, keys, principal.user, principal.session, proof, principal.actor,
-                        purpose="stepup", action=action)
+    return check_factor(
+        db, settings, keys, principal.user, principal.session, proof, principal.actor, purpose="stepup", action=action
+    )
 
 
-def verify_passkey(db: Session, settings: Settings, user: User, session: WebSession | None, assertion,
-                   actor: Actor, *, purpose: str, action: Action) -> Passkey:
+def verify_passkey(
+    db: Session,
+    settings: Settings,
+    user: User,
+    session: WebSession | None,
+    assertion,
+    actor: Actor,
+    *,
+    purpose: str,
+    action: Action,
+) -> Passkey:
     """A passkey answer to a challenge of this session: user-verified, counter moving forward."""
     _refuse_if_throttled(db, settings, actor)
     actor = _as(actor, user)
     if session is None:
         # Challenges are bound to a browser session; a bearer token has none to bind to.
-        raise InvalidInput("Passkeys confirm actions in a signed-in browser; with an API token, send a code.",
-                           code="passkey_needs_session")
+        raise InvalidInput(
+            "Passkeys confirm actions in a signed-in browser; with an API token, send a code.",
+            code="passkey_needs_session",
+        )
     if user.locked_until and user.locked_until > clock.now():
         _fail(db, settings, user, actor, action, "locked")
         raise LoginFailed()
@@ -272,13 +353,28 @@ def verify_passkey(db: Session, settings: Settings, user: User, session: WebSess
         if exc.reason == "sign_count_regressed":
             # A valid signature with a counter that did not move forward: a second copy of the
             # private key is in use somewhere, or an answer is being replayed.
-            record_event(db, Action.AUTH_PASSKEY_CLONE_WARNING, actor=actor, outcome=Outcome.failure,
-                         severity=Severity.high, target_type="passkey", target_id=exc.passkey.id,
-                         target_org_id=user.org_id, details={**exc.details, "purpose": purpose})
+            record_event(
+                db,
+                Action.AUTH_PASSKEY_CLONE_WARNING,
+                actor=actor,
+                outcome=Outcome.failure,
+                severity=Severity.high,
+                target_type="passkey",
+                target_id=exc.passkey.id,
+                target_org_id=user.org_id,
+                details={**exc.details, "purpose": purpose},
+            )
         _fail(db, settings, user, actor, action, exc.reason, method="passkey", **extra)
         raise LoginFailed() from None
-    record_event(db, Action.AUTH_PASSKEY_USED, actor=actor, target_type="passkey", target_id=passkey.id,
-                 target_org_id=user.org_id, details={"purpose": purpose, "sign_count": passkey.sign_count})
+    record_event(
+        db,
+        Action.AUTH_PASSKEY_USED,
+        actor=actor,
+        target_type="passkey",
+        target_id=passkey.id,
+        target_org_id=user.org_id,
+        details={"purpose": purpose, "sign_count": passkey.sign_count},
+    )
     return passkey
 
 
@@ -293,8 +389,14 @@ def finish_sign_in(db: Session, settings: Settings, principal: Principal, method
     stage = SessionStage.full
     if passkey_policy.applies_to(db, user) and not passkeys.count(db, user):
         stage = SessionStage.passkey
-        record_event(db, Action.AUTH_PASSKEY_ENROLMENT_REQUIRED, actor=principal.actor, target_type="user",
-                     target_id=user.id, target_org_id=user.org_id)
+        record_event(
+            db,
+            Action.AUTH_PASSKEY_ENROLMENT_REQUIRED,
+            actor=principal.actor,
+            target_type="user",
+            target_id=user.id,
+            target_org_id=user.org_id,
+        )
     return stage, start_session(db, settings, user, stage, principal.actor, replaces=principal.session)
 
 
@@ -302,14 +404,31 @@ def complete_login(db: Session, user: User, actor: Actor, method: str) -> None:
     user.failed_attempts = 0
     user.locked_until = None
     user.last_login_at = clock.now()
-    record_event(db, Action.AUTH_LOGIN_SUCCEEDED, actor=_as(actor, user), target_type="user", target_id=user.id,
-                 target_org_id=user.org_id, details={"second_factor": method})
+    record_event(
+        db,
+        Action.AUTH_LOGIN_SUCCEEDED,
+        actor=_as(actor, user),
+        target_type="user",
+        target_id=user.id,
+        target_org_id=user.org_id,
+        details={"second_factor": method},
+    )
 
 
 # -- passkeys ---------------------------------------------------------------------
 
-def register_passkey(db: Session, settings: Settings, keys, principal: Principal, response, name: str, *,
-                     password: str = "", proof: Proof = Proof()) -> Passkey:
+
+def register_passkey(
+    db: Session,
+    settings: Settings,
+    keys,
+    principal: Principal,
+    response,
+    name: str,
+    *,
+    password: str = "",
+    proof: Proof = Proof(),
+) -> Passkey:
     """Add a passkey to the caller's account.
 
     Right after a sign-in that a policy holds at the `passkey` stage, the ceremony alone
@@ -335,23 +454,43 @@ def register_passkey(db: Session, settings: Settings, keys, principal: Principal
     try:
         passkey = passkeys.register(db, settings, user, session, response, name)
     except passkeys.PasskeyRejected as exc:
-        record_event(db, Action.AUTH_PASSKEY_REGISTER_FAILED, actor=actor, outcome=Outcome.failure, target_type="user",
-                     target_id=user.id, target_org_id=user.org_id, details={"reason": exc.reason, **exc.details})
+        record_event(
+            db,
+            Action.AUTH_PASSKEY_REGISTER_FAILED,
+            actor=actor,
+            outcome=Outcome.failure,
+            target_type="user",
+            target_id=user.id,
+            target_org_id=user.org_id,
+            details={"reason": exc.reason, **exc.details},
+        )
         db.commit()
-        error = InvalidInput("The passkey could not be registered. Try again, or use another authenticator.",
-                             code="passkey_not_registered")
+        error = InvalidInput(
+            "The passkey could not be registered. Try again, or use another authenticator.",
+            code="passkey_not_registered",
+        )
         error.audited = True
         raise error from None
-    record_event(db, Action.AUTH_PASSKEY_REGISTERED, actor=actor, target_type="passkey", target_id=passkey.id,
-                 target_org_id=user.org_id,
-                 details={"via": via, "aaguid": passkey.aaguid, "attestation_format": passkey.attestation_format,
-                          "backup_eligible": passkey.backup_eligible, "backed_up": passkey.backed_up,
-                          "transports": passkey.transports})
+    record_event(
+        db,
+        Action.AUTH_PASSKEY_REGISTERED,
+        actor=actor,
+        target_type="passkey",
+        target_id=passkey.id,
+        target_org_id=user.org_id,
+        details={
+            "via": via,
+            "aaguid": passkey.aaguid,
+            "attestation_format": passkey.attestation_format,
+            "backup_eligible": passkey.backup_eligible,
+            "backed_up": passkey.backed_up,
+            "transports": passkey.transports,
+        },
+    )
     return passkey
 
 
-def remove_passkey(db: Session, settings: Settings, keys, principal: Principal, passkey_id: str,
-                   proof: Proof) -> None:
+def remove_passkey(db: Session, settings: Settings, keys, principal: Principal, passkey_id: str, proof: Proof) -> None:
     """Remove one of the caller's passkeys after a fresh factor; never the last one a policy requires."""
     user = principal.user
     # Scoped to the caller: another user's passkey id is simply not found.
@@ -360,31 +499,57 @@ def remove_passkey(db: Session, settings: Settings, keys, principal: Principal, 
         raise NotFound("No such passkey.", code="passkey_not_found")
     if passkey_policy.applies_to(db, user) and passkeys.count(db, user) <= 1:
         # With a policy, TOTP alone is not enough: this passkey is the last factor the policy accepts.
-        record_event(db, Action.AUTH_PASSKEY_REMOVE_REFUSED, actor=principal.actor, outcome=Outcome.denied,
-                     target_type="passkey", target_id=passkey.id, target_org_id=user.org_id,
-                     details={"reason": "last_factor"})
+        record_event(
+            db,
+            Action.AUTH_PASSKEY_REMOVE_REFUSED,
+            actor=principal.actor,
+            outcome=Outcome.denied,
+            target_type="passkey",
+            target_id=passkey.id,
+            target_org_id=user.org_id,
+            details={"reason": "last_factor"},
+        )
         db.commit()
-        exc = Conflict("Your organisation requires a passkey: register another one before removing this one.",
-                       code="last_factor")
+        exc = Conflict(
+            "Your organisation requires a passkey: register another one before removing this one.", code="last_factor"
+        )
         exc.audited = True
         raise exc
     step_up(db, settings, keys, principal, proof, Action.AUTH_REAUTH_FAILED)
     db.delete(passkey)
-    record_event(db, Action.AUTH_PASSKEY_REMOVED, actor=principal.actor, severity=Severity.warning, target_type="passkey",
-                 target_id=passkey.id, target_org_id=user.org_id, details={"aaguid": passkey.aaguid})
+    record_event(
+        db,
+        Action.AUTH_PASSKEY_REMOVED,
+        actor=principal.actor,
+        severity=Severity.warning,
+        target_type="passkey",
+        target_id=passkey.id,
+        target_org_id=user.org_id,
+        details={"aaguid": passkey.aaguid},
+    )
 
 
 def reset_passkeys(db: Session, user: User, actor: Actor) -> int:
     """An administrator removes every passkey of a user who lost them; the user registers anew at sign-in."""
-    removed = db.execute(delete(Passkey).where(Passkey.user_id == user.id)
-                         .execution_options(synchronize_session=False)).rowcount
-    record_event(db, Action.ADMIN_USER_PASSKEYS_RESET, actor=actor, severity=Severity.high, target_type="user",
-                 target_id=user.id, target_org_id=user.org_id, details={"passkeys": removed})
+    removed = db.execute(
+        delete(Passkey).where(Passkey.user_id == user.id).execution_options(synchronize_session=False)
+    ).rowcount
+    record_event(
+        db,
+        Action.ADMIN_USER_PASSKEYS_RESET,
+        actor=actor,
+        severity=Severity.high,
+        target_type="user",
+        target_id=user.id,
+        target_org_id=user.org_id,
+        details={"passkeys": removed},
+    )
     revoke_user_sessions(db, user.id, actor, "passkeys_reset")
     return removed
 
 
 # -- TOTP enrolment -------------------------------------------------------------
+
 
 def begin_enrolment(db: Session, keys, user: User) -> str:
     """A fresh secret for a user not yet enrolled; active only after `confirm_enrolment`."""
@@ -405,11 +570,19 @@ def confirm_enrolment(db: Session, settings: Settings, keys, user: User, code: s
     """Activate TOTP after one valid code; returns the ten recovery codes (shown once)."""
     if user.mfa_enrolled:
         raise InvalidInput("Two-factor authentication is already set up.", code="mfa_already_enrolled")
-    check_second_factor(db, settings, keys, user, code, actor, allow_recovery=False, action=Action.AUTH_MFA_ENROL_FAILED)
+    check_second_factor(
+        db, settings, keys, user, code, actor, allow_recovery=False, action=Action.AUTH_MFA_ENROL_FAILED
+    )
     user.totp_enrolled_at = clock.now()
     codes = regenerate_recovery_codes(db, user)
-    record_event(db, Action.AUTH_MFA_ENROLLED, actor=_as(actor, user), target_type="user", target_id=user.id,
-                 target_org_id=user.org_id)
+    record_event(
+        db,
+        Action.AUTH_MFA_ENROLLED,
+        actor=_as(actor, user),
+        target_type="user",
+        target_id=user.id,
+        target_org_id=user.org_id,
+    )
     return codes
 
 
@@ -425,27 +598,43 @@ def regenerate_recovery_codes(db: Session, user: User) -> list[str]:
     codes = []
     for _ in range(RECOVERY_CODE_COUNT):
         raw = "".join(secrets.choice(alphabet) for _ in range(16))  # about 79 bits each
-        codes.append("-".join(raw[i:i + 4] for i in range(0, 16, 4)))
+        codes.append("-".join(raw[i : i + 4] for i in range(0, 16, 4)))
         db.add(RecoveryCode(user_id=user.id, code_hash=digest(raw), created_at=clock.now()))
     return codes
 
 
 # -- sessions -------------------------------------------------------------------
 
-def start_session(db: Session, settings: Settings, user: User, stage: SessionStage, actor: Actor,
-                  *, replaces: WebSession | None = None) -> str:
+
+def start_session(
+    db: Session,
+    settings: Settings,
+    user: User,
+    stage: SessionStage,
+    actor: Actor,
+    *,
+    replaces: WebSession | None = None,
+) -> str:
     """Create a session and return its raw id (for the cookie only). Replacing rotates the id."""
     now = clock.now()
     raw = secrets.token_urlsafe(32)  # 256 bits
     expires_at = replaces.expires_at if replaces else now + timedelta(hours=settings.session_absolute_hours)
     if replaces is not None:
         db.delete(replaces)
-    db.add(WebSession(
-        id_hash=digest(raw), user_id=user.id, stage=stage, csrf_token=secrets.token_urlsafe(32),
-        created_at=replaces.created_at if replaces else now, last_seen_at=now, expires_at=expires_at,
-        reauth_at=now if stage == SessionStage.full else None,
-        ip=(actor.ip or "")[:64], user_agent=(actor.user_agent or "")[:256],
-    ))
+    db.add(
+        WebSession(
+            id_hash=digest(raw),
+            user_id=user.id,
+            stage=stage,
+            csrf_token=secrets.token_urlsafe(32),
+            created_at=replaces.created_at if replaces else now,
+            last_seen_at=now,
+            expires_at=expires_at,
+            reauth_at=now if stage == SessionStage.full else None,
+            ip=(actor.ip or "")[:64],
+            user_agent=(actor.user_agent or "")[:256],
+        )
+    )
     return raw
 
 
@@ -474,11 +663,18 @@ def check_session(db: Session, settings: Settings, raw: str) -> tuple[WebSession
 
 def expire_session(db: Session, session: WebSession, reason: str, actor: Actor) -> None:
     """Remove an ended session and record why, once (a parallel request may have done it already)."""
-    removed = db.execute(delete(WebSession).where(WebSession.id_hash == session.id_hash)
-                         .execution_options(synchronize_session=False)).rowcount
+    removed = db.execute(
+        delete(WebSession).where(WebSession.id_hash == session.id_hash).execution_options(synchronize_session=False)
+    ).rowcount
     if removed:
-        record_event(db, Action.AUTH_SESSION_EXPIRED, actor=actor, target_type="user", target_id=session.user_id,
-                     details={"reason": reason})
+        record_event(
+            db,
+            Action.AUTH_SESSION_EXPIRED,
+            actor=actor,
+            target_type="user",
+            target_id=session.user_id,
+            details={"reason": reason},
+        )
 
 
 def needs_touch(last: datetime | None) -> bool:
@@ -487,31 +683,50 @@ def needs_touch(last: datetime | None) -> bool:
 
 def touch_session(db: Session, session: WebSession) -> None:
     now = clock.now()
-    db.execute(update(WebSession).where(WebSession.id_hash == session.id_hash, WebSession.last_seen_at < now)
-               .values(last_seen_at=now).execution_options(synchronize_session=False))
+    db.execute(
+        update(WebSession)
+        .where(WebSession.id_hash == session.id_hash, WebSession.last_seen_at < now)
+        .values(last_seen_at=now)
+        .execution_options(synchronize_session=False)
+    )
     set_committed_value(session, "last_seen_at", now)  # as stored: the request's own session has nothing to flush
 
 
 def end_session(db: Session, session: WebSession, actor: Actor, reason: str = "logout") -> None:
     db.delete(session)
-    record_event(db, Action.AUTH_SESSION_REVOKED, actor=actor, target_type="user", target_id=session.user_id,
-                 details={"reason": reason})
+    record_event(
+        db,
+        Action.AUTH_SESSION_REVOKED,
+        actor=actor,
+        target_type="user",
+        target_id=session.user_id,
+        details={"reason": reason},
+    )
 
 
-def revoke_user_sessions(db: Session, user_id: str, actor: Actor, reason: str, *, keep: WebSession | None = None) -> int:
+def revoke_user_sessions(
+    db: Session, user_id: str, actor: Actor, reason: str, *, keep: WebSession | None = None
+) -> int:
     """Kill every live session of a user at once (disable, password change, offboarding)."""
     query = delete(WebSession).where(WebSession.user_id == user_id)
     if keep is not None:
         query = query.where(WebSession.id_hash != keep.id_hash)
     count = db.execute(query.execution_options(synchronize_session=False)).rowcount
     if count:
-        record_event(db, Action.AUTH_SESSION_REVOKED, actor=actor, target_type="user", target_id=user_id,
-                     details={"reason": reason, "sessions": count})
+        record_event(
+            db,
+            Action.AUTH_SESSION_REVOKED,
+            actor=actor,
+            target_type="user",
+            target_id=user_id,
+            details={"reason": reason, "sessions": count},
+        )
     return count
 
 
-def change_password(db: Session, settings: Settings, user: User, current: str, new: str, actor: Actor,
-                    session: WebSession | None) -> None:
+def change_password(
+    db: Session, settings: Settings, user: User, current: str, new: str, actor: Actor, session: WebSession | None
+) -> None:
     """Check the current password, apply the policy, revoke every other session."""
     if not passwords.verify_password(user.password_hash, current):
         _fail(db, settings, user, _as(actor, user), Action.AUTH_PASSWORD_CHANGE_FAILED, "bad_password")
@@ -524,24 +739,46 @@ def change_password(db: Session, settings: Settings, user: User, current: str, n
     user.password_hash = passwords.hash_password(new)
     user.must_change_password = False
     user.password_changed_at = clock.now()
-    record_event(db, Action.AUTH_PASSWORD_CHANGED, actor=_as(actor, user), target_type="user", target_id=user.id,
-                 target_org_id=user.org_id)
+    record_event(
+        db,
+        Action.AUTH_PASSWORD_CHANGED,
+        actor=_as(actor, user),
+        target_type="user",
+        target_id=user.id,
+        target_org_id=user.org_id,
+    )
     revoke_user_sessions(db, user.id, _as(actor, user), "password_changed", keep=session)
 
 
 # -- API tokens -----------------------------------------------------------------
 
-def create_api_token(db: Session, settings: Settings, user: User, name: str, days: int, actor: Actor) -> tuple[ApiToken, str]:
+
+def create_api_token(
+    db: Session, settings: Settings, user: User, name: str, days: int, actor: Actor
+) -> tuple[ApiToken, str]:
     """A named, expiring personal token; the raw value is returned once and stored hashed."""
     if not 1 <= days <= settings.api_token_max_days:
         raise InvalidInput(f"A token lasts 1 to {settings.api_token_max_days} days.", code="token_lifetime")
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken(user_id=user.id, name=name, token_hash=digest(raw), prefix=raw[:10],
-                     created_at=clock.now(), expires_at=clock.now() + timedelta(days=days))
+    token = ApiToken(
+        user_id=user.id,
+        name=name,
+        token_hash=digest(raw),
+        prefix=raw[:10],
+        created_at=clock.now(),
+        expires_at=clock.now() + timedelta(days=days),
+    )
     db.add(token)
     db.flush()
-    record_event(db, Action.AUTH_API_TOKEN_CREATED, actor=actor, target_type="api_token", target_id=token.id,
-                 target_org_id=user.org_id, details={"days": days})
+    record_event(
+        db,
+        Action.AUTH_API_TOKEN_CREATED,
+        actor=actor,
+        target_type="api_token",
+        target_id=token.id,
+        target_org_id=user.org_id,
+        details={"days": days},
+    )
     return token, raw
 
 
@@ -555,18 +792,32 @@ def revoke_api_token(db: Session, user: User, token_id: str, actor: Actor) -> No
     if token is None or token.revoked_at is not None:
         raise NotFound()
     token.revoked_at = clock.now()
-    record_event(db, Action.AUTH_API_TOKEN_REVOKED, actor=actor, target_type="api_token", target_id=token.id,
-                 target_org_id=user.org_id)
+    record_event(
+        db,
+        Action.AUTH_API_TOKEN_REVOKED,
+        actor=actor,
+        target_type="api_token",
+        target_id=token.id,
+        target_org_id=user.org_id,
+    )
 
 
 def revoke_user_tokens(db: Session, user_id: str, actor: Actor, reason: str) -> int:
     count = db.execute(
-        update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
-        .values(revoked_at=clock.now()).execution_options(synchronize_session=False)
+        update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=clock.now())
+        .execution_options(synchronize_session=False)
     ).rowcount
     if count:
-        record_event(db, Action.AUTH_API_TOKEN_REVOKED, actor=actor, target_type="user", target_id=user_id,
-                     details={"reason": reason, "tokens": count})
+        record_event(
+            db,
+            Action.AUTH_API_TOKEN_REVOKED,
+            actor=actor,
+            target_type="user",
+            target_id=user_id,
+            details={"reason": reason, "tokens": count},
+        )
     return count
 
 
@@ -585,8 +836,12 @@ def resolve_api_token(db: Session, raw: str) -> tuple[ApiToken, User] | None:
 
 def touch_api_token(db: Session, token: ApiToken) -> None:
     now = clock.now()
-    db.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now)
-               .execution_options(synchronize_session=False))
+    db.execute(
+        update(ApiToken)
+        .where(ApiToken.id == token.id)
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
     set_committed_value(token, "last_used_at", now)
 
 

@@ -73,7 +73,11 @@ def count_address_failure(db: Session, settings: Settings, address: str, *, reco
         row.unrecorded += 1
     if row.failures == settings.ip_failure_limit:
         record_event(
-            db, Action.AUTH_ADDRESS_THROTTLED, actor=Actor(ip=address), outcome=Outcome.denied, severity=Severity.high,
+            db,
+            Action.AUTH_ADDRESS_THROTTLED,
+            actor=Actor(ip=address),
+            outcome=Outcome.denied,
+            severity=Severity.high,
             details={"failures": row.failures, "window_minutes": settings.ip_window_minutes},
         )
     return Counted(first_in_window=first, throttled=None)
@@ -90,14 +94,19 @@ def close_expired_windows(db: Session, settings: Settings) -> int:
     """The sweep job: write the closing event of every ended window and forget it. Returns windows closed."""
     cutoff = clock.now() - timedelta(minutes=settings.ip_window_minutes)
     rows = db.scalars(
-        select(AddressThrottle).where(AddressThrottle.window_start <= cutoff).order_by(AddressThrottle.address)
+        select(AddressThrottle)
+        .where(AddressThrottle.window_start <= cutoff)
+        .order_by(AddressThrottle.address)
         .with_for_update(skip_locked=True)
     ).all()
     for row in rows:
         _close_window(db, settings, row)
     if rows:
-        db.execute(delete(AddressThrottle).where(AddressThrottle.address.in_([r.address for r in rows]),
-                                                 AddressThrottle.window_start <= cutoff))
+        db.execute(
+            delete(AddressThrottle).where(
+                AddressThrottle.address.in_([r.address for r in rows]), AddressThrottle.window_start <= cutoff
+            )
+        )
     return len(rows)
 
 
@@ -111,7 +120,9 @@ def _locked_row(db: Session, address: str) -> AddressThrottle:
     )
     # SQLite: the write transaction already excludes other writers; PostgreSQL: the row lock does.
     return db.execute(
-        select(AddressThrottle).where(AddressThrottle.address == address).with_for_update()
+        select(AddressThrottle)
+        .where(AddressThrottle.address == address)
+        .with_for_update()
         .execution_options(populate_existing=True)
     ).scalar_one()
 
@@ -133,7 +144,15 @@ def _close_window(db: Session, settings: Settings, row: AddressThrottle) -> None
     if row.unrecorded == 0 and row.refused == 0:
         return
     record_event(
-        db, Action.AUTH_ADDRESS_WINDOW_CLOSED, actor=Actor(ip=row.address), outcome=Outcome.denied,
-        details={"window_start": row.window_start.isoformat(), "window_minutes": settings.ip_window_minutes,
-                 "failures": row.failures, "unrecorded": row.unrecorded, "refused": row.refused},
+        db,
+        Action.AUTH_ADDRESS_WINDOW_CLOSED,
+        actor=Actor(ip=row.address),
+        outcome=Outcome.denied,
+        details={
+            "window_start": row.window_start.isoformat(),
+            "window_minutes": settings.ip_window_minutes,
+            "failures": row.failures,
+            "unrecorded": row.unrecorded,
+            "refused": row.refused,
+        },
     )

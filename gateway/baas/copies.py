@@ -14,32 +14,39 @@ from collections.abc import Iterator
 from sqlalchemy import select
 
 from crypto import CryptoError
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.baas.models import Baa
 from gateway.components import Components
 from gateway.errors import NotFound
+from gateway.filetypes import PlaintextMeter
 from gateway.sealed import service as sealed
 from gateway.sealed.errors import SealedError, translate
 from gateway.sealed.keys import practice_key
 from gateway.sealed.models import SealedKind
-from gateway.filetypes import PlaintextMeter
 
 log = logging.getLogger("phigate.baas")
 
 
-def _failed(c: Components, action: Action, actor: Actor, baa: Baa, err: SealedError | None, exc: BaseException,
-            **details) -> None:
+def _failed(
+    c: Components, action: Action, actor: Actor, baa: Baa, err: SealedError | None, exc: BaseException, **details
+) -> None:
     reason = err.reason if err is not None else (getattr(exc, "code", None) or type(exc).__name__)
     try:
         with c.db.transaction() as db:
-            record_event(db, action, actor=actor, outcome=Outcome.failure,
-                         severity=err.severity if err is not None else Severity.info, target_type="baa",
-                         target_id=baa.id, target_org_id=baa.practice_id,
-                         details={"reason": reason, "vendor_id": baa.vendor_id, "alert": bool(err and err.alert),
-                                  **details})
+            record_event(
+                db,
+                action,
+                actor=actor,
+                outcome=Outcome.failure,
+                severity=err.severity if err is not None else Severity.info,
+                target_type="baa",
+                target_id=baa.id,
+                target_org_id=baa.practice_id,
+                details={"reason": reason, "vendor_id": baa.vendor_id, "alert": bool(err and err.alert), **details},
+            )
     except Exception:  # the original error is what the caller must see
         log.exception("could not record the failure on BAA %s", baa.id)
 
@@ -54,8 +61,11 @@ def store_copy(c: Components, baa_id: str, chunks: Iterator[bytes], actor: Actor
     try:
         key_id = practice_key(baa.practice_id)
         c.keys.ensure_key(key_id)
-        pending.append(sealed.reserve(c, sealed.baa_copy(key_id=key_id, baa_id=baa.id, practice_id=baa.practice_id,
-                                                         vendor_id=baa.vendor_id)))
+        pending.append(
+            sealed.reserve(
+                c, sealed.baa_copy(key_id=key_id, baa_id=baa.id, practice_id=baa.practice_id, vendor_id=baa.vendor_id)
+            )
+        )
         written = sealed.write(c, pending[0], PlaintextMeter(chunks, "pdf", ("pdf",), c.settings.max_file_size))
         with c.db.transaction() as db:
             # Locked: two copies stored at once must not both stay current.
@@ -63,15 +73,26 @@ def store_copy(c: Components, baa_id: str, chunks: Iterator[bytes], actor: Actor
             replaced = sealed.claim(db, SealedKind.baa_copy, [baa.id])
             sealed.commit(db, [written])
             baa.copy_size, baa.copy_sha256, baa.copy_uploaded_at = written.plaintext_size, written.sha256, clock.now()
-            record_event(db, Action.BAA_COPY_STORED, actor=actor, target_type="baa", target_id=baa.id,
-                         target_org_id=baa.practice_id,
-                         details={"size": written.plaintext_size, "sha256": written.sha256,
-                                  "vendor_id": baa.vendor_id, "replaced": bool(replaced)})
+            record_event(
+                db,
+                Action.BAA_COPY_STORED,
+                actor=actor,
+                target_type="baa",
+                target_id=baa.id,
+                target_org_id=baa.practice_id,
+                details={
+                    "size": written.plaintext_size,
+                    "sha256": written.sha256,
+                    "vendor_id": baa.vendor_id,
+                    "replaced": bool(replaced),
+                },
+            )
     except BaseException as exc:
         err = translate(exc) if isinstance(exc, SealedError | CryptoError) else None
         removed, left = sealed.discard(c, pending)
-        _failed(c, Action.BAA_COPY_UPLOAD_FAILED, actor, baa, err, exc, objects_removed=removed,
-                objects_left_for_fsck=left)
+        _failed(
+            c, Action.BAA_COPY_UPLOAD_FAILED, actor, baa, err, exc, objects_removed=removed, objects_left_for_fsck=left
+        )
         if err is not None and err is not exc:
             raise err from None
         raise
@@ -97,9 +118,15 @@ def read_copy(c: Components, baa_id: str, actor: Actor) -> tuple[Baa, Iterator[b
         _failed(c, Action.BAA_COPY_DOWNLOAD_FAILED, actor, baa, err, err)
         raise
     with c.db.transaction() as db:
-        record_event(db, Action.BAA_COPY_DOWNLOADED, actor=actor, target_type="baa", target_id=baa.id,
-                     target_org_id=baa.practice_id,
-                     details={"size": baa.copy_size, "sha256": baa.copy_sha256, "vendor_id": baa.vendor_id})
+        record_event(
+            db,
+            Action.BAA_COPY_DOWNLOADED,
+            actor=actor,
+            target_type="baa",
+            target_id=baa.id,
+            target_org_id=baa.practice_id,
+            details={"size": baa.copy_size, "sha256": baa.copy_sha256, "vendor_id": baa.vendor_id},
+        )
     return baa, _audited(c, actor, baa, body)
 
 

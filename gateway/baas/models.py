@@ -37,5 +37,8 @@ class Baa(Base):
 
     def in_force(self, at: datetime) -> bool:
         """Signed, started, not expired, not terminated: the only state in which PHI may move."""
-        return (self.status == BaaStatus.active and self.effective_at <= at
-                and (self.expires_at is None or at < self.expires_at))
+        return (
+            self.status == BaaStatus.active
+            and self.effective_at <= at
+            and (self.expires_at is None or at < self.expires_at)
+        )

@@ -16,10 +16,17 @@ router = APIRouter(prefix="/admin/baas", include_in_schema=False)
 
 def _page(request, db, principal, status_code=200, **extra):
     orgs = list_orgs(db)
-    return render(request, "admin_baas.html", status_code=status_code, principal=principal,
-                  baas=service.list_baas(db), names={o.id: o.name for o in orgs},
-                  practices=[o for o in orgs if o.kind == OrgKind.practice],
-                  vendors=[o for o in orgs if o.kind == OrgKind.vendor], **extra)
+    return render(
+        request,
+        "admin_baas.html",
+        status_code=status_code,
+        principal=principal,
+        baas=service.list_baas(db),
+        names={o.id: o.name for o in orgs},
+        practices=[o for o in orgs if o.kind == OrgKind.practice],
+        vendors=[o for o in orgs if o.kind == OrgKind.vendor],
+        **extra,
+    )
 
 
 def _date(value: str, field: str) -> datetime | None:
@@ -37,27 +44,44 @@ def baas(request: Request, db: DbSession, principal: AdminPrincipal):
 
 
 @router.post("")
-def record(request: Request, db: DbSession, principal: AdminPrincipal, practice_id: str = Form(max_length=64),
-           vendor_id: str = Form(max_length=64), reference: str = Form(max_length=100),
-           effective: str = Form(max_length=10), expires: str = Form(default="", max_length=10)):
+def record(
+    request: Request,
+    db: DbSession,
+    principal: AdminPrincipal,
+    practice_id: str = Form(max_length=64),
+    vendor_id: str = Form(max_length=64),
+    reference: str = Form(max_length=100),
+    effective: str = Form(max_length=10),
+    expires: str = Form(default="", max_length=10),
+):
     def run():
         effective_at = _date(effective, "Effective date")
         if effective_at is None:
             raise InvalidInput("Give the effective date.", code="invalid_date")
-        service.record_baa(db, get_org(db, practice_id), get_org(db, vendor_id), reference, effective_at,
-                           _date(expires, "Expiry date"), principal.actor)
+        service.record_baa(
+            db,
+            get_org(db, practice_id),
+            get_org(db, vendor_id),
+            reference,
+            effective_at,
+            _date(expires, "Expiry date"),
+            principal.actor,
+        )
 
-    return submit(db, run, form=lambda **error: _page(request, db, principal, **error),
-                  done=lambda _: redirect("/admin/baas"))
+    return submit(
+        db, run, form=lambda **error: _page(request, db, principal, **error), done=lambda _: redirect("/admin/baas")
+    )
 
 
 @router.post("/{baa_id}/terminate")
-def terminate(request: Request, baa_id: str, db: DbSession, principal: AdminPrincipal,
-              reason: str = Form(max_length=200)):
+def terminate(
+    request: Request, baa_id: str, db: DbSession, principal: AdminPrincipal, reason: str = Form(max_length=200)
+):
     def run():
         if not reason.strip():
             raise InvalidInput("Give a reason.", code="reason_required")
         service.terminate_baa(db, service.get_baa(db, baa_id), reason, principal.actor)
 
-    return submit(db, run, form=lambda **error: _page(request, db, principal, **error),
-                  done=lambda _: redirect("/admin/baas"))
+    return submit(
+        db, run, form=lambda **error: _page(request, db, principal, **error), done=lambda _: redirect("/admin/baas")
+    )

@@ -5,14 +5,13 @@ from datetime import UTC
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from gateway.baas import service
+from gateway.baas import copies, service
 from gateway.baas.schemas import BaaCreate, BaaOut, BaaTerminate
-from gateway.baas import copies
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
 from gateway.errors import InvalidInput
+from gateway.orgs.service import get_org
 from gateway.transfers.intake import body_chunks
 from gateway.web import request_body
-from gateway.orgs.service import get_org
 
 router = APIRouter(prefix="/baas", tags=["baas"])
 
@@ -28,8 +27,15 @@ def list_baas(db: DbSession, principal: AdminPrincipal):
 
 @router.post("", response_model=BaaOut, status_code=201)
 def record_baa(body: BaaCreate, db: DbSession, principal: AdminPrincipal):
-    baa = service.record_baa(db, get_org(db, body.practice_id), get_org(db, body.vendor_id), body.reference,
-                             _aware(body.effective_at), _aware(body.expires_at), principal.actor)
+    baa = service.record_baa(
+        db,
+        get_org(db, body.practice_id),
+        get_org(db, body.vendor_id),
+        body.reference,
+        _aware(body.effective_at),
+        _aware(body.expires_at),
+        principal.actor,
+    )
     db.commit()
     return baa
 
@@ -42,9 +48,11 @@ def terminate_baa(baa_id: str, body: BaaTerminate, db: DbSession, principal: Adm
     return baa
 
 
-@router.put("/{baa_id}/signed-copy", response_model=BaaOut,
-            openapi_extra={"requestBody": {"content": {"application/pdf": {"schema": {"type": "string",
-                                                                                        "format": "binary"}}}}})
+@router.put(
+    "/{baa_id}/signed-copy",
+    response_model=BaaOut,
+    openapi_extra={"requestBody": {"content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}}},
+)
 async def put_signed_copy(baa_id: str, request: Request, c: AppComponents, principal: AdminPrincipal):
     """Store the signed BAA (a PDF, raw body), encrypted under the practice's key; replaces any earlier copy."""
     if request.headers.get("content-type", "").split(";")[0] not in ("application/pdf", "application/octet-stream"):
@@ -60,10 +68,17 @@ async def put_signed_copy(baa_id: str, request: Request, c: AppComponents, princ
     return await c.bulk.run_sync(work)
 
 
-@router.get("/{baa_id}/signed-copy", response_class=StreamingResponse,
-            responses={200: {"content": {"application/pdf": {}}}})
+@router.get(
+    "/{baa_id}/signed-copy", response_class=StreamingResponse, responses={200: {"content": {"application/pdf": {}}}}
+)
 def get_signed_copy(baa_id: str, c: AppComponents, principal: AdminPrincipal):
     baa, body = copies.read_copy(c, baa_id, principal.actor)
-    return StreamingResponse(c.bulk.stream(body), media_type="application/pdf", headers={
-        "Content-Disposition": 'attachment; filename="signed-baa.pdf"', "Content-Length": str(baa.copy_size),
-        "X-Content-SHA256": baa.copy_sha256})
+    return StreamingResponse(
+        c.bulk.stream(body),
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": 'attachment; filename="signed-baa.pdf"',
+            "Content-Length": str(baa.copy_size),
+            "X-Content-SHA256": baa.copy_sha256,
+        },
+    )

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
 from gateway.baas.models import Baa, BaaStatus
@@ -16,8 +16,15 @@ from gateway.errors import Forbidden, InvalidInput, NotFound
 from gateway.orgs.models import Organisation, OrgKind
 
 
-def record_baa(db: Session, practice: Organisation, vendor: Organisation, reference: str,
-               effective_at: datetime, expires_at: datetime | None, actor: Actor) -> Baa:
+def record_baa(
+    db: Session,
+    practice: Organisation,
+    vendor: Organisation,
+    reference: str,
+    effective_at: datetime,
+    expires_at: datetime | None,
+    actor: Actor,
+) -> Baa:
     """Record a signed BAA between a practice and a vendor."""
     if practice.kind != OrgKind.practice or vendor.kind != OrgKind.vendor:
         raise InvalidInput("A BAA is between a practice and a vendor.", code="baa_parties")
@@ -26,13 +33,31 @@ def record_baa(db: Session, practice: Organisation, vendor: Organisation, refere
     reference = " ".join(reference.split())
     if not reference:
         raise InvalidInput("Give the BAA's reference.", code="baa_reference")
-    baa = Baa(practice_id=practice.id, vendor_id=vendor.id, reference=reference, status=BaaStatus.active,
-              effective_at=effective_at, expires_at=expires_at, created_at=clock.now(), created_by=actor.user_id)
+    baa = Baa(
+        practice_id=practice.id,
+        vendor_id=vendor.id,
+        reference=reference,
+        status=BaaStatus.active,
+        effective_at=effective_at,
+        expires_at=expires_at,
+        created_at=clock.now(),
+        created_by=actor.user_id,
+    )
     db.add(baa)
     db.flush()
-    record_event(db, Action.BAA_RECORDED, actor=actor, target_type="baa", target_id=baa.id, target_org_id=practice.id,
-                 details={"vendor_id": vendor.id, "effective_at": effective_at.isoformat(),
-                          "expires_at": expires_at.isoformat() if expires_at else None})
+    record_event(
+        db,
+        Action.BAA_RECORDED,
+        actor=actor,
+        target_type="baa",
+        target_id=baa.id,
+        target_org_id=practice.id,
+        details={
+            "vendor_id": vendor.id,
+            "effective_at": effective_at.isoformat(),
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+    )
     return baa
 
 
@@ -43,8 +68,16 @@ def terminate_baa(db: Session, baa: Baa, reason: str, actor: Actor) -> None:
     baa.status = BaaStatus.terminated
     baa.terminated_at = clock.now()
     baa.terminated_reason = reason[:200]
-    record_event(db, Action.BAA_TERMINATED, actor=actor, severity=Severity.warning, target_type="baa", target_id=baa.id,
-                 target_org_id=baa.practice_id, details={"vendor_id": baa.vendor_id})
+    record_event(
+        db,
+        Action.BAA_TERMINATED,
+        actor=actor,
+        severity=Severity.warning,
+        target_type="baa",
+        target_id=baa.id,
+        target_org_id=baa.practice_id,
+        details={"vendor_id": baa.vendor_id},
+    )
 
 
 def list_baas(db: Session) -> list[Baa]:
@@ -60,8 +93,9 @@ def get_baa(db: Session, baa_id: str) -> Baa:
 
 def active_baa(db: Session, practice_id: str, vendor_id: str, at: datetime | None = None) -> Baa | None:
     at = at or clock.now()
-    for baa in db.scalars(select(Baa).where(Baa.practice_id == practice_id, Baa.vendor_id == vendor_id,
-                                            Baa.status == BaaStatus.active)):
+    for baa in db.scalars(
+        select(Baa).where(Baa.practice_id == practice_id, Baa.vendor_id == vendor_id, Baa.status == BaaStatus.active)
+    ):
         if baa.in_force(at):
             return baa
     return None
@@ -87,5 +121,10 @@ def partners(db: Session, org: Organisation) -> list[Organisation]:
         return []
     if not ids:
         return []
-    return list(db.scalars(select(Organisation).where(Organisation.id.in_(ids), Organisation.active.is_(True))
-                           .order_by(Organisation.name)))
+    return list(
+        db.scalars(
+            select(Organisation)
+            .where(Organisation.id.in_(ids), Organisation.active.is_(True))
+            .order_by(Organisation.name)
+        )
+    )

@@ -17,8 +17,13 @@ def orgs(request: Request, db: DbSession, principal: AdminPrincipal):
 
 
 @router.post("")
-def create_org(request: Request, db: DbSession, principal: AdminPrincipal,
-               name: str = Form(max_length=200), kind: str = Form(max_length=16)):
+def create_org(
+    request: Request,
+    db: DbSession,
+    principal: AdminPrincipal,
+    name: str = Form(max_length=200),
+    kind: str = Form(max_length=16),
+):
     def run():
         if kind not in OrgKind.__members__:
             raise InvalidInput("Choose practice, vendor or operator.", code="invalid_kind")
@@ -26,6 +31,11 @@ def create_org(request: Request, db: DbSession, principal: AdminPrincipal,
             raise InvalidInput("Name the organisation.", code="invalid_name")
         service.create_org(db, name, OrgKind(kind), principal.actor)
 
-    return submit(db, run, form=lambda **error: render(request, "admin_orgs.html", principal=principal,
-                                                       orgs=service.list_orgs(db), kinds=list(OrgKind), **error),
-                  done=lambda _: redirect("/admin/orgs"))
+    return submit(
+        db,
+        run,
+        form=lambda **error: render(
+            request, "admin_orgs.html", principal=principal, orgs=service.list_orgs(db), kinds=list(OrgKind), **error
+        ),
+        done=lambda _: redirect("/admin/orgs"),
+    )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.service import Actor, record_event
 from gateway.errors import Conflict, NotFound
 from gateway.orgs.models import Organisation, OrgKind
@@ -19,8 +19,15 @@ def create_org(db: Session, name: str, kind: OrgKind, actor: Actor) -> Organisat
     org = Organisation(name=name, kind=kind, active=True, created_at=clock.now(), created_by=actor.user_id)
     db.add(org)
     db.flush()
-    record_event(db, Action.ADMIN_ORG_CREATED, actor=actor, target_type="org", target_id=org.id,
-                 target_org_id=org.id, details={"kind": kind.value})
+    record_event(
+        db,
+        Action.ADMIN_ORG_CREATED,
+        actor=actor,
+        target_type="org",
+        target_id=org.id,
+        target_org_id=org.id,
+        details={"kind": kind.value},
+    )
     return org
 
 

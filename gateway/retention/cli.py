@@ -35,15 +35,20 @@ def _guard(fn):
 
 
 @retention_app.command("run")
-def run(dry_run: bool = typer.Option(False, "--dry-run", help="say what is due; change nothing"),
-        wait: float = typer.Option(0, help="seconds to wait for another runner to finish (default: exit at once)"),
-        as_json: bool = typer.Option(True, "--json/--text")) -> None:
+def run(
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what is due; change nothing"),
+    wait: float = typer.Option(0, help="seconds to wait for another runner to finish (default: exit at once)"),
+    as_json: bool = typer.Option(True, "--json/--text"),
+) -> None:
     """Destroy every object whose retention has ended (resuming any interrupted job); one certificate per scope."""
     from retention.runner import run as run_retention
 
     bar = cli.Bar("destroying")
-    report = _guard(lambda: run_retention(cli.components(), cli.actor(), dry_run=dry_run, wait_seconds=wait,
-                                          progress=bar.advance, on_start=bar.start))
+    report = _guard(
+        lambda: run_retention(
+            cli.components(), cli.actor(), dry_run=dry_run, wait_seconds=wait, progress=bar.advance, on_start=bar.start
+        )
+    )
     bar.finish()
     typer.echo(json.dumps(report.as_dict(), indent=2, default=str))
 
@@ -55,19 +60,30 @@ def status() -> None:
     from retention.jobs import open_jobs
 
     with cli.components().db.transaction() as db:
-        typer.echo(json.dumps({
-            "open_jobs": [{"job_id": j.id, "kind": j.kind.value, "practice_id": j.practice_id,
-                           "vendor_id": j.vendor_id} for j in open_jobs(db)],
-            "active_holds": [{"hold_id": h.id, "scope": h.scope.value, "scope_id": h.target_id,
-                              "reference": h.reference} for h in list_holds(db, active_only=True)],
-        }, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "open_jobs": [
+                        {"job_id": j.id, "kind": j.kind.value, "practice_id": j.practice_id, "vendor_id": j.vendor_id}
+                        for j in open_jobs(db)
+                    ],
+                    "active_holds": [
+                        {"hold_id": h.id, "scope": h.scope.value, "scope_id": h.target_id, "reference": h.reference}
+                        for h in list_holds(db, active_only=True)
+                    ],
+                },
+                indent=2,
+            )
+        )
 
 
 @policy_app.command("set")
-def policy_set(practice: str = typer.Option(..., help="practice id or name"),
-               vendor: str = typer.Option(None, help="vendor id or name (an override for this pair)"),
-               keep_days: int = typer.Option(..., help="days ciphertext is kept after the window ends"),
-               max_access_days: int = typer.Option(None, help="longest access window an approver may grant")) -> None:
+def policy_set(
+    practice: str = typer.Option(..., help="practice id or name"),
+    vendor: str = typer.Option(None, help="vendor id or name (an override for this pair)"),
+    keep_days: int = typer.Option(..., help="days ciphertext is kept after the window ends"),
+    max_access_days: int = typer.Option(None, help="longest access window an approver may grant"),
+) -> None:
     from gateway.orgs.service import find_org
     from retention.policies import set_policy
 
@@ -75,9 +91,17 @@ def policy_set(practice: str = typer.Option(..., help="practice id or name"),
 
     def go():
         with c.db.transaction() as db:
-            p = set_policy(db, c.settings, find_org(db, practice).id, find_org(db, vendor).id if vendor else None,
-                           keep_days=keep_days, max_access_days=max_access_days, actor=cli.actor())
+            p = set_policy(
+                db,
+                c.settings,
+                find_org(db, practice).id,
+                find_org(db, vendor).id if vendor else None,
+                keep_days=keep_days,
+                max_access_days=max_access_days,
+                actor=cli.actor(),
+            )
             typer.echo(f"policy {p.id}: keep {p.keep_days} days, max window {p.max_access_days or 'default'}")
+
     _guard(go)
 
 
@@ -87,20 +111,24 @@ def policy_list() -> None:
 
     with cli.components().db.transaction() as db:
         for p in list_policies(db):
-            typer.echo(f"{p.id}  practice={p.practice_id}  vendor={p.vendor_id or '*'}  keep_days={p.keep_days}  "
-                       f"max_access_days={p.max_access_days or '-'}")
+            typer.echo(
+                f"{p.id}  practice={p.practice_id}  vendor={p.vendor_id or '*'}  keep_days={p.keep_days}  "
+                f"max_access_days={p.max_access_days or '-'}"
+            )
 
 
 @hold_app.command("place")
-def hold_place(scope: str = typer.Argument(..., help="transfer, vendor or practice"),
-               target: str = typer.Argument(..., help="its id"),
-               reference: str = typer.Option(..., help="matter or case reference (no PHI)")) -> None:
+def hold_place(
+    scope: str = typer.Argument(..., help="transfer, vendor or practice"),
+    target: str = typer.Argument(..., help="its id"),
+    reference: str = typer.Option(..., help="matter or case reference (no PHI)"),
+) -> None:
     from retention.holds import place_hold
-
 
     def go():
         with cli.components().db.transaction() as db:
             typer.echo(f"hold {place_hold(db, scope, target, reference, cli.actor()).id} placed")
+
     _guard(go)
 
 
@@ -108,11 +136,11 @@ def hold_place(scope: str = typer.Argument(..., help="transfer, vendor or practi
 def hold_release(hold_id: str) -> None:
     from retention.holds import release_hold
 
-
     def go():
         with cli.components().db.transaction() as db:
             release_hold(db, hold_id, cli.actor())
             typer.echo(f"hold {hold_id} released")
+
     _guard(go)
 
 
@@ -122,22 +150,35 @@ def hold_list() -> None:
 
     with cli.components().db.transaction() as db:
         for h in list_holds(db):
-            typer.echo(f"{h.id}  {h.scope.value:<8} {h.target_id}  {'active' if h.active else 'released':<8} "
-                       f"{h.reference}")
+            typer.echo(
+                f"{h.id}  {h.scope.value:<8} {h.target_id}  {'active' if h.active else 'released':<8} {h.reference}"
+            )
 
 
-def offboard(vendor: str = typer.Argument(..., help="vendor id or name"),
-             practice: str = typer.Option(None, help="only this practice's relationship (id or name)"),
-             reason: str = typer.Option(..., help="why (on the certificate)"),
-             include_returned: bool = typer.Option(False, "--include-returned",
-                                                   help="also destroy files the vendor sent to the practice")) -> None:
+def offboard(
+    vendor: str = typer.Argument(..., help="vendor id or name"),
+    practice: str = typer.Option(None, help="only this practice's relationship (id or name)"),
+    reason: str = typer.Option(..., help="why (on the certificate)"),
+    include_returned: bool = typer.Option(
+        False, "--include-returned", help="also destroy files the vendor sent to the practice"
+    ),
+) -> None:
     """Terminate BAA(s), disable the vendor's users, destroy every file sent to it, destroy the key, certify."""
     from retention.offboarding import offboard as run_offboard
 
     bar = cli.Bar("offboarding")
-    report = _guard(lambda: run_offboard(cli.components(), cli.actor(), vendor, practice_ref=practice,
-                                         reason=reason, include_returned=include_returned, progress=bar.advance,
-                                         on_start=bar.start))
+    report = _guard(
+        lambda: run_offboard(
+            cli.components(),
+            cli.actor(),
+            vendor,
+            practice_ref=practice,
+            reason=reason,
+            include_returned=include_returned,
+            progress=bar.advance,
+            on_start=bar.start,
+        )
+    )
     bar.finish()
     typer.echo(json.dumps(report.as_dict(), indent=2, default=str))
 
@@ -150,12 +191,15 @@ def _read_key(path: Path | None):
 
 
 @certificate_app.command("verify")
-def verify(file: Path = typer.Argument(..., exists=True, dir_okay=False),
-           public_key: Path = typer.Option(None, "--public-key", exists=True, dir_okay=False,
-                                           help="the operator's Ed25519 public key (PEM)"),
-           check_storage: bool = typer.Option(False, "--check-storage",
-                                              help="also confirm each object is absent from the configured store")
-           ) -> None:
+def verify(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False),
+    public_key: Path = typer.Option(
+        None, "--public-key", exists=True, dir_okay=False, help="the operator's Ed25519 public key (PEM)"
+    ),
+    check_storage: bool = typer.Option(
+        False, "--check-storage", help="also confirm each object is absent from the configured store"
+    ),
+) -> None:
     """Verify a certificate's signature with the public key alone (exit 0 valid, 1 not)."""
     from retention.certificates import check_storage as check
     from retention.certificates import verify_document
@@ -180,13 +224,16 @@ def cert_list() -> None:
 
     with cli.components().db.transaction() as db:
         for cert in list_certificates(db):
-            typer.echo(f"{cert.id}  {cert.issued_at.isoformat()}  {cert.kind.value:<11} practice={cert.practice_id} "
-                       f"vendor={cert.vendor_id} objects={cert.objects} sha256={cert.sha256}")
+            typer.echo(
+                f"{cert.id}  {cert.issued_at.isoformat()}  {cert.kind.value:<11} practice={cert.practice_id} "
+                f"vendor={cert.vendor_id} objects={cert.objects} sha256={cert.sha256}"
+            )
 
 
 @certificate_app.command("export")
-def cert_export(certificate_id: str, out: Path = typer.Option(..., "--out", help="file to write (.json or .pdf)")
-                ) -> None:
+def cert_export(
+    certificate_id: str, out: Path = typer.Option(..., "--out", help="file to write (.json or .pdf)")
+) -> None:
     """Write a certificate as its signed JSON, or as the PDF rendering when --out ends in .pdf."""
     from retention.models import Certificate
     from retention.pdf import render

@@ -26,10 +26,18 @@ def _names(db):
 
 def _retention_page(request, db, principal, status_code=200, **extra):
     orgs, names = _names(db)
-    return render(request, "retention_admin.html", status_code=status_code, principal=principal,
-                  policies=policies.list_policies(db), holds=holds.list_holds(db), names=names,
-                  practices=[o for o in orgs if o.kind == OrgKind.practice],
-                  vendors=[o for o in orgs if o.kind == OrgKind.vendor], **extra)
+    return render(
+        request,
+        "retention_admin.html",
+        status_code=status_code,
+        principal=principal,
+        policies=policies.list_policies(db),
+        holds=holds.list_holds(db),
+        names=names,
+        practices=[o for o in orgs if o.kind == OrgKind.practice],
+        vendors=[o for o in orgs if o.kind == OrgKind.vendor],
+        **extra,
+    )
 
 
 @router.get("/admin/retention")
@@ -38,37 +46,72 @@ def retention_admin(request: Request, db: DbSession, principal: AdminPrincipal):
 
 
 @router.post("/admin/retention/policies")
-def retention_policy(request: Request, db: DbSession, components: AppComponents, principal: AdminPrincipal,
-                     practice_id: str = Form(max_length=64), vendor_id: str = Form(default="", max_length=64),
-                     keep_days: int = Form(), max_access_days: str = Form(default="", max_length=5)):
-    return submit(db, lambda: policies.set_policy(
-        db, components.settings, practice_id, vendor_id or None, keep_days=keep_days,
-        max_access_days=int(max_access_days) if max_access_days.strip().isdigit() else None, actor=principal.actor),
+def retention_policy(
+    request: Request,
+    db: DbSession,
+    components: AppComponents,
+    principal: AdminPrincipal,
+    practice_id: str = Form(max_length=64),
+    vendor_id: str = Form(default="", max_length=64),
+    keep_days: int = Form(),
+    max_access_days: str = Form(default="", max_length=5),
+):
+    return submit(
+        db,
+        lambda: policies.set_policy(
+            db,
+            components.settings,
+            practice_id,
+            vendor_id or None,
+            keep_days=keep_days,
+            max_access_days=int(max_access_days) if max_access_days.strip().isdigit() else None,
+            actor=principal.actor,
+        ),
         form=lambda **error: _retention_page(request, db, principal, **error),
-        done=lambda _: redirect("/admin/retention"))
+        done=lambda _: redirect("/admin/retention"),
+    )
 
 
 @router.post("/admin/retention/holds")
-def retention_hold(request: Request, db: DbSession, principal: AdminPrincipal, scope: str = Form(max_length=16),
-                   target_id: str = Form(max_length=64), reference: str = Form(max_length=100)):
-    return submit(db, lambda: holds.place_hold(db, scope, target_id.strip(), reference, principal.actor),
-                  form=lambda **error: _retention_page(request, db, principal, **error),
-                  done=lambda _: redirect("/admin/retention"))
+def retention_hold(
+    request: Request,
+    db: DbSession,
+    principal: AdminPrincipal,
+    scope: str = Form(max_length=16),
+    target_id: str = Form(max_length=64),
+    reference: str = Form(max_length=100),
+):
+    return submit(
+        db,
+        lambda: holds.place_hold(db, scope, target_id.strip(), reference, principal.actor),
+        form=lambda **error: _retention_page(request, db, principal, **error),
+        done=lambda _: redirect("/admin/retention"),
+    )
 
 
 @router.post("/admin/retention/holds/{hold_id}/release")
 def retention_release(request: Request, hold_id: str, db: DbSession, principal: AdminPrincipal):
-    return submit(db, lambda: holds.release_hold(db, hold_id, principal.actor),
-                  form=lambda **error: _retention_page(request, db, principal, **error),
-                  done=lambda _: redirect("/admin/retention"))
+    return submit(
+        db,
+        lambda: holds.release_hold(db, hold_id, principal.actor),
+        form=lambda **error: _retention_page(request, db, principal, **error),
+        done=lambda _: redirect("/admin/retention"),
+    )
 
 
 def _offboarding_page(request, db, principal, status_code=200, **extra):
     orgs, names = _names(db)
-    return render(request, "offboarding_admin.html", status_code=status_code, principal=principal, names=names,
-                  factor=factor_choice(db, principal.user),
-                  practices=[o for o in orgs if o.kind == OrgKind.practice],
-                  vendors=[o for o in orgs if o.kind == OrgKind.vendor], **extra)
+    return render(
+        request,
+        "offboarding_admin.html",
+        status_code=status_code,
+        principal=principal,
+        names=names,
+        factor=factor_choice(db, principal.user),
+        practices=[o for o in orgs if o.kind == OrgKind.practice],
+        vendors=[o for o in orgs if o.kind == OrgKind.vendor],
+        **extra,
+    )
 
 
 @router.get("/admin/offboarding")
@@ -77,38 +120,71 @@ def offboarding_form(request: Request, db: DbSession, principal: AdminPrincipal)
 
 
 @router.post("/admin/offboarding")
-def offboarding_run(request: Request, db: DbSession, components: AppComponents, principal: AdminPrincipal,
-                    vendor_id: str = Form(max_length=64), practice_id: str = Form(default="", max_length=64),
-                    reason: str = Form(max_length=500), confirm_name: str = Form(max_length=200),
-                    code: str = OptionalCode, passkey_assertion: str = AssertionField,
-                    include_returned: bool = Form(default=False)):
+def offboarding_run(
+    request: Request,
+    db: DbSession,
+    components: AppComponents,
+    principal: AdminPrincipal,
+    vendor_id: str = Form(max_length=64),
+    practice_id: str = Form(default="", max_length=64),
+    reason: str = Form(max_length=500),
+    confirm_name: str = Form(max_length=200),
+    code: str = OptionalCode,
+    passkey_assertion: str = AssertionField,
+    include_returned: bool = Form(default=False),
+):
     def run():  # the gate commits its step-up; offboarding commits each of its own steps
-        vendor = service.check_offboarding(db, components, principal, vendor_id, confirm_name,
-                                           proof(code, passkey_assertion))
-        return offboard(components, principal.actor, vendor.id, practice_ref=practice_id or None, reason=reason,
-                        include_returned=include_returned, via="web")
+        vendor = service.check_offboarding(
+            db, components, principal, vendor_id, confirm_name, proof(code, passkey_assertion)
+        )
+        return offboard(
+            components,
+            principal.actor,
+            vendor.id,
+            practice_ref=practice_id or None,
+            reason=reason,
+            include_returned=include_returned,
+            via="web",
+        )
 
-    return submit(db, run, commit=False, form=lambda **error: _offboarding_page(request, db, principal, **error),
-                  done=lambda report: _offboarding_page(request, db, principal, report=report),
-                  messages={"login_failed": "The authenticator code or passkey was not accepted; nothing was changed."})
+    return submit(
+        db,
+        run,
+        commit=False,
+        form=lambda **error: _offboarding_page(request, db, principal, **error),
+        done=lambda report: _offboarding_page(request, db, principal, report=report),
+        messages={"login_failed": "The authenticator code or passkey was not accepted; nothing was changed."},
+    )
 
 
 @router.get("/certificates")
 def certificates_page(request: Request, db: DbSession, principal: AuditorOrAdmin):
     _, names = _names(db)
-    return render(request, "certificates.html", principal=principal, names=names,
-                  certificates=service.certificates(db, principal), tombstones=service.tombstones(db, principal, 200))
+    return render(
+        request,
+        "certificates.html",
+        principal=principal,
+        names=names,
+        certificates=service.certificates(db, principal),
+        tombstones=service.tombstones(db, principal, 200),
+    )
 
 
 @router.get("/certificates/{cert_id}.json")
 def certificate_json(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
     cert = service.find_certificate(db, principal, cert_id)
-    return Response(cert.document, media_type="application/json",
-                    headers={"Content-Disposition": f'attachment; filename="certificate-{cert.id}.json"'})
+    return Response(
+        cert.document,
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="certificate-{cert.id}.json"'},
+    )
 
 
 @router.get("/certificates/{cert_id}.pdf")
 def certificate_pdf(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
     cert = service.find_certificate(db, principal, cert_id)
-    return Response(render_pdf(cert.document), media_type="application/pdf",
-                    headers={"Content-Disposition": f'attachment; filename="certificate-{cert.id}.pdf"'})
+    return Response(
+        render_pdf(cert.document),
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="certificate-{cert.id}.pdf"'},
+    )

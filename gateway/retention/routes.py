@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -39,10 +38,17 @@ class OffboardIn(StepUpIn):
 
 
 def _cert_out(cert) -> dict:
-    return {"id": cert.id, "kind": cert.kind.value, "practice_id": cert.practice_id, "vendor_id": cert.vendor_id,
-            "issued_at": cert.issued_at.isoformat(), "objects": cert.objects,
-            "crypto_shred_only": cert.crypto_shred_only, "sha256": cert.sha256,
-            "key_fingerprint": cert.key_fingerprint}
+    return {
+        "id": cert.id,
+        "kind": cert.kind.value,
+        "practice_id": cert.practice_id,
+        "vendor_id": cert.vendor_id,
+        "issued_at": cert.issued_at.isoformat(),
+        "objects": cert.objects,
+        "crypto_shred_only": cert.crypto_shred_only,
+        "sha256": cert.sha256,
+        "key_fingerprint": cert.key_fingerprint,
+    }
 
 
 @router.get("/certificates")
@@ -56,16 +62,22 @@ def list_certificates(db: DbSession, principal: AuditorOrAdmin):
 def get_certificate(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
     cert = service.find_certificate(db, principal, cert_id)
     db.commit()
-    return Response(cert.document, media_type="application/json",
-                    headers={"Content-Disposition": f'attachment; filename="certificate-{cert.id}.json"'})
+    return Response(
+        cert.document,
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="certificate-{cert.id}.json"'},
+    )
 
 
 @router.get("/certificates/{cert_id}/pdf")
 def get_certificate_pdf(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
     cert = service.find_certificate(db, principal, cert_id)
     db.commit()
-    return Response(render(cert.document), media_type="application/pdf",
-                    headers={"Content-Disposition": f'attachment; filename="certificate-{cert.id}.pdf"'})
+    return Response(
+        render(cert.document),
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="certificate-{cert.id}.pdf"'},
+    )
 
 
 @router.get("/retention/tombstones")
@@ -77,16 +89,31 @@ def list_tombstones(db: DbSession, principal: AuditorOrAdmin):
 
 @router.get("/retention/policies")
 def list_policies(db: DbSession, principal: AdminPrincipal):
-    out = [{"id": p.id, "practice_id": p.practice_id, "vendor_id": p.vendor_id, "keep_days": p.keep_days,
-            "max_access_days": p.max_access_days} for p in policies.list_policies(db)]
+    out = [
+        {
+            "id": p.id,
+            "practice_id": p.practice_id,
+            "vendor_id": p.vendor_id,
+            "keep_days": p.keep_days,
+            "max_access_days": p.max_access_days,
+        }
+        for p in policies.list_policies(db)
+    ]
     db.commit()
     return out
 
 
 @router.put("/retention/policies")
 def put_policy(body: PolicyIn, db: DbSession, components: AppComponents, principal: AdminPrincipal):
-    p = policies.set_policy(db, components.settings, body.practice_id, body.vendor_id, keep_days=body.keep_days,
-                            max_access_days=body.max_access_days, actor=principal.actor)
+    p = policies.set_policy(
+        db,
+        components.settings,
+        body.practice_id,
+        body.vendor_id,
+        keep_days=body.keep_days,
+        max_access_days=body.max_access_days,
+        actor=principal.actor,
+    )
     db.commit()
     return {"id": p.id, "keep_days": p.keep_days, "max_access_days": p.max_access_days}
 
@@ -109,6 +136,13 @@ def release_hold(hold_id: str, db: DbSession, principal: AdminPrincipal):
 def offboard_vendor(body: OffboardIn, db: DbSession, components: AppComponents, principal: AdminPrincipal):
     vendor = service.check_offboarding(db, components, principal, body.vendor_id, body.confirm_name, body.proof())
     db.close()
-    report = offboard(components, principal.actor, vendor.id, practice_ref=body.practice_id, reason=body.reason,
-                      include_returned=body.include_returned, via="web")
+    report = offboard(
+        components,
+        principal.actor,
+        vendor.id,
+        practice_ref=body.practice_id,
+        reason=body.reason,
+        include_returned=body.include_returned,
+        via="web",
+    )
     return report.as_dict()

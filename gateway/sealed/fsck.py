@@ -25,8 +25,8 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
 from gateway.components import Components
@@ -69,8 +69,11 @@ def fsck(c: Components, actor: Actor, *, repair: bool, grace_minutes: int | None
     for key, row in sorted(rows.items()):
         counts = report.by_kind.setdefault(row.kind.value, {})
         counts[row.state.value] = counts.get(row.state.value, 0) + 1
-        if row.state == SealedState.pending and row.created_at < cutoff and (
-                row.held_until is None or row.held_until < now):
+        if (
+            row.state == SealedState.pending
+            and row.created_at < cutoff
+            and (row.held_until is None or row.held_until < now)
+        ):
             report.stale_pending.append(key)
         elif row.state == SealedState.destroying and (row.destroying_at or row.created_at) < cutoff:
             report.unfinished_destruction.append(key)
@@ -86,8 +89,14 @@ def fsck(c: Components, actor: Actor, *, repair: bool, grace_minutes: int | None
             _finish(c, actor, rows[key], report)
     if report.missing:
         with c.db.transaction() as db:
-            record_event(db, Action.STORAGE_OBJECT_MISSING, actor=actor, severity=Severity.high, target_type="object",
-                         details={"count": len(report.missing), "object_keys": report.missing[:100], "alert": True})
+            record_event(
+                db,
+                Action.STORAGE_OBJECT_MISSING,
+                actor=actor,
+                severity=Severity.high,
+                target_type="object",
+                details={"count": len(report.missing), "object_keys": report.missing[:100], "alert": True},
+            )
     return report
 
 
@@ -103,8 +112,15 @@ def _remove_unreferenced(c: Components, actor: Actor, key: str, report: FsckRepo
         log.warning("fsck could not remove an unreferenced object (%s)", exc.reason)
         return
     with c.db.transaction() as db:
-        record_event(db, Action.STORAGE_ORPHAN_DESTROYED, actor=actor, severity=Severity.warning, target_type="object",
-                     target_id=key, details={"why": "unreferenced"})
+        record_event(
+            db,
+            Action.STORAGE_ORPHAN_DESTROYED,
+            actor=actor,
+            severity=Severity.warning,
+            target_type="object",
+            target_id=key,
+            details={"why": "unreferenced"},
+        )
     report.removed.append(key)
 
 
@@ -113,9 +129,12 @@ def _finish(c: Components, actor: Actor, row: SealedObject, report: FsckReport) 
     why = "pending" if row.state == SealedState.pending else "destroying"
     with c.db.transaction() as db:
         # Claimed only if still in the state it was found in: an upload that commits now keeps its object.
-        claimed = db.execute(update(SealedObject).where(SealedObject.id == row.id, SealedObject.state == row.state)
-                             .values(state=SealedState.destroying, destroying_at=clock.now())
-                             .execution_options(synchronize_session=False)).rowcount
+        claimed = db.execute(
+            update(SealedObject)
+            .where(SealedObject.id == row.id, SealedObject.state == row.state)
+            .values(state=SealedState.destroying, destroying_at=clock.now())
+            .execution_options(synchronize_session=False)
+        ).rowcount
     if not claimed:
         return
     try:
@@ -125,9 +144,20 @@ def _finish(c: Components, actor: Actor, row: SealedObject, report: FsckReport) 
         log.warning("fsck could not remove a %s object (%s)", why, exc.reason)
         return
     with c.db.transaction() as db:
-        record_event(db, Action.STORAGE_ORPHAN_DESTROYED, actor=actor, severity=Severity.warning, target_type="object",
-                     target_id=row.object_key, target_org_id=row.practice_id,
-                     details={"why": why, "kind": row.kind.value, "sealed_id": row.id,
-                              **({"vendor_id": row.vendor_id} if row.vendor_id else {}),
-                              **({"owner_id": row.owner_id} if row.owner_id else {})})
+        record_event(
+            db,
+            Action.STORAGE_ORPHAN_DESTROYED,
+            actor=actor,
+            severity=Severity.warning,
+            target_type="object",
+            target_id=row.object_key,
+            target_org_id=row.practice_id,
+            details={
+                "why": why,
+                "kind": row.kind.value,
+                "sealed_id": row.id,
+                **({"vendor_id": row.vendor_id} if row.vendor_id else {}),
+                **({"owner_id": row.owner_id} if row.owner_id else {}),
+            },
+        )
     report.removed.append(row.object_key)

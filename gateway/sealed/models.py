@@ -36,10 +36,10 @@ class SealedKind(str, enum.Enum):
 
 
 class SealedState(str, enum.Enum):
-    pending = "pending"        # being written, or left by a crash: fsck clears it after the in-flight window
-    stored = "stored"          # in use: nothing may destroy it
+    pending = "pending"  # being written, or left by a crash: fsck clears it after the in-flight window
+    stored = "stored"  # in use: nothing may destroy it
     destroying = "destroying"  # destruction decided and under way: no read may start
-    destroyed = "destroyed"    # every stored version gone (or Object Lock kept it) and the DEK erased
+    destroyed = "destroyed"  # every stored version gone (or Object Lock kept it) and the DEK erased
 
 
 class SealedObject(Base):

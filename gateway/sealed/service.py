@@ -48,6 +48,7 @@ BATCH = 500
 
 # -- what to seal ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Spec:
     """An object about to be sealed: what it is, whose, under which key and context."""
@@ -61,19 +62,36 @@ class Spec:
 
 
 def transfer_file(*, key_id: str, practice_id: str, vendor_id: str, transfer_id: str, file_id: str) -> Spec:
-    return Spec(SealedKind.transfer_file, file_id, practice_id, vendor_id, key_id,
-                transfer_file_context(practice_id=practice_id, vendor_id=vendor_id, transfer_id=transfer_id,
-                                      file_id=file_id))
+    return Spec(
+        SealedKind.transfer_file,
+        file_id,
+        practice_id,
+        vendor_id,
+        key_id,
+        transfer_file_context(practice_id=practice_id, vendor_id=vendor_id, transfer_id=transfer_id, file_id=file_id),
+    )
 
 
 def baa_copy(*, key_id: str, baa_id: str, practice_id: str, vendor_id: str) -> Spec:
-    return Spec(SealedKind.baa_copy, baa_id, practice_id, vendor_id, key_id,
-                baa_copy_context(baa_id=baa_id, practice_id=practice_id))
+    return Spec(
+        SealedKind.baa_copy,
+        baa_id,
+        practice_id,
+        vendor_id,
+        key_id,
+        baa_copy_context(baa_id=baa_id, practice_id=practice_id),
+    )
 
 
 def upload(*, key_id: str, practice_id: str, vendor_id: str, upload_id: str, file_id: str) -> Spec:
-    return Spec(SealedKind.upload, upload_id, practice_id, vendor_id, key_id,
-                upload_context(practice_id=practice_id, vendor_id=vendor_id, upload_id=upload_id, file_id=file_id))
+    return Spec(
+        SealedKind.upload,
+        upload_id,
+        practice_id,
+        vendor_id,
+        key_id,
+        upload_context(practice_id=practice_id, vendor_id=vendor_id, upload_id=upload_id, file_id=file_id),
+    )
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,7 @@ class Sealed:
 
 # -- storing ----------------------------------------------------------------------------
 
+
 def reserve(c, spec: Spec) -> Pending:
     """Record the object as pending (committed at once) before anything is stored."""
     pending = Pending(new_id(), new_id(), spec)
@@ -111,10 +130,19 @@ def reserve(c, spec: Spec) -> Pending:
 def _pending_row(c, pending: Pending) -> SealedObject:
     spec = pending.spec
     return SealedObject(
-        id=pending.id, kind=spec.kind, owner_id=spec.owner_id, practice_id=spec.practice_id,
-        vendor_id=spec.vendor_id, key_id=spec.key_id, key_generation=generation_of(spec.key_id),
-        context=dict(spec.context), object_key=pending.object_key, storage_location=c.store.location_id,
-        state=SealedState.pending, created_at=clock.now())
+        id=pending.id,
+        kind=spec.kind,
+        owner_id=spec.owner_id,
+        practice_id=spec.practice_id,
+        vendor_id=spec.vendor_id,
+        key_id=spec.key_id,
+        key_generation=generation_of(spec.key_id),
+        context=dict(spec.context),
+        object_key=pending.object_key,
+        storage_location=c.store.location_id,
+        state=SealedState.pending,
+        created_at=clock.now(),
+    )
 
 
 class _Measured:
@@ -159,8 +187,9 @@ def write(c, pending: Pending, chunks: Iterable[bytes]) -> Sealed:
     plaintext = _Measured(chunks)
     try:
         dek, wrapped = c.keys.generate_data_key(spec.key_id, spec.context)
-        info = c.store.put(pending.object_key, encrypt_stream(plaintext, dek, spec.context),
-                           metadata={"format": OBJECT_FORMAT})
+        info = c.store.put(
+            pending.object_key, encrypt_stream(plaintext, dek, spec.context), metadata={"format": OBJECT_FORMAT}
+        )
     except BaseException as exc:
         if plaintext.raised(exc):
             raise plaintext.error from None
@@ -168,21 +197,35 @@ def write(c, pending: Pending, chunks: Iterable[bytes]) -> Sealed:
         if err is None:
             raise
         raise err from None
-    return Sealed(id=pending.id, object_key=pending.object_key, plaintext_size=plaintext.size,
-                  sha256=plaintext.sha.hexdigest(), ciphertext_size=info.size, wrapped_dek=wrapped.to_bytes(),
-                  key_version=wrapped.key_version)
+    return Sealed(
+        id=pending.id,
+        object_key=pending.object_key,
+        plaintext_size=plaintext.size,
+        sha256=plaintext.sha.hexdigest(),
+        ciphertext_size=info.size,
+        wrapped_dek=wrapped.to_bytes(),
+        key_version=wrapped.key_version,
+    )
 
 
 def commit(db: Session, sealed: Iterable[Sealed]) -> None:
     """Make written objects stored, in the owner's transaction (so both commit or neither does)."""
     now = clock.now()
     for s in sealed:
-        done = db.execute(update(SealedObject).where(SealedObject.id == s.id,
-                                                     SealedObject.state == SealedState.pending)
-                          .values(state=SealedState.stored, stored_at=now, wrapped_dek=s.wrapped_dek,
-                                  key_version=s.key_version, plaintext_size=s.plaintext_size, sha256=s.sha256,
-                                  ciphertext_size=s.ciphertext_size)
-                          .execution_options(synchronize_session=False)).rowcount
+        done = db.execute(
+            update(SealedObject)
+            .where(SealedObject.id == s.id, SealedObject.state == SealedState.pending)
+            .values(
+                state=SealedState.stored,
+                stored_at=now,
+                wrapped_dek=s.wrapped_dek,
+                key_version=s.key_version,
+                plaintext_size=s.plaintext_size,
+                sha256=s.sha256,
+                ciphertext_size=s.ciphertext_size,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
         if done != 1:
             # fsck reclaimed it: the write outlasted the in-flight window and was taken for a crash.
             raise StorageUnavailable(reason="object_reclaimed")
@@ -203,9 +246,12 @@ def discard(c, pending: Iterable[Pending]) -> tuple[int, int]:
             left += 1
             continue
         with c.db.transaction() as db:
-            db.execute(update(SealedObject).where(SealedObject.id == p.id, SealedObject.state == SealedState.pending)
-                       .values(state=SealedState.destroyed, destroyed_at=clock.now())
-                       .execution_options(synchronize_session=False))
+            db.execute(
+                update(SealedObject)
+                .where(SealedObject.id == p.id, SealedObject.state == SealedState.pending)
+                .values(state=SealedState.destroyed, destroyed_at=clock.now())
+                .execution_options(synchronize_session=False)
+            )
         removed += 1
     return removed, left
 
@@ -217,6 +263,7 @@ def discard(c, pending: Iterable[Pending]) -> tuple[int, int]:
 # ciphertext arrives as parts, each a pending object of kind `upload_part` holding
 # whole segments sealed with `SegmentCipher`.  `assemble` joins header and parts into
 # the object itself; only ciphertext is ever copied.
+
 
 @dataclass(frozen=True)
 class Resumable:
@@ -263,8 +310,9 @@ def write_part(c, obj: SealedObject, ciphertext: list[bytes]) -> tuple[Pending, 
 
     On failure the part is discarded and the error raised as a SealedError.
     """
-    part = reserve(c, Spec(SealedKind.upload_part, obj.owner_id, obj.practice_id, obj.vendor_id, obj.key_id,
-                           obj.context or {}))
+    part = reserve(
+        c, Spec(SealedKind.upload_part, obj.owner_id, obj.practice_id, obj.vendor_id, obj.key_id, obj.context or {})
+    )
     try:
         info = c.store.put(part.object_key, ciphertext, metadata={"format": OBJECT_FORMAT + "-part"})
     except BaseException as exc:
@@ -278,8 +326,12 @@ def write_part(c, obj: SealedObject, ciphertext: list[bytes]) -> tuple[Pending, 
 
 def hold(db: Session, ids: Iterable[str], until: datetime) -> None:
     """Keep pending objects (kept parts of an unfinished upload) past the in-flight window, until `until`."""
-    db.execute(update(SealedObject).where(SealedObject.id.in_(list(ids)), SealedObject.state == SealedState.pending)
-               .values(held_until=until).execution_options(synchronize_session=False))
+    db.execute(
+        update(SealedObject)
+        .where(SealedObject.id.in_(list(ids)), SealedObject.state == SealedState.pending)
+        .values(held_until=until)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def read_ciphertext(c, object_key: str) -> Iterator[bytes]:
@@ -295,6 +347,7 @@ def read_ciphertext(c, object_key: str) -> Iterator[bytes]:
 
 def assemble(c, obj: SealedObject, header: bytes, part_keys: list[str], plaintext_size: int, sha256: str) -> Sealed:
     """Write the object itself from its header and parts (ciphertext only), for the owner to `commit`."""
+
     def ciphertext() -> Iterator[bytes]:
         yield header
         for key in part_keys:
@@ -307,23 +360,35 @@ def assemble(c, obj: SealedObject, header: bytes, part_keys: list[str], plaintex
         if err is None:
             raise
         raise err from None
-    return Sealed(id=obj.id, object_key=obj.object_key, plaintext_size=plaintext_size, sha256=sha256,
-                  ciphertext_size=info.size, wrapped_dek=obj.wrapped_dek, key_version=obj.key_version)
+    return Sealed(
+        id=obj.id,
+        object_key=obj.object_key,
+        plaintext_size=plaintext_size,
+        sha256=sha256,
+        ciphertext_size=info.size,
+        wrapped_dek=obj.wrapped_dek,
+        key_version=obj.key_version,
+    )
 
 
 def adopt(db: Session, obj_id: str, *, kind: SealedKind, owner_id: str) -> None:
     """Hand a stored object to a new owner (a completed upload becomes a transfer's file), in the owner's transaction."""
-    done = db.execute(update(SealedObject).where(SealedObject.id == obj_id, SealedObject.state == SealedState.stored)
-                      .values(kind=kind, owner_id=owner_id, held_until=None)
-                      .execution_options(synchronize_session=False)).rowcount
+    done = db.execute(
+        update(SealedObject)
+        .where(SealedObject.id == obj_id, SealedObject.state == SealedState.stored)
+        .values(kind=kind, owner_id=owner_id, held_until=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
     if done != 1:
         raise ObjectDestroyed()
 
 
 # -- finding ---------------------------------------------------------------------------
 
-def owned(db: Session, kind: SealedKind, owner_id: str, *, state: SealedState | None = SealedState.stored
-          ) -> SealedObject | None:
+
+def owned(
+    db: Session, kind: SealedKind, owner_id: str, *, state: SealedState | None = SealedState.stored
+) -> SealedObject | None:
     """The object of this kind that `owner_id` holds (the stored one by default)."""
     query = select(SealedObject).where(SealedObject.kind == kind, SealedObject.owner_id == owner_id)
     if state is not None:
@@ -333,26 +398,45 @@ def owned(db: Session, kind: SealedKind, owner_id: str, *, state: SealedState | 
 
 def owned_many(db: Session, kind: SealedKind, owner_ids: Iterable[str]) -> dict[str, SealedObject]:
     """owner id -> its newest object of this kind, whatever its state."""
-    rows = db.scalars(select(SealedObject).where(SealedObject.kind == kind,
-                                                 SealedObject.owner_id.in_(list(owner_ids)))
-                      .order_by(SealedObject.created_at))
+    rows = db.scalars(
+        select(SealedObject)
+        .where(SealedObject.kind == kind, SealedObject.owner_id.in_(list(owner_ids)))
+        .order_by(SealedObject.created_at)
+    )
     return {r.owner_id: r for r in rows}
 
 
 def live_under_key(db: Session, key_id: str) -> int:
     """Objects of any kind that still depend on `key_id` (not yet destroyed)."""
-    return db.scalar(select(func.count()).select_from(SealedObject).where(
-        SealedObject.key_id == key_id, SealedObject.state != SealedState.destroyed)) or 0
+    return (
+        db.scalar(
+            select(func.count())
+            .select_from(SealedObject)
+            .where(SealedObject.key_id == key_id, SealedObject.state != SealedState.destroyed)
+        )
+        or 0
+    )
 
 
 def pending_since(db: Session, since: datetime, *, kind: SealedKind, vendor_id: str) -> int:
     """Objects of this kind being written for this vendor (or, from wave 1, for an unknown one) since `since`."""
-    return db.scalar(select(func.count()).select_from(SealedObject).where(
-        SealedObject.state == SealedState.pending, SealedObject.created_at >= since, SealedObject.kind == kind,
-        (SealedObject.vendor_id == vendor_id) | SealedObject.vendor_id.is_(None))) or 0
+    return (
+        db.scalar(
+            select(func.count())
+            .select_from(SealedObject)
+            .where(
+                SealedObject.state == SealedState.pending,
+                SealedObject.created_at >= since,
+                SealedObject.kind == kind,
+                (SealedObject.vendor_id == vendor_id) | SealedObject.vendor_id.is_(None),
+            )
+        )
+        or 0
+    )
 
 
 # -- opening ---------------------------------------------------------------------------
+
 
 def open_object(c, obj: SealedObject, span: tuple[int, int] | None = None) -> Iterator[bytes]:
     """Plaintext of the whole object, or of bytes [start, stop); the first segment is verified before this returns.
@@ -373,6 +457,7 @@ def open_object(c, obj: SealedObject, span: tuple[int, int] | None = None) -> It
         if span is None:
             plaintext = decrypt_stream(c.store.get(obj.object_key), dek, context)
         else:
+
             def fetch(offset: int, length: int) -> Iterator[bytes]:
                 return c.store.get(obj.object_key, start=offset, end=offset + length)
 
@@ -404,6 +489,7 @@ def _verified(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
 
 # -- rewrapping ------------------------------------------------------------------------
 
+
 @dataclass
 class RewrapResult:
     rewrapped: int = 0
@@ -426,10 +512,19 @@ def rewrap_objects(c, versions: dict[str, int] | None = None) -> RewrapResult:
     last = ""
     while True:
         with c.db.snapshot() as db:
-            rows = db.execute(select(SealedObject.id, SealedObject.kind, SealedObject.key_id, SealedObject.key_version,
-                                     SealedObject.wrapped_dek, SealedObject.context)
-                              .where(SealedObject.id > last, SealedObject.wrapped_dek.is_not(None))
-                              .order_by(SealedObject.id).limit(BATCH)).all()
+            rows = db.execute(
+                select(
+                    SealedObject.id,
+                    SealedObject.kind,
+                    SealedObject.key_id,
+                    SealedObject.key_version,
+                    SealedObject.wrapped_dek,
+                    SealedObject.context,
+                )
+                .where(SealedObject.id > last, SealedObject.wrapped_dek.is_not(None))
+                .order_by(SealedObject.id)
+                .limit(BATCH)
+            ).all()
         if not rows:
             break
         last = rows[-1].id
@@ -450,17 +545,21 @@ def rewrap_objects(c, versions: dict[str, int] | None = None) -> RewrapResult:
         if updates:
             with c.db.transaction() as db:
                 for row, new in updates:
-                    done = db.execute(update(SealedObject).where(SealedObject.id == row.id,
-                                                                 SealedObject.wrapped_dek == row.wrapped_dek)
-                                      .values(wrapped_dek=new.to_bytes(), key_version=new.key_version)
-                                      .execution_options(synchronize_session=False)).rowcount
+                    done = db.execute(
+                        update(SealedObject)
+                        .where(SealedObject.id == row.id, SealedObject.wrapped_dek == row.wrapped_dek)
+                        .values(wrapped_dek=new.to_bytes(), key_version=new.key_version)
+                        .execution_options(synchronize_session=False)
+                    ).rowcount
                     if done:
                         result.rewrapped += 1
                         result.by_kind[row.kind.value] = result.by_kind.get(row.kind.value, 0) + 1
                         result.by_key[row.key_id] = result.by_key.get(row.key_id, 0) + 1
     with c.db.snapshot() as db:
-        result.pending = db.scalar(select(func.count()).select_from(SealedObject)
-                                   .where(SealedObject.state == SealedState.pending)) or 0
+        result.pending = (
+            db.scalar(select(func.count()).select_from(SealedObject).where(SealedObject.state == SealedState.pending))
+            or 0
+        )
     return result
 
 
@@ -468,21 +567,30 @@ def wrapped_by_version(db: Session) -> dict[str, dict[int, int]]:
     """key id -> {KEK version: objects whose data key it still wraps}."""
     out: dict[str, dict[int, int]] = {}
     for key_id, version, n in db.execute(
-            select(SealedObject.key_id, SealedObject.key_version, func.count())
-            .where(SealedObject.wrapped_dek.is_not(None))
-            .group_by(SealedObject.key_id, SealedObject.key_version)):
+        select(SealedObject.key_id, SealedObject.key_version, func.count())
+        .where(SealedObject.wrapped_dek.is_not(None))
+        .group_by(SealedObject.key_id, SealedObject.key_version)
+    ):
         out.setdefault(key_id, {})[version] = n
     return out
 
 
 # -- destroying ------------------------------------------------------------------------
 
+
 def claim(db: Session, kind: SealedKind, owner_ids: Iterable[str]) -> list[SealedObject]:
     """Mark the stored objects of these owners `destroying`, in the caller's transaction: no read starts after."""
-    rows = list(db.scalars(select(SealedObject).where(SealedObject.kind == kind,
-                                                      SealedObject.owner_id.in_(list(owner_ids)),
-                                                      SealedObject.state == SealedState.stored)
-                           .with_for_update()))
+    rows = list(
+        db.scalars(
+            select(SealedObject)
+            .where(
+                SealedObject.kind == kind,
+                SealedObject.owner_id.in_(list(owner_ids)),
+                SealedObject.state == SealedState.stored,
+            )
+            .with_for_update()
+        )
+    )
     now = clock.now()
     for row in rows:
         row.state, row.destroying_at = SealedState.destroying, now
@@ -504,8 +612,9 @@ def erase(c, object_key: str, storage_location: str | None) -> Erasure:
     """
     store = c.store
     if storage_location is not None and storage_location != store.location_id:
-        raise StorageUnavailable("The object is in another storage location than this gateway's store.",
-                                 reason="other_storage_location")
+        raise StorageUnavailable(
+            "The object is in another storage location than this gateway's store.", reason="other_storage_location"
+        )
     try:
         report, blocked = store.destroy(object_key), False
     except DeletionBlocked as exc:
@@ -531,14 +640,21 @@ def verify_absent(c, object_key: str) -> AbsenceProof:
 
 def shred(db: Session, ids: Iterable[str]) -> None:
     """Erase the wrapped data keys (crypto-shredding), in the caller's transaction."""
-    db.execute(update(SealedObject).where(SealedObject.id.in_(list(ids)))
-               .values(wrapped_dek=None).execution_options(synchronize_session=False))
+    db.execute(
+        update(SealedObject)
+        .where(SealedObject.id.in_(list(ids)))
+        .values(wrapped_dek=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def mark_destroyed(db: Session, ids: Iterable[str]) -> None:
-    db.execute(update(SealedObject).where(SealedObject.id.in_(list(ids)))
-               .values(state=SealedState.destroyed, destroyed_at=clock.now(), wrapped_dek=None)
-               .execution_options(synchronize_session=False))
+    db.execute(
+        update(SealedObject)
+        .where(SealedObject.id.in_(list(ids)))
+        .values(state=SealedState.destroyed, destroyed_at=clock.now(), wrapped_dek=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def destroy_object(c, obj: SealedObject) -> Erasure:
@@ -550,9 +666,38 @@ def destroy_object(c, obj: SealedObject) -> Erasure:
 
 
 __all__ = [
-    "Spec", "Pending", "Sealed", "Erasure", "RewrapResult", "SealedError", "Resumable",
-    "transfer_file", "baa_copy", "upload", "begin", "cipher", "write_part", "hold", "read_ciphertext", "assemble",
-    "adopt", "reserve", "write", "commit", "discard", "owned", "owned_many", "live_under_key",
-    "pending_since", "open_object", "rewrap_objects", "wrapped_by_version", "claim", "erase", "verify_absent", "shred",
-    "mark_destroyed", "destroy_object",
+    "Erasure",
+    "Pending",
+    "Resumable",
+    "RewrapResult",
+    "Sealed",
+    "SealedError",
+    "Spec",
+    "adopt",
+    "assemble",
+    "baa_copy",
+    "begin",
+    "cipher",
+    "claim",
+    "commit",
+    "destroy_object",
+    "discard",
+    "erase",
+    "hold",
+    "live_under_key",
+    "mark_destroyed",
+    "open_object",
+    "owned",
+    "owned_many",
+    "pending_since",
+    "read_ciphertext",
+    "reserve",
+    "rewrap_objects",
+    "shred",
+    "transfer_file",
+    "upload",
+    "verify_absent",
+    "wrapped_by_version",
+    "write",
+    "write_part",
 ]

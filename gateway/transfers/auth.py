@@ -16,8 +16,9 @@ from gateway.users.models import Role
 
 Sender = Annotated[Principal, Depends(require(Role.practice_staff, Role.practice_approver, Role.biller))]
 Approver = Annotated[Principal, Depends(require(Role.practice_approver))]
-Reader = Annotated[Principal, Depends(require(Role.practice_staff, Role.practice_approver, Role.biller, Role.auditor,
-                                              Role.admin))]
+Reader = Annotated[
+    Principal, Depends(require(Role.practice_staff, Role.practice_approver, Role.biller, Role.auditor, Role.admin))
+]
 Downloader = Annotated[Principal, Depends(require(Role.practice_staff, Role.practice_approver, Role.biller))]
 Biller = Annotated[Principal, Depends(require(Role.biller))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]

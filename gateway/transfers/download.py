@@ -28,8 +28,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from crypto import CryptoError, unseal
-from gateway.audit.actions import Action
 from gateway import clock, metrics
+from gateway.audit.actions import Action
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.auth.service import Principal
@@ -94,16 +94,34 @@ class Prepared:
     body: Iterator[bytes]
 
 
-def _event(db: Session, action: Action, actor: Actor, parties: tuple[str, str] | None, transfer_id: str,
-           file_id: str, outcome: Outcome = Outcome.success, severity: Severity = Severity.info, **details) -> None:
+def _event(
+    db: Session,
+    action: Action,
+    actor: Actor,
+    parties: tuple[str, str] | None,
+    transfer_id: str,
+    file_id: str,
+    outcome: Outcome = Outcome.success,
+    severity: Severity = Severity.info,
+    **details,
+) -> None:
     # Both organisations: the practice as the target, the vendor in the details, so each side's auditors see it.
-    record_event(db, action, actor=actor, outcome=outcome, severity=severity, target_type="transfer",
-                 target_id=transfer_id, target_org_id=parties[0] if parties else None,
-                 details={"file_id": file_id, **({"vendor_id": parties[1]} if parties else {}), **details})
+    record_event(
+        db,
+        action,
+        actor=actor,
+        outcome=outcome,
+        severity=severity,
+        target_type="transfer",
+        target_id=transfer_id,
+        target_org_id=parties[0] if parties else None,
+        details={"file_id": file_id, **({"vendor_id": parties[1]} if parties else {}), **details},
+    )
 
 
-def prepare(c: Components, db: Session, principal: Principal, transfer_id: str, file_id: str,
-            range_header: str | None) -> Prepared:
+def prepare(
+    c: Components, db: Session, principal: Principal, transfer_id: str, file_id: str, range_header: str | None
+) -> Prepared:
     """Check the gates, reserve or resume the download, log the start, open the object.
 
     Raises (after recording it) on any refusal or failure.
@@ -115,26 +133,53 @@ def prepare(c: Components, db: Session, principal: Principal, transfer_id: str, 
     except NotFound:
         # Unknown and foreign ids are denied identically, and both leave a trace that the
         # transfer's own organisations see (a biller trying a transfer not yet approved).
-        _event(db, Action.TRANSFER_DOWNLOAD_DENIED, actor, service.parties(db, transfer_id), transfer_id, file_id,
-               Outcome.denied, reason="not_found")
+        _event(
+            db,
+            Action.TRANSFER_DOWNLOAD_DENIED,
+            actor,
+            service.parties(db, transfer_id),
+            transfer_id,
+            file_id,
+            Outcome.denied,
+            reason="not_found",
+        )
         db.commit()
         raise
     parties = (transfer.practice_id, transfer.vendor_id)
     try:
         span = parse_range(range_header, file.size)
     except RangeNotSatisfiable:
-        _event(db, Action.TRANSFER_DOWNLOAD_DENIED, actor, parties, transfer.id, file.id, Outcome.denied,
-               reason="bad_range", sha256=file.sha256)
+        _event(
+            db,
+            Action.TRANSFER_DOWNLOAD_DENIED,
+            actor,
+            parties,
+            transfer.id,
+            file.id,
+            Outcome.denied,
+            reason="bad_range",
+            sha256=file.sha256,
+        )
         db.commit()
         raise
     start, stop = span or (0, file.size)
     service.lock_downloads_of(db, file)
-    resumed = service.resumable_download(db, file, principal.user, start,
-                                         stale_after=timedelta(minutes=c.settings.retention_in_flight_minutes))
+    resumed = service.resumable_download(
+        db, file, principal.user, start, stale_after=timedelta(minutes=c.settings.retention_in_flight_minutes)
+    )
     reason = service.download_denial(db, principal, transfer, file, resuming=resumed is not None)
     if reason:
-        _event(db, Action.TRANSFER_DOWNLOAD_DENIED, actor, parties, transfer.id, file.id, Outcome.denied, reason=reason,
-               sha256=file.sha256)
+        _event(
+            db,
+            Action.TRANSFER_DOWNLOAD_DENIED,
+            actor,
+            parties,
+            transfer.id,
+            file.id,
+            Outcome.denied,
+            reason=reason,
+            sha256=file.sha256,
+        )
         db.commit()
         raise Forbidden(DENIAL_MESSAGES[reason], code=f"download_{reason}")
 
@@ -144,12 +189,36 @@ def prepare(c: Components, db: Session, principal: Principal, transfer_id: str, 
         download.outcome, download.active_at, download.range_end = DownloadOutcome.started, now, stop
         download.resumptions += 1
     else:
-        download = Download(id=new_id(), transfer_id=transfer.id, file_id=file.id, user_id=principal.user.id,
-                            started_at=now, active_at=now, range_start=start, range_end=stop, delivered_to=start,
-                            bytes_sent=0, outcome=DownloadOutcome.started, resumptions=0, resumed=False)
+        download = Download(
+            id=new_id(),
+            transfer_id=transfer.id,
+            file_id=file.id,
+            user_id=principal.user.id,
+            started_at=now,
+            active_at=now,
+            range_start=start,
+            range_end=stop,
+            delivered_to=start,
+            bytes_sent=0,
+            outcome=DownloadOutcome.started,
+            resumptions=0,
+            resumed=False,
+        )
         db.add(download)
-    _event(db, Action.TRANSFER_DOWNLOAD_STARTED, actor, parties, transfer.id, file.id, size=file.size, sha256=file.sha256,
-           range_start=start, range_end=stop, resumed=resumed is not None, download_id=download.id)
+    _event(
+        db,
+        Action.TRANSFER_DOWNLOAD_STARTED,
+        actor,
+        parties,
+        transfer.id,
+        file.id,
+        size=file.size,
+        sha256=file.sha256,
+        range_start=start,
+        range_end=stop,
+        resumed=resumed is not None,
+        download_id=download.id,
+    )
     obj = sealed.owned(db, SealedKind.transfer_file, file.id)
     db.commit()
 
@@ -190,8 +259,9 @@ class _Tracker:
     and given back (failed) when the gateway failed before anything was delivered.
     """
 
-    def __init__(self, c: Components, actor: Actor, transfer: Transfer, file: TransferFile, download_id: str,
-                 start: int):
+    def __init__(
+        self, c: Components, actor: Actor, transfer: Transfer, file: TransferFile, download_id: str, start: int
+    ):
         self.c, self.actor, self.transfer, self.file, self.download_id = c, actor, transfer, file, download_id
         self.start = start
         self.sent = 0
@@ -227,8 +297,9 @@ class _Tracker:
             log.warning("download of file %s failed: %s", self.file.id, err.reason if err else type(exc).__name__)
         self._finish(failure=err, error=exc)
 
-    def _finish(self, *, client_left: bool = False, failure: SealedError | None = None,
-                error: BaseException | None = None) -> None:
+    def _finish(
+        self, *, client_left: bool = False, failure: SealedError | None = None, error: BaseException | None = None
+    ) -> None:
         if self.finished:
             return
         self.finished = True
@@ -244,21 +315,60 @@ class _Tracker:
                 download.outcome = DownloadOutcome.failed  # nothing delivered: the place under the limit is given back
             else:
                 download.outcome = DownloadOutcome.aborted  # its user may resume from delivered_to
-            common: dict[str, Any] = {"bytes_sent": self.sent, "sha256": self.file.sha256, "download_id": self.download_id,
-                                      "delivered_to": download.delivered_to}
+            common: dict[str, Any] = {
+                "bytes_sent": self.sent,
+                "sha256": self.file.sha256,
+                "download_id": self.download_id,
+                "delivered_to": download.delivered_to,
+            }
             parties = (self.transfer.practice_id, self.transfer.vendor_id)
             if failed:
-                details = failure.details() if failure is not None else {
-                    "reason": type(error).__name__, "error": "internal_error", "alert": False}
-                _event(db, Action.TRANSFER_DOWNLOAD_FAILED, self.actor, parties, self.transfer.id, self.file.id,
-                       Outcome.failure, failure.severity if failure is not None else Severity.warning,
-                       released=download.outcome == DownloadOutcome.failed, **details, **common)
+                details = (
+                    failure.details()
+                    if failure is not None
+                    else {"reason": type(error).__name__, "error": "internal_error", "alert": False}
+                )
+                _event(
+                    db,
+                    Action.TRANSFER_DOWNLOAD_FAILED,
+                    self.actor,
+                    parties,
+                    self.transfer.id,
+                    self.file.id,
+                    Outcome.failure,
+                    failure.severity if failure is not None else Severity.warning,
+                    released=download.outcome == DownloadOutcome.failed,
+                    **details,
+                    **common,
+                )
             elif download.outcome == DownloadOutcome.completed:
-                _event(db, Action.TRANSFER_DOWNLOAD_COMPLETED, self.actor, parties, self.transfer.id, self.file.id,
-                       **common)
+                _event(
+                    db,
+                    Action.TRANSFER_DOWNLOAD_COMPLETED,
+                    self.actor,
+                    parties,
+                    self.transfer.id,
+                    self.file.id,
+                    **common,
+                )
             elif client_left:
-                _event(db, Action.TRANSFER_DOWNLOAD_ABORTED, self.actor, parties, self.transfer.id, self.file.id,
-                       Outcome.failure, **common)
+                _event(
+                    db,
+                    Action.TRANSFER_DOWNLOAD_ABORTED,
+                    self.actor,
+                    parties,
+                    self.transfer.id,
+                    self.file.id,
+                    Outcome.failure,
+                    **common,
+                )
             else:
-                _event(db, Action.TRANSFER_DOWNLOAD_RANGE_DELIVERED, self.actor, parties, self.transfer.id, self.file.id,
-                       **common)
+                _event(
+                    db,
+                    Action.TRANSFER_DOWNLOAD_RANGE_DELIVERED,
+                    self.actor,
+                    parties,
+                    self.transfer.id,
+                    self.file.id,
+                    **common,
+                )

@@ -47,7 +47,7 @@ def body_chunks(stream: AsyncIterator[bytes], prefetch: int = PREFETCH) -> Itera
             if parts:
                 await queue.put(b"".join(parts))
             await queue.put(None)
-        except Exception as exc:  # ClientDisconnected and friends reach the worker as they are
+        except Exception as exc:  # noqa: BLE001 - ClientDisconnected and friends reach the worker as they are
             await queue.put(exc)
 
     async def start() -> None:

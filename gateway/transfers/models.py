@@ -53,8 +53,9 @@ class Transfer(Base):
     emergency_reviewed_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     emergency_reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
-    files: Mapped[list[TransferFile]] = relationship(back_populates="transfer", order_by="TransferFile.position",
-                                                     lazy="selectin")
+    files: Mapped[list[TransferFile]] = relationship(
+        back_populates="transfer", order_by="TransferFile.position", lazy="selectin"
+    )
     recipients: Mapped[list[TransferRecipient]] = relationship(lazy="selectin", cascade="all, delete-orphan")
 
     @property
@@ -98,10 +99,10 @@ class TransferFile(Base):
 
 
 class DownloadOutcome(str, enum.Enum):
-    started = "started"      # a request is sending it now
-    aborted = "aborted"      # paused part way (the client went, or asked for a range): its user may resume it
+    started = "started"  # a request is sending it now
+    aborted = "aborted"  # paused part way (the client went, or asked for a range): its user may resume it
     completed = "completed"  # every byte delivered: counts towards the limit for good
-    failed = "failed"        # the gateway failed before delivering anything: its place is given back
+    failed = "failed"  # the gateway failed before delivering anything: its place is given back
 
 
 class Download(Base):

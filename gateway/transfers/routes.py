@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from email.message import Message
+from typing import Annotated
 from urllib.parse import unquote
 
-import anyio
-from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import TypeAdapter
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import TypeAdapter
 
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, WriteSession
@@ -23,6 +22,7 @@ from gateway.web import request_body
 from retention import policies
 
 router = APIRouter(prefix="/transfers", tags=["transfers"])
+
 
 def _from_multipart(c, principal: Principal, content_type: str, raw) -> str:
     """Fields first (who, why), then the files, each streamed into the encryptor as it arrives."""
@@ -44,8 +44,10 @@ def _from_multipart(c, principal: Principal, content_type: str, raw) -> str:
             yield value
 
     request = upload.Request(
-        partner_id=(fields.get("partner_id") or [""])[0], purpose=(fields.get("purpose") or [""])[0],
-        note=(fields.get("note") or [""])[0][:2000], biller_ids=[b for b in fields.get("biller_ids", []) if b],
+        partner_id=(fields.get("partner_id") or [""])[0],
+        purpose=(fields.get("purpose") or [""])[0],
+        note=(fields.get("note") or [""])[0][:2000],
+        biller_ids=[b for b in fields.get("biller_ids", []) if b],
     )
     return upload.receive(c, principal, request, files())
 
@@ -60,16 +62,37 @@ def _filename_from(header: str) -> str:
     return name
 
 
-@router.post("", response_model=TransferCreated, status_code=201,
-             openapi_extra={"requestBody": {"content": {
-                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                 "multipart/form-data": {"schema": {"type": "object", "properties": {
-                     "partner_id": {"type": "string"}, "purpose": {"type": "string"}, "note": {"type": "string"},
-                     "biller_ids": {"type": "array", "items": {"type": "string"}},
-                     "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}})
-async def create_transfer(request: Request, c: AppComponents, principal: Sender,
-                          partner_id: str | None = Query(default=None, max_length=64),
-                          biller_id: list[str] = Query(default=[], max_length=100)):
+@router.post(
+    "",
+    response_model=TransferCreated,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "partner_id": {"type": "string"},
+                            "purpose": {"type": "string"},
+                            "note": {"type": "string"},
+                            "biller_ids": {"type": "array", "items": {"type": "string"}},
+                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        },
+                    }
+                },
+            }
+        }
+    },
+)
+async def create_transfer(
+    request: Request,
+    c: AppComponents,
+    principal: Sender,
+    partner_id: str | None = Query(default=None, max_length=64),
+    biller_id: list[str] = Query(default=[], max_length=100),
+):
     """Upload one file (raw body, name in `Content-Disposition`, purpose in `X-Purpose`) or several (multipart).
 
     Practice staff send to a vendor (`partner_id` = vendor id); billers send back to a practice.
@@ -82,19 +105,25 @@ async def create_transfer(request: Request, c: AppComponents, principal: Sender,
         raise upload.FileTooLarge(f"A file may be at most {c.settings.max_file_size} bytes.")
     raw = body_chunks(request_body(request))
     if content_type.startswith("multipart/form-data"):
+
         def work():
             return _from_multipart(c, principal, content_type, raw)
     elif content_type.startswith("application/octet-stream"):
         if length and length.isdigit() and int(length) > c.settings.max_file_size:
             raise upload.FileTooLarge(f"A file may be at most {c.settings.max_file_size} bytes.")
         name = _filename_from(request.headers.get("content-disposition", ""))
-        req = upload.Request(partner_id=partner_id or "", purpose=request.headers.get("x-purpose", ""),
-                             note=unquote(request.headers.get("x-note", ""))[:2000], biller_ids=biller_id)
+        req = upload.Request(
+            partner_id=partner_id or "",
+            purpose=request.headers.get("x-purpose", ""),
+            note=unquote(request.headers.get("x-note", ""))[:2000],
+            biller_ids=biller_id,
+        )
 
         def work():
             return upload.receive(c, principal, req, iter([IncomingFile(name, raw)]))
     else:
         raise InvalidInput("Send application/octet-stream or multipart/form-data.", code="unsupported_media_type")
+
     def closing_work() -> TransferCreated:
         try:
             transfer_id = work()
@@ -131,22 +160,31 @@ def _page(request: Request, c, principal: Principal, page: service.Page) -> Resp
 
 
 @router.get("", response_model=list[TransferOut])
-def list_transfers(request: Request, db: DbSession, c: AppComponents, principal: Reader,
-                   status: TransferStatus | None = None, limit: Limit = 50, cursor: Cursor = None):
+def list_transfers(
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    principal: Reader,
+    status: TransferStatus | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+):
     """Transfers visible to the caller, newest first: their practice's, or (billers) those approved for them."""
     page = service.list_transfers(db, principal, status=status, limit=limit, cursor=cursor)
     return _page(request, c, principal, page)
 
 
 @router.get("/inbox", response_model=list[TransferOut])
-def inbox(request: Request, db: DbSession, c: AppComponents,
-          principal: Biller, limit: Limit = 50, cursor: Cursor = None):
+def inbox(
+    request: Request, db: DbSession, c: AppComponents, principal: Biller, limit: Limit = 50, cursor: Cursor = None
+):
     return _page(request, c, principal, service.inbox(db, principal, limit=limit, cursor=cursor))
 
 
 @router.get("/approvals", response_model=list[TransferOut])
-def approvals(request: Request, db: DbSession, c: AppComponents, principal: Approver,
-              limit: Limit = 50, cursor: Cursor = None):
+def approvals(
+    request: Request, db: DbSession, c: AppComponents, principal: Approver, limit: Limit = 50, cursor: Cursor = None
+):
     return _page(request, c, principal, service.approval_queue(db, principal, limit=limit, cursor=cursor))
 
 
@@ -160,9 +198,18 @@ def approve(transfer_id: str, body: ApproveIn, db: DbSession, c: AppComponents, 
     """Release to the vendor for `days` (step-up: a fresh TOTP `code` or a `passkey_assertion`). The uploader can
     never approve."""
     transfer = service.find_transfer(db, principal, transfer_id)
-    service.approve(db, c.settings, c.keys, principal, transfer, days=body.days,
-                    max_days=policies.max_access_days(db, c.settings, transfer.practice_id, transfer.vendor_id),
-                    download_limit=body.download_limit, recipient_ids=body.recipient_ids, proof=body.proof())
+    service.approve(
+        db,
+        c.settings,
+        c.keys,
+        principal,
+        transfer,
+        days=body.days,
+        max_days=policies.max_access_days(db, c.settings, transfer.practice_id, transfer.vendor_id),
+        download_limit=body.download_limit,
+        recipient_ids=body.recipient_ids,
+        proof=body.proof(),
+    )
     db.commit()
     return views.transfer_out(c.keys, principal, transfer)
 
@@ -187,8 +234,9 @@ def revoke(transfer_id: str, body: ReasonIn, db: DbSession, c: AppComponents, pr
 def emergency_access(transfer_id: str, body: EmergencyIn, db: DbSession, c: AppComponents, principal: Admin):
     """Emergency access procedure: an administrator releases a waiting transfer for a few hours, with a reason."""
     transfer = service.find_transfer(db, principal, transfer_id)
-    service.open_emergency_access(db, c.settings, c.keys, principal, transfer, hours=body.hours, reason=body.reason,
-                                  proof=body.proof())
+    service.open_emergency_access(
+        db, c.settings, c.keys, principal, transfer, hours=body.hours, reason=body.reason, proof=body.proof()
+    )
     db.commit()
     return views.transfer_out(c.keys, principal, transfer)
 
@@ -201,11 +249,14 @@ def emergency_review(transfer_id: str, db: DbSession, c: AppComponents, principa
     return views.transfer_out(c.keys, principal, transfer)
 
 
-@router.get("/{transfer_id}/files/{file_id}/content", response_class=StreamingResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a byte range"}})
-def download_file(transfer_id: str, file_id: str, request: Request, db: WriteSession, c: AppComponents,
-                  principal: Downloader):
+@router.get(
+    "/{transfer_id}/files/{file_id}/content",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a byte range"}},
+)
+def download_file(
+    transfer_id: str, file_id: str, request: Request, db: WriteSession, c: AppComponents, principal: Downloader
+):
     """Download (decrypted as it streams); supports one `Range: bytes=` range to resume. Every attempt is logged."""
     prepared = download.prepare(c, db, principal, transfer_id, file_id, request.headers.get("range"))
-    return StreamingResponse(c.bulk.stream(prepared.body), status_code=prepared.status_code,
-                             headers=prepared.headers)
+    return StreamingResponse(c.bulk.stream(prepared.body), status_code=prepared.status_code, headers=prepared.headers)

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import record_event
 from gateway.auth.service import Principal, Proof, step_up
@@ -23,8 +23,15 @@ from gateway.baas.service import active_baa
 from gateway.config import Settings
 from gateway.errors import Conflict, Forbidden, GatewayError, InvalidInput, NotFound
 from gateway.orgs.models import OrgKind
-from gateway.transfers.models import (Direction, Download, DownloadOutcome, Transfer, TransferFile,
-                                      TransferRecipient, TransferStatus)
+from gateway.transfers.models import (
+    Direction,
+    Download,
+    DownloadOutcome,
+    Transfer,
+    TransferFile,
+    TransferRecipient,
+    TransferStatus,
+)
 from gateway.users.models import Role, User
 
 PRACTICE_ROLES = (Role.practice_staff, Role.practice_approver)
@@ -37,10 +44,12 @@ def _visible_clause(principal: Principal):
         return Transfer.practice_id == user.org_id
     if user.role == Role.biller:
         # A vendor sees its own sent-back files, and outbound transfers only once approved for it.
-        approved_for_me = (Transfer.direction == Direction.outbound) & Transfer.status.in_(
-            (TransferStatus.approved, TransferStatus.revoked)) & Transfer.decided_at.is_not(None)
-        return (Transfer.vendor_id == user.org_id) & (
-            (Transfer.direction == Direction.inbound) | approved_for_me)
+        approved_for_me = (
+            (Transfer.direction == Direction.outbound)
+            & Transfer.status.in_((TransferStatus.approved, TransferStatus.revoked))
+            & Transfer.decided_at.is_not(None)
+        )
+        return (Transfer.vendor_id == user.org_id) & ((Transfer.direction == Direction.inbound) | approved_for_me)
     if user.role == Role.auditor:
         return Transfer.practice_id == user.org_id if user.org.kind == OrgKind.practice else True
     return user.role == Role.admin
@@ -57,14 +66,18 @@ def _addressed_clause(principal: Principal):
     user = principal.user
     if user.role != Role.biller:
         return true()
-    return ((Transfer.direction != Direction.outbound) | ~Transfer.recipients.any()
-            | Transfer.recipients.any(TransferRecipient.user_id == user.id))
+    return (
+        (Transfer.direction != Direction.outbound)
+        | ~Transfer.recipients.any()
+        | Transfer.recipients.any(TransferRecipient.user_id == user.id)
+    )
 
 
 def find_transfer(db: Session, principal: Principal, transfer_id: str) -> Transfer:
     """The transfer if this caller may see it; NotFound otherwise, identical to a missing id."""
-    transfer = db.scalar(select(Transfer).where(Transfer.id == transfer_id, _visible_clause(principal),
-                                                _addressed_clause(principal)))
+    transfer = db.scalar(
+        select(Transfer).where(Transfer.id == transfer_id, _visible_clause(principal), _addressed_clause(principal))
+    )
     if transfer is None:
         raise NotFound("No such transfer.", code="transfer_not_found")
     return transfer
@@ -96,8 +109,15 @@ def _after(cursor: str):
     return (Transfer.created_at < created_at) | ((Transfer.created_at == created_at) & (Transfer.id < transfer_id))
 
 
-def list_transfers(db: Session, principal: Principal, *, status: TransferStatus | None = None,
-                   limit: int = 200, cursor: str | None = None, where=None) -> Page:
+def list_transfers(
+    db: Session,
+    principal: Principal,
+    *,
+    status: TransferStatus | None = None,
+    limit: int = 200,
+    cursor: str | None = None,
+    where=None,
+) -> Page:
     """Transfers the caller may see, newest first, one page filtered entirely in SQL."""
     query = select(Transfer).where(_visible_clause(principal), _addressed_clause(principal))
     if status is not None:
@@ -113,38 +133,88 @@ def list_transfers(db: Session, principal: Principal, *, status: TransferStatus 
 
 def inbox(db: Session, principal: Principal, *, limit: int = 200, cursor: str | None = None) -> Page:
     """A biller's outbound transfers that are approved for them and inside their window."""
-    return list_transfers(db, principal, status=TransferStatus.approved, limit=limit, cursor=cursor,
-                          where=(Transfer.direction == Direction.outbound) & (Transfer.access_ends_at > clock.now()))
+    return list_transfers(
+        db,
+        principal,
+        status=TransferStatus.approved,
+        limit=limit,
+        cursor=cursor,
+        where=(Transfer.direction == Direction.outbound) & (Transfer.access_ends_at > clock.now()),
+    )
 
 
 def approval_queue(db: Session, principal: Principal, *, limit: int = 200, cursor: str | None = None) -> Page:
-    return list_transfers(db, principal, status=TransferStatus.awaiting_approval, limit=limit, cursor=cursor,
-                          where=Transfer.direction == Direction.outbound)
+    return list_transfers(
+        db,
+        principal,
+        status=TransferStatus.awaiting_approval,
+        limit=limit,
+        cursor=cursor,
+        where=Transfer.direction == Direction.outbound,
+    )
 
 
-def _deny(db: Session, principal: Principal, action: Action, transfer: Transfer, reason: str,
-          error: GatewayError, extra: dict | None = None) -> None:
-    record_event(db, action, actor=principal.actor, outcome=Outcome.denied, target_type="transfer",
-                 target_id=transfer.id, target_org_id=transfer.practice_id,
-                 details={"reason": reason, "vendor_id": transfer.vendor_id, **(extra or {})})
+def _deny(
+    db: Session,
+    principal: Principal,
+    action: Action,
+    transfer: Transfer,
+    reason: str,
+    error: GatewayError,
+    extra: dict | None = None,
+) -> None:
+    record_event(
+        db,
+        action,
+        actor=principal.actor,
+        outcome=Outcome.denied,
+        target_type="transfer",
+        target_id=transfer.id,
+        target_org_id=transfer.practice_id,
+        details={"reason": reason, "vendor_id": transfer.vendor_id, **(extra or {})},
+    )
     db.commit()
     raise error
 
 
 # -- decisions --------------------------------------------------------------------
 
+
 def _check_decidable(db: Session, principal: Principal, transfer: Transfer, action: Action) -> None:
     if transfer.direction != Direction.outbound or transfer.status != TransferStatus.awaiting_approval:
-        _deny(db, principal, action, transfer, "not_awaiting_approval",
-              Conflict("This transfer is not waiting for approval.", code="not_awaiting_approval"))
+        _deny(
+            db,
+            principal,
+            action,
+            transfer,
+            "not_awaiting_approval",
+            Conflict("This transfer is not waiting for approval.", code="not_awaiting_approval"),
+        )
     # Four-eyes: whoever sent the files never releases them, whatever roles they hold now.
     if transfer.created_by == principal.user.id:
-        _deny(db, principal, action, transfer, "four_eyes",
-              Forbidden("You cannot decide on a transfer you uploaded.", code="four_eyes"))
+        _deny(
+            db,
+            principal,
+            action,
+            transfer,
+            "four_eyes",
+            Forbidden("You cannot decide on a transfer you uploaded.", code="four_eyes"),
+        )
 
 
-def approve(db: Session, settings: Settings, keys, principal: Principal, transfer: Transfer, *, days: int,
-            download_limit: int | None, recipient_ids: list[str], proof: Proof, max_days: int | None = None) -> None:
+def approve(
+    db: Session,
+    settings: Settings,
+    keys,
+    principal: Principal,
+    transfer: Transfer,
+    *,
+    days: int,
+    download_limit: int | None,
+    recipient_ids: list[str],
+    proof: Proof,
+    max_days: int | None = None,
+) -> None:
     """Release an outbound transfer to its vendor for a time-bound window (step-up: TOTP or passkey).
 
     `max_days`: the longest window the practice's retention policy (or its override for this
@@ -159,25 +229,59 @@ def approve(db: Session, settings: Settings, keys, principal: Principal, transfe
     if download_limit is not None and download_limit < 1:
         raise InvalidInput("A download limit is at least 1.", code="invalid_download_limit")
     billers = _validate_recipients(db, transfer, recipient_ids)
-    _release(db, settings, keys, principal, transfer, proof, action, Action.TRANSFER_APPROVE_STEPUP_FAILED,
-             timedelta(days=days))
+    _release(
+        db,
+        settings,
+        keys,
+        principal,
+        transfer,
+        proof,
+        action,
+        Action.TRANSFER_APPROVE_STEPUP_FAILED,
+        timedelta(days=days),
+    )
     transfer.download_limit = download_limit
     if billers is not None:
         _set_recipients(transfer, billers)
-    record_event(db, Action.TRANSFER_APPROVED, actor=principal.actor, target_type="transfer", target_id=transfer.id,
-                 target_org_id=transfer.practice_id,
-                 details={"vendor_id": transfer.vendor_id, "days": days, "download_limit": download_limit,
-                          "recipients": sorted(transfer.recipient_ids)})
+    record_event(
+        db,
+        Action.TRANSFER_APPROVED,
+        actor=principal.actor,
+        target_type="transfer",
+        target_id=transfer.id,
+        target_org_id=transfer.practice_id,
+        details={
+            "vendor_id": transfer.vendor_id,
+            "days": days,
+            "download_limit": download_limit,
+            "recipients": sorted(transfer.recipient_ids),
+        },
+    )
 
 
-def _release(db: Session, settings: Settings, keys, principal: Principal, transfer: Transfer, proof: Proof,
-             action: Action, stepup_action: Action, window: timedelta) -> None:
+def _release(
+    db: Session,
+    settings: Settings,
+    keys,
+    principal: Principal,
+    transfer: Transfer,
+    proof: Proof,
+    action: Action,
+    stepup_action: Action,
+    window: timedelta,
+) -> None:
     """Step-up, BAA in force, then open the window: the common core of approval and emergency access."""
     # A hijacked session alone must not release PHI: ask for a fresh factor.
     step_up(db, settings, keys, principal, proof, stepup_action)
     if active_baa(db, transfer.practice_id, transfer.vendor_id) is None:
-        _deny(db, principal, action, transfer, "baa_not_active",
-              Forbidden("There is no BAA in force with this vendor.", code="baa_not_active"))
+        _deny(
+            db,
+            principal,
+            action,
+            transfer,
+            "baa_not_active",
+            Forbidden("There is no BAA in force with this vendor.", code="baa_not_active"),
+        )
     now = clock.now()
     transfer.status = TransferStatus.approved
     transfer.decided_by, transfer.decided_at = principal.user.id, now
@@ -189,8 +293,13 @@ def _validate_recipients(db: Session, transfer: Transfer, recipient_ids: list[st
     if not recipient_ids:
         return None
     ids = set(recipient_ids)
-    users = list(db.scalars(select(User).where(User.id.in_(ids), User.org_id == transfer.vendor_id,
-                                               User.role == Role.biller, User.active.is_(True))))
+    users = list(
+        db.scalars(
+            select(User).where(
+                User.id.in_(ids), User.org_id == transfer.vendor_id, User.role == Role.biller, User.active.is_(True)
+            )
+        )
+    )
     if len(users) != len(ids):
         raise InvalidInput("Recipients must be active billers of the vendor.", code="invalid_recipients")
     if transfer.recipients and not ids <= transfer.recipient_ids:
@@ -212,28 +321,60 @@ def reject(db: Session, principal: Principal, transfer: Transfer, reason: str) -
     transfer.status = TransferStatus.rejected
     transfer.decided_by, transfer.decided_at = principal.user.id, clock.now()
     transfer.reject_reason = reason[:500]
-    record_event(db, Action.TRANSFER_REJECTED, actor=principal.actor, target_type="transfer", target_id=transfer.id,
-                 target_org_id=transfer.practice_id, details={"vendor_id": transfer.vendor_id})
+    record_event(
+        db,
+        Action.TRANSFER_REJECTED,
+        actor=principal.actor,
+        target_type="transfer",
+        target_id=transfer.id,
+        target_org_id=transfer.practice_id,
+        details={"vendor_id": transfer.vendor_id},
+    )
 
 
 def revoke(db: Session, principal: Principal, transfer: Transfer, reason: str) -> None:
     """Stop all further downloads at once."""
     if transfer.direction != Direction.outbound or transfer.status not in (
-            TransferStatus.approved, TransferStatus.awaiting_approval):
-        _deny(db, principal, Action.TRANSFER_REVOKE_DENIED, transfer, "not_revocable",
-              Conflict("Only a pending or approved transfer can be revoked.", code="not_revocable"))
+        TransferStatus.approved,
+        TransferStatus.awaiting_approval,
+    ):
+        _deny(
+            db,
+            principal,
+            Action.TRANSFER_REVOKE_DENIED,
+            transfer,
+            "not_revocable",
+            Conflict("Only a pending or approved transfer can be revoked.", code="not_revocable"),
+        )
     reason = " ".join(reason.split())
     if not reason:
         raise InvalidInput("Give a reason for the revocation.", code="reason_required")
     transfer.status = TransferStatus.revoked
     transfer.revoked_by, transfer.revoked_at = principal.user.id, clock.now()
     transfer.revoke_reason = reason[:500]
-    record_event(db, Action.TRANSFER_REVOKED, actor=principal.actor, severity=Severity.warning, target_type="transfer",
-                 target_id=transfer.id, target_org_id=transfer.practice_id, details={"vendor_id": transfer.vendor_id})
+    record_event(
+        db,
+        Action.TRANSFER_REVOKED,
+        actor=principal.actor,
+        severity=Severity.warning,
+        target_type="transfer",
+        target_id=transfer.id,
+        target_org_id=transfer.practice_id,
+        details={"vendor_id": transfer.vendor_id},
+    )
 
 
-def open_emergency_access(db: Session, settings: Settings, keys, principal: Principal, transfer: Transfer, *,
-                          hours: int, reason: str, proof: Proof) -> None:
+def open_emergency_access(
+    db: Session,
+    settings: Settings,
+    keys,
+    principal: Principal,
+    transfer: Transfer,
+    *,
+    hours: int,
+    reason: str,
+    proof: Proof,
+) -> None:
     """HIPAA's emergency access procedure: an administrator releases a transfer when no approver can.
 
     It is time-limited, needs a reason and a fresh factor (TOTP or passkey), raises a high-severity
@@ -244,20 +385,36 @@ def open_emergency_access(db: Session, settings: Settings, keys, principal: Prin
     if not reason:
         raise InvalidInput("Emergency access needs a reason.", code="reason_required")
     if not 1 <= hours <= settings.emergency_max_hours:
-        raise InvalidInput(f"Emergency access lasts 1 to {settings.emergency_max_hours} hours.",
-                           code="invalid_window")
+        raise InvalidInput(f"Emergency access lasts 1 to {settings.emergency_max_hours} hours.", code="invalid_window")
     _check_decidable(db, principal, transfer, action)
-    _release(db, settings, keys, principal, transfer, proof, action, Action.TRANSFER_EMERGENCY_ACCESS_STEPUP_FAILED,
-             timedelta(hours=hours))
+    _release(
+        db,
+        settings,
+        keys,
+        principal,
+        transfer,
+        proof,
+        action,
+        Action.TRANSFER_EMERGENCY_ACCESS_STEPUP_FAILED,
+        timedelta(hours=hours),
+    )
     transfer.emergency_reason = reason[:500]
-    record_event(db, Action.TRANSFER_EMERGENCY_ACCESS_OPENED, actor=principal.actor, severity=Severity.high,
-                 target_type="transfer", target_id=transfer.id, target_org_id=transfer.practice_id,
-                 details={"vendor_id": transfer.vendor_id, "hours": hours, "alert": True})
+    record_event(
+        db,
+        Action.TRANSFER_EMERGENCY_ACCESS_OPENED,
+        actor=principal.actor,
+        severity=Severity.high,
+        target_type="transfer",
+        target_id=transfer.id,
+        target_org_id=transfer.practice_id,
+        details={"vendor_id": transfer.vendor_id, "hours": hours, "alert": True},
+    )
 
 
 def unreviewed_emergencies(db: Session, principal: Principal) -> list[Transfer]:
-    query = select(Transfer).where(_visible_clause(principal), Transfer.emergency_reason.is_not(None),
-                                   Transfer.emergency_reviewed_at.is_(None))
+    query = select(Transfer).where(
+        _visible_clause(principal), Transfer.emergency_reason.is_not(None), Transfer.emergency_reviewed_at.is_(None)
+    )
     return list(db.scalars(query.order_by(Transfer.decided_at)))
 
 
@@ -265,8 +422,15 @@ def review_emergency(db: Session, principal: Principal, transfer: Transfer) -> N
     if transfer.emergency_reason is None or transfer.emergency_reviewed_at is not None:
         raise Conflict("There is no emergency access waiting for review.", code="nothing_to_review")
     transfer.emergency_reviewed_by, transfer.emergency_reviewed_at = principal.user.id, clock.now()
-    record_event(db, Action.TRANSFER_EMERGENCY_ACCESS_REVIEWED, actor=principal.actor, target_type="transfer",
-                 target_id=transfer.id, target_org_id=transfer.practice_id, details={"vendor_id": transfer.vendor_id})
+    record_event(
+        db,
+        Action.TRANSFER_EMERGENCY_ACCESS_REVIEWED,
+        actor=principal.actor,
+        target_type="transfer",
+        target_id=transfer.id,
+        target_org_id=transfer.practice_id,
+        details={"vendor_id": transfer.vendor_id},
+    )
 
 
 # -- the download gate ------------------------------------------------------------
@@ -279,12 +443,19 @@ COUNTED = (DownloadOutcome.started, DownloadOutcome.aborted, DownloadOutcome.com
 
 def downloads_counted(db: Session, file: TransferFile) -> int:
     """Downloads holding a place under the limit: completed, in progress or paused (failed ones gave theirs back)."""
-    return db.scalar(select(func.count()).select_from(Download).where(
-        Download.file_id == file.id, Download.resumed.is_(False), Download.outcome.in_(COUNTED))) or 0
+    return (
+        db.scalar(
+            select(func.count())
+            .select_from(Download)
+            .where(Download.file_id == file.id, Download.resumed.is_(False), Download.outcome.in_(COUNTED))
+        )
+        or 0
+    )
 
 
-def download_denial(db: Session, principal: Principal, transfer: Transfer, file: TransferFile,
-                    *, resuming: bool) -> str | None:
+def download_denial(
+    db: Session, principal: Principal, transfer: Transfer, file: TransferFile, *, resuming: bool
+) -> str | None:
     """Why this caller may not download this file now, or None. Checked at the moment of each request."""
     user = principal.user
     now = clock.now()
@@ -304,8 +475,11 @@ def download_denial(db: Session, principal: Principal, transfer: Transfer, file:
             return "not_recipient"
         if transfer.access_ends_at is None or now >= transfer.access_ends_at:
             return "window_ended"
-        if (transfer.download_limit is not None and not resuming
-                and downloads_counted(db, file) >= transfer.download_limit):
+        if (
+            transfer.download_limit is not None
+            and not resuming
+            and downloads_counted(db, file) >= transfer.download_limit
+        ):
             return "limit_reached"
     if active_baa(db, transfer.practice_id, transfer.vendor_id, now) is None:
         return "baa_not_active"
@@ -318,8 +492,9 @@ def lock_downloads_of(db: Session, file: TransferFile) -> None:
     db.execute(select(TransferFile.id).where(TransferFile.id == file.id).with_for_update())
 
 
-def resumable_download(db: Session, file: TransferFile, user: User, start: int, *, stale_after: timedelta
-                       ) -> Download | None:
+def resumable_download(
+    db: Session, file: TransferFile, user: User, start: int, *, stale_after: timedelta
+) -> Download | None:
     """This user's unfinished download of the file that a request starting at `start` continues, if any.
 
     Only a paused download (or one left `started` by a crash, after `stale_after`) is
@@ -327,10 +502,16 @@ def resumable_download(db: Session, file: TransferFile, user: User, start: int, 
     RESUME_OVERLAP): a range can never fetch the file again piece by piece.
     """
     now = clock.now()
-    for d in db.scalars(select(Download).where(
-            Download.file_id == file.id, Download.user_id == user.id, Download.resumed.is_(False),
-            Download.outcome.in_((DownloadOutcome.aborted, DownloadOutcome.started)))
-            .order_by(Download.started_at.desc())):
+    for d in db.scalars(
+        select(Download)
+        .where(
+            Download.file_id == file.id,
+            Download.user_id == user.id,
+            Download.resumed.is_(False),
+            Download.outcome.in_((DownloadOutcome.aborted, DownloadOutcome.started)),
+        )
+        .order_by(Download.started_at.desc())
+    ):
         if d.outcome == DownloadOutcome.started and (d.active_at or d.started_at) > now - stale_after:
             continue  # being sent right now: a second request for it is a download of its own
         end = d.delivered_to if d.delivered_to is not None else d.range_start

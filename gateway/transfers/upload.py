@@ -16,20 +16,20 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from crypto import CryptoError, seal
-from gateway.audit.actions import Action
 from gateway import clock, metrics
+from gateway.audit.actions import Action
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import record_event
 from gateway.auth.service import Principal
 from gateway.baas.service import active_baa
 from gateway.components import Components
 from gateway.errors import ClientDisconnected, Forbidden, InvalidInput, NotFound
+from gateway.filetypes import FileTooLarge, PlaintextMeter  # noqa: F401  (FileTooLarge: the routes raise it)
 from gateway.ids import new_id
 from gateway.orgs.models import Organisation, OrgKind
 from gateway.sealed import service as sealed
 from gateway.sealed.errors import SealedError, translate
 from gateway.sealed.keys import live_relationship_key, practice_key
-from gateway.filetypes import FileTooLarge, PlaintextMeter  # noqa: F401  (FileTooLarge: the routes raise it)
 from gateway.transfers import filenames
 from gateway.transfers.intake import IncomingFile
 from gateway.transfers.models import Direction, FileState, Transfer, TransferFile, TransferRecipient, TransferStatus
@@ -81,9 +81,16 @@ def check_request(db, principal: Principal, req: Request) -> tuple[Direction, st
     else:
         raise Forbidden()
     if active_baa(db, practice_id, vendor_id) is None:
-        record_event(db, Action.TRANSFER_UPLOAD_DENIED, actor=principal.actor, outcome=Outcome.denied,
-                     target_type="org", target_id=req.partner_id, target_org_id=practice_id,
-                     details={"reason": "baa_not_active", "vendor_id": vendor_id})
+        record_event(
+            db,
+            Action.TRANSFER_UPLOAD_DENIED,
+            actor=principal.actor,
+            outcome=Outcome.denied,
+            target_type="org",
+            target_id=req.partner_id,
+            target_org_id=practice_id,
+            details={"reason": "baa_not_active", "vendor_id": vendor_id},
+        )
         db.commit()
         raise Forbidden("There is no BAA in force with this organisation.", code="baa_not_active")
     purpose = " ".join(req.purpose.split())
@@ -94,8 +101,13 @@ def check_request(db, principal: Principal, req: Request) -> tuple[Direction, st
         if direction != Direction.outbound:
             raise InvalidInput("Recipients are named only on files sent to a vendor.", code="invalid_recipients")
         ids = set(req.biller_ids)
-        billers = list(db.scalars(select(User).where(User.id.in_(ids), User.org_id == vendor_id,
-                                                     User.role == Role.biller, User.active.is_(True))))
+        billers = list(
+            db.scalars(
+                select(User).where(
+                    User.id.in_(ids), User.org_id == vendor_id, User.role == Role.biller, User.active.is_(True)
+                )
+            )
+        )
         if len(billers) != len(ids):
             raise InvalidInput("Recipients must be active billers of the vendor.", code="invalid_recipients")
     return direction, practice_id, vendor_id, billers
@@ -123,23 +135,39 @@ def _receive(c: Components, principal: Principal, req: Request, files: Iterator[
         db.commit()  # hold no transaction (on SQLite: no write lock) while the files stream in
         try:
             # The key lookup is inside: a key service that fails here is reported and audited like any other.
-            key_id = (live_relationship_key(c.keys, practice_id, vendor_id) if direction == Direction.outbound
-                      else practice_key(practice_id))
+            key_id = (
+                live_relationship_key(c.keys, practice_id, vendor_id)
+                if direction == Direction.outbound
+                else practice_key(practice_id)
+            )
             c.keys.ensure_key(key_id)
             for position, incoming in enumerate(files):
                 if position >= settings.max_files_per_transfer:
-                    raise InvalidInput(f"At most {settings.max_files_per_transfer} files per transfer.",
-                                       code="too_many_files")
+                    raise InvalidInput(
+                        f"At most {settings.max_files_per_transfer} files per transfer.", code="too_many_files"
+                    )
                 stored.append(_store_file(c, key_id, practice_id, vendor_id, transfer_id, incoming, pending))
             if not stored:
                 raise InvalidInput("Choose at least one file.", code="no_files")
-            note_sealed = (seal(c.keys, key_id, req.note.encode(), note_context(transfer_id)) if req.note.strip()
-                           else None)
-            record_transfer(db, principal, transfer_id=transfer_id, direction=direction, practice_id=practice_id,
-                            vendor_id=vendor_id, key_id=key_id, purpose=req.purpose, note_sealed=note_sealed,
-                            billers=billers,
-                            files=[StoredFile(s.file_id, s.name_sealed, s.file_type, s.written.plaintext_size,
-                                              s.written.sha256) for s in stored])
+            note_sealed = (
+                seal(c.keys, key_id, req.note.encode(), note_context(transfer_id)) if req.note.strip() else None
+            )
+            record_transfer(
+                db,
+                principal,
+                transfer_id=transfer_id,
+                direction=direction,
+                practice_id=practice_id,
+                vendor_id=vendor_id,
+                key_id=key_id,
+                purpose=req.purpose,
+                note_sealed=note_sealed,
+                billers=billers,
+                files=[
+                    StoredFile(s.file_id, s.name_sealed, s.file_type, s.written.plaintext_size, s.written.sha256)
+                    for s in stored
+                ],
+            )
             sealed.commit(db, [s.written for s in stored])
             db.commit()
         except BaseException as exc:
@@ -166,9 +194,20 @@ class StoredFile:
     sha256: str
 
 
-def record_transfer(db, principal: Principal, *, transfer_id: str, direction: Direction, practice_id: str,
-                    vendor_id: str, key_id: str, purpose: str, note_sealed: bytes | None, billers: list[User],
-                    files: list[StoredFile]) -> None:
+def record_transfer(
+    db,
+    principal: Principal,
+    *,
+    transfer_id: str,
+    direction: Direction,
+    practice_id: str,
+    vendor_id: str,
+    key_id: str,
+    purpose: str,
+    note_sealed: bytes | None,
+    billers: list[User],
+    files: list[StoredFile],
+) -> None:
     """Add a transfer, its recipients and files and record their events, in the caller's transaction.
 
     The one way a transfer comes into being, whether its files arrived in one request or as
@@ -176,63 +215,139 @@ def record_transfer(db, principal: Principal, *, transfer_id: str, direction: Di
     """
     now = clock.now()
     transfer = Transfer(
-        id=transfer_id, direction=direction, practice_id=practice_id, vendor_id=vendor_id,
+        id=transfer_id,
+        direction=direction,
+        practice_id=practice_id,
+        vendor_id=vendor_id,
         status=TransferStatus.awaiting_approval if direction == Direction.outbound else TransferStatus.delivered,
-        purpose=" ".join(purpose.split()), key_id=key_id, created_by=principal.user.id, created_at=now,
+        purpose=" ".join(purpose.split()),
+        key_id=key_id,
+        created_by=principal.user.id,
+        created_at=now,
         note_sealed=note_sealed,
     )
     db.add(transfer)
     transfer.recipients = [TransferRecipient(transfer_id=transfer_id, user_id=b.id) for b in billers]
     for position, f in enumerate(files):
-        db.add(TransferFile(
-            id=f.file_id, transfer_id=transfer_id, position=position, name_sealed=f.name_sealed,
-            file_type=f.file_type, size=f.size, sha256=f.sha256, state=FileState.stored, created_at=now))
+        db.add(
+            TransferFile(
+                id=f.file_id,
+                transfer_id=transfer_id,
+                position=position,
+                name_sealed=f.name_sealed,
+                file_type=f.file_type,
+                size=f.size,
+                sha256=f.sha256,
+                state=FileState.stored,
+                created_at=now,
+            )
+        )
     db.flush()
-    record_event(db, Action.TRANSFER_CREATED, actor=principal.actor, target_type="transfer", target_id=transfer_id,
-                 target_org_id=practice_id,
-                 details={"direction": direction.value, "vendor_id": vendor_id, "files": len(files),
-                          "recipients": sorted(b.id for b in billers)})
+    record_event(
+        db,
+        Action.TRANSFER_CREATED,
+        actor=principal.actor,
+        target_type="transfer",
+        target_id=transfer_id,
+        target_org_id=practice_id,
+        details={
+            "direction": direction.value,
+            "vendor_id": vendor_id,
+            "files": len(files),
+            "recipients": sorted(b.id for b in billers),
+        },
+    )
     for f in files:
-        record_event(db, Action.TRANSFER_FILE_STORED, actor=principal.actor, target_type="transfer",
-                     target_id=transfer_id, target_org_id=practice_id,
-                     details={"file_id": f.file_id, "vendor_id": vendor_id, "size": f.size,
-                              "sha256": f.sha256, "file_type": f.file_type, "key_id": key_id})
+        record_event(
+            db,
+            Action.TRANSFER_FILE_STORED,
+            actor=principal.actor,
+            target_type="transfer",
+            target_id=transfer_id,
+            target_org_id=practice_id,
+            details={
+                "file_id": f.file_id,
+                "vendor_id": vendor_id,
+                "size": f.size,
+                "sha256": f.sha256,
+                "file_type": f.file_type,
+                "key_id": key_id,
+            },
+        )
 
 
-def _store_file(c: Components, key_id: str, practice_id: str, vendor_id: str, transfer_id: str,
-                incoming: IncomingFile, pending: list[sealed.Pending]) -> _Stored:
+def _store_file(
+    c: Components,
+    key_id: str,
+    practice_id: str,
+    vendor_id: str,
+    transfer_id: str,
+    incoming: IncomingFile,
+    pending: list[sealed.Pending],
+) -> _Stored:
     settings = c.settings
     name = filenames.sanitise(incoming.name)
     extension = filenames.extension(name)
     if extension not in settings.allowed_file_types:
-        raise InvalidInput(f"This type of file is not accepted. Accepted: {', '.join(sorted(settings.allowed_file_types))}.",
-                           code="file_type_not_allowed")
+        raise InvalidInput(
+            f"This type of file is not accepted. Accepted: {', '.join(sorted(settings.allowed_file_types))}.",
+            code="file_type_not_allowed",
+        )
     file_id = new_id()
-    reserved = sealed.reserve(c, sealed.transfer_file(key_id=key_id, practice_id=practice_id, vendor_id=vendor_id,
-                                                      transfer_id=transfer_id, file_id=file_id))
+    reserved = sealed.reserve(
+        c,
+        sealed.transfer_file(
+            key_id=key_id, practice_id=practice_id, vendor_id=vendor_id, transfer_id=transfer_id, file_id=file_id
+        ),
+    )
     pending.append(reserved)
     plaintext = PlaintextMeter(incoming.chunks, extension, settings.allowed_file_types, settings.max_file_size)
     written = sealed.write(c, reserved, plaintext)
-    return _Stored(file_id=file_id, written=written, file_type=plaintext.file_type,
-                   name_sealed=seal(c.keys, key_id, name.encode(), name_context(file_id)))
+    return _Stored(
+        file_id=file_id,
+        written=written,
+        file_type=plaintext.file_type,
+        name_sealed=seal(c.keys, key_id, name.encode(), name_context(file_id)),
+    )
 
 
-def _discard(c: Components, principal: Principal, practice_id: str, vendor_id: str, transfer_id: str,
-             pending: list[sealed.Pending], exc: BaseException, err: SealedError | None) -> None:
+def _discard(
+    c: Components,
+    principal: Principal,
+    practice_id: str,
+    vendor_id: str,
+    transfer_id: str,
+    pending: list[sealed.Pending],
+    exc: BaseException,
+    err: SealedError | None,
+) -> None:
     """Destroy whatever this failed upload stored, and record what happened (never masking `exc`)."""
     try:
         removed, left = sealed.discard(c, pending)
         if err is not None:
             reason, severity = err.reason, err.severity
         else:
-            reason = getattr(exc, "code", None) or ("client_disconnected" if _is_disconnect(exc)
-                                                    else type(exc).__name__)
+            reason = getattr(exc, "code", None) or (
+                "client_disconnected" if _is_disconnect(exc) else type(exc).__name__
+            )
             severity = Severity.info
         with c.db.transaction() as db:
-            record_event(db, Action.TRANSFER_UPLOAD_FAILED, actor=principal.actor, outcome=Outcome.failure,
-                         severity=severity, target_type="transfer", target_id=transfer_id, target_org_id=practice_id,
-                         details={"reason": reason, "vendor_id": vendor_id, "objects_removed": removed,
-                                  "objects_left_for_fsck": left})
+            record_event(
+                db,
+                Action.TRANSFER_UPLOAD_FAILED,
+                actor=principal.actor,
+                outcome=Outcome.failure,
+                severity=severity,
+                target_type="transfer",
+                target_id=transfer_id,
+                target_org_id=practice_id,
+                details={
+                    "reason": reason,
+                    "vendor_id": vendor_id,
+                    "objects_removed": removed,
+                    "objects_left_for_fsck": left,
+                },
+            )
     except Exception:  # the upload's own error is what the client must see
         log.exception("could not record the failed upload of transfer %s", transfer_id)
 

@@ -41,11 +41,28 @@ def note(keys, principal: Principal, transfer: Transfer) -> str | None:
 def transfer_out(keys, principal: Principal, transfer: Transfer) -> TransferOut:
     names = may_read_names(principal, transfer)
     return TransferOut(
-        id=transfer.id, direction=transfer.direction, status=transfer.status, practice_id=transfer.practice_id,
-        vendor_id=transfer.vendor_id, purpose=transfer.purpose, created_by=transfer.created_by,
-        created_at=transfer.created_at, decided_at=transfer.decided_at, access_ends_at=transfer.access_ends_at,
-        download_limit=transfer.download_limit, recipient_ids=sorted(transfer.recipient_ids),
+        id=transfer.id,
+        direction=transfer.direction,
+        status=transfer.status,
+        practice_id=transfer.practice_id,
+        vendor_id=transfer.vendor_id,
+        purpose=transfer.purpose,
+        created_by=transfer.created_by,
+        created_at=transfer.created_at,
+        decided_at=transfer.decided_at,
+        access_ends_at=transfer.access_ends_at,
+        download_limit=transfer.download_limit,
+        recipient_ids=sorted(transfer.recipient_ids),
         emergency=transfer.emergency_reason is not None,
-        files=[FileOut(id=f.id, name=file_name(keys, f) if names else None, file_type=f.file_type, size=f.size,
-                       sha256=f.sha256, state=f.state.value) for f in transfer.files],
+        files=[
+            FileOut(
+                id=f.id,
+                name=file_name(keys, f) if names else None,
+                file_type=f.file_type,
+                size=f.size,
+                sha256=f.sha256,
+                state=f.state.value,
+            )
+            for f in transfer.files
+        ],
     )

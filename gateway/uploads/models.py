@@ -20,11 +20,11 @@ from gateway.transfers.models import Direction
 
 
 class UploadState(str, enum.Enum):
-    open = "open"            # bytes still arriving
-    complete = "complete"    # every byte stored and assembled; waiting to become a transfer
-    used = "used"            # part of a transfer now (transfer_id)
+    open = "open"  # bytes still arriving
+    complete = "complete"  # every byte stored and assembled; waiting to become a transfer
+    used = "used"  # part of a transfer now (transfer_id)
     cancelled = "cancelled"  # ended by its sender; everything stored destroyed
-    expired = "expired"      # not finished or used in time; everything stored destroyed
+    expired = "expired"  # not finished or used in time; everything stored destroyed
 
 
 class Upload(Base):

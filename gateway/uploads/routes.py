@@ -60,8 +60,12 @@ def _int_header(request: Request, name: str, code: str) -> int | None:
 
 
 def _headers(up: Upload) -> dict[str, str]:
-    return {"Tus-Resumable": TUS_VERSION, "Upload-Offset": str(up.received),
-            "Upload-Expires": service.expires_header(up.expires_at), "Cache-Control": "no-store"}
+    return {
+        "Tus-Resumable": TUS_VERSION,
+        "Upload-Offset": str(up.received),
+        "Upload-Expires": service.expires_header(up.expires_at),
+        "Cache-Control": "no-store",
+    }
 
 
 async def _append(request: Request, c, principal: Principal, upload_id: str, offset: int) -> Upload:
@@ -83,10 +87,16 @@ async def _append(request: Request, c, principal: Principal, upload_id: str, off
 @router.options("", status_code=204)
 async def options(principal: Sender, c: AppComponents) -> Response:
     """What this server speaks: tus 1.0.0 with its extensions, the largest file and the checksum algorithms."""
-    return Response(status_code=204, headers={
-        "Tus-Resumable": TUS_VERSION, "Tus-Version": TUS_VERSION, "Tus-Extension": EXTENSIONS,
-        "Tus-Max-Size": str(c.settings.max_file_size),
-        "Tus-Checksum-Algorithm": ",".join(service.CHECKSUM_ALGORITHMS)})
+    return Response(
+        status_code=204,
+        headers={
+            "Tus-Resumable": TUS_VERSION,
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": EXTENSIONS,
+            "Tus-Max-Size": str(c.settings.max_file_size),
+            "Tus-Checksum-Algorithm": ",".join(service.CHECKSUM_ALGORITHMS),
+        },
+    )
 
 
 @router.post("", status_code=201)
@@ -111,6 +121,7 @@ async def create(request: Request, principal: Sender, c: AppComponents) -> Respo
 @router.head("/{upload_id}")
 async def head(upload_id: str, principal: Sender, c: AppComponents) -> Response:
     """Where to resume: the durable offset (whole segments) and the declared length."""
+
     def work() -> Upload:
         with c.db.snapshot() as db:
             return service.find(db, principal, upload_id)
@@ -155,9 +166,20 @@ def list_uploads(principal: Sender, c: AppComponents) -> list[UploadOut]:
     """The caller's unfinished (or finished but not yet sent) uploads."""
     with c.db.snapshot() as db:
         ups = service.unfinished(db, principal)
-    return [UploadOut(id=u.id, file_name=service.file_name(c, u), length=u.length, offset=u.received,
-                      state=u.state.value, partner_id=u.partner_id, purpose=u.purpose,
-                      created_at=u.created_at.isoformat(), expires_at=u.expires_at.isoformat()) for u in ups]
+    return [
+        UploadOut(
+            id=u.id,
+            file_name=service.file_name(c, u),
+            length=u.length,
+            offset=u.received,
+            state=u.state.value,
+            partner_id=u.partner_id,
+            purpose=u.purpose,
+            created_at=u.created_at.isoformat(),
+            expires_at=u.expires_at.isoformat(),
+        )
+        for u in ups
+    ]
 
 
 class TransferFromUploads(BaseModel):

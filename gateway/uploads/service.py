@@ -28,7 +28,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 from sqlalchemy import delete, func, select, update
@@ -48,8 +48,15 @@ from gateway.sealed.keys import live_relationship_key, practice_key
 from gateway.sealed.models import SealedKind, SealedObject, SealedState
 from gateway.transfers import filenames, filetypes
 from gateway.transfers.models import Direction
-from gateway.transfers.upload import (FileTooLarge, Request, StoredFile, check_request, name_context, note_context,
-                                      record_transfer)
+from gateway.transfers.upload import (
+    FileTooLarge,
+    Request,
+    StoredFile,
+    check_request,
+    name_context,
+    note_context,
+    record_transfer,
+)
 from gateway.uploads.models import Upload, UploadPart, UploadState
 
 log = logging.getLogger("phigate.uploads")
@@ -97,6 +104,7 @@ def note_upload_context(upload_id: str) -> dict[str, str]:
 
 # -- metadata ----------------------------------------------------------------------------
 
+
 def parse_metadata(header: str) -> dict[str, str]:
     """tus `Upload-Metadata` (`key base64,key base64`) as text; control characters refused (the name's are removed)."""
     if len(header) > MAX_METADATA_BYTES:
@@ -109,11 +117,14 @@ def parse_metadata(header: str) -> dict[str, str]:
         try:
             text = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise InvalidInput("Upload-Metadata values must be base64 of UTF-8 text.", code="invalid_metadata") from None
+            raise InvalidInput(
+                "Upload-Metadata values must be base64 of UTF-8 text.", code="invalid_metadata"
+            ) from None
         out[key] = text
     for key, text in out.items():
-        if key != "filename" and any(ord(ch) < 32 or ord(ch) == 127 for ch in text if ch not in "\n\t" or
-                                     key != "note"):
+        if key != "filename" and any(
+            ord(ch) < 32 or ord(ch) == 127 for ch in text if ch not in "\n\t" or key != "note"
+        ):
             raise InvalidInput("Upload-Metadata values may not hold control characters.", code="invalid_metadata")
     return out
 
@@ -122,11 +133,16 @@ def _request_of(meta: dict[str, str]) -> Request:
     recipients = [r.strip() for r in meta.get("recipients", "").split(",") if r.strip()]
     if len(recipients) > MAX_RECIPIENTS:
         raise InvalidInput("Too many recipients.", code="invalid_recipients")
-    return Request(partner_id=meta.get("partner_id", "")[:64], purpose=meta.get("purpose", ""),
-                   note=meta.get("note", "")[:2000], biller_ids=recipients)
+    return Request(
+        partner_id=meta.get("partner_id", "")[:64],
+        purpose=meta.get("purpose", ""),
+        note=meta.get("note", "")[:2000],
+        biller_ids=recipients,
+    )
 
 
 # -- finding -----------------------------------------------------------------------------
+
 
 def find(db, principal: Principal, upload_id: str) -> Upload:
     """The caller's own upload; anyone else's is answered exactly like one that does not exist."""
@@ -140,10 +156,17 @@ def find(db, principal: Principal, upload_id: str) -> Upload:
 
 def unfinished(db, principal: Principal) -> list[Upload]:
     """The caller's uploads not yet made into a transfer (open or complete), newest first."""
-    return list(db.scalars(select(Upload).where(Upload.user_id == principal.user.id,
-                                                Upload.state.in_([UploadState.open, UploadState.complete]),
-                                                Upload.expires_at > clock.now())
-                           .order_by(Upload.created_at.desc())))
+    return list(
+        db.scalars(
+            select(Upload)
+            .where(
+                Upload.user_id == principal.user.id,
+                Upload.state.in_([UploadState.open, UploadState.complete]),
+                Upload.expires_at > clock.now(),
+            )
+            .order_by(Upload.created_at.desc())
+        )
+    )
 
 
 def file_name(c: Components, up: Upload) -> str:
@@ -151,6 +174,7 @@ def file_name(c: Components, up: Upload) -> str:
 
 
 # -- creating ----------------------------------------------------------------------------
+
 
 def create(c: Components, principal: Principal, meta: dict[str, str], length: int) -> Upload:
     """Check every gate (BAA, partner, purpose, recipients, type, size, the sender's limits), then begin the object."""
@@ -162,51 +186,100 @@ def create(c: Components, principal: Principal, meta: dict[str, str], length: in
     name = filenames.sanitise(meta.get("filename", ""))
     extension = filenames.extension(name)
     if extension not in settings.allowed_file_types:
-        raise InvalidInput(f"This type of file is not accepted. Accepted: {', '.join(sorted(settings.allowed_file_types))}.",
-                           code="file_type_not_allowed")
+        raise InvalidInput(
+            f"This type of file is not accepted. Accepted: {', '.join(sorted(settings.allowed_file_types))}.",
+            code="file_type_not_allowed",
+        )
     req = _request_of(meta)
     with c.db.sessions() as db:
         direction, practice_id, vendor_id, billers = check_request(db, principal, req)
-        held = db.execute(select(func.count(), func.coalesce(func.sum(Upload.length), 0)).where(
-            Upload.user_id == principal.user.id, Upload.state.in_([UploadState.open, UploadState.complete]),
-            Upload.expires_at > clock.now())).one()
+        held = db.execute(
+            select(func.count(), func.coalesce(func.sum(Upload.length), 0)).where(
+                Upload.user_id == principal.user.id,
+                Upload.state.in_([UploadState.open, UploadState.complete]),
+                Upload.expires_at > clock.now(),
+            )
+        ).one()
         db.commit()
     if held[0] >= settings.upload_max_unfinished:
-        raise UploadLimit(f"You have {held[0]} unfinished uploads (at most {settings.upload_max_unfinished}); "
-                          "finish or cancel some first.")
+        raise UploadLimit(
+            f"You have {held[0]} unfinished uploads (at most {settings.upload_max_unfinished}); "
+            "finish or cancel some first."
+        )
     if held[1] + length > settings.upload_max_bytes_held:
-        raise UploadLimit(f"Your unfinished uploads would hold more than {settings.upload_max_bytes_held} bytes; "
-                          "finish or cancel some first.", code="upload_bytes_limit")
+        raise UploadLimit(
+            f"Your unfinished uploads would hold more than {settings.upload_max_bytes_held} bytes; "
+            "finish or cancel some first.",
+            code="upload_bytes_limit",
+        )
     upload_id, file_id = new_id(), new_id()
     now = clock.now()
     expires = now + timedelta(hours=settings.upload_expiry_hours)
     try:
-        key_id = (live_relationship_key(c.keys, practice_id, vendor_id) if direction == Direction.outbound
-                  else practice_key(practice_id))
+        key_id = (
+            live_relationship_key(c.keys, practice_id, vendor_id)
+            if direction == Direction.outbound
+            else practice_key(practice_id)
+        )
         c.keys.ensure_key(key_id)
-        begun = sealed.begin(c, sealed.upload(key_id=key_id, practice_id=practice_id, vendor_id=vendor_id,
-                                              upload_id=upload_id, file_id=file_id), expires)
+        begun = sealed.begin(
+            c,
+            sealed.upload(
+                key_id=key_id, practice_id=practice_id, vendor_id=vendor_id, upload_id=upload_id, file_id=file_id
+            ),
+            expires,
+        )
         name_sealed = seal(c.keys, key_id, name.encode(), name_context(file_id))
-        note_sealed = (seal(c.keys, key_id, req.note.encode(), note_upload_context(upload_id))
-                       if req.note.strip() else None)
+        note_sealed = (
+            seal(c.keys, key_id, req.note.encode(), note_upload_context(upload_id)) if req.note.strip() else None
+        )
     except (CryptoError, SealedError) as exc:
         raise translate(exc) from None
-    up = Upload(id=upload_id, user_id=principal.user.id, direction=direction, practice_id=practice_id,
-                vendor_id=vendor_id, partner_id=req.partner_id, purpose=" ".join(req.purpose.split()),
-                note_sealed=note_sealed, recipients=sorted(b.id for b in billers), file_id=file_id,
-                name_sealed=name_sealed, extension=extension, file_type="", key_id=key_id,
-                sealed_id=begun.pending.id, stream_header=begun.header, length=length, received=0,
-                state=UploadState.open, created_at=now, expires_at=expires)
+    up = Upload(
+        id=upload_id,
+        user_id=principal.user.id,
+        direction=direction,
+        practice_id=practice_id,
+        vendor_id=vendor_id,
+        partner_id=req.partner_id,
+        purpose=" ".join(req.purpose.split()),
+        note_sealed=note_sealed,
+        recipients=sorted(b.id for b in billers),
+        file_id=file_id,
+        name_sealed=name_sealed,
+        extension=extension,
+        file_type="",
+        key_id=key_id,
+        sealed_id=begun.pending.id,
+        stream_header=begun.header,
+        length=length,
+        received=0,
+        state=UploadState.open,
+        created_at=now,
+        expires_at=expires,
+    )
     with c.db.transaction() as db:
         db.add(up)
-        record_event(db, Action.UPLOAD_CREATED, actor=principal.actor, target_type="upload", target_id=upload_id,
-                     target_org_id=practice_id,
-                     details={"direction": direction.value, "vendor_id": vendor_id, "length": length,
-                              "file_id": file_id, "expires_at": expires.isoformat()})
+        record_event(
+            db,
+            Action.UPLOAD_CREATED,
+            actor=principal.actor,
+            target_type="upload",
+            target_id=upload_id,
+            target_org_id=practice_id,
+            details={
+                "direction": direction.value,
+                "vendor_id": vendor_id,
+                "length": length,
+                "file_id": file_id,
+                "expires_at": expires.isoformat(),
+            },
+        )
     return up
 
 
 # -- appending ---------------------------------------------------------------------------
+
 
 class _Hashes:
     """SHA-256 states of uploads this process is writing, by upload id, with the offset they stand at."""
@@ -257,8 +330,16 @@ def checksum_of(header: str | None) -> tuple[str, bytes] | None:
     return algorithm, digest
 
 
-def append(c: Components, principal: Principal, upload_id: str, offset: int, chunks: Iterable[bytes], *,
-           checksum: tuple[str, bytes] | None = None, declared: int | None = None) -> Upload:
+def append(
+    c: Components,
+    principal: Principal,
+    upload_id: str,
+    offset: int,
+    chunks: Iterable[bytes],
+    *,
+    checksum: tuple[str, bytes] | None = None,
+    declared: int | None = None,
+) -> Upload:
     """Encrypt and keep the bytes sent at `offset`; returns the upload as it now stands.
 
     Without a checksum, what was sealed is kept even when the body stops part-way (a
@@ -311,9 +392,9 @@ class _Writer:
     def __init__(self, c, up: Upload, obj: SealedObject, cipher, sha, offset: int):
         self.c, self.up, self.obj, self.cipher, self.sha = c, up, obj, cipher, sha
         self.seg = cipher.segment_size
-        self.position = offset        # plaintext sealed so far (whole segments, or up to the end)
-        self.kept = offset            # plaintext durably kept
-        self.buffer = bytearray()     # plaintext of the segment being filled (memory only)
+        self.position = offset  # plaintext sealed so far (whole segments, or up to the end)
+        self.kept = offset  # plaintext durably kept
+        self.buffer = bytearray()  # plaintext of the segment being filled (memory only)
         self.sealed: list[bytes] = []
         self.sealed_from = offset
         self.segments = 0
@@ -337,8 +418,9 @@ class _Writer:
         index = self.position // self.seg
         if index == 0:
             # The content sniff, on the first bytes, before anything of them is stored.
-            self.file_type = filetypes.check(self.up.extension, plaintext[:filetypes.SNIFF_BYTES],
-                                             self.c.settings.allowed_file_types)
+            self.file_type = filetypes.check(
+                self.up.extension, plaintext[: filetypes.SNIFF_BYTES], self.c.settings.allowed_file_types
+            )
         last = self.position + len(plaintext) == self.up.length
         self.sealed += self.cipher.seal(index, plaintext, last)
         self.sha.update(plaintext)
@@ -349,8 +431,9 @@ class _Writer:
         if not self.segments:
             return
         part, size = sealed.write_part(self.c, self.obj, self.sealed)
-        self.unkept.append(_Part(part, size, self.sealed_from // self.seg, self.segments, self.sealed_from,
-                                 self.position))
+        self.unkept.append(
+            _Part(part, size, self.sealed_from // self.seg, self.segments, self.sealed_from, self.position)
+        )
         self.sealed, self.segments, self.sealed_from = [], 0, self.position
 
     def _keep(self) -> None:
@@ -358,17 +441,28 @@ class _Writer:
             return
         up, parts = self.up, self.unkept
         with self.c.db.transaction() as db:
-            moved = db.execute(update(Upload).where(Upload.id == up.id, Upload.received == self.kept,
-                                                    Upload.state == UploadState.open)
-                               .values(received=parts[-1].end, file_type=self.file_type)
-                               .execution_options(synchronize_session=False)).rowcount
+            moved = db.execute(
+                update(Upload)
+                .where(Upload.id == up.id, Upload.received == self.kept, Upload.state == UploadState.open)
+                .values(received=parts[-1].end, file_type=self.file_type)
+                .execution_options(synchronize_session=False)
+            ).rowcount
             if moved != 1:
                 raise OffsetMismatch("Another request moved this upload on; ask for its offset (HEAD) and resume.")
             sealed.hold(db, [p.pending.id for p in parts], up.expires_at)
             for p in parts:
-                db.add(UploadPart(sealed_id=p.pending.id, upload_id=up.id, object_key=p.pending.object_key,
-                                  first_segment=p.first_segment, segments=p.segments, start=p.start, end=p.end,
-                                  ciphertext_size=p.size))
+                db.add(
+                    UploadPart(
+                        sealed_id=p.pending.id,
+                        upload_id=up.id,
+                        object_key=p.pending.object_key,
+                        first_segment=p.first_segment,
+                        segments=p.segments,
+                        start=p.start,
+                        end=p.end,
+                        ciphertext_size=p.size,
+                    )
+                )
         self.kept, self.unkept = parts[-1].end, []
         _HASHES.put(up.id, self.kept, self.sha)
 
@@ -385,8 +479,9 @@ class _Writer:
 
 def _kept_parts(c, upload_id: str) -> list[UploadPart]:
     with c.db.snapshot() as db:
-        return list(db.scalars(select(UploadPart).where(UploadPart.upload_id == upload_id)
-                               .order_by(UploadPart.first_segment)))
+        return list(
+            db.scalars(select(UploadPart).where(UploadPart.upload_id == upload_id).order_by(UploadPart.first_segment))
+        )
 
 
 def _rederive(c, up: Upload, cipher) -> object:
@@ -402,12 +497,13 @@ def _rederive(c, up: Upload, cipher) -> object:
         for index in range(part.first_segment, part.first_segment + part.segments):
             size = min(seg, up.length - index * seg)
             try:
-                sha.update(cipher.open(index, ciphertext[pos:pos + size + _TAG], index * seg + size == up.length))
+                sha.update(cipher.open(index, ciphertext[pos : pos + size + _TAG], index * seg + size == up.length))
             except CryptoError:
                 raise IntegrityFailure(reason="upload_part_corrupt") from None
             pos += size + _TAG
         if pos != len(ciphertext) or min(part.end, up.length) != part.start + sum(
-                min(seg, up.length - i * seg) for i in range(part.first_segment, part.first_segment + part.segments)):
+            min(seg, up.length - i * seg) for i in range(part.first_segment, part.first_segment + part.segments)
+        ):
             raise IntegrityFailure(reason="upload_part_corrupt")
         at = part.end
     if at != up.received:
@@ -416,6 +512,7 @@ def _rederive(c, up: Upload, cipher) -> object:
 
 
 # -- completing --------------------------------------------------------------------------
+
 
 def complete(c: Components, upload_id: str, *, sha=None) -> Upload:
     """Assemble a fully received upload into its object (stored) and destroy its parts; idempotent."""
@@ -431,16 +528,24 @@ def complete(c: Components, upload_id: str, *, sha=None) -> Upload:
         sha = _rederive(c, up, sealed.cipher(c, obj, up.stream_header))
     written = sealed.assemble(c, obj, up.stream_header, [p.object_key for p in parts], up.length, sha.hexdigest())
     with c.db.transaction() as db:
-        done = db.execute(update(Upload).where(Upload.id == up.id, Upload.state == UploadState.open)
-                          .values(state=UploadState.complete, sha256=written.sha256, completed_at=clock.now())
-                          .execution_options(synchronize_session=False)).rowcount
+        done = db.execute(
+            update(Upload)
+            .where(Upload.id == up.id, Upload.state == UploadState.open)
+            .values(state=UploadState.complete, sha256=written.sha256, completed_at=clock.now())
+            .execution_options(synchronize_session=False)
+        ).rowcount
         if done == 1:
             sealed.commit(db, [written])
             db.execute(delete(UploadPart).where(UploadPart.upload_id == up.id))
-            record_event(db, Action.UPLOAD_COMPLETED, actor=Actor(up.user_id), target_type="upload", target_id=up.id,
-                         target_org_id=up.practice_id,
-                         details={"vendor_id": up.vendor_id, "size": up.length, "sha256": written.sha256,
-                                  "file_id": up.file_id})
+            record_event(
+                db,
+                Action.UPLOAD_COMPLETED,
+                actor=Actor(up.user_id),
+                target_type="upload",
+                target_id=up.id,
+                target_org_id=up.practice_id,
+                details={"vendor_id": up.vendor_id, "size": up.length, "sha256": written.sha256, "file_id": up.file_id},
+            )
     if done == 1:
         _destroy_parts(c, parts)
     with c.db.snapshot() as db:
@@ -456,6 +561,7 @@ def _destroy_parts(c, parts: list[UploadPart]) -> None:
 
 # -- ending ------------------------------------------------------------------------------
 
+
 def cancel(c: Components, principal: Principal, upload_id: str) -> None:
     """The sender ends an upload (tus termination): everything it stored is destroyed."""
     with c.db.snapshot() as db:
@@ -465,15 +571,23 @@ def cancel(c: Components, principal: Principal, upload_id: str) -> None:
 
 def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action) -> bool:
     with c.db.transaction() as db:
-        done = db.execute(update(Upload).where(Upload.id == up.id,
-                                               Upload.state.in_([UploadState.open, UploadState.complete]))
-                          .values(state=state, ended_at=clock.now())
-                          .execution_options(synchronize_session=False)).rowcount
+        done = db.execute(
+            update(Upload)
+            .where(Upload.id == up.id, Upload.state.in_([UploadState.open, UploadState.complete]))
+            .values(state=state, ended_at=clock.now())
+            .execution_options(synchronize_session=False)
+        ).rowcount
         if not done:
             return False
-        objects = list(db.scalars(select(SealedObject).where(
-            SealedObject.owner_id == up.id, SealedObject.kind.in_([SealedKind.upload, SealedKind.upload_part]),
-            SealedObject.state.in_([SealedState.pending, SealedState.stored]))))
+        objects = list(
+            db.scalars(
+                select(SealedObject).where(
+                    SealedObject.owner_id == up.id,
+                    SealedObject.kind.in_([SealedKind.upload, SealedKind.upload_part]),
+                    SealedObject.state.in_([SealedState.pending, SealedState.stored]),
+                )
+            )
+        )
         for row in objects:
             row.state, row.destroying_at = SealedState.destroying, clock.now()
         db.execute(delete(UploadPart).where(UploadPart.upload_id == up.id))
@@ -485,9 +599,21 @@ def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action) -> boo
         except SealedError:
             left += 1  # stays `destroying`: fsck --repair finishes it
     with c.db.transaction() as db:
-        record_event(db, action, actor=actor, target_type="upload", target_id=up.id, target_org_id=up.practice_id,
-                     details={"vendor_id": up.vendor_id, "received": up.received, "length": up.length,
-                              "objects_removed": removed, "objects_left_for_fsck": left})
+        record_event(
+            db,
+            action,
+            actor=actor,
+            target_type="upload",
+            target_id=up.id,
+            target_org_id=up.practice_id,
+            details={
+                "vendor_id": up.vendor_id,
+                "received": up.received,
+                "length": up.length,
+                "objects_removed": removed,
+                "objects_left_for_fsck": left,
+            },
+        )
     return True
 
 
@@ -496,9 +622,14 @@ def expire(c: Components) -> int:
     ended = 0
     while True:
         with c.db.snapshot() as db:
-            batch = list(db.scalars(select(Upload).where(
-                Upload.state.in_([UploadState.open, UploadState.complete]), Upload.expires_at <= clock.now())
-                .order_by(Upload.expires_at).limit(100)))
+            batch = list(
+                db.scalars(
+                    select(Upload)
+                    .where(Upload.state.in_([UploadState.open, UploadState.complete]), Upload.expires_at <= clock.now())
+                    .order_by(Upload.expires_at)
+                    .limit(100)
+                )
+            )
         if not batch:
             return ended
         for up in batch:
@@ -506,6 +637,7 @@ def expire(c: Components) -> int:
 
 
 # -- making a transfer -------------------------------------------------------------------
+
 
 def make_transfer(c: Components, principal: Principal, upload_ids: list[str]) -> str:
     """One transfer of completed uploads, all or nothing, with the events of a direct upload."""
@@ -517,16 +649,26 @@ def make_transfer(c: Components, principal: Principal, upload_ids: list[str]) ->
     with c.db.snapshot() as db:
         ups = [find(db, principal, i) for i in ids]
     first = ups[0]
-    if any((u.direction, u.practice_id, u.vendor_id, u.partner_id, u.purpose, u.recipients, u.key_id) !=
-           (first.direction, first.practice_id, first.vendor_id, first.partner_id, first.purpose, first.recipients,
-            first.key_id) for u in ups):
-        raise InvalidInput("The uploads of one transfer must share partner, purpose and recipients.",
-                           code="uploads_differ")
+    if any(
+        (u.direction, u.practice_id, u.vendor_id, u.partner_id, u.purpose, u.recipients, u.key_id)
+        != (
+            first.direction,
+            first.practice_id,
+            first.vendor_id,
+            first.partner_id,
+            first.purpose,
+            first.recipients,
+            first.key_id,
+        )
+        for u in ups
+    ):
+        raise InvalidInput(
+            "The uploads of one transfer must share partner, purpose and recipients.", code="uploads_differ"
+        )
     ups = [complete(c, u.id) if u.state == UploadState.open else u for u in ups]
     transfer_id = new_id()
     try:
-        note = (unseal(c.keys, first.note_sealed, note_upload_context(first.id)).decode()
-                if first.note_sealed else "")
+        note = unseal(c.keys, first.note_sealed, note_upload_context(first.id)).decode() if first.note_sealed else ""
         note_sealed = seal(c.keys, first.key_id, note.encode(), note_context(transfer_id)) if note else None
     except (CryptoError, SealedError) as exc:
         raise translate(exc) from None
@@ -534,25 +676,44 @@ def make_transfer(c: Components, principal: Principal, upload_ids: list[str]) ->
     with c.db.sessions() as db:
         # The gates again: a BAA ended or a biller left while the bytes were arriving refuses the transfer.
         direction, practice_id, vendor_id, billers = check_request(db, principal, req)
-        taken = db.execute(update(Upload).where(Upload.id.in_(ids), Upload.state == UploadState.complete)
-                           .values(state=UploadState.used, transfer_id=transfer_id, ended_at=clock.now())
-                           .execution_options(synchronize_session=False)).rowcount
+        taken = db.execute(
+            update(Upload)
+            .where(Upload.id.in_(ids), Upload.state == UploadState.complete)
+            .values(state=UploadState.used, transfer_id=transfer_id, ended_at=clock.now())
+            .execution_options(synchronize_session=False)
+        ).rowcount
         if taken != len(ids):
             db.rollback()
             raise Conflict("An upload is already part of a transfer, or not finished.", code="upload_not_complete")
         for u in ups:
             sealed.adopt(db, u.sealed_id, kind=SealedKind.transfer_file, owner_id=u.file_id)
-        record_transfer(db, principal, transfer_id=transfer_id, direction=direction, practice_id=practice_id,
-                        vendor_id=vendor_id, key_id=first.key_id, purpose=first.purpose, note_sealed=note_sealed,
-                        billers=billers,
-                        files=[StoredFile(u.file_id, u.name_sealed, u.file_type, u.length, u.sha256) for u in ups])
+        record_transfer(
+            db,
+            principal,
+            transfer_id=transfer_id,
+            direction=direction,
+            practice_id=practice_id,
+            vendor_id=vendor_id,
+            key_id=first.key_id,
+            purpose=first.purpose,
+            note_sealed=note_sealed,
+            billers=billers,
+            files=[StoredFile(u.file_id, u.name_sealed, u.file_type, u.length, u.sha256) for u in ups],
+        )
         for u in ups:
-            record_event(db, Action.UPLOAD_USED, actor=principal.actor, target_type="upload", target_id=u.id,
-                         target_org_id=practice_id, details={"transfer_id": transfer_id, "file_id": u.file_id})
+            record_event(
+                db,
+                Action.UPLOAD_USED,
+                actor=principal.actor,
+                target_type="upload",
+                target_id=u.id,
+                target_org_id=practice_id,
+                details={"transfer_id": transfer_id, "file_id": u.file_id},
+            )
         db.commit()
     return transfer_id
 
 
 def expires_header(when: datetime) -> str:
     """RFC 9110 date, for `Upload-Expires`."""
-    return format_datetime(when.astimezone(timezone.utc), usegmt=True)
+    return format_datetime(when.astimezone(UTC), usegmt=True)

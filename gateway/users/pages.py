@@ -16,10 +16,19 @@ router = APIRouter(prefix="/admin/users", include_in_schema=False)
 
 def _page(request, db, principal, status_code=200, **extra):
     orgs = list_orgs(db)
-    return render(request, "admin_users.html", status_code=status_code, principal=principal,
-                  users=service.list_users(db), orgs=orgs, roles=list(Role),
-                  passkey_counts=service.passkey_counts(db), policies=passkey_policy.list_policies(db),
-                  org_names={o.id: o.name for o in orgs}, **extra)
+    return render(
+        request,
+        "admin_users.html",
+        status_code=status_code,
+        principal=principal,
+        users=service.list_users(db),
+        orgs=orgs,
+        roles=list(Role),
+        passkey_counts=service.passkey_counts(db),
+        policies=passkey_policy.list_policies(db),
+        org_names={o.id: o.name for o in orgs},
+        **extra,
+    )
 
 
 @router.get("")
@@ -28,10 +37,16 @@ def users(request: Request, db: DbSession, principal: AdminPrincipal):
 
 
 @router.post("")
-def create_user(request: Request, db: DbSession, principal: AdminPrincipal,
-                org_id: str = Form(max_length=64), username: str = Form(max_length=64),
-                full_name: str = Form(max_length=200), email: str = Form(max_length=254),
-                role: str = Form(max_length=32)):
+def create_user(
+    request: Request,
+    db: DbSession,
+    principal: AdminPrincipal,
+    org_id: str = Form(max_length=64),
+    username: str = Form(max_length=64),
+    full_name: str = Form(max_length=200),
+    email: str = Form(max_length=254),
+    role: str = Form(max_length=32),
+):
     def run():
         if role not in Role.__members__:
             raise InvalidInput("Choose a role.", code="invalid_role")
@@ -39,13 +54,21 @@ def create_user(request: Request, db: DbSession, principal: AdminPrincipal,
             raise InvalidInput("Give a full name and an e-mail address.", code="invalid_input")
         return service.create_user(db, get_org(db, org_id), username, full_name, email, Role(role), principal.actor)
 
-    return submit(db, run, form=lambda **error: _page(request, db, principal, **error),
-                  done=lambda made: _page(request, db, principal, created=made[0], one_time_password=made[1]))
+    return submit(
+        db,
+        run,
+        form=lambda **error: _page(request, db, principal, **error),
+        done=lambda made: _page(request, db, principal, created=made[0], one_time_password=made[1]),
+    )
 
 
 def _act(request, db, principal, user_id: str, action):
-    return submit(db, lambda: action(service.get_user(db, user_id)),
-                  form=lambda **error: _page(request, db, principal, **error), done=lambda _: redirect("/admin/users"))
+    return submit(
+        db,
+        lambda: action(service.get_user(db, user_id)),
+        form=lambda **error: _page(request, db, principal, **error),
+        done=lambda _: redirect("/admin/users"),
+    )
 
 
 @router.post("/{user_id}/disable")
@@ -74,9 +97,12 @@ def reset_password(request: Request, user_id: str, db: DbSession, principal: Adm
         user = service.get_user(db, user_id)
         return user, service.reset_password(db, user, principal.actor)
 
-    return submit(db, run, form=lambda **error: _page(request, db, principal, **error),
-                  done=lambda reset: _page(request, db, principal, created=reset[0], one_time_password=reset[1],
-                                           reset=True))
+    return submit(
+        db,
+        run,
+        form=lambda **error: _page(request, db, principal, **error),
+        done=lambda reset: _page(request, db, principal, created=reset[0], one_time_password=reset[1], reset=True),
+    )
 
 
 @router.post("/{user_id}/passkeys/reset")
@@ -86,14 +112,27 @@ def reset_user_passkeys(request: Request, user_id: str, db: DbSession, principal
 
 
 @router.post("/passkey-policies")
-def add_passkey_policy(request: Request, db: DbSession, principal: AdminPrincipal,
-                       scope: str = Form(max_length=8), role: str = Form(default="", max_length=32),
-                       org_id: str = Form(default="", max_length=64)):
-    return submit(db, lambda: passkey_policy.require(db, scope, role if scope == "role" else org_id, principal.actor),
-                  form=lambda **error: _page(request, db, principal, **error), done=lambda _: redirect("/admin/users"))
+def add_passkey_policy(
+    request: Request,
+    db: DbSession,
+    principal: AdminPrincipal,
+    scope: str = Form(max_length=8),
+    role: str = Form(default="", max_length=32),
+    org_id: str = Form(default="", max_length=64),
+):
+    return submit(
+        db,
+        lambda: passkey_policy.require(db, scope, role if scope == "role" else org_id, principal.actor),
+        form=lambda **error: _page(request, db, principal, **error),
+        done=lambda _: redirect("/admin/users"),
+    )
 
 
 @router.post("/passkey-policies/{policy_id}/remove")
 def drop_passkey_policy(request: Request, policy_id: str, db: DbSession, principal: AdminPrincipal):
-    return submit(db, lambda: passkey_policy.drop(db, policy_id, principal.actor),
-                  form=lambda **error: _page(request, db, principal, **error), done=lambda _: redirect("/admin/users"))
+    return submit(
+        db,
+        lambda: passkey_policy.drop(db, policy_id, principal.actor),
+        form=lambda **error: _page(request, db, principal, **error),
+        done=lambda _: redirect("/admin/users"),
+    )

@@ -1,8 +1,6 @@
 """Users API (administrators)."""
 
-from fastapi import APIRouter, Query
-
-from fastapi import Response
+from fastapi import APIRouter, Query, Response
 
 from gateway.auth.service import reset_passkeys
 from gateway.deps import AdminPrincipal, DbSession
@@ -21,8 +19,7 @@ def list_users(db: DbSession, principal: AdminPrincipal, org_id: str | None = Qu
 @router.post("", response_model=UserCreated, status_code=201)
 def create_user(body: UserCreate, db: DbSession, principal: AdminPrincipal):
     org = get_org(db, body.org_id)
-    user, initial = service.create_user(db, org, body.username, body.full_name, body.email, body.role,
-                                        principal.actor)
+    user, initial = service.create_user(db, org, body.username, body.full_name, body.email, body.role, principal.actor)
     db.commit()
     return UserCreated(**UserOut.model_validate(user).model_dump(), one_time_password=initial)
 

@@ -7,8 +7,8 @@ import re
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.audit.actions import Action
 from gateway import clock
+from gateway.audit.actions import Action
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
 from gateway.auth import passwords
@@ -26,13 +26,23 @@ def _check_role(role: Role, org: Organisation) -> None:
         raise InvalidInput(f"The role {role.value} belongs to a {allowed} organisation.", code="role_org_mismatch")
 
 
-def create_user(db: Session, org: Organisation, username: str, full_name: str, email: str, role: Role,
-                actor: Actor, *, password: str | None = None) -> tuple[User, str]:
+def create_user(
+    db: Session,
+    org: Organisation,
+    username: str,
+    full_name: str,
+    email: str,
+    role: Role,
+    actor: Actor,
+    *,
+    password: str | None = None,
+) -> tuple[User, str]:
     """Create an account with a one-time password (returned once); TOTP enrolment follows at first login."""
     username = username.strip().lower()
     if not USERNAME.match(username):
-        raise InvalidInput("A username is 3-64 lowercase letters, digits, dots, dashes or underscores.",
-                           code="invalid_username")
+        raise InvalidInput(
+            "A username is 3-64 lowercase letters, digits, dots, dashes or underscores.", code="invalid_username"
+        )
     if not org.active:
         raise InvalidInput("The organisation is disabled.", code="org_disabled")
     _check_role(role, org)
@@ -42,14 +52,29 @@ def create_user(db: Session, org: Organisation, username: str, full_name: str, e
     if password is not None:
         passwords.check_policy(password, username=username)
     user = User(
-        org_id=org.id, username=username, full_name=" ".join(full_name.split()), email=email.strip(), role=role,
-        active=True, password_hash=passwords.hash_password(initial), must_change_password=password is None,
-        created_at=clock.now(), created_by=actor.user_id, failed_attempts=0,
+        org_id=org.id,
+        username=username,
+        full_name=" ".join(full_name.split()),
+        email=email.strip(),
+        role=role,
+        active=True,
+        password_hash=passwords.hash_password(initial),
+        must_change_password=password is None,
+        created_at=clock.now(),
+        created_by=actor.user_id,
+        failed_attempts=0,
     )
     db.add(user)
     db.flush()
-    record_event(db, Action.ADMIN_USER_CREATED, actor=actor, target_type="user", target_id=user.id,
-                 target_org_id=org.id, details={"role": role.value})
+    record_event(
+        db,
+        Action.ADMIN_USER_CREATED,
+        actor=actor,
+        target_type="user",
+        target_id=user.id,
+        target_org_id=org.id,
+        details={"role": role.value},
+    )
     return user, initial
 
 
@@ -88,8 +113,16 @@ def disable_user(db: Session, user: User, actor: Actor, reason: str = "disabled_
     if not user.active:
         return
     user.active = False
-    record_event(db, Action.ADMIN_USER_DISABLED, actor=actor, severity=Severity.warning, target_type="user",
-                 target_id=user.id, target_org_id=user.org_id, details={"reason": reason})
+    record_event(
+        db,
+        Action.ADMIN_USER_DISABLED,
+        actor=actor,
+        severity=Severity.warning,
+        target_type="user",
+        target_id=user.id,
+        target_org_id=user.org_id,
+        details={"reason": reason},
+    )
     revoke_user_sessions(db, user.id, actor, "user_disabled")
     revoke_user_tokens(db, user.id, actor, "user_disabled")
 
@@ -100,8 +133,9 @@ def enable_user(db: Session, user: User, actor: Actor) -> None:
     user.active = True
     user.failed_attempts = 0
     user.locked_until = None
-    record_event(db, Action.ADMIN_USER_ENABLED, actor=actor, target_type="user", target_id=user.id,
-                 target_org_id=user.org_id)
+    record_event(
+        db, Action.ADMIN_USER_ENABLED, actor=actor, target_type="user", target_id=user.id, target_org_id=user.org_id
+    )
 
 
 def change_role(db: Session, user: User, role: Role, actor: Actor) -> None:
@@ -113,8 +147,16 @@ def change_role(db: Session, user: User, role: Role, actor: Actor) -> None:
         return
     old = user.role
     user.role = role
-    record_event(db, Action.ADMIN_USER_ROLE_CHANGED, actor=actor, severity=Severity.warning, target_type="user",
-                 target_id=user.id, target_org_id=user.org_id, details={"from": old.value, "to": role.value})
+    record_event(
+        db,
+        Action.ADMIN_USER_ROLE_CHANGED,
+        actor=actor,
+        severity=Severity.warning,
+        target_type="user",
+        target_id=user.id,
+        target_org_id=user.org_id,
+        details={"from": old.value, "to": role.value},
+    )
     revoke_user_sessions(db, user.id, actor, "role_changed")
 
 
@@ -123,8 +165,15 @@ def reset_password(db: Session, user: User, actor: Actor) -> str:
     initial = passwords.one_time_password()
     user.password_hash = passwords.hash_password(initial)
     user.must_change_password = True
-    record_event(db, Action.ADMIN_USER_PASSWORD_RESET, actor=actor, severity=Severity.warning, target_type="user",
-                 target_id=user.id, target_org_id=user.org_id)
+    record_event(
+        db,
+        Action.ADMIN_USER_PASSWORD_RESET,
+        actor=actor,
+        severity=Severity.warning,
+        target_type="user",
+        target_id=user.id,
+        target_org_id=user.org_id,
+    )
     revoke_user_sessions(db, user.id, actor, "password_reset")
     revoke_user_tokens(db, user.id, actor, "password_reset")
     return initial
@@ -134,8 +183,13 @@ def active_billers(db: Session, org_ids: list[str]) -> list[User]:
     """The active billers of these (vendor) organisations, by name: whom a sender or approver may name."""
     if not org_ids:
         return []
-    return list(db.scalars(select(User).where(User.org_id.in_(org_ids), User.role == Role.biller,
-                                              User.active.is_(True)).order_by(User.full_name)))
+    return list(
+        db.scalars(
+            select(User)
+            .where(User.org_id.in_(org_ids), User.role == Role.biller, User.active.is_(True))
+            .order_by(User.full_name)
+        )
+    )
 
 
 def users_by_id(db: Session, ids: set[str]) -> dict[str, User]:

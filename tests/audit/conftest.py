@@ -52,8 +52,9 @@ def verify_parallel(components, signer, monkeypatch):
     from gateway.audit.checkpoint import origin
 
     monkeypatch.setattr(verify_module, "SEGMENT", 16)
-    return lambda: verify_module.verify_log(components.db, signer.public_key(), origin(components.settings),
-                                            chunk=7, workers=2)
+    return lambda: verify_module.verify_log(
+        components.db, signer.public_key(), origin(components.settings), chunk=7, workers=2
+    )
 
 
 @pytest.fixture
@@ -91,9 +92,15 @@ def exported(client, login, components, factory, tmp_path):
     agents = ("pytest", "Navigateur/1.0 (é)", "=HYPERLINK(1)")
     with components.db.transaction() as db:
         for i in range(3):
-            record_event(db, "transfer.download.completed", actor=Actor(org_id=practice.id, user_agent=agents[i]),
-                         target_type="transfer", target_id=f"t{i}", target_org_id=practice.id,
-                         details={"bytes": i, "code": "Größe-✓ 請求"})
+            record_event(
+                db,
+                "transfer.download.completed",
+                actor=Actor(org_id=practice.id, user_agent=agents[i]),
+                target_type="transfer",
+                target_id=f"t{i}",
+                target_org_id=practice.id,
+                details={"bytes": i, "code": "Größe-✓ 請求"},
+            )
     login(client, factory.user("auditor", factory.org("operator")))
     key = client.get("/api/v1/audit/public-key").json()
     pem = tmp_path / "key.pem"

@@ -17,8 +17,12 @@ from gateway.audit.service import Actor, record_event, record_events_bulk
 REPO = Path(__file__).resolve().parents[2]
 # Everything that records events; the enumeration itself is the one place its strings are written.
 # (bench/load.py is an HTTP client: its search filters are what any API caller would type.)
-SOURCES = [p for d in ("gateway", "retention") for p in (REPO / d).rglob("*.py")
-           if p != REPO / "gateway" / "audit" / "actions.py" and "migrations" not in p.parts]
+SOURCES = [
+    p
+    for d in ("gateway", "retention")
+    for p in (REPO / d).rglob("*.py")
+    if p != REPO / "gateway" / "audit" / "actions.py" and "migrations" not in p.parts
+]
 SOURCES.append(REPO / "bench" / "audit.py")
 
 
@@ -67,8 +71,12 @@ def test_no_call_site_writes_an_action_as_a_string_literal():
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and node.value in values:
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
-            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "record_event"
-                    and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "record_event"
+                and len(node.args) > 1
+                and isinstance(node.args[1], ast.Constant)
+            ):
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}: record_event({node.args[1].value!r})")
     assert not found, "use Action members:\n" + "\n".join(found)
 

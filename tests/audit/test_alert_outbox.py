@@ -33,17 +33,18 @@ def _retry_job(components):
     return next(job for job in serve_jobs(components) if job.name == "outbox")
 
 
-def _open_emergency(party, session_for):  # noqa: F811
+def _open_emergency(party, session_for):
     staff, admin = session_for(party.staff), session_for(party.admin)
     tid = sent(staff, party)
-    r = admin.client.post(f"/api/v1/transfers/{tid}/emergency-access",
-                          json={"hours": 2, "reason": "approver on leave", "code": admin.fresh_code()})
+    r = admin.client.post(
+        f"/api/v1/transfers/{tid}/emergency-access",
+        json={"hours": 2, "reason": "approver on leave", "code": admin.fresh_code()},
+    )
     assert r.status_code == 200, r.text
     return tid
 
 
-def test_emergency_access_alert_is_in_the_sink_when_the_response_returns(
-        party, session_for, components, tmp_path):  # noqa: F811
+def test_emergency_access_alert_is_in_the_sink_when_the_response_returns(party, session_for, components, tmp_path):
     sink = tmp_path / "alerts.jsonl"
     components.settings.audit_alert_sink = f"file://{sink}"
     tid = _open_emergency(party, session_for)
@@ -75,7 +76,7 @@ def test_emergency_access_alert_is_in_the_sink_when_the_response_returns(
     assert len(_lines(sink)) == 1
 
 
-def test_a_sink_that_fails_keeps_the_alert_for_the_retry_job(party, session_for, components, tmp_path):  # noqa: F811
+def test_a_sink_that_fails_keeps_the_alert_for_the_retry_job(party, session_for, components, tmp_path):
     missing = tmp_path / "not-yet" / "alerts.jsonl"
     components.settings.audit_alert_sink = f"file://{missing}"
     tid = _open_emergency(party, session_for)  # the request still succeeds
@@ -106,7 +107,7 @@ def test_a_sink_that_fails_keeps_the_alert_for_the_retry_job(party, session_for,
         assert db.get(AuditAlert, alert.id).delivered_at is not None
 
 
-def test_an_unconfigured_sink_keeps_alerts_until_one_is_set(party, session_for, components, tmp_path):  # noqa: F811
+def test_an_unconfigured_sink_keeps_alerts_until_one_is_set(party, session_for, components, tmp_path):
     components.settings.audit_alert_sink = ""
     _open_emergency(party, session_for)
     [entry] = _outbox(components)
@@ -126,7 +127,8 @@ def test_every_high_severity_event_raises_its_alert_at_once(client, factory, com
         r = client.post("/api/v1/auth/login", json={"username": victim.username, "password": "wrong password 123"})
         assert r.status_code in (401, 423)
     assert [(x["rule"], x["subject"], x["summary"]) for x in _lines(sink)] == [
-        ("high_severity_event", victim.id, "auth.account.locked (success)")]
+        ("high_severity_event", victim.id, "auth.account.locked (success)")
+    ]
 
 
 def test_an_alert_commits_or_rolls_back_with_its_event(components, tmp_path):
@@ -152,7 +154,9 @@ def test_a_commit_on_the_event_loop_hands_delivery_to_a_thread(components, tmp_p
 
     async def commit_on_the_loop():
         with components.db.transaction() as db:
-            record_event(db, Action.STORAGE_OBJECT_MISSING, actor=Actor.system(), severity=Severity.high, target_id="t-loop")
+            record_event(
+                db, Action.STORAGE_OBJECT_MISSING, actor=Actor.system(), severity=Severity.high, target_id="t-loop"
+            )
 
     asyncio.run(commit_on_the_loop())
     for _ in range(400):  # bounded wait for the delivery thread
@@ -167,11 +171,16 @@ def test_a_dead_sink_is_tried_once_per_run_not_once_per_alert(components, tmp_pa
     components.settings.audit_alert_sink = ""
     with components.db.transaction() as db:
         for i in range(3):
-            record_event(db, Action.STORAGE_OBJECT_MISSING, actor=Actor.system(), severity=Severity.high, target_id=f"t-{i}")
+            record_event(
+                db, Action.STORAGE_OBJECT_MISSING, actor=Actor.system(), severity=Severity.high, target_id=f"t-{i}"
+            )
     components.settings.audit_alert_sink = f"file://{tmp_path / 'missing' / 'alerts.jsonl'}"
     assert _retry_job(components).run() == 0
     assert [(e.attempts, e.claimed_until, e.delivered_at) for e in _outbox(components)] == [
-        (1, None, None), (0, None, None), (0, None, None)]
+        (1, None, None),
+        (0, None, None),
+        (0, None, None),
+    ]
     (tmp_path / "missing").mkdir()
     assert _retry_job(components).run() == 3
     assert [x["subject"] for x in _lines(tmp_path / "missing" / "alerts.jsonl")] == ["t-0", "t-1", "t-2"]

@@ -18,18 +18,37 @@ def world(components, factory):
     vendor = factory.org("vendor")
     operator = factory.org("operator")
     w = {
-        "a": practice_a, "b": practice_b, "vendor": vendor,
-        "auditor_a": factory.user("auditor", practice_a), "auditor_b": factory.user("auditor", practice_b),
-        "auditor_op": factory.user("auditor", operator), "staff_a": factory.user("practice_staff", practice_a),
+        "a": practice_a,
+        "b": practice_b,
+        "vendor": vendor,
+        "auditor_a": factory.user("auditor", practice_a),
+        "auditor_b": factory.user("auditor", practice_b),
+        "auditor_op": factory.user("auditor", operator),
+        "staff_a": factory.user("practice_staff", practice_a),
         "biller": factory.user("biller", vendor),
     }
     with components.db.transaction() as db:
         biller = Actor(user_id=w["biller"].id, org_id=vendor.id, ip="198.51.100.9", user_agent="browser")
         for org, tid in ((practice_a, "transfer-a"), (practice_b, "transfer-b")):
-            record_event(db, Action.TRANSFER_DOWNLOAD_COMPLETED, actor=biller, target_type="transfer", target_id=tid,
-                         target_org_id=org.id, details={"file_id": f"file-{tid}", "bytes": 10})
-        record_event(db, Action.TRANSFER_DOWNLOAD_DENIED, actor=biller, target_type="transfer", target_id="transfer-b",
-                     target_org_id=practice_b.id, outcome="denied", details={"reason": "expired"})
+            record_event(
+                db,
+                Action.TRANSFER_DOWNLOAD_COMPLETED,
+                actor=biller,
+                target_type="transfer",
+                target_id=tid,
+                target_org_id=org.id,
+                details={"file_id": f"file-{tid}", "bytes": 10},
+            )
+        record_event(
+            db,
+            Action.TRANSFER_DOWNLOAD_DENIED,
+            actor=biller,
+            target_type="transfer",
+            target_id="transfer-b",
+            target_org_id=practice_b.id,
+            outcome="denied",
+            details={"reason": "expired"},
+        )
     return w
 
 
@@ -87,16 +106,19 @@ def test_paging_walks_every_event_once(client, login, world, components):
     assert seen == [6, 5, 4, 3, 2, 1, 0]
 
 
-@pytest.mark.parametrize("params", [
-    {"since": "yesterday", "until": "2026-01-01"},
-    {"since": "2026-13-40", "until": "2026-12-31"},
-    {"since": "2026-01-01T25:00", "until": "2026-01-02"},
-    {"since": "1900-01-01", "until": "1900-01-02"},
-    {"since": "2020-01-01", "until": "2026-01-01"},  # a huge range
-    {"since": "2026-02-01", "until": "2026-01-01"},  # backwards
-    {"outcome": "maybe"},
-    {"action": "auth'; DROP TABLE users;--"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "yesterday", "until": "2026-01-01"},
+        {"since": "2026-13-40", "until": "2026-12-31"},
+        {"since": "2026-01-01T25:00", "until": "2026-01-02"},
+        {"since": "1900-01-01", "until": "1900-01-02"},
+        {"since": "2020-01-01", "until": "2026-01-01"},  # a huge range
+        {"since": "2026-02-01", "until": "2026-01-01"},  # backwards
+        {"outcome": "maybe"},
+        {"action": "auth'; DROP TABLE users;--"},
+    ],
+)
 def test_bad_filters_get_a_clear_invalid_input_error(client, login, world, params):
     login(client, world["auditor_op"])
     r = client.get("/api/v1/audit/events", params=params)
@@ -113,9 +135,16 @@ def test_activity_on_a_day_and_a_malformed_day(client, login, world, fake_clock)
     r = client.get("/api/v1/audit/activity", params={"user": world["biller"].id, "day": day})
     assert r.status_code == 200
     assert [i["action"] for i in r.json()["items"]] == [
-        "transfer.download.completed", "transfer.download.completed", "transfer.download.denied"]
-    assert client.get("/api/v1/audit/activity", params={"user": world["biller"].id, "day": "30/11/2026"}
-                      ).json()["error"]["code"] == "invalid_input"
+        "transfer.download.completed",
+        "transfer.download.completed",
+        "transfer.download.denied",
+    ]
+    assert (
+        client.get("/api/v1/audit/activity", params={"user": world["biller"].id, "day": "30/11/2026"}).json()["error"][
+            "code"
+        ]
+        == "invalid_input"
+    )
     page = client.get("/audit/activity", params={"user": world["biller"].username, "day": day})
     assert page.status_code == 200 and page.text.count("<td>transfer.download.") == 3
 
@@ -144,9 +173,14 @@ def test_exports_verify_offline_are_events_and_neutralise_formulas(client, login
     from translog.export import verify_export
 
     with components.db.transaction() as db:
-        record_event(db, Action.AUTH_LOGIN_FAILED, outcome="failure",
-                     actor=Actor(org_id=world["a"].id, ip="203.0.113.5", user_agent='=HYPERLINK("http://x")'),
-                     target_org_id=world["a"].id, details={"reason": "bad_password"})
+        record_event(
+            db,
+            Action.AUTH_LOGIN_FAILED,
+            outcome="failure",
+            actor=Actor(org_id=world["a"].id, ip="203.0.113.5", user_agent='=HYPERLINK("http://x")'),
+            target_org_id=world["a"].id,
+            details={"reason": "bad_password"},
+        )
     login(client, world["auditor_a"])
     key = client.get("/api/v1/audit/public-key").json()
     csv_r = client.get("/api/v1/audit/export.csv")
@@ -158,7 +192,7 @@ def test_exports_verify_offline_are_events_and_neutralise_formulas(client, login
     for name in ("e.csv", "e.jsonl"):
         report = verify_export(str(tmp_path / name), key["public_key_pem"])
         assert report.ok, report.problem
-    assert "'=HYPERLINK" in csv_r.text and '\n=HYPERLINK' not in csv_r.text and ',=HYPERLINK' not in csv_r.text
+    assert "'=HYPERLINK" in csv_r.text and "\n=HYPERLINK" not in csv_r.text and ",=HYPERLINK" not in csv_r.text
     lines = [json.loads(x) for x in jsonl_r.text.splitlines()]
     events = [x for x in lines if x["type"] == "event"]
     assert [e["target_id"] for e in events] == ["transfer-a"]
@@ -166,7 +200,9 @@ def test_exports_verify_offline_are_events_and_neutralise_formulas(client, login
     # Each export is itself on record, with its format and filters.
     exports = client.get("/api/v1/audit/events", params={"action": "audit.export.created"}).json()["items"]
     assert [(e["details"]["format"], e["details"].get("filter_action")) for e in exports] == [
-        ("jsonl", "transfer.*"), ("csv", None)]
+        ("jsonl", "transfer.*"),
+        ("csv", None),
+    ]
 
 
 def test_a_tampered_export_names_the_altered_event(client, login, world, tmp_path):
@@ -186,8 +222,9 @@ def test_a_tampered_export_names_the_altered_event(client, login, world, tmp_pat
     (tmp_path / "good.jsonl").write_text(body)
     (tmp_path / "cut.jsonl").write_text("\n".join(body.splitlines()[:-2]) + "\n")
     runner = CliRunner()
-    good = runner.invoke(audit_app, ["verify-export", str(tmp_path / "good.jsonl"), "--public-key",
-                                     key["verifier_key"]])
+    good = runner.invoke(
+        audit_app, ["verify-export", str(tmp_path / "good.jsonl"), "--public-key", key["verifier_key"]]
+    )
     assert good.exit_code == 0, good.output
     bad = runner.invoke(audit_app, ["verify-export", str(tmp_path / "bad.jsonl"), "--public-key", key["verifier_key"]])
     assert bad.exit_code == 1 and f"at event {seq}" in bad.output
@@ -209,12 +246,18 @@ def test_proof_api_and_checkpoint_endpoints(client, login, world, components):
     cp = note.verify(latest.text, pem)
     assert cp.tree_size == second["tree_size"]
     proof = client.get("/api/v1/audit/proofs/inclusion", params={"seq": 1}).json()
-    assert merkle.verify_inclusion(0, cp.tree_size, bytes.fromhex(proof["leaf_hash"]),
-                                   [bytes.fromhex(h) for h in proof["inclusion_path"]], cp.root_hash)
+    assert merkle.verify_inclusion(
+        0,
+        cp.tree_size,
+        bytes.fromhex(proof["leaf_hash"]),
+        [bytes.fromhex(h) for h in proof["inclusion_path"]],
+        cp.root_hash,
+    )
     cons = client.get("/api/v1/audit/proofs/consistency", params={"first": first["tree_size"]}).json()
     old = note.verify(cons["first_checkpoint"], pem)
-    assert merkle.verify_consistency(old.tree_size, cp.tree_size, old.root_hash, cp.root_hash,
-                                     [bytes.fromhex(h) for h in cons["consistency_path"]])
+    assert merkle.verify_consistency(
+        old.tree_size, cp.tree_size, old.root_hash, cp.root_hash, [bytes.fromhex(h) for h in cons["consistency_path"]]
+    )
     status = client.get("/api/v1/audit/status").json()
     assert status["latest_checkpoint"]["tree_size"] == cp.tree_size
     assert status["latest_checkpoint"]["signature_ok"] is True
@@ -258,8 +301,15 @@ def test_dashboard_form_signs_a_checkpoint_and_shows_it(client, login, world, co
 
 def test_a_file_timeline_includes_events_that_name_the_file_in_details(client, login, world, components):
     with components.db.transaction() as db:
-        record_event(db, Action.TRANSFER_DESTROYED, actor=Actor.system(), target_type="file",
-                     target_id="file-transfer-a", target_org_id=world["a"].id, details={"method": "crypto-shred"})
+        record_event(
+            db,
+            Action.TRANSFER_DESTROYED,
+            actor=Actor.system(),
+            target_type="file",
+            target_id="file-transfer-a",
+            target_org_id=world["a"].id,
+            details={"method": "crypto-shred"},
+        )
     login(client, world["auditor_a"])
     items = client.get("/api/v1/audit/timeline/file-transfer-a").json()["items"]
     assert [i["action"] for i in items] == ["transfer.download.completed", "transfer.destroyed"]

@@ -29,8 +29,10 @@ def pg(components):
 
 def _counts(components) -> dict[str, int]:
     with components.db.snapshot() as db:
-        return {model.__tablename__: db.scalar(select(func.count()).select_from(model))
-                for model in (AuditEvent, AuditCheckpoint, AuditTreeNode)}
+        return {
+            model.__tablename__: db.scalar(select(func.count()).select_from(model))
+            for model in (AuditEvent, AuditCheckpoint, AuditTreeNode)
+        }
 
 
 def _filled(components, append, checkpoint) -> dict[str, int]:
@@ -41,13 +43,16 @@ def _filled(components, append, checkpoint) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.parametrize("statement", [
-    "TRUNCATE audit_events",
-    "TRUNCATE audit_checkpoints",
-    "TRUNCATE audit_tree_nodes",
-    "TRUNCATE audit_events, audit_checkpoints, audit_tree_nodes RESTART IDENTITY CASCADE",
-    "TRUNCATE users, audit_events CASCADE",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "TRUNCATE audit_events",
+        "TRUNCATE audit_checkpoints",
+        "TRUNCATE audit_tree_nodes",
+        "TRUNCATE audit_events, audit_checkpoints, audit_tree_nodes RESTART IDENTITY CASCADE",
+        "TRUNCATE users, audit_events CASCADE",
+    ],
+)
 def test_truncate_of_the_log_is_refused(components, append, checkpoint, verify, statement):
     before = _filled(components, append, checkpoint)
     if components.db.dialect == "sqlite":

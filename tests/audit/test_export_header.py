@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from typer.testing import CliRunner
 
-from gateway.audit.actions import Action
 from gateway.auditor.cli import audit_app
 from translog import note
 
@@ -58,8 +57,9 @@ def _csv_with_header(src: Path, dst: Path, edit) -> None:
     for line in src.read_bytes().decode().split("\r\n"):
         if line.startswith("#header,"):
             cell = io.StringIO()
-            csv.writer(cell, lineterminator="").writerow(["#header", json.dumps(edit(_csv_header(src)),
-                                                                                separators=(",", ":"))])
+            csv.writer(cell, lineterminator="").writerow(
+                ["#header", json.dumps(edit(_csv_header(src)), separators=(",", ":"))]
+            )
             line = cell.getvalue()
         out.append(line)
     dst.write_bytes("\r\n".join(out).encode())
@@ -113,7 +113,10 @@ def test_a_version_1_export_verifies_its_events_only_on_request(exported, tmp_pa
     with components.db.snapshot() as db:
         stored = db.scalar(select(AuditCheckpoint).where(AuditCheckpoint.tree_size == header["tree_size"]))
     old = tmp_path / "old.jsonl"
-    old.write_text("\n".join([json.dumps({**header, "format": "phigate-audit-export-v1", "checkpoint": stored.note}), *lines[1:]]) + "\n")
+    old.write_text(
+        "\n".join([json.dumps({**header, "format": "phigate-audit-export-v1", "checkpoint": stored.note}), *lines[1:]])
+        + "\n"
+    )
     r = _verify(old, vkey)
     assert r.exit_code == 1 and "--allow-v1" in r.output
     r = _verify(old, vkey, "--allow-v1")

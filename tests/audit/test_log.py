@@ -38,8 +38,10 @@ def test_sequence_is_gap_free_and_a_rolled_back_action_leaves_no_gap(components,
 def test_leaf_is_sha256_of_zero_byte_and_canonical_json(components, append, fake_clock):
     append(1)
     e = _all(components)[0]
-    canonical = ('["phigate-audit-v1", 1, "{}", "keys.rewrapped", "success", "info", "u1", "o1", "192.0.2.1", '
-                 '"pytest", null, null, null, {{"i": 0}}]'.format(format_time(e.occurred_at))).encode()
+    canonical = (
+        f'["phigate-audit-v1", 1, "{format_time(e.occurred_at)}", "keys.rewrapped", "success", "info", "u1", "o1", "192.0.2.1", '
+        '"pytest", null, null, null, {"i": 0}]'
+    ).encode()
     import hashlib
 
     assert e.leaf_hash == hashlib.sha256(b"\x00" + canonical).digest()
@@ -123,13 +125,23 @@ def test_proofs_from_the_store_verify_against_the_signed_checkpoint(components, 
             proof = inclusion_proof(db, Scope(None), seq)
             cp = note.verify(proof["checkpoint"], signer.public_key_raw())
             assert cp.tree_size == 633
-            assert merkle.verify_inclusion(seq - 1, 633, bytes.fromhex(proof["leaf_hash"]),
-                                           [bytes.fromhex(h) for h in proof["inclusion_path"]], cp.root_hash)
+            assert merkle.verify_inclusion(
+                seq - 1,
+                633,
+                bytes.fromhex(proof["leaf_hash"]),
+                [bytes.fromhex(h) for h in proof["inclusion_path"]],
+                cp.root_hash,
+            )
         proof = consistency_proof(db, small.tree_size, big.tree_size)
         old = note.verify(proof["first_checkpoint"], signer.public_key_raw())
         new = note.verify(proof["second_checkpoint"], signer.public_key_raw())
-        assert merkle.verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash,
-                                         [bytes.fromhex(h) for h in proof["consistency_path"]])
+        assert merkle.verify_consistency(
+            old.tree_size,
+            new.tree_size,
+            old.root_hash,
+            new.root_hash,
+            [bytes.fromhex(h) for h in proof["consistency_path"]],
+        )
 
 
 def test_postgresql_refuses_update_and_delete_of_events(components, append, checkpoint, verify, lane):
@@ -152,12 +164,37 @@ def test_postgresql_refuses_update_and_delete_of_events(components, append, chec
 
 # -- tampering by SQL ----------------------------------------------------------------
 
+
 def _forged_row(seq, base):
-    fields = {"occurred_at": base.occurred_at, "action": "auth.login.succeeded", "outcome": "success", "severity": "info",
-                  "actor_user_id": "mallory", "actor_org_id": None, "ip": None, "user_agent": None, "target_type": None,
-                  "target_id": None, "target_org_id": None, "details": {}}
-    leaf = leaf_hash_of(seq, format_time(base.occurred_at), "auth.login.succeeded", "success", "info", "mallory",
-                        None, None, None, None, None, None, {})
+    fields = {
+        "occurred_at": base.occurred_at,
+        "action": "auth.login.succeeded",
+        "outcome": "success",
+        "severity": "info",
+        "actor_user_id": "mallory",
+        "actor_org_id": None,
+        "ip": None,
+        "user_agent": None,
+        "target_type": None,
+        "target_id": None,
+        "target_org_id": None,
+        "details": {},
+    }
+    leaf = leaf_hash_of(
+        seq,
+        format_time(base.occurred_at),
+        "auth.login.succeeded",
+        "success",
+        "info",
+        "mallory",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        {},
+    )
     return {"seq": seq, **fields, "leaf_hash": leaf}
 
 
@@ -195,10 +232,14 @@ def _reorder(conn, events):
     conn.execute(text("UPDATE audit_events SET seq = 52 WHERE seq = -1"))
 
 
-@pytest.mark.parametrize("tamper", [_edit, _edit_details, _delete, _delete_and_renumber, _insert_and_renumber,
-                                    _reorder], ids=lambda f: f.__name__.strip("_"))
-def test_verify_names_the_first_event_where_the_log_was_altered(components, append, checkpoint, verify,
-                                                                verify_parallel, superuser, tamper):
+@pytest.mark.parametrize(
+    "tamper",
+    [_edit, _edit_details, _delete, _delete_and_renumber, _insert_and_renumber, _reorder],
+    ids=lambda f: f.__name__.strip("_"),
+)
+def test_verify_names_the_first_event_where_the_log_was_altered(
+    components, append, checkpoint, verify, verify_parallel, superuser, tamper
+):
     append(40)
     checkpoint()
     append(60)
@@ -227,17 +268,32 @@ def test_parallel_verification_matches_the_serial_one(components, append, checkp
 
 
 def test_a_rewrite_that_also_recomputes_leaf_hashes_is_caught_by_the_signed_checkpoint(
-        components, append, checkpoint, verify, superuser):
+    components, append, checkpoint, verify, superuser
+):
     append(40)
     checkpoint()
     append(60)
     checkpoint()
     e = _all(components)[49]
-    forged_leaf = leaf_hash_of(50, format_time(e.occurred_at), "test.innocent", "success", "info", e.actor_user_id,
-                               e.actor_org_id, e.ip, e.user_agent, None, None, None, e.details)
+    forged_leaf = leaf_hash_of(
+        50,
+        format_time(e.occurred_at),
+        "test.innocent",
+        "success",
+        "info",
+        e.actor_user_id,
+        e.actor_org_id,
+        e.ip,
+        e.user_agent,
+        None,
+        None,
+        None,
+        e.details,
+    )
     with superuser() as conn:
-        conn.execute(text("UPDATE audit_events SET action = 'test.innocent', leaf_hash = :h WHERE seq = 50"),
-                     {"h": forged_leaf})
+        conn.execute(
+            text("UPDATE audit_events SET action = 'test.innocent', leaf_hash = :h WHERE seq = 50"), {"h": forged_leaf}
+        )
     report = verify()
     assert not report.ok
     # The leaf is self-consistent; the checkpoint signed after event 40 still holds, the next one does not.
@@ -279,6 +335,7 @@ def test_a_checkpoint_is_never_signed_over_an_altered_row(components, append, ch
 
 # -- retention -------------------------------------------------------------------------
 
+
 def test_pruning_old_events_keeps_the_log_verifiable(components, append, checkpoint, verify, fake_clock, signer):
     from gateway.audit.checkpoint import prune
     from gateway.auditor.proofs import inclusion_proof
@@ -300,8 +357,13 @@ def test_pruning_old_events_keeps_the_log_verifiable(components, append, checkpo
     with components.db.sessions() as db:
         proof = inclusion_proof(db, Scope(None), 600)
     cp = note.verify(proof["checkpoint"], signer.public_key_raw())
-    assert merkle.verify_inclusion(599, cp.tree_size, bytes.fromhex(proof["leaf_hash"]),
-                                   [bytes.fromhex(h) for h in proof["inclusion_path"]], cp.root_hash)
+    assert merkle.verify_inclusion(
+        599,
+        cp.tree_size,
+        bytes.fromhex(proof["leaf_hash"]),
+        [bytes.fromhex(h) for h in proof["inclusion_path"]],
+        cp.root_hash,
+    )
     assert verify().ok
 
 
@@ -335,8 +397,9 @@ def test_a_crash_between_action_and_event_cannot_leave_one_without_the_other(com
     with pytest.raises(ConnectionError), components.db.transaction() as db:
         from gateway.orgs.models import Organisation
 
-        _user, _ = create_user(db, db.get(Organisation, org.id), "crashy", "Crash Test", "c@example.invalid",
-                              Role.biller, Actor.system())
+        _user, _ = create_user(
+            db, db.get(Organisation, org.id), "crashy", "Crash Test", "c@example.invalid", Role.biller, Actor.system()
+        )
         db.flush()
         raise ConnectionError("the process died before COMMIT")
     from gateway.users.models import User

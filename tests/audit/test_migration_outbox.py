@@ -25,12 +25,20 @@ def fresh_url(lane, tmp_path):
 
 
 def _insert_alert(conn, id_, delivered: bool):
-    conn.execute(text(
-        "INSERT INTO audit_alerts (id, rule, subject, window_key, severity, raised_at, summary, count, first_seq, "
-        "last_seq, org_ids, details, delivered_at) VALUES (:id, 'download_burst', 'u1', :key, 'high', :at, "
-        "'20 downloads by one user within 10 minutes', 20, 1, 20, :orgs, '{}', :delivered)"),
-        {"id": id_, "key": f"w{id_}", "at": datetime(2026, 11, 30, 12, 0, tzinfo=UTC), "orgs": json.dumps(["o1"]),
-         "delivered": datetime(2026, 11, 30, 12, 1, tzinfo=UTC) if delivered else None})
+    conn.execute(
+        text(
+            "INSERT INTO audit_alerts (id, rule, subject, window_key, severity, raised_at, summary, count, first_seq, "
+            "last_seq, org_ids, details, delivered_at) VALUES (:id, 'download_burst', 'u1', :key, 'high', :at, "
+            "'20 downloads by one user within 10 minutes', 20, 1, 20, :orgs, '{}', :delivered)"
+        ),
+        {
+            "id": id_,
+            "key": f"w{id_}",
+            "at": datetime(2026, 11, 30, 12, 0, tzinfo=UTC),
+            "orgs": json.dumps(["o1"]),
+            "delivered": datetime(2026, 11, 30, 12, 1, tzinfo=UTC) if delivered else None,
+        },
+    )
 
 
 def test_undelivered_wave_1_alerts_get_their_outbox_message(fresh_url, settings, tmp_path):
@@ -46,20 +54,32 @@ def test_undelivered_wave_1_alerts_get_their_outbox_message(fresh_url, settings,
     upgrade(fresh_url)
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT topic, payload, attempts, delivered_at FROM outbox")).all()
-        triggers = (conn.execute(text("SELECT tgname FROM pg_trigger WHERE tgname LIKE '%no_truncate' "
-                                      "ORDER BY tgname")).scalars().all()
-                    if engine.dialect.name == "postgresql" else None)
+        triggers = (
+            conn.execute(text("SELECT tgname FROM pg_trigger WHERE tgname LIKE '%no_truncate' ORDER BY tgname"))
+            .scalars()
+            .all()
+            if engine.dialect.name == "postgresql"
+            else None
+        )
     engine.dispose()
     [(topic, payload, attempts, delivered_at)] = rows
     payload = json.loads(payload) if isinstance(payload, str) else payload
     assert topic == alerts.TOPIC and attempts == 0 and delivered_at is None
-    assert payload == {"id": 2, "rule": "download_burst", "severity": "high", "subject": "u1",
-                       "summary": "20 downloads by one user within 10 minutes", "count": 20, "first_seq": 1,
-                       "last_seq": 20, "org_ids": ["o1"], "raised_at": "2026-11-30T12:00:00+00:00",
-                       "source": "phigate"}
+    assert payload == {
+        "id": 2,
+        "rule": "download_burst",
+        "severity": "high",
+        "subject": "u1",
+        "summary": "20 downloads by one user within 10 minutes",
+        "count": 20,
+        "first_seq": 1,
+        "last_seq": 20,
+        "org_ids": ["o1"],
+        "raised_at": "2026-11-30T12:00:00+00:00",
+        "source": "phigate",
+    }
     if triggers is not None:
-        assert triggers == ["audit_checkpoints_no_truncate", "audit_events_no_truncate",
-                            "audit_tree_nodes_no_truncate"]
+        assert triggers == ["audit_checkpoints_no_truncate", "audit_events_no_truncate", "audit_tree_nodes_no_truncate"]
 
     # The retry job sends it, and the alert row says so.
     sink = tmp_path / "alerts.jsonl"
@@ -78,8 +98,9 @@ def test_undelivered_wave_1_alerts_get_their_outbox_message(fresh_url, settings,
 
 
 def test_the_migration_downgrades_cleanly(fresh_url):
-    from gateway.migrate import alembic_config, upgrade
     from alembic import command
+
+    from gateway.migrate import alembic_config, upgrade
 
     upgrade(fresh_url)
     command.downgrade(alembic_config(fresh_url), "0005")

@@ -46,8 +46,10 @@ def test_the_recipe_refuses_an_edited_event_and_a_truncated_file(exported, verif
     lines = files["jsonl"].read_text(encoding="utf-8").splitlines()
     [at] = [i for i, line in enumerate(lines) if "Navigateur" in line]
     edited = tmp_path / "edited.jsonl"
-    edited.write_text("\n".join([*lines[:at], lines[at].replace("Navigateur", "Navigator"), *lines[at + 1:]]) + "\n",
-                      encoding="utf-8")
+    edited.write_text(
+        "\n".join([*lines[:at], lines[at].replace("Navigateur", "Navigator"), *lines[at + 1 :]]) + "\n",
+        encoding="utf-8",
+    )
     r = verifier.run(edited, pem)
     assert r.returncode != 0 and "fields do not match leaf hash" in r.stderr, r.stderr
     truncated = tmp_path / "truncated.jsonl"

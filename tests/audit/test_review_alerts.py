@@ -22,7 +22,7 @@ def webhook():
     received = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(204)
             self.end_headers()
@@ -41,8 +41,15 @@ def webhook():
 def _download(components, user, org_id, n=1):
     with components.db.transaction() as db:
         for i in range(n):
-            record_event(db, Action.TRANSFER_DOWNLOAD_COMPLETED, actor=Actor(user.id, user.org_id, "198.51.100.2"),
-                         target_type="transfer", target_id=f"t{i}", target_org_id=org_id, details={"file_id": f"f{i}"})
+            record_event(
+                db,
+                Action.TRANSFER_DOWNLOAD_COMPLETED,
+                actor=Actor(user.id, user.org_id, "198.51.100.2"),
+                target_type="transfer",
+                target_id=f"t{i}",
+                target_org_id=org_id,
+                details={"file_id": f"f{i}"},
+            )
 
 
 def test_access_review_lists_each_vendor_user_with_last_activity(components, factory, login, client, fake_clock):
@@ -97,8 +104,7 @@ def test_inactive_accounts_are_disabled_with_the_reason_on_record(components, fa
     assert disable_inactive(components, Actor.system()) == []  # already done
 
 
-def test_failed_logins_against_one_account_raise_one_alert_delivered_to_a_file(
-        components, factory, client, tmp_path):
+def test_failed_logins_against_one_account_raise_one_alert_delivered_to_a_file(components, factory, client, tmp_path):
     from gateway.auditor import alerts
 
     victim = factory.user("biller")
@@ -124,8 +130,15 @@ def test_download_burst_and_denials_go_to_the_webhook(components, factory, webho
     _download(components, biller, practice.id, n=20)
     with components.db.transaction() as db:
         for _ in range(5):
-            record_event(db, Action.TRANSFER_DOWNLOAD_DENIED, actor=Actor(biller.id, biller.org_id), outcome="denied",
-                         target_type="transfer", target_id="t9", target_org_id=practice.id)
+            record_event(
+                db,
+                Action.TRANSFER_DOWNLOAD_DENIED,
+                actor=Actor(biller.id, biller.org_id),
+                outcome="denied",
+                target_type="transfer",
+                target_id="t9",
+                target_org_id=practice.id,
+            )
     components.settings.audit_alert_sink = url
     raised, delivered = alerts.run(components)
     assert raised == 2 and delivered == 2
@@ -149,7 +162,8 @@ def test_an_unreachable_sink_keeps_the_flag_for_the_next_run(components, factory
 
 
 def test_sign_in_outside_allowed_hours_is_flagged_and_shown_on_the_dashboard(
-        components, factory, client, login, fake_clock):
+    components, factory, client, login, fake_clock
+):
     from gateway.auditor import alerts
 
     hour = fake_clock.current.hour

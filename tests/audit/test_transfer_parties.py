@@ -24,10 +24,14 @@ def test_practice_auditor_sees_the_billers_refused_attempts_before_approval(part
 
     r = auditor.client.get("/api/v1/audit/events", params={"target_id": tid})
     assert r.status_code == 200
-    found = {(e["action"], e["details"].get("reason")): e for e in r.json()["items"]
-             if e["actor_user_id"] == party.biller.id}
-    assert set(found) == {("transfer.download.denied", "not_found"), ("request.refused", "transfer_not_found"),
-                          ("request.refused", "forbidden")}
+    found = {
+        (e["action"], e["details"].get("reason")): e for e in r.json()["items"] if e["actor_user_id"] == party.biller.id
+    }
+    assert set(found) == {
+        ("transfer.download.denied", "not_found"),
+        ("request.refused", "transfer_not_found"),
+        ("request.refused", "forbidden"),
+    }
     for event in found.values():
         assert event["target_org_id"] == party.practice.id and event["details"]["vendor_id"] == party.vendor.id
         assert event["actor_org_id"] == party.vendor.id
@@ -55,16 +59,23 @@ def test_every_transfer_event_names_both_organisations(party, session_for, db, f
     assert approver.client.post(f"/api/v1/transfers/{tid}/revoke", json={"reason": "done"}).status_code == 200
     assert biller.download(tid, fid).status_code == 403
     about = list(events(db, target_id=tid))
-    assert {e.action for e in about} >= {"transfer.created", "transfer.file.stored", "transfer.approved",
-                                         "transfer.download.started", "transfer.download.completed",
-                                         "transfer.download.range_delivered", "transfer.revoked",
-                                         "transfer.download.denied"}
+    assert {e.action for e in about} >= {
+        "transfer.created",
+        "transfer.file.stored",
+        "transfer.approved",
+        "transfer.download.started",
+        "transfer.download.completed",
+        "transfer.download.range_delivered",
+        "transfer.revoked",
+        "transfer.download.denied",
+    }
     for e in about:
         assert e.target_org_id == party.practice.id, e.action
         assert e.details.get("vendor_id") == party.vendor.id, e.action
 
     # An operator auditor filtering by the vendor finds the practice's side of its transfers too.
     operator_auditor = session_for(factory.user("auditor", factory.org("operator")))
-    r = operator_auditor.client.get("/api/v1/audit/events", params={"org": party.vendor.id, "target_id": tid,
-                                                                   "limit": 200})
+    r = operator_auditor.client.get(
+        "/api/v1/audit/events", params={"org": party.vendor.id, "target_id": tid, "limit": 200}
+    )
     assert {e["action"] for e in r.json()["items"]} >= {"transfer.created", "transfer.approved", "transfer.revoked"}

@@ -15,11 +15,17 @@ import pytest
 
 from tests.lanes import CHROMIUM, lane_unavailable
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
-                 "--disable-sync", "--no-first-run",
-                 # The public URL is http://localhost:PORT (WebAuthn needs a secure context and a host name):
-                 # pin the name to the IPv4 loopback the server listens on.
-                 "--host-resolver-rules=MAP localhost 127.0.0.1"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-gpu",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # The public URL is http://localhost:PORT (WebAuthn needs a secure context and a host name):
+    # pin the name to the IPv4 loopback the server listens on.
+    "--host-resolver-rules=MAP localhost 127.0.0.1",
+]
 
 
 def _require_browser_lane() -> None:
@@ -69,9 +75,17 @@ def settings(browser_database, keyring_url, tmp_path, listening):
     """SQLite only: the browser lane tests pages, the database lanes are covered elsewhere."""
     from gateway.config import Settings
 
-    return Settings(_env_file=None, env="development", data_dir=tmp_path / "data", database_url=browser_database,
-                    storage_url=f"file://{tmp_path / 'objects'}", key_provider_url=keyring_url, cookie_secure=False,
-                    instance_id="browser-test", public_url=f"http://localhost:{listening.getsockname()[1]}")
+    return Settings(
+        _env_file=None,
+        env="development",
+        data_dir=tmp_path / "data",
+        database_url=browser_database,
+        storage_url=f"file://{tmp_path / 'objects'}",
+        key_provider_url=keyring_url,
+        cookie_secure=False,
+        instance_id="browser-test",
+        public_url=f"http://localhost:{listening.getsockname()[1]}",
+    )
 
 
 @pytest.fixture
@@ -111,5 +125,6 @@ def page(browser):
 
 
 def csp_violations(page) -> list[str]:
-    return [text for kind, text in page.console_messages_seen
-            if "Content Security Policy" in text or "Refused to" in text]
+    return [
+        text for kind, text in page.console_messages_seen if "Content Security Policy" in text or "Refused to" in text
+    ]

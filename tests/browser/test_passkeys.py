@@ -22,8 +22,14 @@ from tests.transfers.conftest import PDF, record_baa
 
 pytestmark = pytest.mark.browser
 
-AUTHENTICATOR = {"protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
-                 "hasUserVerification": True, "isUserVerified": True, "automaticPresenceSimulation": True}
+AUTHENTICATOR = {
+    "protocol": "ctap2",
+    "transport": "internal",
+    "hasResidentKey": True,
+    "hasUserVerification": True,
+    "isUserVerified": True,
+    "automaticPresenceSimulation": True,
+}
 
 
 def with_authenticator(browser):
@@ -107,9 +113,16 @@ def test_approve_a_transfer_with_a_passkey_step_up(public_server, app, browser, 
     staff, approver = factory.user("practice_staff", practice), factory.user("practice_approver", practice)
     with TestClient(app) as api:
         api.headers["X-CSRF-Token"] = api_login(api, staff)
-        r = api.post("/api/v1/transfers", params={"partner_id": vendor.id}, content=PDF, headers={
-            "Content-Type": "application/octet-stream", "X-Purpose": "APPEAL-PASSKEY-1",
-            "Content-Disposition": "attachment; filename=appeal.pdf"})
+        r = api.post(
+            "/api/v1/transfers",
+            params={"partner_id": vendor.id},
+            content=PDF,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-Purpose": "APPEAL-PASSKEY-1",
+                "Content-Disposition": "attachment; filename=appeal.pdf",
+            },
+        )
         assert r.status_code == 201, r.text
         transfer_id = r.json()["id"]
 
@@ -142,10 +155,12 @@ def test_a_cloned_passkey_is_refused(public_server, browser, factory, components
     # Export the credential, then put it back with a counter behind the one the gateway has seen:
     # exactly what a copy of the private key, taken earlier, looks like.
     (credential,) = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator_id})["credentials"]
-    cdp.send("WebAuthn.removeCredential", {"authenticatorId": authenticator_id,
-                                           "credentialId": credential["credentialId"]})
-    cdp.send("WebAuthn.addCredential", {"authenticatorId": authenticator_id,
-                                        "credential": {**credential, "signCount": 0}})
+    cdp.send(
+        "WebAuthn.removeCredential", {"authenticatorId": authenticator_id, "credentialId": credential["credentialId"]}
+    )
+    cdp.send(
+        "WebAuthn.addCredential", {"authenticatorId": authenticator_id, "credential": {**credential, "signCount": 0}}
+    )
     page.click("header form.logout button")
     page.wait_for_url(f"{public_server}/login")
     sign_in_with_passkey(page, public_server, user)

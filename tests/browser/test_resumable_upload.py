@@ -81,7 +81,7 @@ def test_send_page_resumes_a_dropped_link_by_itself(server, browser, factory, co
 def test_a_reload_offers_to_resume(server, browser, factory, components, tmp_path):
     from gateway.uploads.models import Upload
 
-    staff, vendor, source, data, marker = staff_and_file(factory, components, tmp_path, 20 * MiB)
+    staff, vendor, source, data, _marker = staff_and_file(factory, components, tmp_path, 20 * MiB)
     # One cut, and the page is reloaded while the client waits to retry.
     proxy = CuttingProxy(int(server.rsplit(":", 1)[1]), cuts=[9 * MiB], outage_seconds=3)
     page = new_page(browser)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -111,14 +111,14 @@ def test_destroy_schedules_deletion_and_reports_window(provider, kms):
     _, w1 = provider.generate_data_key("rel-1-2", CTX)
     provider.rotate("rel-1-2")
     _, w2 = provider.generate_data_key("rel-1-2", CTX)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
 
     ev = provider.destroy_key("rel-1-2")
 
     assert (ev.key_id, ev.provider, ev.versions, ev.pending_window_days) == ("rel-1-2", "awskms", (1, 2), 7)
     assert ev.method == "awskms:ScheduleKeyDeletion"
     assert before + timedelta(days=7) - timedelta(minutes=5) <= ev.deletion_scheduled_for
-    assert ev.deletion_scheduled_for <= datetime.now(timezone.utc) + timedelta(days=7, minutes=5)
+    assert ev.deletion_scheduled_for <= datetime.now(UTC) + timedelta(days=7, minutes=5)
     names = aliases(kms)
     for v in (1, 2):
         state = kms.describe_key(KeyId=names[f"alias/phigate/rel-1-2/v{v}"])["KeyMetadata"]["KeyState"]
@@ -158,9 +158,7 @@ def test_onshore_regions_configurable(aws_env):
     with pytest.raises(ResidencyError):
         open_key_provider(URL, onshore_regions=("us-west-2",))
     with mock_aws():
-        p = open_key_provider(
-            f"awskms://arn:aws:kms:eu-west-1:{ACCOUNT}:alias/phigate", onshore_regions=("eu-west-1",)
-        )
+        p = open_key_provider(f"awskms://arn:aws:kms:eu-west-1:{ACCOUNT}:alias/phigate", onshore_regions=("eu-west-1",))
         assert p.region == "eu-west-1"
     gov = open_key_provider(f"awskms://arn:aws-us-gov:kms:us-gov-west-1:{ACCOUNT}:alias/phigate")
     assert gov.region == "us-gov-west-1"

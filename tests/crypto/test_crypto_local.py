@@ -62,8 +62,10 @@ def test_init_keyring_is_idempotent_and_refuses_foreign_dirs(tmp_path):
 
 
 def test_open_warns_single_host(keyring_path, caplog):
-    with (caplog.at_level(logging.WARNING, logger="crypto.local"),
-          pytest.warns(SingleHostKeyringWarning, match="single onshore host")):
+    with (
+        caplog.at_level(logging.WARNING, logger="crypto.local"),
+        pytest.warns(SingleHostKeyringWarning, match="single onshore host"),
+    ):
         provider = open_key_provider(f"local://{keyring_path}")
     assert isinstance(provider, KeyProvider)
     assert issubclass(SingleHostKeyringWarning, UserWarning)
@@ -200,9 +202,7 @@ def test_destruction_by_another_process_stops_a_keyring_that_holds_the_key_in_me
         local_provider.generate_data_key("rel-9-9", CTX)
 
 
-@pytest.mark.parametrize(
-    "bad", ["", "-abc", "_x", "../etc", "a/b", "a b", "a.b", "x" * 65, "é", "rel-1-2\n", None, 5]
-)
+@pytest.mark.parametrize("bad", ["", "-abc", "_x", "../etc", "a/b", "a b", "a.b", "x" * 65, "é", "rel-1-2\n", None, 5])
 def test_invalid_key_ids_refused(local_provider, bad):
     with pytest.raises(InvalidKeyId):
         local_provider.ensure_key(bad)

@@ -176,7 +176,7 @@ def test_truncation_exactly_at_segment_boundaries_fails():
     ct = enc(pt)
     header, segs = segments(ct)
     assert len(segs) == 4
-    for k in range(0, 4):
+    for k in range(4):
         assert fails(header + b"".join(segs[:k]))
 
 
@@ -197,7 +197,7 @@ def test_reordered_duplicated_removed_segments_fail():
         if list(perm) != list(range(5)):
             assert fails(header + b"".join(segs[i] for i in perm))
     for i in range(5):
-        dup = [*segs[:i + 1], segs[i], *segs[i + 1:]]
+        dup = [*segs[: i + 1], segs[i], *segs[i + 1 :]]
         assert fails(header + b"".join(dup))
         removed = segs[:i] + segs[i + 1 :]
         assert fails(header + b"".join(removed))
@@ -227,8 +227,13 @@ def test_segments_spliced_from_another_object_fail():
 
 def test_wrong_context_fails():
     ct = enc(b"hello world" * 5)
-    for ctx in ({"tenant": "2", "object": "abc"}, {"tenant": "1", "object": "abd"}, {"tenant": "1"},
-                {"tenant": "1", "object": "abc", "x": "y"}, {}):
+    for ctx in (
+        {"tenant": "2", "object": "abc"},
+        {"tenant": "1", "object": "abd"},
+        {"tenant": "1"},
+        {"tenant": "1", "object": "abc", "x": "y"},
+        {},
+    ):
         assert fails(ct, ctx=ctx)
     assert dec(ct, ctx={"object": "abc", "tenant": "1"}) == b"hello world" * 5  # order-free
 

@@ -58,8 +58,12 @@ def test_good_vectors_decrypt(v):
     assert b"".join(decrypt_range(fetch, dek, v["context"], 3, 35, len(ct))) == pt[3:35]
     # The encoder still produces exactly these bytes from the same randomness.
     again = encrypt_stream(
-        [pt], dek, v["context"], segment_size=v["segment_size"],
-        _salt=bytes.fromhex(v["salt"]), _nonce_prefix=bytes.fromhex(v["nonce_prefix"]),
+        [pt],
+        dek,
+        v["context"],
+        segment_size=v["segment_size"],
+        _salt=bytes.fromhex(v["salt"]),
+        _nonce_prefix=bytes.fromhex(v["nonce_prefix"]),
     )
     assert b"".join(again) == ct
 

@@ -87,8 +87,11 @@ def test_the_network_policy_denies_by_default_and_lets_out_only_dns_postgresql_s
     (gateway,) = policies.values()
     ports = sorted({p["port"] for rule in gateway["egress"] for p in rule["ports"]})
     assert ports == [53, 443, 5432]
-    assert all("ipBlock" not in peer or peer["ipBlock"]["cidr"] != "0.0.0.0/0"
-               for rule in gateway["egress"] for peer in rule["to"])
+    assert all(
+        "ipBlock" not in peer or peer["ipBlock"]["cidr"] != "0.0.0.0/0"
+        for rule in gateway["egress"]
+        for peer in rule["to"]
+    )
     inbound = sorted(p["port"] for rule in gateway["ingress"] for p in rule["ports"])
     assert inbound == [8000, 9100]
 
@@ -129,8 +132,13 @@ def test_nginx_tls_only_modern_and_uploads_never_buffered():
     tls = (DEPLOY / "nginx/snippets/tls.conf").read_text()
     assert re.search(r"^ssl_protocols TLSv1\.2 TLSv1\.3;$", tls, re.M)
     proxy = (DEPLOY / "nginx/snippets/proxy.conf").read_text()
-    for line in ("proxy_request_buffering off;", "proxy_buffering off;", "proxy_max_temp_file_size 0;",
-                 "proxy_set_header X-Forwarded-Proto $scheme;", "add_header Strict-Transport-Security"):
+    for line in (
+        "proxy_request_buffering off;",
+        "proxy_buffering off;",
+        "proxy_max_temp_file_size 0;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "add_header Strict-Transport-Security",
+    ):
         assert line in proxy
     site = (DEPLOY / "nginx/phigate.conf").read_text()
     assert "include /etc/nginx/snippets/tls.conf;" in site and "include /etc/nginx/snippets/proxy.conf;" in site

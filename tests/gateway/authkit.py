@@ -143,5 +143,8 @@ def page_login(client, username: str, password: str):
     """Sign in through the /login form with its double-submit CSRF cookie; returns the POST response."""
     form = client.get("/login")
     assert form.status_code == 200
-    return client.post("/login", data={"username": username, "password": password,
-                                       "csrf_token": csrf_from(form.text)}, follow_redirects=False)
+    return client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": csrf_from(form.text)},
+        follow_redirects=False,
+    )

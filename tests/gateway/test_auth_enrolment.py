@@ -9,8 +9,18 @@ import pytest
 
 from gateway import clock
 from gateway.auth import totp
-from tests.gateway.authkit import (address_row, assert_error, csrf_from, events, last_event, page_login, password_stage,
-                                   recovery_rows, sessions_of, user_row)
+from tests.gateway.authkit import (
+    address_row,
+    assert_error,
+    csrf_from,
+    events,
+    last_event,
+    page_login,
+    password_stage,
+    recovery_rows,
+    sessions_of,
+    user_row,
+)
 
 API_FULL_ROUTES = [
     ("GET", "/api/v1/auth/me"),
@@ -58,8 +68,9 @@ def test_new_user_enrols_and_changes_password_through_the_api(client, factory, c
     assert r.status_code == 200 and r.json()["stage"] == "enrol"
     csrf = r.json()["csrf_token"]
     # Not the code step: there is no secret yet.
-    assert_error(client.post("/api/v1/auth/mfa", json={"code": "123456"}, headers={"X-CSRF-Token": csrf}),
-                 403, "wrong_stage")
+    assert_error(
+        client.post("/api/v1/auth/mfa", json={"code": "123456"}, headers={"X-CSRF-Token": csrf}), 403, "wrong_stage"
+    )
 
     r = client.post("/api/v1/auth/mfa/enrol", headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200
@@ -98,15 +109,21 @@ def test_new_user_enrols_and_changes_password_through_the_api(client, factory, c
     assert me.status_code == 200 and me.json()["must_change_password"] is True
     csrf = me.json()["csrf_token"]
     assert_error(client.get("/api/v1/auth/tokens"), 403, "password_change_required")
-    assert_error(client.post("/api/v1/auth/recovery-codes", json={"code": "123456"},
-                             headers={"X-CSRF-Token": csrf}), 403, "password_change_required")
+    assert_error(
+        client.post("/api/v1/auth/recovery-codes", json={"code": "123456"}, headers={"X-CSRF-Token": csrf}),
+        403,
+        "password_change_required",
+    )
     assert last_event(components, "request.refused").details["reason"] == "password_change_required"
     # Enrolling again is refused.
     assert_error(client.post("/api/v1/auth/mfa/enrol", headers={"X-CSRF-Token": csrf}), 403, "wrong_stage")
 
     new_password = "a brand new passphrase for me"
-    r = client.post("/api/v1/auth/password", json={"current_password": user.password, "new_password": new_password},
-                    headers={"X-CSRF-Token": csrf})
+    r = client.post(
+        "/api/v1/auth/password",
+        json={"current_password": user.password, "new_password": new_password},
+        headers={"X-CSRF-Token": csrf},
+    )
     assert r.status_code == 204
     assert last_event(components, "auth.password.changed").target_id == user.id
     assert client.get("/api/v1/auth/tokens").status_code == 200
@@ -118,8 +135,11 @@ def test_enrolment_secret_cannot_be_swapped_after_confirmation(client, factory, 
     user = factory.user("practice_staff", enrolled=False)
     csrf = password_stage(client, user)
     secret = client.post("/api/v1/auth/mfa/enrol", headers={"X-CSRF-Token": csrf}).json()["secret"]
-    r = client.post("/api/v1/auth/mfa/enrol/confirm", json={"code": totp.code_at(secret, clock.now())},
-                    headers={"X-CSRF-Token": csrf})
+    r = client.post(
+        "/api/v1/auth/mfa/enrol/confirm",
+        json={"code": totp.code_at(secret, clock.now())},
+        headers={"X-CSRF-Token": csrf},
+    )
     assert r.status_code == 200
     sealed = user_row(components, user.id).totp_secret_sealed
     csrf = client.get("/api/v1/auth/me").json()["csrf_token"]
@@ -153,8 +173,7 @@ def test_new_user_enrols_through_the_pages(client, factory, components):
     assert r.status_code == 401 and "not correct" in r.text and 'id="totp-secret"' in r.text
     assert last_event(components, "auth.mfa.enrol_failed").details == {"reason": "bad_code"}
 
-    r = client.post("/mfa/enrol", data={"code": f"{good[:3]} {good[3:]}", "csrf_token": csrf},
-                    follow_redirects=False)
+    r = client.post("/mfa/enrol", data={"code": f"{good[:3]} {good[3:]}", "csrf_token": csrf}, follow_redirects=False)
     assert r.status_code == 200 and 'id="recovery-codes"' in r.text
     assert len(re.findall(r"<li><code>[a-z2-9-]{19}</code></li>", r.text)) == 10
     assert 'href="/password"' in r.text
@@ -163,17 +182,34 @@ def test_new_user_enrols_through_the_pages(client, factory, components):
     form = client.get("/password")
     assert form.status_code == 200 and "issued by an administrator" in form.text
     csrf = csrf_from(form.text)
-    r = client.post("/password", data={"current_password": user.password, "new_password": "x" * 12 + "differs",
-                                       "confirm_password": "y" * 20, "csrf_token": csrf})
+    r = client.post(
+        "/password",
+        data={
+            "current_password": user.password,
+            "new_password": "x" * 12 + "differs",
+            "confirm_password": "y" * 20,
+            "csrf_token": csrf,
+        },
+    )
     assert r.status_code == 422 and "differ" in r.text
-    r = client.post("/password", data={"current_password": user.password, "new_password": "short",
-                                       "confirm_password": "short", "csrf_token": csrf})
+    r = client.post(
+        "/password",
+        data={
+            "current_password": user.password,
+            "new_password": "short",
+            "confirm_password": "short",
+            "csrf_token": csrf,
+        },
+    )
     assert r.status_code == 422 and "at least 12" in r.text
     assert user_row(components, user.id).must_change_password is True
 
     new = "billing is my favourite pastime"
-    r = client.post("/password", data={"current_password": user.password, "new_password": new,
-                                       "confirm_password": new, "csrf_token": csrf}, follow_redirects=False)
+    r = client.post(
+        "/password",
+        data={"current_password": user.password, "new_password": new, "confirm_password": new, "csrf_token": csrf},
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and r.headers["location"] == "/home"
     home = client.get("/home")
     assert home.status_code == 200 and "Welcome, Test User" in home.text

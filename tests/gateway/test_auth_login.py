@@ -13,8 +13,17 @@ from gateway import clock
 from gateway.app import create_app
 from gateway.audit.models import Outcome, Severity
 from gateway.components import Components
-from tests.gateway.authkit import (address_failures, address_row, assert_error, event_count, events, last_event, session_count,
-                                   update_user, user_row)
+from tests.gateway.authkit import (
+    address_failures,
+    address_row,
+    assert_error,
+    event_count,
+    events,
+    last_event,
+    session_count,
+    update_user,
+    user_row,
+)
 
 LOGIN = "/api/v1/auth/login"
 
@@ -122,8 +131,11 @@ def test_wrong_second_factor_counts_towards_the_lockout(client, factory, compone
     r = _login(client, user.username, user.password)
     csrf = r.json()["csrf_token"]
     for _ in range(settings.lockout_threshold):
-        assert_error(client.post("/api/v1/auth/mfa", json={"code": "000000"}, headers={"X-CSRF-Token": csrf}),
-                     401, "login_failed")
+        assert_error(
+            client.post("/api/v1/auth/mfa", json={"code": "000000"}, headers={"X-CSRF-Token": csrf}),
+            401,
+            "login_failed",
+        )
     assert last_event(components, "auth.account.locked").target_id == user.id
     # The right code no longer helps while locked.
     r = client.post("/api/v1/auth/mfa", json={"code": user.code()}, headers={"X-CSRF-Token": csrf})
@@ -203,7 +215,11 @@ def test_x_forwarded_for_is_honoured_from_a_trusted_proxy(settings, components):
             _login(proxy, "nobody", "x" * 12, headers={"X-Forwarded-For": "not-an-ip"})
             _login(proxy, "nobody", "x" * 12)
         assert [e.ip for e in events(components, "auth.login.failed")] == [
-            "203.0.113.7", "198.51.100.4", "10.0.0.5", "10.0.0.5"]
+            "203.0.113.7",
+            "198.51.100.4",
+            "10.0.0.5",
+            "10.0.0.5",
+        ]
         # Each real client has its own address budget.
         assert address_failures(components, "203.0.113.7") == 1
         assert address_failures(components, "10.0.0.5") == 2
@@ -222,13 +238,16 @@ def test_malformed_json_is_400_recorded_and_harmless(client, components):
     assert address_failures(components, "testclient") == 1
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"username": "u" * 65, "password": "p" * 20}, "username"),
-    ({"username": "someone", "password": "p" * 2000}, "password"),
-    ({"username": "", "password": "p" * 20}, "username"),
-    ({"username": "someone", "password": "p" * 20, "role": "admin"}, "role"),
-    ({"username": "someone"}, "password"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"username": "u" * 65, "password": "p" * 20}, "username"),
+        ({"username": "someone", "password": "p" * 2000}, "password"),
+        ({"username": "", "password": "p" * 20}, "username"),
+        ({"username": "someone", "password": "p" * 20, "role": "admin"}, "role"),
+        ({"username": "someone"}, "password"),
+    ],
+)
 def test_over_long_missing_and_extra_login_fields_are_422(client, components, body, field):
     r = client.post(LOGIN, json=body)
     err = assert_error(r, 422, "invalid_input")
@@ -256,8 +275,11 @@ def test_json_body_sent_as_text_plain_is_not_parsed(client, factory, components)
     """A cross-site form can post text/plain; the API must not read it as JSON."""
     user = factory.user("practice_staff")
     n = event_count(components)
-    r = client.post(LOGIN, content=f'{{"username": "{user.username}", "password": "{user.password}"}}',
-                    headers={"content-type": "text/plain"})
+    r = client.post(
+        LOGIN,
+        content=f'{{"username": "{user.username}", "password": "{user.password}"}}',
+        headers={"content-type": "text/plain"},
+    )
     assert r.status_code in (400, 422)
     assert session_count(components) == 0
     assert event_count(components) == n + 1
@@ -281,8 +303,9 @@ def test_parallel_failures_are_all_counted(components, factory):
         with components.db.sessions() as db:
             barrier.wait()
             try:
-                check_password(db, components.settings, user.username, f"wrong guess number {i}",
-                               Actor(ip="192.0.2.50"))
+                check_password(
+                    db, components.settings, user.username, f"wrong guess number {i}", Actor(ip="192.0.2.50")
+                )
                 outcomes.append("accepted")
             except LoginFailed:
                 outcomes.append("refused")

@@ -10,8 +10,18 @@ from fastapi.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.components import Components
-from tests.gateway.authkit import (address_row, assert_error, csrf_from, event_count, events, last_event, recovery_rows,
-                                   session_count, sessions_of, tokens_of)
+from tests.gateway.authkit import (
+    address_row,
+    assert_error,
+    csrf_from,
+    event_count,
+    events,
+    last_event,
+    recovery_rows,
+    session_count,
+    sessions_of,
+    tokens_of,
+)
 
 COOKIE = "phigate_session"
 
@@ -95,8 +105,11 @@ def test_absolute_lifetime_survives_rotation(client, factory, components, login,
     csrf = login(client, user)
     created = sessions_of(components, user.id)[0].expires_at
     fake_clock.advance(minutes=10)
-    r = client.post("/api/v1/auth/password", headers={"X-CSRF-Token": csrf},
-                    json={"current_password": user.password, "new_password": "another long passphrase"})
+    r = client.post(
+        "/api/v1/auth/password",
+        headers={"X-CSRF-Token": csrf},
+        json={"current_password": user.password, "new_password": "another long passphrase"},
+    )
     assert r.status_code == 204
     assert sessions_of(components, user.id)[0].expires_at == created
 
@@ -110,8 +123,9 @@ def _admin_client(app, factory, login, fake_clock):
 def test_disabled_user_loses_sessions_and_tokens_at_once(app, client, factory, components, login, fake_clock):
     user = factory.user("biller")
     csrf = login(client, user, fake_clock)
-    token = client.post("/api/v1/auth/tokens", json={"name": "billing system", "code": user.code()},
-                        headers={"X-CSRF-Token": csrf}).json()["token"]
+    token = client.post(
+        "/api/v1/auth/tokens", json={"name": "billing system", "code": user.code()}, headers={"X-CSRF-Token": csrf}
+    ).json()["token"]
     fake_clock.advance(seconds=30)
     admin_client, admin_csrf, admin = _admin_client(app, factory, login, fake_clock)
     try:
@@ -141,33 +155,39 @@ def test_role_change_revokes_sessions(app, client, factory, components, login, f
     login(client, user)
     admin_client, admin_csrf, _ = _admin_client(app, factory, login, fake_clock)
     try:
-        r = admin_client.post(f"/api/v1/users/{user.id}/role", json={"role": "practice_approver"},
-                              headers={"X-CSRF-Token": admin_csrf})
+        r = admin_client.post(
+            f"/api/v1/users/{user.id}/role", json={"role": "practice_approver"}, headers={"X-CSRF-Token": admin_csrf}
+        )
         assert r.status_code == 200 and r.json()["role"] == "practice_approver"
     finally:
         admin_client.close()
     assert_error(client.get("/api/v1/auth/me"), 401, "not_authenticated")
-    assert last_event(components, "admin.user.role_changed").details == {"from": "practice_staff",
-                                                                         "to": "practice_approver"}
+    assert last_event(components, "admin.user.role_changed").details == {
+        "from": "practice_staff",
+        "to": "practice_approver",
+    }
     assert last_event(components, "auth.session.revoked").details == {"reason": "role_changed", "sessions": 1}
 
 
-def test_password_change_revokes_other_sessions_and_rotates_this_one(app, client, factory, components, login,
-                                                                     fake_clock):
+def test_password_change_revokes_other_sessions_and_rotates_this_one(
+    app, client, factory, components, login, fake_clock
+):
     user = factory.user("practice_staff")
     other = TestClient(app)
     try:
         login(other, user, fake_clock)
         csrf = login(client, user, fake_clock)
         before = client.cookies.get(COOKIE)
-        r = client.post("/api/v1/auth/password", headers={"X-CSRF-Token": csrf},
-                        json={"current_password": user.password, "new_password": "my second passphrase"})
+        r = client.post(
+            "/api/v1/auth/password",
+            headers={"X-CSRF-Token": csrf},
+            json={"current_password": user.password, "new_password": "my second passphrase"},
+        )
         assert r.status_code == 204
         assert client.cookies.get(COOKIE) != before
         assert client.get("/api/v1/auth/me").status_code == 200
         assert_error(other.get("/api/v1/auth/me"), 401, "not_authenticated")
-        assert last_event(components, "auth.session.revoked").details == {"reason": "password_changed",
-                                                                          "sessions": 1}
+        assert last_event(components, "auth.session.revoked").details == {"reason": "password_changed", "sessions": 1}
         assert len(sessions_of(components, user.id)) == 1
     finally:
         other.close()
@@ -220,8 +240,9 @@ def test_session_cookie_attributes_secure(settings, factory, components):
             assert attrs["name"] == "__Host-phigate_session"
             assert attrs["secure"] is True and attrs["httponly"] is True
             assert attrs["samesite"].lower() == "strict" and attrs["path"] == "/" and "domain" not in attrs
-            r = client.post("/api/v1/auth/mfa", json={"code": user.code()},
-                            headers={"X-CSRF-Token": r.json()["csrf_token"]})
+            r = client.post(
+                "/api/v1/auth/mfa", json={"code": user.code()}, headers={"X-CSRF-Token": r.json()["csrf_token"]}
+            )
             assert r.status_code == 200
             assert client.get("/api/v1/auth/me").json()["username"] == user.username
             # The non-prefixed name is not honoured when Secure cookies are configured.
@@ -235,8 +256,10 @@ def test_session_cookie_attributes_secure(settings, factory, components):
 
 # -- CSRF -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("headers", [{}, {"X-CSRF-Token": "forged"}, {"X-CSRF-Token": ""}],
-                         ids=["missing", "wrong", "empty"])
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-CSRF-Token": "forged"}, {"X-CSRF-Token": ""}], ids=["missing", "wrong", "empty"]
+)
 def test_api_post_with_session_needs_the_csrf_header(client, factory, components, login, fake_clock, headers):
     user = factory.user("practice_staff")
     login(client, user, fake_clock)
@@ -246,7 +269,8 @@ def test_api_post_with_session_needs_the_csrf_header(client, factory, components
     assert tokens_of(components, user.id) == []
     new = events(components)[n:]
     assert [(e.action, e.details["reason"], e.actor_user_id) for e in new] == [
-        ("request.refused", "csrf_failed", user.id)]
+        ("request.refused", "csrf_failed", user.id)
+    ]
     r = client.post("/api/v1/auth/logout", headers=headers)
     assert_error(r, 403, "csrf_failed")
     assert len(sessions_of(components, user.id)) == 1
@@ -288,8 +312,9 @@ def test_cross_site_origin_is_refused_even_with_the_right_token(client, factory,
     assert len(sessions_of(components, user.id)) == 1
     assert last_event(components, "request.refused").details["reason"] == "bad_origin"
     # Login itself (no session yet) checks the Origin too.
-    r = client.post("/api/v1/auth/login", json={"username": user.username, "password": user.password},
-                    headers={"Origin": origin})
+    r = client.post(
+        "/api/v1/auth/login", json={"username": user.username, "password": user.password}, headers={"Origin": origin}
+    )
     assert_error(r, 403, "bad_origin")
     assert len(sessions_of(components, user.id)) == 1
     # The same-site origin is fine.
@@ -301,15 +326,18 @@ def test_fetch_metadata_decides_for_a_null_origin(client, factory, components, l
     """Browsers send `Origin: null` for same-origin form posts under Referrer-Policy: no-referrer."""
     user = factory.user("practice_staff")
     csrf = login(client, user)
-    for headers in ({"Origin": "null", "Sec-Fetch-Site": "cross-site"},
-                    {"Sec-Fetch-Site": "cross-site"},
-                    {"Sec-Fetch-Site": "same-site"},
-                    {"Origin": "http://testserver", "Sec-Fetch-Site": "same-site"}):
+    for headers in (
+        {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "http://testserver", "Sec-Fetch-Site": "same-site"},
+    ):
         r = client.post("/api/v1/auth/logout", headers={"X-CSRF-Token": csrf, **headers})
         assert_error(r, 403, "bad_origin")
     assert len(sessions_of(components, user.id)) == 1
-    r = client.post("/api/v1/auth/logout",
-                    headers={"X-CSRF-Token": csrf, "Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    r = client.post(
+        "/api/v1/auth/logout", headers={"X-CSRF-Token": csrf, "Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    )
     assert r.status_code == 204
     assert sessions_of(components, user.id) == []
 
@@ -317,25 +345,35 @@ def test_fetch_metadata_decides_for_a_null_origin(client, factory, components, l
 def test_page_login_from_a_browser_with_null_origin(client, factory, components):
     user = factory.user("practice_staff")
     form = client.get("/login")
-    r = client.post("/login", data={"username": user.username, "password": user.password,
-                                     "csrf_token": csrf_from(form.text)},
-                    headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"}, follow_redirects=False)
+    r = client.post(
+        "/login",
+        data={"username": user.username, "password": user.password, "csrf_token": csrf_from(form.text)},
+        headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and r.headers["location"] == "/mfa"
 
 
 def test_bearer_requests_need_no_csrf(client, factory, components, login, fake_clock):
     admin = factory.user("admin")
     csrf = login(client, admin, fake_clock)
-    token = client.post("/api/v1/auth/tokens", json={"name": "provisioning", "code": admin.code()},
-                        headers={"X-CSRF-Token": csrf}).json()["token"]
+    token = client.post(
+        "/api/v1/auth/tokens", json={"name": "provisioning", "code": admin.code()}, headers={"X-CSRF-Token": csrf}
+    ).json()["token"]
     with TestClient(client.app) as api:
-        r = api.post("/api/v1/orgs", json={"name": "Bearer Practice", "kind": "practice"},
-                     headers={"Authorization": f"Bearer {token}"})
+        r = api.post(
+            "/api/v1/orgs",
+            json={"name": "Bearer Practice", "kind": "practice"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert r.status_code == 201
         assert last_event(components, "admin.org.created").actor_user_id == admin.id
         # A token in the body or query is not a credential.
-        r = api.post("/api/v1/orgs", json={"name": "Other Practice", "kind": "practice"},
-                     headers={"Authorization": f"Token {token}"})
+        r = api.post(
+            "/api/v1/orgs",
+            json={"name": "Other Practice", "kind": "practice"},
+            headers={"Authorization": f"Token {token}"},
+        )
         assert_error(r, 401, "not_authenticated")
 
 

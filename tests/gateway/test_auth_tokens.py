@@ -120,8 +120,7 @@ def test_token_lifetime_and_name_are_bounded(client, factory, components, login,
     assert_error(_create(client, csrf, user.code(), scope="admin"), 422, "invalid_input")
     assert tokens_of(components, user.id) == []
     assert len(events(components)) > n
-    assert {e.details.get("reason") for e in events(components, "request.refused")} >= {"invalid_input",
-                                                                                      "invalid_name"}
+    assert {e.details.get("reason") for e in events(components, "request.refused")} >= {"invalid_input", "invalid_name"}
 
 
 def test_token_of_a_user_who_must_change_password_reaches_only_me(client, factory, components, login, fake_clock):

@@ -14,8 +14,16 @@ from gateway.audit.service import Actor
 from gateway.auth import totp
 from gateway.auth.models import SessionStage
 from gateway.errors import LoginFailed
-from tests.gateway.authkit import (assert_error, events, last_event, password_stage, recovery_rows, sessions_of,
-                                   update_user, user_row)
+from tests.gateway.authkit import (
+    assert_error,
+    events,
+    last_event,
+    password_stage,
+    recovery_rows,
+    sessions_of,
+    update_user,
+    user_row,
+)
 
 MFA = "/api/v1/auth/mfa"
 
@@ -56,12 +64,15 @@ def _accept(client, user, code):
     client.post("/api/v1/auth/logout", headers={"X-CSRF-Token": r.json()["csrf_token"]})
 
 
-@pytest.mark.parametrize("variant", [
-    lambda c: c,
-    lambda c: f"{c[:3]} {c[3:]}",
-    lambda c: f" {c} ",
-    lambda c: f"{c[:3]}-{c[3:]}",
-])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        lambda c: c,
+        lambda c: f"{c[:3]} {c[3:]}",
+        lambda c: f" {c} ",
+        lambda c: f"{c[:3]}-{c[3:]}",
+    ],
+)
 def test_a_code_is_accepted_once_in_any_spelling(client, factory, components, variant):
     user = factory.user("biller")
     code = user.code()
@@ -159,8 +170,7 @@ def test_check_second_factor_is_atomic_across_database_sessions(components, fact
             db.commit()  # release the read transaction (SQLite takes the write lock on BEGIN)
             barrier.wait()
             try:
-                method = check_second_factor(db, components.settings, components.keys, u, code,
-                                             Actor(ip="192.0.2.1"))
+                method = check_second_factor(db, components.settings, components.keys, u, code, Actor(ip="192.0.2.1"))
                 db.commit()
                 result = method
             except LoginFailed:

@@ -59,17 +59,44 @@ def test_org_and_user_lifecycle(cli, components, client):
     assert r.exit_code == 1 and "org_exists" in r.output
     assert "Hillside Clinic" in cli("org", "list").output
 
-    r = cli("user", "create", "dana", "--org", "Hillside Clinic", "--role", "practice_staff",
-            "--name", "Dana Example", "--email", "dana@example.invalid")
+    r = cli(
+        "user",
+        "create",
+        "dana",
+        "--org",
+        "Hillside Clinic",
+        "--role",
+        "practice_staff",
+        "--name",
+        "Dana Example",
+        "--email",
+        "dana@example.invalid",
+    )
     assert r.exit_code == 0, r.output
     otp = r.output.split("one-time password: ")[1].strip()
     uid = _user_id(components, "dana")
     assert last_event(components, "admin.user.created").target_id == uid
-    r = cli("user", "create", "bo.biller", "--org", org_id, "--role", "biller", "--name", "Bo", "--email", "b@example.invalid")
+    r = cli(
+        "user",
+        "create",
+        "bo.biller",
+        "--org",
+        org_id,
+        "--role",
+        "biller",
+        "--name",
+        "Bo",
+        "--email",
+        "b@example.invalid",
+    )
     assert r.exit_code == 1 and "role_org_mismatch" in r.output
     assert _user_id(components, "bo.biller") is None
-    assert cli("user", "create", "x1", "--org", org_id, "--role", "root", "--name", "X",
-               "--email", "x@example.invalid").exit_code == 2
+    assert (
+        cli(
+            "user", "create", "x1", "--org", org_id, "--role", "root", "--name", "X", "--email", "x@example.invalid"
+        ).exit_code
+        == 2
+    )
 
     # The one-time password leads to enrolment.
     r = client.post("/api/v1/auth/login", json={"username": "dana", "password": otp})
@@ -81,8 +108,11 @@ def test_org_and_user_lifecycle(cli, components, client):
     assert user_row(components, uid).active is False
     assert last_event(components, "admin.user.disabled").target_id == uid
     # The disable killed the half-authenticated session too.
-    assert_error(client.post("/api/v1/auth/mfa/enrol", headers={"X-CSRF-Token": r.json()["csrf_token"]}),
-                 401, "not_authenticated")
+    assert_error(
+        client.post("/api/v1/auth/mfa/enrol", headers={"X-CSRF-Token": r.json()["csrf_token"]}),
+        401,
+        "not_authenticated",
+    )
     assert "disabled" in cli("user", "list").output
     assert cli("user", "enable", "dana").exit_code == 0
     assert user_row(components, uid).active is True
@@ -92,13 +122,17 @@ def test_org_and_user_lifecycle(cli, components, client):
     assert r.exit_code == 1 and "role_org_mismatch" in r.output
     r = cli("user", "disable", "nobody")
     assert r.exit_code == 1 and "user_not_found" in r.output
-    assert [e.action for e in events(components) if e.target_id == uid][-2:] == ["admin.user.enabled",
-                                                                                  "admin.user.role_changed"]
+    assert [e.action for e in events(components) if e.target_id == uid][-2:] == [
+        "admin.user.enabled",
+        "admin.user.role_changed",
+    ]
 
 
 def test_config_show_redacts_secrets(cli):
-    env = {"PHIGATE_DATABASE_URL": "postgresql+psycopg://phigate:hunter2secret@db.internal:5432/phigate",
-           "PHIGATE_STORAGE_URL": "s3://bucket?region=us-east-1&secret_key=topsecretvalue"}
+    env = {
+        "PHIGATE_DATABASE_URL": "postgresql+psycopg://phigate:hunter2secret@db.internal:5432/phigate",
+        "PHIGATE_STORAGE_URL": "s3://bucket?region=us-east-1&secret_key=topsecretvalue",
+    }
     r = cli("config", "show", env=env)
     assert r.exit_code == 0
     assert "hunter2secret" not in r.output and "topsecretvalue" not in r.output
@@ -111,12 +145,13 @@ def test_demo_json_credentials_file_and_sign_in(cli, client, components):
     r = cli("demo", "--json")
     assert r.exit_code == 0, r.output
     creds = json.loads(r.output)
-    assert {u["role"] for u in creds["users"]} == {"practice_staff", "practice_approver", "biller", "auditor",
-                                                   "admin"}
+    assert {u["role"] for u in creds["users"]} == {"practice_staff", "practice_approver", "biller", "auditor", "admin"}
     assert {u["status"] for u in creds["users"]} == {"ready"}
     path = cli.data / "demo-credentials.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    stored = {u["username"]: (u["user_id"], u["password"], u["totp_secret"]) for u in json.loads(path.read_text())["users"]}
+    stored = {
+        u["username"]: (u["user_id"], u["password"], u["totp_secret"]) for u in json.loads(path.read_text())["users"]
+    }
     assert stored == {u["username"]: (u["user_id"], u["password"], u["totp_secret"]) for u in creds["users"]}
     # Every use prints the same credentials; nothing is seeded twice.
     again = cli("demo", "--json")
@@ -128,16 +163,23 @@ def test_demo_json_credentials_file_and_sign_in(cli, client, components):
     biller = next(u for u in creds["users"] if u["role"] == "biller")
     r = client.post("/api/v1/auth/login", json={"username": biller["username"], "password": biller["password"]})
     assert r.status_code == 200 and r.json()["stage"] == "mfa"
-    r = client.post("/api/v1/auth/mfa", json={"code": totp.code_at(biller["totp_secret"], clock.now())},
-                    headers={"X-CSRF-Token": r.json()["csrf_token"]})
+    r = client.post(
+        "/api/v1/auth/mfa",
+        json={"code": totp.code_at(biller["totp_secret"], clock.now())},
+        headers={"X-CSRF-Token": r.json()["csrf_token"]},
+    )
     assert r.status_code == 200
     me = client.get("/api/v1/auth/me").json()
     assert me["role"] == "biller" and me["org_kind"] == "vendor" and me["must_change_password"] is False
 
 
 def test_demo_is_refused_in_production(cli, components):
-    prod = {"PHIGATE_ENV": "production", "PHIGATE_ALLOW_LOCAL_KEYRING": "true", "PHIGATE_COOKIE_SECURE": "true",
-            "PHIGATE_PUBLIC_URL": "https://gateway.example"}
+    prod = {
+        "PHIGATE_ENV": "production",
+        "PHIGATE_ALLOW_LOCAL_KEYRING": "true",
+        "PHIGATE_COOKIE_SECURE": "true",
+        "PHIGATE_PUBLIC_URL": "https://gateway.example",
+    }
     r = cli("demo", "--json", env=prod)
     assert r.exit_code == 2 and "refused in production" in r.output
     assert not (cli.data / "demo-credentials.json").exists()

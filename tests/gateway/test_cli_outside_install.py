@@ -41,6 +41,7 @@ def _commands(group, prefix: tuple[str, ...] = ()):
 
 def _placeholder_args(command) -> list[str]:
     """Values for the required parameters, of the right type, so that only the installation check can refuse."""
+
     def value(param):
         kind = getattr(getattr(param, "type_descriptor", None), "annotation", str)
         if isinstance(kind, type) and issubclass(kind, enum.Enum):
@@ -59,9 +60,11 @@ def _placeholder_args(command) -> list[str]:
 
 
 # Values these commands check before they look for the installation (a bad one is refused first, as it should be).
-VALID = {("org", "create"): ["x", "--kind", "practice"],
-         ("user", "create"): ["x", "--org", "x", "--role", "biller", "--name", "x", "--email", "x"],
-         ("user", "set-role"): ["x", "biller"]}
+VALID = {
+    ("org", "create"): ["x", "--kind", "practice"],
+    ("user", "create"): ["x", "--org", "x", "--role", "biller", "--name", "x", "--email", "x"],
+    ("user", "set-role"): ["x", "biller"],
+}
 
 
 ALL = sorted(_commands(typer.main.get_command(app)), key=lambda c: c[0])
@@ -70,8 +73,14 @@ NEEDING = [(path, command) for path, command in ALL if path not in NEEDS_NO_INST
 
 def test_the_walk_finds_every_command():
     paths = {path for path, _ in ALL}
-    assert {("org", "list"), ("audit", "public-key"), ("serve",), ("fsck",), ("offboard",),
-            ("retention", "policy", "set")} <= paths
+    assert {
+        ("org", "list"),
+        ("audit", "public-key"),
+        ("serve",),
+        ("fsck",),
+        ("offboard",),
+        ("retention", "policy", "set"),
+    } <= paths
     assert set(NEEDS_NO_INSTALLATION) <= paths  # the exceptions name real commands
     assert len(NEEDING) > 25
 
@@ -100,8 +109,9 @@ def test_every_command_refuses_in_one_line_and_creates_nothing(nowhere, path, co
 def _phigate(*args, cwd, env_extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHIGATE_")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_audit_public_key_outside_an_install_through_the_real_entry_point(tmp_path):
@@ -122,7 +132,8 @@ def test_a_data_dir_that_is_not_an_installation(tmp_path):
     (tmp_path / "var" / "keys").mkdir()
     r = _phigate("org", "list", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.splitlines() == [
-        "error: the database schema is not current: run `phigate db upgrade` (or `phigate init`)"]
+        "error: the database schema is not current: run `phigate db upgrade` (or `phigate init`)"
+    ]
 
 
 def test_init_creates_the_installation_that_other_commands_then_use(tmp_path):

@@ -52,8 +52,9 @@ def test_parallel_sign_ins_and_health(live_server, factory):
         with httpx.Client(base_url=live_server, timeout=TIMEOUT) as client:
             r = client.post("/api/v1/auth/login", json={"username": users[i].username, "password": users[i].password})
             assert r.status_code == 200, r.text
-            r = client.post("/api/v1/auth/mfa", json={"code": users[i].code()},
-                            headers={"X-CSRF-Token": r.json()["csrf_token"]})
+            r = client.post(
+                "/api/v1/auth/mfa", json={"code": users[i].code()}, headers={"X-CSRF-Token": r.json()["csrf_token"]}
+            )
             return r.status_code, r.json().get("stage"), client.get("/healthz").status_code
 
     assert _parallel(5, sign_in) == [(200, "full", 200)] * 5

@@ -16,7 +16,7 @@ from tests.gateway.authkit import events
 from tests.gateway.test_cli import cli  # noqa: F401 - fixture
 
 
-def _demo(cli, env=None):  # noqa: F811
+def _demo(cli, env=None):
     r = cli("demo", "--json", env=env)
     assert r.exit_code == 0, r.output
     return {u["username"]: u for u in json.loads(r.stdout)["users"]}
@@ -28,8 +28,11 @@ def _signs_in(app, user: dict) -> bool:
         r = c.post("/api/v1/auth/login", json={"username": user["username"], "password": user["password"]})
         if r.status_code != 200:
             return False
-        r = c.post("/api/v1/auth/mfa", json={"code": totp.code_at(user["totp_secret"], clock.now())},
-                   headers={"X-CSRF-Token": r.json()["csrf_token"]})
+        r = c.post(
+            "/api/v1/auth/mfa",
+            json={"code": totp.code_at(user["totp_secret"], clock.now())},
+            headers={"X-CSRF-Token": r.json()["csrf_token"]},
+        )
         return r.status_code == 200
 
 
@@ -57,7 +60,7 @@ def _app_on(settings, url):
     return c, create_app(c.settings, c)
 
 
-def test_a_new_database_is_seeded_afresh_and_each_keeps_its_credentials(cli, settings, other_database, app):  # noqa: F811
+def test_a_new_database_is_seeded_afresh_and_each_keeps_its_credentials(cli, settings, other_database, app):
     first = _demo(cli)
     assert _signs_in(app, first["demo-biller"])
 
@@ -75,11 +78,12 @@ def test_a_new_database_is_seeded_afresh_and_each_keeps_its_credentials(cli, set
 
     # Back on the first database: its own accounts, with their own credentials.
     again = _demo(cli)
-    assert {n: (u["user_id"], u["password"]) for n, u in again.items()} == \
-        {n: (u["user_id"], u["password"]) for n, u in first.items()}
+    assert {n: (u["user_id"], u["password"]) for n, u in again.items()} == {
+        n: (u["user_id"], u["password"]) for n, u in first.items()
+    }
 
 
-def test_a_disabled_biller_is_never_shown_as_usable(cli, components, app):  # noqa: F811
+def test_a_disabled_biller_is_never_shown_as_usable(cli, components, app):
     from gateway.baas.models import Baa, BaaStatus
 
     creds = _demo(cli)
@@ -98,7 +102,7 @@ def test_a_disabled_biller_is_never_shown_as_usable(cli, components, app):  # no
         assert db.scalar(select(func.count()).select_from(Baa).where(Baa.status == BaaStatus.active)) == 0
 
 
-def test_credentials_the_database_does_not_honour_are_not_printed(cli, app):  # noqa: F811
+def test_credentials_the_database_does_not_honour_are_not_printed(cli, app):
     creds = _demo(cli)
     assert cli("user", "reset-password", "demo-staff").exit_code == 0
     after = _demo(cli)
@@ -114,7 +118,7 @@ def test_credentials_the_database_does_not_honour_are_not_printed(cli, app):  # 
     assert "--reset" in cli("demo").output
 
 
-def test_reset_starts_the_demo_over(cli, components, app):  # noqa: F811
+def test_reset_starts_the_demo_over(cli, components, app):
     old = _demo(cli)
     assert cli("org", "create", "Scratch Clinic", "--kind", "practice").exit_code == 0
     # Asked first; a no changes nothing.
@@ -132,10 +136,14 @@ def test_reset_starts_the_demo_over(cli, components, app):  # noqa: F811
     assert events(components)[0].action == "admin.org.created"
 
 
-def test_reset_is_refused_in_production(cli, components):  # noqa: F811
+def test_reset_is_refused_in_production(cli, components):
     assert cli("org", "create", "Real Clinic", "--kind", "practice").exit_code == 0
-    prod = {"PHIGATE_ENV": "production", "PHIGATE_ALLOW_LOCAL_KEYRING": "true", "PHIGATE_COOKIE_SECURE": "true",
-            "PHIGATE_PUBLIC_URL": "https://gateway.example"}
+    prod = {
+        "PHIGATE_ENV": "production",
+        "PHIGATE_ALLOW_LOCAL_KEYRING": "true",
+        "PHIGATE_COOKIE_SECURE": "true",
+        "PHIGATE_PUBLIC_URL": "https://gateway.example",
+    }
     before = len(events(components))
     r = cli("demo", "--reset", "--yes", env=prod)
     assert r.exit_code == 2 and "demo data is refused in production" in r.output

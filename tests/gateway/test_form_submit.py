@@ -36,8 +36,9 @@ def test_a_form_may_reword_an_error_by_its_code():
     def fail():
         raise LoginFailed()
 
-    answer = submit(db, fail, form=lambda **error: error, done=lambda _: "done",
-                    messages={"login_failed": "Nothing was changed."})
+    answer = submit(
+        db, fail, form=lambda **error: error, done=lambda _: "done", messages={"login_failed": "Nothing was changed."}
+    )
     assert answer == {"status_code": 401, "error": "Nothing was changed."}
 
 

@@ -25,8 +25,10 @@ def test_readyz_503_when_the_storage_directory_is_unusable(client, settings, tmp
         fh.write("not a directory")
     r = client.get("/readyz")
     assert r.status_code == 503
-    assert r.json() == {"status": "not_ready",
-                        "checks": {"database": "ok", "storage": "unreachable", "key_provider": "ok"}}
+    assert r.json() == {
+        "status": "not_ready",
+        "checks": {"database": "ok", "storage": "unreachable", "key_provider": "ok"},
+    }
     assert objects not in r.text
     assert client.get("/healthz").status_code == 200  # alive, just not ready
 

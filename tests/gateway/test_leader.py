@@ -18,8 +18,11 @@ from gateway.scheduler import Job, Scheduler
 
 def expire(components, name: str = "scheduler") -> None:
     with components.db.transaction() as db:
-        db.execute(update(LeaderLease).where(LeaderLease.name == name)
-                   .values(lease_until=datetime.now(UTC) - timedelta(seconds=1)))
+        db.execute(
+            update(LeaderLease)
+            .where(LeaderLease.name == name)
+            .values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
+        )
 
 
 def test_one_leader_among_contenders_and_takeover_after_the_lease_runs_out(components):
@@ -60,8 +63,10 @@ def test_a_leader_that_cannot_renew_stops_believing_before_anyone_may_take_over(
 
 
 def test_resigning_hands_over_at_once(components):
-    a, b = Leadership(components.db, lease_seconds=60, owner="h|1|a"), Leadership(components.db, lease_seconds=60,
-                                                                                  owner="h|2|b")
+    a, b = (
+        Leadership(components.db, lease_seconds=60, owner="h|1|a"),
+        Leadership(components.db, lease_seconds=60, owner="h|2|b"),
+    )
     assert a.step() and not b.step()
     a.resign()
     assert not a.is_leader()

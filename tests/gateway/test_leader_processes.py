@@ -36,10 +36,17 @@ class Replica:
         self.port, self.metrics_port = free_port(), free_port()
         self.log = workdir / f"replica-{n}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve"], cwd=REPO, stdout=subprocess.DEVNULL,
+            [sys.executable, "-m", "gateway.cli", "serve"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
             stderr=self.log.open("wb"),
-            env={**env, "PHIGATE_PORT": str(self.port), "PHIGATE_METRICS_PORT": str(self.metrics_port),
-                 "PHIGATE_DATA_DIR": str(workdir / f"data-{n}")})
+            env={
+                **env,
+                "PHIGATE_PORT": str(self.port),
+                "PHIGATE_METRICS_PORT": str(self.metrics_port),
+                "PHIGATE_DATA_DIR": str(workdir / f"data-{n}"),
+            },
+        )
 
     def leads(self) -> bool:
         text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
@@ -85,10 +92,17 @@ def wait_for_leader(replicas, components) -> Replica:
 
 def test_three_replicas_one_leader_sigkill_moves_it(components, lane, keyring_url, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHIGATE_")}
-    env.update({"PHIGATE_DATABASE_URL": lane[1], "PHIGATE_KEY_PROVIDER_URL": keyring_url,
-                "PHIGATE_STORAGE_URL": f"file://{tmp_path / 'objects'}", "PHIGATE_INSTANCE_ID": "test",
-                "PHIGATE_SCHEDULER_LEASE_SECONDS": str(LEASE_SECONDS),
-                "PHIGATE_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "1", "PHIGATE_DB_POOL_SIZE": "3"})
+    env.update(
+        {
+            "PHIGATE_DATABASE_URL": lane[1],
+            "PHIGATE_KEY_PROVIDER_URL": keyring_url,
+            "PHIGATE_STORAGE_URL": f"file://{tmp_path / 'objects'}",
+            "PHIGATE_INSTANCE_ID": "test",
+            "PHIGATE_SCHEDULER_LEASE_SECONDS": str(LEASE_SECONDS),
+            "PHIGATE_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "1",
+            "PHIGATE_DB_POOL_SIZE": "3",
+        }
+    )
     replicas = [Replica(n, env, tmp_path) for n in range(3)]
     try:
         for r in replicas:

@@ -48,13 +48,23 @@ def signed_in(app, fake_clock):
         s.client.close()
 
 
-def register(s: Session, auth: SoftAuthenticator, *, name: str = "work laptop", password: str | None = None,
-             code: str | None = None, **create):
+def register(
+    s: Session,
+    auth: SoftAuthenticator,
+    *,
+    name: str = "work laptop",
+    password: str | None = None,
+    code: str | None = None,
+    **create,
+):
     options = s.client.post(REGISTER_OPTIONS)
     assert options.status_code == 200, options.text
-    body = {"name": name, "credential": auth.create(options.json(), **create),
-            "password": s.user.password if password is None else password,
-            "code": s.fresh_code() if code is None else code}
+    body = {
+        "name": name,
+        "credential": auth.create(options.json(), **create),
+        "password": s.user.password if password is None else password,
+        "code": s.fresh_code() if code is None else code,
+    }
     return s.client.post(PASSKEYS, json=body)
 
 
@@ -92,6 +102,7 @@ def start_sign_in(app, user) -> TestClient:
 
 # -- registration ------------------------------------------------------------------------------------------------
 
+
 def test_registration_stores_the_credential_and_records_it(signed_in, soft, factory, components):
     user = factory.user("practice_approver")
     s = signed_in(user)
@@ -105,8 +116,14 @@ def test_registration_stores_the_credential_and_records_it(signed_in, soft, fact
     assert row.attestation_format == "none" and row.public_key and row.last_used_at is None
     ev = last_event(components, "auth.passkey.registered")
     assert ev.target_id == row.id and ev.actor_user_id == user.id
-    assert ev.details == {"via": "account", "aaguid": row.aaguid, "attestation_format": "none",
-                          "backup_eligible": True, "backed_up": True, "transports": "internal,hybrid"}
+    assert ev.details == {
+        "via": "account",
+        "aaguid": row.aaguid,
+        "attestation_format": "none",
+        "backup_eligible": True,
+        "backed_up": True,
+        "transports": "internal,hybrid",
+    }
     assert "work laptop" not in json.dumps(ev.details)  # the user's own label stays out of the log
     assert open_challenges(components) == 0  # spent
     assert [p["id"] for p in s.client.get(PASSKEYS).json()] == [row.id]
@@ -132,13 +149,21 @@ def test_registration_refusals(attack, signed_in, soft, factory, components, app
     s = signed_in(user)
     auth = soft()
     options = s.client.post(REGISTER_OPTIONS).json()
-    kwargs = {"origin": "https://phigate-login.example"} if attack == "origin" else \
-        {"rp_id": "phigate-login.example"} if attack == "rp_id" else {"uv": False} if attack == "no_uv" else {}
+    kwargs = (
+        {"origin": "https://phigate-login.example"}
+        if attack == "origin"
+        else {"rp_id": "phigate-login.example"}
+        if attack == "rp_id"
+        else {"uv": False}
+        if attack == "no_uv"
+        else {}
+    )
     credential = auth.create(options, **kwargs)
     client = s.client
     if attack == "replay":
-        ok = s.client.post(PASSKEYS, json={"name": "a", "credential": credential, "password": user.password,
-                                           "code": s.fresh_code()})
+        ok = s.client.post(
+            PASSKEYS, json={"name": "a", "credential": credential, "password": user.password, "code": s.fresh_code()}
+        )
         assert ok.status_code == 201
         with components.db.transaction() as db:  # forget it, so only the spent challenge stands in the way
             db.execute(Passkey.__table__.delete())
@@ -146,20 +171,27 @@ def test_registration_refusals(attack, signed_in, soft, factory, components, app
         fake_clock.advance(seconds=components.settings.passkey_challenge_seconds + 1)
     elif attack == "other_session":
         client = signed_in(user).client  # the same user signed in elsewhere
-    r = client.post(PASSKEYS, json={"name": "a", "credential": credential, "password": user.password,
-                                    "code": s.fresh_code()})
+    r = client.post(
+        PASSKEYS, json={"name": "a", "credential": credential, "password": user.password, "code": s.fresh_code()}
+    )
     assert_error(r, 422, "passkey_not_registered")
-    reason = {"origin": "wrong_origin", "rp_id": "wrong_rp_id", "no_uv": "user_not_verified",
-              "replay": "challenge_not_issued", "expired": "challenge_expired",
-              "other_session": "challenge_of_another_session"}[attack]
+    reason = {
+        "origin": "wrong_origin",
+        "rp_id": "wrong_rp_id",
+        "no_uv": "user_not_verified",
+        "replay": "challenge_not_issued",
+        "expired": "challenge_expired",
+        "other_session": "challenge_of_another_session",
+    }[attack]
     ev = last_event(components, "auth.passkey.register_failed")
     assert ev.details == {"reason": reason} and ev.actor_user_id == user.id and ev.outcome.value == "failure"
     assert passkeys_of(components, user.id) == []
     assert "phigate-login" not in r.text  # the user sees one opaque answer
 
 
-def test_registration_options_exclude_existing_passkeys_and_ask_for_user_verification(signed_in, soft, factory,
-                                                                                      settings):
+def test_registration_options_exclude_existing_passkeys_and_ask_for_user_verification(
+    signed_in, soft, factory, settings
+):
     user = factory.user("biller")
     s, auth = with_passkey(signed_in, soft, user)
     options = s.client.post(REGISTER_OPTIONS).json()
@@ -168,8 +200,10 @@ def test_registration_options_exclude_existing_passkeys_and_ask_for_user_verific
     assert options["attestation"] == "none"
     assert [c["id"] for c in options["excludeCredentials"]] == [auth.id]
     # The same authenticator cannot be registered twice.
-    r = s.client.post(PASSKEYS, json={"name": "again", "credential": auth.create(options),
-                                      "password": user.password, "code": s.fresh_code()})
+    r = s.client.post(
+        PASSKEYS,
+        json={"name": "again", "credential": auth.create(options), "password": user.password, "code": s.fresh_code()},
+    )
     assert_error(r, 422, "passkey_not_registered")
 
 
@@ -180,13 +214,17 @@ def test_relying_party_ignores_the_host_the_request_names(signed_in, soft, facto
     options = s.client.post(REGISTER_OPTIONS, headers={"Host": "phigate-login.example"}).json()
     assert options["rp"]["id"] == components.settings.webauthn_rp_id == "localhost"
     relayed = soft().create(options, origin="http://phigate-login.example", rp_id="phigate-login.example")
-    r = s.client.post(PASSKEYS, json={"name": "a", "credential": relayed, "password": user.password,
-                                      "code": s.fresh_code()}, headers={"Host": "phigate-login.example"})
+    r = s.client.post(
+        PASSKEYS,
+        json={"name": "a", "credential": relayed, "password": user.password, "code": s.fresh_code()},
+        headers={"Host": "phigate-login.example"},
+    )
     assert_error(r, 422, "passkey_not_registered")
     assert last_event(components, "auth.passkey.register_failed").details == {"reason": "wrong_origin"}
 
 
 # -- sign-in ---------------------------------------------------------------------------------------------------------
+
 
 def test_sign_in_with_password_and_passkey(app, signed_in, soft, factory, components):
     user = factory.user("practice_approver")
@@ -213,8 +251,22 @@ def test_the_login_page_offers_the_passkey_first(app, signed_in, soft, factory):
     assert 'data-passkey-assert="login"' in html and '<script src="/static/passkeys.js"' in html
 
 
-@pytest.mark.parametrize("attack", ["replay", "origin", "rp_id", "no_uv", "expired", "other_session",
-                                    "other_users_credential", "tampered", "malformed", "oversized", "stepup_answer"])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "replay",
+        "origin",
+        "rp_id",
+        "no_uv",
+        "expired",
+        "other_session",
+        "other_users_credential",
+        "tampered",
+        "malformed",
+        "oversized",
+        "stepup_answer",
+    ],
+)
 def test_sign_in_refusals(attack, app, signed_in, soft, factory, components, fake_clock):
     user = factory.user("practice_approver")
     _, auth = with_passkey(signed_in, soft, user)
@@ -243,27 +295,39 @@ def test_sign_in_refusals(attack, app, signed_in, soft, factory, components, fak
         body = {"id": "x", "rawId": "x", "type": "public-key", "response": {"clientDataJSON": "bm90IGpzb24"}}
         client.post(OPTIONS, json={"purpose": "login"})
     else:
-        kwargs = {"origin": {"origin": "https://phigate-login.example"}, "rp_id": {"rp_id": "phigate-login.example"},
-                  "no_uv": {"uv": False}}.get(attack, {})
+        kwargs = {
+            "origin": {"origin": "https://phigate-login.example"},
+            "rp_id": {"rp_id": "phigate-login.example"},
+            "no_uv": {"uv": False},
+        }.get(attack, {})
         body = answer(client, auth, "login", **kwargs)
         if attack == "expired":
             fake_clock.advance(seconds=components.settings.passkey_challenge_seconds + 1)
     before = user_row(components, user.id).failed_attempts
     r = client.post("/api/v1/auth/mfa", json={"passkey_assertion": body})
     assert_error(r, 401, "login_failed")
-    reason = {"replay": "challenge_not_issued", "origin": "wrong_origin", "rp_id": "wrong_rp_id",
-              "no_uv": "user_not_verified", "expired": "challenge_expired",
-              "other_session": "challenge_of_another_session", "other_users_credential": "unknown_credential",
-              "tampered": "bad_signature", "malformed": "malformed_response", "oversized": "malformed_response",
-              "stepup_answer": "challenge_of_another_session"}[attack]
+    reason = {
+        "replay": "challenge_not_issued",
+        "origin": "wrong_origin",
+        "rp_id": "wrong_rp_id",
+        "no_uv": "user_not_verified",
+        "expired": "challenge_expired",
+        "other_session": "challenge_of_another_session",
+        "other_users_credential": "unknown_credential",
+        "tampered": "bad_signature",
+        "malformed": "malformed_response",
+        "oversized": "malformed_response",
+        "stepup_answer": "challenge_of_another_session",
+    }[attack]
     ev = last_event(components, "auth.mfa.failed")
     assert ev.details["reason"] == reason and ev.details["method"] == "passkey" and ev.target_id == user.id
     assert user_row(components, user.id).failed_attempts == before + 1  # counts towards the lockout
     assert_error(client.get("/api/v1/auth/me"), 401, "mfa_required")  # still half signed in
 
 
-def test_a_cloned_authenticator_is_refused_and_raises_a_high_severity_event(app, signed_in, soft, factory,
-                                                                          components, fake_clock):
+def test_a_cloned_authenticator_is_refused_and_raises_a_high_severity_event(
+    app, signed_in, soft, factory, components, fake_clock
+):
     user = factory.user("practice_approver")
     _s, auth = with_passkey(signed_in, soft, user)
     copy = auth.clone()  # the private key copied while the counter was 0
@@ -281,8 +345,11 @@ def test_a_cloned_authenticator_is_refused_and_raises_a_high_severity_event(app,
     clone = last_event(components, "auth.passkey.clone_warning")
     assert clone.severity.value == "high" and clone.target_id == row.id
     assert clone.details == {"stored": 3, "presented": 2, "purpose": "login"}
-    assert last_event(components, "auth.mfa.failed").details == {"reason": "sign_count_regressed",
-                                                                 "method": "passkey", "passkey_id": row.id}
+    assert last_event(components, "auth.mfa.failed").details == {
+        "reason": "sign_count_regressed",
+        "method": "passkey",
+        "passkey_id": row.id,
+    }
     assert passkeys_of(components, user.id)[0].sign_count == 3  # the clone moved nothing
     # A high-severity event raises its alert with itself (gateway/auditor/alerts.py), at once.
     from sqlalchemy import select
@@ -319,8 +386,9 @@ def test_one_answer_sent_twice_at_once_is_accepted_once(app, signed_in, soft, fa
     def send():
         with TestClient(app, cookies=cookies) as c:
             barrier.wait()
-            results.append(c.post("/api/v1/auth/mfa", json={"passkey_assertion": body},
-                                  headers={"X-CSRF-Token": csrf}).status_code)
+            results.append(
+                c.post("/api/v1/auth/mfa", json={"passkey_assertion": body}, headers={"X-CSRF-Token": csrf}).status_code
+            )
 
     threads = [threading.Thread(target=send) for _ in range(2)]
     for t in threads:
@@ -345,6 +413,7 @@ def test_ceremonies_belong_to_their_stage(app, signed_in, soft, factory):
 
 # -- step-up ----------------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def transfer(components, factory, signed_in):
     practice, vendor = factory.org("practice"), factory.org("vendor")
@@ -358,8 +427,9 @@ def transfer(components, factory, signed_in):
 def test_approval_with_a_passkey_step_up(transfer, signed_in, soft, factory, components):
     practice, _, transfer_id = transfer
     s, auth = with_passkey(signed_in, soft, factory.user("practice_approver", practice))
-    r = s.client.post(f"/api/v1/transfers/{transfer_id}/approve",
-                      json={"days": 2, "passkey_assertion": answer(s.client, auth)})
+    r = s.client.post(
+        f"/api/v1/transfers/{transfer_id}/approve", json={"days": 2, "passkey_assertion": answer(s.client, auth)}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "approved"
     assert last_event(components, "auth.passkey.used").details["purpose"] == "stepup"
@@ -381,16 +451,23 @@ def test_emergency_access_and_token_creation_accept_a_passkey(transfer, signed_i
     _, _, transfer_id = transfer
     admin = factory.user("admin", factory.org("operator"))
     s, auth = with_passkey(signed_in, soft, admin)
-    r = s.client.post(f"/api/v1/transfers/{transfer_id}/emergency-access",
-                      json={"hours": 2, "reason": "approver on leave", "passkey_assertion": answer(s.client, auth)})
+    r = s.client.post(
+        f"/api/v1/transfers/{transfer_id}/emergency-access",
+        json={"hours": 2, "reason": "approver on leave", "passkey_assertion": answer(s.client, auth)},
+    )
     assert r.status_code == 200 and r.json()["emergency"] is True
-    r = s.client.post("/api/v1/auth/tokens", json={"name": "ehr", "days": 1, "passkey_assertion": answer(s.client, auth)})
+    r = s.client.post(
+        "/api/v1/auth/tokens", json={"name": "ehr", "days": 1, "passkey_assertion": answer(s.client, auth)}
+    )
     assert r.status_code == 201, r.text
     # A token cannot answer a passkey challenge (it has no session); it sends a code instead.
     token = r.json()["token"]
     with TestClient(s.client.app) as api:
-        r = api.post("/api/v1/auth/recovery-codes", headers={"Authorization": f"Bearer {token}"},
-                     json={"passkey_assertion": auth.get({"challenge": "AA"})})
+        r = api.post(
+            "/api/v1/auth/recovery-codes",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"passkey_assertion": auth.get({"challenge": "AA"})},
+        )
         assert_error(r, 422, "passkey_needs_session")
     assert [e.details["purpose"] for e in events(components, "auth.passkey.used")] == ["stepup", "stepup"]
 
@@ -399,17 +476,26 @@ def test_offboarding_accepts_a_passkey(signed_in, soft, factory, components):
     practice, vendor = factory.org("practice"), factory.org("vendor", name="Offboarded Billing")
     record_baa(components, practice, vendor)
     s, auth = with_passkey(signed_in, soft, factory.user("admin", factory.org("operator")))
-    r = s.client.post("/api/v1/offboarding", json={"vendor_id": vendor.id, "reason": "contract ended",
-                                                  "confirm_name": "Offboarded Billing"})
+    r = s.client.post(
+        "/api/v1/offboarding",
+        json={"vendor_id": vendor.id, "reason": "contract ended", "confirm_name": "Offboarded Billing"},
+    )
     assert_error(r, 422, "second_factor_required")
-    r = s.client.post("/api/v1/offboarding", json={"vendor_id": vendor.id, "reason": "contract ended",
-                                                  "confirm_name": "Offboarded Billing",
-                                                  "passkey_assertion": answer(s.client, auth)})
+    r = s.client.post(
+        "/api/v1/offboarding",
+        json={
+            "vendor_id": vendor.id,
+            "reason": "contract ended",
+            "confirm_name": "Offboarded Billing",
+            "passkey_assertion": answer(s.client, auth),
+        },
+    )
     assert r.status_code == 200, r.text
     assert r.json()["baas_terminated"] == 1
 
 
 # -- removal ---------------------------------------------------------------------------------------------------------
+
 
 def test_removal_needs_a_fresh_factor_and_is_recorded(signed_in, soft, factory, components):
     user = factory.user("practice_staff")
@@ -428,6 +514,7 @@ def test_removal_needs_a_fresh_factor_and_is_recorded(signed_in, soft, factory, 
 
 # -- policy ----------------------------------------------------------------------------------------------------------
 
+
 def admin_session(signed_in, factory) -> Session:
     return signed_in(factory.user("admin", factory.org("operator")))
 
@@ -436,8 +523,7 @@ def test_policy_leads_to_registration_then_refuses_totp_alone(app, signed_in, so
     admin = admin_session(signed_in, factory)
     r = admin.client.post("/api/v1/auth/passkey-policies", json={"scope": "role", "value": "practice_approver"})
     assert r.status_code == 201
-    assert last_event(components, "admin.passkey_policy.set").details == {"scope": "role",
-                                                                          "value": "practice_approver"}
+    assert last_event(components, "admin.passkey_policy.set").details == {"scope": "role", "value": "practice_approver"}
     user = factory.user("practice_approver")
 
     # Next sign-in: password and TOTP are accepted, but only passkey registration is open.
@@ -502,8 +588,12 @@ def test_the_last_passkey_under_a_policy_cannot_be_removed(signed_in, soft, fact
     user = factory.user("practice_approver")
     s, auth = with_passkey(signed_in, soft, user)
     admin = admin_session(signed_in, factory)
-    assert admin.client.post("/api/v1/auth/passkey-policies",
-                             json={"scope": "role", "value": "practice_approver"}).status_code == 201
+    assert (
+        admin.client.post(
+            "/api/v1/auth/passkey-policies", json={"scope": "role", "value": "practice_approver"}
+        ).status_code
+        == 201
+    )
     (row,) = passkeys_of(components, user.id)
     r = s.client.post(f"{PASSKEYS}/{row.id}/remove", json={"passkey_assertion": answer(s.client, auth)})
     assert_error(r, 409, "last_factor")
@@ -514,8 +604,15 @@ def test_the_last_passkey_under_a_policy_cannot_be_removed(signed_in, soft, fact
     second = soft()
     options = s.client.post(REGISTER_OPTIONS).json()
     created = second.create(options)
-    r = s.client.post(PASSKEYS, json={"name": "spare key", "credential": created, "password": user.password,
-                                      "passkey_assertion": answer(s.client, auth)})
+    r = s.client.post(
+        PASSKEYS,
+        json={
+            "name": "spare key",
+            "credential": created,
+            "password": user.password,
+            "passkey_assertion": answer(s.client, auth),
+        },
+    )
     assert r.status_code == 201, r.text
     r = s.client.post(f"{PASSKEYS}/{row.id}/remove", json={"passkey_assertion": answer(s.client, second)})
     assert r.status_code == 204
@@ -539,16 +636,22 @@ def test_an_administrator_resets_a_users_lost_passkeys(signed_in, soft, factory,
 def test_policy_administration(signed_in, factory, components):
     admin = admin_session(signed_in, factory)
     staff = signed_in(factory.user("practice_staff"))
-    assert_error(staff.client.post("/api/v1/auth/passkey-policies", json={"scope": "role", "value": "admin"}),
-                 403, "forbidden")
-    assert_error(admin.client.post("/api/v1/auth/passkey-policies", json={"scope": "role", "value": "root"}),
-                 422, "invalid_role")
-    assert_error(admin.client.post("/api/v1/auth/passkey-policies", json={"scope": "org", "value": "nope"}),
-                 404, "org_not_found")
+    assert_error(
+        staff.client.post("/api/v1/auth/passkey-policies", json={"scope": "role", "value": "admin"}), 403, "forbidden"
+    )
+    assert_error(
+        admin.client.post("/api/v1/auth/passkey-policies", json={"scope": "role", "value": "root"}), 422, "invalid_role"
+    )
+    assert_error(
+        admin.client.post("/api/v1/auth/passkey-policies", json={"scope": "org", "value": "nope"}), 404, "org_not_found"
+    )
     r = admin.client.post("/api/v1/auth/passkey-policies", json={"scope": "role", "value": "admin"})
     assert r.status_code == 201
-    assert_error(admin.client.post("/api/v1/auth/passkey-policies", json={"scope": "role", "value": "admin"}),
-                 409, "policy_exists")
+    assert_error(
+        admin.client.post("/api/v1/auth/passkey-policies", json={"scope": "role", "value": "admin"}),
+        409,
+        "policy_exists",
+    )
     assert [p["value"] for p in admin.client.get("/api/v1/auth/passkey-policies").json()] == ["admin"]
     assert admin.client.delete(f"/api/v1/auth/passkey-policies/{r.json()['id']}").status_code == 204
     assert last_event(components, "admin.passkey_policy.removed").target_id == r.json()["id"]
@@ -556,6 +659,7 @@ def test_policy_administration(signed_in, factory, components):
 
 
 # -- attestation: known authenticator models -------------------------------------------------------------------------
+
 
 @pytest.fixture
 def vendor_ca():
@@ -566,11 +670,22 @@ def vendor_ca():
 def mds_settings(settings, vendor_ca, tmp_path):
     known = bytes.fromhex("00112233445566778899aabbccddeeff")
     path = tmp_path / "mds.json"
-    path.write_text(json.dumps({"entries": [
-        {"aaguid": aaguid_text(known), "metadataStatement": {
-            "description": "Synthetic Key", "attestationRootCertificates": [vendor_ca.root_der_b64()]}},
-        {"aaid": "4e4e#4005", "metadataStatement": {"description": "a UAF entry, ignored"}},
-    ]}))
+    path.write_text(
+        json.dumps(
+            {
+                "entries": [
+                    {
+                        "aaguid": aaguid_text(known),
+                        "metadataStatement": {
+                            "description": "Synthetic Key",
+                            "attestationRootCertificates": [vendor_ca.root_der_b64()],
+                        },
+                    },
+                    {"aaid": "4e4e#4005", "metadataStatement": {"description": "a UAF entry, ignored"}},
+                ]
+            }
+        )
+    )
     settings.passkey_mds_file = path
     return known
 
@@ -585,21 +700,26 @@ def test_known_authenticator_models(case, mds_settings, vendor_ca, signed_in, so
     auth = soft(aaguid=aaguid, attestation_ca=vendor_ca)
     fmt = "none" if case == "no_attestation" else "packed"
     credential = auth.create(options, fmt=fmt, ca=TestCA("Counterfeit Root") if case == "foreign_ca" else None)
-    r = s.client.post(PASSKEYS, json={"name": "key", "credential": credential, "password": user.password,
-                                      "code": s.fresh_code()})
+    r = s.client.post(
+        PASSKEYS, json={"name": "key", "credential": credential, "password": user.password, "code": s.fresh_code()}
+    )
     if case == "known":
         assert r.status_code == 201, r.text
         assert passkeys_of(components, user.id)[0].attestation_format == "packed"
         return
     assert_error(r, 422, "passkey_not_registered")
-    reason = {"unknown_model": "unknown_authenticator_model", "no_attestation": "attestation_missing",
-              "foreign_ca": "attestation_invalid"}[case]
+    reason = {
+        "unknown_model": "unknown_authenticator_model",
+        "no_attestation": "attestation_missing",
+        "foreign_ca": "attestation_invalid",
+    }[case]
     assert last_event(components, "auth.passkey.register_failed").details["reason"] == reason
     assert passkeys_of(components, user.id) == []
 
 
-def test_an_unreadable_metadata_file_refuses_every_registration(settings, tmp_path, signed_in, soft, factory,
-                                                                components):
+def test_an_unreadable_metadata_file_refuses_every_registration(
+    settings, tmp_path, signed_in, soft, factory, components
+):
     settings.passkey_mds_file = tmp_path / "missing.json"
     s = signed_in(factory.user("practice_staff"))
     r = register(s, soft())
@@ -608,6 +728,7 @@ def test_an_unreadable_metadata_file_refuses_every_registration(settings, tmp_pa
 
 
 # -- pages and the command line --------------------------------------------------------------------------------------
+
 
 def test_account_page_registers_lists_and_removes(signed_in, soft, factory, components):
     from tests.gateway.authkit import csrf_from
@@ -618,8 +739,13 @@ def test_account_page_registers_lists_and_removes(signed_in, soft, factory, comp
     assert 'id="passkey-register"' in html and "No passkey yet." in html
     auth = soft()
     options = s.client.post(REGISTER_OPTIONS).json()
-    form = {"csrf_token": csrf_from(html), "name": "desk key", "credential": json.dumps(auth.create(options)),
-            "current_password": "wrong password, surely", "code": s.fresh_code()}
+    form = {
+        "csrf_token": csrf_from(html),
+        "name": "desk key",
+        "credential": json.dumps(auth.create(options)),
+        "current_password": "wrong password, surely",
+        "code": s.fresh_code(),
+    }
     r = s.client.post("/account/passkeys", data=form, follow_redirects=False)
     assert r.status_code == 422 and "current password is not correct" in r.text
     assert passkeys_of(components, user.id) == []
@@ -631,8 +757,11 @@ def test_account_page_registers_lists_and_removes(signed_in, soft, factory, comp
     (row,) = passkeys_of(components, user.id)
     assert "desk key" in html and f"/account/passkeys/{row.id}/remove" in html and "never" in html
     assert 'data-passkey-assert="stepup"' in html  # step-up forms now offer the passkey
-    r = s.client.post(f"/account/passkeys/{row.id}/remove", follow_redirects=False,
-                      data={"csrf_token": csrf_from(html), "passkey_assertion": json.dumps(answer(s.client, auth))})
+    r = s.client.post(
+        f"/account/passkeys/{row.id}/remove",
+        follow_redirects=False,
+        data={"csrf_token": csrf_from(html), "passkey_assertion": json.dumps(answer(s.client, auth))},
+    )
     assert r.status_code == 303 and passkeys_of(components, user.id) == []
 
 
@@ -643,20 +772,23 @@ def test_admin_page_sets_the_policy_and_resets_passkeys(signed_in, soft, factory
     with_passkey(signed_in, soft, user)
     admin = admin_session(signed_in, factory)
     csrf = csrf_from(admin.client.get("/admin/users").text)
-    r = admin.client.post("/admin/users/passkey-policies", data={"csrf_token": csrf, "scope": "role",
-                                                                 "role": "biller"}, follow_redirects=False)
+    r = admin.client.post(
+        "/admin/users/passkey-policies",
+        data={"csrf_token": csrf, "scope": "role", "role": "biller"},
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     html = admin.client.get("/admin/users").text
     assert "role biller" in html and "Remove passkeys (lost)" in html
-    r = admin.client.post("/admin/users/passkey-policies", data={"csrf_token": csrf, "scope": "role",
-                                                                 "role": "biller"})
+    r = admin.client.post("/admin/users/passkey-policies", data={"csrf_token": csrf, "scope": "role", "role": "biller"})
     assert r.status_code == 409 and "exists already" in r.text
     r = admin.client.post(f"/admin/users/{user.id}/passkeys/reset", data={"csrf_token": csrf}, follow_redirects=False)
     assert r.status_code == 303 and passkeys_of(components, user.id) == []
     assert last_event(components, "admin.user.passkeys_reset").target_id == user.id
     (policy,) = admin.client.get("/api/v1/auth/passkey-policies").json()
-    r = admin.client.post(f"/admin/users/passkey-policies/{policy['id']}/remove", data={"csrf_token": csrf},
-                          follow_redirects=False)
+    r = admin.client.post(
+        f"/admin/users/passkey-policies/{policy['id']}/remove", data={"csrf_token": csrf}, follow_redirects=False
+    )
     assert r.status_code == 303 and admin.client.get("/api/v1/auth/passkey-policies").json() == []
 
 

@@ -62,8 +62,12 @@ def test_an_integrity_conflict_is_a_409_without_a_trace(app, factory, login, com
     try:
         with TestClient(app) as c:
             csrf = login(c, admin)
-            assert c.post("/api/v1/orgs", json={"name": "Hillside", "kind": "practice"},
-                          headers={"X-CSRF-Token": csrf}).status_code == 201
+            assert (
+                c.post(
+                    "/api/v1/orgs", json={"name": "Hillside", "kind": "practice"}, headers={"X-CSRF-Token": csrf}
+                ).status_code
+                == 201
+            )
             real = service.select
 
             def blind(*columns):  # the existence check sees nothing, as a racing request would

@@ -13,7 +13,6 @@ import secrets
 import threading
 
 import httpx
-
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -66,13 +65,15 @@ async def _flood(app, requests: int, settings) -> dict[int, int]:
     return statuses
 
 
-def test_ten_thousand_garbage_credentials_add_a_handful_of_events(app, components, factory, login, fake_clock,
-                                                                settings):
+def test_ten_thousand_garbage_credentials_add_a_handful_of_events(
+    app, components, factory, login, fake_clock, settings
+):
     user = factory.user("practice_staff")
     with TestClient(app) as real:
         csrf = login(real, user, fake_clock)
-        token = real.post(TOKENS, json={"name": "ehr", "code": user.code()},
-                          headers={"X-CSRF-Token": csrf}).json()["token"]
+        token = real.post(TOKENS, json={"name": "ehr", "code": user.code()}, headers={"X-CSRF-Token": csrf}).json()[
+            "token"
+        ]
     before = _event_count(components)
     limit = settings.ip_failure_limit
     statuses = asyncio.run(_flood(app, REQUESTS, settings))
@@ -103,7 +104,10 @@ def test_ten_thousand_garbage_credentials_add_a_handful_of_events(app, component
     (closed,) = events(components, "auth.address.window_closed")
     assert closed.ip == ATTACKER[0]
     assert {k: closed.details[k] for k in ("failures", "unrecorded", "refused")} == {
-        "failures": limit, "unrecorded": limit - 1, "refused": REQUESTS - limit}
+        "failures": limit,
+        "unrecorded": limit - 1,
+        "refused": REQUESTS - limit,
+    }
     assert address_row(components, ATTACKER[0]) is None
     assert close_address_windows(components) == 0
     # The address starts afresh: its next refusal is recorded again and answers 401.

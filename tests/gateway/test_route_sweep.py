@@ -49,7 +49,7 @@ def _fill(path: str) -> str:
     out = path
     while "{" in out:
         start, end = out.index("{"), out.index("}")
-        out = out[:start] + secrets.token_hex(8) + out[end + 1:]
+        out = out[:start] + secrets.token_hex(8) + out[end + 1 :]
     return out
 
 

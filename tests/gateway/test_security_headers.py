@@ -93,8 +93,7 @@ def test_hsts_behind_a_trusted_tls_proxy(settings):
             assert "strict-transport-security" in c.get("/healthz", headers={"X-Forwarded-Proto": "https"}).headers
             assert "strict-transport-security" not in c.get("/healthz", headers={"X-Forwarded-Proto": "http"}).headers
         with TestClient(app, client=("192.0.2.9", 443)) as c:
-            assert "strict-transport-security" not in c.get("/healthz",
-                                                            headers={"X-Forwarded-Proto": "https"}).headers
+            assert "strict-transport-security" not in c.get("/healthz", headers={"X-Forwarded-Proto": "https"}).headers
     finally:
         comps.close()
 
@@ -111,6 +110,7 @@ def test_templates_have_no_inline_script_style_or_handlers():
 
 
 # -- production mode ----------------------------------------------------------------
+
 
 def _prod(tmp_path, **kw):
     kw.setdefault("public_url", "https://gateway.example")

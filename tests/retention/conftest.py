@@ -29,15 +29,17 @@ def seeded(components, party):
 
 def env_for(settings, **extra) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHIGATE_")}
-    env.update({
-        "PHIGATE_DATABASE_URL": settings.effective_database_url,
-        "PHIGATE_STORAGE_URL": settings.effective_storage_url,
-        "PHIGATE_KEY_PROVIDER_URL": settings.effective_key_provider_url,
-        "PHIGATE_DATA_DIR": str(settings.data_dir),
-        "PHIGATE_INSTANCE_ID": settings.instance_id,
-        "PHIGATE_COOKIE_SECURE": "false",
-        "PYTHONPATH": str(ROOT),
-    })
+    env.update(
+        {
+            "PHIGATE_DATABASE_URL": settings.effective_database_url,
+            "PHIGATE_STORAGE_URL": settings.effective_storage_url,
+            "PHIGATE_KEY_PROVIDER_URL": settings.effective_key_provider_url,
+            "PHIGATE_DATA_DIR": str(settings.data_dir),
+            "PHIGATE_INSTANCE_ID": settings.instance_id,
+            "PHIGATE_COOKIE_SECURE": "false",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -49,8 +51,14 @@ def phigate(settings):
     def run(*args: str, env: dict | None = None, **kw):
         # The crash points (PHIGATE_TEST_KILL_AFTER) exist only in tests: installed in the child before the CLI runs.
         code = "import tests.support.crash as crash; crash.install(); from gateway.cli import main; main()"
-        return subprocess.run([sys.executable, "-c", code, *args],
-                              env=env_for(settings, **(env or {})), capture_output=True, text=True, cwd=ROOT, **kw)
+        return subprocess.run(
+            [sys.executable, "-c", code, *args],
+            env=env_for(settings, **(env or {})),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            **kw,
+        )
 
     return run
 
@@ -67,9 +75,14 @@ def aws_env(monkeypatch, tmp_path_factory):
     empty.touch()
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)
-    values = {"AWS_CONFIG_FILE": str(empty), "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-              "AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": TEST_SECRET_KEY,
-              "AWS_DEFAULT_REGION": TEST_REGION, "AWS_EC2_METADATA_DISABLED": "true"}
+    values = {
+        "AWS_CONFIG_FILE": str(empty),
+        "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+        "AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": TEST_SECRET_KEY,
+        "AWS_DEFAULT_REGION": TEST_REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     return values

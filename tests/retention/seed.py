@@ -26,9 +26,20 @@ from gateway.transfers.upload import name_context
 SYNTHETIC = b"%PDF-1.7\nsynthetic claim attachment, no real patient data\n%%EOF\n"
 
 
-def seed(c, practice_id: str, vendor_id: str, created_by: str, n: int, *, status: TransferStatus =
-         TransferStatus.approved, direction: Direction = Direction.outbound, ended_days_ago: int = 0,
-         files_per_transfer: int = 1, batch: int = 500, payload: bytes = SYNTHETIC) -> list[str]:
+def seed(
+    c,
+    practice_id: str,
+    vendor_id: str,
+    created_by: str,
+    n: int,
+    *,
+    status: TransferStatus = TransferStatus.approved,
+    direction: Direction = Direction.outbound,
+    ended_days_ago: int = 0,
+    files_per_transfer: int = 1,
+    batch: int = 500,
+    payload: bytes = SYNTHETIC,
+) -> list[str]:
     """Create `n` transfers (each with `files_per_transfer` small files); returns their ids."""
     key_id = relationship_key(practice_id, vendor_id) if direction == Direction.outbound else practice_key(practice_id)
     c.keys.ensure_key(key_id)
@@ -50,10 +61,22 @@ def seed(c, practice_id: str, vendor_id: str, created_by: str, n: int, *, status
     for i in range(n):
         tid = new_id()
         ids.append(tid)
-        row = {"id": tid, "direction": direction, "practice_id": practice_id, "vendor_id": vendor_id,
-               "status": status, "purpose": f"SEED-{i}", "key_id": key_id, "created_by": created_by,
-               "created_at": ended - timedelta(days=1), "note_sealed": None, "decided_by": None,
-               "decided_at": None, "access_ends_at": None, "revoked_at": None}
+        row = {
+            "id": tid,
+            "direction": direction,
+            "practice_id": practice_id,
+            "vendor_id": vendor_id,
+            "status": status,
+            "purpose": f"SEED-{i}",
+            "key_id": key_id,
+            "created_by": created_by,
+            "created_at": ended - timedelta(days=1),
+            "note_sealed": None,
+            "decided_by": None,
+            "decided_at": None,
+            "access_ends_at": None,
+            "revoked_at": None,
+        }
         if status in (TransferStatus.approved, TransferStatus.rejected, TransferStatus.revoked):
             row["decided_by"], row["decided_at"] = created_by, ended - timedelta(hours=1)
         if status == TransferStatus.approved:
@@ -68,17 +91,44 @@ def seed(c, practice_id: str, vendor_id: str, created_by: str, n: int, *, status
             dek, wrapped = c.keys.generate_data_key(key_id, context)
             info = c.store.put(key, encrypt_stream(iter([data]), dek, context), metadata={"format": "phg-stream-v1"})
             sha = hashlib.sha256(data).hexdigest()
-            files.append({"id": fid, "transfer_id": tid, "position": pos,
-                          "name_sealed": seal(c.keys, key_id, f"claim-{i}-{pos}.pdf".encode(), name_context(fid)),
-                          "file_type": "pdf", "size": len(data), "sha256": sha,
-                          "state": FileState.stored, "created_at": now, "destroyed_at": None})
-            objects.append({"id": new_id(), "kind": SealedKind.transfer_file, "owner_id": fid,
-                            "practice_id": practice_id, "vendor_id": vendor_id, "key_id": key_id,
-                            "key_generation": 0, "key_version": wrapped.key_version, "context": context,
-                            "wrapped_dek": wrapped.to_bytes(), "object_key": key,
-                            "storage_location": c.store.location_id, "plaintext_size": len(data), "sha256": sha,
-                            "ciphertext_size": info.size, "state": SealedState.stored, "created_at": now,
-                            "stored_at": now, "destroying_at": None, "destroyed_at": None})
+            files.append(
+                {
+                    "id": fid,
+                    "transfer_id": tid,
+                    "position": pos,
+                    "name_sealed": seal(c.keys, key_id, f"claim-{i}-{pos}.pdf".encode(), name_context(fid)),
+                    "file_type": "pdf",
+                    "size": len(data),
+                    "sha256": sha,
+                    "state": FileState.stored,
+                    "created_at": now,
+                    "destroyed_at": None,
+                }
+            )
+            objects.append(
+                {
+                    "id": new_id(),
+                    "kind": SealedKind.transfer_file,
+                    "owner_id": fid,
+                    "practice_id": practice_id,
+                    "vendor_id": vendor_id,
+                    "key_id": key_id,
+                    "key_generation": 0,
+                    "key_version": wrapped.key_version,
+                    "context": context,
+                    "wrapped_dek": wrapped.to_bytes(),
+                    "object_key": key,
+                    "storage_location": c.store.location_id,
+                    "plaintext_size": len(data),
+                    "sha256": sha,
+                    "ciphertext_size": info.size,
+                    "state": SealedState.stored,
+                    "created_at": now,
+                    "stored_at": now,
+                    "destroying_at": None,
+                    "destroyed_at": None,
+                }
+            )
         if len(transfers) >= batch:
             flush()
     flush()

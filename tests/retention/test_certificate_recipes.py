@@ -67,8 +67,10 @@ def test_the_recipes_refuse_an_altered_certificate(issued, verifier, tmp_path):
     escaped = tmp_path / "escaped.json"  # the same content, ASCII-escaped: not the canonical form
     escaped.write_bytes(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
     # Python's recipe lets cryptography's InvalidSignature propagate; Node's says so itself.
-    for bad, why in ((resized, ("the signature does not verify", "InvalidSignature")),
-                     (escaped, ("not in canonical form",))):
+    for bad, why in (
+        (resized, ("the signature does not verify", "InvalidSignature")),
+        (escaped, ("not in canonical form",)),
+    ):
         assert not verify_document(bad.read_bytes(), pem.read_bytes())[0].ok
         r = verifier.run(bad, pem)
         assert r.returncode != 0 and any(w in r.stderr for w in why), (bad.name, r.stderr)
@@ -86,9 +88,9 @@ def test_a_format_1_certificate_still_verifies(verifier):
     data = V1.read_bytes()
     assert json.loads(data)["certificate"]["format"] == "phigate-destruction-certificate/1"
     assert "Zürich".encode() in data
-    result, body = verify_document(data, KEY.read_bytes())
+    result, _body = verify_document(data, KEY.read_bytes())
     assert result.ok and result.objects == 2, result.problems
     r = verifier.run(V1, KEY)
     assert r.returncode == 0 and r.stdout.startswith("OK: certificate "), r.stderr
-    tampered = data.replace("Zürich".encode(), "Zurich".encode())
+    tampered = data.replace("Zürich".encode(), b"Zurich")
     assert not verify_document(tampered, KEY.read_bytes())[0].ok

@@ -40,9 +40,9 @@ def test_scheduled_run_inside_serve(components, party, seeded, db):
 
     seeded(2, ended_days_ago=60)
     c = components
-    c.settings = c.settings.model_copy(update={"retention_run_interval_seconds": 1,
-                                               "audit_checkpoint_interval_seconds": 0,
-                                               "outbox_retry_seconds": 0})
+    c.settings = c.settings.model_copy(
+        update={"retention_run_interval_seconds": 1, "audit_checkpoint_interval_seconds": 0, "outbox_retry_seconds": 0}
+    )
     scheduler = serve_scheduler(c)  # this process contends for leadership, alone, and wins
     assert [job.name for job in scheduler.jobs] == ["retention"]
     scheduler.start()

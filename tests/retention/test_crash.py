@@ -10,15 +10,26 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.transfers.models import FileState, Transfer, TransferFile
-from tests.transfers.conftest import sealed_of
 from retention.certificates import verify_document
 from retention.models import Certificate, DestructionRecord
 from tests.retention.conftest import events
+from tests.transfers.conftest import sealed_of
 
 # step[:n]: killed right after the n-th completion of the step (batches of 2 objects, 5 objects).
-OFFBOARDING_STEPS = ["offboarding_started", "destroying", "storage", "storage_destroyed", "crypto_shredded",
-                     "destroyed", "destroying:2", "storage:3", "destroyed:2", "key_destroyed", "checkpoint",
-                     "certificate_issued"]
+OFFBOARDING_STEPS = [
+    "offboarding_started",
+    "destroying",
+    "storage",
+    "storage_destroyed",
+    "crypto_shredded",
+    "destroyed",
+    "destroying:2",
+    "storage:3",
+    "destroyed:2",
+    "key_destroyed",
+    "checkpoint",
+    "certificate_issued",
+]
 
 
 def _check_outcome(components, db, vendor_id, n_files, *, key_destroyed: bool):
@@ -40,8 +51,7 @@ def _check_outcome(components, db, vendor_id, n_files, *, key_destroyed: bool):
     assert sorted(e["object_id"] for e in body["objects"]) == sorted(f.id for f in files)
     for f in files:  # each object went through the final step exactly once
         assert len([e for e in events(db, "retention.object.destroyed") if e.details["file_id"] == f.id]) == 1
-        assert len([e for e in events(db, "retention.object.crypto_shredded")
-                    if e.details["file_id"] == f.id]) == 1
+        assert len([e for e in events(db, "retention.object.crypto_shredded") if e.details["file_id"] == f.id]) == 1
     assert len(events(db, "retention.certificate.issued")) == 1
     if key_destroyed:
         assert body["key_evidence"]["destroyed"] is True
@@ -68,8 +78,9 @@ def test_offboarding_killed_at_each_step_then_rerun(phigate, components, party, 
     db.commit()
 
 
-@pytest.mark.parametrize("step", ["retention_started", "destroying", "storage", "crypto_shredded", "destroyed:2",
-                                  "checkpoint"])
+@pytest.mark.parametrize(
+    "step", ["retention_started", "destroying", "storage", "crypto_shredded", "destroyed:2", "checkpoint"]
+)
 def test_retention_run_killed_then_rerun(phigate, components, party, seeded, db, step):
     seeded(5, ended_days_ago=40)
     killed = phigate("retention", "run", env={"PHIGATE_TEST_KILL_AFTER": step, "PHIGATE_RETENTION_BATCH_SIZE": 2})

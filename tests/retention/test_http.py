@@ -15,8 +15,13 @@ from tests.retention.conftest import events
 
 
 def _offboard_body(party, s, **over):
-    return {"vendor_id": party.vendor.id, "reason": "contract ended", "confirm_name": party.vendor.name,
-            "code": s.fresh_code(), **over}
+    return {
+        "vendor_id": party.vendor.id,
+        "reason": "contract ended",
+        "confirm_name": party.vendor.name,
+        "code": s.fresh_code(),
+        **over,
+    }
 
 
 def test_admin_offboards_through_the_api_and_auditor_downloads_the_certificate(party, seeded, session_for, db):
@@ -52,8 +57,12 @@ def test_admin_offboards_through_the_api_and_auditor_downloads_the_certificate(p
 @pytest.mark.parametrize("role", ["practice_staff", "practice_approver", "biller", "auditor"])
 def test_only_an_admin_can_offboard(party, seeded, session_for, db, role):
     seeded(1)
-    user = {"practice_staff": party.staff, "practice_approver": party.approver, "biller": party.biller,
-            "auditor": party.auditor}[role]
+    user = {
+        "practice_staff": party.staff,
+        "practice_approver": party.approver,
+        "biller": party.biller,
+        "auditor": party.auditor,
+    }[role]
     s = session_for(user)
     r = s.client.post("/api/v1/offboarding", json=_offboard_body(party, s))
     assert r.status_code == 403
@@ -61,8 +70,12 @@ def test_only_an_admin_can_offboard(party, seeded, session_for, db, role):
     assert r.status_code == 403
     for path in ("/api/v1/retention/policies", "/admin/retention", "/admin/offboarding"):
         assert s.client.get(path).status_code == 403
-    assert s.client.post("/api/v1/retention/holds", json={"scope": "vendor", "target_id": party.vendor.id,
-                                                          "reference": "X"}).status_code == 403
+    assert (
+        s.client.post(
+            "/api/v1/retention/holds", json={"scope": "vendor", "target_id": party.vendor.id, "reference": "X"}
+        ).status_code
+        == 403
+    )
     db.expire_all()
     assert db.get(Baa, party.baa_id).status == BaaStatus.active
     assert db.scalar(select(func.count()).select_from(DestructionJob)) == 0
@@ -78,7 +91,9 @@ def test_confirmation_and_step_up_are_required(party, seeded, session_for, db):
     assert r.status_code == 401
     assert events(db, "offboarding.stepup_failed")
     # The page says the same, and nothing happened either way.
-    r = admin.client.post("/admin/offboarding", data=_offboard_body(party, admin, confirm_name=party.vendor.name.upper()))
+    r = admin.client.post(
+        "/admin/offboarding", data=_offboard_body(party, admin, confirm_name=party.vendor.name.upper())
+    )
     assert r.status_code == 422 and "Type the vendor" in r.text
     db.expire_all()
     assert db.get(Baa, party.baa_id).status == BaaStatus.active
@@ -97,8 +112,16 @@ def test_in_flight_and_unknown_vendor_answer_clearly_over_http(party, seeded, se
     r = admin.client.post("/api/v1/offboarding", json=_offboard_body(party, admin, vendor_id="f" * 32))
     assert r.status_code == 404 and r.json()["error"]["code"] == "vendor_not_found"
     # An upload to this vendor being written right now.
-    sealed.reserve(components, sealed.transfer_file(key_id="rel-x", practice_id=party.practice.id,
-                                                    vendor_id=party.vendor.id, transfer_id="t" * 32, file_id="f" * 32))
+    sealed.reserve(
+        components,
+        sealed.transfer_file(
+            key_id="rel-x",
+            practice_id=party.practice.id,
+            vendor_id=party.vendor.id,
+            transfer_id="t" * 32,
+            file_id="f" * 32,
+        ),
+    )
     r = admin.client.post("/api/v1/offboarding", json=_offboard_body(party, admin))
     assert r.status_code == 409 and r.json()["error"]["code"] == "transfers_in_flight"
     db.expire_all()
@@ -109,8 +132,9 @@ def test_in_flight_and_unknown_vendor_answer_clearly_over_http(party, seeded, se
 def test_other_organisations_see_no_certificates(party, seeded, session_for, factory, components, db):
     seeded(1)
     admin = session_for(party.admin)
-    cert_id = admin.client.post("/api/v1/offboarding", json=_offboard_body(party, admin)).json()[
-        "scopes"][0]["certificate_id"]
+    cert_id = admin.client.post("/api/v1/offboarding", json=_offboard_body(party, admin)).json()["scopes"][0][
+        "certificate_id"
+    ]
     # A biller of another vendor, an auditor of another practice: nothing, and the same answer as a missing id.
     other_vendor = factory.org("vendor")
     other_biller = session_for(factory.user("biller", other_vendor))
@@ -139,17 +163,20 @@ def test_admin_policies_and_holds_through_the_api_and_pages(party, session_for, 
     r = admin.client.put("/api/v1/retention/policies", json={"practice_id": party.practice.id, "keep_days": -3})
     assert r.status_code == 422
     [tid] = seeded(1)
-    r = admin.client.post("/api/v1/retention/holds", json={"scope": "transfer", "target_id": tid,
-                                                          "reference": "MATTER-1"})
+    r = admin.client.post(
+        "/api/v1/retention/holds", json={"scope": "transfer", "target_id": tid, "reference": "MATTER-1"}
+    )
     assert r.status_code == 201
     hold_id = r.json()["id"]
     page = admin.client.get("/admin/retention")
     assert page.status_code == 200 and "MATTER-1" in page.text
     assert admin.client.post(f"/admin/retention/holds/{hold_id}/release", follow_redirects=False).status_code == 303
     assert admin.client.post(f"/api/v1/retention/holds/{hold_id}/release").status_code == 409
-    r = admin.client.post("/admin/retention/policies", data={"practice_id": party.practice.id,
-                                                              "vendor_id": party.vendor.id, "keep_days": "3"},
-                          follow_redirects=False)
+    r = admin.client.post(
+        "/admin/retention/policies",
+        data={"practice_id": party.practice.id, "vendor_id": party.vendor.id, "keep_days": "3"},
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     assert [e.details["keep_days"] for e in events(db, "retention.policy.updated")] == [7, 3]
     assert admin.client.get("/admin/offboarding").status_code == 200
@@ -160,8 +187,15 @@ def test_policy_max_access_window_limits_approval(party, session_for, components
     from retention.policies import set_policy
 
     with components.db.transaction() as s:
-        set_policy(s, components.settings, party.practice.id, party.vendor.id, keep_days=30, max_access_days=3,
-                   actor=Actor.system())
+        set_policy(
+            s,
+            components.settings,
+            party.practice.id,
+            party.vendor.id,
+            keep_days=30,
+            max_access_days=3,
+            actor=Actor.system(),
+        )
     staff, approver = session_for(party.staff), session_for(party.approver)
     tid = staff.upload(party.vendor.id).json()["id"]
     r = approver.approve(tid, days=5)

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 
 from gateway.audit.service import Actor
 from gateway.baas.models import Baa, BaaStatus
-from gateway.transfers.models import Direction, Download, FileState, Transfer, TransferFile, TransferStatus
 from gateway.sealed.keys import relationship_key
+from gateway.transfers.models import Direction, Download, FileState, Transfer, TransferFile, TransferStatus
 from gateway.users.models import User
 from retention.certificates import verify_document
 from retention.errors import InFlight, NothingToOffboard
@@ -40,8 +40,18 @@ def test_offboarding_destroys_everything_sent_and_certifies(components, party, s
     returned = seeded(2, direction=Direction.inbound, status=TransferStatus.delivered)
     # A download that finished long ago is not "in flight".
     f0 = _files(db, id=approved[0])[0]
-    db.add(Download(transfer_id=approved[0], file_id=f0.id, user_id=party.biller.id, started_at=clock.now(),
-                    range_start=0, range_end=f0.size, bytes_sent=f0.size, outcome="completed"))
+    db.add(
+        Download(
+            transfer_id=approved[0],
+            file_id=f0.id,
+            user_id=party.biller.id,
+            started_at=clock.now(),
+            range_start=0,
+            range_end=f0.size,
+            bytes_sent=f0.size,
+            outcome="completed",
+        )
+    )
     db.commit()
 
     report = offboard(components, Actor.system(), party.vendor.name, reason="contract ended")
@@ -64,8 +74,9 @@ def test_offboarding_destroys_everything_sent_and_certifies(components, party, s
         assert f.state == FileState.stored and obj.state.value == "stored" and obj.wrapped_dek is not None
         assert not components.store.verify_absent(obj.object_key).absent
     db.expire_all()
-    assert {t.status for t in db.scalars(select(Transfer).where(Transfer.id.in_(approved + pending + revoked)))} == \
-        {TransferStatus.destroyed}
+    assert {t.status for t in db.scalars(select(Transfer).where(Transfer.id.in_(approved + pending + revoked)))} == {
+        TransferStatus.destroyed
+    }
     assert db.get(Baa, party.baa_id).status == BaaStatus.terminated
     assert not any(u.active for u in db.scalars(select(User).where(User.org_id == party.vendor.id)))
     assert job.key_evidence["destroyed"] is True
@@ -77,8 +88,9 @@ def test_offboarding_destroys_everything_sent_and_certifies(components, party, s
     assert result.ok, result.problems
     assert body["scope"]["vendor_id"] == party.vendor.id and body["scope"]["baa_references"] == ["BAA-TEST-1"]
     assert body["scope"]["reason"] == "contract ended"
-    assert body["sanitization"]["method"] == ("cryptographic erase of per-object data keys and deletion of every "
-                                              "stored object version")
+    assert body["sanitization"]["method"] == (
+        "cryptographic erase of per-object data keys and deletion of every stored object version"
+    )
     assert sorted(e["object_id"] for e in body["objects"]) == sorted(f.id for f in sent)
     assert all(e["verification"] == "verified absent" for e in body["objects"])
     assert body["key_evidence"]["destroyed"] is True and body["key_evidence"]["deletion_scheduled_for"]
@@ -100,8 +112,7 @@ def test_offboarding_twice_is_idempotent(components, party, seeded, db):
 def test_returned_files_destroyed_when_the_admin_chooses(components, party, seeded, db):
     seeded(1)
     seeded(2, direction=Direction.inbound, status=TransferStatus.delivered)
-    [job] = offboard(components, Actor.system(), party.vendor.id, reason="contract ended",
-                     include_returned=True).jobs
+    [job] = offboard(components, Actor.system(), party.vendor.id, reason="contract ended", include_returned=True).jobs
     assert job.destroyed == 3
     assert all(f.state == FileState.destroyed for f in _files(db, vendor_id=party.vendor.id))
 
@@ -136,15 +147,32 @@ def test_transfers_in_flight_refused_with_nothing_done(components, party, seeded
     [tid] = seeded(1)
     if what == "download":
         f = _files(db, id=tid)[0]
-        db.add(Download(transfer_id=tid, file_id=f.id, user_id=party.biller.id, started_at=clock.now(),
-                        range_start=0, range_end=f.size, bytes_sent=10, outcome="started"))
+        db.add(
+            Download(
+                transfer_id=tid,
+                file_id=f.id,
+                user_id=party.biller.id,
+                started_at=clock.now(),
+                range_start=0,
+                range_end=f.size,
+                bytes_sent=10,
+                outcome="started",
+            )
+        )
     else:
         from gateway.sealed import service as sealed
 
         db.commit()
-        sealed.reserve(components, sealed.transfer_file(key_id="rel-x", practice_id=party.practice.id,
-                                                        vendor_id=party.vendor.id, transfer_id="t" * 32,
-                                                        file_id="f" * 32))
+        sealed.reserve(
+            components,
+            sealed.transfer_file(
+                key_id="rel-x",
+                practice_id=party.practice.id,
+                vendor_id=party.vendor.id,
+                transfer_id="t" * 32,
+                file_id="f" * 32,
+            ),
+        )
     db.commit()
     before = len(events(db))
     with pytest.raises(InFlight) as err:
@@ -214,8 +242,9 @@ def test_storage_outage_stops_the_job_and_a_rerun_finishes_it(components, party,
     files = _files(db, vendor_id=party.vendor.id)
     # Nothing claimed destroyed: every file still has its key, and no certificate exists.
     assert all(f.state == FileState.destroying for f in files)
-    assert all(sealed_of(db, f.id).state.value == "destroying" and sealed_of(db, f.id).wrapped_dek is not None
-               for f in files)
+    assert all(
+        sealed_of(db, f.id).state.value == "destroying" and sealed_of(db, f.id).wrapped_dek is not None for f in files
+    )
     assert db.scalar(select(func.count()).select_from(Certificate)) == 0
     assert events(db, "retention.job.interrupted")
     failing["on"] = False
@@ -224,8 +253,9 @@ def test_storage_outage_stops_the_job_and_a_rerun_finishes_it(components, party,
     assert all(f.state == FileState.destroyed for f in _files(db, vendor_id=party.vendor.id))
 
 
-def test_a_vendor_offboarded_once_can_be_taken_on_again_under_a_new_key(components, party, session_for, db,
-                                                                        factory, fake_clock):
+def test_a_vendor_offboarded_once_can_be_taken_on_again_under_a_new_key(
+    components, party, session_for, db, factory, fake_clock
+):
     """Offboarding destroys the pair's key for good; a new BAA starts a new key generation."""
     from gateway.audit.service import Actor as A
     from gateway.sealed.keys import live_relationship_key

@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 
 from gateway.audit.service import Actor
 from gateway.transfers.models import FileState, Transfer, TransferFile, TransferStatus
-from tests.transfers.conftest import sealed_of
 from retention.errors import RunnerBusy
 from retention.holds import place_hold, release_hold
 from retention.lock import RunnerLease
@@ -20,6 +19,7 @@ from retention.models import Certificate, DestructionRecord, RunnerLock
 from retention.policies import effective, set_policy
 from retention.runner import run
 from tests.retention.conftest import ROOT, env_for, events
+from tests.transfers.conftest import sealed_of
 
 
 def _states(db, ids):
@@ -30,8 +30,11 @@ def _states(db, ids):
 
 
 def test_default_policy_destroys_only_what_is_due(components, party, seeded, db):
-    due = seeded(2, ended_days_ago=31) + seeded(1, status=TransferStatus.rejected, ended_days_ago=31) + \
-        seeded(1, status=TransferStatus.revoked, ended_days_ago=31)
+    due = (
+        seeded(2, ended_days_ago=31)
+        + seeded(1, status=TransferStatus.rejected, ended_days_ago=31)
+        + seeded(1, status=TransferStatus.revoked, ended_days_ago=31)
+    )
     young = seeded(2, ended_days_ago=29)
     waiting = seeded(1, status=TransferStatus.awaiting_approval, ended_days_ago=400)
     report = run(components, Actor.system())
@@ -51,15 +54,23 @@ def test_default_policy_destroys_only_what_is_due(components, party, seeded, db)
 
 def test_pair_override_beats_practice_policy(components, party, factory, seeded, db):
     with components.db.transaction() as s:
-        set_policy(s, components.settings, party.practice.id, None, keep_days=5, max_access_days=10,
-                   actor=Actor.system())
+        set_policy(
+            s, components.settings, party.practice.id, None, keep_days=5, max_access_days=10, actor=Actor.system()
+        )
     assert effective(db, components.settings, party.practice.id, party.vendor.id).keep_days == 5
     db.commit()
     seven = seeded(1, ended_days_ago=7)
     assert run(components, Actor.system()).as_dict()["objects_destroyed"] == 1
     with components.db.transaction() as s:
-        set_policy(s, components.settings, party.practice.id, party.vendor.id, keep_days=60, max_access_days=None,
-                   actor=Actor.system())
+        set_policy(
+            s,
+            components.settings,
+            party.practice.id,
+            party.vendor.id,
+            keep_days=60,
+            max_access_days=None,
+            actor=Actor.system(),
+        )
     pol = effective(db, components.settings, party.practice.id, party.vendor.id)
     db.commit()
     assert (pol.keep_days, pol.source) == (60, "pair")
@@ -74,14 +85,17 @@ def test_policy_validation(components, party, db):
     from gateway.errors import InvalidInput, NotFound
 
     with pytest.raises(InvalidInput):
-        set_policy(db, components.settings, party.practice.id, None, keep_days=-1, max_access_days=None,
-                   actor=Actor.system())
+        set_policy(
+            db, components.settings, party.practice.id, None, keep_days=-1, max_access_days=None, actor=Actor.system()
+        )
     with pytest.raises(InvalidInput):
-        set_policy(db, components.settings, party.practice.id, None, keep_days=3, max_access_days=10_000,
-                   actor=Actor.system())
+        set_policy(
+            db, components.settings, party.practice.id, None, keep_days=3, max_access_days=10_000, actor=Actor.system()
+        )
     with pytest.raises(NotFound):
-        set_policy(db, components.settings, party.vendor.id, None, keep_days=3, max_access_days=None,
-                   actor=Actor.system())
+        set_policy(
+            db, components.settings, party.vendor.id, None, keep_days=3, max_access_days=None, actor=Actor.system()
+        )
     db.rollback()
 
 
@@ -167,12 +181,16 @@ def test_two_runner_processes_at_once(components, party, seeded, settings, db):
     seeded(30, ended_days_ago=45)
     cmd = [sys.executable, "-c", "from gateway.cli import main; main()", "retention", "run"]
     env = env_for(settings, PHIGATE_RETENTION_BATCH_SIZE=1)
-    procs = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate() for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes in ([0, 0], [0, 3]), outs
-    destroyed = [json.loads(o)["objects_destroyed"] for (o, _), p in zip(outs, procs, strict=False) if p.returncode == 0]
+    destroyed = [
+        json.loads(o)["objects_destroyed"] for (o, _), p in zip(outs, procs, strict=False) if p.returncode == 0
+    ]
     assert sum(destroyed) == 30
     assert db.scalar(select(func.count()).select_from(Certificate)) == len([d for d in destroyed if d])
     assert db.scalar(select(func.count()).select_from(RunnerLock)) == 0
@@ -187,15 +205,27 @@ def test_lease_of_a_killed_runner_on_this_host_is_taken_over(components):
 
     with components.db.transaction() as s:
         now = datetime.now(UTC)
-        s.add(RunnerLock(name="destruction", owner=f"{socket.gethostname()}|{dead.pid}|x", acquired_at=now,
-                         lease_until=now + timedelta(hours=1)))
+        s.add(
+            RunnerLock(
+                name="destruction",
+                owner=f"{socket.gethostname()}|{dead.pid}|x",
+                acquired_at=now,
+                lease_until=now + timedelta(hours=1),
+            )
+        )
     lease = RunnerLease(components.db)
     lease.acquire()
     lease.release()
     # A live holder on another host is respected until its lease ends.
     with components.db.transaction() as s:
-        s.add(RunnerLock(name="destruction", owner="elsewhere|1|y", acquired_at=datetime.now(UTC),
-                         lease_until=datetime.now(UTC) + timedelta(seconds=1)))
+        s.add(
+            RunnerLock(
+                name="destruction",
+                owner="elsewhere|1|y",
+                acquired_at=datetime.now(UTC),
+                lease_until=datetime.now(UTC) + timedelta(seconds=1),
+            )
+        )
     with pytest.raises(RunnerBusy):
         RunnerLease(components.db).acquire()
     time.sleep(1.1)

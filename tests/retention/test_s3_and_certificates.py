@@ -51,8 +51,9 @@ def _files(db, vendor_id):
     from tests.transfers.conftest import sealed_of
 
     db.expire_all()
-    files = list(db.scalars(select(TransferFile).join(Transfer).where(Transfer.vendor_id == vendor_id)
-                            .order_by(TransferFile.id)))
+    files = list(
+        db.scalars(select(TransferFile).join(Transfer).where(Transfer.vendor_id == vendor_id).order_by(TransferFile.id))
+    )
     db.commit()
     out = []
     for f in files:
@@ -117,8 +118,7 @@ def test_object_lock_certificate_says_crypto_shred_only(s3c, s3_endpoint, party,
         _checked, problems, notes = check_storage(body, c.store)
         assert problems == [] and "Object Lock" in notes[0]
     finally:
-        raw.put_object_legal_hold(Bucket=bucket, Key=locked.object_key, VersionId=version,
-                                  LegalHold={"Status": "OFF"})
+        raw.put_object_legal_hold(Bucket=bucket, Key=locked.object_key, VersionId=version, LegalHold={"Status": "OFF"})
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def certificate(components, party, seeded):
 def test_every_single_changed_byte_fails_verification(certificate):
     assert verify_document(certificate)[0].ok
     for pos in range(len(certificate)):  # every byte of the document
-        for delta in ((1, 0x20) if pos % 7 == 0 else (1,)):
+        for delta in (1, 0x20) if pos % 7 == 0 else (1,):
             tampered = bytearray(certificate)
             tampered[pos] = (tampered[pos] + delta) % 256
             assert not verify_document(bytes(tampered))[0].ok, pos
@@ -153,8 +153,9 @@ def test_edited_content_and_other_key_fail(certificate, components):
     mine = get_signer(components).public_key_pem()
     assert verify_document(certificate, mine)[0].ok
     other = Ed25519PrivateKey.generate()
-    other_pem = other.public_key().public_bytes(serialization.Encoding.PEM,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo)
+    other_pem = other.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     assert not verify_document(certificate, other_pem)[0].ok
     # Re-signed by someone else with their own key embedded: fails against the operator's published key.
     forged = sign(doc["certificate"], Signer(other))
@@ -207,8 +208,10 @@ def test_kms_key_evidence_carries_the_scheduled_deletion_date(components, s3_end
     from gateway.components import Components
     from gateway.sealed.keys import relationship_key
 
-    url = (f"awskms://arn:aws:kms:us-east-1:123456789012:alias/phg-{uuid.uuid4().hex[:8]}"
-           f"?endpoint_url={s3_endpoint.endpoint_url}&pending_window_days=7")
+    url = (
+        f"awskms://arn:aws:kms:us-east-1:123456789012:alias/phg-{uuid.uuid4().hex[:8]}"
+        f"?endpoint_url={s3_endpoint.endpoint_url}&pending_window_days=7"
+    )
     c = Components(components.settings.model_copy(update={"key_provider_url": url}))
     try:
         seed(c, party.practice.id, party.vendor.id, party.staff.id, 2)

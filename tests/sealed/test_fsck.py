@@ -16,8 +16,9 @@ SIGNED = b"%PDF-1.7\nBUSINESS ASSOCIATE AGREEMENT, synthetic, signed\n" * 300 + 
 
 
 def put_copy(session, baa_id, data):
-    return session.client.put(f"/api/v1/baas/{baa_id}/signed-copy", content=data,
-                              headers={"Content-Type": "application/pdf"})
+    return session.client.put(
+        f"/api/v1/baas/{baa_id}/signed-copy", content=data, headers={"Content-Type": "application/pdf"}
+    )
 
 
 def crashed_upload(components, party, *, hours_ago: int = 0):
@@ -28,9 +29,16 @@ def crashed_upload(components, party, *, hours_ago: int = 0):
 
     key_id = relationship_key(party.practice.id, party.vendor.id)
     components.keys.ensure_key(key_id)
-    p = sealed.reserve(components, sealed.transfer_file(key_id=key_id, practice_id=party.practice.id,
-                                                        vendor_id=party.vendor.id, transfer_id="t" * 32,
-                                                        file_id="f" * 32))
+    p = sealed.reserve(
+        components,
+        sealed.transfer_file(
+            key_id=key_id,
+            practice_id=party.practice.id,
+            vendor_id=party.vendor.id,
+            transfer_id="t" * 32,
+            file_id="f" * 32,
+        ),
+    )
     sealed.write(components, p, iter([PDF]))
     if hours_ago:
         with components.db.transaction() as db:
@@ -39,8 +47,9 @@ def crashed_upload(components, party, *, hours_ago: int = 0):
     return p
 
 
-def test_fsck_knows_every_kind_and_repair_never_removes_an_object_in_use(party, session_for, components, settings,
-                                                                         db, phigate):
+def test_fsck_knows_every_kind_and_repair_never_removes_an_object_in_use(
+    party, session_for, components, settings, db, phigate
+):
     admin, staff, approver = session_for(party.admin), session_for(party.staff), session_for(party.approver)
     biller = session_for(party.biller)
     # Every kind, in every state: a BAA copy replaced once, a file sent, a file sent back, a crashed
@@ -106,8 +115,9 @@ def test_missing_object_in_use_is_reported_not_repaired(party, session_for, comp
     assert missing.severity.value == "high" and missing.details["object_keys"] == [copy.object_key]
 
 
-def test_a_replaced_copy_whose_destruction_failed_is_finished_by_fsck(party, session_for, components, db,
-                                                                      monkeypatch, fake_clock):
+def test_a_replaced_copy_whose_destruction_failed_is_finished_by_fsck(
+    party, session_for, components, db, monkeypatch, fake_clock
+):
     from gateway.audit.service import Actor
     from gateway.sealed.fsck import fsck
     from storage import StorageUnavailable

@@ -22,8 +22,8 @@ from gateway.audit.service import Actor
 from gateway.sealed.keys import practice_key, relationship_key
 from gateway.sealed.models import SealedKind, SealedObject, SealedState
 from tests.conftest import Factory
-from tests.support.pgdb import create_database
 from tests.lanes import lane_unavailable
+from tests.support.pgdb import create_database
 from tests.transfers.conftest import PDF, Session, record_baa
 
 SIGNED = b"%PDF-1.7\nBUSINESS ASSOCIATE AGREEMENT, synthetic, signed\n" * 500 + b"%%EOF\n"
@@ -69,9 +69,16 @@ def test_wave1_rows_move_into_the_registry_and_every_object_still_opens(wave1_ur
     from gateway.keys import GATEWAY_SECRETS_KEY
     from gateway.migrate import upgrade
 
-    s = Settings(_env_file=None, env="development", data_dir=tmp_path / "data", database_url=wave1_url,
-                 storage_url=f"file://{tmp_path / 'objects'}", key_provider_url=keyring_url, cookie_secure=False,
-                 instance_id="test")
+    s = Settings(
+        _env_file=None,
+        env="development",
+        data_dir=tmp_path / "data",
+        database_url=wave1_url,
+        storage_url=f"file://{tmp_path / 'objects'}",
+        key_provider_url=keyring_url,
+        cookie_secure=False,
+        instance_id="test",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         c = Components(s)
@@ -98,35 +105,94 @@ def test_wave1_rows_move_into_the_registry_and_every_object_still_opens(wave1_ur
         c.store.put("f" * 32, iter([b"half an upload"]))  # the object of a crashed upload
         name = seal(c.keys, rel, b"appeal.pdf", {"purpose": "file-name", "file": fid})
         with c.db.engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO transfers (id, direction, practice_id, vendor_id, status, purpose, key_id, created_by, "
-                "created_at, decided_by, decided_at, access_ends_at, download_limit) VALUES (:id, 'outbound', :p, "
-                ":v, 'approved', 'APPEAL-W1', :k, :by, :at, :ap, :at, :ends, 2)"),
-                {"id": tid, "p": practice.id, "v": vendor.id, "k": rel, "by": staff.id, "ap": approver.id, "at": now,
-                 "ends": _when(c, at + timedelta(days=7))})
+            conn.execute(
+                text(
+                    "INSERT INTO transfers (id, direction, practice_id, vendor_id, status, purpose, key_id, created_by, "
+                    "created_at, decided_by, decided_at, access_ends_at, download_limit) VALUES (:id, 'outbound', :p, "
+                    ":v, 'approved', 'APPEAL-W1', :k, :by, :at, :ap, :at, :ends, 2)"
+                ),
+                {
+                    "id": tid,
+                    "p": practice.id,
+                    "v": vendor.id,
+                    "k": rel,
+                    "by": staff.id,
+                    "ap": approver.id,
+                    "at": now,
+                    "ends": _when(c, at + timedelta(days=7)),
+                },
+            )
             insert_file = text(
                 "INSERT INTO transfer_files (id, transfer_id, position, object_key, storage_location, name_sealed, "
                 "file_type, size, ciphertext_size, sha256, wrapped_dek, state, created_at, destroyed_at) VALUES "
-                "(:id, :t, :pos, :key, :loc, :name, 'pdf', :size, :cts, :sha, :w, :state, :at, :gone)")
-            conn.execute(insert_file, {"id": fid, "t": tid, "pos": 0, "key": key, "loc": c.store.location_id,
-                                       "name": name, "size": len(PDF), "cts": ct_size,
-                                       "sha": hashlib.sha256(PDF).hexdigest(), "w": wrapped, "state": "stored",
-                                       "at": now, "gone": None})
-            conn.execute(insert_file, {"id": gone_id, "t": tid, "pos": 1, "key": "9" * 32, "loc": c.store.location_id,
-                                       "name": None, "size": 10, "cts": 107, "sha": "0" * 64, "w": None,
-                                       "state": "destroyed", "at": now, "gone": now})
-            conn.execute(text("INSERT INTO pending_objects (object_key, storage_location, created_at, reason) "
-                              "VALUES (:k, :loc, :at, 'upload')"),
-                         {"k": "f" * 32, "loc": c.store.location_id, "at": _when(c, at - timedelta(hours=3))})
-            conn.execute(text("UPDATE baas SET copy_object_key = :k, copy_key_id = :key, copy_wrapped_dek = :w, "
-                              "copy_size = :size, copy_sha256 = :sha, copy_uploaded_at = :at WHERE id = :id"),
-                         {"k": "e" * 32, "key": own, "w": copy_wrapped, "size": len(SIGNED),
-                          "sha": hashlib.sha256(SIGNED).hexdigest(), "at": now, "id": baa_id})
+                "(:id, :t, :pos, :key, :loc, :name, 'pdf', :size, :cts, :sha, :w, :state, :at, :gone)"
+            )
+            conn.execute(
+                insert_file,
+                {
+                    "id": fid,
+                    "t": tid,
+                    "pos": 0,
+                    "key": key,
+                    "loc": c.store.location_id,
+                    "name": name,
+                    "size": len(PDF),
+                    "cts": ct_size,
+                    "sha": hashlib.sha256(PDF).hexdigest(),
+                    "w": wrapped,
+                    "state": "stored",
+                    "at": now,
+                    "gone": None,
+                },
+            )
+            conn.execute(
+                insert_file,
+                {
+                    "id": gone_id,
+                    "t": tid,
+                    "pos": 1,
+                    "key": "9" * 32,
+                    "loc": c.store.location_id,
+                    "name": None,
+                    "size": 10,
+                    "cts": 107,
+                    "sha": "0" * 64,
+                    "w": None,
+                    "state": "destroyed",
+                    "at": now,
+                    "gone": now,
+                },
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO pending_objects (object_key, storage_location, created_at, reason) "
+                    "VALUES (:k, :loc, :at, 'upload')"
+                ),
+                {"k": "f" * 32, "loc": c.store.location_id, "at": _when(c, at - timedelta(hours=3))},
+            )
+            conn.execute(
+                text(
+                    "UPDATE baas SET copy_object_key = :k, copy_key_id = :key, copy_wrapped_dek = :w, "
+                    "copy_size = :size, copy_sha256 = :sha, copy_uploaded_at = :at WHERE id = :id"
+                ),
+                {
+                    "k": "e" * 32,
+                    "key": own,
+                    "w": copy_wrapped,
+                    "size": len(SIGNED),
+                    "sha": hashlib.sha256(SIGNED).hexdigest(),
+                    "at": now,
+                    "id": baa_id,
+                },
+            )
             # One download of the two allowed, done in wave 1.
-            conn.execute(text(
-                "INSERT INTO downloads (id, transfer_id, file_id, user_id, started_at, range_start, range_end, "
-                "bytes_sent, outcome, resumed) VALUES (:id, :t, :f, :u, :at, 0, :n, :n, 'completed', false)"),
-                {"id": "1" * 32, "t": tid, "f": fid, "u": biller.id, "at": now, "n": len(PDF)})
+            conn.execute(
+                text(
+                    "INSERT INTO downloads (id, transfer_id, file_id, user_id, started_at, range_start, range_end, "
+                    "bytes_sent, outcome, resumed) VALUES (:id, :t, :f, :u, :at, 0, :n, :n, 'completed', false)"
+                ),
+                {"id": "1" * 32, "t": tid, "f": fid, "u": biller.id, "at": now, "n": len(PDF)},
+            )
 
         upgrade(wave1_url)
 
@@ -137,13 +203,24 @@ def test_wave1_rows_move_into_the_registry_and_every_object_still_opens(wave1_ur
         assert set(rows) == {key, "9" * 32, "e" * 32, "f" * 32}
         f = rows[key]
         assert (f.kind, f.owner_id, f.state, f.practice_id, f.vendor_id, f.key_id) == (
-            SealedKind.transfer_file, fid, SealedState.stored, practice.id, vendor.id, rel)
+            SealedKind.transfer_file,
+            fid,
+            SealedState.stored,
+            practice.id,
+            vendor.id,
+            rel,
+        )
         assert f.context == file_ctx and f.wrapped_dek == wrapped and f.ciphertext_size == ct_size
         assert f.key_version == c.keys.current_version(rel) and f.storage_location == c.store.location_id
         assert (rows["9" * 32].state, rows["9" * 32].wrapped_dek) == (SealedState.destroyed, None)
         copy = rows["e" * 32]
         assert (copy.kind, copy.owner_id, copy.state, copy.context, copy.wrapped_dek) == (
-            SealedKind.baa_copy, baa_id, SealedState.stored, copy_ctx, copy_wrapped)
+            SealedKind.baa_copy,
+            baa_id,
+            SealedState.stored,
+            copy_ctx,
+            copy_wrapped,
+        )
         assert copy.storage_location == c.store.location_id and copy.plaintext_size == len(SIGNED)
         assert (rows["f" * 32].state, rows["f" * 32].owner_id) == (SealedState.pending, None)
         # The moved columns are gone: nothing outside the registry holds a wrapped key or an object key.

@@ -44,8 +44,14 @@ def test_the_scan_sees_the_product_and_the_registry():
     sources = product_sources()
     names = {p.relative_to(ROOT).as_posix() for p in sources}
     # The scan covers every module that handled objects before the registry existed.
-    assert {"gateway/transfers/upload.py", "gateway/transfers/download.py", "gateway/baas/copies.py",
-            "gateway/custody.py", "retention/jobs.py", "gateway/sealed/fsck.py"} <= names
+    assert {
+        "gateway/transfers/upload.py",
+        "gateway/transfers/download.py",
+        "gateway/baas/copies.py",
+        "gateway/custody.py",
+        "retention/jobs.py",
+        "gateway/sealed/fsck.py",
+    } <= names
     # ... and it would see a call if there were one: the registry's own calls are found.
     assert {"calls encrypt_stream()", "calls decrypt_stream()", "calls decrypt_range()"} <= set(uses(REGISTRY))
     assert any(u.startswith("calls .destroy()") for u in uses(REGISTRY))

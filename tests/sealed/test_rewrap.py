@@ -14,15 +14,18 @@ from sqlalchemy import select
 from crypto import WrappedKey
 from gateway.sealed.keys import practice_key, relationship_key
 from gateway.sealed.models import SealedObject
-from tests.transfers.conftest import PDF, sealed_of
 from tests.sealed.test_fsck import SIGNED, put_copy
+from tests.transfers.conftest import PDF, sealed_of
 
 
 def under_old_versions(components, db) -> dict[str, int]:
     """Objects per kind whose wrapped data key is not under its key's newest version (read from the blobs)."""
     out: dict[str, int] = {}
-    rows = db.execute(select(SealedObject.kind, SealedObject.key_version, SealedObject.wrapped_dek)
-                      .where(SealedObject.wrapped_dek.is_not(None))).all()
+    rows = db.execute(
+        select(SealedObject.kind, SealedObject.key_version, SealedObject.wrapped_dek).where(
+            SealedObject.wrapped_dek.is_not(None)
+        )
+    ).all()
     db.commit()
     for kind, version, blob in rows:
         wrapped = WrappedKey.from_bytes(blob)
@@ -47,9 +50,9 @@ def test_rotate_and_rewrap_leave_no_object_under_an_old_version(party, session_f
     admin, staff, approver = session_for(party.admin), session_for(party.staff), session_for(party.approver)
     biller = session_for(party.biller)
     assert put_copy(admin, party.baa_id, SIGNED).status_code == 200  # under the practice's key
-    tid = staff.upload(party.vendor.id).json()["id"]                  # under the relationship key
+    tid = staff.upload(party.vendor.id).json()["id"]  # under the relationship key
     fid = approver.approve(tid).json()["files"][0]["id"]
-    back = biller.upload(party.practice.id).json()["id"]              # under the practice's key
+    back = biller.upload(party.practice.id).json()["id"]  # under the practice's key
     rel, own = relationship_key(party.practice.id, party.vendor.id), practice_key(party.practice.id)
 
     before = listed(phigate)

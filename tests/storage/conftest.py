@@ -124,11 +124,7 @@ class Target:
         """Every version/delete marker of ``key`` as S3 sees it (file: the file itself)."""
         if self.is_s3:
             resp = self.raw.list_object_versions(Bucket=self.bucket, Prefix=key)
-            return [
-                v["VersionId"]
-                for v in resp.get("Versions", []) + resp.get("DeleteMarkers", [])
-                if v["Key"] == key
-            ]
+            return [v["VersionId"] for v in resp.get("Versions", []) + resp.get("DeleteMarkers", []) if v["Key"] == key]
         found = []
         for _dirpath, _, files in os.walk(self.root):
             found += [f for f in files if f == key.replace("/", "~")]

@@ -236,8 +236,10 @@ def test_put_consumes_lazily(target, store: ObjectStore) -> None:
             produced += 1024 * 1024
 
     if target.is_s3:
+
         def on_part(**kwargs):
             seen_when_first_written.append(produced)
+
         store.client.meta.events.register("before-call.s3.UploadPart", on_part)
         store.put("obj-lazy", source())
         # Part n goes up before much more than n parts were produced.
@@ -305,7 +307,15 @@ def test_longest_key_is_accepted(store: ObjectStore) -> None:
 
 @pytest.mark.parametrize(
     "metadata",
-    [{"Upper": "x"}, {"ok": "line\nbreak"}, {"ok": "\u00e9"}, {"x" * 65: "v"}, {"big": "v" * 3000}, {"n": 1}, [("a", "b")]],
+    [
+        {"Upper": "x"},
+        {"ok": "line\nbreak"},
+        {"ok": "\u00e9"},
+        {"x" * 65: "v"},
+        {"big": "v" * 3000},
+        {"n": 1},
+        [("a", "b")],
+    ],
     ids=["upper-name", "newline-value", "non-ascii", "long-name", "too-big", "non-str", "not-a-mapping"],
 )
 def test_bad_metadata_is_refused(store: ObjectStore, metadata) -> None:

@@ -33,9 +33,7 @@ def shard_of(root: str, key: str) -> str:
 
 
 def temp_files(root: str) -> list[str]:
-    return [
-        os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.startswith(".tmp-")
-    ]
+    return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.startswith(".tmp-")]
 
 
 def test_sharded_layout(file_target) -> None:
@@ -47,7 +45,11 @@ def test_sharded_layout(file_target) -> None:
     # '/' in a key never becomes a directory: it maps to '~', outside the key charset.
     assert os.path.isfile(os.path.join(shard_of(root, "tenant/obj-1"), "tenant~obj-1"))
     assert sorted(os.listdir(root)) == sorted(
-        {".phigate-store.json", hashlib.sha256(b"obj-7f3a").hexdigest()[:2], hashlib.sha256(b"tenant/obj-1").hexdigest()[:2]}
+        {
+            ".phigate-store.json",
+            hashlib.sha256(b"obj-7f3a").hexdigest()[:2],
+            hashlib.sha256(b"tenant/obj-1").hexdigest()[:2],
+        }
     )
 
 

@@ -44,12 +44,19 @@ def test_onshore_regions_is_a_factory_argument(aws_target) -> None:
     store = open_object_store(f"s3://{bucket}?region=eu-west-1", onshore_regions=("eu-west-1",), session=_session())
     assert store.location_id == f"s3://{bucket}@eu-west-1"
     with pytest.raises(ResidencyError):
-        open_object_store(f"s3://{aws_target.bucket}?region=us-east-1", onshore_regions=("eu-west-1",), session=_session())
+        open_object_store(
+            f"s3://{aws_target.bucket}?region=us-east-1", onshore_regions=("eu-west-1",), session=_session()
+        )
 
 
 def test_default_onshore_regions_are_us_regions() -> None:
     assert set(DEFAULT_ONSHORE_REGIONS) == {
-        "us-east-1", "us-east-2", "us-west-1", "us-west-2", "us-gov-east-1", "us-gov-west-1",
+        "us-east-1",
+        "us-east-2",
+        "us-west-1",
+        "us-west-2",
+        "us-gov-east-1",
+        "us-gov-west-1",
     }
 
 

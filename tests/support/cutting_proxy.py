@@ -22,8 +22,8 @@ class CuttingProxy:
         self.outage_seconds = outage_seconds
         self.down_until = 0.0
         self.cuts = sorted(cuts)
-        self.cut = 0          # cuts made so far
-        self.sent = 0         # bytes forwarded upstream, all connections together
+        self.cut = 0  # cuts made so far
+        self.sent = 0  # bytes forwarded upstream, all connections together
         self._lock = threading.Lock()
         self._server = socket.socket()
         self._server.bind(("127.0.0.1", 0))
@@ -77,7 +77,7 @@ class CuttingProxy:
                     with self._lock:
                         limit = self.cuts[self.cut] if self.cut < len(self.cuts) else None
                         if limit is not None and self.sent + len(data) >= limit:
-                            data = data[:limit - self.sent]
+                            data = data[: limit - self.sent]
                             self.sent, self.cut = limit, self.cut + 1
                             self.down_until = time.monotonic() + self.outage_seconds
                             cut_now = True

@@ -44,24 +44,39 @@ class TestCA:
         self.key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.now(UTC)
-        self.cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=365))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .sign(self.key, hashes.SHA256()))
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
 
     def issue(self) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Synthetic Authenticator"),
-                                         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME,
-                                                            "Authenticator Attestation")]))
-                .issuer_name(self.cert.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=365))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .sign(self.key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.COMMON_NAME, "Synthetic Authenticator"),
+                        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Authenticator Attestation"),
+                    ]
+                )
+            )
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
         return key, cert.public_bytes(serialization.Encoding.DER)
 
     def root_der_b64(self) -> str:
@@ -85,9 +100,19 @@ class SoftAuthenticator:
     credential_id: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     counts: bool = True  # False: an authenticator without a counter (always 0)
 
-    def clone(self) -> "SoftAuthenticator":
-        return SoftAuthenticator(self.rp_id, self.origin, self.aaguid, self.sign_count, self.backup_eligible,
-                                 self.backed_up, self.attestation_ca, self.key, self.credential_id, self.counts)
+    def clone(self) -> SoftAuthenticator:
+        return SoftAuthenticator(
+            self.rp_id,
+            self.origin,
+            self.aaguid,
+            self.sign_count,
+            self.backup_eligible,
+            self.backed_up,
+            self.attestation_ca,
+            self.key,
+            self.credential_id,
+            self.counts,
+        )
 
     @property
     def id(self) -> str:
@@ -101,11 +126,20 @@ class SoftAuthenticator:
         return UP | (UV if uv else 0) | (BE if self.backup_eligible else 0) | (BS if self.backed_up else 0) | extra
 
     def _client_data(self, kind: str, challenge: str, origin: str | None) -> bytes:
-        return json.dumps({"type": kind, "challenge": challenge, "origin": origin or self.origin,
-                           "crossOrigin": False}).encode()
+        return json.dumps(
+            {"type": kind, "challenge": challenge, "origin": origin or self.origin, "crossOrigin": False}
+        ).encode()
 
-    def create(self, options: dict, *, origin: str | None = None, rp_id: str | None = None, uv: bool = True,
-               fmt: str = "none", ca: TestCA | None = None) -> dict:
+    def create(
+        self,
+        options: dict,
+        *,
+        origin: str | None = None,
+        rp_id: str | None = None,
+        uv: bool = True,
+        fmt: str = "none",
+        ca: TestCA | None = None,
+    ) -> dict:
         """The answer of navigator.credentials.create() to `options` (the gateway's JSON)."""
         client_data = self._client_data("webauthn.create", options["challenge"], origin)
         rp_hash = hashlib.sha256((rp_id or self.rp_id).encode()).digest()
@@ -117,21 +151,40 @@ class SoftAuthenticator:
             signature = signer.sign(auth_data + hashlib.sha256(client_data).digest(), ec.ECDSA(hashes.SHA256()))
             statement = {"alg": -7, "sig": signature, "x5c": [cert]}
         attestation = cbor2.dumps({"fmt": fmt, "attStmt": statement, "authData": auth_data})
-        return {"id": self.id, "rawId": self.id, "type": "public-key", "clientExtensionResults": {},
-                "response": {"clientDataJSON": b64url(client_data), "attestationObject": b64url(attestation),
-                             "transports": ["internal", "hybrid"]}}
+        return {
+            "id": self.id,
+            "rawId": self.id,
+            "type": "public-key",
+            "clientExtensionResults": {},
+            "response": {
+                "clientDataJSON": b64url(client_data),
+                "attestationObject": b64url(attestation),
+                "transports": ["internal", "hybrid"],
+            },
+        }
 
     def get(self, options: dict, *, origin: str | None = None, rp_id: str | None = None, uv: bool = True) -> dict:
         """The answer of navigator.credentials.get() to `options`; the counter moves forward first."""
         if self.counts:
             self.sign_count += 1
         client_data = self._client_data("webauthn.get", options["challenge"], origin)
-        auth_data = (hashlib.sha256((rp_id or self.rp_id).encode()).digest() + bytes([self._flags(uv)])
-                     + struct.pack(">I", self.sign_count))
+        auth_data = (
+            hashlib.sha256((rp_id or self.rp_id).encode()).digest()
+            + bytes([self._flags(uv)])
+            + struct.pack(">I", self.sign_count)
+        )
         signature = self.key.sign(auth_data + hashlib.sha256(client_data).digest(), ec.ECDSA(hashes.SHA256()))
-        return {"id": self.id, "rawId": self.id, "type": "public-key", "clientExtensionResults": {},
-                "response": {"clientDataJSON": b64url(client_data), "authenticatorData": b64url(auth_data),
-                             "signature": b64url(signature)}}
+        return {
+            "id": self.id,
+            "rawId": self.id,
+            "type": "public-key",
+            "clientExtensionResults": {},
+            "response": {
+                "clientDataJSON": b64url(client_data),
+                "authenticatorData": b64url(auth_data),
+                "signature": b64url(signature),
+            },
+        }
 
 
 def aaguid_text(aaguid: bytes) -> str:

@@ -32,8 +32,15 @@ def record_baa(components, practice, vendor, *, days: int = 365):
     from gateway.baas.service import record_baa as record
 
     with components.db.transaction() as db:
-        baa = record(db, practice, vendor, "BAA-TEST-1", clock.now() - timedelta(days=1),
-                     clock.now() + timedelta(days=days), Actor.system())
+        baa = record(
+            db,
+            practice,
+            vendor,
+            "BAA-TEST-1",
+            clock.now() - timedelta(days=1),
+            clock.now() + timedelta(days=days),
+            Actor.system(),
+        )
         return baa.id
 
 
@@ -41,10 +48,14 @@ def record_baa(components, practice, vendor, *, days: int = 365):
 def party(components, factory) -> Party:
     practice, vendor, operator = factory.org("practice"), factory.org("vendor"), factory.org("operator")
     return Party(
-        practice=practice, vendor=vendor,
-        staff=factory.user("practice_staff", practice), approver=factory.user("practice_approver", practice),
-        biller=factory.user("biller", vendor), biller2=factory.user("biller", vendor),
-        auditor=factory.user("auditor", practice), admin=factory.user("admin", operator),
+        practice=practice,
+        vendor=vendor,
+        staff=factory.user("practice_staff", practice),
+        approver=factory.user("practice_approver", practice),
+        biller=factory.user("biller", vendor),
+        biller2=factory.user("biller", vendor),
+        auditor=factory.user("auditor", practice),
+        admin=factory.user("admin", operator),
         baa_id=record_baa(components, practice, vendor),
     )
 
@@ -65,15 +76,29 @@ class Session:
         self.clock.advance(seconds=30)
         return code
 
-    def upload(self, partner_id: str, data: bytes = PDF, name: str = "appeal.pdf", purpose: str = "APPEAL-1001",
-               billers: list[str] | None = None, **headers):
+    def upload(
+        self,
+        partner_id: str,
+        data: bytes = PDF,
+        name: str = "appeal.pdf",
+        purpose: str = "APPEAL-1001",
+        billers: list[str] | None = None,
+        **headers,
+    ):
         params = {"partner_id": partner_id}
         if billers:
             params["biller_id"] = billers
-        return self.client.post("/api/v1/transfers", params=params, content=data, headers={
-            "Content-Type": "application/octet-stream", "X-Purpose": purpose,
-            "Content-Disposition": f"attachment; filename*=UTF-8''{__import__('urllib.parse').parse.quote(name)}",
-            **headers})
+        return self.client.post(
+            "/api/v1/transfers",
+            params=params,
+            content=data,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-Purpose": purpose,
+                "Content-Disposition": f"attachment; filename*=UTF-8''{__import__('urllib.parse').parse.quote(name)}",
+                **headers,
+            },
+        )
 
     def approve(self, transfer_id: str, **body):
         if "code" not in body:
@@ -120,8 +145,12 @@ def sealed_of(db, owner_id: str, kind: str = "transfer_file"):
 
     from gateway.sealed.models import SealedKind, SealedObject
 
-    row = db.scalars(select(SealedObject).where(SealedObject.kind == SealedKind(kind), SealedObject.owner_id == owner_id)
-                     .order_by(SealedObject.created_at.desc()).execution_options(populate_existing=True)).first()
+    row = db.scalars(
+        select(SealedObject)
+        .where(SealedObject.kind == SealedKind(kind), SealedObject.owner_id == owner_id)
+        .order_by(SealedObject.created_at.desc())
+        .execution_options(populate_existing=True)
+    ).first()
     db.commit()
     return row
 
@@ -132,7 +161,12 @@ def live_sealed(db) -> list:
 
     from gateway.sealed.models import SealedObject, SealedState
 
-    rows = list(db.scalars(select(SealedObject).where(SealedObject.state != SealedState.destroyed)
-                           .execution_options(populate_existing=True)))
+    rows = list(
+        db.scalars(
+            select(SealedObject)
+            .where(SealedObject.state != SealedState.destroyed)
+            .execution_options(populate_existing=True)
+        )
+    )
     db.commit()
     return rows

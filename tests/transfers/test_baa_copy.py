@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-
 from tests.transfers.conftest import events, live_sealed
 from tests.transfers.test_upload import stored_objects
 
@@ -12,8 +11,9 @@ SIGNED = b"%PDF-1.7\nBUSINESS ASSOCIATE AGREEMENT, synthetic, signed\n" * 3000 +
 
 
 def put(session, baa_id, data, content_type="application/pdf"):
-    return session.client.put(f"/api/v1/baas/{baa_id}/signed-copy", content=data,
-                              headers={"Content-Type": content_type})
+    return session.client.put(
+        f"/api/v1/baas/{baa_id}/signed-copy", content=data, headers={"Content-Type": content_type}
+    )
 
 
 def test_signed_copy_round_trip_encrypted_at_rest(party, session_for, db, settings):
@@ -26,8 +26,10 @@ def test_signed_copy_round_trip_encrypted_at_rest(party, session_for, db, settin
     r = admin.client.get(f"/api/v1/baas/{party.baa_id}/signed-copy")
     assert r.status_code == 200 and r.content == SIGNED
     assert r.headers["content-disposition"].startswith("attachment")
-    assert [e.action for e in events(db, target_id=party.baa_id) if e.action.startswith("baa.copy")] == \
-        ["baa.copy.stored", "baa.copy.downloaded"]
+    assert [e.action for e in events(db, target_id=party.baa_id) if e.action.startswith("baa.copy")] == [
+        "baa.copy.stored",
+        "baa.copy.downloaded",
+    ]
 
 
 def test_replacing_the_copy_destroys_the_old_object(party, session_for, settings):

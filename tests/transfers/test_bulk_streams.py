@@ -35,8 +35,9 @@ def _response(sock: socket.socket) -> bytes:
     return data
 
 
-def test_reads_answer_while_an_upload_waits_behind_a_stalled_download(live, app, components, party, session_for,
-                                                                      db, fake_clock):
+def test_reads_answer_while_an_upload_waits_behind_a_stalled_download(
+    live, app, components, party, session_for, db, fake_clock
+):
     components.bulk = BulkStreams(1)  # before the server's first request: its loop sizes its places from this
     staff, approver = session_for(party.staff), session_for(party.approver)
     tid = staff.upload(party.vendor.id, data=BIG, name="big.pdf").json()["id"]
@@ -46,17 +47,26 @@ def test_reads_answer_while_an_upload_waits_behind_a_stalled_download(live, app,
     base = f"http://{live[0]}:{live[1]}"
 
     download = socket.socket()
-    download.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the client reads nothing more: the place stays taken
+    download.setsockopt(
+        socket.SOL_SOCKET, socket.SO_RCVBUF, 4096
+    )  # the client reads nothing more: the place stays taken
     download.connect(live)
     upload = socket.create_connection(live)
     try:
-        download.sendall(f"GET /api/v1/transfers/{tid}/files/{fid}/content HTTP/1.1\r\nHost: x\r\n"
-                         f"Cookie: phigate_session={biller_cookie}\r\n\r\n".encode())
+        download.sendall(
+            f"GET /api/v1/transfers/{tid}/files/{fid}/content HTTP/1.1\r\nHost: x\r\n"
+            f"Cookie: phigate_session={biller_cookie}\r\n\r\n".encode()
+        )
         assert download.recv(4096).startswith(b"HTTP/1.1 200")
-        upload.sendall((f"POST /api/v1/transfers?partner_id={party.vendor.id} HTTP/1.1\r\nHost: x\r\n"
-                        f"Content-Type: application/octet-stream\r\nContent-Length: {len(PDF)}\r\nX-Purpose: APPEAL-7\r\n"
-                        f"Content-Disposition: attachment; filename=second.pdf\r\n"
-                        f"Cookie: phigate_session={staff_cookie}\r\nX-CSRF-Token: {staff_csrf}\r\n\r\n").encode() + PDF)
+        upload.sendall(
+            (
+                f"POST /api/v1/transfers?partner_id={party.vendor.id} HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Type: application/octet-stream\r\nContent-Length: {len(PDF)}\r\nX-Purpose: APPEAL-7\r\n"
+                f"Content-Disposition: attachment; filename=second.pdf\r\n"
+                f"Cookie: phigate_session={staff_cookie}\r\nX-CSRF-Token: {staff_csrf}\r\n\r\n"
+            ).encode()
+            + PDF
+        )
         _until(lambda: components.bulk.waiting == 1, "the upload waits for the download's place")
 
         with httpx.Client(base_url=base, timeout=30, cookies={"phigate_session": staff_cookie}) as reader:

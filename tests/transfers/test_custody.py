@@ -16,9 +16,17 @@ from tests.transfers.conftest import PDF, events, sealed_of
 def test_rotate_then_rewrap_moves_everything_to_the_new_version(party, session_for, components, db, settings):
     staff, approver, biller = session_for(party.staff), session_for(party.approver), session_for(party.biller)
     tid = staff.upload(party.vendor.id, name="claim.pdf").json()["id"]
-    r = staff.client.post("/api/v1/transfers", params={"partner_id": party.vendor.id}, content=PDF,
-                          headers={"Content-Type": "application/octet-stream", "X-Purpose": "APPEAL-2",
-                                   "X-Note": "second%20packet", "Content-Disposition": "attachment; filename=b.pdf"})
+    r = staff.client.post(
+        "/api/v1/transfers",
+        params={"partner_id": party.vendor.id},
+        content=PDF,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "X-Purpose": "APPEAL-2",
+            "X-Note": "second%20packet",
+            "Content-Disposition": "attachment; filename=b.pdf",
+        },
+    )
     assert r.status_code == 201
     transfer = db.get(Transfer, tid)
     file = db.scalars(select(TransferFile).where(TransferFile.transfer_id == tid)).one()
@@ -26,7 +34,10 @@ def test_rotate_then_rewrap_moves_everything_to_the_new_version(party, session_f
     obj = sealed_of(db, file.id)
     object_before = b"".join(components.store.get(obj.object_key))
     # The keyring is shared by the whole test session: compare with the versions found now.
-    rel_v, own_v = components.keys.current_version(transfer.key_id), components.keys.current_version(GATEWAY_SECRETS_KEY)
+    rel_v, own_v = (
+        components.keys.current_version(transfer.key_id),
+        components.keys.current_version(GATEWAY_SECRETS_KEY),
+    )
     assert WrappedKey.from_bytes(obj.wrapped_dek).key_version == obj.key_version == rel_v
 
     assert rotate(components, transfer.key_id, Actor.system()) == rel_v + 1

@@ -53,10 +53,12 @@ def wait_for(db, action: str, **where):
 
 def test_client_disconnects_mid_upload(live, app, party, db, settings, fake_clock):
     cookie, csrf = signed_in(app, party.staff, fake_clock)
-    head = (f"POST /api/v1/transfers?partner_id={party.vendor.id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Type: application/octet-stream\r\nContent-Length: {len(BIG)}\r\nX-Purpose: APPEAL-9\r\n"
-            f"Content-Disposition: attachment; filename=big.pdf\r\nCookie: phigate_session={cookie}\r\n"
-            f"X-CSRF-Token: {csrf}\r\n\r\n").encode()
+    head = (
+        f"POST /api/v1/transfers?partner_id={party.vendor.id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {len(BIG)}\r\nX-Purpose: APPEAL-9\r\n"
+        f"Content-Disposition: attachment; filename=big.pdf\r\nCookie: phigate_session={cookie}\r\n"
+        f"X-CSRF-Token: {csrf}\r\n\r\n"
+    ).encode()
     with socket.create_connection(live) as s:
         s.sendall(head + BIG[: 3 * 1024 * 1024])  # half the body, then the client is gone
     failed = wait_for(db, "transfer.upload.failed")
@@ -71,8 +73,10 @@ def test_client_disconnects_mid_download(live, app, party, session_for, db):
     fid = approver.approve(tid).json()["files"][0]["id"]
     cookie, _ = signed_in(app, party.biller, approver.clock)
     with socket.create_connection(live) as s:
-        s.sendall(f"GET /api/v1/transfers/{tid}/files/{fid}/content HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                  f"Cookie: phigate_session={cookie}\r\n\r\n".encode())
+        s.sendall(
+            f"GET /api/v1/transfers/{tid}/files/{fid}/content HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Cookie: phigate_session={cookie}\r\n\r\n".encode()
+        )
         received = s.recv(256 * 1024)
         assert received.startswith(b"HTTP/1.1 200")
     aborted = wait_for(db, "transfer.download.aborted", target_id=tid)

@@ -95,8 +95,9 @@ def test_a_paused_download_resumes_from_what_was_delivered_only(party, session_f
     assert (d.outcome, d.delivered_to, d.resumptions) == ("completed", len(BIG), 1)
 
 
-def test_a_limit_of_one_lets_exactly_one_of_sixteen_parallel_downloads_through(live, app, party, session_for,
-                                                                                fake_clock, db):
+def test_a_limit_of_one_lets_exactly_one_of_sixteen_parallel_downloads_through(
+    live, app, party, session_for, fake_clock, db
+):
     """Twenty rounds of sixteen simultaneous downloads against the real server (uvicorn, loopback)."""
     staff, approver = session_for(party.staff), session_for(party.approver)
     cookies = [signed_in(app, user, fake_clock)[0] for user in (party.biller, party.biller2)]
@@ -110,8 +111,11 @@ def test_a_limit_of_one_lets_exactly_one_of_sixteen_parallel_downloads_through(l
             conn = http.client.HTTPConnection(*live, timeout=60)
             try:
                 start.wait(timeout=60)
-                conn.request("GET", f"/api/v1/transfers/{tid}/files/{fid}/content",
-                             headers={"Cookie": f"phigate_session={cookies[i % 2]}"})
+                conn.request(
+                    "GET",
+                    f"/api/v1/transfers/{tid}/files/{fid}/content",
+                    headers={"Cookie": f"phigate_session={cookies[i % 2]}"},
+                )
                 resp = conn.getresponse()
                 results.append((resp.status, resp.read()))
             finally:

@@ -63,8 +63,15 @@ def tamper(how: str, components, key: str, other_key: str) -> None:
         raise AssertionError(how)
 
 
-TAMPERING = ["flipped_bit", "flipped_bit_on_disk", "flipped_trailer_on_disk", "truncated", "truncated_on_disk",
-             "swapped", "replaced"]
+TAMPERING = [
+    "flipped_bit",
+    "flipped_bit_on_disk",
+    "flipped_trailer_on_disk",
+    "truncated",
+    "truncated_on_disk",
+    "swapped",
+    "replaced",
+]
 
 
 @pytest.mark.parametrize("how", TAMPERING)

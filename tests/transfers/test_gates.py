@@ -33,6 +33,7 @@ def denial(db, tid):
 
 # -- scoping ----------------------------------------------------------------------
 
+
 def test_other_organisations_transfers_answer_like_missing_ones(party, session_for, factory, components, db):
     from tests.transfers.conftest import record_baa
 
@@ -78,6 +79,7 @@ def test_biller_sees_nothing_before_approval(party, session_for, db):
 
 
 # -- four-eyes and step-up ----------------------------------------------------------
+
 
 def test_uploader_can_never_approve_even_as_approver(party, session_for, db):
     approver = session_for(party.approver)
@@ -143,6 +145,7 @@ def test_reject_with_reason_and_biller_never_sees_it(party, session_for, db):
 
 
 # -- the download gate ----------------------------------------------------------------
+
 
 def test_download_after_the_window_ends(party, session_for, db, fake_clock):
     staff, approver = session_for(party.staff), session_for(party.approver)
@@ -215,8 +218,12 @@ def test_approval_can_only_narrow_recipients(party, session_for):
 def test_only_billers_download_outbound_files(party, session_for, db, role):
     staff, approver = session_for(party.staff), session_for(party.approver)
     tid, fid = approved(staff, approver, party)
-    user = {"practice_staff": party.staff, "practice_approver": party.approver, "auditor": party.auditor,
-            "admin": party.admin}[role]
+    user = {
+        "practice_staff": party.staff,
+        "practice_approver": party.approver,
+        "auditor": party.auditor,
+        "admin": party.admin,
+    }[role]
     r = session_for(user).download(tid, fid)
     assert r.status_code == 403
     assert r.json()["error"]["code"] in ("download_not_recipient", "forbidden")
@@ -230,6 +237,7 @@ def test_auditor_sees_metadata_never_names(party, session_for):
 
 
 # -- ranges, integrity, aborts ----------------------------------------------------------
+
 
 def test_range_requests_resume_a_download_and_nothing_after_it_completes(party, session_for, db):
     staff, approver, biller = session_for(party.staff), session_for(party.approver), session_for(party.biller)
@@ -249,9 +257,11 @@ def test_range_requests_resume_a_download_and_nothing_after_it_completes(party, 
     [d] = rows
     assert (d.outcome, d.delivered_to, d.resumptions, d.bytes_sent) == ("completed", len(BIG), 1, len(BIG))
     assert [e.details["resumed"] for e in events(db, "transfer.download.started", target_id=tid)] == [False, True]
-    assert [e.action for e in events(db, target_id=tid) if e.action in (
-        "transfer.download.range_delivered", "transfer.download.completed")] == [
-        "transfer.download.range_delivered", "transfer.download.completed"]
+    assert [
+        e.action
+        for e in events(db, target_id=tid)
+        if e.action in ("transfer.download.range_delivered", "transfer.download.completed")
+    ] == ["transfer.download.range_delivered", "transfer.download.completed"]
 
 
 @pytest.mark.parametrize("header", ["bytes=5000000-", "bytes=10-5", "bytes=0-1,5-9", "items=0-1", "bytes=-"])
@@ -313,6 +323,7 @@ def test_download_aborted_by_the_client_is_logged(party, session_for, db, compon
 
 # -- the vendor sends back ----------------------------------------------------------------
 
+
 def test_vendor_sends_back_and_practice_downloads(party, session_for, db):
     biller, staff = session_for(party.biller), session_for(party.staff)
     r = biller.upload(party.practice.id, name="completed appeal.pdf")
@@ -332,16 +343,23 @@ def test_vendor_sends_back_and_practice_downloads(party, session_for, db):
 
 # -- emergency access ------------------------------------------------------------------
 
+
 def test_emergency_access(party, session_for, db):
-    staff, admin, biller, auditor = (session_for(party.staff), session_for(party.admin), session_for(party.biller),
-                                     session_for(party.auditor))
+    staff, admin, biller, auditor = (
+        session_for(party.staff),
+        session_for(party.admin),
+        session_for(party.biller),
+        session_for(party.auditor),
+    )
     tid = sent(staff, party)
-    r = admin.client.post(f"/api/v1/transfers/{tid}/emergency-access",
-                          json={"hours": 4, "reason": " ", "code": admin.fresh_code()})
+    r = admin.client.post(
+        f"/api/v1/transfers/{tid}/emergency-access", json={"hours": 4, "reason": " ", "code": admin.fresh_code()}
+    )
     assert r.status_code == 422
-    r = admin.client.post(f"/api/v1/transfers/{tid}/emergency-access",
-                          json={"hours": 4, "reason": "approver unreachable, appeal deadline today",
-                                "code": admin.fresh_code()})
+    r = admin.client.post(
+        f"/api/v1/transfers/{tid}/emergency-access",
+        json={"hours": 4, "reason": "approver unreachable, appeal deadline today", "code": admin.fresh_code()},
+    )
     assert r.status_code == 200 and r.json()["emergency"] is True
     opened = events(db, "transfer.emergency_access.opened", target_id=tid)[-1]
     assert opened.severity.value == "high" and opened.details["alert"] is True
@@ -356,8 +374,9 @@ def test_emergency_access(party, session_for, db):
 def test_emergency_access_is_for_admins_only(party, session_for):
     staff, approver = session_for(party.staff), session_for(party.approver)
     tid = sent(staff, party)
-    r = approver.client.post(f"/api/v1/transfers/{tid}/emergency-access",
-                             json={"hours": 4, "reason": "x", "code": approver.fresh_code()})
+    r = approver.client.post(
+        f"/api/v1/transfers/{tid}/emergency-access", json={"hours": 4, "reason": "x", "code": approver.fresh_code()}
+    )
     assert r.status_code == 403
 
 
@@ -366,8 +385,10 @@ def test_emergency_access_alerts_and_waits_on_the_auditors_dashboard(party, sess
 
     staff, admin, auditor = session_for(party.staff), session_for(party.admin), session_for(party.auditor)
     tid = sent(staff, party)
-    r = admin.client.post(f"/api/v1/transfers/{tid}/emergency-access",
-                          json={"hours": 2, "reason": "approver on leave", "code": admin.fresh_code()})
+    r = admin.client.post(
+        f"/api/v1/transfers/{tid}/emergency-access",
+        json={"hours": 2, "reason": "approver on leave", "code": admin.fresh_code()},
+    )
     assert r.status_code == 200
     page = auditor.client.get("/audit")
     assert tid in page.text and "approver on leave" in page.text

@@ -83,8 +83,14 @@ def gateway_with_kms(settings, endpoint: str):
     from gateway.app import create_app
     from gateway.components import Components
 
-    s = settings.model_copy(update={"key_provider_url": f"awskms://{ARN}?endpoint_url={endpoint}",
-                                    "kms_connect_timeout": 1.0, "kms_read_timeout": 1.0, "kms_max_attempts": 1})
+    s = settings.model_copy(
+        update={
+            "key_provider_url": f"awskms://{ARN}?endpoint_url={endpoint}",
+            "kms_connect_timeout": 1.0,
+            "kms_read_timeout": 1.0,
+            "kms_max_attempts": 1,
+        }
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         c = Components(s)
@@ -100,13 +106,19 @@ def client_as(app, cookie: str, csrf: str = "") -> TestClient:
 
 
 def upload(client, vendor_id):
-    return client.post("/api/v1/transfers", params={"partner_id": vendor_id}, content=PDF, headers={
-        "Content-Type": "application/octet-stream", "X-Purpose": "APPEAL-KMS",
-        "Content-Disposition": "attachment; filename=claim.pdf"})
+    return client.post(
+        "/api/v1/transfers",
+        params={"partner_id": vendor_id},
+        content=PDF,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "X-Purpose": "APPEAL-KMS",
+            "Content-Disposition": "attachment; filename=claim.pdf",
+        },
+    )
 
 
-def test_upload_fails_promptly_when_the_key_service_hangs(app, party, settings, db, fake_clock, hanging_kms,
-                                                          aws_env):
+def test_upload_fails_promptly_when_the_key_service_hangs(app, party, settings, db, fake_clock, hanging_kms, aws_env):
     cookie, csrf = signed_in(app, party.staff, fake_clock)  # signed in where keys answer
     c, hanging_app = gateway_with_kms(settings, f"http://127.0.0.1:{hanging_kms.port}")
     with client_as(hanging_app, cookie, csrf) as client:
@@ -119,8 +131,9 @@ def test_upload_fails_promptly_when_the_key_service_hangs(app, party, settings, 
     assert_nothing_kept(db, settings)
 
 
-def test_download_fails_promptly_when_the_key_service_hangs(app, party, session_for, settings, db, fake_clock,
-                                                            hanging_kms, aws_env):
+def test_download_fails_promptly_when_the_key_service_hangs(
+    app, party, session_for, settings, db, fake_clock, hanging_kms, aws_env
+):
     approver = session_for(party.approver)
     cookie, csrf = signed_in(app, party.staff, fake_clock)
     with S3Server() as kms:  # moto: a KMS that answers, for sealing the file

@@ -66,7 +66,7 @@ def test_form_posts_need_the_csrf_token(party, session_for):
     tid = staff.upload(party.vendor.id).json()["id"]
     approver.client.headers.pop("X-CSRF-Token")
     r = approver.client.post(f"/transfers/{tid}/reject", data={"reason": "x"})
-    assert r.status_code == 403 and "csrf" in r.text.lower() or "expired" in r.text
+    assert (r.status_code == 403 and "csrf" in r.text.lower()) or "expired" in r.text
     assert approver.client.get(f"/api/v1/transfers/{tid}").json()["status"] == "awaiting_approval"
 
 
@@ -75,20 +75,39 @@ def test_admin_records_and_terminates_a_baa_in_the_pages(party, session_for, fac
     vendor = factory.org("vendor")
     page = admin.client.get("/admin/baas")
     token = csrf_of(page.text)
-    r = admin.client.post("/admin/baas", data={"csrf_token": token, "practice_id": party.practice.id,
-                                               "vendor_id": vendor.id, "reference": "BAA-2026-17",
-                                               "effective": "2026-01-01", "expires": "not-a-date"})
+    r = admin.client.post(
+        "/admin/baas",
+        data={
+            "csrf_token": token,
+            "practice_id": party.practice.id,
+            "vendor_id": vendor.id,
+            "reference": "BAA-2026-17",
+            "effective": "2026-01-01",
+            "expires": "not-a-date",
+        },
+    )
     assert r.status_code == 422 and "YYYY-MM-DD" in r.text
-    r = admin.client.post("/admin/baas", data={"csrf_token": token, "practice_id": party.practice.id,
-                                               "vendor_id": vendor.id, "reference": "BAA-2026-17",
-                                               "effective": "2026-01-01", "expires": ""}, follow_redirects=False)
+    r = admin.client.post(
+        "/admin/baas",
+        data={
+            "csrf_token": token,
+            "practice_id": party.practice.id,
+            "vendor_id": vendor.id,
+            "reference": "BAA-2026-17",
+            "effective": "2026-01-01",
+            "expires": "",
+        },
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     recorded = events(db, "baa.recorded")[-1]
     assert recorded.details["vendor_id"] == vendor.id
     baa_id = recorded.target_id
-    r = admin.client.post(f"/admin/baas/{baa_id}/terminate", data={"csrf_token": token,
-                                                                               "reason": "contract ended"},
-                          follow_redirects=False)
+    r = admin.client.post(
+        f"/admin/baas/{baa_id}/terminate",
+        data={"csrf_token": token, "reason": "contract ended"},
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     assert events(db, "baa.terminated")[-1].target_id == baa_id
     staff = session_for(party.staff)

@@ -42,12 +42,30 @@ def test_four_eyes_and_window_limits(party, pending, db, components):
     p = principal(db, party.approver)
     t = service.find_transfer(db, p, pending)
     with pytest.raises(InvalidInput):
-        service.approve(db, components.settings, components.keys, p, t, days=components.settings.max_access_days + 1,
-                        download_limit=None, recipient_ids=[], proof=Proof(code=party.approver.code()))
+        service.approve(
+            db,
+            components.settings,
+            components.keys,
+            p,
+            t,
+            days=components.settings.max_access_days + 1,
+            download_limit=None,
+            recipient_ids=[],
+            proof=Proof(code=party.approver.code()),
+        )
     t.created_by = party.approver.id  # as if the approver had uploaded it
     with pytest.raises(Forbidden) as err:
-        service.approve(db, components.settings, components.keys, p, t, days=1, download_limit=None,
-                        recipient_ids=[], proof=Proof(code=party.approver.code()))
+        service.approve(
+            db,
+            components.settings,
+            components.keys,
+            p,
+            t,
+            days=1,
+            download_limit=None,
+            recipient_ids=[],
+            proof=Proof(code=party.approver.code()),
+        )
     assert err.value.code == "four_eyes"
     assert events(db, "transfer.approve.denied")[-1].details["reason"] == "four_eyes"
 
@@ -55,8 +73,17 @@ def test_four_eyes_and_window_limits(party, pending, db, components):
 def test_approval_then_download_gate_reasons(party, pending, db, components, fake_clock):
     p = principal(db, party.approver)
     t = service.find_transfer(db, p, pending)
-    service.approve(db, components.settings, components.keys, p, t, days=1, download_limit=1,
-                    recipient_ids=[party.biller.id], proof=Proof(code=party.approver.code()))
+    service.approve(
+        db,
+        components.settings,
+        components.keys,
+        p,
+        t,
+        days=1,
+        download_limit=1,
+        recipient_ids=[party.biller.id],
+        proof=Proof(code=party.approver.code()),
+    )
     db.commit()
     file = t.files[0]
     biller, other = principal(db, party.biller), principal(db, party.biller2)
@@ -67,8 +94,17 @@ def test_approval_then_download_gate_reasons(party, pending, db, components, fak
     assert service.download_denial(db, biller, t, file, resuming=False) == "window_ended"
     fake_clock.advance(days=-1)
     with pytest.raises(Conflict):
-        service.approve(db, components.settings, components.keys, p, t, days=1, download_limit=None,
-                        recipient_ids=[], proof=Proof(code=party.approver.code()))
+        service.approve(
+            db,
+            components.settings,
+            components.keys,
+            p,
+            t,
+            days=1,
+            download_limit=None,
+            recipient_ids=[],
+            proof=Proof(code=party.approver.code()),
+        )
     service.revoke(db, p, t, "wrong vendor")
     assert service.download_denial(db, biller, t, file, resuming=False) == "revoked"
     db.rollback()
@@ -79,8 +115,17 @@ def test_baa_gate_at_the_moment_of_download(party, pending, db, components):
 
     p = principal(db, party.approver)
     t = service.find_transfer(db, p, pending)
-    service.approve(db, components.settings, components.keys, p, t, days=3, download_limit=None, recipient_ids=[],
-                    proof=Proof(code=party.approver.code()))
+    service.approve(
+        db,
+        components.settings,
+        components.keys,
+        p,
+        t,
+        days=3,
+        download_limit=None,
+        recipient_ids=[],
+        proof=Proof(code=party.approver.code()),
+    )
     db.commit()
     baa = db.get(Baa, party.baa_id)
     baa.expires_at = clock.now() - timedelta(seconds=1)
@@ -93,8 +138,17 @@ def test_queue_and_inbox(party, pending, db, components):
     p = principal(db, party.approver)
     assert [t.id for t in service.approval_queue(db, p).items] == [pending]
     t = db.get(Transfer, pending)
-    service.approve(db, components.settings, components.keys, p, t, days=2, download_limit=None, recipient_ids=[],
-                    proof=Proof(code=party.approver.code()))
+    service.approve(
+        db,
+        components.settings,
+        components.keys,
+        p,
+        t,
+        days=2,
+        download_limit=None,
+        recipient_ids=[],
+        proof=Proof(code=party.approver.code()),
+    )
     db.commit()
     assert service.approval_queue(db, p).items == []
     assert [x.id for x in service.inbox(db, principal(db, party.biller)).items] == [pending]

@@ -82,8 +82,9 @@ def test_labels_stay_bounded_whatever_a_caller_sends(served):
     client.get("/api/v1/transfers/Zyxwv-not-an-id")
     text = scrape(port).text
     assert "Zyxwv" not in text and "FROBNICATE" not in text and "no-such-dir" not in text
-    assert value(text, "phigate_http_request_duration_seconds_count", method="OTHER", route="/healthz",
-                 status="405") >= 1
+    assert (
+        value(text, "phigate_http_request_duration_seconds_count", method="OTHER", route="/healthz", status="405") >= 1
+    )
 
 
 def test_metrics_are_not_on_the_public_port(served):
@@ -91,8 +92,7 @@ def test_metrics_are_not_on_the_public_port(served):
     assert client.get("/metrics").status_code == 404
 
 
-def test_a_transfers_life_shows_in_the_metrics_and_the_request_ids(served, party, session_for, components,
-                                                                   json_log):
+def test_a_transfers_life_shows_in_the_metrics_and_the_request_ids(served, party, session_for, components, json_log):
     _app, _, port = served
     before = scrape(port).text
     staff, approver, biller = session_for(party.staff), session_for(party.approver), session_for(party.biller)
@@ -112,22 +112,42 @@ def test_a_transfers_life_shows_in_the_metrics_and_the_request_ids(served, party
     assert got.status_code == 200 and got.content == PDF
 
     after = scrape(port).text
-    assert value(after, "phigate_transfer_bytes_total", direction="upload") - \
-        value(before, "phigate_transfer_bytes_total", direction="upload") == len(PDF)
-    assert value(after, "phigate_transfer_bytes_total", direction="download") - \
-        value(before, "phigate_transfer_bytes_total", direction="download") == len(PDF)
-    assert value(after, "phigate_transfer_decisions_total", decision="approved") - \
-        value(before, "phigate_transfer_decisions_total", decision="approved") == 1
+    assert value(after, "phigate_transfer_bytes_total", direction="upload") - value(
+        before, "phigate_transfer_bytes_total", direction="upload"
+    ) == len(PDF)
+    assert value(after, "phigate_transfer_bytes_total", direction="download") - value(
+        before, "phigate_transfer_bytes_total", direction="download"
+    ) == len(PDF)
+    assert (
+        value(after, "phigate_transfer_decisions_total", decision="approved")
+        - value(before, "phigate_transfer_decisions_total", decision="approved")
+        == 1
+    )
     assert value(after, "phigate_downloads_denied_total") - value(before, "phigate_downloads_denied_total") == 1
-    assert value(after, "phigate_audit_events_appended_total", action="transfer.created") - \
-        value(before, "phigate_audit_events_appended_total", action="transfer.created") == 1
+    assert (
+        value(after, "phigate_audit_events_appended_total", action="transfer.created")
+        - value(before, "phigate_audit_events_appended_total", action="transfer.created")
+        == 1
+    )
     assert value(after, "phigate_transfers_in_flight", direction="upload") == 0
     assert value(after, "phigate_transfers_in_flight", direction="download") == 0
     # Latency by route template and status: the template, never the transfer's id.
-    assert value(after, "phigate_http_request_duration_seconds_count", method="POST", route="/api/v1/transfers",
-                 status="201") >= 1
-    assert value(after, "phigate_http_request_duration_seconds_count", method="GET",
-                 route="/api/v1/transfers/{transfer_id}/files/{file_id}/content", status="200") >= 1
+    assert (
+        value(
+            after, "phigate_http_request_duration_seconds_count", method="POST", route="/api/v1/transfers", status="201"
+        )
+        >= 1
+    )
+    assert (
+        value(
+            after,
+            "phigate_http_request_duration_seconds_count",
+            method="GET",
+            route="/api/v1/transfers/{transfer_id}/files/{file_id}/content",
+            status="200",
+        )
+        >= 1
+    )
     assert tid not in after and fid not in after
     assert "phigate_scheduler_leader " in after and "phigate_audit_checkpoint_age_seconds" in after
 
@@ -140,8 +160,12 @@ def test_a_transfers_life_shows_in_the_metrics_and_the_request_ids(served, party
 
     lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     access = [line for line in lines if line["logger"] == "phigate.access"]
-    assert {"request_id": upload_request, "route": "/api/v1/transfers", "status": 201, "method": "POST"}.items() \
-        <= next(line for line in access if line.get("request_id") == upload_request).items()
+    assert {
+        "request_id": upload_request,
+        "route": "/api/v1/transfers",
+        "status": 201,
+        "method": "POST",
+    }.items() <= next(line for line in access if line.get("request_id") == upload_request).items()
     text = json_log.getvalue()
     for secret in (NAME, "Zyxwv", PURPOSE, NOTE):
         assert secret not in text  # never a file name, purpose or note in a log line
@@ -171,8 +195,14 @@ def test_metrics_with_several_workers_are_refused(settings):
 
 
 def test_production_refuses_an_open_metrics_port_without_a_token(settings):
-    open_port = type(settings)(_env_file=None, env="production", allow_local_keyring=True, metrics_port=9100,
-                               metrics_host="0.0.0.0", data_dir=settings.data_dir)
+    open_port = type(settings)(
+        _env_file=None,
+        env="production",
+        allow_local_keyring=True,
+        metrics_port=9100,
+        metrics_host="0.0.0.0",
+        data_dir=settings.data_dir,
+    )
     assert any("PHIGATE_METRICS_TOKEN" in p for p in open_port.production_problems())
     closed = changed(open_port, metrics_token="a-token")
     assert not any("PHIGATE_METRICS_TOKEN" in p for p in closed.production_problems())

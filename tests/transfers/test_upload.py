@@ -16,7 +16,9 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00synthetic-image" * 100
 
 def stored_objects(settings) -> list[Path]:
     root = Path(settings.effective_storage_url.removeprefix("file://"))
-    return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".phigate-store")] if root.exists() else []
+    return (
+        [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".phigate-store")] if root.exists() else []
+    )
 
 
 def assert_nothing_kept(db, settings):
@@ -31,19 +33,31 @@ def assert_nothing_kept(db, settings):
 def multipart(fields: list[tuple[str, str]], files: list[tuple[str, bytes]], boundary="testboundary42"):
     out = bytearray()
     for name, value in fields:
-        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").encode()
+        out += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n').encode()
     for filename, data in files:
-        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{filename}\"\r\n"
-                f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
+        out += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{filename}"\r\n'
+                f"Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
     out += f"--{boundary}--\r\n".encode()
     return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
 def test_multipart_upload_of_several_files(party, session_for, db, settings):
     staff = session_for(party.staff)
-    body, ctype = multipart([("partner_id", party.vendor.id), ("purpose", "APPEAL-7"), ("note", "call back Tuesday"),
-                             ("biller_ids", party.biller.id)],
-                            [("appeal.pdf", PDF), ("scan.png", PNG), ("remit.835", b"ISA*00*          *00*\n~")])
+    body, ctype = multipart(
+        [
+            ("partner_id", party.vendor.id),
+            ("purpose", "APPEAL-7"),
+            ("note", "call back Tuesday"),
+            ("biller_ids", party.biller.id),
+        ],
+        [("appeal.pdf", PDF), ("scan.png", PNG), ("remit.835", b"ISA*00*          *00*\n~")],
+    )
     r = staff.client.post("/api/v1/transfers", content=body, headers={"Content-Type": ctype})
     assert r.status_code == 201, r.text
     t = staff.client.get(f"/api/v1/transfers/{r.json()['id']}").json()
@@ -73,27 +87,44 @@ def test_plaintext_never_at_rest(party, session_for, db, settings, components):
     assert "Jane" not in object_key and len(object_key) == 32
 
 
-@pytest.mark.parametrize("raw, stored", [
-    ("../../etc/passwd.pdf", "passwd.pdf"),
-    ("C:\\Users\\x\\claim.pdf", "claim.pdf"),
-    ("claim\x00\x1b[31m.pdf", "claim[31m.pdf"),
-    ("invoice\u202efdp.pdf", "invoicefdp.pdf"),
-    ("  .hidden.pdf  ", "hidden.pdf"),
-    ("re\u0301sume\u0301.pdf", "r\u00e9sum\u00e9.pdf"),
-])
+@pytest.mark.parametrize(
+    "raw, stored",
+    [
+        ("../../etc/passwd.pdf", "passwd.pdf"),
+        ("C:\\Users\\x\\claim.pdf", "claim.pdf"),
+        ("claim\x00\x1b[31m.pdf", "claim[31m.pdf"),
+        ("invoice\u202efdp.pdf", "invoicefdp.pdf"),
+        ("  .hidden.pdf  ", "hidden.pdf"),
+        ("re\u0301sume\u0301.pdf", "r\u00e9sum\u00e9.pdf"),
+    ],
+)
 def test_file_names_are_sanitised(party, session_for, raw, stored):
     staff = session_for(party.staff)
-    r = staff.client.post("/api/v1/transfers", params={"partner_id": party.vendor.id}, content=PDF, headers={
-        "Content-Type": "application/octet-stream", "X-Purpose": "APPEAL-1",
-        "Content-Disposition": "attachment; filename*=UTF-8''" + __import__("urllib.parse").parse.quote(raw)})
+    r = staff.client.post(
+        "/api/v1/transfers",
+        params={"partner_id": party.vendor.id},
+        content=PDF,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "X-Purpose": "APPEAL-1",
+            "Content-Disposition": "attachment; filename*=UTF-8''" + __import__("urllib.parse").parse.quote(raw),
+        },
+    )
     assert r.status_code == 201, r.text
     t = staff.client.get(f"/api/v1/transfers/{r.json()['id']}").json()
     assert t["files"][0]["name"] == stored
 
 
-@pytest.mark.parametrize("name, code", [("", "invalid_file_name"), ("///", "invalid_file_name"),
-                                        ("\x01\x02", "invalid_file_name"), ("a" * 252 + ".pdf", "file_name_too_long"),
-                                        ("\u00e9" * 126 + ".pdf", "file_name_too_long")])
+@pytest.mark.parametrize(
+    "name, code",
+    [
+        ("", "invalid_file_name"),
+        ("///", "invalid_file_name"),
+        ("\x01\x02", "invalid_file_name"),
+        ("a" * 252 + ".pdf", "file_name_too_long"),
+        ("\u00e9" * 126 + ".pdf", "file_name_too_long"),
+    ],
+)
 def test_bad_file_names_are_refused_and_nothing_kept(party, session_for, db, settings, name, code):
     staff = session_for(party.staff)
     r = staff.upload(party.vendor.id, name=name)
@@ -125,10 +156,16 @@ def test_file_over_the_limit_is_refused_without_storing_it(party, app, session_f
     staff = session_for(party.staff)
     big = b"%PDF-1.7\n" + b"x" * (200 * 1024)
     # No Content-Length shortcut: a chunked body must be cut off while it streams.
-    r = staff.client.post("/api/v1/transfers", params={"partner_id": party.vendor.id},
-                          content=iter([big[i:i + 8192] for i in range(0, len(big), 8192)]),
-                          headers={"Content-Type": "application/octet-stream", "X-Purpose": "APPEAL-1",
-                                   "Content-Disposition": "attachment; filename=big.pdf"})
+    r = staff.client.post(
+        "/api/v1/transfers",
+        params={"partner_id": party.vendor.id},
+        content=iter([big[i : i + 8192] for i in range(0, len(big), 8192)]),
+        headers={
+            "Content-Type": "application/octet-stream",
+            "X-Purpose": "APPEAL-1",
+            "Content-Disposition": "attachment; filename=big.pdf",
+        },
+    )
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "file_too_large"
     assert_nothing_kept(db, settings)
@@ -143,14 +180,19 @@ def test_content_length_over_the_limit_is_refused_before_reading(party, session_
     assert_nothing_kept(db, settings)
 
 
-@pytest.mark.parametrize("body", [
-    b"--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nX\r\n",  # never ends
-    b"not multipart at all",
-    b"--b\r\nNo-Disposition: x\r\n\r\nX\r\n--b--\r\n",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nX\r\n',  # never ends
+        b"not multipart at all",
+        b"--b\r\nNo-Disposition: x\r\n\r\nX\r\n--b--\r\n",
+    ],
+)
 def test_malformed_multipart_is_refused(party, session_for, db, settings, body):
     staff = session_for(party.staff)
-    r = staff.client.post("/api/v1/transfers", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+    r = staff.client.post(
+        "/api/v1/transfers", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
     assert r.status_code in (400, 422)
     assert r.json()["error"]["code"] in ("malformed_multipart", "invalid_input", "vendor_not_found")
     assert_nothing_kept(db, settings)
@@ -158,8 +200,9 @@ def test_malformed_multipart_is_refused(party, session_for, db, settings, body):
 
 def test_second_file_failing_removes_the_first(party, session_for, db, settings):
     staff = session_for(party.staff)
-    body, ctype = multipart([("partner_id", party.vendor.id), ("purpose", "APPEAL-7")],
-                            [("ok.pdf", PDF), ("bad.pdf", b"GIF89a-not-a-pdf")])
+    body, ctype = multipart(
+        [("partner_id", party.vendor.id), ("purpose", "APPEAL-7")], [("ok.pdf", PDF), ("bad.pdf", b"GIF89a-not-a-pdf")]
+    )
     r = staff.client.post("/api/v1/transfers", content=body, headers={"Content-Type": ctype})
     assert r.status_code == 422
     assert_nothing_kept(db, settings)
@@ -177,6 +220,7 @@ def test_storage_down_during_upload(party, session_for, db, settings, components
                 if i == 1:
                     raise StorageUnavailable("connection reset")
                 yield chunk
+
         return real_put(key, broken(), metadata)
 
     monkeypatch.setattr(components.store, "put", failing_put)
@@ -247,9 +291,16 @@ def test_fsck_removes_objects_of_crashed_uploads(party, components, db, settings
 
     key_id = relationship_key(party.practice.id, party.vendor.id)
     components.keys.ensure_key(key_id)
-    crashed = sealed.reserve(components, sealed.transfer_file(
-        key_id=key_id, practice_id=party.practice.id, vendor_id=party.vendor.id, transfer_id="t" * 32,
-        file_id="f" * 32))
+    crashed = sealed.reserve(
+        components,
+        sealed.transfer_file(
+            key_id=key_id,
+            practice_id=party.practice.id,
+            vendor_id=party.vendor.id,
+            transfer_id="t" * 32,
+            file_id="f" * 32,
+        ),
+    )
     sealed.write(components, crashed, iter([PDF]))  # ... and the process dies before the transfer commits
     components.store.put("1" * 32, iter([b"stray"]))
     fake_clock.advance(hours=2)

@@ -10,8 +10,7 @@ import pytest
 
 from tests.translog.signer import TestSigner
 from translog import merkle, note
-from translog.export import (CSV_PATH_SEP, FORMAT, FORMAT_V2, export_csv, export_jsonl, header_binding,
-                             verify_export)
+from translog.export import CSV_PATH_SEP, FORMAT, FORMAT_V2, export_csv, export_jsonl, header_binding, verify_export
 from translog.keys import fingerprint
 from translog.leaf import VERSION, details_text, format_time, leaf_hash_of
 
@@ -24,8 +23,24 @@ def _events(n: int) -> list[tuple]:
 
     at = format_time(datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC))
     agents = ("tool/1.0", "=SUM(1)", "Navigateur (é)")
-    return [(seq, at, "test.event", "success", "info", "u1", "o1", None, agents[seq % 3], "thing", f"t{seq}", "o1",
-             {"i": seq, "code": "Größe-✓"}) for seq in range(1, n + 1)]
+    return [
+        (
+            seq,
+            at,
+            "test.event",
+            "success",
+            "info",
+            "u1",
+            "o1",
+            None,
+            agents[seq % 3],
+            "thing",
+            f"t{seq}",
+            "o1",
+            {"i": seq, "code": "Größe-✓"},
+        )
+        for seq in range(1, n + 1)
+    ]
 
 
 @pytest.fixture
@@ -35,9 +50,16 @@ def log(tmp_path):
     events = _events(7)
     leaves = [leaf_hash_of(*e) for e in events]
     root = merkle.root_of(leaves)
-    header = {"format": FORMAT, "origin": ORIGIN, "tree_size": 7, "export_event_seq": 7,
-              "filters": {"action": "test.*"}, "public_key_fingerprint": fingerprint(signer.public_key_raw()),
-              "verifier_key": note.verifier_key(ORIGIN, signer.public_key_raw()), "canonical": VERSION}
+    header = {
+        "format": FORMAT,
+        "origin": ORIGIN,
+        "tree_size": 7,
+        "export_event_seq": 7,
+        "filters": {"action": "test.*"},
+        "public_key_fingerprint": fingerprint(signer.public_key_raw()),
+        "verifier_key": note.verifier_key(ORIGIN, signer.public_key_raw()),
+        "canonical": VERSION,
+    }
     signed = note.sign(ORIGIN, 7, root, signer, extensions=(header_binding(header),))
 
     def records(sep: str):
@@ -88,8 +110,10 @@ def test_an_edited_event_a_wrong_path_and_a_missing_end_are_named(log, tmp_path)
     lines = files["jsonl"].read_text(encoding="utf-8").splitlines()
     cases = {
         "edited": ([lines[0], lines[1].replace('"t2"', '"t3"'), *lines[2:]], (2, "do not hash to its leaf hash")),
-        "path": ([lines[0], lines[1].replace('"inclusion_path":["', '"inclusion_path":["00'), *lines[2:]],
-                 (2, "the inclusion proof does not lead to the signed root")),
+        "path": (
+            [lines[0], lines[1].replace('"inclusion_path":["', '"inclusion_path":["00'), *lines[2:]],
+            (2, "the inclusion proof does not lead to the signed root"),
+        ),
         "moved": ([lines[0], lines[2], lines[1], *lines[3:]], (2, "sequence numbers must increase")),
         "truncated": (lines[:-1], (None, "truncated")),
     }

@@ -9,16 +9,20 @@ from translog import merkle
 
 # The RFC 6962 / 9162 test leaves used by the certificate-transparency implementations,
 # with the published roots of the trees of their first 1..8 leaves.
-LEAVES = [bytes.fromhex(h) for h in ("", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-                                     "606162636465666768696a6b6c6d6e6f")]
-ROOTS = ["6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-         "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
-         "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
-         "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-         "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
-         "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
-         "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
-         "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"]
+LEAVES = [
+    bytes.fromhex(h)
+    for h in ("", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f")
+]
+ROOTS = [
+    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+]
 
 
 def test_known_roots_and_empty_tree():
@@ -61,8 +65,9 @@ def test_consistency_proofs_verify_and_reject_a_rewritten_prefix(n, data):
     forged = list(leaves)
     forged[data.draw(st.integers(0, m - 1))] = merkle.leaf_hash(b"rewritten")
     forged_subtree = lambda a, b: merkle.root_of(forged[a:b])  # noqa: E731
-    assert not merkle.verify_consistency(m, n, old_root, merkle.root_of(forged),
-                                         merkle.consistency_path(m, n, forged_subtree))
+    assert not merkle.verify_consistency(
+        m, n, old_root, merkle.root_of(forged), merkle.consistency_path(m, n, forged_subtree)
+    )
 
 
 def test_frontier_emits_every_perfect_subtree_and_round_trips():

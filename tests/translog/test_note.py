@@ -30,11 +30,14 @@ def test_note_layout_key_id_and_verification(key):
     assert name == "example.org/log" and pub == key.public_key_raw()
 
 
-@pytest.mark.parametrize("edit", [
-    lambda t: t.replace("\n42\n", "\n43\n"),                     # claims a bigger tree
-    lambda t: t.replace("example.org/log\n", "example.org/other\n", 1),  # another log
-    lambda t: t[:-10] + ("A" if t[-10] != "A" else "B") + t[-9:],  # signature bit flip
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t.replace("\n42\n", "\n43\n"),  # claims a bigger tree
+        lambda t: t.replace("example.org/log\n", "example.org/other\n", 1),  # another log
+        lambda t: t[:-10] + ("A" if t[-10] != "A" else "B") + t[-9:],  # signature bit flip
+    ],
+)
 def test_altered_notes_do_not_verify(key, edit):
     text = note.sign("example.org/log", 42, b"\x01" * 32, key)
     with pytest.raises(note.NoteError):

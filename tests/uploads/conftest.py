@@ -30,19 +30,39 @@ class Tus:
     def __init__(self, session):
         self.client = session.client
 
-    def create(self, length: int, *, partner_id: str, filename: str = "scan.pdf", purpose: str = "APPEAL-2001",
-               body: bytes | None = None, meta: str | None = None, **headers):
-        sent = {"Tus-Resumable": "1.0.0", "Upload-Length": str(length),
-                "Upload-Metadata": meta if meta is not None else metadata(filename=filename, partner_id=partner_id,
-                                                                            purpose=purpose)}
+    def create(
+        self,
+        length: int,
+        *,
+        partner_id: str,
+        filename: str = "scan.pdf",
+        purpose: str = "APPEAL-2001",
+        body: bytes | None = None,
+        meta: str | None = None,
+        **headers,
+    ):
+        sent = {
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(length),
+            "Upload-Metadata": meta
+            if meta is not None
+            else metadata(filename=filename, partner_id=partner_id, purpose=purpose),
+        }
         if body is not None:
             sent["Content-Type"] = "application/offset+octet-stream"
         return self.client.post("/api/v1/uploads", content=body, headers={**sent, **headers})
 
     def patch(self, url: str, offset: int, data: bytes, **headers):
-        return self.client.patch(url, content=data, headers={
-            "Tus-Resumable": "1.0.0", "Upload-Offset": str(offset),
-            "Content-Type": "application/offset+octet-stream", **headers})
+        return self.client.patch(
+            url,
+            content=data,
+            headers={
+                "Tus-Resumable": "1.0.0",
+                "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream",
+                **headers,
+            },
+        )
 
     def head(self, url: str):
         return self.client.head(url, headers={"Tus-Resumable": "1.0.0"})

@@ -35,7 +35,7 @@ def files_holding(root: Path, marker: bytes) -> list[Path]:
                     if marker in tail + block:
                         found.append(path)
                         break
-                    tail = block[-len(marker):]
+                    tail = block[-len(marker) :]
     return found
 
 
@@ -47,9 +47,13 @@ def test_tuspy_200_mib_over_a_link_cut_three_times(party, components, live_serve
     proxy = CuttingProxy(port, cuts=[37 * MiB, 101 * MiB + 12345, 163 * MiB])
     try:
         client = tus.TusClient(proxy.url + "/api/v1/uploads", headers=headers)
-        uploader = client.uploader(file_stream=io.BytesIO(data), chunk_size=8 * MiB, retries=10, retry_delay=0,
-                                   metadata={"filename": "scans batch 7.pdf", "partner_id": party.vendor.id,
-                                             "purpose": "APPEAL-3003"})
+        uploader = client.uploader(
+            file_stream=io.BytesIO(data),
+            chunk_size=8 * MiB,
+            retries=10,
+            retry_delay=0,
+            metadata={"filename": "scans batch 7.pdf", "partner_id": party.vendor.id, "purpose": "APPEAL-3003"},
+        )
         uploader.upload()
     finally:
         proxy.close()

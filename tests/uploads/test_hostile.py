@@ -35,7 +35,7 @@ def test_wrong_offsets_and_out_of_order_patches(party, tus_for, db):
     url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
     assert tus.patch(url, 0, data[:MiB]).status_code == 204
     for offset in (0, 2 * MiB, MiB + 1):  # overlapping, ahead of the offset, not where it stands
-        r = tus.patch(url, offset, data[offset:offset + MiB])
+        r = tus.patch(url, offset, data[offset : offset + MiB])
         assert r.status_code == 409 and r.json()["error"]["code"] == "upload_offset_mismatch"
         assert r.headers["Upload-Offset"] == str(MiB)
     assert kept(db) == [(0, MiB)]
@@ -48,14 +48,14 @@ def test_checksum_mismatch_keeps_nothing_of_the_request(party, tus_for, db):
     tus = tus_for(party.staff)
     url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
     wrong = base64.b64encode(hashlib.sha256(b"something else").digest()).decode()
-    r = tus.patch(url, 0, data[:2 * MiB], **{"Upload-Checksum": f"sha256 {wrong}"})
+    r = tus.patch(url, 0, data[: 2 * MiB], **{"Upload-Checksum": f"sha256 {wrong}"})
     assert r.status_code == 460 and r.json()["error"]["code"] == "checksum_mismatch"
     assert tus.offset(url) == 0 and kept(db) == []
     assert [r.kind for r in live_sealed(db)] == [SealedKind.upload]
     r = tus.patch(url, 0, data[:MiB], **{"Upload-Checksum": "md5 AAAA"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "checksum_algorithm_unsupported"
-    right = base64.b64encode(hashlib.sha256(data[:2 * MiB]).digest()).decode()
-    r = tus.patch(url, 0, data[:2 * MiB], **{"Upload-Checksum": f"sha256 {right}"})
+    right = base64.b64encode(hashlib.sha256(data[: 2 * MiB]).digest()).decode()
+    r = tus.patch(url, 0, data[: 2 * MiB], **{"Upload-Checksum": f"sha256 {right}"})
     assert r.status_code == 204 and r.headers["Upload-Offset"] == str(2 * MiB)
     assert finish(tus, url, data) == hashlib.sha256(data).hexdigest()
 
@@ -68,8 +68,11 @@ def test_patch_past_the_declared_length(party, tus_for, db):
     assert r.status_code == 413 and r.json()["error"]["code"] == "upload_past_length"
     assert tus.offset(url) == 0 and kept(db) == []
     # Sent without a length (chunked): refused at the first byte past the end; what came before it is kept.
-    r = tus.client.patch(url, content=iter([data[:MiB], data[MiB:] + b"x" * 10]), headers={
-        "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    r = tus.client.patch(
+        url,
+        content=iter([data[:MiB], data[MiB:] + b"x" * 10]),
+        headers={"Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+    )
     assert r.status_code == 413
     assert kept(db) == [(0, len(data))]
     assert finish(tus, url, data) == hashlib.sha256(data).hexdigest()
@@ -120,13 +123,17 @@ def test_another_users_upload_answers_like_a_missing_one(party, tus_for, factory
 def test_protocol_errors(party, tus_for, session_for):
     tus = tus_for(party.staff)
     url = tus.create(1000, partner_id=party.vendor.id).headers["Location"]
-    r = tus.client.patch(url, content=b"x", headers={"Upload-Offset": "0",
-                                                    "Content-Type": "application/offset+octet-stream"})
+    r = tus.client.patch(
+        url, content=b"x", headers={"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+    )
     assert r.status_code == 412 and r.headers["Tus-Version"] == "1.0.0"
     r = tus.patch(url, 0, b"x", **{"Content-Type": "application/octet-stream"})
     assert r.status_code == 415
-    r = tus.client.patch(url, content=b"x", headers={"Tus-Resumable": "1.0.0", "Upload-Offset": "-1",
-                                                    "Content-Type": "application/offset+octet-stream"})
+    r = tus.client.patch(
+        url,
+        content=b"x",
+        headers={"Tus-Resumable": "1.0.0", "Upload-Offset": "-1", "Content-Type": "application/offset+octet-stream"},
+    )
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_upload_offset"
     r = tus.client.post("/api/v1/uploads", headers={"Tus-Resumable": "1.0.0", "Upload-Defer-Length": "1"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_upload_length"

@@ -15,7 +15,7 @@ from tests.uploads.conftest import MiB, Tus, synthetic_pdf
 
 
 @pytest.fixture
-def s3_app(components, s3_endpoint, aws_env):  # noqa: F811
+def s3_app(components, s3_endpoint, aws_env):
     from gateway.app import create_app
     from gateway.components import Components
 
@@ -33,7 +33,7 @@ def every_version(raw, bucket: str) -> list[str]:
     return sorted(v["Key"] for v in resp.get("Versions", []) + resp.get("DeleteMarkers", []))
 
 
-def test_resumed_upload_on_s3(s3_app, s3_endpoint, party, fake_clock):  # noqa: F811
+def test_resumed_upload_on_s3(s3_app, s3_endpoint, party, fake_clock):
     app, bucket = s3_app
     raw = s3_endpoint.client()
     with TestClient(app) as client:
@@ -42,7 +42,7 @@ def test_resumed_upload_on_s3(s3_app, s3_endpoint, party, fake_clock):  # noqa: 
         tus.client = client
         data = synthetic_pdf(3 * MiB + 99, b"s3")
         url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
-        assert tus.patch(url, 0, data[:MiB + 5]).headers["Upload-Offset"] == str(MiB)
+        assert tus.patch(url, 0, data[: MiB + 5]).headers["Upload-Offset"] == str(MiB)
         assert tus.patch(url, MiB, data[MiB:]).headers["Upload-Offset"] == str(len(data))
         r = client.post("/api/v1/uploads/transfers", json={"upload_ids": [url.rsplit("/", 1)[1]]})
         assert r.status_code == 201, r.text

@@ -31,8 +31,13 @@ def test_options_advertise_the_extensions(party, tus_for):
     r = tus_for(party.staff).client.options("/api/v1/uploads")
     assert r.status_code == 204
     assert r.headers["Tus-Version"] == "1.0.0"
-    assert set(r.headers["Tus-Extension"].split(",")) == {"creation", "creation-with-upload", "termination",
-                                                          "expiration", "checksum"}
+    assert set(r.headers["Tus-Extension"].split(",")) == {
+        "creation",
+        "creation-with-upload",
+        "termination",
+        "expiration",
+        "checksum",
+    }
     assert r.headers["Tus-Checksum-Algorithm"] == "sha256"
 
 
@@ -45,15 +50,15 @@ def test_upload_in_pieces_resumes_and_becomes_one_exact_transfer(party, tus_for,
     url = r.headers["Location"]
     assert r.headers["Upload-Offset"] == "0" and "Upload-Expires" in r.headers
     # A whole segment is kept; half of the next is not (the offset stays on a segment boundary).
-    r = tus.patch(url, 0, data[:MiB + MiB // 2])
+    r = tus.patch(url, 0, data[: MiB + MiB // 2])
     assert r.status_code == 204, r.text
     assert r.headers["Upload-Offset"] == str(MiB)
     assert tus.offset(url) == MiB
     # Another process would re-derive the hash from what is stored: forget this one's.
     service._HASHES._states.clear()
-    r = tus.patch(url, MiB, data[MiB:3 * MiB])
+    r = tus.patch(url, MiB, data[MiB : 3 * MiB])
     assert r.headers["Upload-Offset"] == str(3 * MiB)
-    r = tus.patch(url, 3 * MiB, data[3 * MiB:])
+    r = tus.patch(url, 3 * MiB, data[3 * MiB :])
     assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(data))
     listed = tus.client.get("/api/v1/uploads").json()
     assert [(u["file_name"], u["state"]) for u in listed] == [("scan of Jane.pdf", "complete")]
@@ -62,13 +67,19 @@ def test_upload_in_pieces_resumes_and_becomes_one_exact_transfer(party, tus_for,
     transfer_id = r.json()["id"]
     t = tus.client.get(f"/api/v1/transfers/{transfer_id}").json()
     assert [(f["name"], f["size"], f["sha256"]) for f in t["files"]] == [
-        ("scan of Jane.pdf", len(data), hashlib.sha256(data).hexdigest())]
-    assert [e.action for e in events(db)][-4:] == ["upload.completed", "transfer.created", "transfer.file.stored",
-                                                   "upload.used"]
+        ("scan of Jane.pdf", len(data), hashlib.sha256(data).hexdigest())
+    ]
+    assert [e.action for e in events(db)][-4:] == [
+        "upload.completed",
+        "transfer.created",
+        "transfer.file.stored",
+        "upload.used",
+    ]
     # The parts are gone; one stored object remains, now the transfer's file.
     rows = live_sealed(db)
     assert [(r.kind, r.state, r.owner_id) for r in rows] == [
-        (SealedKind.transfer_file, SealedState.stored, t["files"][0]["id"])]
+        (SealedKind.transfer_file, SealedState.stored, t["files"][0]["id"])
+    ]
     approver = session_for(party.approver)
     assert approver.approve(transfer_id).status_code == 200
     biller = session_for(party.biller)
@@ -101,8 +112,11 @@ def test_gates_are_checked_before_the_first_byte(party, tus_for, components, fac
     assert r.status_code == 422 and r.json()["error"]["code"] == "file_type_not_allowed"
     r = tus.create(settings.max_file_size + 1, partner_id=party.vendor.id)
     assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large"
-    r = tus.create(1000, partner_id=party.vendor.id,
-                   meta=metadata(filename="a.pdf", partner_id=party.vendor.id, purpose="P", recipients="nobody"))
+    r = tus.create(
+        1000,
+        partner_id=party.vendor.id,
+        meta=metadata(filename="a.pdf", partner_id=party.vendor.id, purpose="P", recipients="nobody"),
+    )
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_recipients"
     r = tus.create(1000, partner_id=party.vendor.id, purpose=" ")
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_purpose"
@@ -135,7 +149,7 @@ def test_several_uploads_make_one_transfer_all_or_nothing(party, tus_for, db):
         r = tus.create(len(data), partner_id=party.vendor.id, filename=f"f{n}.pdf", body=data)
         ids.append(r.headers["Location"].rsplit("/", 1)[1])
     unfinished = tus.create(5000, partner_id=party.vendor.id, filename="late.pdf").headers["Location"]
-    r = tus.client.post("/api/v1/uploads/transfers", json={"upload_ids": ids + [unfinished.rsplit("/", 1)[1]]})
+    r = tus.client.post("/api/v1/uploads/transfers", json={"upload_ids": [*ids, unfinished.rsplit("/", 1)[1]]})
     assert r.status_code == 422 and r.json()["error"]["code"] == "upload_unfinished"
     assert rows(db, select(Upload).where(Upload.state == UploadState.used)) == []
     r = tus.client.post("/api/v1/uploads/transfers", json={"upload_ids": ids})

@@ -4,6 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-30
 """
+
 import json
 
 import sqlalchemy as sa
@@ -64,10 +65,28 @@ def _backfill(bind) -> None:
     from gateway.db import UTCDateTime
     from translog.leaf import format_time, leaf_hash_of
 
-    events = sa.table("audit_events", *(sa.column(c) for c in (
-        "seq", "action", "outcome", "severity", "actor_user_id", "actor_org_id", "ip", "user_agent",
-        "target_type", "target_id", "target_org_id", "details", "leaf_hash")),
-        sa.column("occurred_at", UTCDateTime()))
+    events = sa.table(
+        "audit_events",
+        *(
+            sa.column(c)
+            for c in (
+                "seq",
+                "action",
+                "outcome",
+                "severity",
+                "actor_user_id",
+                "actor_org_id",
+                "ip",
+                "user_agent",
+                "target_type",
+                "target_id",
+                "target_org_id",
+                "details",
+                "leaf_hash",
+            )
+        ),
+        sa.column("occurred_at", UTCDateTime()),
+    )
     for name in ("actor_user_id", "actor_org_id", "ip", "user_agent", "target_type", "target_id", "target_org_id"):
         bind.execute(events.update().where(events.c[name] == "").values({name: None}))
     rows = bind.execute(sa.select(events.c.seq).order_by(events.c.seq)).scalars().all()
@@ -78,10 +97,21 @@ def _backfill(bind) -> None:
         details = row["details"]
         if isinstance(details, str):
             details = json.loads(details)
-        leaf = leaf_hash_of(row["seq"], format_time(row["occurred_at"]), row["action"], row["outcome"],
-                            row["severity"], row["actor_user_id"], row["actor_org_id"], row["ip"],
-                            row["user_agent"], row["target_type"], row["target_id"], row["target_org_id"],
-                            details or {})
+        leaf = leaf_hash_of(
+            row["seq"],
+            format_time(row["occurred_at"]),
+            row["action"],
+            row["outcome"],
+            row["severity"],
+            row["actor_user_id"],
+            row["actor_org_id"],
+            row["ip"],
+            row["user_agent"],
+            row["target_type"],
+            row["target_id"],
+            row["target_org_id"],
+            details or {},
+        )
         bind.execute(events.update().where(events.c.seq == row["seq"]).values(leaf_hash=leaf))
 
 
@@ -114,8 +144,11 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("tree_size", _BigInt, nullable=False),
         sa.Column("root_hash", sa.LargeBinary(), nullable=False),
-        sa.Column("kind", sa.Enum("periodic", "on_demand", "prune_base", name="checkpointkind", native_enum=False,
-                                  length=16), nullable=False),
+        sa.Column(
+            "kind",
+            sa.Enum("periodic", "on_demand", "prune_base", name="checkpointkind", native_enum=False, length=16),
+            nullable=False,
+        ),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("key_name", sa.String(length=200), nullable=False),
         sa.Column("key_fingerprint", sa.String(length=64), nullable=False),
@@ -132,8 +165,9 @@ def upgrade() -> None:
         sa.Column("rule", sa.String(length=64), nullable=False),
         sa.Column("subject", sa.String(length=128), nullable=False),
         sa.Column("window_key", sa.String(length=64), nullable=False),
-        sa.Column("severity", sa.Enum("info", "warning", "high", name="severity", native_enum=False, length=8),
-                  nullable=False),
+        sa.Column(
+            "severity", sa.Enum("info", "warning", "high", name="severity", native_enum=False, length=8), nullable=False
+        ),
         sa.Column("raised_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("summary", sa.String(length=300), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),

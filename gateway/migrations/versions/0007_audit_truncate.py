@@ -14,14 +14,15 @@ Create Date: 2026-12-01
   them and delivered right after.  Flags raised before this revision and never
   delivered get their message, so the retry job sends them.
 """
+
 import json
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0007'
-down_revision = '0006'
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
@@ -34,8 +35,11 @@ _PG_UP = [
       RAISE EXCEPTION '% is append-only: TRUNCATE refused', TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
     END $$
     """,
-    *(f"CREATE TRIGGER {t}_no_truncate BEFORE TRUNCATE ON {t} "
-      f"FOR EACH STATEMENT EXECUTE FUNCTION phigate_audit_no_truncate()" for t in _TABLES),
+    *(
+        f"CREATE TRIGGER {t}_no_truncate BEFORE TRUNCATE ON {t} "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION phigate_audit_no_truncate()"
+        for t in _TABLES
+    ),
 ]
 _PG_DOWN = [
     *(f"DROP TRIGGER IF EXISTS {t}_no_truncate ON {t}" for t in _TABLES),
@@ -53,33 +57,58 @@ def _payload(row) -> dict:
     org_ids = row["org_ids"]
     if isinstance(org_ids, str):
         org_ids = json.loads(org_ids)
-    return {"id": row["id"], "rule": row["rule"], "severity": row["severity"], "subject": row["subject"],
-            "summary": row["summary"], "count": row["count"], "first_seq": row["first_seq"],
-            "last_seq": row["last_seq"], "org_ids": org_ids or [], "raised_at": raised.astimezone(UTC).isoformat(),
-            "source": "phigate"}
+    return {
+        "id": row["id"],
+        "rule": row["rule"],
+        "severity": row["severity"],
+        "subject": row["subject"],
+        "summary": row["summary"],
+        "count": row["count"],
+        "first_seq": row["first_seq"],
+        "last_seq": row["last_seq"],
+        "org_ids": org_ids or [],
+        "raised_at": raised.astimezone(UTC).isoformat(),
+        "source": "phigate",
+    }
 
 
 def upgrade() -> None:
     bind = op.get_bind()
     outbox = op.create_table(
-        'outbox',
-        sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column('topic', sa.String(length=64), nullable=False),
-        sa.Column('payload', sa.JSON(), nullable=False),
-        sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-        sa.Column('attempts', sa.Integer(), nullable=False),
-        sa.Column('claimed_until', sa.DateTime(timezone=True), nullable=True),
-        sa.Column('delivered_at', sa.DateTime(timezone=True), nullable=True),
-        sa.Column('last_error', sa.String(length=300), nullable=True),
-        sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox')),
+        "outbox",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("topic", sa.String(length=64), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.String(length=300), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
     )
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_outbox_topic'), ['topic'], unique=False)
-        batch_op.create_index(batch_op.f('ix_outbox_delivered_at'), ['delivered_at'], unique=False)
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_outbox_topic"), ["topic"], unique=False)
+        batch_op.create_index(batch_op.f("ix_outbox_delivered_at"), ["delivered_at"], unique=False)
 
-    alerts = sa.table('audit_alerts', *(sa.column(c) for c in (
-        'id', 'rule', 'severity', 'subject', 'summary', 'count', 'first_seq', 'last_seq', 'org_ids', 'raised_at',
-        'delivered_at')))
+    alerts = sa.table(
+        "audit_alerts",
+        *(
+            sa.column(c)
+            for c in (
+                "id",
+                "rule",
+                "severity",
+                "subject",
+                "summary",
+                "count",
+                "first_seq",
+                "last_seq",
+                "org_ids",
+                "raised_at",
+                "delivered_at",
+            )
+        ),
+    )
     now = datetime.now(UTC)
     rows = bind.execute(sa.select(alerts).where(alerts.c.delivered_at.is_(None)).order_by(alerts.c.id)).mappings()
     pending = [{"topic": "audit.alert", "payload": _payload(row), "created_at": now, "attempts": 0} for row in rows]
@@ -95,7 +124,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         for statement in _PG_DOWN:
             op.execute(statement)
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_outbox_delivered_at'))
-        batch_op.drop_index(batch_op.f('ix_outbox_topic'))
-    op.drop_table('outbox')
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_outbox_delivered_at"))
+        batch_op.drop_index(batch_op.f("ix_outbox_topic"))
+    op.drop_table("outbox")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from crypto.stream import HEADER_SIZE, TAG_SIZE, encrypt_stream  # noqa: E402
+from crypto.stream import HEADER_SIZE, TAG_SIZE, encrypt_stream
 
 HERE = Path(__file__).resolve().parent
 
@@ -76,7 +76,13 @@ def main() -> None:
         neg("commitment-bit-flip", bytes(commit)),
         neg("truncated-at-segment-boundary", ct[: HEADER_SIZE + 2 * unit]),
         neg("appended-byte", ct + b"\x00"),
-        neg("segments-swapped", ct[:HEADER_SIZE] + ct[HEADER_SIZE + unit : HEADER_SIZE + 2 * unit] + ct[HEADER_SIZE : HEADER_SIZE + unit] + ct[HEADER_SIZE + 2 * unit :]),
+        neg(
+            "segments-swapped",
+            ct[:HEADER_SIZE]
+            + ct[HEADER_SIZE + unit : HEADER_SIZE + 2 * unit]
+            + ct[HEADER_SIZE : HEADER_SIZE + unit]
+            + ct[HEADER_SIZE + 2 * unit :],
+        ),
         neg("wrong-context", ct, context={"tenant": "2", "object": "abc"}),
         neg("wrong-dek", ct, dek=det("other/dek", 32).hex()),
     ]
