@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from gateway import __version__
+from gateway import __version__, api_docs
 from gateway.audit.actions import Action
 from gateway.auditor import alerts
 from gateway.components import Components
@@ -34,7 +34,9 @@ API_PREFIX = "/api/"
 
 
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith(API_PREFIX) or request.url.path in ("/healthz", "/readyz")
+    path = request.url.path
+    # The docs page is a page: an anonymous visitor is sent to sign in, as on every other page.
+    return (path.startswith(API_PREFIX) and path != api_docs.PAGE_PATH) or path in ("/healthz", "/readyz")
 
 
 def _error_response(request: Request, status: int, code: str, message: str, headers: dict | None = None):
@@ -269,9 +271,10 @@ def create_app(settings: Settings | None = None, components: Components | None =
         title="PHI Gate",
         version=__version__,
         description="Secure PHI file exchange. JSON API under /api/v1; authenticate with a session or a personal API token.",
-        docs_url="/api/docs",
+        # Served by gateway/api_docs.py instead: behind sign-in, and without a CDN or inline script.
+        docs_url=None,
         redoc_url=None,
-        openapi_url="/api/openapi.json",
+        openapi_url=None,
     )
     app.state.components = components
     install_error_handlers(app)
@@ -293,7 +296,17 @@ def create_app(settings: Settings | None = None, components: Components | None =
     from gateway.users import pages as user_pages
     from gateway.users import routes as user_routes
 
-    for module in (health, auth_pages, org_pages, user_pages, baa_pages, transfer_pages, audit_pages, retention_pages):
+    for module in (
+        health,
+        api_docs,
+        auth_pages,
+        org_pages,
+        user_pages,
+        baa_pages,
+        transfer_pages,
+        audit_pages,
+        retention_pages,
+    ):
         app.include_router(module.router)
     for module in (
         auth_routes,
@@ -306,6 +319,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         retention_routes,
     ):
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(transfer_routes.partners_router, prefix="/api/v1")
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     # Outermost, around Starlette's ServerErrorMiddleware too: a 500 page gets the same headers
     # (add_middleware would sit inside it, and unhandled errors would answer without them).

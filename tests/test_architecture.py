@@ -25,6 +25,7 @@ LIBRARIES = ("crypto", "storage", "translog")
 # wire every domain together (all models for Alembic, every domain's scheduled jobs).
 ADAPTERS = (
     "gateway.app",
+    "gateway.api_docs",
     "gateway.cli",
     "gateway.cli_support",
     "gateway.demo",

@@ -17,10 +17,9 @@ PUBLIC = {
     ("POST", "/api/v1/auth/login"): "sign in through the API",
     ("GET", "/healthz"): "liveness probe",
     ("GET", "/readyz"): "readiness probe (component states only)",
-    ("GET", "/api/docs"): "OpenAPI UI (no data)",
-    ("GET", "/api/openapi.json"): "OpenAPI schema (no data)",
-    ("GET", "/docs/oauth2-redirect"): "Swagger UI helper page (no data)",
 }
+# Pages that live under /api/ (answered like every other page: a redirect to sign in).
+API_PAGES = {"/api/docs"}
 PUBLIC_MOUNTS = {"/static"}
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -43,6 +42,10 @@ def all_routes(routes, prefix=""):
             yield {"MOUNT"}, prefix + route.path
         elif isinstance(route, Route) or hasattr(route, "methods"):
             yield set(route.methods or ()), prefix + route.path
+
+
+def _api(path: str) -> bool:
+    return path.startswith("/api/") and path not in API_PAGES
 
 
 def _fill(path: str) -> str:
@@ -83,7 +86,7 @@ def test_every_route_refuses_an_anonymous_caller(app, components):
                     continue
                 r = anon.request(method, url, json={})
                 checked.append((method, path))
-                if path.startswith("/api/"):
+                if _api(path):
                     assert r.status_code == 401, (method, path, r.status_code, r.text)
                     assert r.json()["error"]["code"] == "not_authenticated", (method, path)
                 elif method == "GET":
@@ -95,7 +98,7 @@ def test_every_route_refuses_an_anonymous_caller(app, components):
                 r = anon.request(method, url, headers={"Cookie": f"phigate_session={secrets.token_urlsafe(32)}"})
                 assert r.status_code in (303, 401, 403), (method, path, r.status_code)
                 r = anon.request(method, url, headers={"Authorization": "Bearer phg_" + secrets.token_urlsafe(32)})
-                expected = (401,) if path.startswith("/api/") else (303, 401, 403)
+                expected = (401,) if _api(path) else (303, 401, 403)
                 assert r.status_code in expected, (method, path, r.status_code)
     assert len(checked) > 25
     assert session_count(components) == 0
@@ -110,7 +113,14 @@ def test_public_routes_give_nothing_away(app):
         assert anon.post("/api/v1/auth/login", json={}).status_code == 422
         assert anon.get("/healthz").json() == {"status": "alive"}
         assert set(anon.get("/readyz").json()["checks"]) == {"database", "storage", "key_provider"}
-        schema = anon.get("/api/openapi.json").json()
-        # Pages stay out of the API schema; every API path is under /api/v1.
-        assert all(p.startswith("/api/v1/") for p in set(schema["paths"]) - {"/healthz", "/readyz"})
-        assert "/api/v1/auth/me" in schema["paths"]
+        # The schema and its page are for signed-in users (tests/gateway/test_api_docs.py).
+        assert anon.get("/api/openapi.json").status_code == 401
+        assert anon.get("/api/docs").headers["location"] == "/login"
+
+
+def test_signed_in_schema_lists_only_the_api(client, factory, login):
+    login(client, factory.user("practice_staff"))
+    schema = client.get("/api/openapi.json").json()
+    # Pages stay out of the API schema; every API path is under /api/v1.
+    assert all(p.startswith("/api/v1/") for p in set(schema["paths"]) - {"/healthz", "/readyz"})
+    assert "/api/v1/auth/me" in schema["paths"]
