@@ -13,15 +13,25 @@ from pydantic import TypeAdapter
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import InvalidInput
-from gateway.transfers import download, service, upload, views
+from gateway.transfers import download, partners, service, upload, views
 from gateway.transfers.auth import Admin, Approver, Auditor, Biller, Downloader, Reader, Sender
 from gateway.transfers.intake import IncomingFile, MultipartReader, body_chunks
-from gateway.transfers.models import TransferStatus
-from gateway.transfers.schemas import ApproveIn, EmergencyIn, ReasonIn, TransferCreated, TransferOut
+from gateway.transfers.models import Transfer, TransferStatus
+from gateway.transfers.schemas import (
+    ApproveIn,
+    EmergencyIn,
+    PartnerOut,
+    ReasonIn,
+    RecipientOut,
+    TransferCreated,
+    TransferOut,
+)
 from gateway.web import request_body
 from retention import policies
 
 router = APIRouter(prefix="/transfers", tags=["transfers"])
+# Whom a sender may address: asked before an upload, so it sits beside it (gateway/transfers/partners.py).
+partners_router = APIRouter(prefix="/partners", tags=["partners"])
 
 
 def _from_multipart(c, principal: Principal, content_type: str, raw) -> str:
@@ -143,7 +153,7 @@ Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` 
 _PAGE = TypeAdapter(list[TransferOut])
 
 
-def _page(request: Request, c, principal: Principal, page: service.Page) -> Response:
+def _page(request: Request, c, principal: Principal, page: service.Page[Transfer]) -> Response:
     """The page's items, encoded here in the handler's thread; the next page's address in `Link` (RFC 8288) and its
     cursor in `X-Next-Cursor`.
 
@@ -151,12 +161,36 @@ def _page(request: Request, c, principal: Principal, page: service.Page) -> Resp
     encode them on the event loop, which the lists (the busiest reads) must not hold up.
     """
     items = [views.transfer_out(c.keys, principal, t) for t in page.items]
-    response = Response(_PAGE.dump_json(items), media_type="application/json")
-    if page.next_cursor:
-        response.headers["X-Next-Cursor"] = page.next_cursor
-        following = request.url.include_query_params(cursor=page.next_cursor)
+    return _paged(request, _PAGE.dump_json(items), page.next_cursor)
+
+
+def _paged(request: Request, body: bytes, next_cursor: str | None) -> Response:
+    response = Response(body, media_type="application/json")
+    if next_cursor:
+        response.headers["X-Next-Cursor"] = next_cursor
+        following = request.url.include_query_params(cursor=next_cursor)
         response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
     return response
+
+
+_PARTNERS = TypeAdapter(list[PartnerOut])
+
+
+@partners_router.get("", response_model=list[PartnerOut])
+def list_partners(request: Request, db: DbSession, principal: Sender, limit: Limit = 50, cursor: Cursor = None):
+    """The organisations the caller may send to right now (a BAA in force), by name, each with the billers an
+    upload to it may name in `biller_ids`. Start an upload here: `partner_id` is one of these ids."""
+    page = partners.partners(db, principal, limit=limit, cursor=cursor)
+    items = [
+        PartnerOut(
+            id=p.org.id,
+            name=p.org.name,
+            kind=p.org.kind.value,
+            billers=[RecipientOut(id=b.id, full_name=b.full_name) for b in p.billers],
+        )
+        for p in page.items
+    ]
+    return _paged(request, _PARTNERS.dump_json(items), page.next_cursor)
 
 
 @router.get("", response_model=list[TransferOut])

@@ -53,3 +53,18 @@ class TransferOut(BaseModel):
 class TransferCreated(BaseModel):
     id: str
     status: TransferStatus
+
+
+class RecipientOut(BaseModel):
+    id: str
+    full_name: str
+
+
+class PartnerOut(BaseModel):
+    id: str
+    name: str
+    kind: str = Field(description="`vendor` for practice staff and approvers, `practice` for billers")
+    billers: list[RecipientOut] = Field(
+        description="Whom an upload to this partner may name in `biller_ids`: the vendor's active billers "
+        "(always empty for a practice: files sent back name no one)"
+    )

@@ -8,8 +8,10 @@ does not exist.  Every denial is recorded with its reason before it is raised.
 from __future__ import annotations
 
 import base64
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Generic, TypeVar
 
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
@@ -83,12 +85,23 @@ def find_transfer(db: Session, principal: Principal, transfer_id: str) -> Transf
     return transfer
 
 
-@dataclass(frozen=True)
-class Page:
-    """One page of a list, newest first; `next_cursor` continues after its last item (None: no more)."""
+T = TypeVar("T")
 
-    items: list[Transfer]
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list in its stable order; `next_cursor` continues after its last item (None: no more)."""
+
+    items: list[T]
     next_cursor: str | None
+
+
+def recipient_clause(vendor_ids: Collection[str]):
+    """Who may be named as a recipient of files sent to these vendors: their active billers.
+
+    The one rule for an upload's named billers, an approval's narrowing and the partner list.
+    """
+    return User.org_id.in_(vendor_ids) & (User.role == Role.biller) & User.active.is_(True)
 
 
 def _cursor_of(transfer: Transfer) -> str:
@@ -117,7 +130,7 @@ def list_transfers(
     limit: int = 200,
     cursor: str | None = None,
     where=None,
-) -> Page:
+) -> Page[Transfer]:
     """Transfers the caller may see, newest first, one page filtered entirely in SQL."""
     query = select(Transfer).where(_visible_clause(principal), _addressed_clause(principal))
     if status is not None:
@@ -131,7 +144,7 @@ def list_transfers(
     return Page(rows[:limit], _cursor_of(rows[limit - 1]) if more else None)
 
 
-def inbox(db: Session, principal: Principal, *, limit: int = 200, cursor: str | None = None) -> Page:
+def inbox(db: Session, principal: Principal, *, limit: int = 200, cursor: str | None = None) -> Page[Transfer]:
     """A biller's outbound transfers that are approved for them and inside their window."""
     return list_transfers(
         db,
@@ -143,7 +156,7 @@ def inbox(db: Session, principal: Principal, *, limit: int = 200, cursor: str | 
     )
 
 
-def approval_queue(db: Session, principal: Principal, *, limit: int = 200, cursor: str | None = None) -> Page:
+def approval_queue(db: Session, principal: Principal, *, limit: int = 200, cursor: str | None = None) -> Page[Transfer]:
     return list_transfers(
         db,
         principal,
@@ -293,13 +306,7 @@ def _validate_recipients(db: Session, transfer: Transfer, recipient_ids: list[st
     if not recipient_ids:
         return None
     ids = set(recipient_ids)
-    users = list(
-        db.scalars(
-            select(User).where(
-                User.id.in_(ids), User.org_id == transfer.vendor_id, User.role == Role.biller, User.active.is_(True)
-            )
-        )
-    )
+    users = list(db.scalars(select(User).where(User.id.in_(ids), recipient_clause([transfer.vendor_id]))))
     if len(users) != len(ids):
         raise InvalidInput("Recipients must be active billers of the vendor.", code="invalid_recipients")
     if transfer.recipients and not ids <= transfer.recipient_ids:

@@ -1,0 +1,78 @@
+"""Discovery for senders: the organisations a caller may send files to right now, and whom they may name.
+
+The same rules as an upload (gateway/transfers/upload.py `check_request`), asked before one:
+practice staff and approvers send to vendors, billers send back to the practices their vendor
+serves, only across a BAA in force, only to an active organisation. Files sent to a vendor may
+name its active billers (`service.recipient_clause`); files sent back to a practice name no one.
+Filtered and paged in SQL, so a long partner list costs one page.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway import clock
+from gateway.auth.service import Principal
+from gateway.baas.models import Baa, BaaStatus
+from gateway.errors import Forbidden, InvalidInput
+from gateway.orgs.models import Organisation, OrgKind
+from gateway.transfers.service import PRACTICE_ROLES, Page, recipient_clause
+from gateway.users.models import Role, User
+
+
+@dataclass(frozen=True)
+class Partner:
+    org: Organisation
+    billers: list[User]
+
+
+def _cursor_of(org: Organisation) -> str:
+    return base64.urlsafe_b64encode(f"{org.name}|{org.id}".encode()).decode().rstrip("=")
+
+
+def _after(cursor: str):
+    """Organisations after `cursor` in (name, id) order: stable when partners are added meanwhile."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        name, org_id = raw.rsplit("|", 1)
+        if not org_id:
+            raise ValueError
+    except ValueError:
+        raise InvalidInput("The cursor is not one this list gave out.", code="invalid_cursor") from None
+    return (Organisation.name > name) | ((Organisation.name == name) & (Organisation.id > org_id))
+
+
+def partners(db: Session, principal: Principal, *, limit: int = 50, cursor: str | None = None) -> Page[Partner]:
+    """The caller's organisation's partners under a BAA in force, by name, with the billers each may be sent to."""
+    user = principal.user
+    now = clock.now()
+    if user.role in PRACTICE_ROLES:
+        mine, theirs, kind = Baa.practice_id, Baa.vendor_id, OrgKind.vendor
+    elif user.role == Role.biller:
+        mine, theirs, kind = Baa.vendor_id, Baa.practice_id, OrgKind.practice
+    else:
+        raise Forbidden("Your role does not send files.")
+    # `Baa.in_force`, in SQL.
+    in_force = select(theirs).where(
+        mine == user.org_id,
+        Baa.status == BaaStatus.active,
+        Baa.effective_at <= now,
+        Baa.expires_at.is_(None) | (Baa.expires_at > now),
+    )
+    query = select(Organisation).where(
+        Organisation.id.in_(in_force), Organisation.kind == kind, Organisation.active.is_(True)
+    )
+    if cursor:
+        query = query.where(_after(cursor))
+    rows = list(db.scalars(query.order_by(Organisation.name, Organisation.id).limit(limit + 1)))
+    more = len(rows) > limit
+    orgs = rows[:limit]
+    billers: dict[str, list[User]] = {org.id: [] for org in orgs}
+    if kind == OrgKind.vendor and orgs:
+        for biller in db.scalars(select(User).where(recipient_clause(list(billers))).order_by(User.full_name, User.id)):
+            billers[biller.org_id].append(biller)
+    return Page([Partner(org, billers[org.id]) for org in orgs], _cursor_of(orgs[-1]) if more else None)
