@@ -3,7 +3,7 @@
 The same rules as an upload (gateway/transfers/upload.py `check_request`), asked before one:
 practice staff and approvers send to vendors, billers send back to the practices their vendor
 serves, only across a BAA in force, only to an active organisation. Files sent to a vendor may
-name its active billers (`service.recipient_clause`); files sent back to a practice name no one.
+name its active billers (`users.service.active_biller_clause`); files sent back to a practice name no one.
 Filtered and paged in SQL, so a long partner list costs one page.
 """
 
@@ -20,8 +20,9 @@ from gateway.auth.service import Principal
 from gateway.baas.models import Baa, BaaStatus
 from gateway.errors import Forbidden, InvalidInput
 from gateway.orgs.models import Organisation, OrgKind
-from gateway.transfers.service import PRACTICE_ROLES, Page, recipient_clause
+from gateway.transfers.service import PRACTICE_ROLES, Page
 from gateway.users.models import Role, User
+from gateway.users.service import active_billers
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def partners(db: Session, principal: Principal, *, limit: int = 50, cursor: str 
     more = len(rows) > limit
     orgs = rows[:limit]
     billers: dict[str, list[User]] = {org.id: [] for org in orgs}
-    if kind == OrgKind.vendor and orgs:
-        for biller in db.scalars(select(User).where(recipient_clause(list(billers))).order_by(User.full_name, User.id)):
+    if kind == OrgKind.vendor:
+        for biller in active_billers(db, list(billers)):
             billers[biller.org_id].append(biller)
     return Page([Partner(org, billers[org.id]) for org in orgs], _cursor_of(orgs[-1]) if more else None)

@@ -8,7 +8,6 @@ does not exist.  Every denial is recorded with its reason before it is raised.
 from __future__ import annotations
 
 import base64
-from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
@@ -35,6 +34,7 @@ from gateway.transfers.models import (
     TransferStatus,
 )
 from gateway.users.models import Role, User
+from gateway.users.service import active_biller_clause
 
 PRACTICE_ROLES = (Role.practice_staff, Role.practice_approver)
 
@@ -94,14 +94,6 @@ class Page(Generic[T]):
 
     items: list[T]
     next_cursor: str | None
-
-
-def recipient_clause(vendor_ids: Collection[str]):
-    """Who may be named as a recipient of files sent to these vendors: their active billers.
-
-    The one rule for an upload's named billers, an approval's narrowing and the partner list.
-    """
-    return User.org_id.in_(vendor_ids) & (User.role == Role.biller) & User.active.is_(True)
 
 
 def _cursor_of(transfer: Transfer) -> str:
@@ -306,7 +298,7 @@ def _validate_recipients(db: Session, transfer: Transfer, recipient_ids: list[st
     if not recipient_ids:
         return None
     ids = set(recipient_ids)
-    users = list(db.scalars(select(User).where(User.id.in_(ids), recipient_clause([transfer.vendor_id]))))
+    users = list(db.scalars(select(User).where(User.id.in_(ids), active_biller_clause([transfer.vendor_id]))))
     if len(users) != len(ids):
         raise InvalidInput("Recipients must be active billers of the vendor.", code="invalid_recipients")
     if transfer.recipients and not ids <= transfer.recipient_ids:

@@ -33,8 +33,8 @@ from gateway.sealed.keys import live_relationship_key, practice_key
 from gateway.transfers import filenames
 from gateway.transfers.intake import IncomingFile
 from gateway.transfers.models import Direction, FileState, Transfer, TransferFile, TransferRecipient, TransferStatus
-from gateway.transfers.service import recipient_clause
 from gateway.users.models import Role, User
+from gateway.users.service import active_biller_clause
 
 log = logging.getLogger("phigate.transfers")
 
@@ -102,7 +102,7 @@ def check_request(db, principal: Principal, req: Request) -> tuple[Direction, st
         if direction != Direction.outbound:
             raise InvalidInput("Recipients are named only on files sent to a vendor.", code="invalid_recipients")
         ids = set(req.biller_ids)
-        billers = list(db.scalars(select(User).where(User.id.in_(ids), recipient_clause([vendor_id]))))
+        billers = list(db.scalars(select(User).where(User.id.in_(ids), active_biller_clause([vendor_id]))))
         if len(billers) != len(ids):
             raise InvalidInput("Recipients must be active billers of the vendor.", code="invalid_recipients")
     return direction, practice_id, vendor_id, billers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -179,17 +180,17 @@ def reset_password(db: Session, user: User, actor: Actor) -> str:
     return initial
 
 
-def active_billers(db: Session, org_ids: list[str]) -> list[User]:
+def active_biller_clause(org_ids: Collection[str]):
+    """The active billers of these (vendor) organisations: the one rule for whom a sender or approver may name
+    (an upload's recipients, an approval's narrowing, the send page and the partner list)."""
+    return User.org_id.in_(org_ids) & (User.role == Role.biller) & User.active.is_(True)
+
+
+def active_billers(db: Session, org_ids: Collection[str]) -> list[User]:
     """The active billers of these (vendor) organisations, by name: whom a sender or approver may name."""
     if not org_ids:
         return []
-    return list(
-        db.scalars(
-            select(User)
-            .where(User.org_id.in_(org_ids), User.role == Role.biller, User.active.is_(True))
-            .order_by(User.full_name)
-        )
-    )
+    return list(db.scalars(select(User).where(active_biller_clause(org_ids)).order_by(User.full_name, User.id)))
 
 
 def users_by_id(db: Session, ids: set[str]) -> dict[str, User]:
