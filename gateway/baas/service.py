@@ -106,25 +106,3 @@ def require_active_baa(db: Session, practice_id: str, vendor_id: str) -> Baa:
     if baa is None:
         raise Forbidden("There is no BAA in force between this practice and this vendor.", code="baa_not_active")
     return baa
-
-
-def partners(db: Session, org: Organisation) -> list[Organisation]:
-    """The organisations `org` may exchange files with right now (an active BAA in force)."""
-    now = clock.now()
-    if org.kind == OrgKind.practice:
-        rows = db.scalars(select(Baa).where(Baa.practice_id == org.id, Baa.status == BaaStatus.active))
-        ids = {b.vendor_id for b in rows if b.in_force(now)}
-    elif org.kind == OrgKind.vendor:
-        rows = db.scalars(select(Baa).where(Baa.vendor_id == org.id, Baa.status == BaaStatus.active))
-        ids = {b.practice_id for b in rows if b.in_force(now)}
-    else:
-        return []
-    if not ids:
-        return []
-    return list(
-        db.scalars(
-            select(Organisation)
-            .where(Organisation.id.in_(ids), Organisation.active.is_(True))
-            .order_by(Organisation.name)
-        )
-    )

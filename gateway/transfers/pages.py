@@ -10,10 +10,9 @@ from fastapi.responses import StreamingResponse
 from gateway import clock
 from gateway.auth.pages import AssertionField, OptionalCode, proof
 from gateway.auth.service import factor_choice
-from gateway.baas.service import partners
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.orgs.service import names as org_names
-from gateway.transfers import download, service, views
+from gateway.transfers import download, partners, service, views
 from gateway.transfers.auth import Admin, Approver, Auditor, Downloader, Reader, Sender
 from gateway.transfers.models import Direction
 from gateway.users.models import Role
@@ -51,17 +50,13 @@ def approvals(request: Request, db: DbSession, principal: Approver):
 
 @router.get("/new")
 def new_transfer(request: Request, db: DbSession, c: AppComponents, principal: Sender):
-    partner_orgs = partners(db, principal.user.org)
-    billers = {}
-    if principal.user.role != Role.biller:
-        for u in active_billers(db, [o.id for o in partner_orgs]):
-            billers.setdefault(u.org_id, []).append(u)
+    found = partners.all_partners(db, principal)
     return render(
         request,
         "transfer_new.html",
         principal=principal,
-        partners=partner_orgs,
-        billers=billers,
+        partners=[p.org for p in found],
+        billers={p.org.id: p.billers for p in found if p.billers},
         allowed=", ".join(c.settings.allowed_file_types),
         max_mb=c.settings.max_file_size // (1024 * 1024),
     )

@@ -77,3 +77,15 @@ def partners(db: Session, principal: Principal, *, limit: int = 50, cursor: str 
         for biller in active_billers(db, list(billers)):
             billers[biller.org_id].append(biller)
     return Page([Partner(org, billers[org.id]) for org in orgs], _cursor_of(orgs[-1]) if more else None)
+
+
+def all_partners(db: Session, principal: Principal) -> list[Partner]:
+    """Every partner, page by page: for the send page's choice, which offers them all."""
+    found: list[Partner] = []
+    cursor: str | None = None
+    while True:
+        page = partners(db, principal, limit=200, cursor=cursor)
+        found += page.items
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor
