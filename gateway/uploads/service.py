@@ -35,7 +35,7 @@ from sqlalchemy import delete, func, select, update
 
 from crypto import CryptoError, seal, unseal
 from crypto.stream import TAG_SIZE as _TAG
-from gateway import clock, metrics
+from gateway import clock, filetypes, metrics
 from gateway.audit.actions import Action
 from gateway.audit.service import Actor, record_event
 from gateway.auth.service import Principal
@@ -46,7 +46,7 @@ from gateway.sealed import service as sealed
 from gateway.sealed.errors import IntegrityFailure, SealedError, translate
 from gateway.sealed.keys import live_relationship_key, practice_key
 from gateway.sealed.models import SealedKind, SealedObject, SealedState
-from gateway.transfers import filenames, filetypes
+from gateway.transfers import filenames
 from gateway.transfers.models import Direction
 from gateway.transfers.upload import (
     FileTooLarge,
