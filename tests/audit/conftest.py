@@ -86,6 +86,7 @@ def exported(client, login, components, factory, tmp_path):
     """A JSON Lines and a CSV export (filtered), the verifier key, and the PEM file, from the API.
 
     Its events hold non-ASCII text and a cell a spreadsheet would read as a formula, as real ones may."""
+    from gateway.audit.actions import Action
     from gateway.audit.service import Actor, record_event
 
     practice = factory.org("practice")
@@ -94,7 +95,7 @@ def exported(client, login, components, factory, tmp_path):
         for i in range(3):
             record_event(
                 db,
-                "transfer.download.completed",
+                Action.TRANSFER_DOWNLOAD_COMPLETED,
                 actor=Actor(org_id=practice.id, user_agent=agents[i]),
                 target_type="transfer",
                 target_id=f"t{i}",

@@ -86,6 +86,7 @@ def test_undelivered_wave_1_alerts_get_their_outbox_message(fresh_url, settings,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         c = Components(settings.model_copy(update={"database_url": fresh_url, "audit_alert_sink": f"file://{sink}"}))
+        alerts.install(c)  # as the app and the CLI compose a process
     try:
         assert c.outbox.deliver() == 1
         with c.db.snapshot() as db:
