@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 
 import anyio.from_thread
@@ -25,7 +25,7 @@ PREFETCH = 4  # batches read ahead of the encryptor: a few MiB per upload at mos
 MAX_FIELD_BYTES = 4096
 
 
-def body_chunks(stream: AsyncIterator[bytes], prefetch: int = PREFETCH) -> Iterator[bytes]:
+def body_chunks(stream: AsyncIterator[bytes], prefetch: int = PREFETCH) -> Generator[bytes, None, None]:
     """An async byte stream (a request body: gateway.web.request_body) as ~1 MiB batches, for a worker thread.
 
     A task on the event loop keeps reading the socket into a small bounded queue

@@ -22,6 +22,7 @@ from gateway.transfers.schemas import TransferCreated
 from gateway.uploads import service
 from gateway.uploads.models import Upload
 from gateway.users.models import Role
+from gateway.web import request_body
 
 router = APIRouter(prefix="/uploads", tags=["uploads"])
 
@@ -73,7 +74,7 @@ async def _append(request: Request, c, principal: Principal, upload_id: str, off
         raise UnsupportedMediaType()
     checksum = service.checksum_of(request.headers.get("upload-checksum"))
     declared = _int_header(request, "content-length", "invalid_content_length")
-    raw = body_chunks(request)
+    raw = body_chunks(request_body(request))
 
     def work() -> Upload:
         try:
