@@ -367,7 +367,7 @@ def verify_passkey(
                 outcome=Outcome.failure,
                 severity=Severity.high,
                 target_type="passkey",
-                target_id=exc.passkey.id,
+                target_id=exc.passkey.id if exc.passkey else None,  # always set for this reason
                 target_org_id=user.org_id,
                 details={**exc.details, "purpose": purpose},
             )
@@ -861,4 +861,4 @@ def touch_api_token(db: Session, token: ApiToken) -> None:
 
 def session_csrf_token(db: Session, raw: str) -> str:
     """The CSRF token of the session whose cookie value is `raw` (just started or promoted)."""
-    return db.get(WebSession, digest(raw)).csrf_token
+    return db.get_one(WebSession, digest(raw)).csrf_token

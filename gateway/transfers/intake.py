@@ -14,11 +14,15 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio.from_thread
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from gateway.errors import InvalidInput
+
+if TYPE_CHECKING:  # defined for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 BATCH = 1024 * 1024
 PREFETCH = 4  # batches read ahead of the encryptor: a few MiB per upload at most
@@ -95,7 +99,7 @@ class MultipartReader:
         self._header_field = b""
         self._header_value = b""
         self._ended = False
-        callbacks = {
+        callbacks: MultipartCallbacks = {
             "on_part_begin": lambda: self._events.append(("begin",)),
             "on_part_data": lambda data, start, end: self._events.append(("data", bytes(data[start:end]))),
             "on_part_end": lambda: self._events.append(("end",)),

@@ -16,7 +16,7 @@ from gateway.orgs.service import names as org_names
 from gateway.transfers import download, service, views
 from gateway.transfers.auth import Admin, Approver, Auditor, Downloader, Reader, Sender
 from gateway.transfers.models import Direction
-from gateway.users.models import Role
+from gateway.users.models import Role, User
 from gateway.users.service import active_billers, users_by_id
 from gateway.web import redirect, render, submit
 from retention import policies
@@ -52,7 +52,7 @@ def approvals(request: Request, db: DbSession, principal: Approver):
 @router.get("/new")
 def new_transfer(request: Request, db: DbSession, c: AppComponents, principal: Sender):
     partner_orgs = partners(db, principal.user.org)
-    billers = {}
+    billers: dict[str, list[User]] = {}
     if principal.user.role != Role.biller:
         for u in active_billers(db, [o.id for o in partner_orgs]):
             billers.setdefault(u.org_id, []).append(u)
