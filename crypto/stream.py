@@ -33,7 +33,7 @@ import hmac
 import os
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -350,7 +350,7 @@ def encrypt_bytes(
 # --------------------------------------------------------------------- decryption
 
 
-def decrypt_stream(chunks: Iterable[bytes], dek: bytes, context: Mapping[str, str]) -> Iterator[bytes]:
+def decrypt_stream(chunks: Iterable[bytes], dek: bytes, context: Mapping[str, str]) -> Generator[bytes, None, None]:
     """Decrypt an iterable of ciphertext chunks (any sizes); yields verified plaintext segments.
 
     Raises DecryptionError (possibly after yielding earlier verified segments) on
@@ -361,7 +361,7 @@ def decrypt_stream(chunks: Iterable[bytes], dek: bytes, context: Mapping[str, st
     return _decrypt_gen(iter(chunks), dek, ctx)
 
 
-def _decrypt_gen(chunks: Iterator[bytes], dek: bytes, ctx: bytes) -> Iterator[bytes]:
+def _decrypt_gen(chunks: Iterator[bytes], dek: bytes, ctx: bytes) -> Generator[bytes, None, None]:
     buf = _Chunker()
     keys: _Keys | None = None
     index = 0
@@ -419,7 +419,7 @@ def decrypt_range(
     start: int,
     stop: int,
     ciphertext_len: int,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """Yield plaintext[start:stop], reading only the header and the segments covering it.
 
     ``fetch(offset, length)`` returns the ciphertext bytes at that range (bytes or an
@@ -434,7 +434,9 @@ def decrypt_range(
     return _range_gen(fetch, dek, ctx, start, stop, ciphertext_len)
 
 
-def _range_gen(fetch: Fetch, dek: bytes, ctx: bytes, start: int, stop: int, ciphertext_len: int) -> Iterator[bytes]:
+def _range_gen(
+    fetch: Fetch, dek: bytes, ctx: bytes, start: int, stop: int, ciphertext_len: int
+) -> Generator[bytes, None, None]:
     if ciphertext_len < HEADER_SIZE:
         raise DecryptionError()
     try:

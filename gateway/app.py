@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp
 
 from gateway import __version__, api_docs
 from gateway.audit.actions import Action
@@ -228,6 +229,20 @@ def _prepare_routes(router) -> None:
                 _prepare_routes(getattr(candidate, "original_router", None))
 
 
+class _Gateway(FastAPI):
+    """FastAPI with telemetry and the security headers outermost, around Starlette's ServerErrorMiddleware too:
+    a 500 page gets the same headers (add_middleware would sit inside it, and unhandled errors would answer
+    without them), and the request id and the latency cover everything, error pages included."""
+
+    settings: Settings
+
+    def build_middleware_stack(self) -> ASGIApp:
+        proxies = self.settings.trusted_proxy_networks
+        return Telemetry(
+            SecurityHeaders(super().build_middleware_stack(), trusted_proxies=proxies), trusted_proxies=proxies
+        )
+
+
 def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:
     settings = settings or Settings()
     check_production(settings)
@@ -266,7 +281,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         finally:
             await anyio.to_thread.run_sync(stop, scheduler, metrics)
 
-    app = FastAPI(
+    app = _Gateway(
         lifespan=lifespan,
         title="PHI Gate",
         version=__version__,
@@ -321,12 +336,5 @@ def create_app(settings: Settings | None = None, components: Components | None =
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(transfer_routes.partners_router, prefix="/api/v1")
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
-    # Outermost, around Starlette's ServerErrorMiddleware too: a 500 page gets the same headers
-    # (add_middleware would sit inside it, and unhandled errors would answer without them).
-    build_stack = app.build_middleware_stack
-    # Telemetry outermost of all: the request id and the latency cover everything, error pages included.
-    app.build_middleware_stack = lambda: Telemetry(
-        SecurityHeaders(build_stack(), trusted_proxies=settings.trusted_proxy_networks),
-        trusted_proxies=settings.trusted_proxy_networks,
-    )
+    app.settings = settings
     return app

@@ -12,7 +12,7 @@ meanwhile, so TCP holds its sender back), and reads keep the pool to themselves.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -58,7 +58,7 @@ class BulkStreams:
         async with self._place(streams):
             return await anyio.to_thread.run_sync(work, *args, limiter=threads)
 
-    async def stream(self, body: Iterator[bytes]) -> AsyncIterator[bytes]:
+    async def stream(self, body: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
         """A download's sync body for the response, once a place is free: one segment per thread hop, closed
         however it ends (a client that hangs up included)."""
         streams, threads = self._current()

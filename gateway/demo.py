@@ -18,7 +18,7 @@ import os
 import secrets
 import shutil
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -63,7 +63,7 @@ class _Existing:
     id: str
     active: bool
     org_active: bool
-    locked_until: object
+    locked_until: datetime | None
     password_hash: str
     totp_sealed: bytes | None
 
@@ -192,7 +192,7 @@ def seed(components: Components, actor: Actor) -> dict:
             "organisation": organisations[org_key]["name"],
             "status": status,
         }
-        if status == READY:
+        if status == READY and mine is not None:  # READY only with stored credentials
             entry.update(password=mine["password"], totp_secret=mine["totp_secret"])
         users.append(entry)
     return {"organisations": organisations, "users": users}

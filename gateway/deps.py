@@ -133,17 +133,19 @@ def resolve_principal(c: Components, request: Request, actor: Actor) -> Principa
         return None
     with c.db.snapshot() as db:
         session, ended = check_session(db, settings, raw)
-        user = db.get(User, session.user_id) if session is not None and ended is None else None
+        # A live session has its user: the session row is deleted with it (ON DELETE CASCADE).
+        owner = db.get_one(User, session.user_id) if session is not None and ended is None else None
     if session is None:
         return None
     if ended is not None:
         with c.db.transaction() as db:
             expire_session(db, session, ended, actor)
         return None
+    assert owner is not None  # noqa: S101 - narrows the type: found above for a live session
     if needs_touch(session.last_seen_at):
         with c.db.transaction() as db:
             touch_session(db, session)
-    return Principal(user, session, None, Actor(user.id, user.org_id, actor.ip, actor.user_agent))
+    return Principal(owner, session, None, Actor(owner.id, owner.org_id, actor.ip, actor.user_agent))
 
 
 async def csrf_sent(request: Request) -> str | None:

@@ -30,7 +30,7 @@ log = logging.getLogger("phigate.scheduler")
 class Job:
     name: str
     interval_seconds: float
-    run: Callable[[], None]
+    run: Callable[[], object]  # what it returns is not used
     leader_only: bool = False
 
 

@@ -71,11 +71,11 @@ def _signer(c: Components) -> Signer:
 
 def _checkpoint(c: Components) -> dict:
     """Sign a checkpoint of the audit log now (the destruction events are in it) and describe it."""
-    from gateway.audit.checkpoint import latest_checkpoint, maybe_checkpoint
+    from gateway.audit.checkpoint import maybe_checkpoint, signed_checkpoint
 
     maybe_checkpoint(c, force=True)
     with c.db.sessions() as db:
-        cp = latest_checkpoint(db)
+        cp = signed_checkpoint(db)
         db.commit()
     return {
         "tree_size": cp.tree_size,
@@ -209,7 +209,7 @@ def build_body(
 
 def sign(body: dict | bytes | bytearray, signer: Signer) -> bytes:
     """The certificate document: canonical JSON of the body (a dict, or its canonical bytes) and its signature."""
-    message = body if isinstance(body, bytes | bytearray) else canonical(body)
+    message = bytes(body) if isinstance(body, bytes | bytearray) else canonical(body)
     signature = canonical(
         {
             "algorithm": "Ed25519",
@@ -326,16 +326,20 @@ def verify_document(data: bytes, public_key=None) -> tuple[Verification, dict | 
         return v, None
     v.certificate_id = body.get("certificate_id")
     v.objects = len(body.get("objects") or [])
-    # The format names its serialisation; an unknown one is checked as the current one and fails.
-    form = CANONICAL.get(body.get("format"), canonical)
+    # The format names its serialisation; an unknown one (or one that is not a string, which
+    # could not even be looked up) is checked as the current one and fails.
+    fmt = body.get("format")
+    form = CANONICAL.get(fmt, canonical) if isinstance(fmt, str) else canonical
+    canonical_doc: bytes | None
+    canonical_body: bytes | None
     try:
         canonical_doc, canonical_body = form(doc), form(body)
     except (jcs.NotCanonicalisable, TypeError, ValueError):
         canonical_doc = canonical_body = None
     if canonical_doc != data:
         v.problems.append("the file is not in canonical form: it was altered after signing")
-    if body.get("format") not in CANONICAL:
-        v.problems.append(f"unknown format {body.get('format')!r}")
+    if not isinstance(fmt, str) or fmt not in CANONICAL:
+        v.problems.append(f"unknown format {fmt!r}")
     try:
         # Every byte of the signature member is checked too: nothing in the file is free text.
         if set(sig) != SIGNATURE_MEMBERS or sig["signed"] != SIGNED:

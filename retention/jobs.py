@@ -79,7 +79,7 @@ def retention_due(cutoff):
     )
 
 
-def scope_files(job: DestructionJob, *, ignore_holds: bool = False, db: Session | None = None):
+def scope_files(job: DestructionJob, *, db: Session, ignore_holds: bool = False):
     """SELECT of the stored files this job must destroy (None when a hold covers the whole scope)."""
     query = (
         select(TransferFile.id)
@@ -392,6 +392,7 @@ class Engine:
                     failures.append(err)
                     self._event(db, Action.RETENTION_OBJECT_STORAGE_FAILED, rec, parties[rec.transfer_id], reason=err)
                     continue
+                assert res is not None  # noqa: S101 - narrows the type: `_destroy_one` gives a result or a reason
                 rec.storage = res
                 rec.step = STORAGE_DONE
                 rec.crypto_shred_only = bool(res["blocked"])

@@ -15,8 +15,9 @@ import secrets
 import socket
 import time
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.db import Database
@@ -96,10 +97,13 @@ class RunnerLease:
     def renew(self) -> None:
         """Extend the lease; raise RunnerBusy if it was lost (taken over after expiry)."""
         with self.db.transaction() as db:
-            n = db.execute(
-                update(RunnerLock)
-                .where(RunnerLock.name == self.name, RunnerLock.owner == self.owner)
-                .values(lease_until=_now() + self.lease)
+            n = cast(
+                CursorResult,
+                db.execute(
+                    update(RunnerLock)
+                    .where(RunnerLock.name == self.name, RunnerLock.owner == self.owner)
+                    .values(lease_until=_now() + self.lease)
+                ),
             ).rowcount
         if n != 1:
             self.held = False

@@ -145,7 +145,7 @@ def run(
                     target_type="destruction_job",
                     target_id=job.id,
                     target_org_id=job.practice_id,
-                    details={"vendor_id": job.vendor_id, "cutoff": job.cutoff.isoformat()},
+                    details={"vendor_id": job.vendor_id, "cutoff": job.cutoff.isoformat() if job.cutoff else None},
                 )
             ids = leftover + [j.id for j in new]
         steps.done("retention_started")

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import CursorResult, Table, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from gateway import clock
@@ -62,6 +63,14 @@ def latest_checkpoint(db: Session, kind: CheckpointKind | None = None) -> AuditC
     if kind is not None:
         query = query.where(AuditCheckpoint.kind == kind)
     return db.scalar(query)
+
+
+def signed_checkpoint(db: Session) -> AuditCheckpoint:
+    """The latest checkpoint, where the caller has just made sure one is signed."""
+    cp = latest_checkpoint(db)
+    if cp is None:
+        raise LogBroken("the audit log has no signed checkpoint")
+    return cp
 
 
 def checkpoint_for(db: Session, size: int) -> AuditCheckpoint | None:
@@ -180,7 +189,7 @@ def prune(components, actor: Actor, *, now: datetime | None = None) -> int:
         old_base = prune_base(db)
         if base <= old_base:
             return old_base
-        latest = latest_checkpoint(db)
+        latest = signed_checkpoint(db)
         reader = TreeReader(db, latest.tree_size)
         prefix = merkle.Frontier(
             base, [((e - s).bit_length() - 1, reader.subtree(s, e)) for s, e in merkle.frontier_ranges(base)]
@@ -208,7 +217,8 @@ def prune(components, actor: Actor, *, now: datetime | None = None) -> int:
             # The append-only trigger lets a DELETE through only inside this transaction
             # and only below the prune checkpoint just written.
             db.execute(text("SET LOCAL phigate.audit_prune = 'on'"))
-        deleted = db.execute(AuditEvent.__table__.delete().where(AuditEvent.seq <= base)).rowcount
+        events = cast(Table, AuditEvent.__table__)
+        deleted = cast(CursorResult, db.execute(events.delete().where(AuditEvent.seq <= base))).rowcount
         if db.get_bind().dialect.name == "postgresql":
             db.execute(text("SET LOCAL phigate.audit_prune = 'off'"))
         record_event(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -44,7 +45,7 @@ ALERT_ACTIONS = "audit.alert."
 # pg_advisory_xact_lock key for the event sequence ("PHIGATE" "AU" as digits would do; any constant works).
 APPEND_LOCK_KEY = 0x5048_4741_5544_4954 & 0x7FFF_FFFF_FFFF_FFFF
 
-HighSeverityHook = Callable[[Session, AuditEvent], None]
+HighSeverityHook = Callable[[Session, AuditEvent], object]  # what it returns is not used
 _high_severity_hooks: list[HighSeverityHook] = []
 
 
@@ -206,7 +207,7 @@ def record_events_bulk(db: Session, events: list[dict]) -> tuple[int, int]:
     Each dict holds `action` and optionally occurred_at, outcome, severity, actor_user_id, actor_org_id, ip,
     user_agent, target_type, target_id, target_org_id, details.  Returns the (first, last) sequence numbers.
     """
-    from sqlalchemy import insert
+    from sqlalchemy import Table, insert
 
     first = _next_seq(db)
     request_id = current_request_id()
@@ -256,7 +257,7 @@ def record_events_bulk(db: Session, events: list[dict]) -> tuple[int, int]:
         )
         rows.append(row)
     if rows:
-        db.execute(insert(AuditEvent.__table__), rows)
+        db.execute(insert(cast(Table, AuditEvent.__table__)), rows)  # Core insert: rows keyed by column
         events_appended(db, [row["action"] for row in rows])
     return first, first + len(rows) - 1
 

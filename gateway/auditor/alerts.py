@@ -331,14 +331,16 @@ def visible_alerts(db: Session, scope, limit: int = 50, open_only: bool = False)
     return alerts[:limit]
 
 
-def acknowledge(db: Session, scope, alert_id: int, principal) -> AuditAlert:
-    """Mark an alert seen (once; again is a no-op); NotFound for an alert outside the auditor's scope."""
+def acknowledge(db: Session, scope, alert_id: int, principal) -> datetime:
+    """Mark an alert seen (once; again is a no-op) and say when it was; NotFound for an alert outside the auditor's scope."""
     alert = db.get(AuditAlert, alert_id)
     # An alert names the organisations it concerns: another practice's auditor gets the same answer as a missing id.
     if alert is None or (scope.org_id is not None and scope.org_id not in (alert.org_ids or [])):
         raise NotFound("No such alert.", code="alert_not_found")
-    if alert.acknowledged_at is None:
-        alert.acknowledged_at, alert.acknowledged_by = clock.now(), principal.user.id
+    acknowledged_at = alert.acknowledged_at
+    if acknowledged_at is None:
+        acknowledged_at = clock.now()
+        alert.acknowledged_at, alert.acknowledged_by = acknowledged_at, principal.user.id
         record_event(
             db,
             Action.AUDIT_ALERT_ACKNOWLEDGED,
@@ -348,7 +350,7 @@ def acknowledge(db: Session, scope, alert_id: int, principal) -> AuditAlert:
             target_org_id=scope.org_id,
             details={"rule": alert.rule},
         )
-    return alert
+    return acknowledged_at
 
 
 def install(components) -> None:

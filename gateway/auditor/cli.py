@@ -115,9 +115,10 @@ def verify_export(
     ),
 ) -> None:
     """Verify an export offline with only the public key: signature, header, every leaf, every inclusion proof."""
-    from translog import InvalidKey, NoteError, load_public_key, parse_verifier_key
+    from translog import InvalidKey, NoteError, PublicKey, load_public_key, parse_verifier_key
     from translog import verify_export as check
 
+    key: PublicKey
     try:
         if Path(public_key).is_file():
             key, name = load_public_key(Path(public_key).read_bytes()), key_name
@@ -130,6 +131,7 @@ def verify_export(
     report = check(str(file), key, name, allow_v1=allow_v1)
     if report.ok and report.header_bound:
         h = report.header
+        assert h is not None  # noqa: S101 - narrows the type: a bound export's report carries its header
         typer.echo(
             f"export verified: {report.events} events included in the checkpoint of {report.origin} "
             f"at tree size {report.tree_size}; header signed (export event {h['export_event_seq']}, "

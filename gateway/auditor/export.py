@@ -112,9 +112,9 @@ def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[byte
     with components.db.transaction() as db:
         cp = create_checkpoint(db, signer, settings, CheckpointKind.on_demand)
         if cp is None:
-            from gateway.audit.checkpoint import latest_checkpoint
+            from gateway.audit.checkpoint import signed_checkpoint
 
-            cp = latest_checkpoint(db)
+            cp = signed_checkpoint(db)  # nothing new since the latest, so there is one
         stored_note, key_name = cp.note, cp.key_name
     # Re-sign only what the stored checkpoint's own signature vouches for, never a bare column.
     signed = note.verify(stored_note, signer.public_key(), key_name)

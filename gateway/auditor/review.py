@@ -71,12 +71,14 @@ def _last_downloads(db: Session, user_ids: list[str]) -> dict[str, datetime]:
     from gateway.db import UTCDateTime
 
     conv = UTCDateTime().process_result_value
-    out = {}
+    out: dict[str, datetime] = {}
     for uid, when in rows:
         # max() loses the column type on SQLite: normalise to an aware UTC datetime.
         if isinstance(when, str):
             when = datetime.fromisoformat(when)
-        out[uid] = conv(when, None)
+        at = conv(when, None)
+        if uid is not None and at is not None:  # both always set: users matched by `in_`, max() of their rows
+            out[uid] = at
     return out
 
 

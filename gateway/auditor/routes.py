@@ -263,6 +263,6 @@ def list_alerts(
 
 @router.post("/alerts/{alert_id}/acknowledge")
 def acknowledge(alert_id: int, db: DbSession, principal: AuditorPrincipal):
-    alert = alert_service.acknowledge(db, _scope(db, principal), alert_id, principal)
+    acknowledged_at = alert_service.acknowledge(db, _scope(db, principal), alert_id, principal)
     db.commit()
-    return {"id": alert.id, "acknowledged_at": alert.acknowledged_at.isoformat()}
+    return {"id": alert_id, "acknowledged_at": acknowledged_at.isoformat()}

@@ -33,8 +33,9 @@ import hashlib
 import json
 import secrets
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 from webauthn import (
     generate_authentication_options,
@@ -152,15 +153,18 @@ def _spend_challenge(db: Session, session: WebSession, purpose: str, client_data
     except Exception:  # noqa: BLE001 - any malformed input is one refusal
         raise PasskeyRejected("malformed_response") from None
     digest = _hash(client_data.challenge)
-    spent = db.execute(
-        delete(PasskeyChallenge)
-        .where(
-            PasskeyChallenge.challenge_hash == digest,
-            PasskeyChallenge.session_id_hash == session.id_hash,
-            PasskeyChallenge.purpose == purpose,
-            PasskeyChallenge.expires_at > clock.now(),
-        )
-        .execution_options(synchronize_session=False)
+    spent = cast(
+        CursorResult,
+        db.execute(
+            delete(PasskeyChallenge)
+            .where(
+                PasskeyChallenge.challenge_hash == digest,
+                PasskeyChallenge.session_id_hash == session.id_hash,
+                PasskeyChallenge.purpose == purpose,
+                PasskeyChallenge.expires_at > clock.now(),
+            )
+            .execution_options(synchronize_session=False)
+        ),
     ).rowcount
     if spent == 1:
         return client_data
@@ -331,11 +335,14 @@ def verify_assertion(
         raise PasskeyRejected("sign_count_regressed", passkey, stored=stored, presented=presented)
     # Without a counter (both 0) only the single-use challenge stands against a replay.
     forward = Passkey.sign_count < presented if presented else Passkey.sign_count == 0
-    moved = db.execute(
-        update(Passkey)
-        .where(Passkey.id == passkey.id, forward)
-        .values(sign_count=presented, last_used_at=clock.now(), backed_up=verified.credential_backed_up)
-        .execution_options(synchronize_session=False)
+    moved = cast(
+        CursorResult,
+        db.execute(
+            update(Passkey)
+            .where(Passkey.id == passkey.id, forward)
+            .values(sign_count=presented, last_used_at=clock.now(), backed_up=verified.credential_backed_up)
+            .execution_options(synchronize_session=False)
+        ),
     ).rowcount
     if moved != 1:
         # A parallel request accepted this count first: the same answer twice.

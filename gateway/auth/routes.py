@@ -8,7 +8,7 @@ from gateway.audit.actions import Action
 from gateway.audit.service import record_event
 from gateway.auth import passkey_policy, passkeys, service, totp
 from gateway.auth.cookies import clear_session_cookie, set_session_cookie
-from gateway.auth.models import SessionStage
+from gateway.auth.models import SessionStage, WebSession
 from gateway.auth.schemas import (
     CodeIn,
     EnrolmentOut,
@@ -27,6 +27,7 @@ from gateway.auth.schemas import (
     TokenCreateIn,
     TokenOut,
 )
+from gateway.auth.service import Principal
 from gateway.deps import (
     AdminPrincipal,
     AppComponents,
@@ -93,11 +94,13 @@ def mfa(body: CodeIn, response: Response, db: DbSession, c: AppComponents, princ
 # -- passkeys ---------------------------------------------------------------------
 
 
-def _stage(principal, *stages: SessionStage) -> None:
+def _stage(principal: Principal, *stages: SessionStage) -> WebSession:
+    """The caller's browser session, in one of `stages`."""
     if principal.session is None:
         raise InvalidInput("Passkeys are used in a signed-in browser session.", code="passkey_needs_session")
     if principal.session.stage not in stages:
         raise Forbidden("This passkey ceremony does not belong to this stage of signing in.", code="wrong_stage")
+    return principal.session
 
 
 @router.post("/passkeys/assertion-options")
@@ -106,11 +109,8 @@ def passkey_assertion_options(
 ) -> dict:
     """Options for navigator.credentials.get(): `login` while signing in, `stepup` before a sensitive action.
     The challenge is single-use, bound to this session, and expires."""
-    if body.purpose == "login":
-        _stage(principal, SessionStage.mfa)
-    else:
-        _stage(principal, SessionStage.full)
-    options = passkeys.assertion_options(db, c.settings, principal.user, principal.session, body.purpose)
+    session = _stage(principal, SessionStage.mfa if body.purpose == "login" else SessionStage.full)
+    options = passkeys.assertion_options(db, c.settings, principal.user, session, body.purpose)
     db.commit()
     return options
 
@@ -118,8 +118,8 @@ def passkey_assertion_options(
 @router.post("/passkeys/registration-options")
 def passkey_registration_options(db: DbSession, c: AppComponents, principal: PartialPrincipal) -> dict:
     """Options for navigator.credentials.create(): from a full session, or one a passkey policy holds."""
-    _stage(principal, SessionStage.full, SessionStage.passkey)
-    options = passkeys.registration_options(db, c.settings, principal.user, principal.session)
+    session = _stage(principal, SessionStage.full, SessionStage.passkey)
+    options = passkeys.registration_options(db, c.settings, principal.user, session)
     db.commit()
     return options
 
@@ -130,10 +130,10 @@ def register_passkey(
 ):
     """Register a passkey. Held by a policy (stage `passkey`): the credential alone, and the answer is the new full
     session's stage. Signed in: also the current `password` and a fresh `code` or `passkey_assertion`."""
-    _stage(principal, SessionStage.full, SessionStage.passkey)
-    if principal.session.stage == SessionStage.full and principal.user.must_change_password:
+    session = _stage(principal, SessionStage.full, SessionStage.passkey)
+    if session.stage == SessionStage.full and principal.user.must_change_password:
         raise Forbidden("Choose a new password before continuing.", code="password_change_required")
-    held = principal.session.stage == SessionStage.passkey
+    held = session.stage == SessionStage.passkey
     passkey = service.register_passkey(
         db, c.settings, c.keys, principal, body.credential, body.name, password=body.password, proof=body.proof()
     )

@@ -11,8 +11,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import CursorResult, delete, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -185,11 +186,14 @@ def check_second_factor(
     if step is not None:
         # Claim the step atomically: of two parallel requests with one code, the
         # database lets exactly one move last_step forward.
-        claimed = db.execute(
-            update(User)
-            .where(User.id == user.id, or_(User.totp_last_step.is_(None), User.totp_last_step < step))
-            .values(totp_last_step=step)
-            .execution_options(synchronize_session=False)
+        claimed = cast(
+            CursorResult,
+            db.execute(
+                update(User)
+                .where(User.id == user.id, or_(User.totp_last_step.is_(None), User.totp_last_step < step))
+                .values(totp_last_step=step)
+                .execution_options(synchronize_session=False)
+            ),
         ).rowcount
         if claimed == 1:
             user.totp_last_step = step
@@ -199,15 +203,18 @@ def check_second_factor(
     if allow_recovery:
         normalised = normalise_recovery_code(code)
         if normalised:
-            used = db.execute(
-                update(RecoveryCode)
-                .where(
-                    RecoveryCode.user_id == user.id,
-                    RecoveryCode.code_hash == digest(normalised),
-                    RecoveryCode.used_at.is_(None),
-                )
-                .values(used_at=clock.now())
-                .execution_options(synchronize_session=False)
+            used = cast(
+                CursorResult,
+                db.execute(
+                    update(RecoveryCode)
+                    .where(
+                        RecoveryCode.user_id == user.id,
+                        RecoveryCode.code_hash == digest(normalised),
+                        RecoveryCode.used_at.is_(None),
+                    )
+                    .values(used_at=clock.now())
+                    .execution_options(synchronize_session=False)
+                ),
             ).rowcount
             if used == 1:
                 remaining = db.scalar(
@@ -360,7 +367,7 @@ def verify_passkey(
                 outcome=Outcome.failure,
                 severity=Severity.high,
                 target_type="passkey",
-                target_id=exc.passkey.id,
+                target_id=exc.passkey.id if exc.passkey else None,  # always set for this reason
                 target_org_id=user.org_id,
                 details={**exc.details, "purpose": purpose},
             )
@@ -531,8 +538,9 @@ def remove_passkey(db: Session, settings: Settings, keys, principal: Principal, 
 
 def reset_passkeys(db: Session, user: User, actor: Actor) -> int:
     """An administrator removes every passkey of a user who lost them; the user registers anew at sign-in."""
-    removed = db.execute(
-        delete(Passkey).where(Passkey.user_id == user.id).execution_options(synchronize_session=False)
+    removed = cast(
+        CursorResult,
+        db.execute(delete(Passkey).where(Passkey.user_id == user.id).execution_options(synchronize_session=False)),
     ).rowcount
     record_event(
         db,
@@ -663,8 +671,11 @@ def check_session(db: Session, settings: Settings, raw: str) -> tuple[WebSession
 
 def expire_session(db: Session, session: WebSession, reason: str, actor: Actor) -> None:
     """Remove an ended session and record why, once (a parallel request may have done it already)."""
-    removed = db.execute(
-        delete(WebSession).where(WebSession.id_hash == session.id_hash).execution_options(synchronize_session=False)
+    removed = cast(
+        CursorResult,
+        db.execute(
+            delete(WebSession).where(WebSession.id_hash == session.id_hash).execution_options(synchronize_session=False)
+        ),
     ).rowcount
     if removed:
         record_event(
@@ -711,7 +722,7 @@ def revoke_user_sessions(
     query = delete(WebSession).where(WebSession.user_id == user_id)
     if keep is not None:
         query = query.where(WebSession.id_hash != keep.id_hash)
-    count = db.execute(query.execution_options(synchronize_session=False)).rowcount
+    count = cast(CursorResult, db.execute(query.execution_options(synchronize_session=False))).rowcount
     if count:
         record_event(
             db,
@@ -803,11 +814,14 @@ def revoke_api_token(db: Session, user: User, token_id: str, actor: Actor) -> No
 
 
 def revoke_user_tokens(db: Session, user_id: str, actor: Actor, reason: str) -> int:
-    count = db.execute(
-        update(ApiToken)
-        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
-        .values(revoked_at=clock.now())
-        .execution_options(synchronize_session=False)
+    count = cast(
+        CursorResult,
+        db.execute(
+            update(ApiToken)
+            .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=clock.now())
+            .execution_options(synchronize_session=False)
+        ),
     ).rowcount
     if count:
         record_event(
@@ -847,4 +861,4 @@ def touch_api_token(db: Session, token: ApiToken) -> None:
 
 def session_csrf_token(db: Session, raw: str) -> str:
     """The CSRF token of the session whose cookie value is `raw` (just started or promoted)."""
-    return db.get(WebSession, digest(raw)).csrf_token
+    return db.get_one(WebSession, digest(raw)).csrf_token

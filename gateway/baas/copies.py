@@ -9,7 +9,7 @@ not PHI sent to the vendor.  Storing a new copy destroys the one it replaces.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from sqlalchemy import select
 
@@ -105,7 +105,7 @@ def store_copy(c: Components, baa_id: str, chunks: Iterator[bytes], actor: Actor
     return baa
 
 
-def read_copy(c: Components, baa_id: str, actor: Actor) -> tuple[Baa, Iterator[bytes]]:
+def read_copy(c: Components, baa_id: str, actor: Actor) -> tuple[Baa, Generator[bytes, None, None]]:
     """The decrypted signed copy, as a stream (first segment verified); each read is an audit event."""
     with c.db.snapshot() as db:
         baa = db.get(Baa, baa_id)
@@ -130,7 +130,7 @@ def read_copy(c: Components, baa_id: str, actor: Actor) -> tuple[Baa, Iterator[b
     return baa, _audited(c, actor, baa, body)
 
 
-def _audited(c: Components, actor: Actor, baa: Baa, body: Iterator[bytes]) -> Iterator[bytes]:
+def _audited(c: Components, actor: Actor, baa: Baa, body: Generator[bytes, None, None]) -> Generator[bytes, None, None]:
     """The stream, with a failure after the first segment (a later segment tampered with) recorded too."""
     try:
         yield from body

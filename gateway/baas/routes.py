@@ -73,12 +73,7 @@ async def put_signed_copy(baa_id: str, request: Request, c: AppComponents, princ
 )
 def get_signed_copy(baa_id: str, c: AppComponents, principal: AdminPrincipal):
     baa, body = copies.read_copy(c, baa_id, principal.actor)
-    return StreamingResponse(
-        c.bulk.stream(body),
-        media_type="application/pdf",
-        headers={
-            "Content-Disposition": 'attachment; filename="signed-baa.pdf"',
-            "Content-Length": str(baa.copy_size),
-            "X-Content-SHA256": baa.copy_sha256,
-        },
-    )
+    headers = {"Content-Disposition": 'attachment; filename="signed-baa.pdf"', "Content-Length": str(baa.copy_size)}
+    if baa.copy_sha256 is not None:  # recorded with every stored copy
+        headers["X-Content-SHA256"] = baa.copy_sha256
+    return StreamingResponse(c.bulk.stream(body), media_type="application/pdf", headers=headers)

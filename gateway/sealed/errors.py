@@ -17,6 +17,8 @@ HTTP status, the `reason` recorded on the audit event and that event's severity:
 
 from __future__ import annotations
 
+from typing import overload
+
 from crypto import CryptoError, DecryptionError, KeyNotFound, ProviderUnavailable
 from gateway.audit.models import Severity
 from gateway.errors import GatewayError
@@ -68,6 +70,12 @@ class ObjectDestroyed(SealedError):
     code = "object_destroyed"
     reason = "object_destroyed"
     message = "This file has been destroyed; nothing can open it again."
+
+
+@overload
+def translate(exc: SealedError | CryptoError | StorageError | OSError) -> SealedError: ...
+@overload
+def translate(exc: BaseException) -> SealedError | None: ...
 
 
 def translate(exc: BaseException) -> SealedError | None:

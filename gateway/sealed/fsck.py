@@ -22,8 +22,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 
 from gateway import clock
 from gateway.audit.actions import Action
@@ -129,11 +130,14 @@ def _finish(c: Components, actor: Actor, row: SealedObject, report: FsckReport) 
     why = "pending" if row.state == SealedState.pending else "destroying"
     with c.db.transaction() as db:
         # Claimed only if still in the state it was found in: an upload that commits now keeps its object.
-        claimed = db.execute(
-            update(SealedObject)
-            .where(SealedObject.id == row.id, SealedObject.state == row.state)
-            .values(state=SealedState.destroying, destroying_at=clock.now())
-            .execution_options(synchronize_session=False)
+        claimed = cast(
+            CursorResult,
+            db.execute(
+                update(SealedObject)
+                .where(SealedObject.id == row.id, SealedObject.state == row.state)
+                .values(state=SealedState.destroying, destroying_at=clock.now())
+                .execution_options(synchronize_session=False)
+            ),
         ).rowcount
     if not claimed:
         return

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from crypto import CryptoError, KeyDestroyed, SegmentCipher, WrappedKey, decrypt_range, decrypt_stream, encrypt_stream
@@ -169,10 +170,11 @@ class _Measured:
     def raised(self, exc: BaseException) -> bool:
         """True when `exc` is (or was caused by) a failure of the caller's stream, not of ours."""
         seen = 0
-        while exc is not None and seen < 5:
-            if exc is self.error:
+        cur: BaseException | None = exc
+        while cur is not None and seen < 5:
+            if cur is self.error:
                 return True
-            exc, seen = exc.__cause__ or exc.__context__, seen + 1
+            cur, seen = cur.__cause__ or cur.__context__, seen + 1
         return False
 
 
@@ -191,7 +193,7 @@ def write(c, pending: Pending, chunks: Iterable[bytes]) -> Sealed:
             pending.object_key, encrypt_stream(plaintext, dek, spec.context), metadata={"format": OBJECT_FORMAT}
         )
     except BaseException as exc:
-        if plaintext.raised(exc):
+        if plaintext.error is not None and plaintext.raised(exc):
             raise plaintext.error from None
         err = translate(exc)
         if err is None:
@@ -212,26 +214,29 @@ def commit(db: Session, sealed: Iterable[Sealed]) -> None:
     """Make written objects stored, in the owner's transaction (so both commit or neither does)."""
     now = clock.now()
     for s in sealed:
-        done = db.execute(
-            update(SealedObject)
-            .where(SealedObject.id == s.id, SealedObject.state == SealedState.pending)
-            .values(
-                state=SealedState.stored,
-                stored_at=now,
-                wrapped_dek=s.wrapped_dek,
-                key_version=s.key_version,
-                plaintext_size=s.plaintext_size,
-                sha256=s.sha256,
-                ciphertext_size=s.ciphertext_size,
-            )
-            .execution_options(synchronize_session=False)
+        done = cast(
+            CursorResult,
+            db.execute(
+                update(SealedObject)
+                .where(SealedObject.id == s.id, SealedObject.state == SealedState.pending)
+                .values(
+                    state=SealedState.stored,
+                    stored_at=now,
+                    wrapped_dek=s.wrapped_dek,
+                    key_version=s.key_version,
+                    plaintext_size=s.plaintext_size,
+                    sha256=s.sha256,
+                    ciphertext_size=s.ciphertext_size,
+                )
+                .execution_options(synchronize_session=False)
+            ),
         ).rowcount
         if done != 1:
             # fsck reclaimed it: the write outlasted the in-flight window and was taken for a crash.
             raise StorageUnavailable(reason="object_reclaimed")
 
 
-def discard(c, pending: Iterable[Pending]) -> tuple[int, int]:
+def discard(c, pending: Iterable[Pending | SealedObject]) -> tuple[int, int]:
     """Destroy objects a failed operation stored; returns (removed, left for fsck).
 
     An object whose removal fails (storage down) stays pending: `phigate fsck --repair`
@@ -310,6 +315,9 @@ def write_part(c, obj: SealedObject, ciphertext: list[bytes]) -> tuple[Pending, 
 
     On failure the part is discarded and the error raised as a SealedError.
     """
+    if obj.owner_id is None or obj.practice_id is None or obj.key_id is None:
+        # `begin` records all three on every resumable object
+        raise RuntimeError(f"resumable object {obj.id} has no owner, practice or key")
     part = reserve(
         c, Spec(SealedKind.upload_part, obj.owner_id, obj.practice_id, obj.vendor_id, obj.key_id, obj.context or {})
     )
@@ -347,6 +355,9 @@ def read_ciphertext(c, object_key: str) -> Iterator[bytes]:
 
 def assemble(c, obj: SealedObject, header: bytes, part_keys: list[str], plaintext_size: int, sha256: str) -> Sealed:
     """Write the object itself from its header and parts (ciphertext only), for the owner to `commit`."""
+    wrapped_dek, key_version = obj.wrapped_dek, obj.key_version
+    if wrapped_dek is None or key_version is None:  # as `cipher`: no data key, nothing can open it
+        raise ObjectDestroyed()
 
     def ciphertext() -> Iterator[bytes]:
         yield header
@@ -366,18 +377,21 @@ def assemble(c, obj: SealedObject, header: bytes, part_keys: list[str], plaintex
         plaintext_size=plaintext_size,
         sha256=sha256,
         ciphertext_size=info.size,
-        wrapped_dek=obj.wrapped_dek,
-        key_version=obj.key_version,
+        wrapped_dek=wrapped_dek,
+        key_version=key_version,
     )
 
 
 def adopt(db: Session, obj_id: str, *, kind: SealedKind, owner_id: str) -> None:
     """Hand a stored object to a new owner (a completed upload becomes a transfer's file), in the owner's transaction."""
-    done = db.execute(
-        update(SealedObject)
-        .where(SealedObject.id == obj_id, SealedObject.state == SealedState.stored)
-        .values(kind=kind, owner_id=owner_id, held_until=None)
-        .execution_options(synchronize_session=False)
+    done = cast(
+        CursorResult,
+        db.execute(
+            update(SealedObject)
+            .where(SealedObject.id == obj_id, SealedObject.state == SealedState.stored)
+            .values(kind=kind, owner_id=owner_id, held_until=None)
+            .execution_options(synchronize_session=False)
+        ),
     ).rowcount
     if done != 1:
         raise ObjectDestroyed()
@@ -403,7 +417,7 @@ def owned_many(db: Session, kind: SealedKind, owner_ids: Iterable[str]) -> dict[
         .where(SealedObject.kind == kind, SealedObject.owner_id.in_(list(owner_ids)))
         .order_by(SealedObject.created_at)
     )
-    return {r.owner_id: r for r in rows}
+    return {r.owner_id: r for r in rows if r.owner_id is not None}  # never None: matched by `in_`
 
 
 def live_under_key(db: Session, key_id: str) -> int:
@@ -438,7 +452,7 @@ def pending_since(db: Session, since: datetime, *, kind: SealedKind, vendor_id: 
 # -- opening ---------------------------------------------------------------------------
 
 
-def open_object(c, obj: SealedObject, span: tuple[int, int] | None = None) -> Iterator[bytes]:
+def open_object(c, obj: SealedObject, span: tuple[int, int] | None = None) -> Generator[bytes, None, None]:
     """Plaintext of the whole object, or of bytes [start, stop); the first segment is verified before this returns.
 
     Raises a SealedError (storage, key service, integrity, destroyed); a later
@@ -461,6 +475,8 @@ def open_object(c, obj: SealedObject, span: tuple[int, int] | None = None) -> It
             def fetch(offset: int, length: int) -> Iterator[bytes]:
                 return c.store.get(obj.object_key, start=offset, end=offset + length)
 
+            if obj.ciphertext_size is None:  # `commit` records it with every stored object
+                raise RuntimeError(f"stored object {obj.id} has no ciphertext size")
             plaintext = decrypt_range(fetch, dek, context, span[0], span[1], obj.ciphertext_size)
         first = next(plaintext, None)
     except BaseException as exc:
@@ -471,7 +487,7 @@ def open_object(c, obj: SealedObject, span: tuple[int, int] | None = None) -> It
     return _verified(first, plaintext)
 
 
-def _verified(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
+def _verified(first: bytes | None, rest: Generator[bytes, None, None]) -> Generator[bytes, None, None]:
     try:
         if first:
             yield first
@@ -545,11 +561,14 @@ def rewrap_objects(c, versions: dict[str, int] | None = None) -> RewrapResult:
         if updates:
             with c.db.transaction() as db:
                 for row, new in updates:
-                    done = db.execute(
-                        update(SealedObject)
-                        .where(SealedObject.id == row.id, SealedObject.wrapped_dek == row.wrapped_dek)
-                        .values(wrapped_dek=new.to_bytes(), key_version=new.key_version)
-                        .execution_options(synchronize_session=False)
+                    done = cast(
+                        CursorResult,
+                        db.execute(
+                            update(SealedObject)
+                            .where(SealedObject.id == row.id, SealedObject.wrapped_dek == row.wrapped_dek)
+                            .values(wrapped_dek=new.to_bytes(), key_version=new.key_version)
+                            .execution_options(synchronize_session=False)
+                        ),
                     ).rowcount
                     if done:
                         result.rewrapped += 1
@@ -571,6 +590,8 @@ def wrapped_by_version(db: Session) -> dict[str, dict[int, int]]:
         .where(SealedObject.wrapped_dek.is_not(None))
         .group_by(SealedObject.key_id, SealedObject.key_version)
     ):
+        if key_id is None or version is None:  # recorded with every wrapped data key
+            raise RuntimeError("a wrapped data key without its key id or version")
         out.setdefault(key_id, {})[version] = n
     return out
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -37,7 +37,7 @@ from gateway.components import Components
 from gateway.errors import Forbidden, GatewayError, NotFound
 from gateway.ids import new_id
 from gateway.sealed import service as sealed
-from gateway.sealed.errors import SealedError, StorageUnavailable, translate
+from gateway.sealed.errors import ObjectDestroyed, SealedError, StorageUnavailable, translate
 from gateway.sealed.models import SealedKind
 from gateway.transfers import filenames, service
 from gateway.transfers.models import Download, DownloadOutcome, Transfer, TransferFile
@@ -91,7 +91,7 @@ class Prepared:
 
     status_code: int
     headers: dict[str, str]
-    body: Iterator[bytes]
+    body: Generator[bytes, None, None]
 
 
 def _event(
@@ -226,6 +226,8 @@ def prepare(
     try:
         if obj is None:
             raise StorageUnavailable(reason="object_not_registered")
+        if file.name_sealed is None:  # shredded by retention with the file's data key
+            raise ObjectDestroyed()
         name = unseal(c.keys, file.name_sealed, name_context(file.id)).decode()
         body = sealed.open_object(c, obj, span)
     except (SealedError, CryptoError) as exc:
@@ -267,7 +269,7 @@ class _Tracker:
         self.sent = 0
         self.finished = False
 
-    def wrap(self, body: Iterator[bytes]) -> Iterator[bytes]:
+    def wrap(self, body: Generator[bytes, None, None]) -> Generator[bytes, None, None]:
         in_flight = metrics.IN_FLIGHT.labels(metrics.DOWNLOAD)
         sent = metrics.TRANSFER_BYTES.labels(metrics.DOWNLOAD)
         in_flight.inc()

@@ -12,20 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio.from_thread
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from gateway.errors import InvalidInput
 
+if TYPE_CHECKING:  # defined for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
+
 BATCH = 1024 * 1024
 PREFETCH = 4  # batches read ahead of the encryptor: a few MiB per upload at most
 MAX_FIELD_BYTES = 4096
 
 
-def body_chunks(stream: AsyncIterator[bytes], prefetch: int = PREFETCH) -> Iterator[bytes]:
+def body_chunks(stream: AsyncIterator[bytes], prefetch: int = PREFETCH) -> Generator[bytes, None, None]:
     """An async byte stream (a request body: gateway.web.request_body) as ~1 MiB batches, for a worker thread.
 
     A task on the event loop keeps reading the socket into a small bounded queue
@@ -95,7 +99,7 @@ class MultipartReader:
         self._header_field = b""
         self._header_value = b""
         self._ended = False
-        callbacks = {
+        callbacks: MultipartCallbacks = {
             "on_part_begin": lambda: self._events.append(("begin",)),
             "on_part_data": lambda data, start, end: self._events.append(("data", bytes(data[start:end]))),
             "on_part_end": lambda: self._events.append(("end",)),

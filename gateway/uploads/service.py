@@ -30,8 +30,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 
 from crypto import CryptoError, seal, unseal
 from crypto.stream import TAG_SIZE as _TAG
@@ -347,7 +348,7 @@ def append(
     """
     with c.db.snapshot() as db:
         up = find(db, principal, upload_id)
-        obj = db.get(SealedObject, up.sealed_id)
+        obj = db.get_one(SealedObject, up.sealed_id)
     if up.state != UploadState.open or offset != up.received:
         raise OffsetMismatch(headers={"Upload-Offset": str(up.received)})
     if declared is not None and offset + declared > up.length:
@@ -364,7 +365,7 @@ def append(
             writer.feed(chunk[:room], keep=verifier is None)
             if len(chunk) > room:
                 raise PastLength()
-        if verifier is not None and verifier.digest() != checksum[1]:
+        if verifier is not None and checksum is not None and verifier.digest() != checksum[1]:
             raise ChecksumMismatch()
         writer.flush(keep=True)
     except BaseException as exc:
@@ -379,7 +380,7 @@ def append(
     if writer.position == up.length:
         return complete(c, up.id, sha=writer.sha)
     with c.db.snapshot() as db:
-        return db.get(Upload, up.id)
+        return db.get_one(Upload, up.id)
 
 
 def _is_input_stop(exc: BaseException) -> bool:
@@ -441,11 +442,14 @@ class _Writer:
             return
         up, parts = self.up, self.unkept
         with self.c.db.transaction() as db:
-            moved = db.execute(
-                update(Upload)
-                .where(Upload.id == up.id, Upload.received == self.kept, Upload.state == UploadState.open)
-                .values(received=parts[-1].end, file_type=self.file_type)
-                .execution_options(synchronize_session=False)
+            moved = cast(
+                CursorResult,
+                db.execute(
+                    update(Upload)
+                    .where(Upload.id == up.id, Upload.received == self.kept, Upload.state == UploadState.open)
+                    .values(received=parts[-1].end, file_type=self.file_type)
+                    .execution_options(synchronize_session=False)
+                ),
             ).rowcount
             if moved != 1:
                 raise OffsetMismatch("Another request moved this upload on; ask for its offset (HEAD) and resume.")
@@ -517,8 +521,8 @@ def _rederive(c, up: Upload, cipher) -> object:
 def complete(c: Components, upload_id: str, *, sha=None) -> Upload:
     """Assemble a fully received upload into its object (stored) and destroy its parts; idempotent."""
     with c.db.snapshot() as db:
-        up = db.get(Upload, upload_id)
-        obj = db.get(SealedObject, up.sealed_id)
+        up = db.get_one(Upload, upload_id)
+        obj = db.get_one(SealedObject, up.sealed_id)
     if up.state != UploadState.open:
         return up
     if up.received != up.length:
@@ -528,11 +532,14 @@ def complete(c: Components, upload_id: str, *, sha=None) -> Upload:
         sha = _rederive(c, up, sealed.cipher(c, obj, up.stream_header))
     written = sealed.assemble(c, obj, up.stream_header, [p.object_key for p in parts], up.length, sha.hexdigest())
     with c.db.transaction() as db:
-        done = db.execute(
-            update(Upload)
-            .where(Upload.id == up.id, Upload.state == UploadState.open)
-            .values(state=UploadState.complete, sha256=written.sha256, completed_at=clock.now())
-            .execution_options(synchronize_session=False)
+        done = cast(
+            CursorResult,
+            db.execute(
+                update(Upload)
+                .where(Upload.id == up.id, Upload.state == UploadState.open)
+                .values(state=UploadState.complete, sha256=written.sha256, completed_at=clock.now())
+                .execution_options(synchronize_session=False)
+            ),
         ).rowcount
         if done == 1:
             sealed.commit(db, [written])
@@ -549,14 +556,14 @@ def complete(c: Components, upload_id: str, *, sha=None) -> Upload:
     if done == 1:
         _destroy_parts(c, parts)
     with c.db.snapshot() as db:
-        return db.get(Upload, up.id)
+        return db.get_one(Upload, up.id)
 
 
 def _destroy_parts(c, parts: list[UploadPart]) -> None:
     """Storage first; a part it cannot remove stays pending (held) and fsck removes it when that lapses."""
     with c.db.snapshot() as db:
         rows = [db.get(SealedObject, p.sealed_id) for p in parts]
-    sealed.discard(c, [sealed.Pending(r.id, r.object_key, None) for r in rows if r is not None])
+    sealed.discard(c, [r for r in rows if r is not None])
 
 
 # -- ending ------------------------------------------------------------------------------
@@ -571,11 +578,14 @@ def cancel(c: Components, principal: Principal, upload_id: str) -> None:
 
 def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action) -> bool:
     with c.db.transaction() as db:
-        done = db.execute(
-            update(Upload)
-            .where(Upload.id == up.id, Upload.state.in_([UploadState.open, UploadState.complete]))
-            .values(state=state, ended_at=clock.now())
-            .execution_options(synchronize_session=False)
+        done = cast(
+            CursorResult,
+            db.execute(
+                update(Upload)
+                .where(Upload.id == up.id, Upload.state.in_([UploadState.open, UploadState.complete]))
+                .values(state=state, ended_at=clock.now())
+                .execution_options(synchronize_session=False)
+            ),
         ).rowcount
         if not done:
             return False
@@ -676,11 +686,14 @@ def make_transfer(c: Components, principal: Principal, upload_ids: list[str]) ->
     with c.db.sessions() as db:
         # The gates again: a BAA ended or a biller left while the bytes were arriving refuses the transfer.
         direction, practice_id, vendor_id, billers = check_request(db, principal, req)
-        taken = db.execute(
-            update(Upload)
-            .where(Upload.id.in_(ids), Upload.state == UploadState.complete)
-            .values(state=UploadState.used, transfer_id=transfer_id, ended_at=clock.now())
-            .execution_options(synchronize_session=False)
+        taken = cast(
+            CursorResult,
+            db.execute(
+                update(Upload)
+                .where(Upload.id.in_(ids), Upload.state == UploadState.complete)
+                .values(state=UploadState.used, transfer_id=transfer_id, ended_at=clock.now())
+                .execution_options(synchronize_session=False)
+            ),
         ).rowcount
         if taken != len(ids):
             db.rollback()
@@ -698,7 +711,7 @@ def make_transfer(c: Components, principal: Principal, upload_ids: list[str]) ->
             purpose=first.purpose,
             note_sealed=note_sealed,
             billers=billers,
-            files=[StoredFile(u.file_id, u.name_sealed, u.file_type, u.length, u.sha256) for u in ups],
+            files=[_stored_file(u) for u in ups],
         )
         for u in ups:
             record_event(
@@ -712,6 +725,12 @@ def make_transfer(c: Components, principal: Principal, upload_ids: list[str]) ->
             )
         db.commit()
     return transfer_id
+
+
+def _stored_file(up: Upload) -> StoredFile:
+    if up.sha256 is None:  # set in the same update that makes an upload complete
+        raise RuntimeError(f"upload {up.id} is complete but has no SHA-256")
+    return StoredFile(up.file_id, up.name_sealed, up.file_type, up.length, up.sha256)
 
 
 def expires_header(when: datetime) -> str:

@@ -94,3 +94,15 @@ def test_a_format_1_certificate_still_verifies(verifier):
     assert r.returncode == 0 and r.stdout.startswith("OK: certificate "), r.stderr
     tampered = data.replace("Zürich".encode(), b"Zurich")
     assert not verify_document(tampered, KEY.read_bytes())[0].ok
+
+
+def test_a_certificate_whose_format_is_not_a_string_fails_without_crashing():
+    """A format that could not even be looked up (a list) is reported, not raised as TypeError."""
+    data = V1.read_bytes()
+    listed = data.replace(b'"phigate-destruction-certificate/1"', b'["phigate-destruction-certificate/1"]', 1)
+    assert listed != data
+    result, body = verify_document(listed, KEY.read_bytes())
+    assert not result.ok
+    assert "unknown format ['phigate-destruction-certificate/1']" in result.problems
+    assert "the signature does not verify" in result.problems
+    assert body is not None and body["format"] == ["phigate-destruction-certificate/1"]
