@@ -177,8 +177,13 @@ def test_pending_exceptions_are_still_needed():
 
 
 def test_every_module_has_a_layer():
+    unplaced = []
     for module in our_modules():
-        layer_of(module)
+        try:
+            layer_of(module)
+        except ValueError:
+            unplaced.append(module)
+    assert unplaced == []
 
 
 def test_docs_draw_the_same_domain_order():
