@@ -496,18 +496,23 @@ def _rederive(c, up: Upload, cipher) -> object:
     for part in _kept_parts(c, up.id):
         if part.start != at or part.first_segment * seg != part.start:
             raise IntegrityFailure(reason="upload_parts_not_contiguous")
-        ciphertext = b"".join(sealed.read_ciphertext(c, part.object_key))
-        pos = 0
+        # Segment by segment as the store streams it: a part may hold a whole PATCH of hundreds of MiB.
+        chunks = sealed.read_ciphertext(c, part.object_key)
+        pending = bytearray()
         for index in range(part.first_segment, part.first_segment + part.segments):
             size = min(seg, up.length - index * seg)
+            while len(pending) < size + _TAG:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    raise IntegrityFailure(reason="upload_part_corrupt")
+                pending += chunk
             try:
-                sha.update(cipher.open(index, ciphertext[pos : pos + size + _TAG], index * seg + size == up.length))
+                sha.update(cipher.open(index, bytes(pending[: size + _TAG]), index * seg + size == up.length))
             except CryptoError:
                 raise IntegrityFailure(reason="upload_part_corrupt") from None
-            pos += size + _TAG
-        if pos != len(ciphertext) or min(part.end, up.length) != part.start + sum(
-            min(seg, up.length - i * seg) for i in range(part.first_segment, part.first_segment + part.segments)
-        ):
+            del pending[: size + _TAG]
+        held = sum(min(seg, up.length - i * seg) for i in range(part.first_segment, part.first_segment + part.segments))
+        if pending or next(chunks, None) or min(part.end, up.length) != part.start + held:
             raise IntegrityFailure(reason="upload_part_corrupt")
         at = part.end
     if at != up.received:
