@@ -148,6 +148,17 @@ def node() -> str:
 
 
 @pytest.fixture(scope="session")
+def shell() -> str:
+    """bash, with curl, jq and sha256sum, for the docs' shell scripts (a lane: skipped with its reason, failed under CI)."""
+    reason = lane_unavailable("shell")
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"shell lane unavailable under CI=true: {reason}")
+        pytest.skip(f"shell lane SKIPPED: {reason}")
+    return shutil.which("bash") or "bash"
+
+
+@pytest.fixture(scope="session")
 def keyring_url(tmp_path_factory) -> str:
     from crypto import init_keyring
 
@@ -391,4 +402,4 @@ def pytest_terminal_summary(terminalreporter):
         for reason in sorted(reasons):
             terminalreporter.write_line(reason)
     else:
-        terminalreporter.write_line("test lanes: sqlite, postgresql, browser, scale and node all ran")
+        terminalreporter.write_line("test lanes: sqlite, postgresql, browser, scale, node and shell all ran")

@@ -60,4 +60,10 @@ def lane_unavailable(name: str) -> str | None:
         if major < 18:
             return f"Node.js {version.strip()} is older than 18"
         return None
+    if name == "shell":
+        # docs/integration.md's bash scripts: what a practice's IT person pastes runs on these.
+        missing = [tool for tool in ("bash", "curl", "jq", "sha256sum") if shutil.which(tool) is None]
+        if missing:
+            return f"{', '.join(missing)} not installed (Debian packages bash, curl, jq, coreutils)"
+        return None
     raise ValueError(name)
