@@ -52,7 +52,11 @@ def login(body: LoginIn, request: Request, response: Response, db: DbSession, c:
     raw = service.start_session(db, c.settings, user, stage, actor)
     db.commit()
     set_session_cookie(response, c.settings, raw)
-    return StageOut(stage=stage.value, csrf_token=service.session_csrf_token(db, raw))
+    return StageOut(
+        stage=stage.value,
+        csrf_token=service.session_csrf_token(db, raw),
+        must_change_password=user.must_change_password,
+    )
 
 
 def _stage_out(db, c, principal, stage: SessionStage, raw: str, response) -> StageOut:

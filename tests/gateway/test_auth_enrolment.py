@@ -66,6 +66,8 @@ def test_new_user_enrols_and_changes_password_through_the_api(client, factory, c
     user = factory.user("practice_staff", enrolled=False, must_change_password=True)
     r = client.post("/api/v1/auth/login", json={"username": user.username, "password": user.password})
     assert r.status_code == 200 and r.json()["stage"] == "enrol"
+    # The answer says at once that a new password comes after enrolment (docs/api.md).
+    assert r.json()["must_change_password"] is True
     csrf = r.json()["csrf_token"]
     # Not the code step: there is no secret yet.
     assert_error(

@@ -94,6 +94,19 @@ def test_unknown_user_pays_for_a_password_hash(client, factory, monkeypatch):
     assert calls == [passwords._DUMMY_HASH]
 
 
+def test_both_answers_say_whether_a_new_password_is_due(client, factory):
+    """`must_change_password` in the login and second-factor answers (docs/api.md): true after a password reset."""
+    for due in (False, True):
+        user = factory.user("practice_staff", must_change_password=due)
+        r = _login(client, user.username, user.password)
+        assert r.status_code == 200, r.text
+        assert r.json()["stage"] == "mfa" and r.json()["must_change_password"] is due
+        r = client.post("/api/v1/auth/mfa", json={"code": user.code()}, headers={"X-CSRF-Token": r.json()["csrf_token"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["stage"] == "full" and r.json()["must_change_password"] is due
+        client.cookies.clear()
+
+
 def test_username_is_matched_case_insensitively_and_trimmed(client, factory):
     user = factory.user("biller")
     r = _login(client, f"  {user.username.upper()} ", user.password)
