@@ -101,7 +101,9 @@ def test_both_answers_say_whether_a_new_password_is_due(client, factory):
         r = _login(client, user.username, user.password)
         assert r.status_code == 200, r.text
         assert r.json()["stage"] == "mfa" and r.json()["must_change_password"] is due
-        r = client.post("/api/v1/auth/mfa", json={"code": user.code()}, headers={"X-CSRF-Token": r.json()["csrf_token"]})
+        r = client.post(
+            "/api/v1/auth/mfa", json={"code": user.code()}, headers={"X-CSRF-Token": r.json()["csrf_token"]}
+        )
         assert r.status_code == 200, r.text
         assert r.json()["stage"] == "full" and r.json()["must_change_password"] is due
         client.cookies.clear()

@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from sqlalchemy import text
 
 from tests.support.recipes import Recipe, recipe
+from tests.uploads.conftest import Tus, metadata
 
 DOC = "encrypted-object-format.md"
 # Three 1 MiB segments, the last one short: the counter and the last-segment flag both matter.
@@ -73,25 +75,53 @@ def test_the_recipe_opens_what_the_gateway_stored(party, session_for, db, decryp
     assert r.returncode != 0 and "InvalidTag" in r.stderr
 
 
+def test_the_recipe_opens_a_file_sent_as_a_resumable_upload(
+    party, session_for, db, decryptor, settings, keyring_url, tmp_path
+):
+    """A file that arrived in tus parts keeps the upload's context (`upload`, not `transfer`), as the doc says."""
+    tus = Tus(session_for(party.staff))
+    meta = metadata(filename=NAME, partner_id=party.vendor.id, purpose="APPEAL-2001", note=NOTE)
+    r = tus.create(len(DATA), partner_id=party.vendor.id, meta=meta, body=DATA)
+    assert r.status_code == 201 and int(r.headers["Upload-Offset"]) == len(DATA), r.text
+    upload_id = r.headers["Location"].rsplit("/", 1)[1]
+    r = tus.client.post("/api/v1/uploads/transfers", json={"upload_ids": [upload_id]})
+    assert r.status_code == 201, r.text
+    transfer_id = r.json()["id"]
+
+    row = db.execute(text(recipe(DOC, "find-transfer-objects", "sql")), {"transfer_id": transfer_id}).mappings().one()
+    db.commit()
+    context = row["context"] if isinstance(row["context"], str) else json.dumps(row["context"])
+    assert json.loads(context) == {
+        "practice": party.practice.id,
+        "vendor": party.vendor.id,
+        "upload": upload_id,
+        "file": row["file_id"],
+    }
+    keyring, store = keyring_url.removeprefix("local://"), settings.storage_url.removeprefix("file://")
+    out = tmp_path / "plaintext"
+    r = decryptor.run("file", keyring, store, row["object_key"], _hex(row["wrapped_dek"]), context, out)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == DATA
+    assert decryptor.run("name", keyring, _hex(row["name_sealed"]), row["file_id"]).stdout == NAME + "\n"
+    assert decryptor.run("note", keyring, _hex(row["note_sealed"]), transfer_id).stdout == NOTE + "\n"
+
+
 def test_the_recipe_refuses_a_damaged_store_file(party, session_for, db, decryptor, settings, keyring_url, tmp_path):
     """The local store's trailer, as the doc lays it out, is what the recipe checks the file against."""
     staff = session_for(party.staff)
     r = staff.upload(party.vendor.id, data=DATA[:4096], name="short.pdf")
     assert r.status_code == 201, r.text
     row = (
-        db.execute(text(recipe(DOC, "find-transfer-objects", "sql")), {"transfer_id": r.json()["id"]})
-        .mappings()
-        .one()
+        db.execute(text(recipe(DOC, "find-transfer-objects", "sql")), {"transfer_id": r.json()["id"]}).mappings().one()
     )
     db.commit()
     context = row["context"] if isinstance(row["context"], str) else json.dumps(row["context"])
     store = settings.storage_url.removeprefix("file://")
     h = hashlib.sha256(row["object_key"].encode()).hexdigest()
-    path = os.path.join(store, h[:2], h[2:4], row["object_key"].replace("/", "~"))
-    data = bytearray(open(path, "rb").read())
+    path = Path(store, h[:2], h[2:4], row["object_key"].replace("/", "~"))
+    data = bytearray(path.read_bytes())
     data[100] ^= 1  # one bit of the first segment's ciphertext
-    with open(path, "wb") as f:
-        f.write(data)
+    path.write_bytes(bytes(data))
     args = ("file", keyring_url.removeprefix("local://"), store, row["object_key"], _hex(row["wrapped_dek"]), context)
     r = decryptor.run(*args, tmp_path / "out")
     assert r.returncode != 0 and "refused: SHA-256 differs from the trailer" in r.stderr

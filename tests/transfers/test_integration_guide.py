@@ -104,21 +104,27 @@ def test_the_guides_scripts_send_and_collect_files(party, session_for, live_serv
 
 
 @pytest.mark.parametrize("language", ["bash", "python"])
-def test_the_send_script_stops_with_the_gateways_error(party, session_for, live_server, scripts, tmp_path, db, language):
+def test_the_send_script_stops_with_the_gateways_error(
+    party, session_for, live_server, scripts, tmp_path, db, language
+):
     """A refused request ends the script with the status, code and message, and nothing is sent."""
     staff = session_for(party.staff)
     file = tmp_path / "appeal.pdf"
     file.write_bytes(pdf("appeal"))
     send = scripts[f"send-file {language}"]
 
-    r = send.run(file, "No Such Vendor", "APPEAL-1", env={"PHIGATE_URL": live_server, "PHIGATE_TOKEN": token_for(staff)})
+    r = send.run(
+        file, "No Such Vendor", "APPEAL-1", env={"PHIGATE_URL": live_server, "PHIGATE_TOKEN": token_for(staff)}
+    )
     assert r.returncode != 0 and 'no BAA in force with "No Such Vendor"' in r.stderr, r.stderr
 
     r = send.run(file, party.vendor.name, "APPEAL-1", env={"PHIGATE_URL": live_server, "PHIGATE_TOKEN": "phg_madeup"})
     assert r.returncode != 0 and "HTTP 401 invalid_token: " in r.stderr, r.stderr
 
     auditor = session_for(party.auditor)
-    r = send.run(file, party.vendor.name, "APPEAL-1", env={"PHIGATE_URL": live_server, "PHIGATE_TOKEN": token_for(auditor)})
+    r = send.run(
+        file, party.vendor.name, "APPEAL-1", env={"PHIGATE_URL": live_server, "PHIGATE_TOKEN": token_for(auditor)}
+    )
     assert r.returncode != 0 and "HTTP 403 forbidden: " in r.stderr, r.stderr
     assert staff.client.get("/api/v1/transfers").json() == []
     assert events(db, "transfer.created") == []
