@@ -102,6 +102,15 @@ def test_the_guides_scripts_send_and_collect_files(party, session_for, live_serv
     assert sorted(e.target_id for e in started) == sorted([first_id, second_id])
     assert not list(inbox.rglob("*.part"))
 
+    # A biller's token sends back with the same script: the practice is its partner, delivered at once.
+    back = tmp_path / "corrected claim.pdf"
+    back.write_bytes(pdf("corrected claim"))
+    r = scripts["send-file bash"].run(back, party.practice.name, "APPEAL-2291-R", env=vendor_env)
+    assert r.returncode == 0, r.stderr
+    back_id, status = r.stdout.split()
+    assert status == "delivered"
+    assert staff.client.get(f"/api/v1/transfers/{back_id}").json()["direction"] == "inbound"
+
 
 @pytest.mark.parametrize("language", ["bash", "python"])
 def test_the_send_script_stops_with_the_gateways_error(
