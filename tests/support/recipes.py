@@ -32,10 +32,11 @@ class Recipe:
         self.script.write_text(recipe(doc, name, language), encoding="utf-8")
         self.interpreter = sys.executable if language == "python" else interpreter
 
-    def run(self, *args, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        """Run it to the end; `env` is added to this process's environment."""
+    def run(self, *args, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess:
+        """Run it to the end; `env` is added to this process's environment, `stdin` is what it reads."""
         return subprocess.run(
             [self.interpreter, str(self.script), *map(str, args)],
+            input=stdin,
             capture_output=True,
             text=True,
             env={**os.environ, **(env or {})},

@@ -137,3 +137,33 @@ def test_the_send_script_stops_with_the_gateways_error(
     assert r.returncode != 0 and "HTTP 403 forbidden: " in r.stderr, r.stderr
     assert staff.client.get("/api/v1/transfers").json() == []
     assert events(db, "transfer.created") == []
+
+
+def test_the_get_token_script_makes_a_token_that_works(party, live_server, shell, tmp_path, client, fake_clock):
+    """Password and two codes on its standard input (as a person types them), the token on its output."""
+    user = party.staff
+    first = user.code()
+    fake_clock.advance(seconds=30)
+    second = user.code()  # the next step: within the allowed drift while the clock stands still
+    fake_clock.advance(seconds=-30)
+    get_token = Recipe(GUIDE, "get-token", "bash", tmp_path, shell)
+    r = get_token.run(
+        user.username,
+        "claims export",
+        30,
+        env={"PHIGATE_URL": live_server},
+        stdin=f"{user.password}\n{first}\n{second}\n",
+    )
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip()
+    assert token.startswith("phg_")
+    me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200 and me.json()["username"] == user.username
+    tokens = client.get("/api/v1/auth/tokens", headers={"Authorization": f"Bearer {token}"}).json()
+    assert [(t["name"], t["revoked_at"]) for t in tokens] == [("claims export", None)]
+
+    # The same code twice is refused (a code is accepted once), and the script says why.
+    r = get_token.run(
+        user.username, "again", 30, env={"PHIGATE_URL": live_server}, stdin=f"{user.password}\n{second}\n{second}\n"
+    )
+    assert r.returncode != 0 and "HTTP 401 login_failed: " in r.stderr, r.stderr
