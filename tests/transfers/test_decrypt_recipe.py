@@ -23,13 +23,21 @@ NAME = "Überweisung März (Kopie).pdf"
 NOTE = "Bitte bis Freitag; Ref. 7 — ½ Seite fehlt"
 
 
-@pytest.fixture
-def decryptor(tmp_path) -> Recipe:
-    return Recipe(DOC, "decrypt-object", "python", tmp_path)
+@pytest.fixture(params=["python", "node"])
+def decryptor(request, tmp_path) -> Recipe:
+    node = request.getfixturevalue("node") if request.param == "node" else None
+    return Recipe(DOC, "decrypt-object", request.param, tmp_path, node)
 
 
 def _hex(value) -> str:
     return bytes(value).hex()
+
+
+def local_store_file(payload: bytes) -> bytes:
+    """An object file of the local store as docs/encrypted-object-format.md lays it out."""
+    trailer = {"metadata": {"format": "phg-stream-v1"}, "sha256": hashlib.sha256(payload).hexdigest()}
+    encoded = json.dumps({**trailer, "size": len(payload), "v": 1}, separators=(",", ":"), sort_keys=True).encode()
+    return payload + encoded + len(encoded).to_bytes(8, "big") + b"PHGSTOR1"
 
 
 def test_the_recipe_opens_what_the_gateway_stored(party, session_for, db, decryptor, settings, keyring_url, tmp_path):
@@ -70,9 +78,9 @@ def test_the_recipe_opens_what_the_gateway_stored(party, session_for, db, decryp
     other = tmp_path / "other"
     wrong = json.dumps({**json.loads(context), "file": "0" * 32})
     r = decryptor.run("file", keyring, store, row["object_key"], _hex(row["wrapped_dek"]), wrong, other)
-    assert r.returncode != 0 and "InvalidTag" in r.stderr and not other.exists()
+    assert r.returncode != 0 and "refused: authentication failed" in r.stderr and not other.exists()
     r = decryptor.run("name", keyring, _hex(row["name_sealed"]), "0" * 32)
-    assert r.returncode != 0 and "InvalidTag" in r.stderr
+    assert r.returncode != 0 and "refused: authentication failed" in r.stderr
 
 
 def test_the_recipe_opens_a_file_sent_as_a_resumable_upload(
@@ -119,9 +127,20 @@ def test_the_recipe_refuses_a_damaged_store_file(party, session_for, db, decrypt
     store = settings.storage_url.removeprefix("file://")
     h = hashlib.sha256(row["object_key"].encode()).hexdigest()
     path = Path(store, h[:2], h[2:4], row["object_key"].replace("/", "~"))
-    data = bytearray(path.read_bytes())
-    data[100] ^= 1  # one bit of the first segment's ciphertext
-    path.write_bytes(bytes(data))
+    original = path.read_bytes()
+    payload = original[: len(original) - 16 - int.from_bytes(original[-16:-8], "big")]
+    assert original == local_store_file(payload)  # exactly the layout the doc gives
+    damaged = bytearray(original)
+    damaged[100] ^= 1  # one bit of the first segment's ciphertext
+    path.write_bytes(bytes(damaged))
     args = ("file", keyring_url.removeprefix("local://"), store, row["object_key"], _hex(row["wrapped_dek"]), context)
     r = decryptor.run(*args, tmp_path / "out")
     assert r.returncode != 0 and "refused: SHA-256 differs from the trailer" in r.stderr
+
+    # A forger who rewrites the trailer too still fails the AEAD, and nothing is written.
+    forged = bytearray(payload)
+    forged[100] ^= 1
+    path.write_bytes(local_store_file(bytes(forged)))
+    r = decryptor.run(*args, tmp_path / "out")
+    assert r.returncode != 0 and "refused: authentication failed" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
