@@ -4,6 +4,8 @@ check; the bytes that arrive are the bytes that were sent, and no download is sp
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.support.recipes import Recipe
@@ -56,7 +58,8 @@ def test_the_guides_scripts_send_and_collect_files(party, session_for, live_serv
 
     # bash: send with a note and one named biller, the approver approves, the vendor collects.
     first = tmp_path / "appeal packet é.pdf"
-    first.write_bytes(pdf("appeal packet"))
+    # Over 1 MiB: curl sends `Expect: 100-continue`, and the file spans several encrypted segments.
+    first.write_bytes(pdf("appeal packet") + os.urandom(3 << 19))
     r = scripts["send-file bash"].run(
         first, partner["name"], "APPEAL-2291", "Second request; see p. 3 & 4", biller_name, env=practice_env
     )
