@@ -9,9 +9,9 @@ from gateway.auth.pages import AssertionField, OptionalCode, proof
 from gateway.auth.service import factor_choice
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
 from gateway.orgs.models import OrgKind
-from gateway.orgs.service import list_orgs
+from gateway.orgs.service import all_orgs
 from gateway.retention.auth import AuditorOrAdmin
-from gateway.web import redirect, render, submit
+from gateway.web import Cursor, page_links, redirect, render, submit
 from retention import holds, policies, service
 from retention.offboarding import offboard
 from retention.pdf import render as render_pdf
@@ -20,7 +20,7 @@ router = APIRouter(include_in_schema=False)
 
 
 def _names(db):
-    orgs = list_orgs(db)
+    orgs = all_orgs(db)
     return orgs, {o.id: o.name for o in orgs}
 
 
@@ -158,15 +158,22 @@ def offboarding_run(
 
 
 @router.get("/certificates")
-def certificates_page(request: Request, db: DbSession, principal: AuditorOrAdmin):
+def certificates_page(
+    request: Request, db: DbSession, principal: AuditorOrAdmin, cursor: Cursor = None, tombstones_cursor: Cursor = None
+):
+    """Two lists, each paged on its own (`cursor`, `tombstones_cursor`)."""
     _, names = _names(db)
+    certs = service.certificates(db, principal, cursor=cursor)
+    tombs = service.tombstones(db, principal, cursor=tombstones_cursor)
     return render(
         request,
         "certificates.html",
         principal=principal,
         names=names,
-        certificates=service.certificates(db, principal),
-        tombstones=service.tombstones(db, principal, 200),
+        certificates=certs.items,
+        links=page_links(request, certs.next_cursor),
+        tombstones=tombs.items,
+        tombstone_links=page_links(request, tombs.next_cursor, "tombstones_cursor"),
     )
 
 
