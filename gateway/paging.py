@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.types import TypeDecorator
 
 from gateway.errors import InvalidInput
 
@@ -129,7 +130,10 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(column: InstrumentedAttribute, value: Any) -> Any:
-    kind = column.type.python_type
+    sql_type = column.type
+    if isinstance(sql_type, TypeDecorator):  # UTCDateTime: a datetime underneath
+        sql_type = sql_type.impl_instance
+    kind = sql_type.python_type
     if kind is datetime:
         if not isinstance(value, str):
             raise ValueError
