@@ -23,7 +23,7 @@ def test_an_auditor_pages_only_their_practices_certificates_and_tombstones(
     other_practice, other_vendor = factory.org("practice"), factory.org("vendor")
     other_staff = factory.user("practice_staff", other_practice)
     mine, theirs, files = [], [], []
-    for i in range(3):
+    for _ in range(3):
         files += seeded(2, ended_days_ago=31)
         mine.append(_destroy(components, fake_clock))
         seed(components, other_practice.id, other_vendor.id, other_staff.id, 1, ended_days_ago=31)
