@@ -141,3 +141,69 @@ def _cursor(client, path: str) -> str:
     r = client.get(path, params={"limit": 1})
     assert r.status_code == 200 and r.headers.get("x-next-cursor"), r.text
     return r.headers["x-next-cursor"]
+
+
+def test_a_user_pages_only_their_own_tokens_and_passkeys(client, factory, login, components, settings, fake_clock):
+    from gateway import clock
+    from gateway.audit.service import Actor
+    from gateway.auth.models import Passkey
+    from gateway.auth.service import create_api_token
+    from gateway.users.models import User
+
+    me, other = factory.user("practice_staff"), factory.user("practice_staff")
+
+    def make(user, n: int, tag: str) -> tuple[list[str], list[str]]:
+        tokens, keys = [], []
+        for i in range(n):
+            fake_clock.advance(seconds=1)
+            with components.db.transaction() as db:
+                owner = db.get(User, user.id)
+                tokens.append(create_api_token(db, settings, owner, f"{tag}-{i}", 30, Actor.system())[0].id)
+                key = Passkey(
+                    user_id=user.id,
+                    credential_id=f"{tag}-credential-{i}",
+                    name=f"{tag}-{i}",
+                    public_key=b"synthetic",
+                    aaguid="00000000-0000-0000-0000-000000000000",
+                    attestation_format="none",
+                    created_at=clock.now(),
+                )
+                db.add(key)
+                db.flush()
+                keys.append(key.id)
+        return tokens, keys
+
+    my_tokens, my_keys = make(me, 5, "mine")
+    their_tokens, their_keys = make(other, 3, "theirs")
+    client.headers["X-CSRF-Token"] = login(client, me)
+    late: list[str] = []
+
+    def make_between(_: int) -> None:
+        late.extend(make(me, 1, f"late{len(late)}")[0])
+
+    tokens = flat(walk(client, "/api/v1/auth/tokens", 2, between=make_between))
+    assert tokens == my_tokens[::-1]  # newest first: a token made meanwhile waits for the next walk
+    assert not set(tokens) & (set(their_tokens) | set(late))
+    keys = flat(walk(client, "/api/v1/auth/passkeys", 2))
+    assert keys[: len(my_keys)] == my_keys and not set(keys) & set(their_keys)  # oldest first, then the late ones
+    for path in ("/api/v1/auth/tokens", "/api/v1/auth/passkeys"):
+        assert_refused(client, path, genuine=_cursor(client, path))
+
+
+def test_the_account_page_pages_the_tokens(client, factory, login, components, settings, fake_clock):
+    from gateway.audit.service import Actor
+    from gateway.auth.service import create_api_token
+    from gateway.users.models import User
+
+    me = factory.user("practice_staff")
+    names = []
+    for i in range(DEFAULT_LIMIT + 1):
+        fake_clock.advance(seconds=1)
+        with components.db.transaction() as db:
+            names.append(
+                create_api_token(db, settings, db.get(User, me.id), f"page-token-{i:03d}", 30, Actor.system())[0].name
+            )
+    login(client, me)
+    pages = html_walk(client, "/account", r"<tr><td>(page-token-\d{3})</td><td><code>")
+    assert [len(p) for p in pages] == [DEFAULT_LIMIT, 1]
+    assert [n for p in pages for n in p] == names[::-1]
