@@ -38,7 +38,7 @@ def dashboard(request: Request, db: DbSession, components: AppComponents, princi
         "audit_dashboard.html",
         principal,
         status=log_status(db, components),
-        alerts=alert_service.visible_alerts(db, scope, 20),
+        alerts=alert_service.visible_alerts(db, scope, 20).items,
         operator=scope.org_id is None,
         emergencies=unreviewed_emergencies(db, principal),
     )

@@ -263,19 +263,26 @@ def access_review(vendor_id: str, db: WriteSession, principal: AuditorPrincipal)
 
 @router.get("/alerts")
 def list_alerts(
-    db: DbSession, principal: AuditorPrincipal, open_only: bool = False, limit: int = Query(default=50, ge=1, le=200)
+    request: Request,
+    db: DbSession,
+    principal: AuditorPrincipal,
+    open_only: bool = False,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ):
-    items = alert_service.visible_alerts(db, _scope(db, principal), limit, open_only)
-    return {
+    """Alerts about the caller's scope, newest first, paged (`X-Next-Cursor`, `Link`)."""
+    page = alert_service.visible_alerts(db, _scope(db, principal), limit, open_only, cursor)
+    body = {
         "items": [
             {
                 **alert_service.alert_payload(a),
                 "acknowledged_at": a.acknowledged_at.isoformat() if a.acknowledged_at else None,
                 "delivered_at": a.delivered_at.isoformat() if a.delivered_at else None,
             }
-            for a in items
+            for a in page.items
         ]
     }
+    return link_next_page(request, json_response(body), page.next_cursor)
 
 
 @router.post("/alerts/{alert_id}/acknowledge")

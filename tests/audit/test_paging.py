@@ -127,3 +127,40 @@ def test_the_event_pages_link_to_every_page(client, login, components, two_pract
     assert [int(s) for page in pages for s in page] == seqs
     r = client.get("/audit/events", params={"cursor": "forged"})
     assert r.status_code == 422 and "The cursor is not one this list gave out." in r.text
+
+
+def test_a_practice_auditor_pages_their_alerts_even_behind_many_of_others(client, login, components, two_practices):
+    from gateway import clock
+    from gateway.audit.models import AuditAlert, Severity
+
+    a, b = two_practices["a"], two_practices["b"]
+
+    def alert(n: int, org_ids: list[str]) -> int:
+        with components.db.transaction() as db:
+            row = AuditAlert(
+                rule="download_burst",
+                subject=f"subject-{n}",
+                window_key="w",
+                severity=Severity.high,
+                raised_at=clock.now(),
+                summary="synthetic",
+                count=1,
+                first_seq=1,
+                last_seq=1,
+                org_ids=org_ids,
+                details={},
+            )
+            db.add(row)
+            db.flush()
+            return row.id
+
+    mine = [alert(0, [a.id]), alert(1, [b.id, a.id])]
+    others = [alert(n, [b.id]) for n in range(2, 14)]  # newer, and many more than a page
+    login(client, two_practices["auditor_a"])
+    pages = walk(client, "/api/v1/audit/alerts", 1, items=_items)
+    assert flat(pages) == mine[::-1]
+    assert not set(others) & set(flat(pages))
+    login(client, two_practices["auditor_op"])
+    assert flat(walk(client, "/api/v1/audit/alerts", 5, items=_items)) == (mine + others)[::-1]
+    genuine = client.get("/api/v1/audit/alerts", params={"limit": 1}).headers["x-next-cursor"]
+    assert_refused(client, "/api/v1/audit/alerts", genuine)
