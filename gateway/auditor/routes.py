@@ -149,9 +149,12 @@ def public_key(components: AppComponents, principal: AuditorPrincipal):
 
 
 @router.get("/checkpoints")
-def list_checkpoints(db: DbSession, principal: AuditorPrincipal, limit: int = Query(default=50, ge=1, le=200)):
-    cps = recent_checkpoints(db, limit)
-    return {
+def list_checkpoints(
+    request: Request, db: DbSession, principal: AuditorPrincipal, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+):
+    """Signed checkpoints, newest first, paged (`X-Next-Cursor`, `Link`)."""
+    page = recent_checkpoints(db, limit, cursor)
+    body = {
         "items": [
             {
                 "id": c.id,
@@ -161,9 +164,10 @@ def list_checkpoints(db: DbSession, principal: AuditorPrincipal, limit: int = Qu
                 "created_at": c.created_at.isoformat(),
                 "note": c.note,
             }
-            for c in cps
+            for c in page.items
         ]
     }
+    return link_next_page(request, json_response(body), page.next_cursor)
 
 
 @router.get("/checkpoints/latest", response_class=PlainTextResponse)

@@ -164,3 +164,24 @@ def test_a_practice_auditor_pages_their_alerts_even_behind_many_of_others(client
     assert flat(walk(client, "/api/v1/audit/alerts", 5, items=_items)) == (mine + others)[::-1]
     genuine = client.get("/api/v1/audit/alerts", params={"limit": 1}).headers["x-next-cursor"]
     assert_refused(client, "/api/v1/audit/alerts", genuine)
+
+
+def test_checkpoints_page_newest_first_while_new_ones_are_signed(client, login, components, two_practices):
+    from gateway.audit.checkpoint import maybe_checkpoint
+
+    def sign() -> int:
+        _record(components, two_practices["a"], 1)  # the log grows, so the next checkpoint is a new one
+        cp = maybe_checkpoint(components, force=True)
+        assert cp is not None
+        return cp.id
+
+    signed = [sign() for _ in range(5)]
+    login(client, two_practices["auditor_a"])
+    late: list[int] = []
+    pages = walk(client, "/api/v1/audit/checkpoints", 2, items=_items, between=lambda _: late.append(sign()))
+    seen = flat(pages)
+    assert seen == signed[::-1] and not set(late) & set(seen)  # one signed meanwhile waits for the next walk
+    sizes = [c["tree_size"] for page in pages for c in page]
+    assert sizes == sorted(sizes, reverse=True)
+    genuine = client.get("/api/v1/audit/checkpoints", params={"limit": 1}).headers["x-next-cursor"]
+    assert_refused(client, "/api/v1/audit/checkpoints", genuine)
