@@ -164,7 +164,7 @@ def timeline(request: Request, db: DbSession, principal: AuditorPrincipal, targe
 @router.get("/access-review")
 def access_review(request: Request, db: WriteSession, principal: AuditorPrincipal, vendor_id: Id = None):
     scope = Scope.of(db, principal)
-    vendors = review.vendors_in_scope(db, scope)
+    vendors = review.vendors_in_scope(db, scope)  # a form's choice offers them all
     vendor, rows = None, None
     if vendor_id:
         vendor, rows = review.access_review(db, scope, vendor_id)
@@ -177,4 +177,11 @@ def access_review(request: Request, db: WriteSession, principal: AuditorPrincipa
             target_org_id=vendor.id,
         )
         db.commit()
-    return _page(request, "audit_review.html", principal, vendors=vendors, vendor=vendor, rows=rows)
+    return _page(
+        request,
+        "audit_review.html",
+        principal,
+        vendors=vendors,
+        vendor=vendor,
+        rows=rows,
+    )

@@ -231,12 +231,13 @@ def export_jsonl(db: DbSession, components: AppComponents, principal: AuditorPri
 
 
 @router.get("/access-review")
-def access_review_vendors(db: DbSession, principal: AuditorPrincipal):
-    return {
-        "vendors": [
-            {"id": v.id, "name": v.name, "active": v.active} for v in review.vendors_in_scope(db, _scope(db, principal))
-        ]
-    }
+def access_review_vendors(
+    request: Request, db: DbSession, principal: AuditorPrincipal, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+):
+    """The vendors the caller may review, by name, paged (`X-Next-Cursor`, `Link`)."""
+    page = review.vendor_page(db, _scope(db, principal), limit=limit, cursor=cursor)
+    body = {"vendors": [{"id": v.id, "name": v.name, "active": v.active} for v in page.items]}
+    return link_next_page(request, json_response(body), page.next_cursor)
 
 
 @router.get("/access-review/{vendor_id}")

@@ -175,8 +175,18 @@ def remove_passkey(
 
 
 @router.get("/passkey-policies", response_model=list[PasskeyPolicyOut])
-def list_passkey_policies(db: DbSession, principal: AdminPrincipal):
-    return passkey_policy.list_policies(db)
+def list_passkey_policies(
+    request: Request,
+    response: Response,
+    db: DbSession,
+    principal: AdminPrincipal,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+):
+    """Passkey policies (roles, then organisations), paged (`X-Next-Cursor`, `Link`)."""
+    page = passkey_policy.policy_page(db, limit=limit, cursor=cursor)
+    link_next_page(request, response, page.next_cursor)
+    return page.items
 
 
 @router.post("/passkey-policies", response_model=PasskeyPolicyOut, status_code=201)

@@ -24,15 +24,22 @@ def _names(db):
     return orgs, {o.id: o.name for o in orgs}
 
 
-def _retention_page(request, db, principal, status_code=200, **extra):
+def _retention_page(
+    request, db, principal, status_code=200, cursor: str | None = None, holds_cursor: str | None = None, **extra
+):
+    """Two lists, each paged on its own (`cursor`, `holds_cursor`)."""
     orgs, names = _names(db)
+    policy_page = policies.policy_page(db, cursor=cursor)
+    hold_page = holds.hold_page(db, cursor=holds_cursor)
     return render(
         request,
         "retention_admin.html",
         status_code=status_code,
         principal=principal,
-        policies=policies.list_policies(db),
-        holds=holds.list_holds(db),
+        policies=policy_page.items,
+        links=page_links(request, policy_page.next_cursor),
+        holds=hold_page.items,
+        hold_links=page_links(request, hold_page.next_cursor, "holds_cursor"),
         names=names,
         practices=[o for o in orgs if o.kind == OrgKind.practice],
         vendors=[o for o in orgs if o.kind == OrgKind.vendor],
@@ -41,8 +48,10 @@ def _retention_page(request, db, principal, status_code=200, **extra):
 
 
 @router.get("/admin/retention")
-def retention_admin(request: Request, db: DbSession, principal: AdminPrincipal):
-    return _retention_page(request, db, principal)
+def retention_admin(
+    request: Request, db: DbSession, principal: AdminPrincipal, cursor: Cursor = None, holds_cursor: Cursor = None
+):
+    return _retention_page(request, db, principal, cursor=cursor, holds_cursor=holds_cursor)
 
 
 @router.post("/admin/retention/policies")

@@ -97,7 +97,11 @@ def list_tombstones(
 
 
 @router.get("/retention/policies")
-def list_policies(db: DbSession, principal: AdminPrincipal):
+def list_policies(
+    request: Request, db: DbSession, principal: AdminPrincipal, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+):
+    """Retention policies by practice, paged (`X-Next-Cursor`, `Link`)."""
+    page = policies.policy_page(db, limit=limit, cursor=cursor)
     out = [
         {
             "id": p.id,
@@ -106,10 +110,10 @@ def list_policies(db: DbSession, principal: AdminPrincipal):
             "keep_days": p.keep_days,
             "max_access_days": p.max_access_days,
         }
-        for p in policies.list_policies(db)
+        for p in page.items
     ]
     db.commit()
-    return out
+    return link_next_page(request, json_response(out), page.next_cursor)
 
 
 @router.put("/retention/policies")

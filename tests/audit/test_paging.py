@@ -185,3 +185,22 @@ def test_checkpoints_page_newest_first_while_new_ones_are_signed(client, login, 
     assert sizes == sorted(sizes, reverse=True)
     genuine = client.get("/api/v1/audit/checkpoints", params={"limit": 1}).headers["x-next-cursor"]
     assert_refused(client, "/api/v1/audit/checkpoints", genuine)
+
+
+def test_the_access_review_pages_only_the_vendors_a_practice_deals_with(
+    client, login, components, factory, two_practices
+):
+    a, b = two_practices["a"], two_practices["b"]
+    linked = [factory.org("vendor", name=f"Review vendor {c}") for c in "dbeac"]
+    unlinked = [factory.org("vendor", name=f"Review vendor {c}x") for c in "ab"]
+    with components.db.transaction() as db:
+        for vendor in linked:
+            record_event(db, Action.KEYS_ROTATED, actor=Actor(org_id=vendor.id), target_org_id=a.id)
+        for vendor in unlinked:
+            record_event(db, Action.KEYS_ROTATED, actor=Actor(org_id=vendor.id), target_org_id=b.id)
+    login(client, two_practices["auditor_a"])
+    pages = walk(client, "/api/v1/audit/access-review", 2, items=lambda body: body["vendors"])
+    assert flat(pages, "name") == sorted(v.name for v in linked)
+    assert client.get(f"/api/v1/audit/access-review/{unlinked[0].id}").status_code == 404
+    genuine = client.get("/api/v1/audit/access-review", params={"limit": 1}).headers["x-next-cursor"]
+    assert_refused(client, "/api/v1/audit/access-review", genuine)

@@ -207,3 +207,19 @@ def test_the_account_page_pages_the_tokens(client, factory, login, components, s
     pages = html_walk(client, "/account", r"<tr><td>(page-token-\d{3})</td><td><code>")
     assert [len(p) for p in pages] == [DEFAULT_LIMIT, 1]
     assert [n for p in pages for n in p] == names[::-1]
+
+
+def test_passkey_policies_page(admin, factory, components):
+    from gateway.audit.service import Actor
+    from gateway.auth.passkey_policy import require
+
+    orgs = [factory.org("practice") for _ in range(3)]
+    with components.db.transaction() as db:
+        require(db, "role", "biller", Actor.system())
+        require(db, "role", "auditor", Actor.system())
+        for org in orgs:
+            require(db, "org", org.id, Actor.system())
+    pages = walk(admin, "/api/v1/auth/passkey-policies", 2)
+    seen = [(p["scope"], p["value"]) for page in pages for p in page]
+    assert seen == sorted([("role", "biller"), ("role", "auditor")] + [("org", o.id) for o in orgs])
+    assert_refused(admin, "/api/v1/auth/passkey-policies", genuine=_cursor(admin, "/api/v1/auth/passkey-policies"))

@@ -67,3 +67,61 @@ def test_the_certificates_page_pages_its_tombstones(components, party, seeded, s
     second = auditor.client.get("/certificates", params={"tombstones_cursor": "forged"})
     assert second.status_code == 422
     assert cert in auditor.client.get("/certificates").text
+
+
+def test_retention_policies_and_legal_holds_page(components, factory, session_for, settings, fake_clock, party):
+    from gateway.audit.service import Actor
+    from retention.holds import place_hold
+    from retention.policies import set_policy
+
+    practices = [factory.org("practice") for _ in range(4)]
+    with components.db.transaction() as db:
+        made = [
+            set_policy(db, settings, p.id, None, keep_days=40, max_access_days=None, actor=Actor.system()).id
+            for p in practices
+        ]
+        made.append(
+            set_policy(
+                db, settings, practices[0].id, party.vendor.id, keep_days=50, max_access_days=None, actor=Actor.system()
+            ).id
+        )
+    admin = session_for(party.admin)
+    late: list[str] = []
+
+    def set_between(_: int) -> None:
+        with components.db.transaction() as db:
+            late.append(
+                set_policy(
+                    db,
+                    settings,
+                    factory.org("practice").id,
+                    None,
+                    keep_days=45,
+                    max_access_days=None,
+                    actor=Actor.system(),
+                ).id
+            )
+
+    seen = flat(walk(admin.client, "/api/v1/retention/policies", 2, between=set_between))
+    assert [p for p in seen if p in made] == sorted(made, key=lambda i: (_practice_of(components, i), i))
+    assert len(seen) == len(set(seen)) and set(made) <= set(seen)
+    genuine = admin.client.get("/api/v1/retention/policies", params={"limit": 1}).headers["x-next-cursor"]
+    assert_refused(admin.client, "/api/v1/retention/policies", genuine)
+
+    references = []
+    for i in range(DEFAULT_LIMIT + 1):
+        fake_clock.advance(seconds=1)
+        with components.db.transaction() as db:
+            references.append(
+                place_hold(db, "practice", practices[i % 4].id, f"MATTER-{i:03d}", Actor.system()).reference
+            )
+    pages = html_walk(admin.client, "/admin/retention", r"(MATTER-\d{3})")
+    assert [len(p) for p in pages] == [DEFAULT_LIMIT, 1]
+    assert [r for p in pages for r in p] == references[::-1]
+
+
+def _practice_of(components, policy_id: str) -> str:
+    from retention.models import RetentionPolicy
+
+    with components.db.transaction() as db:
+        return db.get(RetentionPolicy, policy_id).practice_id
