@@ -89,6 +89,14 @@ def test_organisations_page_by_name_while_new_ones_arrive(admin, factory):
     assert_refused(admin, "/api/v1/orgs", genuine=_cursor(admin, "/api/v1/orgs"))
 
 
+def test_names_of_any_script_and_length_make_working_cursors(admin, factory):
+    names = ["Zürich Abrechnung", "Ωmega Billing 🧾", "Ärzte " + "ß" * 180, "東京 医療事務", 'Quote " and | pipe']
+    for name in names:
+        factory.org("vendor", name=name)
+    seen = flat(walk(admin, "/api/v1/orgs", 1), "name")
+    assert [n for n in seen if n in names] == sorted(names) and len(seen) == len(set(seen))
+
+
 def test_baas_page_newest_first_while_new_ones_are_recorded(admin, factory, components, fake_clock):
     practice = factory.org("practice")
     vendors = [factory.org("vendor") for _ in range(5)]
