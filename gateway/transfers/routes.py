@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import InvalidInput
-from gateway.paging import Page
+from gateway.paging import DEFAULT_LIMIT, Page
 from gateway.transfers import download, partners, service, upload, views
 from gateway.transfers.auth import Admin, Approver, Auditor, Biller, Downloader, Reader, Sender
 from gateway.transfers.intake import IncomingFile, MultipartReader, body_chunks
@@ -164,7 +164,9 @@ _PARTNERS = TypeAdapter(list[PartnerOut])
 
 
 @partners_router.get("", response_model=list[PartnerOut])
-def list_partners(request: Request, db: DbSession, principal: Sender, limit: Limit = 50, cursor: Cursor = None):
+def list_partners(
+    request: Request, db: DbSession, principal: Sender, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+):
     """The organisations the caller may send to right now (a BAA in force), by name, each with the billers an
     upload to it may name in `biller_ids`. Start an upload here: `partner_id` is one of these ids."""
     page = partners.partners(db, principal, limit=limit, cursor=cursor)
@@ -187,7 +189,7 @@ def list_transfers(
     c: AppComponents,
     principal: Reader,
     status: TransferStatus | None = None,
-    limit: Limit = 50,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ):
     """Transfers visible to the caller, newest first: their practice's, or (billers) those approved for them."""
@@ -197,14 +199,24 @@ def list_transfers(
 
 @router.get("/inbox", response_model=list[TransferOut])
 def inbox(
-    request: Request, db: DbSession, c: AppComponents, principal: Biller, limit: Limit = 50, cursor: Cursor = None
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    principal: Biller,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ):
     return _page(request, c, principal, service.inbox(db, principal, limit=limit, cursor=cursor))
 
 
 @router.get("/approvals", response_model=list[TransferOut])
 def approvals(
-    request: Request, db: DbSession, c: AppComponents, principal: Approver, limit: Limit = 50, cursor: Cursor = None
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    principal: Approver,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ):
     return _page(request, c, principal, service.approval_queue(db, principal, limit=limit, cursor=cursor))
 
