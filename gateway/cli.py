@@ -180,10 +180,10 @@ def org_create(name: str, kind: str = typer.Option(..., help="practice, vendor o
 
 @org_app.command("list")
 def org_list() -> None:
-    from gateway.orgs.service import list_orgs
+    from gateway.orgs.service import all_orgs
 
     with support.components().db.transaction() as db:
-        for org in list_orgs(db):
+        for org in all_orgs(db):
             typer.echo(f"{org.id}  {org.kind.value:<9} {'active' if org.active else 'disabled':<9} {org.name}")
 
 
@@ -216,13 +216,14 @@ def user_create(
 
 @user_app.command("list")
 def user_list(org: str = typer.Option(None, help="organisation id or name")) -> None:
+    from gateway import paging
     from gateway.orgs.service import find_org
     from gateway.users.service import list_users
 
     try:
         with support.components().db.transaction() as db:
             org_id = find_org(db, org).id if org else None
-            for u in list_users(db, org_id):
+            for u in paging.every(lambda cursor: list_users(db, org_id, limit=paging.MAX_LIMIT, cursor=cursor)):
                 typer.echo(
                     f"{u.id}  {u.username:<20} {u.role.value:<18} {'active' if u.active else 'disabled':<9} "
                     f"mfa={'yes' if u.mfa_enrolled else 'no'}  {u.org.name}"

@@ -1,19 +1,21 @@
-"""Server-rendered pages: templates, the flash of one-time values, and page helpers; request bodies as streams."""
+"""Server-rendered pages: templates, the flash of one-time values, and page helpers; list paging in HTTP; request
+bodies as streams."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from fastapi import Request
+from fastapi import Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 
-from gateway import __version__
+from gateway import __version__, paging
 from gateway.errors import ClientDisconnected, GatewayError
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -80,3 +82,50 @@ async def request_body(request: Request) -> AsyncIterator[bytes]:
             yield chunk
     except ClientDisconnect as exc:
         raise _HungUp() from exc
+
+
+# The query parameters of every paged list (gateway/paging.py), API and pages alike.
+Limit = Annotated[int, Query(ge=1, le=paging.MAX_LIMIT, description=f"items per page, at most {paging.MAX_LIMIT}")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=paging.MAX_CURSOR_LENGTH, description="the `X-Next-Cursor` of the previous page"),
+]
+
+
+def next_page_url(request: Request, next_cursor: str | None, param: str = "cursor") -> str | None:
+    """The same page's address with the list's cursor moved on (None: no more), keeping every other parameter."""
+    if not next_cursor:
+        return None
+    following = request.url.include_query_params(**{param: next_cursor})
+    return f"{following.path}?{following.query}"
+
+
+@dataclass(frozen=True)
+class PageLinks:
+    """A page's links along its list (templates/paging.html `pager`): the next page, and back to the first."""
+
+    next: str | None
+    first: str | None
+
+
+def page_links(request: Request, next_cursor: str | None, param: str = "cursor") -> PageLinks:
+    first = None
+    if request.query_params.get(param):
+        back = request.url.remove_query_params(param)
+        first = f"{back.path}?{back.query}" if back.query else back.path
+    return PageLinks(next_page_url(request, next_cursor, param), first)
+
+
+def link_next_page(request: Request, response: Response, next_cursor: str | None) -> Response:
+    """Paging metadata in headers, so the body stays the list itself: the cursor in `X-Next-Cursor`, the next
+    page's address in `Link` (RFC 8288). Neither header on the last page."""
+    url = next_page_url(request, next_cursor)
+    if url:
+        response.headers["X-Next-Cursor"] = next_cursor or ""
+        response.headers["Link"] = f'<{url}>; rel="next"'
+    return response
+
+
+def paged_json(request: Request, body: bytes, next_cursor: str | None) -> Response:
+    """A page already encoded as a JSON array (in the handler's thread), with its next-page headers."""
+    return link_next_page(request, Response(body, media_type="application/json"), next_cursor)

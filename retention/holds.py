@@ -5,12 +5,13 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway import clock
+from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.orgs.models import Organisation, OrgKind
+from gateway.paging import Page
 from gateway.transfers.models import Transfer
 from retention.models import HoldScope, LegalHold
 
@@ -71,11 +72,25 @@ def release_hold(db: Session, hold_id: str, actor: Actor) -> LegalHold:
     return hold
 
 
-def list_holds(db: Session, *, active_only: bool = False) -> list[LegalHold]:
-    query = select(LegalHold).order_by(LegalHold.created_at.desc())
+# Newest first.
+ORDER = paging.Order("holds", (LegalHold.created_at, LegalHold.id), descending=True)
+
+
+def hold_page(
+    db: Session, *, active_only: bool = False, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
+) -> Page[LegalHold]:
+    """One page of legal holds (only those not released, when asked), newest first."""
+    query = select(LegalHold)
     if active_only:
         query = query.where(LegalHold.released_at.is_(None))
-    return list(db.scalars(query))
+    return ORDER.page(db, query, limit=limit, cursor=cursor)
+
+
+def list_holds(db: Session, *, active_only: bool = False) -> list[LegalHold]:
+    """Every legal hold, newest first (the CLI)."""
+    return list(
+        paging.every(lambda cursor: hold_page(db, active_only=active_only, limit=paging.MAX_LIMIT, cursor=cursor))
+    )
 
 
 def holds_on_pair(db: Session, practice_id: str, vendor_id: str) -> tuple[list[LegalHold], list[LegalHold]]:

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway import clock
+from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.service import Actor, record_event
 from gateway.config import Settings
 from gateway.errors import InvalidInput, NotFound
 from gateway.orgs.models import Organisation, OrgKind
+from gateway.paging import Page
 from retention.models import RetentionPolicy
 
 MAX_KEEP_DAYS = 3650
@@ -32,8 +33,18 @@ def _org(db: Session, org_id: str, kind: OrgKind) -> Organisation:
     return org
 
 
+# By practice; a practice's policy and its vendor overrides then by id (vendor_id may be NULL: not a cursor column).
+ORDER = paging.Order("retention-policies", (RetentionPolicy.practice_id, RetentionPolicy.id))
+
+
+def policy_page(db: Session, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None) -> Page[RetentionPolicy]:
+    """One page of the retention policies."""
+    return ORDER.page(db, select(RetentionPolicy), limit=limit, cursor=cursor)
+
+
 def list_policies(db: Session) -> list[RetentionPolicy]:
-    return list(db.scalars(select(RetentionPolicy).order_by(RetentionPolicy.practice_id, RetentionPolicy.vendor_id)))
+    """Every retention policy (the CLI)."""
+    return list(paging.every(lambda cursor: policy_page(db, limit=paging.MAX_LIMIT, cursor=cursor)))
 
 
 def _find(db: Session, practice_id: str, vendor_id: str | None) -> RetentionPolicy | None:

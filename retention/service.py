@@ -5,11 +5,13 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway import paging
 from gateway.audit.actions import Action
 from gateway.auth.service import Principal, Proof, step_up
 from gateway.components import Components
 from gateway.errors import InvalidInput, NotFound
 from gateway.orgs.models import Organisation, OrgKind
+from gateway.paging import Page
 from gateway.transfers.models import Transfer, TransferFile, TransferStatus
 from gateway.users.models import Role
 from retention.models import Certificate, DestructionRecord
@@ -23,12 +25,20 @@ def _practice_scope(principal: Principal) -> str | None:
     return user.org_id
 
 
-def certificates(db: Session, principal: Principal) -> list[Certificate]:
-    query = select(Certificate).order_by(Certificate.issued_at.desc()).limit(500)
+# Newest first, both.
+CERTIFICATES = paging.Order("certificates", (Certificate.issued_at, Certificate.id), descending=True)
+TOMBSTONES = paging.Order("tombstones", (TransferFile.destroyed_at, TransferFile.id), descending=True)
+
+
+def certificates(
+    db: Session, principal: Principal, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
+) -> Page[Certificate]:
+    """One page of the certificates this caller may see (scoped in SQL), newest first."""
+    query = select(Certificate)
     scope = _practice_scope(principal)
     if scope is not None:
         query = query.where(Certificate.practice_id == scope)
-    return list(db.scalars(query))
+    return CERTIFICATES.page(db, query, limit=limit, cursor=cursor)
 
 
 def find_certificate(db: Session, principal: Principal, cert_id: str) -> Certificate:
@@ -40,8 +50,11 @@ def find_certificate(db: Session, principal: Principal, cert_id: str) -> Certifi
     return cert
 
 
-def tombstones(db: Session, principal: Principal, limit: int = 500) -> list[dict]:
-    """Destroyed transfers as auditors see them: ids, sizes, hashes, times; never content or names."""
+def tombstones(
+    db: Session, principal: Principal, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
+) -> Page[dict]:
+    """One page of destroyed files as auditors see them (scoped in SQL), newest destruction first: ids, sizes,
+    hashes, times; never content or names."""
     query = (
         select(
             TransferFile.transfer_id,
@@ -57,15 +70,15 @@ def tombstones(db: Session, principal: Principal, limit: int = 500) -> list[dict
         )
         .join(Transfer, Transfer.id == TransferFile.transfer_id)
         .join(DestructionRecord, DestructionRecord.file_id == TransferFile.id, isouter=True)
-        .where(Transfer.status == TransferStatus.destroyed)
-        .order_by(TransferFile.destroyed_at.desc())
-        .limit(limit)
+        .where(Transfer.status == TransferStatus.destroyed, TransferFile.destroyed_at.is_not(None))
     )
     scope = _practice_scope(principal)
     if scope is not None:
         query = query.where(Transfer.practice_id == scope)
-    certs = dict(db.execute(select(Certificate.job_id, Certificate.id)).all())
-    return [
+    page = TOMBSTONES.page_rows(db, query, limit=limit, cursor=cursor)
+    jobs = {r[8] for r in page.items if r[8] is not None}
+    certs = dict(db.execute(select(Certificate.job_id, Certificate.id).where(Certificate.job_id.in_(jobs))).all())
+    items = [
         {
             "transfer_id": r[0],
             "file_id": r[1],
@@ -78,8 +91,9 @@ def tombstones(db: Session, principal: Principal, limit: int = 500) -> list[dict
             "certificate_id": certs.get(r[8]),
             "verification": "crypto-shred only" if r[9] else "verified absent",
         }
-        for r in db.execute(query)
+        for r in page.items
     ]
+    return Page(items, page.next_cursor)
 
 
 def check_offboarding(

@@ -31,7 +31,7 @@ from typing import cast
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from gateway import clock
+from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.models import AuditCheckpoint, AuditEvent, CheckpointKind, Outcome, Severity
 from gateway.logs import current_request_id
@@ -262,10 +262,12 @@ def record_events_bulk(db: Session, events: list[dict]) -> tuple[int, int]:
     return first, first + len(rows) - 1
 
 
-def recent_checkpoints(db: Session, limit: int) -> list[AuditCheckpoint]:
-    """The newest signed checkpoints first."""
-    return list(
-        db.scalars(
-            select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc(), AuditCheckpoint.id.desc()).limit(limit)
-        )
-    )
+# The largest tree first.
+CHECKPOINTS = paging.Order("checkpoints", (AuditCheckpoint.tree_size, AuditCheckpoint.id), descending=True)
+
+
+def recent_checkpoints(
+    db: Session, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
+) -> paging.Page[AuditCheckpoint]:
+    """One page of the signed checkpoints, newest first."""
+    return CHECKPOINTS.page(db, select(AuditCheckpoint), limit=limit, cursor=cursor)

@@ -30,16 +30,17 @@ import json
 import urllib.request
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Text, cast, func, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway import clock
+from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.models import AuditAlert, AuditEvent, Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.errors import NotFound
 from gateway.outbox import Channel, enqueue
+from gateway.paging import Page
 
 TOPIC = "audit.alert"
 SINK_TIMEOUT_SECONDS = 5  # a request that raised an alert waits at most this long for a webhook
@@ -321,14 +322,30 @@ def run(components, now: datetime | None = None) -> tuple[int, int]:
     return len(raised), components.outbox.deliver()
 
 
-def visible_alerts(db: Session, scope, limit: int = 50, open_only: bool = False) -> list[AuditAlert]:
-    query = select(AuditAlert).order_by(AuditAlert.id.desc()).limit(limit * 4 if scope.org_id else limit)
+# Newest first.
+ORDER = paging.Order("alerts", (AuditAlert.id,), descending=True)
+
+
+def _concerns(org_id: str | None) -> ColumnElement[bool]:
+    """SQL: the alert names `org_id` among its organisations (None: every alert, for operator auditors).
+
+    `org_ids` is a JSON array of organisation ids, which hold no quote or backslash, so its text contains
+    `"<id>"` exactly when the id is a member: one test that SQLite and PostgreSQL both run inside the query,
+    before its limit (filtering after the limit would hide a practice's alerts behind other practices').
+    """
+    if org_id is None:
+        return true()
+    return cast(AuditAlert.org_ids, Text).contains(f'"{org_id}"', autoescape=True)
+
+
+def visible_alerts(
+    db: Session, scope, limit: int = paging.DEFAULT_LIMIT, open_only: bool = False, cursor: str | None = None
+) -> Page[AuditAlert]:
+    """One page of the alerts this auditor may see, scoped in SQL, newest first."""
+    query = select(AuditAlert).where(_concerns(scope.org_id))
     if open_only:
         query = query.where(AuditAlert.acknowledged_at.is_(None))
-    alerts = list(db.scalars(query))
-    if scope.org_id is not None:
-        alerts = [a for a in alerts if scope.org_id in (a.org_ids or [])]
-    return alerts[:limit]
+    return ORDER.page(db, query, limit=limit, cursor=cursor)
 
 
 def acknowledge(db: Session, scope, alert_id: int, principal) -> datetime:

@@ -18,7 +18,8 @@ from gateway.auditor.routes import FilterParams, Id
 from gateway.auditor.search import Scope
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import GatewayError
-from gateway.web import redirect, render
+from gateway.paging import MAX_LIMIT
+from gateway.web import Cursor, page_links, redirect, render
 
 router = APIRouter(prefix="/audit", include_in_schema=False)
 
@@ -37,7 +38,7 @@ def dashboard(request: Request, db: DbSession, components: AppComponents, princi
         "audit_dashboard.html",
         principal,
         status=log_status(db, components),
-        alerts=alert_service.visible_alerts(db, scope, 20),
+        alerts=alert_service.visible_alerts(db, scope, 20).items,
         operator=scope.org_id is None,
         emergencies=unreviewed_emergencies(db, principal),
     )
@@ -62,7 +63,7 @@ def events(
     db: DbSession,
     principal: AuditorPrincipal,
     filters: FilterParams,
-    before: int | None = Query(default=None, ge=1),
+    cursor: Cursor = None,
 ):
     values = {k: v for k, v in filters.raw.items() if v}
     try:
@@ -76,14 +77,18 @@ def events(
             error=exc.message,
             values=values,
             items=[],
-            next_url=None,
+            links=None,
             export_query="",
         )
-    items, cursor = search.search(db, Scope.of(db, principal), flt, before=before, limit=50)
-    query = urlencode(values)
-    next_url = f"/audit/events?{urlencode({**values, 'before': cursor})}" if cursor else None
+    page = search.search(db, Scope.of(db, principal), flt, cursor=cursor)
     return _page(
-        request, "audit_events.html", principal, values=values, items=items, next_url=next_url, export_query=query
+        request,
+        "audit_events.html",
+        principal,
+        values=values,
+        items=page.items,
+        links=page_links(request, page.next_cursor),
+        export_query=urlencode(values),
     )
 
 
@@ -94,6 +99,7 @@ def activity(
     principal: AuditorPrincipal,
     user: Id = None,
     day: str | None = Query(default=None, max_length=10),
+    cursor: Cursor = None,
 ):
     values = {"user": user or "", "day": day or ""}
     if not user or not day:
@@ -112,21 +118,21 @@ def activity(
             items=None,
         )
     flt = search.EventFilter(user_id=flt.user_id, since=start, until=end)
-    items, cursor = search.search(db, Scope.of(db, principal), flt, limit=200, ascending=True)
+    page = search.search(db, Scope.of(db, principal), flt, cursor=cursor, limit=MAX_LIMIT, ascending=True)
     export_query = urlencode({"user": user, "since": day, "until": day})
     return _page(
         request,
         "audit_activity.html",
         principal,
         values=values,
-        items=items,
-        more=cursor is not None,
+        items=page.items,
+        links=page_links(request, page.next_cursor),
         export_query=export_query,
     )
 
 
 @router.get("/timeline")
-def timeline(request: Request, db: DbSession, principal: AuditorPrincipal, target_id: Id = None):
+def timeline(request: Request, db: DbSession, principal: AuditorPrincipal, target_id: Id = None, cursor: Cursor = None):
     if not target_id:
         return _page(request, "audit_timeline.html", principal, target_id="", items=None)
     try:
@@ -142,15 +148,15 @@ def timeline(request: Request, db: DbSession, principal: AuditorPrincipal, targe
             items=None,
         )
     scope = Scope.of(db, principal)
-    items, cursor = search.search(db, scope, flt, limit=200, ascending=True)
+    page = search.search(db, scope, flt, cursor=cursor, limit=MAX_LIMIT, ascending=True)
     # File events name the transfer as target and the file ids in details: show those too.
     return _page(
         request,
         "audit_timeline.html",
         principal,
         target_id=target_id,
-        items=items,
-        more=cursor is not None,
+        items=page.items,
+        links=page_links(request, page.next_cursor),
         export_query=urlencode({"target_id": target_id}),
     )
 
@@ -158,7 +164,7 @@ def timeline(request: Request, db: DbSession, principal: AuditorPrincipal, targe
 @router.get("/access-review")
 def access_review(request: Request, db: WriteSession, principal: AuditorPrincipal, vendor_id: Id = None):
     scope = Scope.of(db, principal)
-    vendors = review.vendors_in_scope(db, scope)
+    vendors = review.vendors_in_scope(db, scope)  # a form's choice offers them all
     vendor, rows = None, None
     if vendor_id:
         vendor, rows = review.access_review(db, scope, vendor_id)
@@ -171,4 +177,11 @@ def access_review(request: Request, db: WriteSession, principal: AuditorPrincipa
             target_org_id=vendor.id,
         )
         db.commit()
-    return _page(request, "audit_review.html", principal, vendors=vendors, vendor=vendor, rows=rows)
+    return _page(
+        request,
+        "audit_review.html",
+        principal,
+        vendors=vendors,
+        vendor=vendor,
+        rows=rows,
+    )

@@ -16,13 +16,14 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from gateway import clock
+from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.models import AuditEvent, Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.auditor.search import Scope
 from gateway.errors import NotFound
 from gateway.orgs.models import Organisation, OrgKind
+from gateway.paging import Page
 from gateway.users.models import User
 
 DOWNLOAD_ACTION = Action.TRANSFER_DOWNLOAD_COMPLETED
@@ -43,9 +44,19 @@ class ReviewRow:
     days_inactive: int
 
 
+# By name.
+VENDORS = paging.Order("review-vendors", (Organisation.name, Organisation.id))
+
+
 def vendors_in_scope(db: Session, scope: Scope) -> list[Organisation]:
-    """Vendors the caller may review: all for operator auditors; for a practice, vendors its events involve."""
-    query = select(Organisation).where(Organisation.kind == OrgKind.vendor).order_by(Organisation.name)
+    """Every vendor the caller may review, by name."""
+    return list(paging.every(lambda cursor: vendor_page(db, scope, limit=paging.MAX_LIMIT, cursor=cursor)))
+
+
+def _reviewable(scope: Scope):
+    """The vendors the caller may review, in SQL: all for operator auditors; for a practice, vendors its events
+    involve."""
+    query = select(Organisation).where(Organisation.kind == OrgKind.vendor)
     if scope.org_id is not None:
         linked = (
             select(AuditEvent.actor_org_id)
@@ -53,7 +64,14 @@ def vendors_in_scope(db: Session, scope: Scope) -> list[Organisation]:
             .union(select(AuditEvent.target_org_id).where(AuditEvent.actor_org_id == scope.org_id))
         )
         query = query.where(Organisation.id.in_(linked))
-    return list(db.scalars(query))
+    return query
+
+
+def vendor_page(
+    db: Session, scope: Scope, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
+) -> Page[Organisation]:
+    """One page of the vendors the caller may review, by name."""
+    return VENDORS.page(db, _reviewable(scope), limit=limit, cursor=cursor)
 
 
 def _last_downloads(db: Session, user_ids: list[str]) -> dict[str, datetime]:
@@ -113,7 +131,7 @@ def access_review(
     db: Session, scope: Scope, vendor_id: str, now: datetime | None = None
 ) -> tuple[Organisation, list[ReviewRow]]:
     """The access review of one vendor, if the caller may see it (404 otherwise, same as unknown)."""
-    vendor = next((v for v in vendors_in_scope(db, scope) if v.id == vendor_id), None)
+    vendor = db.scalar(_reviewable(scope).where(Organisation.id == vendor_id))
     if vendor is None:
         raise NotFound("No such vendor.", code="vendor_not_found")
     users = list(db.scalars(select(User).where(User.org_id == vendor.id).order_by(User.username)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from gateway import clock
@@ -19,7 +19,8 @@ from gateway.auditor.auth import AuditorPrincipal
 from gateway.auditor.search import Scope
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import NotFound
-from gateway.web import json_response
+from gateway.paging import DEFAULT_LIMIT, MAX_LIMIT
+from gateway.web import Cursor, Limit, json_response, link_next_page
 from translog.note import verifier_key
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -63,15 +64,19 @@ def _scope(db, principal) -> Scope:
 
 @router.get("/events")
 def list_events(
+    request: Request,
     db: DbSession,
     principal: AuditorPrincipal,
     filters: FilterParams,
     before: int | None = Query(default=None, ge=1),
-    limit: int = Query(default=50, ge=1, le=200),
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ):
+    """Events, newest first, paged: `X-Next-Cursor` and `Link` as every list (or `next_before` as `before`)."""
     flt = search.build_filter(db, **filters.raw)
-    events, cursor = search.search(db, _scope(db, principal), flt, before=before, limit=limit)
-    return json_response({"items": [search.event_dict(e) for e in events], "next_before": cursor})
+    page = search.search(db, _scope(db, principal), flt, before=before, cursor=cursor, limit=limit)
+    body = {"items": [search.event_dict(e) for e in page.items], "next_before": search.last_seq(page)}
+    return link_next_page(request, json_response(body), page.next_cursor)
 
 
 @router.get("/events/{seq}")
@@ -81,37 +86,49 @@ def get_event(seq: int, db: DbSession, principal: AuditorPrincipal):
 
 @router.get("/activity")
 def user_activity(
+    request: Request,
     db: DbSession,
     principal: AuditorPrincipal,
     user: str = Query(max_length=64),
     day: str = Query(max_length=10),
     after: int | None = Query(default=None, ge=0),
-    limit: int = Query(default=200, ge=1, le=200),
+    limit: Limit = MAX_LIMIT,
+    cursor: Cursor = None,
 ):
-    """What one user did on one day (UTC), oldest first."""
+    """What one user did on one day (UTC), oldest first, paged (`X-Next-Cursor`, `Link`, or `next_after`)."""
     start, end = search.day_range(day)
     flt = search.build_filter(db, user=user)
     flt = search.EventFilter(user_id=flt.user_id, since=start, until=end)
-    events, cursor = search.search(db, _scope(db, principal), flt, before=after, limit=limit, ascending=True)
-    return json_response(
-        {"user": user, "day": day, "items": [search.event_dict(e) for e in events], "next_after": cursor}
-    )
+    page = search.search(db, _scope(db, principal), flt, before=after, cursor=cursor, limit=limit, ascending=True)
+    body = {
+        "user": user,
+        "day": day,
+        "items": [search.event_dict(e) for e in page.items],
+        "next_after": search.last_seq(page),
+    }
+    return link_next_page(request, json_response(body), page.next_cursor)
 
 
 @router.get("/timeline/{target_id}")
 def timeline(
+    request: Request,
     target_id: str,
     db: DbSession,
     principal: AuditorPrincipal,
     after: int | None = Query(default=None, ge=0),
-    limit: int = Query(default=200, ge=1, le=200),
+    limit: Limit = MAX_LIMIT,
+    cursor: Cursor = None,
 ):
-    """Every event about one target (a transfer, file, user...), oldest first."""
+    """Every event about one target (a transfer, file, user...), oldest first, paged (`X-Next-Cursor`, `Link`,
+    or `next_after`)."""
     flt = dataclasses.replace(search.build_filter(db, target_id=target_id), target_or_file=True)
-    events, cursor = search.search(db, _scope(db, principal), flt, before=after, limit=limit, ascending=True)
-    return json_response(
-        {"target_id": target_id, "items": [search.event_dict(e) for e in events], "next_after": cursor}
-    )
+    page = search.search(db, _scope(db, principal), flt, before=after, cursor=cursor, limit=limit, ascending=True)
+    body = {
+        "target_id": target_id,
+        "items": [search.event_dict(e) for e in page.items],
+        "next_after": search.last_seq(page),
+    }
+    return link_next_page(request, json_response(body), page.next_cursor)
 
 
 @router.get("/status")
@@ -132,9 +149,12 @@ def public_key(components: AppComponents, principal: AuditorPrincipal):
 
 
 @router.get("/checkpoints")
-def list_checkpoints(db: DbSession, principal: AuditorPrincipal, limit: int = Query(default=50, ge=1, le=200)):
-    cps = recent_checkpoints(db, limit)
-    return {
+def list_checkpoints(
+    request: Request, db: DbSession, principal: AuditorPrincipal, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+):
+    """Signed checkpoints, newest first, paged (`X-Next-Cursor`, `Link`)."""
+    page = recent_checkpoints(db, limit, cursor)
+    body = {
         "items": [
             {
                 "id": c.id,
@@ -144,9 +164,10 @@ def list_checkpoints(db: DbSession, principal: AuditorPrincipal, limit: int = Qu
                 "created_at": c.created_at.isoformat(),
                 "note": c.note,
             }
-            for c in cps
+            for c in page.items
         ]
     }
+    return link_next_page(request, json_response(body), page.next_cursor)
 
 
 @router.get("/checkpoints/latest", response_class=PlainTextResponse)
@@ -210,12 +231,13 @@ def export_jsonl(db: DbSession, components: AppComponents, principal: AuditorPri
 
 
 @router.get("/access-review")
-def access_review_vendors(db: DbSession, principal: AuditorPrincipal):
-    return {
-        "vendors": [
-            {"id": v.id, "name": v.name, "active": v.active} for v in review.vendors_in_scope(db, _scope(db, principal))
-        ]
-    }
+def access_review_vendors(
+    request: Request, db: DbSession, principal: AuditorPrincipal, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+):
+    """The vendors the caller may review, by name, paged (`X-Next-Cursor`, `Link`)."""
+    page = review.vendor_page(db, _scope(db, principal), limit=limit, cursor=cursor)
+    body = {"vendors": [{"id": v.id, "name": v.name, "active": v.active} for v in page.items]}
+    return link_next_page(request, json_response(body), page.next_cursor)
 
 
 @router.get("/access-review/{vendor_id}")
@@ -246,19 +268,26 @@ def access_review(vendor_id: str, db: WriteSession, principal: AuditorPrincipal)
 
 @router.get("/alerts")
 def list_alerts(
-    db: DbSession, principal: AuditorPrincipal, open_only: bool = False, limit: int = Query(default=50, ge=1, le=200)
+    request: Request,
+    db: DbSession,
+    principal: AuditorPrincipal,
+    open_only: bool = False,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ):
-    items = alert_service.visible_alerts(db, _scope(db, principal), limit, open_only)
-    return {
+    """Alerts about the caller's scope, newest first, paged (`X-Next-Cursor`, `Link`)."""
+    page = alert_service.visible_alerts(db, _scope(db, principal), limit, open_only, cursor)
+    body = {
         "items": [
             {
                 **alert_service.alert_payload(a),
                 "acknowledged_at": a.acknowledged_at.isoformat() if a.acknowledged_at else None,
                 "delivered_at": a.delivered_at.isoformat() if a.delivered_at else None,
             }
-            for a in items
+            for a in page.items
         ]
     }
+    return link_next_page(request, json_response(body), page.next_cursor)
 
 
 @router.post("/alerts/{alert_id}/acknowledge")

@@ -14,12 +14,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import ColumnElement, and_, or_, select, true
 from sqlalchemy.orm import Session
 
+from gateway import paging
 from gateway.audit.models import AuditEvent, Outcome
 from gateway.errors import InvalidInput, NotFound
 from gateway.orgs.models import Organisation, OrgKind
+from gateway.paging import Page
 
 MAX_RANGE_DAYS = 366
-MAX_PAGE = 200
 _ID = re.compile(r"^[A-Za-z0-9._:@-]{1,64}$")
 _ACTION = re.compile(r"^[a-z0-9_.*]{1,64}$")
 
@@ -171,19 +172,35 @@ def build_filter(
     )
 
 
+# The log's own order: newest first (the search), oldest first (a day's activity, a timeline).
+NEWEST_FIRST = paging.Order("events", (AuditEvent.seq,), descending=True)
+OLDEST_FIRST = paging.Order("events-oldest-first", (AuditEvent.seq,))
+
+
 def search(
-    db: Session, scope: Scope, flt: EventFilter, *, before: int | None = None, limit: int = 50, ascending: bool = False
-) -> tuple[list[AuditEvent], int | None]:
-    """One page of events, newest first (or oldest first); returns (events, cursor for the next page)."""
-    limit = max(1, min(limit, MAX_PAGE))
+    db: Session,
+    scope: Scope,
+    flt: EventFilter,
+    *,
+    before: int | None = None,
+    cursor: str | None = None,
+    limit: int = paging.DEFAULT_LIMIT,
+    ascending: bool = False,
+) -> Page[AuditEvent]:
+    """One page of events, scoped and filtered in SQL, newest first (or oldest first).
+
+    `before` is a sequence number to start past (older, or newer when ascending): the API's first form of a
+    cursor, kept for its clients; `cursor` is the shared one (gateway/paging.py).
+    """
     query = select(AuditEvent).where(scope.clause(), flt.clause())
     if before is not None:
         query = query.where(AuditEvent.seq < before if not ascending else AuditEvent.seq > before)
-    query = query.order_by(AuditEvent.seq.asc() if ascending else AuditEvent.seq.desc()).limit(limit + 1)
-    events = list(db.scalars(query))
-    more = len(events) > limit
-    events = events[:limit]
-    return events, (events[-1].seq if more else None)
+    return (OLDEST_FIRST if ascending else NEWEST_FIRST).page(db, query, limit=limit, cursor=cursor)
+
+
+def last_seq(page: Page[AuditEvent]) -> int | None:
+    """The `before`/`after` sequence number that continues after `page` (None: no more)."""
+    return page.items[-1].seq if page.next_cursor else None
 
 
 def get_event(db: Session, scope: Scope, seq: int) -> AuditEvent:

@@ -26,7 +26,7 @@ from gateway.deps import (
     check_origin,
 )
 from gateway.errors import CsrfFailed, GatewayError, InvalidInput
-from gateway.web import redirect, render, submit
+from gateway.web import Cursor, page_links, redirect, render, submit
 
 router = APIRouter(include_in_schema=False)
 
@@ -267,14 +267,16 @@ def home(request: Request, principal: CurrentPrincipal):
     return render(request, "home.html", principal=principal)
 
 
-def _account(request, db, principal, status_code=200, **extra):
+def _account(request, db, principal, status_code=200, tokens_cursor: str | None = None, **extra):
     user = principal.user
+    tokens = service.list_api_tokens(db, user, cursor=tokens_cursor)
     return render(
         request,
         "account.html",
         status_code=status_code,
         principal=principal,
-        tokens=service.list_api_tokens(db, user),
+        tokens=tokens.items,
+        token_links=page_links(request, tokens.next_cursor, "tokens_cursor"),
         passkeys=passkeys.list_passkeys(db, user),
         factor=service.factor_choice(db, user),
         passkey_required=passkey_policy.applies_to(db, user),
@@ -283,8 +285,8 @@ def _account(request, db, principal, status_code=200, **extra):
 
 
 @router.get("/account")
-def account(request: Request, db: DbSession, principal: CurrentPrincipal):
-    return _account(request, db, principal)
+def account(request: Request, db: DbSession, principal: CurrentPrincipal, tokens_cursor: Cursor = None):
+    return _account(request, db, principal, tokens_cursor=tokens_cursor)
 
 
 @router.post("/account/tokens")

@@ -10,13 +10,14 @@ from __future__ import annotations
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from gateway import clock
+from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
 from gateway.auth.models import PasskeyPolicy
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.orgs.models import Organisation
+from gateway.paging import Page
 from gateway.users.models import Role, User
 
 SCOPES = ("role", "org")
@@ -39,8 +40,18 @@ def applies_to(db: Session, user: User) -> bool:
     )
 
 
+# Roles, then organisations, each by value.
+ORDER = paging.Order("passkey-policies", (PasskeyPolicy.scope, PasskeyPolicy.value, PasskeyPolicy.id))
+
+
+def policy_page(db: Session, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None) -> Page[PasskeyPolicy]:
+    """One page of the passkey policies."""
+    return ORDER.page(db, select(PasskeyPolicy), limit=limit, cursor=cursor)
+
+
 def list_policies(db: Session) -> list[PasskeyPolicy]:
-    return list(db.scalars(select(PasskeyPolicy).order_by(PasskeyPolicy.scope, PasskeyPolicy.value)))
+    """Every passkey policy (the CLI)."""
+    return list(paging.every(lambda cursor: policy_page(db, limit=paging.MAX_LIMIT, cursor=cursor)))
 
 
 def require(db: Session, scope: str, value: str, actor: Actor) -> PasskeyPolicy:

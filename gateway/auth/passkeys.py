@@ -64,11 +64,12 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from gateway import clock
+from gateway import clock, paging
 from gateway.auth import mds
 from gateway.auth.models import Passkey, PasskeyChallenge, WebSession
 from gateway.config import Settings
 from gateway.errors import InvalidInput
+from gateway.paging import Page
 from gateway.users.models import User
 
 PURPOSES = frozenset({"register", "login", "stepup"})
@@ -354,8 +355,18 @@ def verify_assertion(
 # -- the user's passkeys ---------------------------------------------------------------
 
 
+# Oldest first, as registered.
+ORDER = paging.Order("passkeys", (Passkey.created_at, Passkey.id))
+
+
 def list_passkeys(db: Session, user: User) -> list[Passkey]:
-    return list(db.scalars(select(Passkey).where(Passkey.user_id == user.id).order_by(Passkey.created_at)))
+    """Every passkey of the user: a WebAuthn ceremony names them all."""
+    return list(paging.every(lambda cursor: passkey_page(db, user, limit=paging.MAX_LIMIT, cursor=cursor)))
+
+
+def passkey_page(db: Session, user: User, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None) -> Page:
+    """One page of the user's own passkeys (scoped in SQL), oldest first."""
+    return ORDER.page(db, select(Passkey).where(Passkey.user_id == user.id), limit=limit, cursor=cursor)
 
 
 def count(db: Session, user: User) -> int:

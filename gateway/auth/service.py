@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crypto import DecryptionError
-from gateway import clock
+from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import Actor, record_event
@@ -27,6 +27,7 @@ from gateway.auth.models import ApiToken, Passkey, SessionStage, WebSession
 from gateway.config import Settings
 from gateway.errors import Conflict, Forbidden, InvalidInput, LoginFailed, NotFound, RateLimited
 from gateway.keys import open_totp_secret, seal_totp_secret
+from gateway.paging import Page
 from gateway.users.models import RecoveryCode, User
 
 RECOVERY_CODE_COUNT = 10
@@ -793,8 +794,15 @@ def create_api_token(
     return token, raw
 
 
-def list_api_tokens(db: Session, user: User) -> list[ApiToken]:
-    return list(db.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.created_at.desc())))
+# Newest first; revoked and expired tokens stay listed, so the list grows with time.
+TOKENS = paging.Order("tokens", (ApiToken.created_at, ApiToken.id), descending=True)
+
+
+def list_api_tokens(
+    db: Session, user: User, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
+) -> Page[ApiToken]:
+    """One page of the user's own tokens (scoped in SQL), newest first."""
+    return TOKENS.page(db, select(ApiToken).where(ApiToken.user_id == user.id), limit=limit, cursor=cursor)
 
 
 def revoke_api_token(db: Session, user: User, token_id: str, actor: Actor) -> None:

@@ -8,20 +8,22 @@ from gateway.baas import service
 from gateway.deps import AdminPrincipal, DbSession
 from gateway.errors import InvalidInput
 from gateway.orgs.models import OrgKind
-from gateway.orgs.service import get_org, list_orgs
-from gateway.web import redirect, render, submit
+from gateway.orgs.service import all_orgs, get_org
+from gateway.web import Cursor, page_links, redirect, render, submit
 
 router = APIRouter(prefix="/admin/baas", include_in_schema=False)
 
 
-def _page(request, db, principal, status_code=200, **extra):
-    orgs = list_orgs(db)
+def _page(request, db, principal, status_code=200, cursor: str | None = None, **extra):
+    orgs = all_orgs(db)
+    page = service.list_baas(db, cursor=cursor)
     return render(
         request,
         "admin_baas.html",
         status_code=status_code,
         principal=principal,
-        baas=service.list_baas(db),
+        baas=page.items,
+        links=page_links(request, page.next_cursor),
         names={o.id: o.name for o in orgs},
         practices=[o for o in orgs if o.kind == OrgKind.practice],
         vendors=[o for o in orgs if o.kind == OrgKind.vendor],
@@ -39,8 +41,8 @@ def _date(value: str, field: str) -> datetime | None:
 
 
 @router.get("")
-def baas(request: Request, db: DbSession, principal: AdminPrincipal):
-    return _page(request, db, principal)
+def baas(request: Request, db: DbSession, principal: AdminPrincipal, cursor: Cursor = None):
+    return _page(request, db, principal, cursor=cursor)
 
 
 @router.post("")

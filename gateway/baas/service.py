@@ -7,13 +7,17 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway import clock
+from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
 from gateway.baas.models import Baa, BaaStatus
 from gateway.errors import Forbidden, InvalidInput, NotFound
 from gateway.orgs.models import Organisation, OrgKind
+from gateway.paging import Page
+
+# Newest first.
+ORDER = paging.Order("baas", (Baa.created_at, Baa.id), descending=True)
 
 
 def record_baa(
@@ -80,8 +84,9 @@ def terminate_baa(db: Session, baa: Baa, reason: str, actor: Actor) -> None:
     )
 
 
-def list_baas(db: Session) -> list[Baa]:
-    return list(db.scalars(select(Baa).order_by(Baa.created_at.desc())))
+def list_baas(db: Session, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None) -> Page[Baa]:
+    """One page of BAAs, newest first."""
+    return ORDER.page(db, select(Baa), limit=limit, cursor=cursor)
 
 
 def get_baa(db: Session, baa_id: str) -> Baa:

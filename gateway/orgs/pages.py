@@ -6,14 +6,28 @@ from gateway.deps import AdminPrincipal, DbSession
 from gateway.errors import InvalidInput
 from gateway.orgs import service
 from gateway.orgs.models import OrgKind
-from gateway.web import redirect, render, submit
+from gateway.web import Cursor, page_links, redirect, render, submit
 
 router = APIRouter(prefix="/admin/orgs", include_in_schema=False)
 
 
+def _page(request, db, principal, status_code=200, cursor: str | None = None, **extra):
+    page = service.list_orgs(db, cursor=cursor)
+    return render(
+        request,
+        "admin_orgs.html",
+        status_code=status_code,
+        principal=principal,
+        orgs=page.items,
+        links=page_links(request, page.next_cursor),
+        kinds=list(OrgKind),
+        **extra,
+    )
+
+
 @router.get("")
-def orgs(request: Request, db: DbSession, principal: AdminPrincipal):
-    return render(request, "admin_orgs.html", principal=principal, orgs=service.list_orgs(db), kinds=list(OrgKind))
+def orgs(request: Request, db: DbSession, principal: AdminPrincipal, cursor: Cursor = None):
+    return _page(request, db, principal, cursor=cursor)
 
 
 @router.post("")
@@ -34,8 +48,6 @@ def create_org(
     return submit(
         db,
         run,
-        form=lambda **error: render(
-            request, "admin_orgs.html", principal=principal, orgs=service.list_orgs(db), kinds=list(OrgKind), **error
-        ),
+        form=lambda **error: _page(request, db, principal, **error),
         done=lambda _: redirect("/admin/orgs"),
     )

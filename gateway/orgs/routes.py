@@ -1,17 +1,29 @@
 """Organisations API (administrators)."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from gateway.deps import AdminPrincipal, DbSession
 from gateway.orgs import service
 from gateway.orgs.schemas import OrgCreate, OrgOut
+from gateway.paging import DEFAULT_LIMIT
+from gateway.web import Cursor, Limit, link_next_page
 
 router = APIRouter(prefix="/orgs", tags=["organisations"])
 
 
 @router.get("", response_model=list[OrgOut])
-def list_orgs(db: DbSession, principal: AdminPrincipal):
-    return service.list_orgs(db)
+def list_orgs(
+    request: Request,
+    response: Response,
+    db: DbSession,
+    principal: AdminPrincipal,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+):
+    """Organisations by name, paged (`X-Next-Cursor`, `Link`)."""
+    page = service.list_orgs(db, limit=limit, cursor=cursor)
+    link_next_page(request, response, page.next_cursor)
+    return page.items
 
 
 @router.post("", response_model=OrgOut, status_code=201)

@@ -5,11 +5,15 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway import clock
+from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.service import Actor, record_event
 from gateway.errors import Conflict, NotFound
 from gateway.orgs.models import Organisation, OrgKind
+from gateway.paging import Page
+
+# By name: unique, and what an administrator looks for.
+ORDER = paging.Order("orgs", (Organisation.name, Organisation.id))
 
 
 def create_org(db: Session, name: str, kind: OrgKind, actor: Actor) -> Organisation:
@@ -31,8 +35,14 @@ def create_org(db: Session, name: str, kind: OrgKind, actor: Actor) -> Organisat
     return org
 
 
-def list_orgs(db: Session) -> list[Organisation]:
-    return list(db.scalars(select(Organisation).order_by(Organisation.kind, Organisation.name)))
+def list_orgs(db: Session, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None) -> Page[Organisation]:
+    """One page of organisations, by name."""
+    return ORDER.page(db, select(Organisation), limit=limit, cursor=cursor)
+
+
+def all_orgs(db: Session) -> list[Organisation]:
+    """Every organisation, by name: for a form's choice of one, and the CLI."""
+    return list(paging.every(lambda cursor: list_orgs(db, limit=paging.MAX_LIMIT, cursor=cursor)))
 
 
 def get_org(db: Session, org_id: str) -> Organisation:

@@ -9,9 +9,9 @@ from gateway.auth.pages import AssertionField, OptionalCode, proof
 from gateway.auth.service import factor_choice
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
 from gateway.orgs.models import OrgKind
-from gateway.orgs.service import list_orgs
+from gateway.orgs.service import all_orgs
 from gateway.retention.auth import AuditorOrAdmin
-from gateway.web import redirect, render, submit
+from gateway.web import Cursor, page_links, redirect, render, submit
 from retention import holds, policies, service
 from retention.offboarding import offboard
 from retention.pdf import render as render_pdf
@@ -20,19 +20,26 @@ router = APIRouter(include_in_schema=False)
 
 
 def _names(db):
-    orgs = list_orgs(db)
+    orgs = all_orgs(db)
     return orgs, {o.id: o.name for o in orgs}
 
 
-def _retention_page(request, db, principal, status_code=200, **extra):
+def _retention_page(
+    request, db, principal, status_code=200, cursor: str | None = None, holds_cursor: str | None = None, **extra
+):
+    """Two lists, each paged on its own (`cursor`, `holds_cursor`)."""
     orgs, names = _names(db)
+    policy_page = policies.policy_page(db, cursor=cursor)
+    hold_page = holds.hold_page(db, cursor=holds_cursor)
     return render(
         request,
         "retention_admin.html",
         status_code=status_code,
         principal=principal,
-        policies=policies.list_policies(db),
-        holds=holds.list_holds(db),
+        policies=policy_page.items,
+        links=page_links(request, policy_page.next_cursor),
+        holds=hold_page.items,
+        hold_links=page_links(request, hold_page.next_cursor, "holds_cursor"),
         names=names,
         practices=[o for o in orgs if o.kind == OrgKind.practice],
         vendors=[o for o in orgs if o.kind == OrgKind.vendor],
@@ -41,8 +48,10 @@ def _retention_page(request, db, principal, status_code=200, **extra):
 
 
 @router.get("/admin/retention")
-def retention_admin(request: Request, db: DbSession, principal: AdminPrincipal):
-    return _retention_page(request, db, principal)
+def retention_admin(
+    request: Request, db: DbSession, principal: AdminPrincipal, cursor: Cursor = None, holds_cursor: Cursor = None
+):
+    return _retention_page(request, db, principal, cursor=cursor, holds_cursor=holds_cursor)
 
 
 @router.post("/admin/retention/policies")
@@ -158,15 +167,22 @@ def offboarding_run(
 
 
 @router.get("/certificates")
-def certificates_page(request: Request, db: DbSession, principal: AuditorOrAdmin):
+def certificates_page(
+    request: Request, db: DbSession, principal: AuditorOrAdmin, cursor: Cursor = None, tombstones_cursor: Cursor = None
+):
+    """Two lists, each paged on its own (`cursor`, `tombstones_cursor`)."""
     _, names = _names(db)
+    certs = service.certificates(db, principal, cursor=cursor)
+    tombs = service.tombstones(db, principal, cursor=tombstones_cursor)
     return render(
         request,
         "certificates.html",
         principal=principal,
         names=names,
-        certificates=service.certificates(db, principal),
-        tombstones=service.tombstones(db, principal, 200),
+        certificates=certs.items,
+        links=page_links(request, certs.next_cursor),
+        tombstones=tombs.items,
+        tombstone_links=page_links(request, tombs.next_cursor, "tombstones_cursor"),
     )
 
 

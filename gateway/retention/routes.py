@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from gateway.auth.schemas import StepUpIn
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
+from gateway.paging import DEFAULT_LIMIT
 from gateway.retention.auth import AuditorOrAdmin
+from gateway.web import Cursor, Limit, json_response, link_next_page
 from retention import holds, policies, service
 from retention.offboarding import offboard
 from retention.pdf import render
@@ -52,10 +54,14 @@ def _cert_out(cert) -> dict:
 
 
 @router.get("/certificates")
-def list_certificates(db: DbSession, principal: AuditorOrAdmin):
-    out = [_cert_out(c) for c in service.certificates(db, principal)]
+def list_certificates(
+    request: Request, db: DbSession, principal: AuditorOrAdmin, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+):
+    """Destruction certificates, newest first, paged (`X-Next-Cursor`, `Link`)."""
+    page = service.certificates(db, principal, limit=limit, cursor=cursor)
+    out = [_cert_out(c) for c in page.items]
     db.commit()
-    return out
+    return link_next_page(request, json_response(out), page.next_cursor)
 
 
 @router.get("/certificates/{cert_id}")
@@ -81,14 +87,21 @@ def get_certificate_pdf(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
 
 
 @router.get("/retention/tombstones")
-def list_tombstones(db: DbSession, principal: AuditorOrAdmin):
-    out = service.tombstones(db, principal)
+def list_tombstones(
+    request: Request, db: DbSession, principal: AuditorOrAdmin, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+):
+    """Destroyed files, newest destruction first, paged (`X-Next-Cursor`, `Link`)."""
+    page = service.tombstones(db, principal, limit=limit, cursor=cursor)
     db.commit()
-    return out
+    return link_next_page(request, json_response(page.items), page.next_cursor)
 
 
 @router.get("/retention/policies")
-def list_policies(db: DbSession, principal: AdminPrincipal):
+def list_policies(
+    request: Request, db: DbSession, principal: AdminPrincipal, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+):
+    """Retention policies by practice, paged (`X-Next-Cursor`, `Link`)."""
+    page = policies.policy_page(db, limit=limit, cursor=cursor)
     out = [
         {
             "id": p.id,
@@ -97,10 +110,10 @@ def list_policies(db: DbSession, principal: AdminPrincipal):
             "keep_days": p.keep_days,
             "max_access_days": p.max_access_days,
         }
-        for p in policies.list_policies(db)
+        for p in page.items
     ]
     db.commit()
-    return out
+    return link_next_page(request, json_response(out), page.next_cursor)
 
 
 @router.put("/retention/policies")

@@ -17,7 +17,7 @@ from gateway.transfers.auth import Admin, Approver, Auditor, Downloader, Reader,
 from gateway.transfers.models import Direction
 from gateway.users.models import Role
 from gateway.users.service import active_billers, users_by_id
-from gateway.web import redirect, render, submit
+from gateway.web import Cursor, page_links, redirect, render, submit
 from retention import policies
 
 router = APIRouter(prefix="/transfers", include_in_schema=False)
@@ -28,24 +28,35 @@ def _org_names(db, transfers) -> dict[str, str]:
 
 
 @router.get("")
-def transfers(request: Request, db: DbSession, principal: Reader):
-    rows = service.list_transfers(db, principal).items
-    inbox = service.inbox(db, principal).items if principal.user.role == Role.biller else []
+def transfers(request: Request, db: DbSession, principal: Reader, cursor: Cursor = None, inbox_cursor: Cursor = None):
+    """Every transfer the caller may see and (billers) their inbox, each paged on its own."""
+    page = service.list_transfers(db, principal, cursor=cursor)
+    inbox = service.inbox(db, principal, cursor=inbox_cursor) if principal.user.role == Role.biller else None
+    rows = page.items
     return render(
         request,
         "transfers.html",
         principal=principal,
         transfers=rows,
-        inbox=inbox,
-        orgs=_org_names(db, rows),
+        links=page_links(request, page.next_cursor),
+        inbox=inbox.items if inbox else [],
+        inbox_links=page_links(request, inbox.next_cursor, "inbox_cursor") if inbox else None,
+        orgs=_org_names(db, rows + (inbox.items if inbox else [])),
         now=clock.now(),
     )
 
 
 @router.get("/approvals")
-def approvals(request: Request, db: DbSession, principal: Approver):
-    rows = service.approval_queue(db, principal).items
-    return render(request, "approvals.html", principal=principal, transfers=rows, orgs=_org_names(db, rows))
+def approvals(request: Request, db: DbSession, principal: Approver, cursor: Cursor = None):
+    page = service.approval_queue(db, principal, cursor=cursor)
+    return render(
+        request,
+        "approvals.html",
+        principal=principal,
+        transfers=page.items,
+        links=page_links(request, page.next_cursor),
+        orgs=_org_names(db, page.items),
+    )
 
 
 @router.get("/new")

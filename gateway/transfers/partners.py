@@ -9,18 +9,18 @@ Filtered and paged in SQL, so a long partner list costs one page.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway import clock
+from gateway import clock, paging
 from gateway.auth.service import Principal
 from gateway.baas.models import Baa, BaaStatus
-from gateway.errors import Forbidden, InvalidInput
+from gateway.errors import Forbidden
 from gateway.orgs.models import Organisation, OrgKind
-from gateway.transfers.service import PRACTICE_ROLES, Page
+from gateway.paging import Page
+from gateway.transfers.service import PRACTICE_ROLES
 from gateway.users.models import Role, User
 from gateway.users.service import active_billers
 
@@ -31,23 +31,13 @@ class Partner:
     billers: list[User]
 
 
-def _cursor_of(org: Organisation) -> str:
-    return base64.urlsafe_b64encode(f"{org.name}|{org.id}".encode()).decode().rstrip("=")
+# By name: stable when partners are added meanwhile.
+ORDER = paging.Order("partners", (Organisation.name, Organisation.id))
 
 
-def _after(cursor: str):
-    """Organisations after `cursor` in (name, id) order: stable when partners are added meanwhile."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        name, org_id = raw.rsplit("|", 1)
-        if not org_id:
-            raise ValueError
-    except ValueError:
-        raise InvalidInput("The cursor is not one this list gave out.", code="invalid_cursor") from None
-    return (Organisation.name > name) | ((Organisation.name == name) & (Organisation.id > org_id))
-
-
-def partners(db: Session, principal: Principal, *, limit: int = 50, cursor: str | None = None) -> Page[Partner]:
+def partners(
+    db: Session, principal: Principal, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
+) -> Page[Partner]:
     """The caller's organisation's partners under a BAA in force, by name, with the billers each may be sent to."""
     user = principal.user
     now = clock.now()
@@ -67,25 +57,15 @@ def partners(db: Session, principal: Principal, *, limit: int = 50, cursor: str 
     query = select(Organisation).where(
         Organisation.id.in_(in_force), Organisation.kind == kind, Organisation.active.is_(True)
     )
-    if cursor:
-        query = query.where(_after(cursor))
-    rows = list(db.scalars(query.order_by(Organisation.name, Organisation.id).limit(limit + 1)))
-    more = len(rows) > limit
-    orgs = rows[:limit]
+    page = ORDER.page(db, query, limit=limit, cursor=cursor)
+    orgs = page.items
     billers: dict[str, list[User]] = {org.id: [] for org in orgs}
     if kind == OrgKind.vendor:
         for biller in active_billers(db, list(billers)):
             billers[biller.org_id].append(biller)
-    return Page([Partner(org, billers[org.id]) for org in orgs], _cursor_of(orgs[-1]) if more else None)
+    return Page([Partner(org, billers[org.id]) for org in orgs], page.next_cursor)
 
 
 def all_partners(db: Session, principal: Principal) -> list[Partner]:
     """Every partner, page by page: for the send page's choice, which offers them all."""
-    found: list[Partner] = []
-    cursor: str | None = None
-    while True:
-        page = partners(db, principal, limit=200, cursor=cursor)
-        found += page.items
-        if page.next_cursor is None:
-            return found
-        cursor = page.next_cursor
+    return list(paging.every(lambda cursor: partners(db, principal, limit=paging.MAX_LIMIT, cursor=cursor)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from email.message import Message
-from typing import Annotated
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Query, Request, Response
@@ -13,6 +12,7 @@ from pydantic import TypeAdapter
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import InvalidInput
+from gateway.paging import DEFAULT_LIMIT, Page
 from gateway.transfers import download, partners, service, upload, views
 from gateway.transfers.auth import Admin, Approver, Auditor, Biller, Downloader, Reader, Sender
 from gateway.transfers.intake import IncomingFile, MultipartReader, body_chunks
@@ -26,7 +26,7 @@ from gateway.transfers.schemas import (
     TransferCreated,
     TransferOut,
 )
-from gateway.web import request_body
+from gateway.web import Cursor, Limit, paged_json, request_body
 from retention import policies
 
 router = APIRouter(prefix="/transfers", tags=["transfers"])
@@ -146,14 +146,10 @@ async def create_transfer(
     return await c.bulk.run_sync(closing_work)
 
 
-Limit = Annotated[int, Query(ge=1, le=200, description="items per page")]
-Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")]
-
-
 _PAGE = TypeAdapter(list[TransferOut])
 
 
-def _page(request: Request, c, principal: Principal, page: service.Page[Transfer]) -> Response:
+def _page(request: Request, c, principal: Principal, page: Page[Transfer]) -> Response:
     """The page's items, encoded here in the handler's thread; the next page's address in `Link` (RFC 8288) and its
     cursor in `X-Next-Cursor`.
 
@@ -161,23 +157,16 @@ def _page(request: Request, c, principal: Principal, page: service.Page[Transfer
     encode them on the event loop, which the lists (the busiest reads) must not hold up.
     """
     items = [views.transfer_out(c.keys, principal, t) for t in page.items]
-    return _paged(request, _PAGE.dump_json(items), page.next_cursor)
-
-
-def _paged(request: Request, body: bytes, next_cursor: str | None) -> Response:
-    response = Response(body, media_type="application/json")
-    if next_cursor:
-        response.headers["X-Next-Cursor"] = next_cursor
-        following = request.url.include_query_params(cursor=next_cursor)
-        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
-    return response
+    return paged_json(request, _PAGE.dump_json(items), page.next_cursor)
 
 
 _PARTNERS = TypeAdapter(list[PartnerOut])
 
 
 @partners_router.get("", response_model=list[PartnerOut])
-def list_partners(request: Request, db: DbSession, principal: Sender, limit: Limit = 50, cursor: Cursor = None):
+def list_partners(
+    request: Request, db: DbSession, principal: Sender, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+):
     """The organisations the caller may send to right now (a BAA in force), by name, each with the billers an
     upload to it may name in `biller_ids`. Start an upload here: `partner_id` is one of these ids."""
     page = partners.partners(db, principal, limit=limit, cursor=cursor)
@@ -190,7 +179,7 @@ def list_partners(request: Request, db: DbSession, principal: Sender, limit: Lim
         )
         for p in page.items
     ]
-    return _paged(request, _PARTNERS.dump_json(items), page.next_cursor)
+    return paged_json(request, _PARTNERS.dump_json(items), page.next_cursor)
 
 
 @router.get("", response_model=list[TransferOut])
@@ -200,7 +189,7 @@ def list_transfers(
     c: AppComponents,
     principal: Reader,
     status: TransferStatus | None = None,
-    limit: Limit = 50,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ):
     """Transfers visible to the caller, newest first: their practice's, or (billers) those approved for them."""
@@ -210,14 +199,24 @@ def list_transfers(
 
 @router.get("/inbox", response_model=list[TransferOut])
 def inbox(
-    request: Request, db: DbSession, c: AppComponents, principal: Biller, limit: Limit = 50, cursor: Cursor = None
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    principal: Biller,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ):
     return _page(request, c, principal, service.inbox(db, principal, limit=limit, cursor=cursor))
 
 
 @router.get("/approvals", response_model=list[TransferOut])
 def approvals(
-    request: Request, db: DbSession, c: AppComponents, principal: Approver, limit: Limit = 50, cursor: Cursor = None
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    principal: Approver,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ):
     return _page(request, c, principal, service.approval_queue(db, principal, limit=limit, cursor=cursor))
 

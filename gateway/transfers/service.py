@@ -7,15 +7,12 @@ does not exist.  Every denial is recorded with its reason before it is raised.
 
 from __future__ import annotations
 
-import base64
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Generic, TypeVar
+from datetime import timedelta
 
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
-from gateway import clock
+from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.models import Outcome, Severity
 from gateway.audit.service import record_event
@@ -24,6 +21,7 @@ from gateway.baas.service import active_baa
 from gateway.config import Settings
 from gateway.errors import Conflict, Forbidden, GatewayError, InvalidInput, NotFound
 from gateway.orgs.models import OrgKind
+from gateway.paging import Page
 from gateway.transfers.models import (
     Direction,
     Download,
@@ -85,33 +83,8 @@ def find_transfer(db: Session, principal: Principal, transfer_id: str) -> Transf
     return transfer
 
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """One page of a list in its stable order; `next_cursor` continues after its last item (None: no more)."""
-
-    items: list[T]
-    next_cursor: str | None
-
-
-def _cursor_of(transfer: Transfer) -> str:
-    raw = f"{transfer.created_at.isoformat()}|{transfer.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _after(cursor: str):
-    """The SQL condition for rows after `cursor` in (created_at, id) descending order: stable under inserts."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, transfer_id = raw.split("|", 1)
-        created_at = datetime.fromisoformat(stamp)
-        if created_at.tzinfo is None or not transfer_id:
-            raise ValueError
-    except ValueError:
-        raise InvalidInput("The cursor is not one this list gave out.", code="invalid_cursor") from None
-    return (Transfer.created_at < created_at) | ((Transfer.created_at == created_at) & (Transfer.id < transfer_id))
+# Newest first; inbox and approval queue are the same list, narrowed.
+ORDER = paging.Order("transfers", (Transfer.created_at, Transfer.id), descending=True)
 
 
 def list_transfers(
@@ -119,7 +92,7 @@ def list_transfers(
     principal: Principal,
     *,
     status: TransferStatus | None = None,
-    limit: int = 200,
+    limit: int = paging.DEFAULT_LIMIT,
     cursor: str | None = None,
     where=None,
 ) -> Page[Transfer]:
@@ -129,14 +102,12 @@ def list_transfers(
         query = query.where(Transfer.status == status)
     if where is not None:
         query = query.where(where)
-    if cursor:
-        query = query.where(_after(cursor))
-    rows = list(db.scalars(query.order_by(Transfer.created_at.desc(), Transfer.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    return Page(rows[:limit], _cursor_of(rows[limit - 1]) if more else None)
+    return ORDER.page(db, query, limit=limit, cursor=cursor)
 
 
-def inbox(db: Session, principal: Principal, *, limit: int = 200, cursor: str | None = None) -> Page[Transfer]:
+def inbox(
+    db: Session, principal: Principal, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
+) -> Page[Transfer]:
     """A biller's outbound transfers that are approved for them and inside their window."""
     return list_transfers(
         db,
@@ -148,7 +119,9 @@ def inbox(db: Session, principal: Principal, *, limit: int = 200, cursor: str | 
     )
 
 
-def approval_queue(db: Session, principal: Principal, *, limit: int = 200, cursor: str | None = None) -> Page[Transfer]:
+def approval_queue(
+    db: Session, principal: Principal, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
+) -> Page[Transfer]:
     return list_transfers(
         db,
         principal,

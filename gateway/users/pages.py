@@ -6,22 +6,24 @@ from gateway.auth import passkey_policy
 from gateway.auth.service import reset_passkeys
 from gateway.deps import AdminPrincipal, DbSession
 from gateway.errors import InvalidInput
-from gateway.orgs.service import get_org, list_orgs
+from gateway.orgs.service import all_orgs, get_org
 from gateway.users import service
 from gateway.users.models import Role
-from gateway.web import redirect, render, submit
+from gateway.web import Cursor, page_links, redirect, render, submit
 
 router = APIRouter(prefix="/admin/users", include_in_schema=False)
 
 
-def _page(request, db, principal, status_code=200, **extra):
-    orgs = list_orgs(db)
+def _page(request, db, principal, status_code=200, cursor: str | None = None, **extra):
+    orgs = all_orgs(db)
+    page = service.list_users(db, cursor=cursor)
     return render(
         request,
         "admin_users.html",
         status_code=status_code,
         principal=principal,
-        users=service.list_users(db),
+        users=page.items,
+        links=page_links(request, page.next_cursor),
         orgs=orgs,
         roles=list(Role),
         passkey_counts=service.passkey_counts(db),
@@ -32,8 +34,8 @@ def _page(request, db, principal, status_code=200, **extra):
 
 
 @router.get("")
-def users(request: Request, db: DbSession, principal: AdminPrincipal):
-    return _page(request, db, principal)
+def users(request: Request, db: DbSession, principal: AdminPrincipal, cursor: Cursor = None):
+    return _page(request, db, principal, cursor=cursor)
 
 
 @router.post("")

@@ -8,7 +8,7 @@ from collections.abc import Collection
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway import clock
+from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.models import Severity
 from gateway.audit.service import Actor, record_event
@@ -16,6 +16,7 @@ from gateway.auth import passwords
 from gateway.auth.service import revoke_user_sessions, revoke_user_tokens
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.orgs.models import Organisation
+from gateway.paging import Page
 from gateway.users.models import ROLE_ORG_KINDS, Role, User
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
@@ -79,11 +80,18 @@ def create_user(
     return user, initial
 
 
-def list_users(db: Session, org_id: str | None = None) -> list[User]:
-    query = select(User).order_by(User.username)
+# By username (unique); the id keeps the order total.
+ORDER = paging.Order("users", (User.username, User.id))
+
+
+def list_users(
+    db: Session, org_id: str | None = None, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
+) -> Page[User]:
+    """One page of users (of one organisation, when given), by username."""
+    query = select(User)
     if org_id:
         query = query.where(User.org_id == org_id)
-    return list(db.scalars(query))
+    return ORDER.page(db, query, limit=limit, cursor=cursor)
 
 
 def passkey_counts(db: Session) -> dict[str, int]:
