@@ -48,6 +48,15 @@ class PasskeyRegisterIn(StepUpIn):
     password: str = Field(default="", max_length=1024)
 
 
+class PasskeyOptionsOut(BaseModel):
+    """WebAuthn options in their JSON form (WebAuthn Level 3, `PublicKeyCredentialRequestOptionsJSON` or
+    `...CreationOptionsJSON`): give them to navigator.credentials.get() or .create() as they are."""
+
+    model_config = ConfigDict(extra="allow")
+    challenge: str = Field(description="base64url; single-use, bound to this session, expires")
+    timeout: int | None = Field(default=None, description="milliseconds")
+
+
 class PasskeyOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: str
