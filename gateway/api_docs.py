@@ -14,7 +14,7 @@ schema follows, so it cannot drift from what the dependencies enforce.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import fastapi.routing
@@ -30,7 +30,7 @@ SCHEMA_PATH = "/api/openapi.json"
 PAGE_PATH = "/api/docs"
 
 # The security schemes' names in components.securitySchemes.
-API_TOKEN = "apiToken"
+BEARER = "apiToken"
 SESSION = "sessionCookie"
 CSRF = "csrfToken"
 CSRF_HEADER = "X-CSRF-Token"
@@ -55,7 +55,8 @@ def schema_routes(app: FastAPI) -> Iterator[Any]:
     its routes through a route context; older versions list the `APIRoute`s themselves.
     """
     contexts = getattr(fastapi.routing, "iter_route_contexts", None)
-    for route in contexts(app.routes) if contexts else app.routes:
+    routes: Iterable[Any] = contexts(app.routes) if contexts else app.routes
+    for route in routes:
         if isinstance(getattr(route, "original_route", route), APIRoute) and route.include_in_schema:
             yield route
 
@@ -79,16 +80,16 @@ def security_of(route: Any, method: str) -> list[dict[str, list[str]]]:
     calls = _calls(route.dependant)
     if partial_principal not in calls:
         return []
-    session = {SESSION: []} if method in SAFE_METHODS else {SESSION: [], CSRF: []}
+    session: dict[str, list[str]] = {SESSION: []} if method in SAFE_METHODS else {SESSION: [], CSRF: []}
     if full_principal in calls:
-        return [{API_TOKEN: []}, session]
+        return [{BEARER: []}, session]
     return [session]
 
 
 def complete(schema: dict[str, Any], app: FastAPI) -> dict[str, Any]:
     """Add the security schemes and each operation's security, and the CSRF header where a session needs it."""
     schema.setdefault("components", {})["securitySchemes"] = {
-        API_TOKEN: {
+        BEARER: {
             "type": "http",
             "scheme": "bearer",
             "description": "A personal API token (`phg_...`, POST /api/v1/auth/tokens): no cookie, no CSRF token.",
@@ -133,7 +134,9 @@ def file_response(media_type: str, description: str, headers: dict[str, str] | N
     return {
         "description": description,
         "content": {media_type: {"schema": schema}},
-        "headers": {name: {"description": text, "schema": {"type": "string"}} for name, text in (headers or {}).items()},
+        "headers": {
+            name: {"description": text, "schema": {"type": "string"}} for name, text in (headers or {}).items()
+        },
     }
 
 

@@ -94,7 +94,7 @@ def _filename_from(header: str) -> str:
                         },
                     }
                 },
-            }
+            },
         }
     },
 )

@@ -222,7 +222,9 @@ async def patch(
     response_class=Response,
     responses={204: api_docs.no_body("Cancelled", {"Tus-Resumable": "1.0.0"})},
 )
-async def terminate(upload_id: str, principal: Sender, c: AppComponents, tus_resumable: TusResumable = None) -> Response:
+async def terminate(
+    upload_id: str, principal: Sender, c: AppComponents, tus_resumable: TusResumable = None
+) -> Response:
     """Cancel an upload: everything it stored is destroyed."""
     _tus(tus_resumable)
     await anyio.to_thread.run_sync(lambda: service.cancel(c, principal, upload_id))

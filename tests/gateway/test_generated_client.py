@@ -272,7 +272,9 @@ def test_the_journey_runs_through_the_generated_client(journey, people):
 
 def _rename_header(operation_id: str, name: str, typo: str):
     def mutate(schema: dict[str, Any]) -> None:
-        operations = [op for path in schema["paths"].values() for op in path.values() if op["operationId"] == operation_id]
+        operations = [
+            op for path in schema["paths"].values() for op in path.values() if op["operationId"] == operation_id
+        ]
         assert len(operations) == 1
         params = [p for p in operations[0]["parameters"] if p["in"] == "header" and p["name"] == name]
         assert len(params) == 1, f"{operation_id} declares no header {name}"
