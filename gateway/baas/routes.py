@@ -82,7 +82,7 @@ async def put_signed_copy(baa_id: str, request: Request, c: AppComponents, princ
         200: api_docs.file_response(
             "application/pdf",
             "The signed BAA, decrypted",
-            {"X-Content-SHA256": "the SHA-256 of the copy as stored, hex"},
+            {"X-Content-SHA256": "the SHA-256 of the signed copy, hex"},
         )
     },
 )

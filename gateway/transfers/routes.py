@@ -85,12 +85,14 @@ def _filename_from(header: str) -> str:
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
+                        "description": "The fields first, then the files (each part's file name is the file's name)",
+                        "required": ["partner_id", "purpose", "files"],
                         "properties": {
-                            "partner_id": {"type": "string"},
-                            "purpose": {"type": "string"},
+                            "partner_id": {"type": "string", "description": "a partner's id (GET /api/v1/partners)"},
+                            "purpose": {"type": "string", "description": "the purpose or ticket reference"},
                             "note": {"type": "string"},
                             "biller_ids": {"type": "array", "items": {"type": "string"}},
-                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1},
                         },
                     }
                 },

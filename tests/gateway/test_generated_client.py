@@ -42,19 +42,23 @@ class People:
     approver: TestUser
     biller: TestUser
     auditor: TestUser
+    admin: TestUser
     vendor_id: str
+    baa_id: str
 
 
 @pytest.fixture
 def people(components, factory) -> People:
     practice, vendor = factory.org("practice"), factory.org("vendor")
-    record_baa(components, practice, vendor)
+    baa_id = record_baa(components, practice, vendor)
     return People(
         staff=factory.user("practice_staff", practice),
         approver=factory.user("practice_approver", practice),
         biller=factory.user("biller", vendor),
         auditor=factory.user("auditor", practice),
+        admin=factory.user("admin", factory.org("operator")),
         vendor_id=vendor.id,
+        baa_id=baa_id,
     )
 
 
@@ -268,6 +272,29 @@ def test_the_journey_runs_through_the_generated_client(journey, people):
     rows = export.parsed.splitlines()
     assert any(f"{transfer.id}" in row and "transfer.approved" in row for row in rows), rows[:5]
     assert any("transfer.download.completed" in row for row in rows), "the download is in the auditor's export"
+
+
+def test_binary_and_multipart_bodies_go_through_the_generated_client(journey, people):
+    """The bodies a generator skips unless they are described: several files as multipart, a signed BAA as PDF."""
+    j = journey()
+    models, File = j.models(), importlib.import_module(f"{PACKAGE}.types").File
+    op = lambda name: importlib.import_module(f"{PACKAGE}.api.{name}")  # noqa: E731
+
+    staff = j.sign_in(people.staff)
+    files = [File(payload=io.BytesIO(PDF), file_name=f"part {n}.pdf", mime_type="application/pdf") for n in (1, 2)]
+    body = models.CreateTransferFilesBody(partner_id=people.vendor_id, purpose="APPEAL-1002", files=files)
+    created = j.call("multipart upload", op("transfers.create_transfer"), 201, client=staff, body=body).parsed
+    transfer = j.call("get", op("transfers.get_transfer"), 200, client=staff, transfer_id=created.id).parsed
+    assert sorted(f.name for f in transfer.files) == ["part 1.pdf", "part 2.pdf"]
+
+    admin = j.sign_in(people.admin)
+    copy = PDF + b"% signed\n"
+    pdf = File(payload=io.BytesIO(copy), file_name="baa.pdf", mime_type="application/pdf")
+    j.call("store BAA copy", op("baas.put_signed_copy"), 200, client=admin, baa_id=people.baa_id, body=pdf)
+    back = j.call("read BAA copy", op("baas.get_signed_copy"), 200, client=admin, baa_id=people.baa_id)
+    assert back.headers["content-type"] == "application/pdf"
+    assert back.parsed.payload.read() == copy
+    assert back.headers["x-content-sha256"] == hashlib.sha256(copy).hexdigest()
 
 
 def _rename_header(operation_id: str, name: str, typo: str):
