@@ -85,8 +85,11 @@ class PasskeyPolicyOut(BaseModel):
 
 
 class StageOut(BaseModel):
-    stage: str
-    csrf_token: str
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"stage": "mfa", "csrf_token": "q3T...", "must_change_password": False}]}
+    )
+    stage: str = Field(description="what comes next: `mfa`, `enrol`, `passkey`, or `full` (signed in)")
+    csrf_token: str = Field(description="send it as `X-CSRF-Token` with the session cookie on state-changing requests")
     must_change_password: bool = False
 
 
