@@ -132,8 +132,15 @@ class Journey:
     def models(self) -> Any:
         return importlib.import_module(f"{PACKAGE}.models")
 
-    def call(self, step: str, endpoint: Any, expected: int, **kwargs) -> Any:
-        """One operation through its generated `sync_detailed`: the parsed answer, or StepFailed."""
+    def file(self, data: bytes, name: str, media_type: str) -> Any:
+        return importlib.import_module(f"{PACKAGE}.types").File(
+            payload=io.BytesIO(data), file_name=name, mime_type=media_type
+        )
+
+    def call(self, step: str, operation: str, expected: int, **kwargs) -> Any:
+        """One operation (`<tag>.<operation id>`) through its generated `sync_detailed`: the response (with
+        `.parsed`), or StepFailed when its status is not the one `expected`."""
+        endpoint = importlib.import_module(f"{PACKAGE}.api.{operation}")
         response = endpoint.sync_detailed(**kwargs)
         if response.status_code != expected:
             raise StepFailed(step, response)
@@ -152,7 +159,7 @@ class Journey:
         self.opened.append(session)
         stage = self.call(
             "login",
-            importlib.import_module(f"{PACKAGE}.api.auth.login"),
+            "auth.login",
             200,
             client=session,
             body=models.LoginIn(username=user.username, password=user.password),
@@ -160,7 +167,7 @@ class Journey:
         assert stage.stage == "mfa"
         stage = self.call(
             "mfa",
-            importlib.import_module(f"{PACKAGE}.api.auth.mfa"),
+            "auth.mfa",
             200,
             client=session,
             body=models.CodeIn(code=self.fresh_code(user)),
@@ -169,7 +176,7 @@ class Journey:
         assert stage.stage == "full" and stage.must_change_password is False
         created = self.call(
             "create token",
-            importlib.import_module(f"{PACKAGE}.api.auth.create_token"),
+            "auth.create_token",
             201,
             client=session,
             body=models.TokenCreateIn(name="practice integration", code=self.fresh_code(user), days=1),
@@ -183,20 +190,18 @@ class Journey:
     def run(self, people: People, data: bytes) -> dict[str, Any]:
         """The whole journey; returns what the checks need."""
         models = self.models()
-        file_type = importlib.import_module(f"{PACKAGE}.types").File
-        op = lambda name: importlib.import_module(f"{PACKAGE}.api.{name}")  # noqa: E731
 
         staff = self.sign_in(people.staff)
-        partners = self.call("partners", op("partners.list_partners"), 200, client=staff).parsed
+        partners = self.call("partners", "partners.list_partners", 200, client=staff).parsed
         vendor = next(p for p in partners if p.id == people.vendor_id)
         assert vendor.kind == "vendor" and people.biller.id in [b.id for b in vendor.billers]
 
         created = self.call(
             "upload",
-            op("transfers.create_transfer"),
+            "transfers.create_transfer",
             201,
             client=staff,
-            body=file_type(payload=io.BytesIO(data), file_name="appeal.pdf", mime_type="application/octet-stream"),
+            body=self.file(data, "appeal.pdf", "application/octet-stream"),
             partner_id=vendor.id,
             biller_id=[people.biller.id],
             content_disposition="attachment; filename*=UTF-8''appeal%20%C3%A9.pdf",
@@ -206,11 +211,11 @@ class Journey:
         assert created.status.value == "awaiting_approval"
 
         approver = self.sign_in(people.approver)
-        queue = self.call("approvals", op("transfers.approvals"), 200, client=approver).parsed
+        queue = self.call("approvals", "transfers.approvals", 200, client=approver).parsed
         assert created.id in [t.id for t in queue]
         approved = self.call(
             "approve",
-            op("transfers.approve"),
+            "transfers.approve",
             200,
             client=approver,
             transfer_id=created.id,
@@ -219,12 +224,12 @@ class Journey:
         assert approved.status.value == "approved"
 
         biller = self.sign_in(people.biller)
-        inbox = self.call("inbox", op("transfers.inbox"), 200, client=biller).parsed
+        inbox = self.call("inbox", "transfers.inbox", 200, client=biller).parsed
         transfer = next(t for t in inbox if t.id == created.id)
         assert transfer.purpose == "APPEAL-1001" and transfer.files[0].name == "appeal é.pdf"
         download = self.call(
             "download",
-            op("transfers.download_file"),
+            "transfers.download_file",
             200,
             client=biller,
             transfer_id=transfer.id,
@@ -232,7 +237,7 @@ class Journey:
         )
 
         auditor = self.sign_in(people.auditor)
-        export = self.call("export", op("audit.export_csv"), 200, client=auditor, target_id=created.id)
+        export = self.call("export", "audit.export_csv", 200, client=auditor, target_id=created.id)
         return {"transfer": transfer, "download": download, "export": export}
 
     def close(self) -> None:
@@ -277,21 +282,20 @@ def test_the_journey_runs_through_the_generated_client(journey, people):
 def test_binary_and_multipart_bodies_go_through_the_generated_client(journey, people):
     """The bodies a generator skips unless they are described: several files as multipart, a signed BAA as PDF."""
     j = journey()
-    models, File = j.models(), importlib.import_module(f"{PACKAGE}.types").File
-    op = lambda name: importlib.import_module(f"{PACKAGE}.api.{name}")  # noqa: E731
+    models = j.models()
 
     staff = j.sign_in(people.staff)
-    files = [File(payload=io.BytesIO(PDF), file_name=f"part {n}.pdf", mime_type="application/pdf") for n in (1, 2)]
+    files = [j.file(PDF, f"part {n}.pdf", "application/pdf") for n in (1, 2)]
     body = models.CreateTransferFilesBody(partner_id=people.vendor_id, purpose="APPEAL-1002", files=files)
-    created = j.call("multipart upload", op("transfers.create_transfer"), 201, client=staff, body=body).parsed
-    transfer = j.call("get", op("transfers.get_transfer"), 200, client=staff, transfer_id=created.id).parsed
+    created = j.call("multipart upload", "transfers.create_transfer", 201, client=staff, body=body).parsed
+    transfer = j.call("get", "transfers.get_transfer", 200, client=staff, transfer_id=created.id).parsed
     assert sorted(f.name for f in transfer.files) == ["part 1.pdf", "part 2.pdf"]
 
     admin = j.sign_in(people.admin)
     copy = PDF + b"% signed\n"
-    pdf = File(payload=io.BytesIO(copy), file_name="baa.pdf", mime_type="application/pdf")
-    j.call("store BAA copy", op("baas.put_signed_copy"), 200, client=admin, baa_id=people.baa_id, body=pdf)
-    back = j.call("read BAA copy", op("baas.get_signed_copy"), 200, client=admin, baa_id=people.baa_id)
+    pdf = j.file(copy, "baa.pdf", "application/pdf")
+    j.call("store BAA copy", "baas.put_signed_copy", 200, client=admin, baa_id=people.baa_id, body=pdf)
+    back = j.call("read BAA copy", "baas.get_signed_copy", 200, client=admin, baa_id=people.baa_id)
     assert back.headers["content-type"] == "application/pdf"
     assert back.parsed.payload.read() == copy
     assert back.headers["x-content-sha256"] == hashlib.sha256(copy).hexdigest()
