@@ -237,6 +237,8 @@ class Journey:
         )
 
         auditor = self.sign_in(people.auditor)
+        events = self.call("events", "audit.list_events", 200, client=auditor, target_id=created.id).parsed
+        assert "transfer.approved" in [e.action for e in events.items]
         export = self.call("export", "audit.export_csv", 200, client=auditor, target_id=created.id)
         return {"transfer": transfer, "download": download, "export": export}
 
