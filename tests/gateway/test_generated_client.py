@@ -239,6 +239,8 @@ class Journey:
         auditor = self.sign_in(people.auditor)
         events = self.call("events", "audit.list_events", 200, client=auditor, target_id=created.id).parsed
         assert "transfer.approved" in [e.action for e in events.items]
+        review = self.call("access review", "audit.access_review", 200, client=auditor, vendor_id=vendor.id).parsed
+        assert people.biller.id in [u.user_id for u in review.users]
         export = self.call("export", "audit.export_csv", 200, client=auditor, target_id=created.id)
         return {"transfer": transfer, "download": download, "export": export}
 
