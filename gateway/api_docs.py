@@ -51,7 +51,7 @@ async def docs_page(request: Request, principal: CurrentPrincipal):
 def schema_routes(app: FastAPI) -> Iterator[Any]:
     """Every route in the schema, as the route FastAPI documents it (path under its prefixes, methods, dependant).
 
-    FastAPI from 0.160 keeps an included router as one entry of `app.routes` and documents each of
+    Recent FastAPI versions keep an included router as one entry of `app.routes` and document each of
     its routes through a route context; older versions list the `APIRoute`s themselves.
     """
     contexts = getattr(fastapi.routing, "iter_route_contexts", None)
@@ -119,7 +119,7 @@ def complete(schema: dict[str, Any], app: FastAPI) -> dict[str, Any]:
                         "name": CSRF_HEADER,
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "maxLength": 200},
+                        "schema": {"type": "string"},
                         "description": "The session's CSRF token: required with the session cookie, "
                         "not sent with an API token.",
                     }
