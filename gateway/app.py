@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
@@ -236,6 +237,12 @@ class _Gateway(FastAPI):
 
     settings: Settings
 
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema, completed once with how each operation authenticates (gateway/api_docs.py)."""
+        if self.openapi_schema is None:
+            self.openapi_schema = api_docs.complete(super().openapi(), self)
+        return self.openapi_schema
+
     def build_middleware_stack(self) -> ASGIApp:
         proxies = self.settings.trusted_proxy_networks
         return Telemetry(
@@ -290,6 +297,9 @@ def create_app(settings: Settings | None = None, components: Components | None =
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # Operation ids (and so a generated client's function names) are the handlers' names: unique, and
+        # stable when a path changes (tests/gateway/test_openapi_schema.py).
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.components = components
     install_error_handlers(app)

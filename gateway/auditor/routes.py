@@ -8,13 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from gateway import clock
+from gateway import api_docs, clock
 from gateway.audit.actions import Action
 from gateway.audit.checkpoint import get_signer, latest_checkpoint, maybe_checkpoint, origin
 from gateway.audit.service import recent_checkpoints, record_event
 from gateway.audit.verify import log_status
 from gateway.auditor import alerts as alert_service
-from gateway.auditor import export, proofs, review, search
+from gateway.auditor import export, proofs, review, schemas, search
 from gateway.auditor.auth import AuditorPrincipal
 from gateway.auditor.search import Scope
 from gateway.deps import AppComponents, DbSession, WriteSession
@@ -62,7 +62,7 @@ def _scope(db, principal) -> Scope:
     return Scope.of(db, principal)
 
 
-@router.get("/events")
+@router.get("/events", response_model=schemas.EventPage)
 def list_events(
     request: Request,
     db: DbSession,
@@ -79,12 +79,12 @@ def list_events(
     return link_next_page(request, json_response(body), page.next_cursor)
 
 
-@router.get("/events/{seq}")
+@router.get("/events/{seq}", response_model=schemas.EventOut)
 def get_event(seq: int, db: DbSession, principal: AuditorPrincipal):
     return json_response(search.event_dict(search.get_event(db, _scope(db, principal), seq)))
 
 
-@router.get("/activity")
+@router.get("/activity", response_model=schemas.ActivityOut)
 def user_activity(
     request: Request,
     db: DbSession,
@@ -109,7 +109,7 @@ def user_activity(
     return link_next_page(request, json_response(body), page.next_cursor)
 
 
-@router.get("/timeline/{target_id}")
+@router.get("/timeline/{target_id}", response_model=schemas.TimelineOut)
 def timeline(
     request: Request,
     target_id: str,
@@ -131,12 +131,12 @@ def timeline(
     return link_next_page(request, json_response(body), page.next_cursor)
 
 
-@router.get("/status")
+@router.get("/status", response_model=schemas.LogStatus)
 def status(db: DbSession, components: AppComponents, principal: AuditorPrincipal):
     return log_status(db, components)
 
 
-@router.get("/public-key")
+@router.get("/public-key", response_model=schemas.PublicKeyOut)
 def public_key(components: AppComponents, principal: AuditorPrincipal):
     signer = get_signer(components)
     name = origin(components.settings)
@@ -148,7 +148,7 @@ def public_key(components: AppComponents, principal: AuditorPrincipal):
     }
 
 
-@router.get("/checkpoints")
+@router.get("/checkpoints", response_model=schemas.CheckpointList)
 def list_checkpoints(
     request: Request, db: DbSession, principal: AuditorPrincipal, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ):
@@ -170,7 +170,11 @@ def list_checkpoints(
     return link_next_page(request, json_response(body), page.next_cursor)
 
 
-@router.get("/checkpoints/latest", response_class=PlainTextResponse)
+@router.get(
+    "/checkpoints/latest",
+    response_class=PlainTextResponse,
+    responses={200: api_docs.file_response("text/plain", "The latest checkpoint, a C2SP signed note")},
+)
 def latest(db: DbSession, principal: AuditorPrincipal):
     """The latest signed checkpoint as a C2SP signed note (text/plain)."""
     cp = latest_checkpoint(db)
@@ -179,7 +183,7 @@ def latest(db: DbSession, principal: AuditorPrincipal):
     return PlainTextResponse(cp.note)
 
 
-@router.post("/checkpoints", status_code=201)
+@router.post("/checkpoints", status_code=201, response_model=schemas.CheckpointSigned)
 def sign_checkpoint(components: AppComponents, principal: AuditorPrincipal):
     """Sign a checkpoint now (if the log grew since the last one)."""
     maybe_checkpoint(components, force=True)
@@ -190,7 +194,7 @@ def sign_checkpoint(components: AppComponents, principal: AuditorPrincipal):
         return {"id": cp.id, "tree_size": cp.tree_size, "root_hash": cp.root_hash.hex(), "note": cp.note}
 
 
-@router.get("/proofs/inclusion")
+@router.get("/proofs/inclusion", response_model=schemas.InclusionProof)
 def inclusion(
     db: DbSession,
     principal: AuditorPrincipal,
@@ -200,7 +204,7 @@ def inclusion(
     return proofs.inclusion_proof(db, _scope(db, principal), seq, tree_size)
 
 
-@router.get("/proofs/consistency")
+@router.get("/proofs/consistency", response_model=schemas.ConsistencyProof)
 def consistency(
     db: DbSession, principal: AuditorPrincipal, first: int = Query(ge=1), second: int | None = Query(default=None, ge=1)
 ):
@@ -220,17 +224,38 @@ def _export(fmt: str, db, components, principal, filters: Filters):
     )
 
 
-@router.get("/export.csv")
+_EXPORT_HEADERS = {"Content-Disposition": "attachment; the file name names the time and the tree size it covers"}
+
+
+@router.get(
+    "/export.csv",
+    response_class=StreamingResponse,
+    responses={
+        200: api_docs.file_response(
+            "text/csv", "The matching events, one row each, and the signed checkpoint that covers them", _EXPORT_HEADERS
+        )
+    },
+)
 def export_csv(db: DbSession, components: AppComponents, principal: AuditorPrincipal, filters: FilterParams):
     return _export("csv", db, components, principal, filters)
 
 
-@router.get("/export.jsonl")
+@router.get(
+    "/export.jsonl",
+    response_class=StreamingResponse,
+    responses={
+        200: api_docs.file_response(
+            "application/x-ndjson",
+            "JSON Lines: a header line, one line per matching event, the signed checkpoint that covers them",
+            _EXPORT_HEADERS,
+        )
+    },
+)
 def export_jsonl(db: DbSession, components: AppComponents, principal: AuditorPrincipal, filters: FilterParams):
     return _export("jsonl", db, components, principal, filters)
 
 
-@router.get("/access-review")
+@router.get("/access-review", response_model=schemas.VendorsOut)
 def access_review_vendors(
     request: Request, db: DbSession, principal: AuditorPrincipal, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ):
@@ -240,7 +265,7 @@ def access_review_vendors(
     return link_next_page(request, json_response(body), page.next_cursor)
 
 
-@router.get("/access-review/{vendor_id}")
+@router.get("/access-review/{vendor_id}", response_model=schemas.AccessReviewOut)
 def access_review(vendor_id: str, db: WriteSession, principal: AuditorPrincipal):
     vendor, rows = review.access_review(db, _scope(db, principal), vendor_id)
     record_event(
@@ -266,7 +291,7 @@ def access_review(vendor_id: str, db: WriteSession, principal: AuditorPrincipal)
     }
 
 
-@router.get("/alerts")
+@router.get("/alerts", response_model=schemas.AlertList)
 def list_alerts(
     request: Request,
     db: DbSession,
@@ -290,7 +315,7 @@ def list_alerts(
     return link_next_page(request, json_response(body), page.next_cursor)
 
 
-@router.post("/alerts/{alert_id}/acknowledge")
+@router.post("/alerts/{alert_id}/acknowledge", response_model=schemas.Acknowledged)
 def acknowledge(alert_id: int, db: DbSession, principal: AuditorPrincipal):
     acknowledged_at = alert_service.acknowledge(db, _scope(db, principal), alert_id, principal)
     db.commit()

@@ -15,6 +15,7 @@ from gateway.auth.schemas import (
     LoginIn,
     MeOut,
     PasskeyOptionsIn,
+    PasskeyOptionsOut,
     PasskeyOut,
     PasskeyPolicyIn,
     PasskeyPolicyOut,
@@ -109,7 +110,7 @@ def _stage(principal: Principal, *stages: SessionStage) -> WebSession:
     return principal.session
 
 
-@router.post("/passkeys/assertion-options")
+@router.post("/passkeys/assertion-options", response_model=PasskeyOptionsOut)
 def passkey_assertion_options(
     body: PasskeyOptionsIn, db: DbSession, c: AppComponents, principal: PartialPrincipal
 ) -> dict:
@@ -121,7 +122,7 @@ def passkey_assertion_options(
     return options
 
 
-@router.post("/passkeys/registration-options")
+@router.post("/passkeys/registration-options", response_model=PasskeyOptionsOut)
 def passkey_registration_options(db: DbSession, c: AppComponents, principal: PartialPrincipal) -> dict:
     """Options for navigator.credentials.create(): from a full session, or one a passkey policy holds."""
     session = _stage(principal, SessionStage.full, SessionStage.passkey)

@@ -48,6 +48,15 @@ class PasskeyRegisterIn(StepUpIn):
     password: str = Field(default="", max_length=1024)
 
 
+class PasskeyOptionsOut(BaseModel):
+    """WebAuthn options in their JSON form (WebAuthn Level 3, `PublicKeyCredentialRequestOptionsJSON` or
+    `...CreationOptionsJSON`): give them to navigator.credentials.get() or .create() as they are."""
+
+    model_config = ConfigDict(extra="allow")
+    challenge: str = Field(description="base64url; single-use, bound to this session, expires")
+    timeout: int | None = Field(default=None, description="milliseconds")
+
+
 class PasskeyOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: str
@@ -76,8 +85,11 @@ class PasskeyPolicyOut(BaseModel):
 
 
 class StageOut(BaseModel):
-    stage: str
-    csrf_token: str
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"stage": "mfa", "csrf_token": "q3T...", "must_change_password": False}]}
+    )
+    stage: str = Field(description="what comes next: `mfa`, `enrol`, `passkey`, or `full` (signed in)")
+    csrf_token: str = Field(description="send it as `X-CSRF-Token` with the session cookie on state-changing requests")
     must_change_password: bool = False
 
 

@@ -5,6 +5,7 @@ from datetime import UTC
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
+from gateway import api_docs
 from gateway.baas import copies, service
 from gateway.baas.schemas import BaaCreate, BaaOut, BaaTerminate
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
@@ -62,7 +63,13 @@ def terminate_baa(baa_id: str, body: BaaTerminate, db: DbSession, principal: Adm
 @router.put(
     "/{baa_id}/signed-copy",
     response_model=BaaOut,
-    openapi_extra={"requestBody": {"content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The signed BAA, a PDF (sent as application/pdf, or as application/octet-stream)",
+            "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
 )
 async def put_signed_copy(baa_id: str, request: Request, c: AppComponents, principal: AdminPrincipal):
     """Store the signed BAA (a PDF, raw body), encrypted under the practice's key; replaces any earlier copy."""
@@ -80,7 +87,15 @@ async def put_signed_copy(baa_id: str, request: Request, c: AppComponents, princ
 
 
 @router.get(
-    "/{baa_id}/signed-copy", response_class=StreamingResponse, responses={200: {"content": {"application/pdf": {}}}}
+    "/{baa_id}/signed-copy",
+    response_class=StreamingResponse,
+    responses={
+        200: api_docs.file_response(
+            "application/pdf",
+            "The signed BAA, decrypted",
+            {"X-Content-SHA256": "the SHA-256 of the signed copy, hex"},
+        )
+    },
 )
 def get_signed_copy(baa_id: str, c: AppComponents, principal: AdminPrincipal):
     baa, body = copies.read_copy(c, baa_id, principal.actor)

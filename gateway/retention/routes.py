@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from gateway import api_docs
 from gateway.auth.schemas import StepUpIn
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
 from gateway.paging import DEFAULT_LIMIT
@@ -39,6 +43,92 @@ class OffboardIn(StepUpIn):
     include_returned: bool = False
 
 
+class CertificateOut(BaseModel):
+    id: str
+    kind: str = Field(examples=["retention", "offboarding"])
+    practice_id: str
+    vendor_id: str
+    issued_at: str
+    objects: int = Field(description="how many objects were destroyed")
+    crypto_shred_only: int = Field(description="of those, how many could only be crypto-shredded (not verified absent)")
+    sha256: str = Field(description="the SHA-256 of the certificate document")
+    key_fingerprint: str
+
+
+class CertificateSignature(BaseModel):
+    algorithm: str = Field(examples=["Ed25519"])
+    signed: str
+    public_key: str
+    public_key_fingerprint: str
+    value: str
+
+
+class CertificateDocument(BaseModel):
+    """The signed document, byte for byte as issued (canonical JSON): verify it as docs/retention.md says."""
+
+    certificate: dict[str, Any]
+    signature: CertificateSignature
+
+
+class TombstoneOut(BaseModel):
+    transfer_id: str
+    file_id: str
+    size: int
+    sha256: str
+    created_at: datetime
+    destroyed_at: datetime | None
+    practice_id: str
+    vendor_id: str
+    certificate_id: str | None
+    verification: str = Field(examples=["verified absent", "crypto-shred only"])
+
+
+class PolicyOut(BaseModel):
+    id: str
+    practice_id: str
+    vendor_id: str | None
+    keep_days: int
+    max_access_days: int | None
+
+
+class PolicySet(BaseModel):
+    id: str
+    keep_days: int
+    max_access_days: int | None
+
+
+class HoldOut(BaseModel):
+    id: str
+    scope: str
+    target_id: str
+
+
+class HoldReleased(BaseModel):
+    id: str
+    released: bool
+
+
+class OffboardScope(BaseModel):
+    job_id: str
+    kind: str
+    practice_id: str
+    vendor_id: str
+    destroyed: int
+    crypto_shred_only: int
+    held: list[dict[str, Any]] = Field(description="objects a legal hold kept")
+    certificate_id: str | None
+    key_evidence: dict[str, Any] | None
+
+
+class OffboardReport(BaseModel):
+    vendor_id: str
+    practice_ids: list[str]
+    users_disabled: int
+    baas_terminated: int
+    already_offboarded_certificates: list[str]
+    scopes: list[OffboardScope]
+
+
 def _cert_out(cert) -> dict:
     return {
         "id": cert.id,
@@ -53,7 +143,7 @@ def _cert_out(cert) -> dict:
     }
 
 
-@router.get("/certificates")
+@router.get("/certificates", response_model=list[CertificateOut])
 def list_certificates(
     request: Request, db: DbSession, principal: AuditorOrAdmin, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ):
@@ -64,7 +154,11 @@ def list_certificates(
     return link_next_page(request, json_response(out), page.next_cursor)
 
 
-@router.get("/certificates/{cert_id}")
+@router.get(
+    "/certificates/{cert_id}",
+    response_model=CertificateDocument,
+    responses={200: {"headers": {"Content-Disposition": {"schema": {"type": "string"}}}}},
+)
 def get_certificate(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
     cert = service.find_certificate(db, principal, cert_id)
     db.commit()
@@ -75,7 +169,11 @@ def get_certificate(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
     )
 
 
-@router.get("/certificates/{cert_id}/pdf")
+@router.get(
+    "/certificates/{cert_id}/pdf",
+    response_class=Response,
+    responses={200: api_docs.file_response("application/pdf", "The certificate as a printable PDF")},
+)
 def get_certificate_pdf(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
     cert = service.find_certificate(db, principal, cert_id)
     db.commit()
@@ -86,7 +184,7 @@ def get_certificate_pdf(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
     )
 
 
-@router.get("/retention/tombstones")
+@router.get("/retention/tombstones", response_model=list[TombstoneOut])
 def list_tombstones(
     request: Request, db: DbSession, principal: AuditorOrAdmin, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ):
@@ -96,7 +194,7 @@ def list_tombstones(
     return link_next_page(request, json_response(page.items), page.next_cursor)
 
 
-@router.get("/retention/policies")
+@router.get("/retention/policies", response_model=list[PolicyOut])
 def list_policies(
     request: Request, db: DbSession, principal: AdminPrincipal, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ):
@@ -116,7 +214,7 @@ def list_policies(
     return link_next_page(request, json_response(out), page.next_cursor)
 
 
-@router.put("/retention/policies")
+@router.put("/retention/policies", response_model=PolicySet)
 def put_policy(body: PolicyIn, db: DbSession, components: AppComponents, principal: AdminPrincipal):
     p = policies.set_policy(
         db,
@@ -131,21 +229,21 @@ def put_policy(body: PolicyIn, db: DbSession, components: AppComponents, princip
     return {"id": p.id, "keep_days": p.keep_days, "max_access_days": p.max_access_days}
 
 
-@router.post("/retention/holds", status_code=201)
+@router.post("/retention/holds", status_code=201, response_model=HoldOut)
 def place_hold(body: HoldIn, db: DbSession, principal: AdminPrincipal):
     hold = holds.place_hold(db, body.scope, body.target_id, body.reference, principal.actor)
     db.commit()
     return {"id": hold.id, "scope": hold.scope.value, "target_id": hold.target_id}
 
 
-@router.post("/retention/holds/{hold_id}/release")
+@router.post("/retention/holds/{hold_id}/release", response_model=HoldReleased)
 def release_hold(hold_id: str, db: DbSession, principal: AdminPrincipal):
     holds.release_hold(db, hold_id, principal.actor)
     db.commit()
     return {"id": hold_id, "released": True}
 
 
-@router.post("/offboarding")
+@router.post("/offboarding", response_model=OffboardReport)
 def offboard_vendor(body: OffboardIn, db: DbSession, components: AppComponents, principal: AdminPrincipal):
     vendor = service.check_offboarding(db, components, principal, body.vendor_id, body.confirm_name, body.proof())
     db.close()

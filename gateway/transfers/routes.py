@@ -5,10 +5,11 @@ from __future__ import annotations
 from email.message import Message
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter
 
+from gateway import api_docs
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import InvalidInput
@@ -78,21 +79,24 @@ def _filename_from(header: str) -> str:
     status_code=201,
     openapi_extra={
         "requestBody": {
+            "required": True,
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
+                        "description": "The fields first, then the files (each part's file name is the file's name)",
+                        "required": ["partner_id", "purpose", "files"],
                         "properties": {
-                            "partner_id": {"type": "string"},
-                            "purpose": {"type": "string"},
+                            "partner_id": {"type": "string", "description": "a partner's id (GET /api/v1/partners)"},
+                            "purpose": {"type": "string", "description": "the purpose or ticket reference"},
                             "note": {"type": "string"},
                             "biller_ids": {"type": "array", "items": {"type": "string"}},
-                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1},
                         },
                     }
                 },
-            }
+            },
         }
     },
 )
@@ -102,6 +106,20 @@ async def create_transfer(
     principal: Sender,
     partner_id: str | None = Query(default=None, max_length=64),
     biller_id: list[str] = Query(default=[], max_length=100),
+    content_disposition: Annotated[
+        str | None,
+        Header(
+            alias="Content-Disposition",
+            description="Raw body only: the file's name, `attachment; filename*=UTF-8''<percent-encoded name>`",
+        ),
+    ] = None,
+    x_purpose: Annotated[
+        str | None,
+        Header(alias="X-Purpose", description="Raw body only: the purpose or ticket reference (1-100 characters)"),
+    ] = None,
+    x_note: Annotated[
+        str | None, Header(alias="X-Note", description="Raw body only: an optional note, percent-encoded (UTF-8)")
+    ] = None,
 ):
     """Upload one file (raw body, name in `Content-Disposition`, purpose in `X-Purpose`) or several (multipart).
 
@@ -121,11 +139,11 @@ async def create_transfer(
     elif content_type.startswith("application/octet-stream"):
         if length and length.isdigit() and int(length) > c.settings.max_file_size:
             raise upload.FileTooLarge(f"A file may be at most {c.settings.max_file_size} bytes.")
-        name = _filename_from(request.headers.get("content-disposition", ""))
+        name = _filename_from(content_disposition or "")
         req = upload.Request(
             partner_id=partner_id or "",
-            purpose=request.headers.get("x-purpose", ""),
-            note=unquote(request.headers.get("x-note", ""))[:2000],
+            purpose=x_purpose or "",
+            note=unquote(x_note or "")[:2000],
             biller_ids=biller_id,
         )
 
@@ -285,11 +303,31 @@ def emergency_review(transfer_id: str, db: DbSession, c: AppComponents, principa
 @router.get(
     "/{transfer_id}/files/{file_id}/content",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a byte range"}},
+    responses={
+        200: api_docs.file_response(
+            "application/octet-stream",
+            "The file, decrypted",
+            {
+                "Content-Disposition": "attachment, with the file's name (RFC 6266)",
+                "X-Content-SHA256": "the SHA-256 of the whole file, hex",
+                "Repr-Digest": "the SHA-256 of the whole file (RFC 9530)",
+            },
+        ),
+        206: api_docs.file_response(
+            "application/octet-stream",
+            "The requested byte range of the file",
+            {"Content-Range": "bytes <first>-<last>/<size>", "X-Content-SHA256": "the SHA-256 of the whole file, hex"},
+        ),
+    },
 )
 def download_file(
-    transfer_id: str, file_id: str, request: Request, db: WriteSession, c: AppComponents, principal: Downloader
+    transfer_id: str,
+    file_id: str,
+    db: WriteSession,
+    c: AppComponents,
+    principal: Downloader,
+    range_: Annotated[str | None, Header(alias="Range", description="One range, `bytes=<first>-[<last>]`")] = None,
 ):
     """Download (decrypted as it streams); supports one `Range: bytes=` range to resume. Every attempt is logged."""
-    prepared = download.prepare(c, db, principal, transfer_id, file_id, request.headers.get("range"))
+    prepared = download.prepare(c, db, principal, transfer_id, file_id, range_)
     return StreamingResponse(c.bulk.stream(prepared.body), status_code=prepared.status_code, headers=prepared.headers)

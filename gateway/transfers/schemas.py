@@ -51,6 +51,9 @@ class TransferOut(BaseModel):
 
 
 class TransferCreated(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"id": "5d2f9c0e8b7a4e6f9a1b2c3d4e5f6a7b", "status": "awaiting_approval"}]}
+    )
     id: str
     status: TransferStatus
 

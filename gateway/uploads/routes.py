@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, Field
 
+from gateway import api_docs
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, require
 from gateway.errors import GatewayError, InvalidInput
@@ -45,14 +46,22 @@ class UnsupportedMediaType(GatewayError):
     message = "Send the bytes as application/offset+octet-stream."
 
 
-def _tus(request: Request) -> None:
+TusResumable = Annotated[str | None, Header(alias="Tus-Resumable", description="the protocol version: 1.0.0")]
+
+
+def _tus(tus_resumable: str | None) -> None:
     """Every tus request but OPTIONS names the protocol version (412 otherwise, with the version we speak)."""
-    if request.headers.get("tus-resumable") != TUS_VERSION:
+    if tus_resumable != TUS_VERSION:
         raise PreconditionFailed(headers={"Tus-Version": TUS_VERSION, "Tus-Resumable": TUS_VERSION})
 
 
-def _int_header(request: Request, name: str, code: str) -> int | None:
-    raw = request.headers.get(name)
+UploadChecksum = Annotated[
+    str | None,
+    Header(alias="Upload-Checksum", description="`<algorithm> <base64 digest>` of this request's bytes (tus checksum)"),
+]
+
+
+def _int_header(raw: str | None, name: str, code: str) -> int | None:
     if raw is None:
         return None
     if not raw.isdigit() or len(raw) > 19:
@@ -69,11 +78,13 @@ def _headers(up: Upload) -> dict[str, str]:
     }
 
 
-async def _append(request: Request, c, principal: Principal, upload_id: str, offset: int) -> Upload:
+async def _append(
+    request: Request, c, principal: Principal, upload_id: str, offset: int, upload_checksum: str | None
+) -> Upload:
     if not request.headers.get("content-type", "").startswith(OFFSET_TYPE):
         raise UnsupportedMediaType()
-    checksum = service.checksum_of(request.headers.get("upload-checksum"))
-    declared = _int_header(request, "content-length", "invalid_content_length")
+    checksum = service.checksum_of(upload_checksum)
+    declared = _int_header(request.headers.get("content-length"), "content-length", "invalid_content_length")
     raw = body_chunks(request_body(request))
 
     def work() -> Upload:
@@ -85,7 +96,30 @@ async def _append(request: Request, c, principal: Principal, upload_id: str, off
     return await anyio.to_thread.run_sync(work)
 
 
-@router.options("", status_code=204)
+_STATE = {
+    "Tus-Resumable": "1.0.0",
+    "Upload-Offset": "the durable offset: bytes stored (whole segments)",
+    "Upload-Expires": "when an unfinished upload is discarded (RFC 9110 date)",
+}
+_BYTES = {"content": {OFFSET_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
+
+
+@router.options(
+    "",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: api_docs.no_body(
+            "What this server speaks",
+            {
+                "Tus-Version": "1.0.0",
+                "Tus-Extension": EXTENSIONS,
+                "Tus-Max-Size": "the largest file, bytes",
+                "Tus-Checksum-Algorithm": "the checksum algorithms accepted in Upload-Checksum",
+            },
+        )
+    },
+)
 async def options(principal: Sender, c: AppComponents) -> Response:
     """What this server speaks: tus 1.0.0 with its extensions, the largest file and the checksum algorithms."""
     return Response(
@@ -100,18 +134,38 @@ async def options(principal: Sender, c: AppComponents) -> Response:
     )
 
 
-@router.post("", status_code=201)
-async def create(request: Request, principal: Sender, c: AppComponents) -> Response:
+@router.post(
+    "",
+    status_code=201,
+    response_class=Response,
+    responses={201: api_docs.no_body("Created", {"Location": "the upload's URL", **_STATE})},
+    openapi_extra={"requestBody": {"required": False, **_BYTES}},
+)
+async def create(
+    request: Request,
+    principal: Sender,
+    c: AppComponents,
+    upload_length: Annotated[str | None, Header(alias="Upload-Length", description="the file's size, bytes")] = None,
+    upload_metadata: Annotated[
+        str | None,
+        Header(
+            alias="Upload-Metadata",
+            description="comma-separated `key base64(value)` pairs: filename, partner_id, purpose, note, recipients",
+        ),
+    ] = None,
+    upload_checksum: UploadChecksum = None,
+    tus_resumable: TusResumable = None,
+) -> Response:
     """Create an upload (metadata: filename, partner_id, purpose, note, recipients), optionally with its first bytes."""
-    _tus(request)
-    length = _int_header(request, "upload-length", "invalid_upload_length")
+    _tus(tus_resumable)
+    length = _int_header(upload_length, "upload-length", "invalid_upload_length")
     if length is None:
         raise InvalidInput("Declare the file's size in Upload-Length.", code="invalid_upload_length")
-    meta = service.parse_metadata(request.headers.get("upload-metadata", ""))
+    meta = service.parse_metadata(upload_metadata or "")
     up = await anyio.to_thread.run_sync(lambda: service.create(c, principal, meta, length))
     if request.headers.get("content-type", "").startswith(OFFSET_TYPE):
         try:
-            up = await _append(request, c, principal, up.id, 0)
+            up = await _append(request, c, principal, up.id, 0, upload_checksum)
         except GatewayError as exc:
             # The upload exists (the client resumes it with HEAD); only this body was refused.
             if exc.status >= 500:
@@ -119,7 +173,11 @@ async def create(request: Request, principal: Sender, c: AppComponents) -> Respo
     return Response(status_code=201, headers={**_headers(up), "Location": f"/api/v1/uploads/{up.id}"})
 
 
-@router.head("/{upload_id}")
+@router.head(
+    "/{upload_id}",
+    response_class=Response,
+    responses={200: api_docs.no_body("Where to resume", {"Upload-Length": "the declared size, bytes", **_STATE})},
+)
 async def head(upload_id: str, principal: Sender, c: AppComponents) -> Response:
     """Where to resume: the durable offset (whole segments) and the declared length."""
 
@@ -131,21 +189,44 @@ async def head(upload_id: str, principal: Sender, c: AppComponents) -> Response:
     return Response(status_code=200, headers={**_headers(up), "Upload-Length": str(up.length)})
 
 
-@router.patch("/{upload_id}", status_code=204)
-async def patch(request: Request, upload_id: str, principal: Sender, c: AppComponents) -> Response:
+@router.patch(
+    "/{upload_id}",
+    status_code=204,
+    response_class=Response,
+    responses={204: api_docs.no_body("Appended", _STATE)},
+    openapi_extra={"requestBody": {"required": True, **_BYTES}},
+)
+async def patch(
+    request: Request,
+    upload_id: str,
+    principal: Sender,
+    c: AppComponents,
+    upload_offset: Annotated[
+        str | None, Header(alias="Upload-Offset", description="where these bytes start: the offset HEAD answered")
+    ] = None,
+    upload_checksum: UploadChecksum = None,
+    tus_resumable: TusResumable = None,
+) -> Response:
     """Append at Upload-Offset; answers the new durable offset, which may be short of what was sent."""
-    _tus(request)
-    offset = _int_header(request, "upload-offset", "invalid_upload_offset")
+    _tus(tus_resumable)
+    offset = _int_header(upload_offset, "upload-offset", "invalid_upload_offset")
     if offset is None:
         raise InvalidInput("Send Upload-Offset.", code="invalid_upload_offset")
-    up = await _append(request, c, principal, upload_id, offset)
+    up = await _append(request, c, principal, upload_id, offset, upload_checksum)
     return Response(status_code=204, headers=_headers(up))
 
 
-@router.delete("/{upload_id}", status_code=204)
-async def terminate(request: Request, upload_id: str, principal: Sender, c: AppComponents) -> Response:
+@router.delete(
+    "/{upload_id}",
+    status_code=204,
+    response_class=Response,
+    responses={204: api_docs.no_body("Cancelled", {"Tus-Resumable": "1.0.0"})},
+)
+async def terminate(
+    upload_id: str, principal: Sender, c: AppComponents, tus_resumable: TusResumable = None
+) -> Response:
     """Cancel an upload: everything it stored is destroyed."""
-    _tus(request)
+    _tus(tus_resumable)
     await anyio.to_thread.run_sync(lambda: service.cancel(c, principal, upload_id))
     return Response(status_code=204, headers={"Tus-Resumable": TUS_VERSION})
 
