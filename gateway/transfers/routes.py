@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from email.message import Message
+from typing import Annotated
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Header, Query, Request, Response
