@@ -25,6 +25,7 @@ from gateway.config import Settings, check_production
 from gateway.errors import GatewayError, MfaRequired, NotAuthenticated, PasswordChangeRequired, RateLimited
 from gateway.jobs import serve_scheduler
 from gateway.metrics import MetricsServer, follow_leadership
+from gateway.notifications import service as notifications
 from gateway.security_headers import SecurityHeaders
 from gateway.telemetry import Telemetry, route_template
 from gateway.web import TEMPLATES, redirect
@@ -248,6 +249,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     check_production(settings)
     components = components or Components(settings)
     alerts.install(components)
+    notifications.install(components)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -274,6 +276,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
             scheduler.shutdown()
             if metrics is not None:
                 metrics.stop()
+            # Mail handed to threads a moment ago: let it finish (what does not is retried after a restart).
+            components.outbox.wait(settings.smtp_timeout)
 
         scheduler, metrics = await anyio.to_thread.run_sync(start)
         try:

@@ -24,6 +24,7 @@ from gateway.baas.service import active_baa
 from gateway.config import Settings
 from gateway.errors import Conflict, Forbidden, GatewayError, InvalidInput, NotFound
 from gateway.orgs.models import OrgKind
+from gateway.transfers import notices
 from gateway.transfers.models import (
     Direction,
     Download,
@@ -262,6 +263,7 @@ def approve(
             "recipients": sorted(transfer.recipient_ids),
         },
     )
+    notices.released(db, transfer, approved=True)
 
 
 def _release(
@@ -329,6 +331,7 @@ def reject(db: Session, principal: Principal, transfer: Transfer, reason: str) -
         target_org_id=transfer.practice_id,
         details={"vendor_id": transfer.vendor_id},
     )
+    notices.rejected(db, transfer)
 
 
 def revoke(db: Session, principal: Principal, transfer: Transfer, reason: str) -> None:
@@ -361,6 +364,7 @@ def revoke(db: Session, principal: Principal, transfer: Transfer, reason: str) -
         target_org_id=transfer.practice_id,
         details={"vendor_id": transfer.vendor_id},
     )
+    notices.revoked(db, transfer)
 
 
 def open_emergency_access(
@@ -408,6 +412,7 @@ def open_emergency_access(
         target_org_id=transfer.practice_id,
         details={"vendor_id": transfer.vendor_id, "hours": hours, "alert": True},
     )
+    notices.released(db, transfer, approved=False)
 
 
 def unreviewed_emergencies(db: Session, principal: Principal) -> list[Transfer]:
