@@ -132,7 +132,8 @@ class Settings(BaseSettings):
     smtp_ca_file: Path | None = Field(
         default=None, description="PEM file of the CA that signs the SMTP server's certificate (default: the system's)"
     )
-    smtp_timeout: float = Field(default=10.0, gt=0, le=60, description="seconds to wait for each SMTP answer")
+    # Nine answers at most per message, all within the outbox's two-minute claim on it.
+    smtp_timeout: float = Field(default=10.0, gt=0, le=12, description="seconds to wait for each SMTP answer")
     notify_digest_hour: int = Field(default=7, ge=0, le=23, description="UTC hour at which daily digests leave")
     notify_interval_seconds: int = Field(
         default=300, ge=0, description="how often serve sends digests and expiry reminders (0: off)"

@@ -206,9 +206,14 @@ def test_without_smtp_url_mail_waits_untried(party, session_for, components, mai
 
 
 def test_the_lease_outlasts_any_smtp_wait():
+    """A slow send must not lose its claim to the retry job of another replica mid-conversation."""
+    from annotated_types import Le
+
     from gateway.config import Settings
 
-    assert timedelta(seconds=Settings.model_fields["smtp_timeout"].metadata[1].le * 2) < LEASE
+    [longest] = [m.le for m in Settings.model_fields["smtp_timeout"].metadata if isinstance(m, Le)]
+    # connect, EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT, DATA, QUIT: each may wait the timeout.
+    assert timedelta(seconds=longest * 9) < LEASE
 
 
 def test_a_savepoint_does_not_send_the_messages_of_a_transaction_still_open(components):
