@@ -25,7 +25,8 @@ US_REGIONS = ("us-east-1", "us-east-2", "us-west-1", "us-west-2", "us-gov-east-1
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PHIGATE_", extra="ignore")
+    # A refused value is never echoed back: it may be a URL holding a password.
+    model_config = SettingsConfigDict(env_prefix="PHIGATE_", extra="ignore", hide_input_in_errors=True)
 
     @classmethod
     def settings_customise_sources(

@@ -62,7 +62,7 @@ class OutboxEntry(Base):
     refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-class Refused(Exception):  # noqa: N818 - a verdict, as the receiver gave it
+class Refused(Exception):
     """Raised by a channel's send: the receiver refused this message for good; the channel itself works."""
 
 

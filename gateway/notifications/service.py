@@ -83,8 +83,7 @@ def set_preferences(db: Session, user: User, choices: dict[str, str], actor: Act
         wanted[topic] = cadence
     now = clock.now()
     current = {
-        p.topic: p
-        for p in db.scalars(select(NotificationPreference).where(NotificationPreference.user_id == user.id))
+        p.topic: p for p in db.scalars(select(NotificationPreference).where(NotificationPreference.user_id == user.id))
     }
     changed = {}
     for topic, cadence in wanted.items():

@@ -115,7 +115,10 @@ def test_access_ending_tomorrow_reminds_the_billers_who_have_not_fetched_it_once
     components.outbox.wait()
     [reminder] = mailer.mailbox.received[before:]
     assert reminder.rcpt_tos == [_addr(party.biller2)]
-    assert str(reminder.message["Subject"]).strip() == f"PHI Gate: Access to 1 transfer from {party.practice.name} ends within a day"
+    assert (
+        str(reminder.message["Subject"]).strip()
+        == f"PHI Gate: Access to 1 transfer from {party.practice.name} ends within a day"
+    )
 
 
 def test_daily_digest_folds_a_days_notices_into_one_message_at_the_digest_hour(
@@ -124,7 +127,9 @@ def test_daily_digest_folds_a_days_notices_into_one_message_at_the_digest_hour(
     from gateway.jobs import notify
 
     approver = session_for(party.approver)
-    r = approver.client.post("/account/notifications", data={"approvals": "daily", "csrf_token": approver.csrf}, follow_redirects=False)
+    r = approver.client.post(
+        "/account/notifications", data={"approvals": "daily", "csrf_token": approver.csrf}, follow_redirects=False
+    )
     assert r.status_code == 303
     [changed] = events(db, "notification.preferences.changed")
     assert changed.details["approvals"] == "daily" and changed.target_id == party.approver.id
@@ -157,15 +162,23 @@ def test_off_means_no_message_and_approvers_cannot_silence_approval_requests(
     approvals = page.split('name="approvals"')[1].split("</select>")[0]
     assert 'value="off"' not in approvals
 
-    r = approver.client.post("/account/notifications", data={"approvals": "off", "csrf_token": approver.csrf}, follow_redirects=False)
+    r = approver.client.post(
+        "/account/notifications", data={"approvals": "off", "csrf_token": approver.csrf}, follow_redirects=False
+    )
     assert r.status_code == 422 and "Approval requests cannot be switched off" in r.text
     assert events(db, "notification.preferences.changed") == []
-    r = staff.client.post("/account/notifications", data={"approvals": "daily", "csrf_token": staff.csrf}, follow_redirects=False)
+    r = staff.client.post(
+        "/account/notifications", data={"approvals": "daily", "csrf_token": staff.csrf}, follow_redirects=False
+    )
     assert r.status_code == 422 and "no such notification setting for your role" in r.text
-    r = staff.client.post("/account/notifications", data={"sent": "sometimes", "csrf_token": staff.csrf}, follow_redirects=False)
+    r = staff.client.post(
+        "/account/notifications", data={"sent": "sometimes", "csrf_token": staff.csrf}, follow_redirects=False
+    )
     assert r.status_code == 422 and "Choose immediately, daily digest or off" in r.text
 
-    r = staff.client.post("/account/notifications", data={"sent": "off", "csrf_token": staff.csrf}, follow_redirects=False)
+    r = staff.client.post(
+        "/account/notifications", data={"sent": "off", "csrf_token": staff.csrf}, follow_redirects=False
+    )
     assert r.status_code == 303
     assert 'value="off" selected' in staff.client.get("/account").text
     tid = sent(staff, party)
