@@ -48,13 +48,13 @@ def test_a_malformed_url_is_refused_without_echoing_it(url):
 
 
 def test_clear_text_beyond_loopback_is_refused_in_production(tmp_path):
-    base = dict(
-        _env_file=None,
-        env="production",
-        public_url="https://gateway.example",
-        allow_local_keyring=True,
-        data_dir=tmp_path,
-    )
+    base = {
+        "_env_file": None,
+        "env": "production",
+        "public_url": "https://gateway.example",
+        "allow_local_keyring": True,
+        "data_dir": tmp_path,
+    }
     far = Settings(**base, smtp_url="smtp://relay.example.invalid:25?starttls=off")
     assert not far.smtp_tls
     assert any("starttls=off" in p for p in far.production_problems())
