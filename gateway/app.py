@@ -305,6 +305,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     from gateway.auth import routes as auth_routes
     from gateway.baas import pages as baa_pages
     from gateway.baas import routes as baa_routes
+    from gateway.home import pages as home_pages
     from gateway.orgs import pages as org_pages
     from gateway.orgs import routes as org_routes
     from gateway.retention import pages as retention_pages
@@ -319,6 +320,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         health,
         api_docs,
         auth_pages,
+        home_pages,
         org_pages,
         user_pages,
         baa_pages,

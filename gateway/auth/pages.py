@@ -264,11 +264,6 @@ def logout(db: DbSession, c: AppComponents, principal: PartialPrincipal):
     return response
 
 
-@router.get("/home")
-def home(request: Request, principal: CurrentPrincipal):
-    return render(request, "home.html", principal=principal)
-
-
 def _account(request, db, principal, status_code=200, **extra):
     user = principal.user
     return render(

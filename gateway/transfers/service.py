@@ -137,6 +137,14 @@ def list_transfers(
     return Page(rows[:limit], _cursor_of(rows[limit - 1]) if more else None)
 
 
+def count_transfers(db: Session, principal: Principal, *, where=None) -> int:
+    """How many transfers the caller may see match `where` (counted in SQL, for the navigation's badges)."""
+    query = select(func.count()).select_from(Transfer).where(_visible_clause(principal), _addressed_clause(principal))
+    if where is not None:
+        query = query.where(where)
+    return db.scalar(query) or 0
+
+
 def inbox(db: Session, principal: Principal, *, limit: int = 200, cursor: str | None = None) -> Page[Transfer]:
     """A biller's outbound transfers that are approved for them and inside their window."""
     return list_transfers(
