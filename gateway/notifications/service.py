@@ -30,7 +30,7 @@ from gateway.notifications import mail
 from gateway.notifications.messages import Item, compose
 from gateway.notifications.models import Cadence, Kind, Notification, NotificationPreference, Topic
 from gateway.orgs.service import names
-from gateway.outbox import Channel, Delivery, enqueue
+from gateway.outbox import Channel, Delivery, Refused, enqueue
 from gateway.users.models import Role, User
 
 TOPIC = "email"  # the outbox channel
@@ -290,7 +290,12 @@ def channel(components) -> Channel:
 
     def send(payload: dict) -> None:
         settings = components.settings
-        mail.send(settings, message(settings, payload))
+        try:
+            built = message(settings, payload)
+        except ValueError:
+            # An address with a line break (header injection) or otherwise unusable: never sendable.
+            raise Refused("the message cannot be built for this recipient address") from None
+        mail.send(settings, built)
 
     return Channel(send=send, settled=settle, ready=lambda: bool(components.settings.smtp_url), background=True)
 

@@ -230,3 +230,73 @@ def test_a_savepoint_does_not_send_the_messages_of_a_transaction_still_open(comp
             pass
         assert seen == []  # nothing leaves before the commit
     assert sorted(p["n"] for p in seen) == [1, 2]
+
+
+def test_two_replicas_retrying_at_once_send_each_message_once(party, session_for, components, mailer):
+    """Every replica runs the outbox job's code; a message is claimed by one of them only."""
+    import threading
+
+    from gateway.components import Components
+    from gateway.notifications import service as notifications
+
+    components.settings.smtp_url = ""  # let messages pile up, untried
+    staff = session_for(party.staff)
+    for _ in range(6):
+        sent(staff, party)
+    assert len(_email(components)) == 6
+
+    replicas = []
+    for _ in range(2):
+        replica = Components(components.settings.model_copy(update={"smtp_url": mailer.url}))
+        notifications.install(replica)
+        replicas.append(replica)
+    counts: list[int] = []
+    start = threading.Barrier(2)
+
+    def run(replica):
+        start.wait()
+        counts.append(replica.outbox.deliver())
+
+    try:
+        threads = [threading.Thread(target=run, args=(r,)) for r in replicas]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for r in replicas:
+            r.close()
+    ids = [m.message["Message-ID"] for m in mailer.mailbox.received]
+    assert sum(counts) == 6 and len(ids) == 6 and len(set(ids)) == 6
+    assert all(e.delivered_at is not None and e.attempts == 1 for e in _email(components))
+
+
+def test_an_address_that_would_inject_a_header_is_refused_and_the_rest_go(party, session_for, components, mailer, db):
+    from sqlalchemy import update
+
+    from gateway.users.models import User
+
+    with components.db.transaction() as s:
+        s.execute(
+            update(User)
+            .where(User.id == party.approver.id)
+            .values(email="approver@example.invalid\r\nBcc: someone@example.invalid")
+        )
+    staff, admin = session_for(party.staff), session_for(party.admin)
+    tid = sent(staff, party)
+    _settled(components)
+    [entry] = _email(components)
+    assert entry.refused_at is not None and "cannot be built" in entry.last_error
+    assert mailer.mailbox.received == []
+    r = admin.client.post(
+        f"/api/v1/transfers/{tid}/emergency-access",
+        json={"hours": 2, "reason": "approver on leave", "code": admin.fresh_code()},
+    )
+    assert r.status_code == 200
+    _settled(components)
+    assert {m.rcpt_tos[0] for m in mailer.mailbox.received} == {
+        _user_email(party.biller),
+        _user_email(party.biller2),
+        _user_email(party.auditor),
+    }
+    assert all("someone@" not in m.raw.decode() for m in mailer.mailbox.received)
