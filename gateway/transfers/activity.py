@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import clock
@@ -94,15 +94,3 @@ def count_awaiting_approval(db: Session, principal: Principal) -> int:
 
 def age(transfer: Transfer, now: datetime | None = None) -> timedelta:
     return (now or clock.now()) - transfer.created_at
-
-
-def count_files(db: Session, transfer_ids: list[str]) -> dict[str, int]:
-    if not transfer_ids:
-        return {}
-    return dict(
-        db.execute(
-            select(TransferFile.transfer_id, func.count())
-            .where(TransferFile.transfer_id.in_(transfer_ids))
-            .group_by(TransferFile.transfer_id)
-        ).all()
-    )
