@@ -44,7 +44,7 @@ async def openapi_schema(request: Request, principal: CurrentPrincipal) -> JSONR
 
 
 @router.get(PAGE_PATH)
-async def docs_page(request: Request, principal: CurrentPrincipal):
+def docs_page(request: Request, principal: CurrentPrincipal):
     return render(request, "api_docs.html", principal=principal, schema_url=SCHEMA_PATH)
 
 

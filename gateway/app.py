@@ -26,6 +26,7 @@ from gateway.config import Settings, check_production
 from gateway.errors import GatewayError, MfaRequired, NotAuthenticated, PasswordChangeRequired, RateLimited
 from gateway.jobs import serve_scheduler
 from gateway.metrics import MetricsServer, follow_leadership
+from gateway.notifications import service as notifications
 from gateway.security_headers import SecurityHeaders
 from gateway.telemetry import Telemetry, route_template
 from gateway.web import TEMPLATES, redirect
@@ -255,6 +256,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     check_production(settings)
     components = components or Components(settings)
     alerts.install(components)
+    notifications.install(components)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -281,6 +283,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
             scheduler.shutdown()
             if metrics is not None:
                 metrics.stop()
+            # Mail handed to threads a moment ago: let it finish (what does not is retried after a restart).
+            components.outbox.wait(settings.smtp_timeout)
 
         scheduler, metrics = await anyio.to_thread.run_sync(start)
         try:
@@ -311,6 +315,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     from gateway.auth import routes as auth_routes
     from gateway.baas import pages as baa_pages
     from gateway.baas import routes as baa_routes
+    from gateway.home import pages as home_pages
     from gateway.orgs import pages as org_pages
     from gateway.orgs import routes as org_routes
     from gateway.retention import pages as retention_pages
@@ -325,6 +330,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         health,
         api_docs,
         auth_pages,
+        home_pages,
         org_pages,
         user_pages,
         baa_pages,

@@ -95,9 +95,11 @@ def components(settings: Settings | None = None):
     settings = settings or load_settings()
     require_installation(settings)
     from gateway.auditor import alerts
+    from gateway.notifications import service as notifications
 
     components = Components(settings)
     alerts.install(components)
+    notifications.install(components)
     return components
 
 

@@ -13,7 +13,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SecretsSettingsSource, SettingsConfigDict
@@ -25,7 +25,8 @@ US_REGIONS = ("us-east-1", "us-east-2", "us-west-1", "us-west-2", "us-gov-east-1
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PHIGATE_", extra="ignore")
+    # A refused value is never echoed back: it may be a URL holding a password.
+    model_config = SettingsConfigDict(env_prefix="PHIGATE_", extra="ignore", hide_input_in_errors=True)
 
     @classmethod
     def settings_customise_sources(
@@ -117,7 +118,26 @@ class Settings(BaseSettings):
         default_factory=dict, description="JSON overrides of alert thresholds"
     )
     outbox_retry_seconds: int = Field(
-        default=30, ge=0, description="how often serve retries alerts a sink did not take (0: off)"
+        default=30, ge=0, description="how often serve retries messages (alerts, e-mail) not delivered yet (0: off)"
+    )
+
+    # e-mail notifications (gateway/notifications): unset, they wait in the outbox until it is set.
+    smtp_url: str = Field(
+        default="",
+        description="smtp://[user[:password]@]host[:port] (STARTTLS, port 587) or smtps://... (TLS, port 465)",
+    )
+    smtp_password: SecretStr = Field(
+        default=SecretStr(""), description="the SMTP password, when it is not in PHIGATE_SMTP_URL"
+    )
+    smtp_from: str = Field(default="", description="sender address; default phigate@<host of PHIGATE_PUBLIC_URL>")
+    smtp_ca_file: Path | None = Field(
+        default=None, description="PEM file of the CA that signs the SMTP server's certificate (default: the system's)"
+    )
+    # Nine answers at most per message, all within the outbox's two-minute claim on it.
+    smtp_timeout: float = Field(default=10.0, gt=0, le=12, description="seconds to wait for each SMTP answer")
+    notify_digest_hour: int = Field(default=7, ge=0, le=23, description="UTC hour at which daily digests leave")
+    notify_interval_seconds: int = Field(
+        default=300, ge=0, description="how often serve sends digests and expiry reminders (0: off)"
     )
 
     # transfers
@@ -191,6 +211,21 @@ class Settings(BaseSettings):
             raise ValueError("PHIGATE_PUBLIC_URL is an http(s) URL such as https://gateway.example")
         return value.strip().rstrip("/")
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _valid_smtp_url(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname or parts.path not in ("", "/"):
+            # Never echo the value: it may hold the password.
+            raise ValueError("PHIGATE_SMTP_URL is smtp://[user[:password]@]host[:port] or smtps://...")
+        for key, flag in parse_qsl(parts.query, keep_blank_values=True):
+            if key != "starttls" or flag not in ("required", "off"):
+                raise ValueError("PHIGATE_SMTP_URL takes one option: ?starttls=off (loopback relays only)")
+        return value
+
     @model_validator(mode="after")
     def _one_worker_with_metrics(self):
         if self.metrics_port is not None and self.workers > 1:
@@ -253,6 +288,15 @@ class Settings(BaseSettings):
         """The relying party id: the public URL's host name; credentials are scoped to it."""
         return urlsplit(self.effective_public_url).hostname or "localhost"
 
+    @property
+    def smtp_tls(self) -> bool:
+        """False only for `smtp://...?starttls=off`: every other form encrypts (TLS or STARTTLS, required)."""
+        return "starttls=off" not in urlsplit(self.smtp_url).query
+
+    @property
+    def effective_smtp_from(self) -> str:
+        return self.smtp_from or f"phigate@{urlsplit(self.effective_public_url).hostname or 'localhost'}"
+
     @cached_property
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies)
@@ -271,6 +315,8 @@ class Settings(BaseSettings):
             out.append("objects live in a local directory (one host only)")
         if self.public_url is None:
             out.append(f"PHIGATE_PUBLIC_URL is not set: passkeys work only at {self.effective_public_url}")
+        if not self.smtp_url:
+            out.append("PHIGATE_SMTP_URL is not set: e-mail notifications wait in the outbox")
         return out
 
     def production_problems(self) -> list[str]:
@@ -301,6 +347,11 @@ class Settings(BaseSettings):
                 "the metrics port listens beyond loopback without PHIGATE_METRICS_TOKEN: "
                 "set a token that Prometheus presents"
             )
+        if self.smtp_url and not self.smtp_tls and not _is_loopback(urlsplit(self.smtp_url).hostname or ""):
+            problems.append(
+                "PHIGATE_SMTP_URL has ?starttls=off for a server beyond loopback: mail and its password would "
+                "cross the network in clear"
+            )
         if self.host in ("0.0.0.0", "::") and not self.trusted_proxies:  # noqa: S104 - checks for it, binds nothing
             problems.append("listening on all interfaces without PHIGATE_TRUSTED_PROXIES: put a TLS proxy in front")
         return problems
@@ -322,6 +373,7 @@ class Settings(BaseSettings):
         out["database_url"] = _redact_url(self.effective_database_url)
         out["storage_url"] = _redact_url(self.effective_storage_url)
         out["key_provider_url"] = _redact_url(self.effective_key_provider_url)
+        out["smtp_url"] = _redact_url(self.smtp_url)
         out["cookie_secure"] = str(self.effective_cookie_secure).lower()
         return out
 

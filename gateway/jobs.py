@@ -9,7 +9,9 @@ from __future__ import annotations
 from gateway.auditor.jobs import AuditJobs
 from gateway.auth import throttle
 from gateway.leader import Leadership
+from gateway.notifications import service as notifications
 from gateway.scheduler import Job, Scheduler
+from gateway.transfers import notices
 from gateway.uploads.service import expire
 from retention.runner import scheduled_run
 
@@ -25,7 +27,15 @@ def serve_jobs(components) -> list[Job]:
         # Closes ended address windows of the refusal ledger with one event each (gateway/auth/throttle.py).
         Job("address-windows", 60, lambda: close_address_windows(components), leader_only=True),
         Job("uploads", settings.upload_expiry_interval_seconds, lambda: expire(components), leader_only=True),
+        Job("notifications", settings.notify_interval_seconds, lambda: notify(components), leader_only=True),
     ]
+
+
+def notify(components) -> int:
+    """Reminders of access that ends within a day, then the daily digests that are due; both leave by the outbox."""
+    with components.db.transaction() as db:
+        reminded = notices.remind_expiring(db)
+    return reminded + notifications.run(components)
 
 
 def close_address_windows(components) -> int:

@@ -5,6 +5,7 @@ from gateway.auth.models import AddressThrottle, ApiToken, Passkey, PasskeyChall
 from gateway.baas.models import Baa  # noqa: F401
 from gateway.db import Base  # noqa: F401
 from gateway.leader import LeaderLease  # noqa: F401
+from gateway.notifications.models import Notification, NotificationPreference  # noqa: F401
 from gateway.orgs.models import Organisation  # noqa: F401
 from gateway.outbox import OutboxEntry  # noqa: F401
 from gateway.sealed.models import SealedObject  # noqa: F401

@@ -14,6 +14,12 @@ marked delivered.  A process that dies between sending and marking sends it
 again after the lease; receivers deduplicate on the message's own id.  When a
 channel fails, the rest of its messages wait for the next run rather than each
 waiting on the same dead sink.
+
+A receiver may also refuse one message for good (a mail server answering 5xx for
+its recipient): the channel raises `Refused`, the message is settled as refused
+(kept, never sent again) and the channel goes on with the rest.  A channel whose
+sends may take seconds (SMTP) delivers after the commit in a thread of its own
+(`Channel.background`), so no request waits on it.
 """
 
 from __future__ import annotations
@@ -52,21 +58,39 @@ class OutboxEntry(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
     last_error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # Refused for good by its receiver: settled, never sent again (migration 0014).
+    refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Refused(Exception):
+    """Raised by a channel's send: the receiver refused this message for good; the channel itself works."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of one attempt at one message, as `Channel.settled` records it."""
+
+    attempts: int  # this one included
+    delivered_at: datetime | None
+    error: str | None = None
+    refused: bool = False  # for good: not retried
 
 
 @dataclass(frozen=True)
 class Channel:
     """Where messages of one topic go.
 
-    `send(payload)` raises on failure (any exception counts as "not delivered");
-    `settled(db, payload, delivered_at, error)` records the outcome beside the
+    `send(payload)` raises on failure (any exception counts as "not delivered, try again";
+    `Refused` as "never"); `settled(db, payload, delivery)` records the outcome beside the
     message's subject (the alert row shows whether it left), in the marking transaction.
     `ready()` is False while the channel is not configured: its messages then wait.
+    `background`: deliver after the commit in a thread of its own, never in the committing one.
     """
 
     send: Callable[[dict], None]
-    settled: Callable[[Session, dict, datetime | None, str | None], None] | None = None
+    settled: Callable[[Session, dict, Delivery], None] | None = None
     ready: Callable[[], bool] = lambda: True
+    background: bool = False
 
 
 def enqueue(db: Session, topic: str, payload: dict, *, at_commit: bool = True) -> OutboxEntry:
@@ -84,6 +108,8 @@ class Outbox:
     def __init__(self, database: Database, channels: dict[str, Channel]):
         self.database = database
         self.channels = channels
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
 
     def install(self) -> None:
         """Deliver each transaction's messages right after it commits, on every session of the database."""
@@ -92,20 +118,51 @@ class Outbox:
             event.listen(maker, "after_soft_rollback", _forget)
 
     def _after_commit(self, session: Session) -> None:
+        if session.in_nested_transaction():
+            # A savepoint was released (SQLAlchemy reports it as a commit too): the
+            # transaction, and so its messages, are not committed yet.
+            return
         entries = session.info.pop(_PENDING, None)
         if not entries:
             return
         from sqlalchemy import inspect
 
         # Entries of a rolled-back savepoint never reached the table.
-        ids = [e.id for e in entries if inspect(e).persistent and e.id is not None]
-        if not ids:
-            return
-        if _on_event_loop():
+        kept = [e for e in entries if inspect(e).persistent and e.id is not None]
+        later = [e.id for e in kept if self._background(e.topic)]
+        now = [e.id for e in kept if not self._background(e.topic)]
+        if later:
+            self._in_thread(later)
+        if now and _on_event_loop():
             # The event loop never waits on a sink: hand the delivery to a thread.
-            threading.Thread(target=self._deliver_quietly, args=(ids,), name="phigate-outbox", daemon=True).start()
-        else:
-            self._deliver_quietly(ids)
+            self._in_thread(now)
+        elif now:
+            self._deliver_quietly(now)
+
+    def _background(self, topic: str) -> bool:
+        channel = self.channels.get(topic)
+        return channel is not None and channel.background
+
+    def _in_thread(self, ids: list[int]) -> None:
+        def run() -> None:
+            try:
+                self._deliver_quietly(ids)
+            finally:
+                with self._lock:
+                    self._threads.discard(thread)
+
+        thread = threading.Thread(target=run, name="phigate-outbox", daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the deliveries already handed to threads (at shutdown; a process that stops
+        without waiting loses nothing: the retry job sends them after their lease)."""
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout)
 
     def _deliver_quietly(self, ids: list[int]) -> None:
         # The action is committed whatever happens here; the retry job has the message.
@@ -119,33 +176,37 @@ class Outbox:
         now = clock.now()
         with self.database.transaction() as db:
             claimed = self._claim(db, None if ids is None else list(ids), now)
-        results: list[tuple[int, str, dict, str | None]] = []
+        results: list[tuple[int, str, dict, str | None, bool]] = []
         down: set[str] = set()
         for entry_id, topic, payload in claimed:
             if topic in down:
-                results.append((entry_id, topic, payload, _SKIPPED))
+                results.append((entry_id, topic, payload, _SKIPPED, False))
                 continue
             try:
                 self.channels[topic].send(payload)
-                results.append((entry_id, topic, payload, None))
+                results.append((entry_id, topic, payload, None, False))
+            except Refused as exc:
+                log.warning("outbox %s message %s refused for good: %s", topic, entry_id, exc)
+                results.append((entry_id, topic, payload, f"Refused: {exc}"[:300], True))
             except Exception as exc:  # noqa: BLE001 - any failure keeps the message for the next run
                 down.add(topic)
                 log.warning("outbox %s message %s not delivered: %s", topic, entry_id, type(exc).__name__)
-                results.append((entry_id, topic, payload, f"{type(exc).__name__}: {exc}"[:300]))
+                results.append((entry_id, topic, payload, f"{type(exc).__name__}: {exc}"[:300], False))
         if not results:
             return 0
         done = clock.now()
         with self.database.transaction() as db:
-            for entry_id, topic, payload, error in results:
+            for entry_id, topic, payload, error, refused in results:
                 entry = db.get_one(OutboxEntry, entry_id)
                 entry.claimed_until = None
                 if error is _SKIPPED:
                     continue  # released for the next run, its attempts unchanged
                 entry.attempts += 1
                 entry.delivered_at, entry.last_error = (done, None) if error is None else (None, error)
+                entry.refused_at = done if refused else None
                 settled = self.channels[topic].settled
                 if settled is not None:
-                    settled(db, payload, entry.delivered_at, error)
+                    settled(db, payload, Delivery(entry.attempts, entry.delivered_at, error, refused))
         return sum(1 for r in results if r[3] is None)
 
     def _claim(self, db: Session, ids: list[int] | None, now: datetime) -> list[tuple[int, str, dict]]:
@@ -156,6 +217,7 @@ class Outbox:
             select(OutboxEntry)
             .where(
                 OutboxEntry.delivered_at.is_(None),
+                OutboxEntry.refused_at.is_(None),
                 OutboxEntry.topic.in_(topics),
                 or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < now),
             )

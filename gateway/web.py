@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -22,10 +23,32 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.globals["version"] = __version__
 
 
+def age(delta: timedelta) -> str:
+    """How long something has waited, as a person says it: 5 min, 3 h, 2 days."""
+    minutes = max(0, int(delta.total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // (24 * 60)} days"
+
+
+TEMPLATES.env.filters["age"] = age
+
+
 def render(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
+    """A page; a signed-in user's navigation shows the counts of their waiting work (gateway/home/pages.py).
+
+    Call it from a plain `def` handler: the counts are read from the database, which the
+    event loop never waits on.
+    """
+    from gateway.home.pages import navigation_counts  # the home page renders through here too
+
     principal = context.get("principal")
     context.setdefault("csrf_token", principal.session.csrf_token if principal and principal.session else "")
     context.setdefault("user", principal.user if principal else None)
+    if "waiting" not in context:
+        context["waiting"] = navigation_counts(request.app.state.components, principal)
     return TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
 
 

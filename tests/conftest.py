@@ -211,11 +211,13 @@ def components(settings):
     from gateway.auditor import alerts
     from gateway.components import Components
     from gateway.keys import GATEWAY_SECRETS_KEY
+    from gateway.notifications import service as notifications
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         c = Components(settings)
         alerts.install(c)
+        notifications.install(c)
         c.keys.ensure_key(GATEWAY_SECRETS_KEY)
     yield c
     _truncate(c)

@@ -54,6 +54,8 @@ DOMAINS = (
     ("uploads", ("gateway.uploads", "gateway.uploads.*")),
     ("transfers", ("gateway.transfers", "gateway.transfers.*")),
     ("baas", ("gateway.baas", "gateway.baas.*")),
+    # Who is told of what, and the mail that leaves: called by transfers and alerts, never the reverse.
+    ("notifications", ("gateway.notifications", "gateway.notifications.*")),
     # Accounts and their credentials: a user is disabled with its sessions, a session belongs to a user.
     ("identity", ("gateway.auth", "gateway.auth.*", "gateway.users", "gateway.users.*")),
     ("orgs", ("gateway.orgs", "gateway.orgs.*")),

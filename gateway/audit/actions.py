@@ -185,5 +185,20 @@ class Action(StrEnum):
     AUDIT_ALERT_RAISED = "audit.alert.raised", "An alert rule raised a flag (sent through the outbox)."
     AUDIT_ALERT_ACKNOWLEDGED = "audit.alert.acknowledged", "An auditor acknowledged an alert."
 
+    # -- notifications -------------------------------------------------------------------
+    NOTIFICATION_EMAIL_SENT = "notification.email.sent", "The SMTP server accepted an e-mail notification."
+    NOTIFICATION_EMAIL_FAILED = (
+        "notification.email.failed",
+        "An e-mail notification could not be handed over (server down, 4xx); the outbox retries it.",
+    )
+    NOTIFICATION_EMAIL_REFUSED = (
+        "notification.email.refused",
+        "The SMTP server refused an e-mail notification for good (5xx); it is kept, not retried.",
+    )
+    NOTIFICATION_PREFERENCES_CHANGED = (
+        "notification.preferences.changed",
+        "A user changed how often they are told of a topic (immediately, daily digest, off).",
+    )
+
     # -- HTTP ------------------------------------------------------------------------------
     REQUEST_REFUSED = "request.refused", "A request was refused for lack of authentication or permission."

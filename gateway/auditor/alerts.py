@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections import defaultdict
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Text, cast, func, select, true
@@ -39,8 +40,12 @@ from gateway.audit.actions import Action
 from gateway.audit.models import AuditAlert, AuditEvent, Outcome, Severity
 from gateway.audit.service import Actor, record_event
 from gateway.errors import NotFound
-from gateway.outbox import Channel, enqueue
+from gateway.notifications.models import Kind
+from gateway.notifications.service import notify
+from gateway.orgs.models import Organisation, OrgKind
+from gateway.outbox import Channel, Delivery, enqueue
 from gateway.paging import Page
+from gateway.users.models import Role, User
 
 TOPIC = "audit.alert"
 SINK_TIMEOUT_SECONDS = 5  # a request that raised an alert waits at most this long for a webhook
@@ -237,6 +242,23 @@ def _record_and_enqueue(db: Session, alert: AuditAlert, *, at_commit: bool) -> N
         details={"rule": alert.rule, "count": alert.count, "first_seq": alert.first_seq, "last_seq": alert.last_seq},
     )
     enqueue(db, TOPIC, alert_payload(alert), at_commit=at_commit)
+    _tell_auditors(db, alert)
+
+
+def _tell_auditors(db: Session, alert: AuditAlert) -> None:
+    """E-mail the auditors who can see the flag: those of each organisation it concerns, and the operator's."""
+    concerned = set(alert.org_ids or [])
+    rows = db.execute(
+        select(User.id, User.org_id, Organisation.kind)
+        .join(Organisation, User.org_id == Organisation.id)
+        .where(User.role == Role.auditor, User.active.is_(True))
+    ).all()
+    by_org: dict[str, list[str]] = defaultdict(list)
+    for user_id, org_id, kind in rows:
+        if kind == OrgKind.operator or org_id in concerned:
+            by_org[org_id].append(user_id)
+    for org_id, user_ids in sorted(by_org.items()):
+        notify(db, Kind.alert_raised, user_ids, org_id)
 
 
 def raise_for_event(db: Session, event: AuditEvent) -> AuditAlert:
@@ -299,11 +321,11 @@ def send_to_sink(sink: str, payload: dict) -> None:
         raise OSError("unsupported sink scheme")
 
 
-def _settled(db: Session, payload: dict, delivered_at: datetime | None, error: str | None) -> None:
+def _settled(db: Session, payload: dict, delivery: Delivery) -> None:
     # The dashboard shows, beside each flag, whether it reached the sink.
     alert = db.get(AuditAlert, payload["id"])
     if alert is not None:
-        alert.delivered_at, alert.delivery_error = delivered_at, error
+        alert.delivered_at, alert.delivery_error = delivery.delivered_at, delivery.error
 
 
 def channel(components) -> Channel:

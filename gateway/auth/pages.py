@@ -26,6 +26,8 @@ from gateway.deps import (
     check_origin,
 )
 from gateway.errors import CsrfFailed, GatewayError, InvalidInput
+from gateway.notifications import service as notifications
+from gateway.notifications.models import Cadence
 from gateway.web import Cursor, page_links, redirect, render, submit
 
 router = APIRouter(include_in_schema=False)
@@ -262,11 +264,6 @@ def logout(db: DbSession, c: AppComponents, principal: PartialPrincipal):
     return response
 
 
-@router.get("/home")
-def home(request: Request, principal: CurrentPrincipal):
-    return render(request, "home.html", principal=principal)
-
-
 def _account(request, db, principal, status_code=200, tokens_cursor: str | None = None, **extra):
     user = principal.user
     tokens = service.list_api_tokens(db, user, cursor=tokens_cursor)
@@ -280,6 +277,9 @@ def _account(request, db, principal, status_code=200, tokens_cursor: str | None 
         passkeys=passkeys.list_passkeys(db, user),
         factor=service.factor_choice(db, user),
         passkey_required=passkey_policy.applies_to(db, user),
+        notify=notifications.preferences(db, user),
+        cadences=list(Cadence),
+        mandatory={t.value for t in notifications.MANDATORY},
         **extra,
     )
 
@@ -357,6 +357,28 @@ def remove_passkey(
         lambda: service.remove_passkey(db, c.settings, c.keys, principal, passkey_id, proof(code, passkey_assertion)),
         form=lambda **error: _account(request, db, principal, **error),
         done=lambda _: redirect("/account"),
+    )
+
+
+@router.post("/account/notifications")
+def set_notifications(
+    request: Request,
+    db: DbSession,
+    principal: CurrentPrincipal,
+    approvals: str = Form(default="", max_length=16),
+    received: str = Form(default="", max_length=16),
+    sent: str = Form(default="", max_length=16),
+    alerts: str = Form(default="", max_length=16),
+):
+    """How often the user is told of each topic of their role (approval requests cannot be switched off)."""
+    chosen = {"approvals": approvals, "received": received, "sent": sent, "alerts": alerts}
+    return submit(
+        db,
+        lambda: notifications.set_preferences(
+            db, principal.user, {k: v for k, v in chosen.items() if v}, principal.actor
+        ),
+        form=lambda **error: _account(request, db, principal, **error),
+        done=lambda _: redirect("/account#notifications"),
     )
 
 

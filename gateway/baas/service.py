@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -94,6 +94,18 @@ def get_baa(db: Session, baa_id: str) -> Baa:
     if baa is None:
         raise NotFound("No such BAA.", code="baa_not_found")
     return baa
+
+
+def expiring(db: Session, within: timedelta, now: datetime | None = None) -> list[Baa]:
+    """Active BAAs that end within `within`: renew them, or transfers to the vendor stop."""
+    now = now or clock.now()
+    return list(
+        db.scalars(
+            select(Baa)
+            .where(Baa.status == BaaStatus.active, Baa.expires_at.is_not(None), Baa.expires_at <= now + within)
+            .order_by(Baa.expires_at)
+        )
+    )
 
 
 def active_baa(db: Session, practice_id: str, vendor_id: str, at: datetime | None = None) -> Baa | None:

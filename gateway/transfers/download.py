@@ -39,7 +39,7 @@ from gateway.ids import new_id
 from gateway.sealed import service as sealed
 from gateway.sealed.errors import ObjectDestroyed, SealedError, StorageUnavailable, translate
 from gateway.sealed.models import SealedKind
-from gateway.transfers import filenames, service
+from gateway.transfers import filenames, notices, service
 from gateway.transfers.models import Download, DownloadOutcome, Transfer, TransferFile
 from gateway.transfers.upload import name_context
 
@@ -353,6 +353,7 @@ class _Tracker:
                     self.file.id,
                     **common,
                 )
+                notices.downloaded(db, db.get_one(Transfer, self.transfer.id), by=self.actor.user_id)
             elif client_left:
                 _event(
                     db,

@@ -22,6 +22,7 @@ from gateway.config import Settings
 from gateway.errors import Conflict, Forbidden, GatewayError, InvalidInput, NotFound
 from gateway.orgs.models import OrgKind
 from gateway.paging import Page
+from gateway.transfers import notices
 from gateway.transfers.models import (
     Direction,
     Download,
@@ -103,6 +104,14 @@ def list_transfers(
     if where is not None:
         query = query.where(where)
     return ORDER.page(db, query, limit=limit, cursor=cursor)
+
+
+def count_transfers(db: Session, principal: Principal, *, where=None) -> int:
+    """How many transfers the caller may see match `where` (counted in SQL, for the navigation's badges)."""
+    query = select(func.count()).select_from(Transfer).where(_visible_clause(principal), _addressed_clause(principal))
+    if where is not None:
+        query = query.where(where)
+    return db.scalar(query) or 0
 
 
 def inbox(
@@ -235,6 +244,7 @@ def approve(
             "recipients": sorted(transfer.recipient_ids),
         },
     )
+    notices.released(db, transfer, approved=True)
 
 
 def _release(
@@ -302,6 +312,7 @@ def reject(db: Session, principal: Principal, transfer: Transfer, reason: str) -
         target_org_id=transfer.practice_id,
         details={"vendor_id": transfer.vendor_id},
     )
+    notices.rejected(db, transfer)
 
 
 def revoke(db: Session, principal: Principal, transfer: Transfer, reason: str) -> None:
@@ -334,6 +345,7 @@ def revoke(db: Session, principal: Principal, transfer: Transfer, reason: str) -
         target_org_id=transfer.practice_id,
         details={"vendor_id": transfer.vendor_id},
     )
+    notices.revoked(db, transfer)
 
 
 def open_emergency_access(
@@ -381,6 +393,7 @@ def open_emergency_access(
         target_org_id=transfer.practice_id,
         details={"vendor_id": transfer.vendor_id, "hours": hours, "alert": True},
     )
+    notices.released(db, transfer, approved=False)
 
 
 def unreviewed_emergencies(db: Session, principal: Principal) -> list[Transfer]:

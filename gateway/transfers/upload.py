@@ -30,7 +30,7 @@ from gateway.orgs.models import Organisation, OrgKind
 from gateway.sealed import service as sealed
 from gateway.sealed.errors import SealedError, translate
 from gateway.sealed.keys import live_relationship_key, practice_key
-from gateway.transfers import filenames
+from gateway.transfers import filenames, notices
 from gateway.transfers.intake import IncomingFile
 from gateway.transfers.models import Direction, FileState, Transfer, TransferFile, TransferRecipient, TransferStatus
 from gateway.users.models import Role, User
@@ -269,6 +269,7 @@ def record_transfer(
                 "key_id": key_id,
             },
         )
+    notices.created(db, transfer)
 
 
 def _store_file(

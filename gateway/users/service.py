@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -199,6 +200,14 @@ def active_billers(db: Session, org_ids: Collection[str]) -> list[User]:
     if not org_ids:
         return []
     return list(db.scalars(select(User).where(active_biller_clause(org_ids)).order_by(User.full_name, User.id)))
+
+
+def due_for_review(db: Session, inactive_days: int, warn_days: int = 14, now: datetime | None = None) -> list[User]:
+    """Active accounts unused (no sign-in since creation or their last one) for `inactive_days - warn_days`
+    days: the access review disables them at `inactive_days`, so an administrator decides first."""
+    since = (now or clock.now()) - timedelta(days=max(inactive_days - warn_days, 1))
+    last = func.coalesce(User.last_login_at, User.created_at)
+    return list(db.scalars(select(User).where(User.active.is_(True), last < since).order_by(last)))
 
 
 def users_by_id(db: Session, ids: set[str]) -> dict[str, User]:

@@ -23,8 +23,9 @@ def _lines(path) -> list[dict]:
 
 
 def _outbox(components) -> list[OutboxEntry]:
+    """The alert sink's messages (e-mail to auditors and billers waits in the same outbox, topic "email")."""
     with components.db.snapshot() as db:
-        return list(db.scalars(select(OutboxEntry).order_by(OutboxEntry.id)))
+        return list(db.scalars(select(OutboxEntry).where(OutboxEntry.topic == "audit.alert").order_by(OutboxEntry.id)))
 
 
 def _retry_job(components):

@@ -46,6 +46,7 @@ def test_scheduled_run_inside_serve(components, party, seeded, db):
             "audit_checkpoint_interval_seconds": 0,
             "outbox_retry_seconds": 0,
             "upload_expiry_interval_seconds": 0,
+            "notify_interval_seconds": 0,
         }
     )
     scheduler = serve_scheduler(c)  # this process contends for leadership, alone, and wins
