@@ -55,7 +55,7 @@ def waiting(db: Session, settings: Settings, principal: Principal) -> Waiting:
     if role == Role.auditor:
         scope = Scope.of(db, principal)
         return Waiting(
-            alerts=len(alerts.visible_alerts(db, scope, limit=100, open_only=True)),
+            alerts=len(alerts.visible_alerts(db, scope, limit=100, open_only=True).items),
             emergencies=len(unreviewed_emergencies(db, principal)),
         )
     if role == Role.admin:
@@ -90,7 +90,7 @@ def home(request: Request, db: DbSession, settings: AppSettings, principal: Curr
         context["to_fetch"] = activity.to_fetch(db, principal)
     if user.role == Role.auditor:
         scope = Scope.of(db, principal)
-        context["alerts"] = alerts.visible_alerts(db, scope, limit=20, open_only=True)
+        context["alerts"] = alerts.visible_alerts(db, scope, limit=20, open_only=True).items
         context["emergencies"] = unreviewed_emergencies(db, principal)
     if user.role == Role.admin:
         context["baas"] = expiring(db, BAA_NOTICE, now)
