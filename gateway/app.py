@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 
-from gateway import __version__, api_docs
+from gateway import __version__, api_docs, api_errors
 from gateway.audit.actions import Action
 from gateway.auditor import alerts
 from gateway.components import Components
@@ -235,6 +235,12 @@ class _Gateway(FastAPI):
     without them), and the request id and the latency cover everything, error pages included."""
 
     settings: Settings
+
+    def openapi(self) -> dict:
+        if self.openapi_schema is None:
+            # Built once: the error answers (gateway/api_errors.py) go into the cached schema.
+            api_errors.declare(super().openapi(), self)
+        return super().openapi()
 
     def build_middleware_stack(self) -> ASGIApp:
         proxies = self.settings.trusted_proxy_networks
