@@ -76,21 +76,26 @@ _SEALS = (503,)  # stores or destroys a sealed object
 # Statuses only the domain knows, by operation ("METHOD path" as in the schema).
 DOMAIN: dict[str, tuple[int, ...]] = {
     "POST /api/v1/auth/login": (401, 403, 429),
-    "POST /api/v1/transfers": (413, 415, *_SEALS),
+    "POST /api/v1/auth/passkey-policies": (404,),  # the organisation named
+    "POST /api/v1/users": (404,),  # the organisation named
+    "POST /api/v1/baas": (404,),  # the organisations named
+    "PUT /api/v1/retention/policies": (404,),  # the organisations named
+    "POST /api/v1/auth/passkeys/registration-options": (422,),  # passkey_needs_session
+    "POST /api/v1/transfers": (404, 413, 415, *_SEALS),
     "GET /api/v1/transfers/{transfer_id}/files/{file_id}/content": (410, 416, *_STORED),
     "OPTIONS /api/v1/uploads": (),
     "POST /api/v1/uploads": (412, 413, 422, *_SEALS),
     "HEAD /api/v1/uploads/{upload_id}": (410,),
     "PATCH /api/v1/uploads/{upload_id}": (410, 412, 413, 415, 422, 460, *_STORED),
     "DELETE /api/v1/uploads/{upload_id}": (412, *_SEALS),
-    "POST /api/v1/uploads/transfers": (410, *_STORED),
+    "POST /api/v1/uploads/transfers": (404, 410, *_STORED),
     "PUT /api/v1/baas/{baa_id}/signed-copy": (413, 415, 422, *_SEALS),
     "GET /api/v1/baas/{baa_id}/signed-copy": (410, *_STORED),
-    "POST /api/v1/offboarding": _SEALS,
+    "POST /api/v1/offboarding": (404, *_SEALS),  # the vendor named
     "GET /api/v1/audit/checkpoints/latest": (404,),
     "POST /api/v1/audit/checkpoints": (404,),
-    "GET /api/v1/audit/proofs/inclusion": (409,),
-    "GET /api/v1/audit/proofs/consistency": (409,),
+    "GET /api/v1/audit/proofs/inclusion": (404, 409),  # the event or checkpoint named
+    "GET /api/v1/audit/proofs/consistency": (404, 409),
     "GET /readyz": (503,),
 }
 

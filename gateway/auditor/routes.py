@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from gateway import clock
@@ -23,6 +23,11 @@ from gateway.web import json_response
 from translog.note import verifier_key
 
 router = APIRouter(prefix="/audit", tags=["audit"])
+
+# Sequence numbers and tree sizes are 64-bit columns, alert ids 32-bit: a larger number is bad input (422),
+# which the database would otherwise refuse with an error of its own.
+SEQ_MAX = 2**63 - 1
+ALERT_ID_MAX = 2**31 - 1
 
 Id = Annotated[str | None, Query(max_length=64)]
 When = Annotated[str | None, Query(max_length=40)]
@@ -66,7 +71,7 @@ def list_events(
     db: DbSession,
     principal: AuditorPrincipal,
     filters: FilterParams,
-    before: int | None = Query(default=None, ge=1),
+    before: int | None = Query(default=None, ge=1, le=SEQ_MAX),
     limit: int = Query(default=50, ge=1, le=200),
 ):
     flt = search.build_filter(db, **filters.raw)
@@ -75,7 +80,7 @@ def list_events(
 
 
 @router.get("/events/{seq}")
-def get_event(seq: int, db: DbSession, principal: AuditorPrincipal):
+def get_event(seq: Annotated[int, Path(ge=1, le=SEQ_MAX)], db: DbSession, principal: AuditorPrincipal):
     return json_response(search.event_dict(search.get_event(db, _scope(db, principal), seq)))
 
 
@@ -85,7 +90,7 @@ def user_activity(
     principal: AuditorPrincipal,
     user: str = Query(max_length=64),
     day: str = Query(max_length=10),
-    after: int | None = Query(default=None, ge=0),
+    after: int | None = Query(default=None, ge=0, le=SEQ_MAX),
     limit: int = Query(default=200, ge=1, le=200),
 ):
     """What one user did on one day (UTC), oldest first."""
@@ -103,7 +108,7 @@ def timeline(
     target_id: str,
     db: DbSession,
     principal: AuditorPrincipal,
-    after: int | None = Query(default=None, ge=0),
+    after: int | None = Query(default=None, ge=0, le=SEQ_MAX),
     limit: int = Query(default=200, ge=1, le=200),
 ):
     """Every event about one target (a transfer, file, user...), oldest first."""
@@ -173,15 +178,18 @@ def sign_checkpoint(components: AppComponents, principal: AuditorPrincipal):
 def inclusion(
     db: DbSession,
     principal: AuditorPrincipal,
-    seq: int = Query(ge=1),
-    tree_size: int | None = Query(default=None, ge=1),
+    seq: int = Query(ge=1, le=SEQ_MAX),
+    tree_size: int | None = Query(default=None, ge=1, le=SEQ_MAX),
 ):
     return proofs.inclusion_proof(db, _scope(db, principal), seq, tree_size)
 
 
 @router.get("/proofs/consistency")
 def consistency(
-    db: DbSession, principal: AuditorPrincipal, first: int = Query(ge=1), second: int | None = Query(default=None, ge=1)
+    db: DbSession,
+    principal: AuditorPrincipal,
+    first: int = Query(ge=1, le=SEQ_MAX),
+    second: int | None = Query(default=None, ge=1, le=SEQ_MAX),
 ):
     return proofs.consistency_proof(db, first, second)
 
@@ -199,12 +207,20 @@ def _export(fmt: str, db, components, principal, filters: Filters):
     )
 
 
-@router.get("/export.csv")
+@router.get(
+    "/export.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
 def export_csv(db: DbSession, components: AppComponents, principal: AuditorPrincipal, filters: FilterParams):
     return _export("csv", db, components, principal, filters)
 
 
-@router.get("/export.jsonl")
+@router.get(
+    "/export.jsonl",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}},
+)
 def export_jsonl(db: DbSession, components: AppComponents, principal: AuditorPrincipal, filters: FilterParams):
     return _export("jsonl", db, components, principal, filters)
 
@@ -262,7 +278,7 @@ def list_alerts(
 
 
 @router.post("/alerts/{alert_id}/acknowledge")
-def acknowledge(alert_id: int, db: DbSession, principal: AuditorPrincipal):
+def acknowledge(alert_id: Annotated[int, Path(ge=1, le=ALERT_ID_MAX)], db: DbSession, principal: AuditorPrincipal):
     acknowledged_at = alert_service.acknowledge(db, _scope(db, principal), alert_id, principal)
     db.commit()
     return {"id": alert_id, "acknowledged_at": acknowledged_at.isoformat()}

@@ -69,7 +69,11 @@ def get_certificate(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
     )
 
 
-@router.get("/certificates/{cert_id}/pdf")
+@router.get(
+    "/certificates/{cert_id}/pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}}},
+)
 def get_certificate_pdf(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
     cert = service.find_certificate(db, principal, cert_id)
     db.commit()

@@ -19,10 +19,17 @@ from typing import TYPE_CHECKING
 import anyio.from_thread
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from gateway.errors import InvalidInput
+from gateway.errors import GatewayError, InvalidInput, MalformedBody
 
 if TYPE_CHECKING:  # defined for type checkers only
     from python_multipart.multipart import MultipartCallbacks
+
+
+
+class MalformedMultipart(MalformedBody):
+    code = "malformed_multipart"
+    message = "The multipart body is malformed."
+
 
 BATCH = 1024 * 1024
 PREFETCH = 4  # batches read ahead of the encryptor: a few MiB per upload at most
@@ -93,7 +100,7 @@ class MultipartReader:
         kind, params = parse_options_header(content_type)
         boundary = params.get(b"boundary")
         if kind != b"multipart/form-data" or not boundary or len(boundary) > 200:
-            raise InvalidInput("Expected multipart/form-data with a boundary.", code="malformed_multipart")
+            raise MalformedMultipart("Expected multipart/form-data with a boundary.")
         self._raw = raw
         self._events: deque = deque()
         self._header_field = b""
@@ -124,7 +131,7 @@ class MultipartReader:
     def _next(self):
         while not self._events:
             if self._ended:
-                raise InvalidInput("The multipart body ended early.", code="malformed_multipart")
+                raise MalformedMultipart("The multipart body ended early.")
             chunk = next(self._raw, None)
             try:
                 if chunk is None:
@@ -132,12 +139,12 @@ class MultipartReader:
                     self._parser.finalize()
                 else:
                     self._parser.write(chunk)
-            except InvalidInput:
+            except GatewayError:  # a field too long, a part without a name: already said
                 raise
             except Exception:  # noqa: BLE001 - whatever the parser raises, the body is malformed
-                raise InvalidInput("The multipart body is malformed.", code="malformed_multipart") from None
+                raise MalformedMultipart("The multipart body is malformed.") from None
             if self._ended and not self._events:
-                raise InvalidInput("The multipart body ended early.", code="malformed_multipart")
+                raise MalformedMultipart("The multipart body ended early.")
         return self._events.popleft()
 
     def _part_headers(self) -> dict[str, bytes]:
@@ -149,7 +156,7 @@ class MultipartReader:
             elif event[0] == "headers_done":
                 return headers
             else:
-                raise InvalidInput("The multipart body is malformed.", code="malformed_multipart")
+                raise MalformedMultipart("The multipart body is malformed.")
 
     def _part_data(self) -> Iterator[bytes]:
         while True:
@@ -160,7 +167,7 @@ class MultipartReader:
             elif event[0] == "end":
                 return
             else:
-                raise InvalidInput("The multipart body is malformed.", code="malformed_multipart")
+                raise MalformedMultipart("The multipart body is malformed.")
 
     def parts(self) -> Iterator[tuple[str, str | IncomingFile]]:
         """Yield (field name, value) for fields and (field name, IncomingFile) for files.
@@ -172,11 +179,11 @@ class MultipartReader:
             if event[0] == "eof":
                 return
             if event[0] != "begin":
-                raise InvalidInput("The multipart body is malformed.", code="malformed_multipart")
+                raise MalformedMultipart("The multipart body is malformed.")
             headers = self._part_headers()
             disposition, params = parse_options_header(headers.get("content-disposition", b""))
             if disposition != b"form-data" or b"name" not in params:
-                raise InvalidInput("A multipart part has no form-data name.", code="malformed_multipart")
+                raise MalformedMultipart("A multipart part has no form-data name.")
             name = params[b"name"].decode("utf-8", "replace")
             if b"filename" in params:
                 filename = params[b"filename"].decode("utf-8", "replace")

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, WriteSession
-from gateway.errors import InvalidInput
+from gateway.errors import InvalidInput, UnsupportedMediaType
 from gateway.transfers import download, partners, service, upload, views
 from gateway.transfers.auth import Admin, Approver, Auditor, Biller, Downloader, Reader, Sender
 from gateway.transfers.intake import IncomingFile, MultipartReader, body_chunks
@@ -132,7 +132,7 @@ async def create_transfer(
         def work():
             return upload.receive(c, principal, req, iter([IncomingFile(name, raw)]))
     else:
-        raise InvalidInput("Send application/octet-stream or multipart/form-data.", code="unsupported_media_type")
+        raise UnsupportedMediaType("Send application/octet-stream or multipart/form-data.")
 
     def closing_work() -> TransferCreated:
         try:

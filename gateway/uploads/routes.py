@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, require
-from gateway.errors import GatewayError, InvalidInput
+from gateway.errors import GatewayError, InvalidInput, UnsupportedMediaType
 from gateway.transfers import service as transfers
 from gateway.transfers.intake import body_chunks
 from gateway.transfers.schemas import TransferCreated
@@ -37,12 +37,6 @@ class PreconditionFailed(GatewayError):
     status = 412
     code = "tus_version_unsupported"
     message = "Send Tus-Resumable: 1.0.0."
-
-
-class UnsupportedMediaType(GatewayError):
-    status = 415
-    code = "unsupported_media_type"
-    message = "Send the bytes as application/offset+octet-stream."
 
 
 def _tus(request: Request) -> None:
@@ -71,7 +65,7 @@ def _headers(up: Upload) -> dict[str, str]:
 
 async def _append(request: Request, c, principal: Principal, upload_id: str, offset: int) -> Upload:
     if not request.headers.get("content-type", "").startswith(OFFSET_TYPE):
-        raise UnsupportedMediaType()
+        raise UnsupportedMediaType("Send the bytes as application/offset+octet-stream.")
     checksum = service.checksum_of(request.headers.get("upload-checksum"))
     declared = _int_header(request, "content-length", "invalid_content_length")
     raw = body_chunks(request_body(request))

@@ -193,8 +193,23 @@ def test_malformed_multipart_is_refused(party, session_for, db, settings, body):
     r = staff.client.post(
         "/api/v1/transfers", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
     )
-    assert r.status_code in (400, 422)
-    assert r.json()["error"]["code"] in ("malformed_multipart", "invalid_input", "vendor_not_found")
+    # 400: a body that cannot be parsed (422 is for one that parses but holds bad values).
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "malformed_multipart"
+    assert_nothing_kept(db, settings)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json", ""])
+def test_a_body_of_another_media_type_is_refused_with_415(party, session_for, db, settings, content_type):
+    staff = session_for(party.staff)
+    r = staff.client.post(
+        "/api/v1/transfers",
+        params={"partner_id": party.vendor.id},
+        content=PDF,
+        headers={"Content-Type": content_type, "Content-Disposition": 'attachment; filename="a.pdf"'},
+    )
+    assert r.status_code == 415, r.text
+    assert r.json()["error"]["code"] == "unsupported_media_type"
     assert_nothing_kept(db, settings)
 
 
