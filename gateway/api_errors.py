@@ -46,7 +46,9 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-_RETRY_AFTER = {"Retry-After": {"description": "Seconds until the caller may try again.", "schema": {"type": "integer"}}}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds until the caller may try again.", "schema": {"type": "integer"}}
+}
 
 # What each status means in this API, with its usual codes (docs/api.md has the full table).
 MEANING: dict[int, str] = {

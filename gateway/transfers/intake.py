@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # defined for type checkers only
     from python_multipart.multipart import MultipartCallbacks
 
 
-
 class MalformedMultipart(MalformedBody):
     code = "malformed_multipart"
     message = "The multipart body is malformed."
