@@ -39,7 +39,7 @@ schemathesis.serializer.alias("application/pdf", "application/octet-stream")
 ROLES = ("practice_staff", "practice_approver", "biller", "auditor", "admin")
 # Per operation, role and generation mode: the whole sweep (five roles, both modes) takes about
 # two minutes on two cores, which is what the suite affords it.
-EXAMPLES = 10
+EXAMPLES = 8
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
