@@ -30,7 +30,11 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, Field
 
-from gateway import deps
+from gateway import deps, errors
+from gateway.filetypes import FileTooLarge
+from gateway.sealed.errors import IntegrityFailure, ObjectDestroyed, StorageUnavailable
+from gateway.transfers.download import RangeNotSatisfiable
+from gateway.uploads.service import ChecksumMismatch
 
 SAFE_METHODS = deps.SAFE_METHODS
 
@@ -70,6 +74,30 @@ MEANING: dict[int, str] = {
     502: "`integrity_failure`: the stored file failed its integrity check and was not sent.",
     503: "A component is unavailable; try again later: `storage_unavailable`, `key_provider_unavailable`, "
     "`destruction_incomplete`.",
+}
+
+# One typical answer of each status, as the schema's example.
+EXAMPLE: dict[int, tuple[str, str]] = {
+    400: ("malformed_json", "The request body is not valid JSON."),
+    412: ("tus_version_unsupported", "Send Tus-Resumable: 1.0.0."),
+    413: (FileTooLarge.code, "A file may be at most 5368709120 bytes."),
+    429: (errors.RateLimited.code, "Too many attempts. Try again in 15 minute(s)."),
+    **{
+        error.status: (error.code, error.message)
+        for error in (
+            errors.NotAuthenticated,
+            errors.Forbidden,
+            errors.NotFound,
+            errors.Conflict,
+            ObjectDestroyed,
+            errors.UnsupportedMediaType,
+            RangeNotSatisfiable,
+            errors.InvalidInput,
+            ChecksumMismatch,
+            IntegrityFailure,
+            StorageUnavailable,
+        )
+    },
 }
 
 _STORED = (502, 503)  # reads a stored (sealed) object
@@ -135,7 +163,7 @@ def statuses(method: str, route: Any) -> set[int]:
         found.add(422)
     if route.body_field is not None:
         found |= {400, 422}
-    if method not in SAFE_METHODS and found & {401, 403}:
+    if method not in SAFE_METHODS:
         # Reads the body (a client that hangs up), and a write may lose a race on a constraint.
         found |= {400, 409}
     return found
@@ -146,7 +174,9 @@ def responses(method: str, route: Any) -> dict[str, dict[str, Any]]:
     ref = {"$ref": "#/components/schemas/ErrorBody"}
     out: dict[str, dict[str, Any]] = {}
     for status in sorted(statuses(method, route)):
-        entry: dict[str, Any] = {"description": MEANING[status], "content": {"application/json": {"schema": ref}}}
+        code, message = EXAMPLE[status]
+        media = {"schema": ref, "example": {"error": {"code": code, "message": message}}}
+        entry: dict[str, Any] = {"description": MEANING[status], "content": {"application/json": media}}
         if status == 429:
             entry["headers"] = _RETRY_AFTER
         out[str(status)] = entry

@@ -33,7 +33,9 @@ def test_every_error_answer_has_the_error_body_and_never_fastapis_shape(schema):
     for method, path, op in _operations(schema):
         for status, answer in op["responses"].items():
             if int(status) >= 400:
-                assert answer["content"] == {"application/json": {"schema": ERROR_REF}}, (method, path, status)
+                [(media, declared)] = answer["content"].items()
+                assert media == "application/json" and declared["schema"] == ERROR_REF, (method, path, status)
+                assert set(declared["example"]["error"]) == {"code", "message"}, (method, path, status)
                 assert answer["description"], (method, path, status)
                 checked += 1
     assert checked > 300
@@ -63,7 +65,7 @@ def test_the_domain_table_names_only_real_operations(app, schema):
     declared = {f"{method} {path}" for method, path, _ in _operations(schema)}
     assert set(api_errors.DOMAIN) <= declared, set(api_errors.DOMAIN) - declared
     for key, statuses in api_errors.DOMAIN.items():
-        assert all(status in api_errors.MEANING for status in statuses), key
+        assert all(status in api_errors.MEANING and status in api_errors.EXAMPLE for status in statuses), key
 
 
 def test_the_answers_have_the_declared_shape(client, factory, login):
