@@ -8,8 +8,9 @@ on each:
 * a caller check (`deps.partial_principal`, under every `require(...)`): 401 (no, a bad or an
   unfinished sign-in), 403 (role, CSRF, origin, password change) and 429 (an address over its
   limit of refusals, gateway/auth/throttle.py);
-* any parameter or body: 422 `invalid_input`, in place of FastAPI's `{"detail": [...]}`,
-  which this API never sends; a JSON body: 400 `malformed_json`;
+* any parameter or body: 422 `invalid_input` (also for a value the database cannot hold), in
+  place of FastAPI's `{"detail": [...]}`, which this API never sends; a JSON body: 400
+  `malformed_json`;
 * a path parameter: 404 (also for another organisation's objects);
 * a method that changes state: 409 (a domain conflict, or a race lost on a database
   constraint, answered by the handler of IntegrityError).
@@ -154,12 +155,10 @@ def statuses(method: str, route: Any) -> set[int]:
     tree = list(_tree(route.dependant))
     if any(d.call is deps.partial_principal for d in tree):
         found |= {401, 403, 429}
-    path = [p for d in tree for p in d.path_params]
-    if path:
+    if any(d.path_params for d in tree):
         found.add(404)
-    # Any text fits a plain `str` path segment; everything else can be refused.
-    checked = [p for p in path if p.field_info.annotation is not str or p.field_info.metadata]
-    if checked or any(d.query_params or d.header_params or d.cookie_params for d in tree):
+    # A value out of its declared range, or one the database cannot hold (app.py: DataError).
+    if any(d.path_params or d.query_params or d.header_params or d.cookie_params for d in tree):
         found.add(422)
     if route.body_field is not None:
         found |= {400, 422}

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -206,6 +206,21 @@ def install_error_handlers(app: FastAPI) -> None:
             409,
             "conflict",
             "The request conflicts with a change made at the same moment; reload and try again.",
+        )
+
+    @app.exception_handler(DataError)
+    async def unstorable_value(request: Request, exc: DataError):
+        # The database refused a value the request carried (PostgreSQL holds no NUL in text, no
+        # number past its column): bad input, refused before anything was written (the transaction
+        # was rolled back). The type of refusal only, never the value.
+        log.warning(
+            "request refused by the database as bad input (%s) on %s %s",
+            type(exc.orig).__name__,
+            request.method,
+            route_template(request.scope),
+        )
+        return await _refusal(
+            request, "invalid_input", 422, "invalid_input", "A value in the request cannot be stored or looked up."
         )
 
     @app.exception_handler(Exception)

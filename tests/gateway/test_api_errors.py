@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from gateway import api_errors
-from tests.gateway.authkit import assert_error
+from retention.models import RetentionPolicy
+from tests.gateway.authkit import assert_error, event_count
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 
@@ -96,6 +98,28 @@ def test_huge_numbers_are_bad_input_not_a_database_error(client, factory, login)
     assert_error(r, 422, "invalid_input")
     # At the edge: a valid number that names nothing.
     assert_error(client.get(f"/api/v1/audit/events/{2**63 - 1}"), 404, "event_not_found")
+
+
+def test_a_value_the_database_cannot_hold_is_bad_input(client, factory, login, lane, components):
+    """PostgreSQL holds no NUL in text: a NUL in an id is refused as bad input (SQLite stores it, and finds
+    nothing), never a server error; nothing is written either way."""
+    csrf = login(client, factory.user("admin"))
+    before = event_count(components)
+    r = client.put(
+        "/api/v1/retention/policies",
+        json={"practice_id": "org\x00x", "keep_days": 30},
+        headers={"X-CSRF-Token": csrf},
+    )
+    by_path = client.post("/api/v1/users/usr%00x/disable", headers={"X-CSRF-Token": csrf})
+    for answer in (r, by_path):
+        if lane[0] == "postgresql":
+            assert_error(answer, 422, "invalid_input")
+        else:
+            assert answer.status_code == 404 and set(answer.json()) == {"error"}, answer.text
+    with components.db.snapshot() as db:
+        assert db.scalar(select(func.count()).select_from(RetentionPolicy)) == 0
+    # The refusals are recorded (request.refused), nothing else.
+    assert event_count(components) - before <= 2
 
 
 def test_declared_content_types_of_the_exports_and_certificates(schema):
