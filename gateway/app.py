@@ -12,13 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 
-from gateway import __version__, api_docs
+from gateway import __version__, api_docs, api_errors
 from gateway.audit.actions import Action
 from gateway.auditor import alerts
 from gateway.components import Components
@@ -210,6 +210,21 @@ def install_error_handlers(app: FastAPI) -> None:
             "The request conflicts with a change made at the same moment; reload and try again.",
         )
 
+    @app.exception_handler(DataError)
+    async def unstorable_value(request: Request, exc: DataError):
+        # The database refused a value the request carried (PostgreSQL holds no NUL in text, no
+        # number past its column): bad input, refused before anything was written (the transaction
+        # was rolled back). The type of refusal only, never the value.
+        log.warning(
+            "request refused by the database as bad input (%s) on %s %s",
+            type(exc.orig).__name__,
+            request.method,
+            route_template(request.scope),
+        )
+        return await _refusal(
+            request, "invalid_input", 422, "invalid_input", "A value in the request cannot be stored or looked up."
+        )
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         # The trace goes to the operator's log; the user gets a code, never internals.
@@ -239,9 +254,10 @@ class _Gateway(FastAPI):
     settings: Settings
 
     def openapi(self) -> dict[str, Any]:
-        """FastAPI's schema, completed once with how each operation authenticates (gateway/api_docs.py)."""
+        """FastAPI's schema, completed once: how each operation authenticates (gateway/api_docs.py) and its
+        real error answers (gateway/api_errors.py)."""
         if self.openapi_schema is None:
-            self.openapi_schema = api_docs.complete(super().openapi(), self)
+            self.openapi_schema = api_errors.declare(api_docs.complete(super().openapi(), self), self)
         return self.openapi_schema
 
     def build_middleware_stack(self) -> ASGIApp:

@@ -34,6 +34,20 @@ class GatewayError(Exception):
         super().__init__(self.message)
 
 
+class MalformedBody(GatewayError):
+    """A body that cannot be parsed at all (400), unlike one that parses but holds bad values (422)."""
+
+    status = 400
+    code = "malformed_body"
+    message = "The request body cannot be parsed."
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    code = "unsupported_media_type"
+    message = "This operation does not read a body of this Content-Type."
+
+
 class InvalidInput(GatewayError):
     status = 422
     code = "invalid_input"

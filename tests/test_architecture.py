@@ -26,6 +26,7 @@ LIBRARIES = ("crypto", "storage", "translog")
 ADAPTERS = (
     "gateway.app",
     "gateway.api_docs",
+    "gateway.api_errors",
     "gateway.cli",
     "gateway.cli_support",
     "gateway.demo",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from gateway import api_docs, clock
@@ -24,6 +24,11 @@ from gateway.web import Cursor, Limit, json_response, link_next_page
 from translog.note import verifier_key
 
 router = APIRouter(prefix="/audit", tags=["audit"])
+
+# Sequence numbers and tree sizes are 64-bit columns, alert ids 32-bit: a larger number is bad input (422),
+# which the database would otherwise refuse with an error of its own.
+SEQ_MAX = 2**63 - 1
+ALERT_ID_MAX = 2**31 - 1
 
 Id = Annotated[str | None, Query(max_length=64)]
 When = Annotated[str | None, Query(max_length=40)]
@@ -68,7 +73,7 @@ def list_events(
     db: DbSession,
     principal: AuditorPrincipal,
     filters: FilterParams,
-    before: int | None = Query(default=None, ge=1),
+    before: int | None = Query(default=None, ge=1, le=SEQ_MAX),
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ):
@@ -80,7 +85,7 @@ def list_events(
 
 
 @router.get("/events/{seq}", response_model=schemas.EventOut)
-def get_event(seq: int, db: DbSession, principal: AuditorPrincipal):
+def get_event(seq: Annotated[int, Path(ge=1, le=SEQ_MAX)], db: DbSession, principal: AuditorPrincipal):
     return json_response(search.event_dict(search.get_event(db, _scope(db, principal), seq)))
 
 
@@ -91,7 +96,7 @@ def user_activity(
     principal: AuditorPrincipal,
     user: str = Query(max_length=64),
     day: str = Query(max_length=10),
-    after: int | None = Query(default=None, ge=0),
+    after: int | None = Query(default=None, ge=0, le=SEQ_MAX),
     limit: Limit = MAX_LIMIT,
     cursor: Cursor = None,
 ):
@@ -115,7 +120,7 @@ def timeline(
     target_id: str,
     db: DbSession,
     principal: AuditorPrincipal,
-    after: int | None = Query(default=None, ge=0),
+    after: int | None = Query(default=None, ge=0, le=SEQ_MAX),
     limit: Limit = MAX_LIMIT,
     cursor: Cursor = None,
 ):
@@ -198,15 +203,18 @@ def sign_checkpoint(components: AppComponents, principal: AuditorPrincipal):
 def inclusion(
     db: DbSession,
     principal: AuditorPrincipal,
-    seq: int = Query(ge=1),
-    tree_size: int | None = Query(default=None, ge=1),
+    seq: int = Query(ge=1, le=SEQ_MAX),
+    tree_size: int | None = Query(default=None, ge=1, le=SEQ_MAX),
 ):
     return proofs.inclusion_proof(db, _scope(db, principal), seq, tree_size)
 
 
 @router.get("/proofs/consistency", response_model=schemas.ConsistencyProof)
 def consistency(
-    db: DbSession, principal: AuditorPrincipal, first: int = Query(ge=1), second: int | None = Query(default=None, ge=1)
+    db: DbSession,
+    principal: AuditorPrincipal,
+    first: int = Query(ge=1, le=SEQ_MAX),
+    second: int | None = Query(default=None, ge=1, le=SEQ_MAX),
 ):
     return proofs.consistency_proof(db, first, second)
 
@@ -316,7 +324,7 @@ def list_alerts(
 
 
 @router.post("/alerts/{alert_id}/acknowledge", response_model=schemas.Acknowledged)
-def acknowledge(alert_id: int, db: DbSession, principal: AuditorPrincipal):
+def acknowledge(alert_id: Annotated[int, Path(ge=1, le=ALERT_ID_MAX)], db: DbSession, principal: AuditorPrincipal):
     acknowledged_at = alert_service.acknowledge(db, _scope(db, principal), alert_id, principal)
     db.commit()
     return {"id": alert_id, "acknowledged_at": acknowledged_at.isoformat()}

@@ -9,7 +9,7 @@ from gateway import api_docs
 from gateway.baas import copies, service
 from gateway.baas.schemas import BaaCreate, BaaOut, BaaTerminate
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
-from gateway.errors import InvalidInput
+from gateway.errors import UnsupportedMediaType
 from gateway.orgs.service import get_org
 from gateway.paging import DEFAULT_LIMIT
 from gateway.transfers.intake import body_chunks
@@ -74,7 +74,7 @@ def terminate_baa(baa_id: str, body: BaaTerminate, db: DbSession, principal: Adm
 async def put_signed_copy(baa_id: str, request: Request, c: AppComponents, principal: AdminPrincipal):
     """Store the signed BAA (a PDF, raw body), encrypted under the practice's key; replaces any earlier copy."""
     if request.headers.get("content-type", "").split(";")[0] not in ("application/pdf", "application/octet-stream"):
-        raise InvalidInput("Send the signed BAA as application/pdf.", code="unsupported_media_type")
+        raise UnsupportedMediaType("Send the signed BAA as application/pdf.")
     raw = body_chunks(request_body(request))
 
     def work():

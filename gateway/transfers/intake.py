@@ -19,10 +19,16 @@ from typing import TYPE_CHECKING
 import anyio.from_thread
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from gateway.errors import InvalidInput
+from gateway.errors import GatewayError, InvalidInput, MalformedBody
 
 if TYPE_CHECKING:  # defined for type checkers only
     from python_multipart.multipart import MultipartCallbacks
+
+
+class MalformedMultipart(MalformedBody):
+    code = "malformed_multipart"
+    message = "The multipart body is malformed."
+
 
 BATCH = 1024 * 1024
 PREFETCH = 4  # batches read ahead of the encryptor: a few MiB per upload at most
@@ -140,7 +146,7 @@ class MultipartReader:
                     self._parser.finalize()
                 else:
                     self._parser.write(chunk)
-            except InvalidInput:
+            except GatewayError:  # a field too long, a part without a name: already said
                 raise
             except Exception:  # noqa: BLE001 - whatever the parser raises, the body is malformed
                 raise MalformedMultipart("The multipart body is malformed.") from None

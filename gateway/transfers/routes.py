@@ -13,7 +13,7 @@ from pydantic import TypeAdapter
 from gateway import api_docs
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, WriteSession
-from gateway.errors import InvalidInput
+from gateway.errors import InvalidInput, UnsupportedMediaType
 from gateway.paging import DEFAULT_LIMIT, Page
 from gateway.transfers import download, partners, service, upload, views
 from gateway.transfers.auth import Admin, Approver, Auditor, Biller, Downloader, Reader, Sender
@@ -151,7 +151,7 @@ async def create_transfer(
         def work():
             return upload.receive(c, principal, req, iter([IncomingFile(name, raw)]))
     else:
-        raise InvalidInput("Send application/octet-stream or multipart/form-data.", code="unsupported_media_type")
+        raise UnsupportedMediaType("Send application/octet-stream or multipart/form-data.")
 
     def closing_work() -> TransferCreated:
         try:

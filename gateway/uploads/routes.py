@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from gateway import api_docs
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, require
-from gateway.errors import GatewayError, InvalidInput
+from gateway.errors import GatewayError, InvalidInput, UnsupportedMediaType
 from gateway.transfers import service as transfers
 from gateway.transfers.intake import body_chunks
 from gateway.transfers.schemas import TransferCreated
@@ -38,12 +38,6 @@ class PreconditionFailed(GatewayError):
     status = 412
     code = "tus_version_unsupported"
     message = "Send Tus-Resumable: 1.0.0."
-
-
-class UnsupportedMediaType(GatewayError):
-    status = 415
-    code = "unsupported_media_type"
-    message = "Send the bytes as application/offset+octet-stream."
 
 
 TusResumable = Annotated[str | None, Header(alias="Tus-Resumable", description="the protocol version: 1.0.0")]
@@ -82,7 +76,7 @@ async def _append(
     request: Request, c, principal: Principal, upload_id: str, offset: int, upload_checksum: str | None
 ) -> Upload:
     if not request.headers.get("content-type", "").startswith(OFFSET_TYPE):
-        raise UnsupportedMediaType()
+        raise UnsupportedMediaType("Send the bytes as application/offset+octet-stream.")
     checksum = service.checksum_of(upload_checksum)
     declared = _int_header(request.headers.get("content-length"), "content-length", "invalid_content_length")
     raw = body_chunks(request_body(request))

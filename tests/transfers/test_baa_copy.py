@@ -46,7 +46,7 @@ def test_only_a_pdf_is_accepted_and_nothing_is_kept(party, session_for, db, sett
     r = put(admin, party.baa_id, b"MZ\x90\x00" + b"\x00" * 9000)
     assert r.status_code == 422 and r.json()["error"]["code"] == "file_content_mismatch"
     r = put(admin, party.baa_id, SIGNED, content_type="text/html")
-    assert r.status_code == 422
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
     assert stored_objects(settings) == []
     assert live_sealed(db) == []
     r = admin.client.get(f"/api/v1/baas/{party.baa_id}/signed-copy")

@@ -198,6 +198,20 @@ def test_malformed_multipart_is_refused(party, session_for, db, settings, body):
     assert_nothing_kept(db, settings)
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json", ""])
+def test_a_body_of_another_media_type_is_refused_with_415(party, session_for, db, settings, content_type):
+    staff = session_for(party.staff)
+    r = staff.client.post(
+        "/api/v1/transfers",
+        params={"partner_id": party.vendor.id},
+        content=PDF,
+        headers={"Content-Type": content_type, "Content-Disposition": 'attachment; filename="a.pdf"'},
+    )
+    assert r.status_code == 415, r.text
+    assert r.json()["error"]["code"] == "unsupported_media_type"
+    assert_nothing_kept(db, settings)
+
+
 def test_second_file_failing_removes_the_first(party, session_for, db, settings):
     staff = session_for(party.staff)
     body, ctype = multipart(
