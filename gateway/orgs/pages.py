@@ -13,7 +13,9 @@ router = APIRouter(prefix="/admin/orgs", include_in_schema=False)
 
 @router.get("")
 def orgs(request: Request, db: DbSession, principal: AdminPrincipal):
-    return render(request, "admin_orgs.html", principal=principal, orgs=service.list_orgs(db), kinds=list(OrgKind))
+    return render(
+        request, "admin_orgs.html", principal=principal, orgs=service.list_orgs(db), kinds=list(OrgKind), kept={}
+    )
 
 
 @router.post("")
@@ -35,7 +37,13 @@ def create_org(
         db,
         run,
         form=lambda **error: render(
-            request, "admin_orgs.html", principal=principal, orgs=service.list_orgs(db), kinds=list(OrgKind), **error
+            request,
+            "admin_orgs.html",
+            principal=principal,
+            orgs=service.list_orgs(db),
+            kinds=list(OrgKind),
+            kept={"name": name, "kind": kind},
+            **error,
         ),
         done=lambda _: redirect("/admin/orgs"),
     )

@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from gateway.auth.pages import AssertionField, OptionalCode, proof
 from gateway.auth.service import factor_choice
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
+from gateway.errors import InvalidInput
 from gateway.orgs.models import OrgKind
 from gateway.orgs.service import list_orgs
 from gateway.retention.auth import AuditorOrAdmin
@@ -24,7 +25,8 @@ def _names(db):
     return orgs, {o.id: o.name for o in orgs}
 
 
-def _retention_page(request, db, principal, status_code=200, **extra):
+def _retention_page(request, db, principal, status_code=200, kept=None, **extra):
+    """The retention page; after a refused form, with the values that form was sent with (`kept`)."""
     orgs, names = _names(db)
     return render(
         request,
@@ -36,8 +38,19 @@ def _retention_page(request, db, principal, status_code=200, **extra):
         names=names,
         practices=[o for o in orgs if o.kind == OrgKind.practice],
         vendors=[o for o in orgs if o.kind == OrgKind.vendor],
+        kept=kept or {},
         **extra,
     )
+
+
+def _days(value: str, field: str, *, optional: bool = False) -> int | None:
+    """A whole number of days; empty only where the field is optional (never a silent "default")."""
+    value = value.strip()
+    if not value and optional:
+        return None
+    if not value.isdigit():
+        raise InvalidInput(f"{field} is a whole number of days.", code="invalid_days")
+    return int(value)
 
 
 @router.get("/admin/retention")
@@ -53,9 +66,15 @@ def retention_policy(
     principal: AdminPrincipal,
     practice_id: str = Form(max_length=64),
     vendor_id: str = Form(default="", max_length=64),
-    keep_days: int = Form(),
+    keep_days: str = Form(max_length=5),
     max_access_days: str = Form(default="", max_length=5),
 ):
+    typed = {
+        "practice_id": practice_id,
+        "vendor_id": vendor_id,
+        "keep_days": keep_days,
+        "max_access_days": max_access_days,
+    }
     return submit(
         db,
         lambda: policies.set_policy(
@@ -63,11 +82,11 @@ def retention_policy(
             components.settings,
             practice_id,
             vendor_id or None,
-            keep_days=keep_days,
-            max_access_days=int(max_access_days) if max_access_days.strip().isdigit() else None,
+            keep_days=_days(keep_days, "Keep ciphertext"),
+            max_access_days=_days(max_access_days, "The maximum access window", optional=True),
             actor=principal.actor,
         ),
-        form=lambda **error: _retention_page(request, db, principal, **error),
+        form=lambda **error: _retention_page(request, db, principal, kept={"policy": typed}, **error),
         done=lambda _: redirect("/admin/retention"),
     )
 
@@ -84,7 +103,13 @@ def retention_hold(
     return submit(
         db,
         lambda: holds.place_hold(db, scope, target_id.strip(), reference, principal.actor),
-        form=lambda **error: _retention_page(request, db, principal, **error),
+        form=lambda **error: _retention_page(
+            request,
+            db,
+            principal,
+            kept={"hold": {"scope": scope, "target_id": target_id, "reference": reference}},
+            **error,
+        ),
         done=lambda _: redirect("/admin/retention"),
     )
 
@@ -99,7 +124,7 @@ def retention_release(request: Request, hold_id: str, db: DbSession, principal: 
     )
 
 
-def _offboarding_page(request, db, principal, status_code=200, **extra):
+def _offboarding_page(request, db, principal, status_code=200, kept=None, **extra):
     orgs, names = _names(db)
     return render(
         request,
@@ -110,6 +135,7 @@ def _offboarding_page(request, db, principal, status_code=200, **extra):
         factor=factor_choice(db, principal.user),
         practices=[o for o in orgs if o.kind == OrgKind.practice],
         vendors=[o for o in orgs if o.kind == OrgKind.vendor],
+        kept=kept or {},
         **extra,
     )
 
@@ -133,10 +159,10 @@ def offboarding_run(
     passkey_assertion: str = AssertionField,
     include_returned: bool = Form(default=False),
 ):
+    step = proof(code, passkey_assertion)
+
     def run():  # the gate commits its step-up; offboarding commits each of its own steps
-        vendor = service.check_offboarding(
-            db, components, principal, vendor_id, confirm_name, proof(code, passkey_assertion)
-        )
+        vendor = service.check_offboarding(db, components, principal, vendor_id, confirm_name, step)
         return offboard(
             components,
             principal.actor,
@@ -151,9 +177,23 @@ def offboarding_run(
         db,
         run,
         commit=False,
-        form=lambda **error: _offboarding_page(request, db, principal, **error),
+        # Refused: the form again as it was typed (never the code). Done: the report names the vendor,
+        # and the form comes back empty, so a second offboarding is never one click away.
+        form=lambda **error: _offboarding_page(
+            request,
+            db,
+            principal,
+            kept={
+                "vendor_id": vendor_id,
+                "practice_id": practice_id,
+                "reason": reason,
+                "confirm_name": confirm_name,
+                "include_returned": include_returned,
+            },
+            **error,
+        ),
         done=lambda report: _offboarding_page(request, db, principal, report=report),
-        messages={"login_failed": "The authenticator code or passkey was not accepted; nothing was changed."},
+        stepup=step,
     )
 
 
