@@ -303,7 +303,7 @@ def create_token(
     c: AppComponents,
     principal: CurrentPrincipal,
     name: str = Form(min_length=1, max_length=100),
-    days: str = Form(max_length=4),
+    days: str = Form(default="", max_length=4),
     code: str = OptionalCode,
     passkey_assertion: str = AssertionField,
 ):

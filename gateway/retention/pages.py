@@ -66,7 +66,7 @@ def retention_policy(
     principal: AdminPrincipal,
     practice_id: str = Form(max_length=64),
     vendor_id: str = Form(default="", max_length=64),
-    keep_days: str = Form(max_length=5),
+    keep_days: str = Form(default="", max_length=5),
     max_access_days: str = Form(default="", max_length=5),
 ):
     typed = {

@@ -137,7 +137,7 @@ def approve(
     db: DbSession,
     c: AppComponents,
     principal: Approver,
-    days: str = Form(max_length=6),
+    days: str = Form(default="", max_length=6),
     download_limit: str = Form(default="", max_length=6),
     recipient_ids: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI builds a new list per request
     code: str = OptionalCode,
@@ -218,7 +218,7 @@ def emergency(
     db: DbSession,
     c: AppComponents,
     principal: Admin,
-    hours: str = Form(max_length=4),
+    hours: str = Form(default="", max_length=4),
     reason: str = Form(max_length=500),
     code: str = OptionalCode,
     passkey_assertion: str = AssertionField,
