@@ -105,7 +105,7 @@ def test_retention_numbers_are_refused_not_dropped(party, session_for, db):
     form = form_html(r.text, "policy-form")
     assert value_of(form, "keep_days") == "45" and value_of(form, "max_access_days") == "2wks"
     assert selected(form, "vendor_id") == [party.vendor.id]
-    assert not events(db, "retention.policy.set")
+    assert not events(db, "retention.policy.updated")
     r = admin.client.post(
         "/admin/retention/holds",
         data={"csrf_token": token, "scope": "vendor", "target_id": "nope", "reference": "CASE-9"},
