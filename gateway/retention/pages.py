@@ -43,12 +43,9 @@ def _retention_page(request, db, principal, status_code=200, kept=None, **extra)
     )
 
 
-def _days(value: str, field: str, *, optional: bool = False) -> int | None:
-    """A whole number of days; empty only where the field is optional (never a silent "default")."""
-    value = value.strip()
-    if not value and optional:
-        return None
-    if not value.isdigit():
+def _days(value: str, field: str) -> int:
+    """A whole number of days: anything else is refused, never read as "no value" or a default."""
+    if not value.strip().isdigit():
         raise InvalidInput(f"{field} is a whole number of days.", code="invalid_days")
     return int(value)
 
@@ -83,7 +80,8 @@ def retention_policy(
             practice_id,
             vendor_id or None,
             keep_days=_days(keep_days, "Keep ciphertext"),
-            max_access_days=_days(max_access_days, "The maximum access window", optional=True),
+            # Empty is the one way to say "no maximum of its own".
+            max_access_days=_days(max_access_days, "The maximum access window") if max_access_days.strip() else None,
             actor=principal.actor,
         ),
         form=lambda **error: _retention_page(request, db, principal, kept={"policy": typed}, **error),
