@@ -169,6 +169,14 @@ def test_no_download_link_when_revoked_expired_or_used_up(party, session_for):
     page = biller.client.get(f"/transfers/{expired}").text
     assert "Access until" not in page and 'class="download"' not in page and "Ended on" in page
     assert "access ended" in field_cell(page)
+    row = re.search(
+        rf'<tr>(?:(?!</tr>).)*/transfers/{expired}"(?:(?!</tr>).)*</tr>', staff_list(session_for, party), re.S
+    )
+    assert "approved · access ended" in row.group(0)
+
+
+def staff_list(session_for, party) -> str:
+    return session_for(party.staff).client.get("/transfers").text
 
 
 def field_cell(page: str) -> str:
