@@ -176,6 +176,7 @@ def reject(
     confirmed: str = Confirmed,
 ):
     if confirmed != "yes":
+        service.find_transfer(db, principal, transfer_id)  # one that is not there is not there, confirmed or not
         return confirm_page(
             request,
             principal,
@@ -199,6 +200,7 @@ def revoke(
     confirmed: str = Confirmed,
 ):
     if confirmed != "yes":
+        service.find_transfer(db, principal, transfer_id)
         return confirm_page(
             request,
             principal,

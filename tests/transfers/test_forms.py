@@ -87,6 +87,9 @@ def test_reject_and_revoke_wait_for_a_confirmation(party, session_for, db):
     assert f'action="/transfers/{tid}/reject"' in confirm and 'name="reason" value="wrong patient"' in confirm
     assert 'name="confirmed" value="yes"' in confirm and f'href="/transfers/{tid}"' in confirm
     assert status_of(staff, tid) == "awaiting_approval" and not events(db, "transfer.rejected")
+    # A transfer the approver cannot see gets no confirmation page either.
+    r = approver.client.post(f"/transfers/{'0' * 32}/reject", data={"csrf_token": token, "reason": "x"})
+    assert r.status_code == 404 and 'id="confirm-form"' not in r.text
 
     r = approver.client.post(
         f"/transfers/{tid}/reject",
