@@ -221,3 +221,24 @@ def test_transfer_pages_have_titles_of_their_own_and_an_icon(party, session_for,
     icon = staff.client.get("/static/favicon.svg")
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     assert staff.client.get("/static/forms.js").status_code == 200
+
+
+def test_refused_emergency_access_and_token_forms_keep_what_was_typed(party, session_for):
+    staff, admin = session_for(party.staff), session_for(party.admin)
+    tid = staff.upload(party.vendor.id).json()["id"]
+    token = csrf_of(admin.client.get(f"/transfers/{tid}").text)
+    body = {"csrf_token": token, "hours": "6", "reason": "no approver on call", "code": "000000"}
+    r = admin.client.post(f"/transfers/{tid}/emergency-access", data=body)
+    assert r.status_code == 422 and "The authenticator code is not correct." in r.text
+    form = field(r.text, "emergency-form")
+    assert re.search(r'name="hours"[^>]*value="6"', form) and 'value="no approver on call"' in form
+    assert status_of(staff, tid) == "awaiting_approval"
+
+    r = admin.client.post(
+        "/account/tokens", data={"csrf_token": token, "name": "nightly export", "days": "90", "code": "000000"}
+    )
+    assert r.status_code == 422 and "The authenticator code is not correct." in r.text
+    form = field(r.text, "token-form")
+    assert 'value="nightly export"' in form and re.search(r'name="days"[^>]*value="90"', form)
+    assert 'name="code"' in form and not re.search(r'name="code"[^>]*value="000000"', form)
+    assert '<link rel="canonical" href="/account">' in r.text
