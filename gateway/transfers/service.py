@@ -490,7 +490,7 @@ class Access:
     """What a transfer's page may offer now, so it never shows a link or an action that would fail.
 
     `state`: open, revoked, ended (the window passed), used_up (every file at its download
-    limit), or None (never released: pending, rejected, inbound). `files`: for the caller, each
+    limit), no_baa (no BAA in force now), or None (never released: pending, rejected, inbound). `files`: for the caller, each
     file's reason it cannot be downloaded now (`download_denial`), None where it can.
     """
 
@@ -511,6 +511,8 @@ def access(db: Session, principal: Principal, transfer: Transfer) -> Access:
             downloads_counted(db, f) >= transfer.download_limit for f in transfer.files
         ):
             state = "used_up"
+        elif active_baa(db, transfer.practice_id, transfer.vendor_id) is None:
+            state = "no_baa"  # downloads resume if a BAA comes back into force inside the window
         else:
             state = "open"
     return Access(state, files)

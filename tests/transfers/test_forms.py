@@ -182,6 +182,20 @@ def staff_list(session_for, party) -> str:
     return session_for(party.staff).client.get("/transfers").text
 
 
+def test_no_download_link_without_a_baa_in_force(party, session_for, components):
+    from gateway.audit.service import Actor
+    from gateway.baas import service as baas
+
+    staff, approver, biller = session_for(party.staff), session_for(party.approver), session_for(party.biller)
+    tid = staff.upload(party.vendor.id).json()["id"]
+    approver.approve(tid, days=3)
+    with components.db.transaction() as db:
+        baas.terminate_baa(db, baas.get_baa(db, party.baa_id), "contract ended", Actor())
+    page = biller.client.get(f"/transfers/{tid}").text
+    assert "Access until" not in page and 'class="download"' not in page and "No BAA in force" in page
+    assert "no BAA in force" in field_cell(page)
+
+
 def field_cell(page: str) -> str:
     """The files table of a transfer page."""
     return re.search(r'<table id="files">.*?</table>', page, re.S).group(0)
