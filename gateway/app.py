@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp
 from gateway import __version__, api_docs, api_errors
 from gateway.audit.actions import Action
 from gateway.auditor import alerts
+from gateway.auth.models import SessionStage
 from gateway.components import Components
 from gateway.config import Settings, check_production
 from gateway.errors import GatewayError, MfaRequired, NotAuthenticated, PasswordChangeRequired, RateLimited
@@ -29,7 +31,7 @@ from gateway.metrics import MetricsServer, follow_leadership
 from gateway.notifications import service as notifications
 from gateway.security_headers import SecurityHeaders
 from gateway.telemetry import Telemetry, route_template
-from gateway.web import TEMPLATES, redirect
+from gateway.web import TEMPLATES, page_of, redirect
 
 log = logging.getLogger("phigate")
 
@@ -42,16 +44,53 @@ def _wants_json(request: Request) -> bool:
     return (path.startswith(API_PREFIX) and path != api_docs.PAGE_PATH) or path in ("/healthz", "/readyz")
 
 
-def _error_response(request: Request, status: int, code: str, message: str, headers: dict | None = None):
+async def _error_response(request: Request, status: int, code: str, message: str, headers: dict | None = None):
     if _wants_json(request):
         return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    # A signed-in user keeps the menu and the way out on an error page: it is not a dead end.
+    principal = await _page_visitor(request)
+    signed_in = principal is not None and principal.session is not None and principal.session.stage == SessionStage.full
     return TEMPLATES.TemplateResponse(
         request,
         "error.html",
-        {"code": code, "message": message, "status": status, "user": None, "csrf_token": ""},
+        {
+            "code": code,
+            "message": message,
+            "status": status,
+            "title": _status_phrase(status),
+            "user": principal.user if signed_in else None,
+            "csrf_token": principal.session.csrf_token if signed_in else "",
+        },
         status_code=status,
         headers=headers,
     )
+
+
+def _status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+async def _page_visitor(request: Request):
+    """Who is looking at an error page, for its menu; never raises.
+
+    Looked up afresh (in a worker thread): the request's own rows may have been expired by the
+    rollback of what failed, and reading them now would go back to the database on the event loop.
+    """
+    from gateway.audit.service import Actor
+    from gateway.deps import client_address, resolve_principal
+
+    if not request.cookies:
+        return None
+    components = request.app.state.components
+    actor = Actor(ip=client_address(request, components.settings), user_agent="")
+    try:
+        return await run_in_threadpool(resolve_principal, components, request, actor)
+    except Exception:  # the error page still answers, without the menu
+        log.debug("no principal for the error page", exc_info=True)
+        return None
 
 
 async def _audit_refusal(request: Request, reason: str, **details) -> RateLimited | None:
@@ -67,8 +106,8 @@ async def _audit_refusal(request: Request, reason: str, **details) -> RateLimite
 async def _refusal(request: Request, reason: str, status: int, code: str, message: str, **details) -> Response:
     """Record a refusal and answer it (or 429)."""
     if (limited := await _audit_refusal(request, reason, **details)) is not None:
-        return _error_response(request, limited.status, limited.code, limited.message, limited.headers)
-    return _error_response(request, status, code, message)
+        return await _error_response(request, limited.status, limited.code, limited.message, limited.headers)
+    return await _error_response(request, status, code, message)
 
 
 def _record_refusal(request: Request, reason: str, details: dict) -> RateLimited | None:
@@ -153,7 +192,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 return redirect("/mfa")
             if isinstance(exc, PasswordChangeRequired):
                 return redirect("/password")
-        return _error_response(request, exc.status, exc.code, exc.message, exc.headers)
+        return await _error_response(request, exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -178,17 +217,20 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 405 and request.method == "GET" and not _wants_json(request):
+            # A form's address opened as a page (reopened, bookmarked, typed): its page, not a dead end.
+            return redirect(page_of(request))
         codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         code = codes.get(exc.status_code, "http_error")
         message = {404: "Not found.", 405: "Method not allowed."}.get(exc.status_code, str(exc.detail))
-        return _error_response(request, exc.status_code, code, message)
+        return await _error_response(request, exc.status_code, code, message)
 
     @app.exception_handler(ClientDisconnect)
     async def client_disconnected(request: Request, exc: ClientDisconnect):
         # Any client can hang up mid-request at will: expected, already handled and audited
         # where it matters (an upload records transfer.upload.failed), so one line, no trace.
         log.info("client disconnected during %s %s", request.method, request.url.path)
-        return _error_response(request, 400, "client_disconnected", "The request ended before its body did.")
+        return await _error_response(request, 400, "client_disconnected", "The request ended before its body did.")
 
     @app.exception_handler(IntegrityError)
     async def integrity_conflict(request: Request, exc: IntegrityError):
@@ -229,7 +271,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def internal_error(request: Request, exc: Exception):
         # The trace goes to the operator's log; the user gets a code, never internals.
         log.error("unhandled error on %s %s", request.method, route_template(request.scope), exc_info=exc)
-        return _error_response(request, 500, "internal_error", "Something went wrong on our side.")
+        return await _error_response(request, 500, "internal_error", "Something went wrong on our side.")
 
 
 def _prepare_routes(router) -> None:

@@ -9,14 +9,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, TypeVar
 
-from fastapi import Query, Request
+from fastapi import Form, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from gateway import __version__, paging
+from gateway.auth.service import Proof
 from gateway.errors import ClientDisconnected, GatewayError
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -49,7 +51,29 @@ def render(request: Request, name: str, status_code: int = 200, **context) -> HT
     context.setdefault("user", principal.user if principal else None)
     if "waiting" not in context:
         context["waiting"] = navigation_counts(request.app.state.components, principal)
+    if request.method != "GET":
+        # A form answered in place (its error, a confirmation, a one-time value) names the page it
+        # belongs to; static/forms.js puts that address in the location bar, so a reload or a
+        # bookmark opens the page instead of sending the form again.
+        context.setdefault("canonical", page_of(request))
     return TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def page_of(request: Request) -> str:
+    """The nearest page at or above this request's path: `/transfers/x/approve` belongs to `/transfers/x`.
+
+    Also answers a GET of an action's URL (a form's address reopened or bookmarked) with a
+    redirect there (app.py), instead of a "method not allowed" dead end.
+    """
+    parts = request.url.path.rstrip("/").split("/")
+    while len(parts) > 1:
+        path = "/".join(parts)
+        scope = {"type": "http", "method": "GET", "path": path, "root_path": ""}
+        for route in request.app.router.routes:
+            if route.matches(scope)[0] == Match.FULL:
+                return path
+        parts.pop()
+    return "/home"
 
 
 def redirect(url: str) -> RedirectResponse:
@@ -58,6 +82,33 @@ def redirect(url: str) -> RedirectResponse:
 
 
 T = TypeVar("T")
+
+STEPUP_REFUSED = {
+    "code": "The authenticator code is not correct.",
+    "passkey": "The passkey was not accepted.",
+}
+
+# The hidden field a consequential form carries once its user confirmed it: set by the
+# <dialog> of static/forms.js, or by the confirmation page that a POST without it gets.
+Confirmed = Form(default="", max_length=3)
+
+
+def confirm_page(
+    request: Request, principal, *, question: str, fields: Mapping[str, str | list[str]], cancel: str, button: str
+) -> HTMLResponse:
+    """The confirmation step of a consequential form, for a browser without script: the same form again
+    (its values as hidden fields) with `confirmed=yes`, and a way back. Nothing was done yet."""
+    hidden = [(k, v) for k, vs in fields.items() for v in ([vs] if isinstance(vs, str) else vs)]
+    return render(
+        request,
+        "confirm.html",
+        principal=principal,
+        question=question,
+        action=request.url.path,
+        fields=hidden,
+        cancel=cancel,
+        button=button,
+    )
 
 
 def submit(
@@ -68,17 +119,25 @@ def submit(
     done: Callable[[T], Response],
     commit: bool = True,
     messages: Mapping[str, str] | None = None,
+    stepup: Proof | None = None,
 ) -> Response:
     """A form's POST: run the service call, commit, answer `done(result)` (a redirect, a page).
 
     On a domain error nothing of the call is kept (rollback) and the form comes back with the
-    error's message and status, `form(status_code=..., error=...)`; `messages` rewords an error
-    code for this form.  `commit=False` where the call commits its own steps.
+    error's message and status, `form(status_code=..., error=...)`, showing what was typed (the
+    page's template fills its fields from the submitted values, never from defaults);
+    `messages` rewords an error code for this form.  `commit=False` where the call commits its
+    own steps.  `stepup`: the fresh factor the form asked for, to word its refusal.
     """
     try:
         result = action()
     except GatewayError as exc:
         db.rollback()
+        if stepup is not None and exc.code == "login_failed":
+            # A signed-in user's fresh factor refused: that field is wrong (422; the session is fine,
+            # 401 would mean "sign in"), in the words of the factor used: no password was asked.
+            code = "code" if stepup.code else "passkey"
+            return form(status_code=422, error=STEPUP_REFUSED[code])
         return form(status_code=exc.status, error=(messages or {}).get(exc.code, exc.message))
     if commit:
         db.commit()

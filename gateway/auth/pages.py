@@ -7,6 +7,7 @@ import hmac
 import secrets
 
 from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse
 
 from gateway.audit.actions import Action
 from gateway.audit.models import Outcome
@@ -45,6 +46,12 @@ def proof(code: str, passkey_assertion: str) -> Proof:
 @router.get("/")
 def root():
     return redirect("/home")
+
+
+@router.get("/favicon.ico")
+def favicon():
+    # Browsers ask for /favicon.ico before reading the page's <link rel="icon">; answer, never 404.
+    return RedirectResponse("/static/favicon.svg", status_code=301)
 
 
 @router.get("/login")
@@ -264,7 +271,8 @@ def logout(db: DbSession, c: AppComponents, principal: PartialPrincipal):
     return response
 
 
-def _account(request, db, principal, status_code=200, tokens_cursor: str | None = None, **extra):
+def _account(request, db, principal, status_code=200, tokens_cursor: str | None = None, kept=None, **extra):
+    """The account page; after a refused form, with what that form was sent with (`kept`, never a secret)."""
     user = principal.user
     tokens = service.list_api_tokens(db, user, cursor=tokens_cursor)
     return render(
@@ -280,6 +288,7 @@ def _account(request, db, principal, status_code=200, tokens_cursor: str | None 
         notify=notifications.preferences(db, user),
         cadences=list(Cadence),
         mandatory={t.value for t in notifications.MANDATORY},
+        kept=kept or {},
         **extra,
     )
 
@@ -296,18 +305,25 @@ def create_token(
     c: AppComponents,
     principal: CurrentPrincipal,
     name: str = Form(min_length=1, max_length=100),
-    days: int = Form(ge=1, le=366),
+    days: str = Form(default="", max_length=4),
     code: str = OptionalCode,
     passkey_assertion: str = AssertionField,
 ):
+    step = proof(code, passkey_assertion)
+
     def run():
-        service.step_up(db, c.settings, c.keys, principal, proof(code, passkey_assertion), Action.AUTH_REAUTH_FAILED)
-        return service.create_api_token(db, c.settings, principal.user, " ".join(name.split()), days, principal.actor)
+        if not days.strip().isdigit() or not 1 <= int(days) <= 366:
+            raise InvalidInput("A token is valid for 1 to 366 days.", code="invalid_days")
+        service.step_up(db, c.settings, c.keys, principal, step, Action.AUTH_REAUTH_FAILED)
+        return service.create_api_token(
+            db, c.settings, principal.user, " ".join(name.split()), int(days), principal.actor
+        )
 
     return submit(
         db,
         run,
-        form=lambda **error: _account(request, db, principal, **error),
+        form=lambda **error: _account(request, db, principal, kept={"token": {"name": name, "days": days}}, **error),
+        stepup=step,
         done=lambda made: _account(request, db, principal, new_token=made[1], new_token_name=made[0].name),
     )
 
@@ -325,6 +341,7 @@ def add_passkey(
     passkey_assertion: str = AssertionField,
 ):
     """Register another passkey, after re-authenticating (password and a fresh factor)."""
+    step = proof(code, passkey_assertion)
     return submit(
         db,
         lambda: service.register_passkey(
@@ -335,9 +352,9 @@ def add_passkey(
             credential,
             name,
             password=current_password,
-            proof=proof(code, passkey_assertion),
+            proof=step,
         ),
-        form=lambda **error: _account(request, db, principal, **error),
+        form=lambda **error: _account(request, db, principal, kept={"passkey": {"name": name}}, **error),
         done=lambda _: redirect("/account"),
     )
 
@@ -352,11 +369,13 @@ def remove_passkey(
     code: str = OptionalCode,
     passkey_assertion: str = AssertionField,
 ):
+    step = proof(code, passkey_assertion)
     return submit(
         db,
-        lambda: service.remove_passkey(db, c.settings, c.keys, principal, passkey_id, proof(code, passkey_assertion)),
+        lambda: service.remove_passkey(db, c.settings, c.keys, principal, passkey_id, step),
         form=lambda **error: _account(request, db, principal, **error),
         done=lambda _: redirect("/account"),
+        stepup=step,
     )
 
 
@@ -398,8 +417,10 @@ def regenerate_codes(
     code: str = OptionalCode,
     passkey_assertion: str = AssertionField,
 ):
+    step = proof(code, passkey_assertion)
+
     def run():
-        service.step_up(db, c.settings, c.keys, principal, proof(code, passkey_assertion), Action.AUTH_REAUTH_FAILED)
+        service.step_up(db, c.settings, c.keys, principal, step, Action.AUTH_REAUTH_FAILED)
         codes = service.regenerate_recovery_codes(db, principal.user)
         record_event(
             db,
@@ -416,6 +437,7 @@ def regenerate_codes(
         db,
         run,
         form=lambda **error: _account(request, db, principal, **error),
+        stepup=step,
         done=lambda codes: render(
             request, "recovery_codes.html", principal=principal, codes=codes, next_url="/account"
         ),

@@ -9,12 +9,15 @@ from gateway.deps import AdminPrincipal, DbSession
 from gateway.errors import InvalidInput
 from gateway.orgs.models import OrgKind
 from gateway.orgs.service import all_orgs, get_org
-from gateway.web import Cursor, page_links, redirect, render, submit
+from gateway.web import Confirmed, Cursor, confirm_page, page_links, redirect, render, submit
 
 router = APIRouter(prefix="/admin/baas", include_in_schema=False)
 
+TERMINATE_QUESTION = "Terminate BAA {reference}? Every download between its practice and vendor stops at once."
 
-def _page(request, db, principal, status_code=200, cursor: str | None = None, **extra):
+
+def _page(request, db, principal, status_code=200, cursor: str | None = None, kept=None, **extra):
+    """The BAAs page; after a refused form, with the values that form was sent with (`kept`)."""
     orgs = all_orgs(db)
     page = service.list_baas(db, cursor=cursor)
     return render(
@@ -25,8 +28,10 @@ def _page(request, db, principal, status_code=200, cursor: str | None = None, **
         baas=page.items,
         links=page_links(request, page.next_cursor),
         names={o.id: o.name for o in orgs},
+        terminate_question=TERMINATE_QUESTION,
         practices=[o for o in orgs if o.kind == OrgKind.practice],
         vendors=[o for o in orgs if o.kind == OrgKind.vendor],
+        kept=kept or {},
         **extra,
     )
 
@@ -70,20 +75,49 @@ def record(
             principal.actor,
         )
 
+    typed = {
+        "practice_id": practice_id,
+        "vendor_id": vendor_id,
+        "reference": reference,
+        "effective": effective,
+        "expires": expires,
+    }
     return submit(
-        db, run, form=lambda **error: _page(request, db, principal, **error), done=lambda _: redirect("/admin/baas")
+        db,
+        run,
+        form=lambda **error: _page(request, db, principal, kept={"record": typed}, **error),
+        done=lambda _: redirect("/admin/baas"),
     )
 
 
 @router.post("/{baa_id}/terminate")
 def terminate(
-    request: Request, baa_id: str, db: DbSession, principal: AdminPrincipal, reason: str = Form(max_length=200)
+    request: Request,
+    baa_id: str,
+    db: DbSession,
+    principal: AdminPrincipal,
+    reason: str = Form(max_length=200),
+    confirmed: str = Confirmed,
 ):
+    if confirmed != "yes":
+        baa = service.get_baa(db, baa_id)
+        return confirm_page(
+            request,
+            principal,
+            question=TERMINATE_QUESTION.format(reference=baa.reference),
+            fields={"reason": reason},
+            cancel="/admin/baas",
+            button="Terminate",
+        )
+
     def run():
         if not reason.strip():
             raise InvalidInput("Give a reason.", code="reason_required")
         service.terminate_baa(db, service.get_baa(db, baa_id), reason, principal.actor)
 
     return submit(
-        db, run, form=lambda **error: _page(request, db, principal, **error), done=lambda _: redirect("/admin/baas")
+        db,
+        run,
+        form=lambda **error: _page(request, db, principal, kept={"terminate": {baa_id: reason}}, **error),
+        done=lambda _: redirect("/admin/baas"),
     )

@@ -11,7 +11,7 @@ from gateway.web import Cursor, page_links, redirect, render, submit
 router = APIRouter(prefix="/admin/orgs", include_in_schema=False)
 
 
-def _page(request, db, principal, status_code=200, cursor: str | None = None, **extra):
+def _page(request, db, principal, status_code=200, cursor: str | None = None, kept=None, **extra):
     page = service.list_orgs(db, cursor=cursor)
     return render(
         request,
@@ -21,6 +21,7 @@ def _page(request, db, principal, status_code=200, cursor: str | None = None, **
         orgs=page.items,
         links=page_links(request, page.next_cursor),
         kinds=list(OrgKind),
+        kept=kept or {},
         **extra,
     )
 
@@ -48,6 +49,6 @@ def create_org(
     return submit(
         db,
         run,
-        form=lambda **error: _page(request, db, principal, **error),
+        form=lambda **error: _page(request, db, principal, kept={"name": name, "kind": kind}, **error),
         done=lambda _: redirect("/admin/orgs"),
     )

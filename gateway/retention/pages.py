@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from gateway.auth.pages import AssertionField, OptionalCode, proof
 from gateway.auth.service import factor_choice
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
+from gateway.errors import InvalidInput
 from gateway.orgs.models import OrgKind
 from gateway.orgs.service import all_orgs
 from gateway.retention.auth import AuditorOrAdmin
@@ -25,9 +26,17 @@ def _names(db):
 
 
 def _retention_page(
-    request, db, principal, status_code=200, cursor: str | None = None, holds_cursor: str | None = None, **extra
+    request,
+    db,
+    principal,
+    status_code=200,
+    cursor: str | None = None,
+    holds_cursor: str | None = None,
+    kept=None,
+    **extra,
 ):
-    """Two lists, each paged on its own (`cursor`, `holds_cursor`)."""
+    """Two lists, each paged on its own (`cursor`, `holds_cursor`); after a refused form, with the values that
+    form was sent with (`kept`)."""
     orgs, names = _names(db)
     policy_page = policies.policy_page(db, cursor=cursor)
     hold_page = holds.hold_page(db, cursor=holds_cursor)
@@ -43,8 +52,16 @@ def _retention_page(
         names=names,
         practices=[o for o in orgs if o.kind == OrgKind.practice],
         vendors=[o for o in orgs if o.kind == OrgKind.vendor],
+        kept=kept or {},
         **extra,
     )
+
+
+def _days(value: str, field: str) -> int:
+    """A whole number of days: anything else is refused, never read as "no value" or a default."""
+    if not value.strip().isdigit():
+        raise InvalidInput(f"{field} is a whole number of days.", code="invalid_days")
+    return int(value)
 
 
 @router.get("/admin/retention")
@@ -62,9 +79,15 @@ def retention_policy(
     principal: AdminPrincipal,
     practice_id: str = Form(max_length=64),
     vendor_id: str = Form(default="", max_length=64),
-    keep_days: int = Form(),
+    keep_days: str = Form(default="", max_length=5),
     max_access_days: str = Form(default="", max_length=5),
 ):
+    typed = {
+        "practice_id": practice_id,
+        "vendor_id": vendor_id,
+        "keep_days": keep_days,
+        "max_access_days": max_access_days,
+    }
     return submit(
         db,
         lambda: policies.set_policy(
@@ -72,11 +95,12 @@ def retention_policy(
             components.settings,
             practice_id,
             vendor_id or None,
-            keep_days=keep_days,
-            max_access_days=int(max_access_days) if max_access_days.strip().isdigit() else None,
+            keep_days=_days(keep_days, "Keep ciphertext"),
+            # Empty is the one way to say "no maximum of its own".
+            max_access_days=_days(max_access_days, "The maximum access window") if max_access_days.strip() else None,
             actor=principal.actor,
         ),
-        form=lambda **error: _retention_page(request, db, principal, **error),
+        form=lambda **error: _retention_page(request, db, principal, kept={"policy": typed}, **error),
         done=lambda _: redirect("/admin/retention"),
     )
 
@@ -93,7 +117,13 @@ def retention_hold(
     return submit(
         db,
         lambda: holds.place_hold(db, scope, target_id.strip(), reference, principal.actor),
-        form=lambda **error: _retention_page(request, db, principal, **error),
+        form=lambda **error: _retention_page(
+            request,
+            db,
+            principal,
+            kept={"hold": {"scope": scope, "target_id": target_id, "reference": reference}},
+            **error,
+        ),
         done=lambda _: redirect("/admin/retention"),
     )
 
@@ -108,7 +138,7 @@ def retention_release(request: Request, hold_id: str, db: DbSession, principal: 
     )
 
 
-def _offboarding_page(request, db, principal, status_code=200, **extra):
+def _offboarding_page(request, db, principal, status_code=200, kept=None, **extra):
     orgs, names = _names(db)
     return render(
         request,
@@ -119,6 +149,7 @@ def _offboarding_page(request, db, principal, status_code=200, **extra):
         factor=factor_choice(db, principal.user),
         practices=[o for o in orgs if o.kind == OrgKind.practice],
         vendors=[o for o in orgs if o.kind == OrgKind.vendor],
+        kept=kept or {},
         **extra,
     )
 
@@ -142,10 +173,10 @@ def offboarding_run(
     passkey_assertion: str = AssertionField,
     include_returned: bool = Form(default=False),
 ):
+    step = proof(code, passkey_assertion)
+
     def run():  # the gate commits its step-up; offboarding commits each of its own steps
-        vendor = service.check_offboarding(
-            db, components, principal, vendor_id, confirm_name, proof(code, passkey_assertion)
-        )
+        vendor = service.check_offboarding(db, components, principal, vendor_id, confirm_name, step)
         return offboard(
             components,
             principal.actor,
@@ -160,9 +191,23 @@ def offboarding_run(
         db,
         run,
         commit=False,
-        form=lambda **error: _offboarding_page(request, db, principal, **error),
+        # Refused: the form again as it was typed (never the code). Done: the report names the vendor,
+        # and the form comes back empty, so a second offboarding is never one click away.
+        form=lambda **error: _offboarding_page(
+            request,
+            db,
+            principal,
+            kept={
+                "vendor_id": vendor_id,
+                "practice_id": practice_id,
+                "reason": reason,
+                "confirm_name": confirm_name,
+                "include_returned": include_returned,
+            },
+            **error,
+        ),
         done=lambda report: _offboarding_page(request, db, principal, report=report),
-        messages={"login_failed": "The authenticator code or passkey was not accepted; nothing was changed."},
+        stepup=step,
     )
 
 

@@ -11,13 +11,14 @@ from gateway import clock
 from gateway.auth.pages import AssertionField, OptionalCode, proof
 from gateway.auth.service import factor_choice
 from gateway.deps import AppComponents, DbSession, WriteSession
+from gateway.errors import InvalidInput
 from gateway.orgs.service import names as org_names
 from gateway.transfers import download, partners, service, views
 from gateway.transfers.auth import Admin, Approver, Auditor, Downloader, Reader, Sender
 from gateway.transfers.models import Direction
 from gateway.users.models import Role
 from gateway.users.service import active_billers, users_by_id
-from gateway.web import Cursor, page_links, redirect, render, submit
+from gateway.web import Confirmed, Cursor, confirm_page, page_links, redirect, render, submit
 from retention import policies
 
 router = APIRouter(prefix="/transfers", include_in_schema=False)
@@ -74,9 +75,13 @@ def new_transfer(request: Request, db: DbSession, c: AppComponents, principal: S
 
 
 @router.get("/{transfer_id}")
-def transfer_page(
-    request: Request, transfer_id: str, db: DbSession, c: AppComponents, principal: Reader, error: str | None = None
-):
+def transfer_page(request: Request, transfer_id: str, db: DbSession, c: AppComponents, principal: Reader):
+    return _transfer_page(request, db, c, principal, transfer_id)
+
+
+def _transfer_page(request, db, c, principal, transfer_id: str, status_code: int = 200, **answer):
+    """The transfer's page; after a refused form, with its error and the values that form was sent with
+    (`kept`: {"form id": {field: value}}), so a correction never falls back to the defaults."""
     transfer = service.find_transfer(db, principal, transfer_id)
     names = views.may_read_names(principal, transfer)
     files = [(f, views.file_name(c.keys, f) if names else None) for f in transfer.files]
@@ -86,35 +91,54 @@ def transfer_page(
     people = users_by_id(
         db, {transfer.created_by, transfer.decided_by or "", transfer.revoked_by or ""} | transfer.recipient_ids
     )
+    status = transfer.status.value.replace("_", " ")
     return render(
         request,
         "transfer.html",
+        status_code=status_code,
         principal=principal,
         t=transfer,
+        status="waiting for approval" if status == "awaiting approval" else status,
         files=files,
+        access=service.access(db, principal, transfer),
         note=views.note(c.keys, principal, transfer),
         orgs=_org_names(db, [transfer]),
         people=people,
         billers=vendor_billers,
         now=clock.now(),
-        error=error,
         Direction=Direction,
         default_days=c.settings.default_access_days,
-        max_days=c.settings.max_access_days,
+        max_days=policies.max_access_days(db, c.settings, transfer.practice_id, transfer.vendor_id),
         max_hours=c.settings.emergency_max_hours,
         factor=factor_choice(db, principal.user),
+        kept=answer.pop("kept", {}),
+        **answer,
     )
 
 
-def _act(request, db, c, principal, transfer_id, action):
+def _act(request, db, c, principal, transfer_id, action, kept: dict, stepup=None):
     transfer = service.find_transfer(db, principal, transfer_id)
-    # The transfer's page again, with the error (status 200: the page itself is fine).
     return submit(
         db,
         lambda: action(transfer),
-        form=lambda status_code, error: transfer_page(request, transfer_id, db, c, principal, error=error),
+        form=lambda status_code, error: _transfer_page(
+            request, db, c, principal, transfer_id, status_code=status_code, error=error, kept=kept
+        ),
         done=lambda _: redirect(f"/transfers/{transfer_id}"),
+        stepup=stepup,
     )
+
+
+def _download_limit(value: str) -> int | None:
+    """Empty: no limit. Anything else must be a whole number of downloads (never read as "no limit")."""
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= 10_000:
+        raise InvalidInput(
+            "The download limit is a whole number from 1 to 10000, or empty for none.", code="invalid_download_limit"
+        )
+    return int(value)
 
 
 @router.post("/{transfer_id}/approve")
@@ -124,32 +148,32 @@ def approve(
     db: DbSession,
     c: AppComponents,
     principal: Approver,
-    days: int = Form(ge=1, le=366),
+    days: str = Form(default="", max_length=6),
     download_limit: str = Form(default="", max_length=6),
     recipient_ids: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI builds a new list per request
     code: str = OptionalCode,
     passkey_assertion: str = AssertionField,
 ):
-    limit = int(download_limit) if download_limit.strip().isdigit() else None
-    return _act(
-        request,
-        db,
-        c,
-        principal,
-        transfer_id,
-        lambda t: service.approve(
+    kept = {"approve": {"days": days, "download_limit": download_limit, "recipient_ids": recipient_ids[:100]}}
+
+    def run(t):
+        if not days.strip().isdigit():
+            raise InvalidInput("The access window is a whole number of days.", code="invalid_window")
+        service.approve(
             db,
             c.settings,
             c.keys,
             principal,
             t,
-            days=days,
+            days=int(days),
             max_days=policies.max_access_days(db, c.settings, t.practice_id, t.vendor_id),
-            download_limit=limit,
+            download_limit=_download_limit(download_limit),
             recipient_ids=recipient_ids[:100],
-            proof=proof(code, passkey_assertion),
-        ),
-    )
+            proof=step,
+        )
+
+    step = proof(code, passkey_assertion)
+    return _act(request, db, c, principal, transfer_id, run, kept, stepup=step)
 
 
 @router.post("/{transfer_id}/reject")
@@ -160,8 +184,20 @@ def reject(
     c: AppComponents,
     principal: Approver,
     reason: str = Form(max_length=500),
+    confirmed: str = Confirmed,
 ):
-    return _act(request, db, c, principal, transfer_id, lambda t: service.reject(db, principal, t, reason))
+    if confirmed != "yes":
+        service.find_transfer(db, principal, transfer_id)  # one that is not there is not there, confirmed or not
+        return confirm_page(
+            request,
+            principal,
+            question=f"Reject transfer {transfer_id[:8]}? The vendor never receives its files, and this cannot be undone.",
+            fields={"reason": reason},
+            cancel=f"/transfers/{transfer_id}",
+            button="Reject",
+        )
+    kept = {"reject": {"reason": reason}}
+    return _act(request, db, c, principal, transfer_id, lambda t: service.reject(db, principal, t, reason), kept)
 
 
 @router.post("/{transfer_id}/revoke")
@@ -172,8 +208,20 @@ def revoke(
     c: AppComponents,
     principal: Approver,
     reason: str = Form(max_length=500),
+    confirmed: str = Confirmed,
 ):
-    return _act(request, db, c, principal, transfer_id, lambda t: service.revoke(db, principal, t, reason))
+    if confirmed != "yes":
+        service.find_transfer(db, principal, transfer_id)
+        return confirm_page(
+            request,
+            principal,
+            question=f"Revoke transfer {transfer_id[:8]}? Every further download stops at once; this cannot be undone.",
+            fields={"reason": reason},
+            cancel=f"/transfers/{transfer_id}",
+            button="Revoke now",
+        )
+    kept = {"revoke": {"reason": reason}}
+    return _act(request, db, c, principal, transfer_id, lambda t: service.revoke(db, principal, t, reason), kept)
 
 
 @router.post("/{transfer_id}/emergency-access")
@@ -183,26 +231,26 @@ def emergency(
     db: DbSession,
     c: AppComponents,
     principal: Admin,
-    hours: int = Form(ge=1, le=72),
+    hours: str = Form(default="", max_length=4),
     reason: str = Form(max_length=500),
     code: str = OptionalCode,
     passkey_assertion: str = AssertionField,
 ):
+    step = proof(code, passkey_assertion)
+
+    def run(t):
+        if not hours.strip().isdigit():
+            raise InvalidInput("Emergency access lasts a whole number of hours.", code="invalid_window")
+        service.open_emergency_access(db, c.settings, c.keys, principal, t, hours=int(hours), reason=reason, proof=step)
+
     return _act(
-        request,
-        db,
-        c,
-        principal,
-        transfer_id,
-        lambda t: service.open_emergency_access(
-            db, c.settings, c.keys, principal, t, hours=hours, reason=reason, proof=proof(code, passkey_assertion)
-        ),
+        request, db, c, principal, transfer_id, run, {"emergency": {"hours": hours, "reason": reason}}, stepup=step
     )
 
 
 @router.post("/{transfer_id}/emergency-review")
 def emergency_review(request: Request, transfer_id: str, db: DbSession, c: AppComponents, principal: Auditor):
-    return _act(request, db, c, principal, transfer_id, lambda t: service.review_emergency(db, principal, t))
+    return _act(request, db, c, principal, transfer_id, lambda t: service.review_emergency(db, principal, t), {})
 
 
 @router.get("/{transfer_id}/files/{file_id}/download")

@@ -471,6 +471,39 @@ def download_denial(
     return None
 
 
+@dataclass(frozen=True)
+class Access:
+    """What a transfer's page may offer now, so it never shows a link or an action that would fail.
+
+    `state`: open, revoked, ended (the window passed), used_up (every file at its download
+    limit), no_baa (no BAA in force now), or None (never released: pending, rejected, inbound). `files`: for the caller, each
+    file's reason it cannot be downloaded now (`download_denial`), None where it can.
+    """
+
+    state: str | None
+    files: dict[str, str | None]
+
+
+def access(db: Session, principal: Principal, transfer: Transfer) -> Access:
+    """The transfer's access as its page shows it to this caller (reads only: nothing is recorded)."""
+    files = {f.id: download_denial(db, principal, transfer, f, resuming=False) for f in transfer.files}
+    state: str | None = None
+    if transfer.status == TransferStatus.revoked and transfer.decided_at is not None:
+        state = "revoked"
+    elif transfer.status == TransferStatus.approved:
+        if transfer.access_ends_at is None or clock.now() >= transfer.access_ends_at:
+            state = "ended"
+        elif transfer.download_limit is not None and all(
+            downloads_counted(db, f) >= transfer.download_limit for f in transfer.files
+        ):
+            state = "used_up"
+        elif active_baa(db, transfer.practice_id, transfer.vendor_id) is None:
+            state = "no_baa"  # downloads resume if a BAA comes back into force inside the window
+        else:
+            state = "open"
+    return Access(state, files)
+
+
 def lock_downloads_of(db: Session, file: TransferFile) -> None:
     """Serialise download starts of one file until this transaction ends, so the limit check and the
     reservation are one step (a row lock on PostgreSQL; SQLite's write transaction already is one)."""

@@ -9,12 +9,20 @@ from gateway.errors import InvalidInput
 from gateway.orgs.service import all_orgs, get_org
 from gateway.users import service
 from gateway.users.models import Role
-from gateway.web import Cursor, page_links, redirect, render, submit
+from gateway.web import Confirmed, Cursor, confirm_page, page_links, redirect, render, submit
 
 router = APIRouter(prefix="/admin/users", include_in_schema=False)
 
+# The same words in the <dialog> (admin_users.html) and on the page without script.
+DISABLE_QUESTION = "Disable {user}? Their sessions and API tokens end at once and they can no longer sign in."
+RESET_QUESTION = (
+    "Reset the password of {user}? Their sessions and API tokens end at once, and they must sign in with a "
+    "one-time password you give them."
+)
 
-def _page(request, db, principal, status_code=200, cursor: str | None = None, **extra):
+
+def _page(request, db, principal, status_code=200, cursor: str | None = None, kept=None, **extra):
+    """The users page; after a refused form, with the values that form was sent with (`kept`)."""
     orgs = all_orgs(db)
     page = service.list_users(db, cursor=cursor)
     return render(
@@ -29,6 +37,9 @@ def _page(request, db, principal, status_code=200, cursor: str | None = None, **
         passkey_counts=service.passkey_counts(db),
         policies=passkey_policy.list_policies(db),
         org_names={o.id: o.name for o in orgs},
+        kept=kept or {},
+        disable_question=DISABLE_QUESTION,
+        reset_question=RESET_QUESTION,
         **extra,
     )
 
@@ -56,25 +67,40 @@ def create_user(
             raise InvalidInput("Give a full name and an e-mail address.", code="invalid_input")
         return service.create_user(db, get_org(db, org_id), username, full_name, email, Role(role), principal.actor)
 
+    typed = {"org_id": org_id, "username": username, "full_name": full_name, "email": email, "role": role}
     return submit(
         db,
         run,
-        form=lambda **error: _page(request, db, principal, **error),
+        form=lambda **error: _page(request, db, principal, kept={"create": typed}, **error),
         done=lambda made: _page(request, db, principal, created=made[0], one_time_password=made[1]),
     )
 
 
-def _act(request, db, principal, user_id: str, action):
+def _act(request, db, principal, user_id: str, action, kept: dict | None = None):
     return submit(
         db,
         lambda: action(service.get_user(db, user_id)),
-        form=lambda **error: _page(request, db, principal, **error),
+        form=lambda **error: _page(request, db, principal, kept=kept or {}, **error),
         done=lambda _: redirect("/admin/users"),
     )
 
 
+def _confirm(request, db, principal, user_id: str, question: str, button: str):
+    user = service.get_user(db, user_id)
+    return confirm_page(
+        request,
+        principal,
+        question=question.format(user=user.username),
+        fields={},
+        cancel="/admin/users",
+        button=button,
+    )
+
+
 @router.post("/{user_id}/disable")
-def disable(request: Request, user_id: str, db: DbSession, principal: AdminPrincipal):
+def disable(request: Request, user_id: str, db: DbSession, principal: AdminPrincipal, confirmed: str = Confirmed):
+    if confirmed != "yes":
+        return _confirm(request, db, principal, user_id, DISABLE_QUESTION, "Disable")
     return _act(request, db, principal, user_id, lambda u: service.disable_user(db, u, principal.actor))
 
 
@@ -90,11 +116,16 @@ def role(request: Request, user_id: str, db: DbSession, principal: AdminPrincipa
             raise InvalidInput("Choose a role.", code="invalid_role")
         service.change_role(db, u, Role(role), principal.actor)
 
-    return _act(request, db, principal, user_id, change)
+    return _act(request, db, principal, user_id, change, kept={"role": {user_id: role}})
 
 
 @router.post("/{user_id}/reset-password")
-def reset_password(request: Request, user_id: str, db: DbSession, principal: AdminPrincipal):
+def reset_password(
+    request: Request, user_id: str, db: DbSession, principal: AdminPrincipal, confirmed: str = Confirmed
+):
+    if confirmed != "yes":
+        return _confirm(request, db, principal, user_id, RESET_QUESTION, "Reset password")
+
     def run():
         user = service.get_user(db, user_id)
         return user, service.reset_password(db, user, principal.actor)
@@ -125,7 +156,7 @@ def add_passkey_policy(
     return submit(
         db,
         lambda: passkey_policy.require(db, scope, role if scope == "role" else org_id, principal.actor),
-        form=lambda **error: _page(request, db, principal, **error),
+        form=lambda **error: _page(request, db, principal, kept={"policy": {"role": role, "org_id": org_id}}, **error),
         done=lambda _: redirect("/admin/users"),
     )
 

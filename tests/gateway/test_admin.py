@@ -224,10 +224,18 @@ def test_admin_pages_create_org_and_user_and_disable(client, factory, components
         },
     )
     assert r.status_code == 422 and "belongs to a practice organisation" in r.text
-    r = client.post(f"/admin/users/{created.target_id}/disable", data={"csrf_token": csrf}, follow_redirects=False)
+    # One click is not enough: without the confirmation step the answer is a page asking for it.
+    r = client.post(f"/admin/users/{created.target_id}/disable", data={"csrf_token": csrf})
+    assert r.status_code == 200 and 'id="confirm-form"' in r.text and "new.biller" in r.text
+    assert user_row(components, created.target_id).active is True
+    r = client.post(
+        f"/admin/users/{created.target_id}/disable",
+        data={"csrf_token": csrf, "confirmed": "yes"},
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     assert user_row(components, created.target_id).active is False
-    r = client.post(f"/admin/users/{admin.id}/disable", data={"csrf_token": csrf})
+    r = client.post(f"/admin/users/{admin.id}/disable", data={"csrf_token": csrf, "confirmed": "yes"})
     assert r.status_code == 422 and "cannot disable your own account" in r.text
     # Without the form token nothing happens.
     r = client.post(f"/admin/users/{created.target_id}/enable", data={})

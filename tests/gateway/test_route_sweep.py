@@ -13,6 +13,7 @@ from starlette.routing import Mount, Route
 PUBLIC = {
     ("GET", "/"): "redirects to /home, which asks to sign in",
     ("GET", "/login"): "the sign-in form",
+    ("GET", "/favicon.ico"): "redirects to the icon among the static files",
     ("POST", "/login"): "sign in (double-submit CSRF token)",
     ("POST", "/api/v1/auth/login"): "sign in through the API",
     ("GET", "/healthz"): "liveness probe",
@@ -80,6 +81,12 @@ def test_every_route_refuses_an_anonymous_caller(app, components):
             for method in METHODS:
                 if method not in methods:
                     r = anon.request(method, url)
+                    if method == "GET" and not _api(path) and r.status_code == 303:
+                        # A form's address opened as a page leads to its page, which asks to sign in.
+                        page = r.headers["location"]
+                        assert page == "/home" or url.startswith(page), (path, page)
+                        assert anon.get(page).headers.get("location") == "/login", (path, page)
+                        continue
                     assert r.status_code in (401, 403, 404, 405), (method, path, r.status_code)
                     continue
                 if (method, path) in PUBLIC:

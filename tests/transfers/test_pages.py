@@ -37,7 +37,7 @@ def test_approve_and_download_through_the_pages(party, session_for, db):
     page = approver.client.get(f"/transfers/{tid}")
     form = {"csrf_token": csrf_of(page.text), "days": "3", "download_limit": "", "code": "000000"}
     r = approver.client.post(f"/transfers/{tid}/approve", data=form)
-    assert r.status_code == 200 and "not correct" in r.text  # the page shows the step-up failure
+    assert r.status_code == 422 and "The authenticator code is not correct" in r.text  # the step-up failure
     form["code"] = approver.fresh_code()
     r = approver.client.post(f"/transfers/{tid}/approve", data=form, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"/transfers/{tid}"
@@ -103,9 +103,13 @@ def test_admin_records_and_terminates_a_baa_in_the_pages(party, session_for, fac
     recorded = events(db, "baa.recorded")[-1]
     assert recorded.details["vendor_id"] == vendor.id
     baa_id = recorded.target_id
+    # Without the confirmation step nothing happens: the answer is the confirmation page.
+    r = admin.client.post(f"/admin/baas/{baa_id}/terminate", data={"csrf_token": token, "reason": "contract ended"})
+    assert r.status_code == 200 and 'id="confirm-form"' in r.text and "BAA-2026-17" in r.text
+    assert not events(db, "baa.terminated")
     r = admin.client.post(
         f"/admin/baas/{baa_id}/terminate",
-        data={"csrf_token": token, "reason": "contract ended"},
+        data={"csrf_token": token, "reason": "contract ended", "confirmed": "yes"},
         follow_redirects=False,
     )
     assert r.status_code == 303
