@@ -197,7 +197,7 @@ def _resolve(db: Session, wanted: dict[str, set[str]]) -> dict[tuple[str, str], 
     if wanted[USER]:
         parts.append(
             select(
-                literal(USER, String(16)).label("kind"),
+                cast(literal(USER), String(16)).label("kind"),
                 User.id.label("id"),
                 cast(User.full_name, text).label("a"),
                 cast(User.username, text).label("b"),
@@ -207,7 +207,7 @@ def _resolve(db: Session, wanted: dict[str, set[str]]) -> dict[tuple[str, str], 
     if wanted[ORG]:
         parts.append(
             select(
-                literal(ORG, String(16)),
+                cast(literal(ORG), String(16)),
                 Organisation.id,
                 cast(Organisation.name, text),
                 cast(null(), text),
@@ -218,7 +218,7 @@ def _resolve(db: Session, wanted: dict[str, set[str]]) -> dict[tuple[str, str], 
         practice, vendor = aliased(Organisation), aliased(Organisation)
         parts.append(
             select(
-                literal(TRANSFER, String(16)),
+                cast(literal(TRANSFER), String(16)),
                 Transfer.id,
                 cast(practice.name, text),
                 cast(vendor.name, text),
@@ -230,7 +230,7 @@ def _resolve(db: Session, wanted: dict[str, set[str]]) -> dict[tuple[str, str], 
         )
     if not parts:
         return {}
-    found = {}
+    found: dict[tuple[str, str], Named] = {}
     for kind, id_, a, b, c in db.execute(union_all(*parts)).all():
         if kind == USER:
             named = Named(a, f"{b} · id {id_}")
