@@ -13,8 +13,8 @@ from gateway.audit.service import record_event
 from gateway.audit.verify import log_status
 from gateway.auditor import alerts as alert_service
 from gateway.auditor import review, search
-from gateway.auditor.names import Names
 from gateway.auditor.auth import AuditorPrincipal
+from gateway.auditor.names import Names
 from gateway.auditor.routes import FilterParams, Id
 from gateway.auditor.search import Scope
 from gateway.deps import AppComponents, DbSession, WriteSession

@@ -116,17 +116,18 @@ def test_the_organisation_filter_lists_only_organisations_in_scope(party, day, s
     assert f'<option value="{party.vendor.id}" title="id {party.vendor.id}" selected>' in html
 
 
-def _day_events(components, user_id: str, practice_id: str | None) -> tuple[int, int]:
+def _day_events(components, user_id: str, practice_id: str, date: str) -> tuple[int, int]:
     """(shown, left out) for a practice's auditor, counted in Python from the whole log."""
     with components.db.sessions() as db:
-        mine = list(db.scalars(select(AuditEvent).where(AuditEvent.actor_user_id == user_id)))
-    inside = [e for e in mine if practice_id is None or practice_id in (e.actor_org_id, e.target_org_id)]
+        every = db.scalars(select(AuditEvent).where(AuditEvent.actor_user_id == user_id))
+        mine = [e for e in every if e.occurred_at.date().isoformat() == date]
+    inside = [e for e in mine if practice_id in (e.actor_org_id, e.target_org_id)]
     return len(inside), len(mine) - len(inside)
 
 
 def test_the_user_day_report_states_its_scope_and_what_it_leaves_out(party, day, session_for, components, factory):
-    tid, date = day
-    shown, hidden = _day_events(components, party.biller.id, party.practice.id)
+    _, date = day
+    shown, hidden = _day_events(components, party.biller.id, party.practice.id, date)
     assert shown >= 2 and hidden >= 2  # the download on one side, the biller's own sign-in on the other
 
     practice_auditor = session_for(party.auditor)
@@ -137,14 +138,14 @@ def test_the_user_day_report_states_its_scope_and_what_it_leaves_out(party, day,
     scope = re.search(r'<p id="report-scope" class="notice">(.*?)</p>', html, re.S).group(1)
     assert _full_name(components, party.biller.id) in scope and party.practice.name in scope
     assert f'<strong id="hidden-count">{hidden}</strong> events of this user on this day are outside it' in scope
-    assert html.count('<tr>\n<td>') == shown
+    assert html.count("<tr>\n<td>") == shown
     assert "auth.login.succeeded" not in _text_without_attributes(html)  # counted, never shown
 
     operator_auditor = session_for(factory.user("auditor", factory.org("operator")))
     html = operator_auditor.client.get("/audit/activity", params={"user": party.biller.id, "day": date}).text
     scope = re.search(r'<p id="report-scope" class="notice">(.*?)</p>', html, re.S).group(1)
     assert "Showing all events" in scope and "hidden-count" not in html
-    assert html.count('<tr>\n<td>') == shown + hidden
+    assert html.count("<tr>\n<td>") == shown + hidden
     assert "<td>auth.login.succeeded</td>" in html
 
 
