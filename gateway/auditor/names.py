@@ -7,6 +7,7 @@ ticket reference may hold PHI.  Event details are PHI-free by design; they are s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from gateway.transfers.models import Transfer
 from gateway.users.models import User
 
 USER, ORG, TRANSFER = "user", "organisation", "transfer"
+_LONG_HEX = re.compile(r"^[0-9a-f]{32,}$")
 # Target types naming a row of each kind (both spellings of organisation are in use).
 _TARGET_KINDS = {"user": USER, "organisation": ORG, "org": ORG, "transfer": TRANSFER}
 # Detail keys holding ids of each kind.
@@ -173,6 +175,9 @@ class Names:
                 fields.append(
                     Field(label, ", ".join(n.label for n in named if n), ", ".join(n.hint for n in named if n))
                 )
+            elif isinstance(value, str) and _LONG_HEX.match(value):
+                # Ids and digests: the start is enough to tell them apart, the whole on hover keeps tables narrow.
+                fields.append(Field(label, f"{value[:12]}…", value))
             else:
                 fields.append(Field(label, _text(value)))
         return fields

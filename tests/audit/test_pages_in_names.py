@@ -66,7 +66,11 @@ def test_events_name_people_organisations_and_transfers_with_ids_only_on_hover(p
         assert raw not in visible
     # Details are labelled fields, ids in them named too; no raw key=value text.
     assert f'<dt>Vendor</dt><dd title="id {party.vendor.id}">{party.vendor.name}</dd>' in html
-    assert "<dt>Download limit</dt>" in html and "<dt>SHA-256</dt>" in html
+    assert "<dt>Download limit</dt>" in html
+    with components.db.sessions() as db:
+        stored = db.scalars(select(AuditEvent).where(AuditEvent.action == "transfer.file.stored")).one()
+    digest = stored.details["sha256"]
+    assert f'<dt>SHA-256</dt><dd title="{digest}">{digest[:12]}…</dd>' in html
     assert "vendor_id=" not in html and "<dt>vendor_id</dt>" not in html
 
 
