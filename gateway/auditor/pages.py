@@ -14,6 +14,7 @@ from gateway.audit.verify import log_status
 from gateway.auditor import alerts as alert_service
 from gateway.auditor import review, search
 from gateway.auditor.auth import AuditorPrincipal
+from gateway.auditor.names import Names
 from gateway.auditor.routes import FilterParams, Id
 from gateway.auditor.search import Scope
 from gateway.deps import AppComponents, DbSession, WriteSession
@@ -33,6 +34,7 @@ def dashboard(request: Request, db: DbSession, components: AppComponents, princi
     scope = Scope.of(db, principal)
     from gateway.transfers.service import unreviewed_emergencies
 
+    emergencies = unreviewed_emergencies(db, principal)
     return _page(
         request,
         "audit_dashboard.html",
@@ -40,7 +42,8 @@ def dashboard(request: Request, db: DbSession, components: AppComponents, princi
         status=log_status(db, components),
         alerts=alert_service.visible_alerts(db, scope, 20).items,
         operator=scope.org_id is None,
-        emergencies=unreviewed_emergencies(db, principal),
+        emergencies=emergencies,
+        names=Names.of(db, users=[t.decided_by for t in emergencies], transfers=[t.id for t in emergencies]),
     )
 
 
@@ -66,6 +69,8 @@ def events(
     cursor: Cursor = None,
 ):
     values = {k: v for k, v in filters.raw.items() if v}
+    scope = Scope.of(db, principal)
+    orgs = search.orgs_in_scope(db, scope)
     try:
         flt = search.build_filter(db, **filters.raw)
     except GatewayError as exc:
@@ -76,17 +81,21 @@ def events(
             status_code=exc.status,
             error=exc.message,
             values=values,
+            orgs=orgs,
             items=[],
+            names=Names({}),
             links=None,
             export_query="",
         )
-    page = search.search(db, Scope.of(db, principal), flt, cursor=cursor)
+    page = search.search(db, scope, flt, cursor=cursor)
     return _page(
         request,
         "audit_events.html",
         principal,
         values=values,
+        orgs=orgs,
         items=page.items,
+        names=Names.of(db, page.items),
         links=page_links(request, page.next_cursor),
         export_query=urlencode(values),
     )
@@ -103,7 +112,7 @@ def activity(
 ):
     values = {"user": user or "", "day": day or ""}
     if not user or not day:
-        return _page(request, "audit_activity.html", principal, values=values, items=None)
+        return _page(request, "audit_activity.html", principal, values=values, items=None, who=None)
     try:
         start, end = search.day_range(day)
         flt = search.build_filter(db, user=user)
@@ -116,16 +125,26 @@ def activity(
             error=exc.message,
             values=values,
             items=None,
+            who=None,
         )
     flt = search.EventFilter(user_id=flt.user_id, since=start, until=end)
-    page = search.search(db, Scope.of(db, principal), flt, cursor=cursor, limit=MAX_LIMIT, ascending=True)
+    scope = Scope.of(db, principal)
+    page = search.search(db, scope, flt, cursor=cursor, limit=MAX_LIMIT, ascending=True)
     export_query = urlencode({"user": user, "since": day, "until": day})
+    # The user's name and the count of their events left out are shown only for a user of an organisation in the
+    # caller's scope: for anyone else they would tell a practice about another organisation's people.
+    in_view = search.user_in_scope(db, scope, flt.user_id)
+    names = Names.of(db, page.items, users=[flt.user_id] if in_view else [], orgs=[scope.org_id])
     return _page(
         request,
         "audit_activity.html",
         principal,
         values=values,
         items=page.items,
+        names=names,
+        who=names.user(flt.user_id) if in_view else None,
+        scope_org=names.org(scope.org_id),
+        hidden=search.outside_scope(db, scope, flt) if in_view else None,
         links=page_links(request, page.next_cursor),
         export_query=export_query,
     )
@@ -156,6 +175,7 @@ def timeline(request: Request, db: DbSession, principal: AuditorPrincipal, targe
         principal,
         target_id=target_id,
         items=page.items,
+        names=Names.of(db, page.items),
         links=page_links(request, page.next_cursor),
         export_query=urlencode({"target_id": target_id}),
     )
@@ -184,4 +204,5 @@ def access_review(request: Request, db: WriteSession, principal: AuditorPrincipa
         vendors=vendors,
         vendor=vendor,
         rows=rows,
+        names=Names.of(db, users=[r.created_by for r in rows or []]),
     )

@@ -11,11 +11,12 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select, true
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select, true
 from sqlalchemy.orm import Session
 
 from gateway import paging
 from gateway.audit.models import AuditEvent, Outcome
+from gateway.baas.models import Baa
 from gateway.errors import InvalidInput, NotFound
 from gateway.orgs.models import Organisation, OrgKind
 from gateway.paging import Page
@@ -201,6 +202,43 @@ def search(
 def last_seq(page: Page[AuditEvent]) -> int | None:
     """The `before`/`after` sequence number that continues after `page` (None: no more)."""
     return page.items[-1].seq if page.next_cursor else None
+
+
+def outside_scope(db: Session, scope: Scope, flt: EventFilter) -> int:
+    """How many events match `flt` but lie outside the caller's scope: counted, never shown (0 for operators).
+
+    A report that leaves events out says so on the page, so an auditor does not read a partial day as a whole one.
+    """
+    if scope.org_id is None:
+        return 0
+    return db.scalar(select(func.count()).select_from(AuditEvent).where(flt.clause(), not_(scope.clause()))) or 0
+
+
+def orgs_in_scope(db: Session, scope: Scope) -> list[Organisation]:
+    """The organisations a filter may name, by name: all for operator auditors; for a practice, itself, the
+    vendors it has an agreement with and every organisation its events involve."""
+    query = select(Organisation)
+    if scope.org_id is not None:
+        linked = (
+            select(AuditEvent.actor_org_id)
+            .where(AuditEvent.target_org_id == scope.org_id)
+            .union(
+                select(AuditEvent.target_org_id).where(AuditEvent.actor_org_id == scope.org_id),
+                select(Baa.vendor_id).where(Baa.practice_id == scope.org_id),
+            )
+        )
+        query = query.where(or_(Organisation.id == scope.org_id, Organisation.id.in_(linked)))
+    return list(db.scalars(query.order_by(Organisation.name, Organisation.id)))
+
+
+def user_in_scope(db: Session, scope: Scope, user_id: str | None) -> bool:
+    """Whether the user belongs to an organisation the caller's filters may name (see orgs_in_scope)."""
+    from gateway.users.models import User
+
+    user = db.get(User, user_id) if user_id else None
+    if user is None:
+        return False
+    return scope.org_id is None or user.org_id in {o.id for o in orgs_in_scope(db, scope)}
 
 
 def get_event(db: Session, scope: Scope, seq: int) -> AuditEvent:
