@@ -375,11 +375,12 @@ class LocalObjectStore:
             raise StorageUnavailable(f"cannot begin object {key}") from exc
         return token
 
-    def put_assembly_part(self, key: str, token: str, number: int, offset: int, chunks: list[bytes]) -> AssemblyPart:
+    def put_assembly_part(
+        self, key: str, token: str, number: int, offset: int, chunks: Iterable[bytes]
+    ) -> AssemblyPart:
         _, path = self._assembly_path(key, token)
         if number < 1 or offset < 0:
             raise StorageError("part numbers start at 1 and offsets at 0")
-        size = sum(len(c) for c in chunks)
         with self._assembly_lock:
             found = self._assembly_hashes.pop(token, None)
         hasher = found[1] if found is not None and found[0] == offset else (hashlib.sha256() if offset == 0 else None)
@@ -389,16 +390,16 @@ class LocalObjectStore:
             raise ObjectNotFound(key) from None
         except OSError as exc:
             raise StorageUnavailable(f"cannot open object {key} being assembled") from exc
+        source = ChunkSource(chunks)
         try:
-            at = offset
-            for i in range(0, len(chunks), _MAX_IOV):
-                batch = chunks[i : i + _MAX_IOV]
-                if hasher is not None:
-                    _hash_all(hasher, batch)
-                at += self._pwritev_all(fd, batch, at)
+            # Written as the caller produces it (writeback started batch by batch), so the
+            # disk works while the caller still receives and encrypts the rest of the part.
+            size = self._write_at(fd, source, offset, hasher)
             # Durable before the caller moves its offset: the part survives a crash from here on.
             os.fdatasync(fd)
         except OSError as exc:
+            if exc is source.error:
+                raise
             raise StorageUnavailable(f"cannot write a part of object {key}") from exc
         finally:
             os.close(fd)
@@ -409,8 +410,43 @@ class LocalObjectStore:
                     self._assembly_hashes.popitem(last=False)
         return AssemblyPart(number=number, offset=offset, size=size)
 
+    def _write_at(self, fd: int, chunks: Iterable[bytes], offset: int, hasher: Any) -> int:
+        """Write the chunks from `offset` in ~1 MiB batches; hash each batch in a worker while the next is written."""
+        at = offset
+        batch: builtins.list[bytes] = []
+        batch_len = 0
+        pending: Future[None] | None = None
+        pool: ThreadPoolExecutor | None = None
+        try:
+            for chunk in chunks:
+                if not chunk:
+                    continue
+                batch.append(bytes(chunk))
+                batch_len += len(chunk)
+                if batch_len < _WRITE_BLOCK and len(batch) < _MAX_IOV:
+                    continue
+                if pending is not None:
+                    pending.result()
+                if hasher is not None:
+                    if pool is None:
+                        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage-hash")
+                    pending = pool.submit(_hash_all, hasher, batch)
+                at += self._pwritev_all(fd, batch, at)
+                batch, batch_len = [], 0
+            if pending is not None:
+                pending.result()
+                pending = None
+            if batch:
+                if hasher is not None:
+                    _hash_all(hasher, batch)
+                at += self._pwritev_all(fd, batch, at)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+        return at - offset
+
     @staticmethod
-    def _pwritev_all(fd: int, buffers: list[bytes], offset: int) -> int:
+    def _pwritev_all(fd: int, buffers: builtins.list[bytes], offset: int) -> int:
         total = sum(len(b) for b in buffers)
         written = os.pwritev(fd, buffers, offset)
         if written < total:  # short write (rare on regular files): the rest, byte range by byte range

@@ -542,7 +542,9 @@ class S3ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             _raise(exc, key, "CreateMultipartUpload")
 
-    def put_assembly_part(self, key: str, token: str, number: int, offset: int, chunks: list[bytes]) -> AssemblyPart:
+    def put_assembly_part(
+        self, key: str, token: str, number: int, offset: int, chunks: Iterable[bytes]
+    ) -> AssemblyPart:
         key = validate_key(key)
         if not 1 <= number <= MAX_PARTS or offset < 0:
             raise StorageError(f"part number {number} of {key} is outside 1..{MAX_PARTS}")

@@ -192,7 +192,8 @@ class AssemblingStore(Protocol):
 
     ``begin_assembly`` returns a token (S3: the multipart UploadId; local: the name of
     the file being written) for the caller to record; ``put_assembly_part`` stores part
-    ``number`` at ``offset`` and returns only once it is durable; ``complete_assembly``
+    ``number`` at ``offset`` (consuming the chunks as they come; a failure of the caller's
+    iterator is raised unchanged) and returns only once it is durable; ``complete_assembly``
     makes the parts the object (S3 CompleteMultipartUpload; local: the trailer written
     and the file renamed), idempotently; ``abort_assembly`` (and ``destroy(key)``)
     removes everything of an unfinished one.  Every part but the last must be at least
@@ -206,7 +207,7 @@ class AssemblingStore(Protocol):
     def begin_assembly(self, key: str, metadata: Mapping[str, str] | None = None) -> str: ...
 
     def put_assembly_part(
-        self, key: str, token: str, number: int, offset: int, chunks: list[bytes]
+        self, key: str, token: str, number: int, offset: int, chunks: Iterable[bytes]
     ) -> AssemblyPart: ...
 
     def complete_assembly(

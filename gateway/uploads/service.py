@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -441,27 +441,17 @@ def append(
         # The hash goes on in the process that kept the last part; elsewhere it is re-derived at completion.
         sha = _HASHES.take(up.id, offset) or (hashlib.sha256() if offset == 0 else None)
         writer = _Writer(c, up, obj, cipher, sha, offset, lease)
-        verifier = hashlib.sha256() if checksum is not None else None
+        body = _Body(chunks, up.length - offset, checksum)
         try:
-            for chunk in chunks:
-                room = up.length - writer.position - len(writer.buffer)
-                if verifier is not None:
-                    verifier.update(chunk)
-                writer.feed(chunk[:room], keep=verifier is None)
-                if len(chunk) > room:
-                    raise PastLength()
-            if verifier is not None and checksum is not None and verifier.digest() != checksum[1]:
-                raise ChecksumMismatch()
-            writer.flush(keep=True)
-        except BaseException as exc:
-            if verifier is None and _is_input_stop(exc):
-                # The link dropped or the client sent too much: keep every whole segment that arrived.
-                try:
-                    writer.flush(keep=True)
-                except Exception:  # noqa: BLE001 - the request's own error is what the client must see
-                    log.warning("could not keep what arrived before an upload stopped")
+            writer.run(body, keep=checksum is None)
+            if body.stopped is None:
+                writer.keep()  # with a checksum: all of the request, now that it matched
+        except BaseException:
             writer.discard()
             raise
+        if body.stopped is not None:
+            writer.discard()  # with a checksum nothing of the request was kept; without one, this is a no-op
+            raise body.stopped
         if writer.position == up.length:
             return complete(c, up.id, sha=writer.sha, lease=lease)
     finally:
@@ -470,8 +460,40 @@ def append(
         return db.get_one(Upload, up.id)
 
 
-def _is_input_stop(exc: BaseException) -> bool:
-    return isinstance(exc, PastLength) or not isinstance(exc, GatewayError | SealedError | CryptoError)
+class _Body:
+    """The request's plaintext, bounded by the upload's length and checked against its checksum.
+
+    A body that stops early (the link dropped), goes past the length or does not match
+    its checksum ends the iteration quietly and is recorded in `stopped`: the writer
+    keeps the whole segments that came (without a checksum) and the error is then raised.
+    """
+
+    def __init__(self, chunks: Iterable[bytes], room: int, checksum: tuple[str, bytes] | None):
+        self._chunks, self._room, self._checksum = chunks, room, checksum
+        self._verifier = hashlib.sha256() if checksum is not None else None
+        self.stopped: BaseException | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._chunks:
+                if self._verifier is not None:
+                    self._verifier.update(chunk)
+                if len(chunk) > self._room:
+                    if self._room:
+                        yield chunk[: self._room]
+                    self.stopped = PastLength()
+                    return
+                self._room -= len(chunk)
+                yield chunk
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            if isinstance(exc, GatewayError) and not isinstance(exc, PastLength):
+                raise
+            self.stopped = exc
+            return
+        if self._verifier is not None and self._checksum is not None and self._verifier.digest() != self._checksum[1]:
+            self.stopped = ChecksumMismatch()
 
 
 @dataclass
@@ -491,10 +513,12 @@ class _Stored:
 class _Writer:
     """Seals whole segments as plaintext arrives and writes them into the object as parts; keeps them (moves the offset).
 
-    A part is written when `PART_SEGMENTS` segments are sealed, and at the end of the
-    request.  On a store with a minimum part size (S3), a request's tail shorter than it
-    (and not the end of the file) is stored apart as a staged object, kept like a part;
-    the next request, on any process, starts its first part with it.
+    A part holds at most `PART_SEGMENTS` segments.  Where the store takes parts of any
+    size (local), a part's segments go to the store as they are sealed, so the disk writes
+    while the rest of the part arrives.  Where it has a minimum (S3: 5 MiB), a part is
+    sealed in memory first; a request's tail shorter than the minimum (and not the end of
+    the file) is stored apart as a staged object, kept like a part, and the next request,
+    on any process, starts its first part with it.
     """
 
     def __init__(self, c, up: Upload, obj: SealedObject, cipher, sha, offset: int, lease: _Lease):
@@ -503,7 +527,6 @@ class _Writer:
         self.min_part = c.store.min_part_size
         self.position = offset  # plaintext sealed so far (whole segments, or up to the end)
         self.kept = offset  # plaintext durably kept
-        self.buffer = bytearray()  # plaintext of the segment being filled (memory only)
         self.unkept: list[_Stored] = []
         self.file_type = up.file_type
         with c.db.snapshot() as db:
@@ -513,32 +536,23 @@ class _Writer:
         self.ct_offset = sum(p.size for p in parts)  # where it starts in the object
         if sum(p.end - p.start for p in parts) + (self.tail.end - self.tail.start if self.tail else 0) != offset:
             raise IntegrityFailure(reason="upload_parts_not_contiguous")
-        # Ciphertext sealed and not yet written as a part: the staged tail first, if there is one.
-        self.sealed: list[bytes] = []
-        self.sealed_from = offset
-        self.segments = 0
-        if self.tail is not None:
-            self.sealed = list(sealed.read_ciphertext(c, self.tail.object_key))
-            if sum(len(b) for b in self.sealed) != self.tail.ciphertext_size:
-                raise IntegrityFailure(reason="upload_part_corrupt")
-            self.sealed_from, self.segments = self.tail.start, self.tail.segments
-        self.fresh = 0  # segments sealed by this request
         self.consumed: UploadPart | None = None  # the staged tail, once a part holding it is written
 
-    def feed(self, chunk: bytes, *, keep: bool) -> None:
-        self.buffer += chunk
-        _UPLOADED.inc(len(chunk))
-        while len(self.buffer) >= self.seg or (self.buffer and self.position + len(self.buffer) == self.up.length):
-            take = min(self.seg, len(self.buffer))
-            plaintext = bytes(self.buffer[:take])
-            del self.buffer[:take]
-            self._seal(plaintext)
-            if self.segments >= PART_SEGMENTS:
-                self._write_part()
-                if keep:
-                    self._keep()
+    # -- sealing
 
-    def _seal(self, plaintext: bytes) -> None:
+    def _segments(self, body: Iterable[bytes]) -> Iterator[list[bytes]]:
+        """Ciphertext of each whole segment of the body, sealed as its bytes arrive (a partial one is dropped)."""
+        buffer = bytearray()
+        for chunk in body:
+            buffer += chunk
+            _UPLOADED.inc(len(chunk))
+            while len(buffer) >= self.seg or (buffer and self.position + len(buffer) == self.up.length):
+                take = min(self.seg, len(buffer))
+                plaintext = bytes(buffer[:take])
+                del buffer[:take]
+                yield self._seal(plaintext)
+
+    def _seal(self, plaintext: bytes) -> list[bytes]:
         index = self.position // self.seg
         if index == 0:
             # The content sniff, on the first bytes, before anything of them is stored.
@@ -546,53 +560,97 @@ class _Writer:
                 self.up.extension, plaintext[: filetypes.SNIFF_BYTES], self.c.settings.allowed_file_types
             )
         last = self.position + len(plaintext) == self.up.length
-        self.sealed += self.cipher.seal(index, plaintext, last)
+        ciphertext = self.cipher.seal(index, plaintext, last)
         if self.sha is not None:
             self.sha.update(plaintext)
         self.position += len(plaintext)
-        self.segments += 1
-        self.fresh += 1
+        return ciphertext
 
-    def _write_part(self) -> None:
-        first = self.sealed_from // self.seg
-        body = [self.up.stream_header, *self.sealed] if first == 0 else self.sealed
+    # -- writing
+
+    def run(self, body: Iterable[bytes], *, keep: bool) -> None:
+        """Seal and write the whole body as parts, keeping each as it is written when `keep`."""
+        segments = self._segments(body)
+        first = next(segments, None)
+        while first is not None:
+            held = [first]
+            first = self._stage_or_write(segments, held) if self.min_part > 1 else self._stream_part(segments, held)
+            if keep:
+                self.keep()
+
+    def _stream_part(self, segments: Iterator[list[bytes]], held: list) -> list[bytes] | None:
+        """One part straight to the store, its segments sealed as the store takes them; returns the next segment."""
+        begin = self.kept_end()
+        index = begin // self.seg
+        state = {"count": 0, "next": None}
+
+        def pieces() -> Iterator[bytes]:
+            if index == 0:
+                yield self.up.stream_header
+            yield from held[0]
+            state["count"] = 1
+            while state["count"] < PART_SEGMENTS:
+                piece = next(segments, None)
+                if piece is None:
+                    return
+                state["count"] += 1
+                yield from piece
+
         self.lease.renew_if_due()
-        part = sealed.write_assembly_part(self.c, self.obj, self.up.assembly or "", self.number, self.ct_offset, body)
-        self.unkept.append(_Stored(first, self.segments, self.sealed_from, self.position, part=part))
+        part = sealed.write_assembly_part(
+            self.c, self.obj, self.up.assembly or "", self.number, self.ct_offset, pieces()
+        )
+        self._written(part, index, state["count"], begin)
+        return next(segments, None) if state["count"] >= PART_SEGMENTS else None
+
+    def _stage_or_write(self, segments: Iterator[list[bytes]], held: list) -> list[bytes] | None:
+        """One part sealed in memory (the staged tail first), written as a part, or staged if too short to be one."""
+        begin = self.tail.start if self.tail is not None else self.kept_end()
+        index = begin // self.seg
+        ciphertext: list[bytes] = []
+        count = 0
+        if self.tail is not None:
+            ciphertext = list(sealed.read_ciphertext(self.c, self.tail.object_key))
+            if sum(len(b) for b in ciphertext) != self.tail.ciphertext_size:
+                raise IntegrityFailure(reason="upload_part_corrupt")
+            count = self.tail.segments
+        ciphertext += held[0]
+        count += 1
+        nxt = None
+        while count < PART_SEGMENTS:
+            piece = next(segments, None)
+            if piece is None:
+                break
+            ciphertext += piece
+            count += 1
+        else:
+            nxt = next(segments, None)
+        size = sum(len(b) for b in ciphertext) + (len(self.up.stream_header) if index == 0 else 0)
+        self.lease.renew_if_due()
+        if size < self.min_part and self.position < self.up.length:
+            pending, stored = sealed.write_part(self.c, self.obj, ciphertext)
+            self.unkept.append(_Stored(index, count, begin, self.position, staged=pending, staged_size=stored))
+        else:
+            body = [self.up.stream_header, *ciphertext] if index == 0 else ciphertext
+            part = sealed.write_assembly_part(
+                self.c, self.obj, self.up.assembly or "", self.number, self.ct_offset, body
+            )
+            self._written(part, index, count, begin)
         if self.tail is not None:
             self.consumed, self.tail = self.tail, None
+        return nxt
+
+    def kept_end(self) -> int:
+        """Plaintext offset where the next part starts: after what is kept and what this request wrote."""
+        return self.unkept[-1].end if self.unkept else self.kept
+
+    def _written(self, part: StorePart, index: int, count: int, begin: int) -> None:
+        self.unkept.append(_Stored(index, count, begin, self.position, part=part))
         self.number += 1
         self.ct_offset += part.size
-        self.sealed, self.segments, self.sealed_from = [], 0, self.position
 
-    def _stage(self) -> None:
-        self.lease.renew_if_due()
-        pending, size = sealed.write_part(self.c, self.obj, self.sealed)
-        self.unkept.append(
-            _Stored(
-                self.sealed_from // self.seg,
-                self.segments,
-                self.sealed_from,
-                self.position,
-                staged=pending,
-                staged_size=size,
-            )
-        )
-        if self.tail is not None:
-            self.consumed, self.tail = self.tail, None
-        self.sealed, self.segments, self.sealed_from = [], 0, self.position
-
-    def flush(self, *, keep: bool) -> None:
-        if self.fresh and self.segments:
-            size = sum(len(b) for b in self.sealed) + (len(self.up.stream_header) if self.sealed_from == 0 else 0)
-            if size >= self.min_part or self.position == self.up.length:
-                self._write_part()
-            else:
-                self._stage()
-        if keep:
-            self._keep()
-
-    def _keep(self) -> None:
+    def keep(self) -> None:
+        """Move the durable offset over every part and staged tail this request wrote (one transaction)."""
         if not self.unkept:
             return
         up, stored = self.up, self.unkept
