@@ -29,6 +29,7 @@ class UploadState(str, enum.Enum):
     used = "used"  # part of a transfer now (transfer_id)
     cancelled = "cancelled"  # ended by its sender; everything stored destroyed
     expired = "expired"  # not finished or used in time; everything stored destroyed
+    offboarded = "offboarded"  # its vendor was offboarded first; everything stored destroyed
 
 
 class Upload(Base):

@@ -165,6 +165,11 @@ def find(db, principal: Principal, upload_id: str) -> Upload:
     up = db.scalar(select(Upload).where(Upload.id == upload_id, Upload.user_id == principal.user.id))
     if up is None or up.state in (UploadState.cancelled, UploadState.used):
         raise NotFound("No such upload.", code="upload_not_found")
+    if up.state == UploadState.offboarded:
+        raise UploadGone(
+            "This upload was ended when its vendor was offboarded; what it held was destroyed.",
+            code="upload_offboarded",
+        )
     if up.state == UploadState.expired or up.expires_at <= clock.now():
         raise UploadGone()
     return up
@@ -818,7 +823,15 @@ def cancel(c: Components, principal: Principal, upload_id: str) -> None:
     _end(c, up, UploadState.cancelled, principal.actor, Action.UPLOAD_CANCELLED)
 
 
-def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action) -> bool:
+@dataclass(frozen=True)
+class _Ended:
+    removed: int
+    left: int
+    aborted: int
+
+
+def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action, details: dict | None = None) -> _Ended | None:
+    """End an upload still open or complete (None if another request ended it first) and destroy what it stored."""
     with c.db.transaction() as db:
         done = cast(
             CursorResult,
@@ -830,7 +843,7 @@ def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action) -> boo
             ),
         ).rowcount
         if not done:
-            return False
+            return None
         objects = list(
             db.scalars(
                 select(SealedObject).where(
@@ -867,9 +880,10 @@ def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action) -> boo
                 "objects_removed": removed,
                 "objects_left_for_fsck": left,
                 "multipart_uploads_aborted": aborted,
+                **(details or {}),
             },
         )
-    return True
+    return _Ended(removed, left, aborted)
 
 
 def expire(c: Components) -> int:
@@ -888,7 +902,45 @@ def expire(c: Components) -> int:
         if not batch:
             return ended
         for up in batch:
-            ended += _end(c, up, UploadState.expired, Actor(), Action.UPLOAD_EXPIRED)
+            ended += _end(c, up, UploadState.expired, Actor(), Action.UPLOAD_EXPIRED) is not None
+
+
+@dataclass
+class Offboarded:
+    """What offboarding a vendor did to its unfinished uploads (for the run report)."""
+
+    uploads: int = 0
+    bytes_received: int = 0
+    objects_left_for_fsck: int = 0
+    multipart_uploads_aborted: int = 0
+
+
+def destroy_for_offboarding(c: Components, actor: Actor, vendor_id: str, jobs: dict[str, str]) -> Offboarded:
+    """Destroy every unfinished upload between the vendor and these practices (practice id -> job id), both ways.
+
+    Called once the BAAs are terminated (no upload can begin any more) and before the
+    relationship keys are destroyed; each is audited with the offboarding job it belongs to.
+    """
+    done = Offboarded()
+    with c.db.snapshot() as db:
+        ups = list(
+            db.scalars(
+                select(Upload).where(
+                    Upload.vendor_id == vendor_id,
+                    Upload.practice_id.in_(list(jobs)),
+                    Upload.state.in_([UploadState.open, UploadState.complete]),
+                )
+            )
+        )
+    for up in ups:
+        details = {"job_id": jobs[up.practice_id], "why": "vendor_offboarded"}
+        ended = _end(c, up, UploadState.offboarded, actor, Action.UPLOAD_OFFBOARDED, details)
+        if ended is not None:
+            done.uploads += 1
+            done.bytes_received += up.received
+            done.objects_left_for_fsck += ended.left
+            done.multipart_uploads_aborted += ended.aborted
+    return done
 
 
 # -- making a transfer -------------------------------------------------------------------
