@@ -366,9 +366,13 @@ def read_ciphertext(c, object_key: str) -> Iterator[bytes]:
 
 
 def write_assembly_part(
-    c, obj: SealedObject, token: str, number: int, offset: int, ciphertext: list[bytes]
+    c, obj: SealedObject, token: str, number: int, offset: int, ciphertext: Iterable[bytes]
 ) -> StoreAssemblyPart:
-    """Store part `number` of a resumable object at ciphertext `offset`; durable when this returns."""
+    """Store part `number` of a resumable object at ciphertext `offset`; durable when this returns.
+
+    The ciphertext may be produced as the store takes it; a failure of the caller's
+    iterator (a refused first segment) is raised unchanged.
+    """
     try:
         return c.store.put_assembly_part(obj.object_key, token, number, offset, ciphertext)
     except BaseException as exc:

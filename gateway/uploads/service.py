@@ -587,26 +587,26 @@ class _Writer:
         """One part straight to the store, its segments sealed as the store takes them; returns the next segment."""
         begin = self.kept_end()
         index = begin // self.seg
-        state = {"count": 0, "next": None}
+        count = [0]  # segments in this part, as the store takes them
 
         def pieces() -> Iterator[bytes]:
             if index == 0:
                 yield self.up.stream_header
             yield from held[0]
-            state["count"] = 1
-            while state["count"] < PART_SEGMENTS:
+            count[0] = 1
+            while count[0] < PART_SEGMENTS:
                 piece = next(segments, None)
                 if piece is None:
                     return
-                state["count"] += 1
+                count[0] += 1
                 yield from piece
 
         self.lease.renew_if_due()
         part = sealed.write_assembly_part(
             self.c, self.obj, self.up.assembly or "", self.number, self.ct_offset, pieces()
         )
-        self._written(part, index, state["count"], begin)
-        return next(segments, None) if state["count"] >= PART_SEGMENTS else None
+        self._written(part, index, count[0], begin)
+        return next(segments, None) if count[0] >= PART_SEGMENTS else None
 
     def _stage_or_write(self, segments: Iterator[list[bytes]], held: list) -> list[bytes] | None:
         """One part sealed in memory (the staged tail first), written as a part, or staged if too short to be one."""
