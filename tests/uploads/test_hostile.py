@@ -154,3 +154,58 @@ def test_creation_with_a_refused_first_body(party, tus_for, db):
     assert kept(db) == [] and [o.kind for o in live_sealed(db)] == [SealedKind.upload]
     r = tus.patch(r.headers["Location"], 0, fake)
     assert r.status_code == 422 and r.json()["error"]["code"] == "file_content_mismatch"
+
+
+def test_a_second_writer_is_locked_out_until_the_first_ends_or_its_lease_lapses(party, tus_for, db, fake_clock):
+    """Parts land at fixed places in the object: two writers at one offset must never both write."""
+    from datetime import timedelta
+
+    from gateway import clock
+
+    data = synthetic_pdf(2 * MiB + 9, b"lease")
+    tus = tus_for(party.staff)
+    url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
+    upload_id = url.rsplit("/", 1)[1]
+    db.expire_all()
+    up = db.get(Upload, upload_id)
+    up.writer, up.writer_until = "0" * 32, clock.now() + timedelta(seconds=60)  # a request writing now
+    db.commit()
+    r = tus.patch(url, 0, data[:MiB])
+    assert r.status_code == 423 and r.json()["error"]["code"] == "upload_locked"
+    assert r.headers["Upload-Offset"] == "0" and tus.offset(url) == 0 and kept(db) == []
+    # Its writer died: once the lease lapses the upload goes on.
+    fake_clock.advance(seconds=61)
+    assert tus.patch(url, 0, data[:MiB]).headers["Upload-Offset"] == str(MiB)
+    assert finish(tus, url, data) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_writer_that_lost_its_lease_keeps_nothing(party, components, db):
+    """A request whose lease another took over (it stalled past the lease) cannot move the offset."""
+    import pytest
+
+    from gateway.audit.service import Actor
+    from gateway.auth.service import Principal
+    from gateway.uploads import service
+    from gateway.users.models import User
+
+    data = synthetic_pdf(3 * MiB, b"stalled")
+    with components.db.snapshot() as s:
+        user = s.get_one(User, party.staff.id)
+        s.expunge(user)
+    principal = Principal(user=user, session=None, token=None, actor=Actor(user.id))
+    up = service.create(
+        components,
+        principal,
+        {"filename": "scan.pdf", "partner_id": party.vendor.id, "purpose": "APPEAL-1"},
+        len(data),
+    )
+
+    def body():
+        yield data[:MiB]
+        with components.db.transaction() as s:  # another request took the lease over meanwhile
+            s.get_one(Upload, up.id).writer = "f" * 32
+        yield data[MiB : 2 * MiB]
+
+    with pytest.raises(service.OffsetMismatch):
+        service.append(components, principal, up.id, 0, body())
+    assert kept(db) == []
