@@ -581,7 +581,8 @@ class _Writer:
             held = [first]
             first = self._stage_or_write(segments, held) if self.min_part > 1 else self._stream_part(segments, held)
             if keep:
-                self.keep()
+                # The request's last keep also ends its lease (one transaction less), unless it completes the upload.
+                self.keep(release=first is None and self.position < self.up.length)
 
     def _stream_part(self, segments: Iterator[list[bytes]], held: list) -> list[bytes] | None:
         """One part straight to the store, its segments sealed as the store takes them; returns the next segment."""
@@ -654,7 +655,7 @@ class _Writer:
         self.number += 1
         self.ct_offset += part.size
 
-    def keep(self) -> None:
+    def keep(self, *, release: bool = False) -> None:
         """Move the durable offset over every part and staged tail this request wrote (one transaction)."""
         if not self.unkept:
             return
@@ -671,7 +672,11 @@ class _Writer:
                         Upload.state == UploadState.open,
                         Upload.writer == self.lease.id,
                     )
-                    .values(received=stored[-1].end, file_type=self.file_type, **self.lease.values())
+                    .values(
+                        received=stored[-1].end,
+                        file_type=self.file_type,
+                        **({"writer": None, "writer_until": None} if release else self.lease.values()),
+                    )
                     .execution_options(synchronize_session=False)
                 ),
             ).rowcount
@@ -712,6 +717,7 @@ class _Writer:
                         )
                     )
         self.kept, self.unkept, self.consumed = stored[-1].end, [], None
+        self.lease.held = self.lease.held and not release
         if consumed is not None:
             _destroy_staged(self.c, [consumed.sealed_id])
         if self.sha is not None:
