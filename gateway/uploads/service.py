@@ -599,6 +599,8 @@ class _Writer:
                 piece = next(segments, None)
                 if piece is None:
                     return
+                # A slow link may take longer than the lease to bring a part: still ours before each write?
+                self.lease.renew_if_due()
                 count[0] += 1
                 yield from piece
 

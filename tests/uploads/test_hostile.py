@@ -179,8 +179,11 @@ def test_a_second_writer_is_locked_out_until_the_first_ends_or_its_lease_lapses(
     assert finish(tus, url, data) == hashlib.sha256(data).hexdigest()
 
 
-def test_a_writer_that_lost_its_lease_keeps_nothing(party, components, db):
-    """A request whose lease another took over (it stalled past the lease) cannot move the offset."""
+def test_a_writer_that_lost_its_lease_keeps_nothing(party, components, db, monkeypatch):
+    """A request that stalls past its lease while another takes the upload over: before its next segment
+    reaches the object it finds the lease gone, writes nothing more, and keeps nothing."""
+    import os
+
     import pytest
 
     from gateway.audit.service import Actor
@@ -188,6 +191,17 @@ def test_a_writer_that_lost_its_lease_keeps_nothing(party, components, db):
     from gateway.uploads import service
     from gateway.users.models import User
 
+    class Stalled:
+        """time.monotonic as a request sees it when each call comes a lease-third later than the last."""
+
+        now = 0.0
+
+        @classmethod
+        def monotonic(cls) -> float:
+            cls.now += service.LEASE.total_seconds() / 3 + 1
+            return cls.now
+
+    monkeypatch.setattr(service, "time", Stalled)
     data = synthetic_pdf(3 * MiB, b"stalled")
     with components.db.snapshot() as s:
         user = s.get_one(User, party.staff.id)
@@ -209,3 +223,7 @@ def test_a_writer_that_lost_its_lease_keeps_nothing(party, components, db):
     with pytest.raises(service.OffsetMismatch):
         service.append(components, principal, up.id, 0, body())
     assert kept(db) == []
+    (assembling,) = [
+        os.path.join(d, f) for d, _, files in os.walk(components.store.root) for f in files if "-asm-" in f
+    ]
+    assert os.path.getsize(assembling) <= 81 + MiB + 16  # the header and the first segment at most
