@@ -91,3 +91,28 @@ def test_local_sweep_leaves_an_assembly_waiting_for_its_next_part(file_target) -
     assert read(store, "asm-6") == b"a" * 100
     with pytest.raises(StorageError):
         store.begin_assembly("../escape", {})
+
+
+def test_a_completion_that_names_other_parts_is_refused(file_target) -> None:
+    """Local: the object is there already, of another size. (S3 answers a repeated completion itself.)"""
+    store = file_target.open()
+    token = store.begin_assembly("asm-7", {"format": "test"})
+    one = store.put_assembly_part("asm-7", token, 1, 0, [b"a" * PART])
+    two = store.put_assembly_part("asm-7", token, 2, PART, [b"b" * 10])
+    store.complete_assembly("asm-7", token, [one, two], {"format": "test"})
+    # Completed already: the object is not made of these parts (a part left out).
+    with pytest.raises(IntegrityError):
+        store.complete_assembly("asm-7", token, [one], {"format": "test"})
+    assert read(store, "asm-7") == b"a" * PART + b"b" * 10
+
+
+def test_local_completion_of_parts_longer_than_written_is_refused(file_target) -> None:
+    store = file_target.open()
+    token = store.begin_assembly("asm-8", {"format": "test"})
+    part = store.put_assembly_part("asm-8", token, 1, 0, [b"a" * 100])
+    with pytest.raises(IntegrityError):
+        store.complete_assembly("asm-8", token, [AssemblyPart(1, 0, 200)], {"format": "test"})
+    store.complete_assembly("asm-8", token, [part], {"format": "test"})  # nothing was spoiled
+    assert read(store, "asm-8") == b"a" * 100
+    with pytest.raises(ObjectNotFound):
+        store.complete_assembly("asm-9", "ab" * 16, [part], {"format": "test"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from gateway.sealed.models import SealedKind
 from gateway.uploads.models import AssemblyPart, Upload, UploadPart
@@ -227,3 +227,30 @@ def test_a_writer_that_lost_its_lease_keeps_nothing(party, components, db, monke
         os.path.join(d, f) for d, _, files in os.walk(components.store.root) for f in files if "-asm-" in f
     ]
     assert os.path.getsize(assembling) <= 81 + MiB + 16  # the header and the first segment at most
+
+
+def test_parts_missing_from_the_record_are_an_integrity_failure_and_nothing_moves(party, tus_for, db):
+    data = synthetic_pdf(3 * MiB, b"gap")
+    tus = tus_for(party.staff)
+    url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
+    assert tus.patch(url, 0, data[: 2 * MiB]).status_code == 204
+    db.execute(delete(AssemblyPart).where(AssemblyPart.upload_id == url.rsplit("/", 1)[1]))
+    db.commit()
+    r = tus.patch(url, 2 * MiB, data[2 * MiB :])
+    assert r.status_code == 502 and r.json()["error"]["code"] == "integrity_failure"
+    assert tus.offset(url) == 2 * MiB and kept(db) == []
+    # The writer's lease was given back: the sender can cancel, and everything goes.
+    assert tus.client.delete(url, headers={"Tus-Resumable": "1.0.0"}).status_code == 204
+    assert live_sealed(db) == []
+
+
+def test_an_upload_begun_before_assembly_in_place_cannot_go_on(party, tus_for, db):
+    data = synthetic_pdf(2 * MiB, b"legacy")
+    tus = tus_for(party.staff)
+    url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
+    db.expire_all()
+    db.get(Upload, url.rsplit("/", 1)[1]).assembly = None
+    db.commit()
+    r = tus.patch(url, 0, data)
+    assert r.status_code == 410 and r.json()["error"]["code"] == "upload_expired"
+    assert tus.offset(url) == 0 and kept(db) == []
