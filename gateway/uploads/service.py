@@ -546,29 +546,40 @@ class _Writer:
     # -- sealing
 
     def _segments(self, body: Iterable[bytes]) -> Iterator[list[bytes]]:
-        """Ciphertext of each whole segment of the body, sealed as its bytes arrive (a partial one is dropped)."""
-        buffer = bytearray()
-        for chunk in body:
-            buffer += chunk
-            _UPLOADED.inc(len(chunk))
-            while len(buffer) >= self.seg or (buffer and self.position + len(buffer) == self.up.length):
-                take = min(self.seg, len(buffer))
-                plaintext = bytes(buffer[:take])
-                del buffer[:take]
-                yield self._seal(plaintext)
+        """Ciphertext of each whole segment of the body, sealed as its bytes arrive (a partial one is dropped).
 
-    def _seal(self, plaintext: bytes) -> list[bytes]:
+        A segment is sealed from the pieces of the chunks that hold it, never copied into one buffer.
+        """
+        pieces: list[memoryview] = []
+        held = 0
+        for chunk in body:
+            _UPLOADED.inc(len(chunk))
+            view = memoryview(chunk)
+            while view:
+                size = min(self.seg, self.up.length - self.position)  # of the segment being filled
+                if size <= 0:  # the body is bounded by the length: never past the end
+                    raise PastLength()
+                pieces.append(view[: size - held])
+                held += len(pieces[-1])
+                view = view[len(pieces[-1]) :]
+                if held == size:
+                    out = self._seal(pieces)
+                    pieces, held = [], 0
+                    yield out
+
+    def _seal(self, pieces: list[memoryview]) -> list[bytes]:
         index = self.position // self.seg
+        size = sum(len(p) for p in pieces)
         if index == 0:
             # The content sniff, on the first bytes, before anything of them is stored.
-            self.file_type = filetypes.check(
-                self.up.extension, plaintext[: filetypes.SNIFF_BYTES], self.c.settings.allowed_file_types
-            )
-        last = self.position + len(plaintext) == self.up.length
-        ciphertext = self.cipher.seal(index, plaintext, last)
+            head = b"".join(pieces)[: filetypes.SNIFF_BYTES]
+            self.file_type = filetypes.check(self.up.extension, head, self.c.settings.allowed_file_types)
+        last = self.position + size == self.up.length
+        ciphertext = self.cipher.seal_pieces(index, pieces, last)
         if self.sha is not None:
-            self.sha.update(plaintext)
-        self.position += len(plaintext)
+            for p in pieces:
+                self.sha.update(p)
+        self.position += size
         return ciphertext
 
     # -- writing
