@@ -33,7 +33,7 @@ import hmac
 import os
 import struct
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -513,7 +513,7 @@ class SegmentCipher:
         """Ciphertext pieces of segment ``index``: a full segment, or the final one (1..segment_size bytes)."""
         return self.seal_pieces(index, [plaintext], last)
 
-    def seal_pieces(self, index: int, pieces: list, last: bool) -> list[bytes]:
+    def seal_pieces(self, index: int, pieces: Sequence[bytes | memoryview], last: bool) -> list[bytes]:
         """As ``seal``, for a segment's plaintext in pieces (as it arrived): encrypted without joining them."""
         views = [memoryview(p) for p in pieces if len(p)]
         size = sum(len(v) for v in views)

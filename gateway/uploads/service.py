@@ -375,6 +375,24 @@ class _Lease:
                 if current.state != UploadState.open or current.received != offset:
                     raise OffsetMismatch(headers={"Upload-Offset": str(current.received)})
                 raise UploadLocked(headers={"Upload-Offset": str(current.received)})
+            # What is kept so far, read under the lease (so nobody adds to it meanwhile), in the same transaction.
+            self.parts = db.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(AssemblyPart.size), 0),
+                    func.coalesce(func.sum(AssemblyPart.end - AssemblyPart.start), 0),
+                ).where(AssemblyPart.upload_id == up.id)
+            ).one()
+            self.tail = db.execute(
+                select(
+                    UploadPart.sealed_id,
+                    UploadPart.object_key,
+                    UploadPart.segments,
+                    UploadPart.start,
+                    UploadPart.end,
+                    UploadPart.ciphertext_size,
+                ).where(UploadPart.upload_id == up.id)
+            ).first()
         self.renewed = time.monotonic()
         self.held = True
 
@@ -461,8 +479,8 @@ def append(
             return complete(c, up.id, sha=writer.sha, lease=lease)
     finally:
         lease.release()
-    with c.db.snapshot() as db:
-        return db.get_one(Upload, up.id)
+    up.received, up.file_type = writer.kept, writer.file_type  # as the last keep wrote them
+    return up
 
 
 class _Body:
@@ -534,14 +552,13 @@ class _Writer:
         self.kept = offset  # plaintext durably kept
         self.unkept: list[_Stored] = []
         self.file_type = up.file_type
-        with c.db.snapshot() as db:
-            parts = list(db.scalars(select(AssemblyPart).where(AssemblyPart.upload_id == up.id)))
-            self.tail = db.scalars(select(UploadPart).where(UploadPart.upload_id == up.id)).first()
-        self.number = len(parts) + 1  # the next part's number
-        self.ct_offset = sum(p.size for p in parts)  # where it starts in the object
-        if sum(p.end - p.start for p in parts) + (self.tail.end - self.tail.start if self.tail else 0) != offset:
+        count, ciphertext, plaintext = lease.parts
+        self.tail = lease.tail  # a staged tail (its columns), if the last request left one
+        self.number = count + 1  # the next part's number
+        self.ct_offset = ciphertext  # where it starts in the object
+        if plaintext + (self.tail.end - self.tail.start if self.tail else 0) != offset:
             raise IntegrityFailure(reason="upload_parts_not_contiguous")
-        self.consumed: UploadPart | None = None  # the staged tail, once a part holding it is written
+        self.consumed = None  # the staged tail, once a part holding it is written
 
     # -- sealing
 
