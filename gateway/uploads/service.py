@@ -552,7 +552,7 @@ class _Writer:
         self.kept = offset  # plaintext durably kept
         self.unkept: list[_Stored] = []
         self.file_type = up.file_type
-        count, ciphertext, plaintext = lease.parts
+        count, ciphertext, plaintext = (int(n) for n in lease.parts)  # PostgreSQL sums bigints as numeric
         self.tail = lease.tail  # a staged tail (its columns), if the last request left one
         self.number = count + 1  # the next part's number
         self.ct_offset = ciphertext  # where it starts in the object
