@@ -380,6 +380,7 @@ def main() -> None:
         # tus, 8 MiB PATCHes, including the transfer made of the upload; against the direct upload of the same round.
         "resumable_upload_mb_s": rate(gw_tus),
         "resumable_over_direct": round(statistics.median(d / t for d, t in zip(gw_up, gw_tus, strict=False)), 3),
+        "resumable_over_direct_per_round": [round(d / t, 3) for d, t in zip(gw_up, gw_tus, strict=False)],
         "server_idle_rss_mb": round(gateway.idle_kib / 1024, 1),
         "server_peak_rss_mb": round(gateway_peak / 1024, 1),
         "server_peak_over_idle_mb": round((gateway_peak - gateway.idle_kib) / 1024, 1),

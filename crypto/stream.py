@@ -33,7 +33,7 @@ import hmac
 import os
 import struct
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -511,10 +511,15 @@ class SegmentCipher:
 
     def seal(self, index: int, plaintext: bytes, last: bool) -> list[bytes]:
         """Ciphertext pieces of segment ``index``: a full segment, or the final one (1..segment_size bytes)."""
-        size = len(plaintext)
+        return self.seal_pieces(index, [plaintext], last)
+
+    def seal_pieces(self, index: int, pieces: Sequence[bytes | memoryview], last: bool) -> list[bytes]:
+        """As ``seal``, for a segment's plaintext in pieces (as it arrived): encrypted without joining them."""
+        views = [memoryview(p) for p in pieces if len(p)]
+        size = sum(len(v) for v in views)
         if not 0 <= index < MAX_SEGMENTS or size > self.segment_size or (not last and size != self.segment_size):
             raise CryptoError("a segment is exactly segment_size bytes, except the last")
-        return _encrypt_segment(self._keys, index, last, [memoryview(plaintext)])
+        return _encrypt_segment(self._keys, index, last, views)
 
     def open(self, index: int, ciphertext: bytes, last: bool) -> bytes:
         """Verified plaintext of segment ``index``, or DecryptionError."""

@@ -10,6 +10,6 @@ from gateway.orgs.models import Organisation  # noqa: F401
 from gateway.outbox import OutboxEntry  # noqa: F401
 from gateway.sealed.models import SealedObject  # noqa: F401
 from gateway.transfers.models import Download, Transfer, TransferFile, TransferRecipient  # noqa: F401
-from gateway.uploads.models import Upload, UploadPart  # noqa: F401
+from gateway.uploads.models import AssemblyPart, Upload, UploadPart  # noqa: F401
 from gateway.users.models import RecoveryCode, User  # noqa: F401
 from retention.models import Certificate, DestructionJob, DestructionRecord, LegalHold, RetentionPolicy, RunnerLock  # noqa: F401

@@ -1,5 +1,6 @@
 """Offboarding a vendor: terminate the BAA(s), disable the vendor's users, destroy every file the
-practice(s) sent it, destroy the relationship KEK(s), and issue one certificate per practice-vendor scope.
+practice(s) sent it and every unfinished resumable upload between them (counted in the run report),
+destroy the relationship KEK(s), and issue one certificate per practice-vendor scope.
 
 Everything is checked before anything changes (unknown vendor or practice, transfers in
 flight): a refusal leaves nothing half done.  The BAA terminations, the user
@@ -27,6 +28,8 @@ from gateway.orgs.models import Organisation, OrgKind
 from gateway.sealed import service as sealed
 from gateway.sealed.models import SealedKind
 from gateway.transfers.models import Direction, Download, FileState, Transfer, TransferFile
+from gateway.uploads import service as uploads
+from gateway.uploads.service import Offboarded
 from gateway.users.models import User
 from gateway.users.service import disable_user
 from retention import steps
@@ -44,6 +47,7 @@ class OffboardReport:
     baas_terminated: int = 0
     jobs: list[JobResult] = field(default_factory=list)
     already_done: list[str] = field(default_factory=list)  # certificate ids of scopes offboarded before
+    unfinished_uploads: Offboarded = field(default_factory=Offboarded)
 
     def as_dict(self) -> dict:
         return {
@@ -53,6 +57,11 @@ class OffboardReport:
             "baas_terminated": self.baas_terminated,
             "already_offboarded_certificates": self.already_done,
             "scopes": [j.__dict__ for j in self.jobs],
+            # Resumable uploads between the vendor and these practices that had not become transfers.
+            "unfinished_uploads_destroyed": self.unfinished_uploads.uploads,
+            "unfinished_upload_bytes_destroyed": self.unfinished_uploads.bytes_received,
+            "unfinished_upload_objects_left_for_fsck": self.unfinished_uploads.objects_left_for_fsck,
+            "multipart_uploads_aborted": self.unfinished_uploads.multipart_uploads_aborted,
         }
 
 
@@ -245,6 +254,10 @@ def _offboard(c, actor, vendor_ref, practice_ref, reason, include_returned, via,
                 disable_user(db, user, actor, reason="vendor_offboarded")
                 report.users_disabled += 1
     steps.done("offboarding_started")
+    # Unfinished uploads both ways, before the relationship keys go: no BAA is active any more, so none
+    # can begin; one being written now fails to keep its next part.  Each is audited with its job.
+    if job_ids:
+        report.unfinished_uploads = uploads.destroy_for_offboarding(c, actor, vendor.id, job_ids)
     engine = Engine(c, actor, lease=lease, progress=progress)
     # An interrupted retention job of the same pairs is finished first (with its own certificate), so
     # that no object is left half destroyed outside this offboarding's certificate.

@@ -24,6 +24,8 @@ from .local import LocalObjectStore
 from .s3 import DEFAULT_ONSHORE_REGIONS, S3ObjectStore
 from .types import (
     AbsenceProof,
+    AssemblingStore,
+    AssemblyPart,
     BlockedVersion,
     DestroyReport,
     ObjectInfo,
@@ -35,6 +37,8 @@ __all__ = [
     "DEFAULT_ONSHORE_REGIONS",
     "MAX_KEY_LENGTH",
     "AbsenceProof",
+    "AssemblingStore",
+    "AssemblyPart",
     "BlockedVersion",
     "ConfigurationError",
     "DeletionBlocked",

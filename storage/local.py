@@ -5,6 +5,7 @@ Layout under the root::
     .phigate-store.json          marker: store id (-> location_id), layout version
     ab/cd/<name>                 one object; ab/cd = first 4 hex of sha256(key)
     ab/cd/.tmp-<hash32>-<rand>   an upload in progress (or left by a crash)
+    ab/cd/.tmp-<hash32>-asm-<t>  an object being assembled in parts (a resumable upload)
 
 ``<name>`` is the key with ``/`` replaced by ``~`` (``~`` is outside the key
 charset, so the mapping is reversible and can never produce a path separator).
@@ -20,6 +21,13 @@ which is fsynced, renamed over the final name (atomic on POSIX) and the director
 fsynced. A crash at any point leaves either the old object or the new one under the
 final name, never a partial one; the temp remnant is dot-named so ``list`` ignores
 it, ``verify_absent`` reports it, and ``sweep_temp`` / ``destroy`` remove it.
+
+Assembly (``begin_assembly`` ... ``complete_assembly``): the parts of an object written
+over many requests go straight into one temp file at their offsets, each fsynced before
+``put_assembly_part`` returns; completion appends the trailer, fsyncs and renames, so no
+byte is copied.  ``destroy`` removes an unfinished one (it is a remnant of the key);
+``sweep_temp`` leaves it alone, since it may wait for its next part for hours: its
+owner's registry row decides when it goes.
 """
 
 from __future__ import annotations
@@ -34,8 +42,10 @@ import os
 import secrets
 import stat
 import struct
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -51,13 +61,22 @@ from .errors import (
     StorageUnavailable,
 )
 from .keys import validate_key, validate_metadata, validate_prefix
-from .types import NULL_VERSION, AbsenceProof, BlockedVersion, DestroyReport, ObjectInfo, StoredObject
+from .types import (
+    NULL_VERSION,
+    AbsenceProof,
+    AssemblyPart,
+    BlockedVersion,
+    DestroyReport,
+    ObjectInfo,
+    StoredObject,
+)
 
 log = logging.getLogger(__name__)
 
 MARKER_NAME = ".phigate-store.json"
 LAYOUT = "sha256-2x2-v1"
 TEMP_PREFIX = ".tmp-"
+ASSEMBLY_MARK = "asm-"
 _MAGIC = b"PHGSTOR1"
 _TAIL = struct.Struct(">Q8s")
 _MAX_TRAILER = 64 * 1024
@@ -146,6 +165,10 @@ class LocalObjectStore:
             log.warning("local object store root is accessible to group/others; expected mode 0700")
         self._verify_reads = verify_reads
         self._read_chunk = read_chunk_size
+        # SHA-256 of assemblies this process is writing: token -> (bytes hashed, state), so that
+        # completion need not read the file again; another process's completion does.
+        self._assembly_hashes: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._assembly_lock = threading.Lock()
         self._store_id = self._load_or_create_marker()
 
     # -- identity -----------------------------------------------------------------
@@ -315,6 +338,198 @@ class LocalObjectStore:
             if pool is not None:
                 pool.shutdown(wait=True)
         return size, hasher.hexdigest()
+
+    # -- assembly -------------------------------------------------------------------
+
+    @property
+    def min_part_size(self) -> int:
+        return 1
+
+    def _assembly_path(self, key: str, token: str) -> tuple[str, str]:
+        key = validate_key(key)
+        if not token or len(token) > 64 or not all(c in "0123456789abcdef" for c in token):
+            raise StorageError("malformed assembly token")
+        shard, _, digest = self._locate(key)
+        return shard, os.path.join(shard, f"{TEMP_PREFIX}{digest[:32]}-{ASSEMBLY_MARK}{token}")
+
+    def begin_assembly(self, key: str, metadata: Mapping[str, str] | None = None) -> str:
+        validate_metadata(metadata)
+        token = secrets.token_hex(16)
+        shard, path = self._assembly_path(key, token)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+        try:
+            try:
+                fd = os.open(path, flags, _FILE_MODE)
+            except FileNotFoundError:
+                self._ensure_dir(shard)
+                fd = os.open(path, flags, _FILE_MODE)
+            try:
+                os.fchmod(fd, _FILE_MODE)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(shard)
+        except PermissionError as exc:
+            raise StoragePermissionDenied(f"the local store refused to begin object {key}") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot begin object {key}") from exc
+        return token
+
+    def put_assembly_part(
+        self, key: str, token: str, number: int, offset: int, chunks: Iterable[bytes]
+    ) -> AssemblyPart:
+        _, path = self._assembly_path(key, token)
+        if number < 1 or offset < 0:
+            raise StorageError("part numbers start at 1 and offsets at 0")
+        with self._assembly_lock:
+            found = self._assembly_hashes.pop(token, None)
+        hasher = found[1] if found is not None and found[0] == offset else (hashlib.sha256() if offset == 0 else None)
+        try:
+            fd = os.open(path, os.O_WRONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot open object {key} being assembled") from exc
+        source = ChunkSource(chunks)
+        try:
+            # Written as the caller produces it (writeback started batch by batch), so the
+            # disk works while the caller still receives and encrypts the rest of the part.
+            size = self._write_at(fd, source, offset, hasher)
+            # Durable before the caller moves its offset: the part survives a crash from here on.
+            os.fdatasync(fd)
+        except OSError as exc:
+            if exc is source.error:
+                raise
+            raise StorageUnavailable(f"cannot write a part of object {key}") from exc
+        finally:
+            os.close(fd)
+        if hasher is not None:
+            with self._assembly_lock:
+                self._assembly_hashes[token] = (offset + size, hasher)
+                while len(self._assembly_hashes) > 256:
+                    self._assembly_hashes.popitem(last=False)
+        return AssemblyPart(number=number, offset=offset, size=size)
+
+    def _write_at(self, fd: int, chunks: Iterable[bytes], offset: int, hasher: Any) -> int:
+        """Write the chunks from `offset` in ~1 MiB batches; hash each batch in a worker while the next is written."""
+        at = offset
+        batch: builtins.list[bytes] = []
+        batch_len = 0
+        pending: Future[None] | None = None
+        pool: ThreadPoolExecutor | None = None
+        try:
+            for chunk in chunks:
+                if not chunk:
+                    continue
+                batch.append(bytes(chunk))
+                batch_len += len(chunk)
+                if batch_len < _WRITE_BLOCK and len(batch) < _MAX_IOV:
+                    continue
+                if pending is not None:
+                    pending.result()
+                if hasher is not None:
+                    if pool is None:
+                        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage-hash")
+                    pending = pool.submit(_hash_all, hasher, batch)
+                at += self._pwritev_all(fd, batch, at)
+                batch, batch_len = [], 0
+            if pending is not None:
+                pending.result()
+                pending = None
+            if batch:
+                if hasher is not None:
+                    _hash_all(hasher, batch)
+                at += self._pwritev_all(fd, batch, at)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+        return at - offset
+
+    @staticmethod
+    def _pwritev_all(fd: int, buffers: builtins.list[bytes], offset: int) -> int:
+        total = sum(len(b) for b in buffers)
+        written = os.pwritev(fd, buffers, offset)
+        if written < total:  # short write (rare on regular files): the rest, byte range by byte range
+            rest = memoryview(b"".join(buffers))[written:]
+            while rest:
+                n = os.pwrite(fd, rest, offset + written)
+                rest, written = rest[n:], written + n
+        _start_writeback(fd, offset, total)
+        return total
+
+    def complete_assembly(
+        self, key: str, token: str, parts: builtins.list[AssemblyPart], metadata: Mapping[str, str] | None = None
+    ) -> StoredObject:
+        shard, path = self._assembly_path(key, token)
+        meta = validate_metadata(metadata)
+        total = 0
+        for part in sorted(parts, key=lambda p: p.number):
+            if part.offset != total:
+                raise IntegrityError(f"the parts of object {key} are not contiguous")
+            total += part.size
+        final = os.path.join(shard, key.replace("/", "~"))
+        with self._assembly_lock:
+            found = self._assembly_hashes.pop(token, None)
+        try:
+            fd = os.open(path, os.O_RDWR | _O_NOFOLLOW | _O_CLOEXEC)
+        except FileNotFoundError:
+            return self._assembled(key, final, total)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot open object {key} being assembled") from exc
+        try:
+            if os.fstat(fd).st_size < total:
+                raise IntegrityError(f"object {key} is shorter than its parts")
+            os.ftruncate(fd, total)  # whatever a writer left past the last part is not the object's
+            if found is not None and found[0] == total:
+                sha = found[1].hexdigest()
+            else:  # parts written by another process: read (never rewrite) what they hold
+                hasher = hashlib.sha256()
+                for data in self._stream(os.dup(fd), key, 0, total, None):
+                    hasher.update(data)
+                sha = hasher.hexdigest()
+            trailer = json.dumps(
+                {"v": 1, "size": total, "sha256": sha, "metadata": meta}, separators=(",", ":"), sort_keys=True
+            ).encode()
+            self._pwritev_all(fd, [trailer, _TAIL.pack(len(trailer), _MAGIC)], total)
+            os.fsync(fd)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot complete object {key}") from exc
+        finally:
+            os.close(fd)
+        try:
+            os.replace(path, final)
+            _fsync_dir(shard)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot complete object {key}") from exc
+        return StoredObject(key=key, size=total, version_id=None, checksum=f"sha256:{sha}", parts=len(parts))
+
+    def _assembled(self, key: str, final: str, total: int) -> StoredObject:
+        """A completion already done (the first attempt's answer was lost): the object is there, of that size."""
+        try:
+            fd = os.open(final, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot open object {key}") from exc
+        try:
+            trailer = self._read_trailer(fd, os.fstat(fd).st_size, key)
+        finally:
+            os.close(fd)
+        if trailer["size"] != total:
+            raise IntegrityError(f"object {key} holds other parts than were named")
+        return StoredObject(key=key, size=total, version_id=None, checksum=f"sha256:{trailer['sha256']}")
+
+    def abort_assembly(self, key: str, token: str) -> None:
+        shard, path = self._assembly_path(key, token)
+        with self._assembly_lock:
+            self._assembly_hashes.pop(token, None)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot abort object {key}") from exc
+        _fsync_dir(shard)
 
     # -- read -----------------------------------------------------------------------
 
@@ -547,8 +762,8 @@ class LocalObjectStore:
             except FileNotFoundError:
                 continue
             for entry in entries:
-                if not entry.name.startswith(TEMP_PREFIX):
-                    continue
+                if not entry.name.startswith(TEMP_PREFIX) or f"-{ASSEMBLY_MARK}" in entry.name:
+                    continue  # an assembly waits for its next part as long as its owner lets it
                 try:
                     if entry.stat(follow_symlinks=False).st_mtime > cutoff:
                         continue  # may be an upload still in progress

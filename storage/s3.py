@@ -62,7 +62,7 @@ from .errors import (
     StorageUnavailable,
 )
 from .keys import validate_key, validate_metadata, validate_prefix
-from .types import AbsenceProof, BlockedVersion, DestroyReport, ObjectInfo, StoredObject
+from .types import AbsenceProof, AssemblyPart, BlockedVersion, DestroyReport, ObjectInfo, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -496,7 +496,7 @@ class S3ObjectStore:
         parts: list[dict[str, Any]],
         digests: list[bytes],
         total: int,
-        sha_hex: str,
+        sha_hex: str | None,
     ) -> StoredObject:
         resp = self._client.complete_multipart_upload(
             Bucket=self._bucket,
@@ -525,7 +525,79 @@ class S3ObjectStore:
         except IntegrityError:
             self._discard(key, version_id)
             raise
-        return StoredObject(key=key, size=total, version_id=version_id, checksum=f"sha256:{sha_hex}", parts=len(parts))
+        checksum = f"sha256:{sha_hex}" if sha_hex is not None else f"sha256-composite:{composite}-{len(parts)}"
+        return StoredObject(key=key, size=total, version_id=version_id, checksum=checksum, parts=len(parts))
+
+    # -- assembly (a multipart upload whose parts arrive over many requests and replicas) ----
+
+    @property
+    def min_part_size(self) -> int:
+        return MIN_PART_SIZE
+
+    def begin_assembly(self, key: str, metadata: Mapping[str, str] | None = None) -> str:
+        key = validate_key(key)
+        meta = validate_metadata(metadata)
+        try:
+            return self._create_upload(key, meta)
+        except (ClientError, BotoCoreError) as exc:
+            _raise(exc, key, "CreateMultipartUpload")
+
+    def put_assembly_part(
+        self, key: str, token: str, number: int, offset: int, chunks: Iterable[bytes]
+    ) -> AssemblyPart:
+        key = validate_key(key)
+        if not 1 <= number <= MAX_PARTS or offset < 0:
+            raise StorageError(f"part number {number} of {key} is outside 1..{MAX_PARTS}")
+        body = b"".join(chunks)
+        digests: list[bytes] = []
+        try:
+            sent = self._upload_part(key, token, number, body, digests)
+        except (ClientError, BotoCoreError) as exc:
+            _raise(exc, key, "UploadPart")
+        return AssemblyPart(
+            number=number, offset=offset, size=len(body), checksum=f"sha256:{digests[0].hex()}", etag=sent["ETag"]
+        )
+
+    def complete_assembly(
+        self, key: str, token: str, parts: builtins.list[AssemblyPart], metadata: Mapping[str, str] | None = None
+    ) -> StoredObject:
+        key = validate_key(key)
+        ordered = sorted(parts, key=lambda p: p.number)
+        total = 0
+        for part in ordered:
+            if part.offset != total or part.checksum is None or part.etag is None:
+                raise IntegrityError(f"the parts of object {key} are not contiguous or lack their digests")
+            total += part.size
+        digests = [bytes.fromhex(p.checksum.removeprefix("sha256:")) for p in ordered if p.checksum]
+        listed = [
+            {"PartNumber": p.number, "ETag": p.etag, "ChecksumSHA256": _b64(d)}
+            for p, d in zip(ordered, digests, strict=True)
+        ]
+        try:
+            return self._complete(key, token, listed, digests, total, None)
+        except ClientError as exc:
+            if _code(exc) != "NoSuchUpload":
+                _raise(exc, key, "CompleteMultipartUpload")
+            # Completed already (the first answer was lost): the object must be exactly these parts.
+            composite = _b64(hashlib.sha256(b"".join(digests)).digest())
+            try:
+                head = self._client.head_object(Bucket=self._bucket, Key=key, ChecksumMode="ENABLED")
+            except (ClientError, BotoCoreError) as again:
+                _raise(again, key, "HeadObject")
+            if head.get("ContentLength") != total or str(head.get("ChecksumSHA256", "")).split("-")[0] != composite:
+                raise IntegrityError(f"the multipart upload of {key} is gone and the object is not its parts") from None
+            return StoredObject(
+                key=key,
+                size=total,
+                version_id=head.get("VersionId"),
+                checksum=f"sha256-composite:{composite}-{len(ordered)}",
+                parts=len(ordered),
+            )
+        except BotoCoreError as exc:
+            _raise(exc, key, "CompleteMultipartUpload")
+
+    def abort_assembly(self, key: str, token: str) -> None:
+        self._abort(validate_key(key), token)
 
     def _discard(self, key: str, version_id: str | None) -> None:
         """Delete an object we just wrote that does not match what the caller sent."""

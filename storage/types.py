@@ -39,7 +39,8 @@ class StoredObject(_AsDict):
     """What ``put`` stored.
 
     ``checksum`` is ``"sha256:<hex>"`` of the whole object as streamed by the caller,
-    computed by this library; the backend confirmed the same bytes (see docs).
+    computed by this library; the backend confirmed the same bytes (see docs).  An
+    object assembled from parts on S3 has ``"sha256-composite:<hex>-<parts>"``.
     """
 
     key: str
@@ -47,6 +48,22 @@ class StoredObject(_AsDict):
     version_id: str | None
     checksum: str
     parts: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class AssemblyPart(_AsDict):
+    """One part of an object assembled in place (``put_assembly_part``), to name at ``complete_assembly``.
+
+    ``offset`` is where the part's bytes start in the object; ``checksum`` is
+    ``"sha256:<hex>"`` of the part (S3 checks it on arrival and in the composite) or
+    ``None`` where the backend keeps no per-part digest (local); ``etag`` is S3's.
+    """
+
+    number: int
+    offset: int
+    size: int
+    checksum: str | None = None
+    etag: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,3 +184,34 @@ class ObjectStore(Protocol):
     def sweep_temp(self, older_than: float) -> int:
         """Remove leftovers of interrupted puts older than ``older_than`` seconds."""
         ...
+
+
+@runtime_checkable
+class AssemblingStore(Protocol):
+    """Objects written in parts over many calls, by any process, then made whole without copying.
+
+    ``begin_assembly`` returns a token (S3: the multipart UploadId; local: the name of
+    the file being written) for the caller to record; ``put_assembly_part`` stores part
+    ``number`` at ``offset`` (consuming the chunks as they come; a failure of the caller's
+    iterator is raised unchanged) and returns only once it is durable; ``complete_assembly``
+    makes the parts the object (S3 CompleteMultipartUpload; local: the trailer written
+    and the file renamed), idempotently; ``abort_assembly`` (and ``destroy(key)``)
+    removes everything of an unfinished one.  Every part but the last must be at least
+    ``min_part_size`` bytes.  The caller sees to it that one writer at a time writes an
+    assembly (the gateway holds a lease on the upload).
+    """
+
+    @property
+    def min_part_size(self) -> int: ...
+
+    def begin_assembly(self, key: str, metadata: Mapping[str, str] | None = None) -> str: ...
+
+    def put_assembly_part(
+        self, key: str, token: str, number: int, offset: int, chunks: Iterable[bytes]
+    ) -> AssemblyPart: ...
+
+    def complete_assembly(
+        self, key: str, token: str, parts: list[AssemblyPart], metadata: Mapping[str, str] | None = None
+    ) -> StoredObject: ...
+
+    def abort_assembly(self, key: str, token: str) -> None: ...

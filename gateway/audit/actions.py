@@ -99,6 +99,10 @@ class Action(StrEnum):
     UPLOAD_USED = "upload.used", "A completed resumable upload became a file of a transfer."
     UPLOAD_CANCELLED = "upload.cancelled", "A sender cancelled an unfinished upload; what it stored was destroyed."
     UPLOAD_EXPIRED = "upload.expired", "An unfinished upload expired; what it stored was destroyed."
+    UPLOAD_OFFBOARDED = (
+        "upload.offboarded",
+        "An unfinished upload to or from a vendor being offboarded was destroyed with what it stored.",
+    )
     TRANSFER_FILE_STORED = "transfer.file.stored", "One file of a transfer was encrypted and stored."
     TRANSFER_UPLOAD_DENIED = "transfer.upload.denied", "An upload was refused (no active BAA, wrong partner)."
     TRANSFER_UPLOAD_FAILED = "transfer.upload.failed", "An upload failed part-way; nothing of it was kept."

@@ -40,6 +40,7 @@ from gateway.sealed.errors import IntegrityFailure, ObjectDestroyed, SealedError
 from gateway.sealed.keys import baa_copy_context, generation_of, transfer_file_context, upload_context
 from gateway.sealed.models import SealedKind, SealedObject, SealedState
 from storage import AbsenceProof, DeletionBlocked, DestroyReport, StorageError
+from storage import AssemblyPart as StoreAssemblyPart
 
 log = logging.getLogger("phigate.sealed")
 
@@ -264,18 +265,21 @@ def discard(c, pending: Iterable[Pending | SealedObject]) -> tuple[int, int]:
 # -- resumable objects -------------------------------------------------------------------
 #
 # An object written over many requests, possibly by several processes: its data key is
-# wrapped and recorded when it is begun (pending, held until it expires), and its
-# ciphertext arrives as parts, each a pending object of kind `upload_part` holding
-# whole segments sealed with `SegmentCipher`.  `assemble` joins header and parts into
-# the object itself; only ciphertext is ever copied.
+# wrapped and recorded when it is begun (pending, held until it expires), and the store
+# begins assembling it (S3: a multipart upload; local: a file written in place).  Whole
+# segments sealed with `SegmentCipher` go straight into it as parts; `complete_assembly`
+# makes the parts the object without copying a byte.  On a store with a minimum part
+# size a request's shorter tail is kept apart as a pending object of kind `upload_part`
+# (`write_part`) until a later request makes it the start of a part.
 
 
 @dataclass(frozen=True)
 class Resumable:
-    """A resumable object just begun: its row (pending, data key recorded) and its stream header."""
+    """A resumable object just begun: its row (pending, data key recorded), stream header and assembly token."""
 
     pending: Pending
     header: bytes
+    assembly: str
 
 
 def begin(c, spec: Spec, held_until: datetime) -> Resumable:
@@ -293,7 +297,15 @@ def begin(c, spec: Spec, held_until: datetime) -> Resumable:
         row = _pending_row(c, pending)
         row.wrapped_dek, row.key_version, row.held_until = wrapped.to_bytes(), wrapped.key_version, held_until
         db.add(row)
-    return Resumable(pending, header)
+    try:
+        token = c.store.begin_assembly(pending.object_key, {"format": OBJECT_FORMAT})
+    except BaseException as exc:
+        discard(c, [pending])
+        err = translate(exc)
+        if err is None:
+            raise
+        raise err from None
+    return Resumable(pending, header, token)
 
 
 def cipher(c, obj: SealedObject, header: bytes) -> SegmentCipher:
@@ -343,7 +355,7 @@ def hold(db: Session, ids: Iterable[str], until: datetime) -> None:
 
 
 def read_ciphertext(c, object_key: str) -> Iterator[bytes]:
-    """The stored ciphertext of a part, for re-deriving what it holds; storage errors as SealedErrors."""
+    """The stored ciphertext of a staged part; storage errors as SealedErrors."""
     try:
         yield from c.store.get(object_key)
     except BaseException as exc:
@@ -353,19 +365,48 @@ def read_ciphertext(c, object_key: str) -> Iterator[bytes]:
         raise err from None
 
 
-def assemble(c, obj: SealedObject, header: bytes, part_keys: list[str], plaintext_size: int, sha256: str) -> Sealed:
-    """Write the object itself from its header and parts (ciphertext only), for the owner to `commit`."""
+def write_assembly_part(
+    c, obj: SealedObject, token: str, number: int, offset: int, ciphertext: Iterable[bytes]
+) -> StoreAssemblyPart:
+    """Store part `number` of a resumable object at ciphertext `offset`; durable when this returns.
+
+    The ciphertext may be produced as the store takes it; a failure of the caller's
+    iterator (a refused first segment) is raised unchanged.
+    """
+    try:
+        return c.store.put_assembly_part(obj.object_key, token, number, offset, ciphertext)
+    except BaseException as exc:
+        err = translate(exc)
+        if err is None:
+            raise
+        raise err from None
+
+
+def complete_assembly(
+    c, obj: SealedObject, token: str, parts: list[StoreAssemblyPart], plaintext_size: int, sha256: str | None
+) -> Sealed:
+    """Make the parts the object itself (no byte copied), for the owner to `commit`.
+
+    `sha256` is the plaintext's, when the caller hashed every byte as it arrived; when the
+    parts came through several processes it is None, and the plaintext's SHA-256 is
+    re-derived here by reading (and verifying) the object once.
+    """
     wrapped_dek, key_version = obj.wrapped_dek, obj.key_version
     if wrapped_dek is None or key_version is None:  # as `cipher`: no data key, nothing can open it
         raise ObjectDestroyed()
-
-    def ciphertext() -> Iterator[bytes]:
-        yield header
-        for key in part_keys:
-            yield from c.store.get(key)
-
     try:
-        info = c.store.put(obj.object_key, ciphertext(), metadata={"format": OBJECT_FORMAT})
+        info = c.store.complete_assembly(obj.object_key, token, parts, {"format": OBJECT_FORMAT})
+        if sha256 is None:
+            context = obj.context or {}
+            dek = c.keys.unwrap(WrappedKey.from_bytes(wrapped_dek), context)
+            sha = hashlib.sha256()
+            size = 0
+            for chunk in decrypt_stream(c.store.get(obj.object_key), dek, context):
+                sha.update(chunk)
+                size += len(chunk)
+            if size != plaintext_size:
+                raise IntegrityFailure(reason="upload_size_mismatch")
+            sha256 = sha.hexdigest()
     except BaseException as exc:
         err = translate(exc)
         if err is None:
@@ -695,12 +736,12 @@ __all__ = [
     "SealedError",
     "Spec",
     "adopt",
-    "assemble",
     "baa_copy",
     "begin",
     "cipher",
     "claim",
     "commit",
+    "complete_assembly",
     "destroy_object",
     "discard",
     "erase",
@@ -720,5 +761,6 @@ __all__ = [
     "verify_absent",
     "wrapped_by_version",
     "write",
+    "write_assembly_part",
     "write_part",
 ]

@@ -2,9 +2,13 @@
 
 The upload records everything the transfer it becomes needs (partner, purpose, sealed
 note and file name, recipients), checked against every gate when it was created, and
-the durable offset: the plaintext bytes whose ciphertext is stored as kept parts.  The
-object itself and each part are rows of the sealed-object registry (kinds `upload` and
-`upload_part`), so fsck, rewrap and key destruction see an unfinished upload.
+the durable offset: the plaintext bytes whose ciphertext is stored.  The ciphertext goes
+straight into the object being assembled (`assembly`: the S3 multipart UploadId, or the
+local store's file), part by part (`AssemblyPart`, with S3's ETags); on a store whose
+parts have a minimum size (S3: 5 MiB) a shorter tail of a request is kept as a staged
+object (`UploadPart`) until the next request makes it a part.  The object and every
+staged tail are rows of the sealed-object registry (kinds `upload` and `upload_part`),
+so fsck, rewrap and key destruction see an unfinished upload.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class UploadState(str, enum.Enum):
     used = "used"  # part of a transfer now (transfer_id)
     cancelled = "cancelled"  # ended by its sender; everything stored destroyed
     expired = "expired"  # not finished or used in time; everything stored destroyed
+    offboarded = "offboarded"  # its vendor was offboarded first; everything stored destroyed
 
 
 class Upload(Base):
@@ -59,10 +64,32 @@ class Upload(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     transfer_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The store's token for the object being assembled (S3: the multipart UploadId).
+    assembly: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    # The request writing now (a lease: one writer at a time, renewed as it keeps parts).
+    writer: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    writer_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AssemblyPart(Base):
+    """A part written into the object itself: ciphertext [offset, offset + size) = segments from `first_segment`."""
+
+    __tablename__ = "upload_assembly_parts"
+
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
+    checksum: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    etag: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    first_segment: Mapped[int] = mapped_column(Integer)
+    segments: Mapped[int] = mapped_column(Integer)
+    start: Mapped[int] = mapped_column(BigInteger)
+    end: Mapped[int] = mapped_column(BigInteger)
 
 
 class UploadPart(Base):
-    """Kept ciphertext: segments [first_segment, first_segment + segments) = plaintext [start, end)."""
+    """A staged tail, stored apart: segments [first_segment, first_segment + segments) = plaintext [start, end)."""
 
     __tablename__ = "upload_parts"
 

@@ -5,17 +5,24 @@ Runs in worker threads; takes plain values and iterators of bytes, never HTTP ty
 How bytes become durable (docs/encrypted-object-format.md, "Resumable uploads"):
 
 * the object's data key is generated and wrapped when the upload is created and recorded on
-  its registry row, with its stream header on the upload, so any process can go on with it;
-* a PATCH seals whole segments as they arrive (crypto.SegmentCipher) and stores them in
-  parts of at most `PART_SEGMENTS` segments; a part is kept, and the durable offset moves,
-  in one transaction whose update is conditional on the offset it started from, so two
-  writers at the same offset cannot both win;
+  its registry row, with its stream header on the upload, and the store begins assembling
+  the object (S3: a multipart upload whose UploadId is on the upload; local: a file written
+  in place), so any process can go on with it;
+* a PATCH takes the upload's writer lease (one writer at a time: parts land at fixed
+  places), seals whole segments as they arrive (crypto.SegmentCipher) and writes them into
+  the object as parts of at most `PART_SEGMENTS` segments; a part is kept, and the durable
+  offset moves, in one transaction whose update is conditional on the offset it started
+  from and on the lease;
 * the offset therefore only ever stands on a segment boundary (or at the end of the file):
   bytes of an unfinished segment are held in memory only and dropped if the request ends,
-  and the answer tells the client where to resume.  Nothing unencrypted is ever written;
+  and the answer tells the client where to resume.  On S3 a request's tail shorter than a
+  part may be (5 MiB) is kept as a staged object of sealed segments until the next request
+  starts its first part with it.  Nothing unencrypted is ever written;
+* completion makes the parts the object without copying a byte (CompleteMultipartUpload;
+  locally the trailer written and the file renamed);
 * the SHA-256 of the plaintext is exact: the process that kept the last part keeps the hash
-  state in memory and goes on with it; any other process (another replica, a restart)
-  re-derives it by decrypting the kept parts, which it needs the key for anyway.
+  state in memory and goes on with it; when a PATCH lands on another process (a replica, a
+  restart) the hash is re-derived at completion by reading the object once.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ import binascii
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -35,7 +43,6 @@ from typing import cast
 from sqlalchemy import CursorResult, delete, func, select, update
 
 from crypto import CryptoError, seal, unseal
-from crypto.stream import TAG_SIZE as _TAG
 from gateway import clock, filetypes, metrics
 from gateway.audit.actions import Action
 from gateway.audit.service import Actor, record_event
@@ -58,11 +65,13 @@ from gateway.transfers.upload import (
     note_context,
     record_transfer,
 )
-from gateway.uploads.models import Upload, UploadPart, UploadState
+from gateway.uploads.models import AssemblyPart, Upload, UploadPart, UploadState
+from storage import AssemblyPart as StorePart
 
 log = logging.getLogger("phigate.uploads")
 
-PART_SEGMENTS = 8  # segments per stored part: 8 MiB of ciphertext in memory at most per PATCH
+PART_SEGMENTS = 8  # segments per part written: 8 MiB of ciphertext in memory at most per PATCH
+LEASE = timedelta(seconds=60)  # how long a writer that died keeps others from an upload
 MAX_METADATA_BYTES = 8192
 MAX_RECIPIENTS = 100
 CHECKSUM_ALGORITHMS = ("sha256",)
@@ -91,6 +100,12 @@ class ChecksumMismatch(GatewayError):
     status = 460
     code = "checksum_mismatch"
     message = "The data does not match its Upload-Checksum; nothing of this request was kept."
+
+
+class UploadLocked(GatewayError):
+    status = 423
+    code = "upload_locked"
+    message = "Another request is writing this upload; wait a moment, ask for its offset (HEAD) and resume."
 
 
 class UploadLimit(GatewayError):
@@ -150,6 +165,11 @@ def find(db, principal: Principal, upload_id: str) -> Upload:
     up = db.scalar(select(Upload).where(Upload.id == upload_id, Upload.user_id == principal.user.id))
     if up is None or up.state in (UploadState.cancelled, UploadState.used):
         raise NotFound("No such upload.", code="upload_not_found")
+    if up.state == UploadState.offboarded:
+        raise UploadGone(
+            "This upload was ended when its vendor was offboarded; what it held was destroyed.",
+            code="upload_offboarded",
+        )
     if up.state == UploadState.expired or up.expires_at <= clock.now():
         raise UploadGone()
     return up
@@ -253,6 +273,7 @@ def create(c: Components, principal: Principal, meta: dict[str, str], length: in
         key_id=key_id,
         sealed_id=begun.pending.id,
         stream_header=begun.header,
+        assembly=begun.assembly,
         length=length,
         received=0,
         state=UploadState.open,
@@ -305,16 +326,6 @@ class _Hashes:
 _HASHES = _Hashes()
 
 
-@dataclass
-class _Part:
-    pending: sealed.Pending
-    size: int
-    first_segment: int
-    segments: int
-    start: int
-    end: int
-
-
 def checksum_of(header: str | None) -> tuple[str, bytes] | None:
     """`Upload-Checksum: sha256 <base64>` as (algorithm, digest); 400 for anything else."""
     if header is None:
@@ -329,6 +340,98 @@ def checksum_of(header: str | None) -> tuple[str, bytes] | None:
     if len(digest) != 32:
         raise InvalidInput("Upload-Checksum is not a SHA-256 digest.", code="invalid_checksum")
     return algorithm, digest
+
+
+# -- the writer's lease ------------------------------------------------------------------
+
+
+class _Lease:
+    """One request writes an upload at a time: parts go into the object itself at fixed places,
+    so two writers at one offset would overwrite each other's bytes before either could lose
+    the race on the offset.  Claimed on the upload row, renewed as parts are kept, released
+    at the end; a writer that died holds it until `LEASE` has passed."""
+
+    def __init__(self, c, up: Upload, offset: int):
+        self.c, self.upload_id, self.id = c, up.id, new_id()
+        now = clock.now()
+        with c.db.transaction() as db:
+            claimed = cast(
+                CursorResult,
+                db.execute(
+                    update(Upload)
+                    .where(
+                        Upload.id == up.id,
+                        Upload.state == UploadState.open,
+                        Upload.received == offset,
+                        (Upload.writer.is_(None)) | (Upload.writer_until < now),
+                    )
+                    .values(writer=self.id, writer_until=now + LEASE)
+                    .execution_options(synchronize_session=False)
+                ),
+            ).rowcount
+            if not claimed:
+                current = db.get_one(Upload, up.id)
+                db.refresh(current)
+                if current.state != UploadState.open or current.received != offset:
+                    raise OffsetMismatch(headers={"Upload-Offset": str(current.received)})
+                raise UploadLocked(headers={"Upload-Offset": str(current.received)})
+            # What is kept so far, read under the lease (so nobody adds to it meanwhile), in the same transaction.
+            self.parts = db.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(AssemblyPart.size), 0),
+                    func.coalesce(func.sum(AssemblyPart.end - AssemblyPart.start), 0),
+                ).where(AssemblyPart.upload_id == up.id)
+            ).one()
+            self.tail = db.execute(
+                select(
+                    UploadPart.sealed_id,
+                    UploadPart.object_key,
+                    UploadPart.segments,
+                    UploadPart.start,
+                    UploadPart.end,
+                    UploadPart.ciphertext_size,
+                ).where(UploadPart.upload_id == up.id)
+            ).first()
+        self.renewed = time.monotonic()
+        self.held = True
+
+    def values(self) -> dict:
+        """Columns that renew the lease, for the update that keeps parts."""
+        self.renewed = time.monotonic()
+        return {"writer_until": clock.now() + LEASE}
+
+    def renew_if_due(self) -> None:
+        """Before storing a part: make sure the lease is still ours, with time to spare."""
+        if time.monotonic() - self.renewed < LEASE.total_seconds() / 3:
+            return
+        with self.c.db.transaction() as db:
+            renewed = cast(
+                CursorResult,
+                db.execute(
+                    update(Upload)
+                    .where(Upload.id == self.upload_id, Upload.writer == self.id, Upload.state == UploadState.open)
+                    .values(**self.values())
+                    .execution_options(synchronize_session=False)
+                ),
+            ).rowcount
+        if not renewed:
+            raise OffsetMismatch("Another request moved this upload on; ask for its offset (HEAD) and resume.")
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        with self.c.db.transaction() as db:
+            db.execute(
+                update(Upload)
+                .where(Upload.id == self.upload_id, Upload.writer == self.id)
+                .values(writer=None, writer_until=None)
+                .execution_options(synchronize_session=False)
+            )
+
+
+# -- appending ---------------------------------------------------------------------------
 
 
 def append(
@@ -353,178 +456,326 @@ def append(
         raise OffsetMismatch(headers={"Upload-Offset": str(up.received)})
     if declared is not None and offset + declared > up.length:
         raise PastLength()
-    cipher = sealed.cipher(c, obj, up.stream_header)
-    sha = _HASHES.take(up.id, offset) or _rederive(c, up, cipher)
-    writer = _Writer(c, up, obj, cipher, sha, offset)
-    verifier = hashlib.sha256() if checksum is not None else None
+    if up.assembly is None:  # begun before uploads were assembled in place: cannot go on
+        raise UploadGone()
+    lease = _Lease(c, up, offset)
     try:
-        for chunk in chunks:
-            room = up.length - writer.position - len(writer.buffer)
-            if verifier is not None:
-                verifier.update(chunk)
-            writer.feed(chunk[:room], keep=verifier is None)
-            if len(chunk) > room:
-                raise PastLength()
-        if verifier is not None and checksum is not None and verifier.digest() != checksum[1]:
-            raise ChecksumMismatch()
-        writer.flush(keep=True)
-    except BaseException as exc:
-        if verifier is None and _is_input_stop(exc):
-            # The link dropped or the client sent too much: keep every whole segment that arrived.
-            try:
-                writer.flush(keep=True)
-            except Exception:  # noqa: BLE001 - the request's own error is what the client must see
-                log.warning("could not keep what arrived before an upload stopped")
-        writer.discard()
-        raise
-    if writer.position == up.length:
-        return complete(c, up.id, sha=writer.sha)
-    with c.db.snapshot() as db:
-        return db.get_one(Upload, up.id)
+        cipher = sealed.cipher(c, obj, up.stream_header)
+        # The hash goes on in the process that kept the last part; elsewhere it is re-derived at completion.
+        sha = _HASHES.take(up.id, offset) or (hashlib.sha256() if offset == 0 else None)
+        writer = _Writer(c, up, obj, cipher, sha, offset, lease)
+        body = _Body(chunks, up.length - offset, checksum)
+        try:
+            writer.run(body, keep=checksum is None)
+            if body.stopped is None:
+                writer.keep()  # with a checksum: all of the request, now that it matched
+        except BaseException:
+            writer.discard()
+            raise
+        if body.stopped is not None:
+            writer.discard()  # with a checksum nothing of the request was kept; without one, this is a no-op
+            raise body.stopped
+        if writer.position == up.length:
+            return complete(c, up.id, sha=writer.sha, lease=lease)
+    finally:
+        lease.release()
+    up.received, up.file_type = writer.kept, writer.file_type  # as the last keep wrote them
+    return up
 
 
-def _is_input_stop(exc: BaseException) -> bool:
-    return isinstance(exc, PastLength) or not isinstance(exc, GatewayError | SealedError | CryptoError)
+class _Body:
+    """The request's plaintext, bounded by the upload's length and checked against its checksum.
+
+    A body that stops early (the link dropped), goes past the length or does not match
+    its checksum ends the iteration quietly and is recorded in `stopped`: the writer
+    keeps the whole segments that came (without a checksum) and the error is then raised.
+    """
+
+    def __init__(self, chunks: Iterable[bytes], room: int, checksum: tuple[str, bytes] | None):
+        self._chunks, self._room, self._checksum = chunks, room, checksum
+        self._verifier = hashlib.sha256() if checksum is not None else None
+        self.stopped: BaseException | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._chunks:
+                if self._verifier is not None:
+                    self._verifier.update(chunk)
+                if len(chunk) > self._room:
+                    if self._room:
+                        yield chunk[: self._room]
+                    self.stopped = PastLength()
+                    return
+                self._room -= len(chunk)
+                yield chunk
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            if isinstance(exc, GatewayError) and not isinstance(exc, PastLength):
+                raise
+            self.stopped = exc
+            return
+        if self._verifier is not None and self._checksum is not None and self._verifier.digest() != self._checksum[1]:
+            self.stopped = ChecksumMismatch()
+
+
+@dataclass
+class _Stored:
+    """Ciphertext of segments [first_segment, +segments) = plaintext [start, end), stored but not yet kept:
+    a part of the object (`part`) or a staged tail stored apart (`staged`)."""
+
+    first_segment: int
+    segments: int
+    start: int
+    end: int
+    part: StorePart | None = None
+    staged: sealed.Pending | None = None
+    staged_size: int = 0
 
 
 class _Writer:
-    """Seals whole segments as plaintext arrives, stores them as parts, keeps parts (moves the offset)."""
+    """Seals whole segments as plaintext arrives and writes them into the object as parts; keeps them (moves the offset).
 
-    def __init__(self, c, up: Upload, obj: SealedObject, cipher, sha, offset: int):
-        self.c, self.up, self.obj, self.cipher, self.sha = c, up, obj, cipher, sha
+    A part holds at most `PART_SEGMENTS` segments.  Where the store takes parts of any
+    size (local), a part's segments go to the store as they are sealed, so the disk writes
+    while the rest of the part arrives.  Where it has a minimum (S3: 5 MiB), a part is
+    sealed in memory first; a request's tail shorter than the minimum (and not the end of
+    the file) is stored apart as a staged object, kept like a part, and the next request,
+    on any process, starts its first part with it.
+    """
+
+    def __init__(self, c, up: Upload, obj: SealedObject, cipher, sha, offset: int, lease: _Lease):
+        self.c, self.up, self.obj, self.cipher, self.sha, self.lease = c, up, obj, cipher, sha, lease
         self.seg = cipher.segment_size
+        self.min_part = c.store.min_part_size
         self.position = offset  # plaintext sealed so far (whole segments, or up to the end)
         self.kept = offset  # plaintext durably kept
-        self.buffer = bytearray()  # plaintext of the segment being filled (memory only)
-        self.sealed: list[bytes] = []
-        self.sealed_from = offset
-        self.segments = 0
-        self.unkept: list[_Part] = []
+        self.unkept: list[_Stored] = []
         self.file_type = up.file_type
+        count, ciphertext, plaintext = (int(n) for n in lease.parts)  # PostgreSQL sums bigints as numeric
+        self.tail = lease.tail  # a staged tail (its columns), if the last request left one
+        self.number = count + 1  # the next part's number
+        self.ct_offset = ciphertext  # where it starts in the object
+        if plaintext + (self.tail.end - self.tail.start if self.tail else 0) != offset:
+            raise IntegrityFailure(reason="upload_parts_not_contiguous")
+        self.consumed = None  # the staged tail, once a part holding it is written
 
-    def feed(self, chunk: bytes, *, keep: bool) -> None:
-        self.buffer += chunk
-        _UPLOADED.inc(len(chunk))
-        while len(self.buffer) >= self.seg or (self.buffer and self.position + len(self.buffer) == self.up.length):
-            take = min(self.seg, len(self.buffer))
-            plaintext = bytes(self.buffer[:take])
-            del self.buffer[:take]
-            self._seal(plaintext)
-            if self.segments >= PART_SEGMENTS:
-                self._store()
-                if keep:
-                    self._keep()
+    # -- sealing
 
-    def _seal(self, plaintext: bytes) -> None:
+    def _segments(self, body: Iterable[bytes]) -> Iterator[list[bytes]]:
+        """Ciphertext of each whole segment of the body, sealed as its bytes arrive (a partial one is dropped).
+
+        A segment is sealed from the pieces of the chunks that hold it, never copied into one buffer.
+        """
+        pieces: list[memoryview] = []
+        held = 0
+        for chunk in body:
+            _UPLOADED.inc(len(chunk))
+            view = memoryview(chunk)
+            while view:
+                size = min(self.seg, self.up.length - self.position)  # of the segment being filled
+                if size <= 0:  # the body is bounded by the length: never past the end
+                    raise PastLength()
+                pieces.append(view[: size - held])
+                held += len(pieces[-1])
+                view = view[len(pieces[-1]) :]
+                if held == size:
+                    out = self._seal(pieces)
+                    pieces, held = [], 0
+                    yield out
+
+    def _seal(self, pieces: list[memoryview]) -> list[bytes]:
         index = self.position // self.seg
+        size = sum(len(p) for p in pieces)
         if index == 0:
             # The content sniff, on the first bytes, before anything of them is stored.
-            self.file_type = filetypes.check(
-                self.up.extension, plaintext[: filetypes.SNIFF_BYTES], self.c.settings.allowed_file_types
-            )
-        last = self.position + len(plaintext) == self.up.length
-        self.sealed += self.cipher.seal(index, plaintext, last)
-        self.sha.update(plaintext)
-        self.position += len(plaintext)
-        self.segments += 1
+            head = b"".join(pieces)[: filetypes.SNIFF_BYTES]
+            self.file_type = filetypes.check(self.up.extension, head, self.c.settings.allowed_file_types)
+        last = self.position + size == self.up.length
+        ciphertext = self.cipher.seal_pieces(index, pieces, last)
+        if self.sha is not None:
+            for p in pieces:
+                self.sha.update(p)
+        self.position += size
+        return ciphertext
 
-    def _store(self) -> None:
-        if not self.segments:
-            return
-        part, size = sealed.write_part(self.c, self.obj, self.sealed)
-        self.unkept.append(
-            _Part(part, size, self.sealed_from // self.seg, self.segments, self.sealed_from, self.position)
+    # -- writing
+
+    def run(self, body: Iterable[bytes], *, keep: bool) -> None:
+        """Seal and write the whole body as parts, keeping each as it is written when `keep`."""
+        segments = self._segments(body)
+        first = next(segments, None)
+        while first is not None:
+            held = [first]
+            first = self._stage_or_write(segments, held) if self.min_part > 1 else self._stream_part(segments, held)
+            if keep:
+                # The request's last keep also ends its lease (one transaction less), unless it completes the upload.
+                self.keep(release=first is None and self.position < self.up.length)
+
+    def _stream_part(self, segments: Iterator[list[bytes]], held: list) -> list[bytes] | None:
+        """One part straight to the store, its segments sealed as the store takes them; returns the next segment."""
+        begin = self.kept_end()
+        index = begin // self.seg
+        count = [0]  # segments in this part, as the store takes them
+
+        def pieces() -> Iterator[bytes]:
+            if index == 0:
+                yield self.up.stream_header
+            yield from held[0]
+            count[0] = 1
+            while count[0] < PART_SEGMENTS:
+                piece = next(segments, None)
+                if piece is None:
+                    return
+                # A slow link may take longer than the lease to bring a part: still ours before each write?
+                self.lease.renew_if_due()
+                count[0] += 1
+                yield from piece
+
+        self.lease.renew_if_due()
+        part = sealed.write_assembly_part(
+            self.c, self.obj, self.up.assembly or "", self.number, self.ct_offset, pieces()
         )
-        self.sealed, self.segments, self.sealed_from = [], 0, self.position
+        self._written(part, index, count[0], begin)
+        return next(segments, None) if count[0] >= PART_SEGMENTS else None
 
-    def _keep(self) -> None:
+    def _stage_or_write(self, segments: Iterator[list[bytes]], held: list) -> list[bytes] | None:
+        """One part sealed in memory (the staged tail first), written as a part, or staged if too short to be one."""
+        begin = self.tail.start if self.tail is not None else self.kept_end()
+        index = begin // self.seg
+        ciphertext: list[bytes] = []
+        count = 0
+        if self.tail is not None:
+            ciphertext = list(sealed.read_ciphertext(self.c, self.tail.object_key))
+            if sum(len(b) for b in ciphertext) != self.tail.ciphertext_size:
+                raise IntegrityFailure(reason="upload_part_corrupt")
+            count = self.tail.segments
+        ciphertext += held[0]
+        count += 1
+        nxt = None
+        while count < PART_SEGMENTS:
+            piece = next(segments, None)
+            if piece is None:
+                break
+            ciphertext += piece
+            count += 1
+        else:
+            nxt = next(segments, None)
+        size = sum(len(b) for b in ciphertext) + (len(self.up.stream_header) if index == 0 else 0)
+        self.lease.renew_if_due()
+        if size < self.min_part and self.position < self.up.length:
+            pending, stored = sealed.write_part(self.c, self.obj, ciphertext)
+            self.unkept.append(_Stored(index, count, begin, self.position, staged=pending, staged_size=stored))
+        else:
+            body = [self.up.stream_header, *ciphertext] if index == 0 else ciphertext
+            part = sealed.write_assembly_part(
+                self.c, self.obj, self.up.assembly or "", self.number, self.ct_offset, body
+            )
+            self._written(part, index, count, begin)
+        if self.tail is not None:
+            self.consumed, self.tail = self.tail, None
+        return nxt
+
+    def kept_end(self) -> int:
+        """Plaintext offset where the next part starts: after what is kept and what this request wrote."""
+        return self.unkept[-1].end if self.unkept else self.kept
+
+    def _written(self, part: StorePart, index: int, count: int, begin: int) -> None:
+        self.unkept.append(_Stored(index, count, begin, self.position, part=part))
+        self.number += 1
+        self.ct_offset += part.size
+
+    def keep(self, *, release: bool = False) -> None:
+        """Move the durable offset over every part and staged tail this request wrote (one transaction)."""
         if not self.unkept:
             return
-        up, parts = self.up, self.unkept
+        up, stored = self.up, self.unkept
+        consumed = self.consumed
         with self.c.db.transaction() as db:
             moved = cast(
                 CursorResult,
                 db.execute(
                     update(Upload)
-                    .where(Upload.id == up.id, Upload.received == self.kept, Upload.state == UploadState.open)
-                    .values(received=parts[-1].end, file_type=self.file_type)
+                    .where(
+                        Upload.id == up.id,
+                        Upload.received == self.kept,
+                        Upload.state == UploadState.open,
+                        Upload.writer == self.lease.id,
+                    )
+                    .values(
+                        received=stored[-1].end,
+                        file_type=self.file_type,
+                        **({"writer": None, "writer_until": None} if release else self.lease.values()),
+                    )
                     .execution_options(synchronize_session=False)
                 ),
             ).rowcount
             if moved != 1:
                 raise OffsetMismatch("Another request moved this upload on; ask for its offset (HEAD) and resume.")
-            sealed.hold(db, [p.pending.id for p in parts], up.expires_at)
-            for p in parts:
-                db.add(
-                    UploadPart(
-                        sealed_id=p.pending.id,
-                        upload_id=up.id,
-                        object_key=p.pending.object_key,
-                        first_segment=p.first_segment,
-                        segments=p.segments,
-                        start=p.start,
-                        end=p.end,
-                        ciphertext_size=p.size,
+            staged = [s.staged.id for s in stored if s.staged is not None]
+            if staged:
+                sealed.hold(db, staged, up.expires_at)
+            if consumed is not None:
+                db.execute(delete(UploadPart).where(UploadPart.sealed_id == consumed.sealed_id))
+            for s in stored:
+                if s.part is not None:
+                    db.add(
+                        AssemblyPart(
+                            upload_id=up.id,
+                            number=s.part.number,
+                            offset=s.part.offset,
+                            size=s.part.size,
+                            checksum=s.part.checksum,
+                            etag=s.part.etag,
+                            first_segment=s.first_segment,
+                            segments=s.segments,
+                            start=s.start,
+                            end=s.end,
+                        )
                     )
-                )
-        self.kept, self.unkept = parts[-1].end, []
-        _HASHES.put(up.id, self.kept, self.sha)
-
-    def flush(self, *, keep: bool) -> None:
-        self._store()
-        if keep:
-            self._keep()
+                elif s.staged is not None:
+                    db.add(
+                        UploadPart(
+                            sealed_id=s.staged.id,
+                            upload_id=up.id,
+                            object_key=s.staged.object_key,
+                            first_segment=s.first_segment,
+                            segments=s.segments,
+                            start=s.start,
+                            end=s.end,
+                            ciphertext_size=s.staged_size,
+                        )
+                    )
+        self.kept, self.unkept, self.consumed = stored[-1].end, [], None
+        self.lease.held = self.lease.held and not release
+        if consumed is not None:
+            _destroy_staged(self.c, [consumed.sealed_id])
+        if self.sha is not None:
+            _HASHES.put(up.id, self.kept, self.sha)
 
     def discard(self) -> None:
-        """Destroy parts stored by this request and not kept (never raises for storage)."""
-        sealed.discard(self.c, [p.pending for p in self.unkept])
+        """Destroy staged tails stored by this request and not kept (never raises for storage).
+
+        Parts written into the object and not kept need no removal: the next writer writes
+        over them, and completion names only kept parts (S3 drops the others; the local file
+        is cut at the last one).
+        """
+        sealed.discard(self.c, [s.staged for s in self.unkept if s.staged is not None])
         self.unkept = []
 
 
-def _kept_parts(c, upload_id: str) -> list[UploadPart]:
+def _destroy_staged(c, sealed_ids: list[str]) -> None:
+    """Storage first; a staged tail it cannot remove stays pending (held) and fsck removes it when that lapses."""
     with c.db.snapshot() as db:
-        return list(
-            db.scalars(select(UploadPart).where(UploadPart.upload_id == upload_id).order_by(UploadPart.first_segment))
-        )
-
-
-def _rederive(c, up: Upload, cipher) -> object:
-    """The SHA-256 state at the upload's offset, from its kept parts (decrypted part by part, in memory)."""
-    sha = hashlib.sha256()
-    seg = cipher.segment_size
-    at = 0
-    for part in _kept_parts(c, up.id):
-        if part.start != at or part.first_segment * seg != part.start:
-            raise IntegrityFailure(reason="upload_parts_not_contiguous")
-        # Segment by segment as the store streams it: a part may hold a whole PATCH of hundreds of MiB.
-        chunks = sealed.read_ciphertext(c, part.object_key)
-        pending = bytearray()
-        for index in range(part.first_segment, part.first_segment + part.segments):
-            size = min(seg, up.length - index * seg)
-            while len(pending) < size + _TAG:
-                chunk = next(chunks, None)
-                if chunk is None:
-                    raise IntegrityFailure(reason="upload_part_corrupt")
-                pending += chunk
-            try:
-                sha.update(cipher.open(index, bytes(pending[: size + _TAG]), index * seg + size == up.length))
-            except CryptoError:
-                raise IntegrityFailure(reason="upload_part_corrupt") from None
-            del pending[: size + _TAG]
-        held = sum(min(seg, up.length - i * seg) for i in range(part.first_segment, part.first_segment + part.segments))
-        if pending or next(chunks, None) or min(part.end, up.length) != part.start + held:
-            raise IntegrityFailure(reason="upload_part_corrupt")
-        at = part.end
-    if at != up.received:
-        raise IntegrityFailure(reason="upload_parts_not_contiguous")
-    return sha
+        rows = [db.get(SealedObject, i) for i in sealed_ids]
+    sealed.discard(c, [r for r in rows if r is not None])
 
 
 # -- completing --------------------------------------------------------------------------
 
 
-def complete(c: Components, upload_id: str, *, sha=None) -> Upload:
-    """Assemble a fully received upload into its object (stored) and destroy its parts; idempotent."""
+def complete(c: Components, upload_id: str, *, sha=None, lease: _Lease | None = None) -> Upload:
+    """Make a fully received upload's parts its object (stored), without copying; idempotent."""
     with c.db.snapshot() as db:
         up = db.get_one(Upload, upload_id)
         obj = db.get_one(SealedObject, up.sealed_id)
@@ -532,43 +783,70 @@ def complete(c: Components, upload_id: str, *, sha=None) -> Upload:
         return up
     if up.received != up.length:
         raise InvalidInput("This upload is not finished yet.", code="upload_unfinished")
-    parts = _kept_parts(c, up.id)
-    if sha is None:
-        sha = _rederive(c, up, sealed.cipher(c, obj, up.stream_header))
-    written = sealed.assemble(c, obj, up.stream_header, [p.object_key for p in parts], up.length, sha.hexdigest())
-    with c.db.transaction() as db:
-        done = cast(
-            CursorResult,
-            db.execute(
-                update(Upload)
-                .where(Upload.id == up.id, Upload.state == UploadState.open)
-                .values(state=UploadState.complete, sha256=written.sha256, completed_at=clock.now())
-                .execution_options(synchronize_session=False)
-            ),
-        ).rowcount
-        if done == 1:
-            sealed.commit(db, [written])
-            db.execute(delete(UploadPart).where(UploadPart.upload_id == up.id))
-            record_event(
-                db,
-                Action.UPLOAD_COMPLETED,
-                actor=Actor(up.user_id),
-                target_type="upload",
-                target_id=up.id,
-                target_org_id=up.practice_id,
-                details={"vendor_id": up.vendor_id, "size": up.length, "sha256": written.sha256, "file_id": up.file_id},
+    if up.assembly is None:
+        raise UploadGone()
+    own = lease is None
+    if lease is None:
+        lease = _Lease(c, up, up.length)
+    try:
+        with c.db.snapshot() as db:
+            parts = list(
+                db.scalars(select(AssemblyPart).where(AssemblyPart.upload_id == up.id).order_by(AssemblyPart.number))
             )
-    if done == 1:
-        _destroy_parts(c, parts)
+            tails = list(db.scalars(select(UploadPart.sealed_id).where(UploadPart.upload_id == up.id)))
+        if sum(p.end - p.start for p in parts) != up.length:
+            raise IntegrityFailure(reason="upload_parts_not_contiguous")
+        written = sealed.complete_assembly(
+            c,
+            obj,
+            up.assembly,
+            [StorePart(p.number, p.offset, p.size, p.checksum, p.etag) for p in parts],
+            up.length,
+            sha.hexdigest() if sha is not None else None,
+        )
+        with c.db.transaction() as db:
+            done = cast(
+                CursorResult,
+                db.execute(
+                    update(Upload)
+                    .where(Upload.id == up.id, Upload.state == UploadState.open, Upload.writer == lease.id)
+                    .values(
+                        state=UploadState.complete,
+                        sha256=written.sha256,
+                        completed_at=clock.now(),
+                        writer=None,
+                        writer_until=None,
+                    )
+                    .execution_options(synchronize_session=False)
+                ),
+            ).rowcount
+            if done == 1:
+                lease.held = False
+                sealed.commit(db, [written])
+                db.execute(delete(AssemblyPart).where(AssemblyPart.upload_id == up.id))
+                db.execute(delete(UploadPart).where(UploadPart.upload_id == up.id))
+                record_event(
+                    db,
+                    Action.UPLOAD_COMPLETED,
+                    actor=Actor(up.user_id),
+                    target_type="upload",
+                    target_id=up.id,
+                    target_org_id=up.practice_id,
+                    details={
+                        "vendor_id": up.vendor_id,
+                        "size": up.length,
+                        "sha256": written.sha256,
+                        "file_id": up.file_id,
+                        "parts": len(parts),
+                    },
+                )
+        if done == 1 and tails:
+            _destroy_staged(c, tails)  # none in the normal course: the last part takes the staged tail in
+    finally:
+        if own:
+            lease.release()
     with c.db.snapshot() as db:
         return db.get_one(Upload, up.id)
-
-
-def _destroy_parts(c, parts: list[UploadPart]) -> None:
-    """Storage first; a part it cannot remove stays pending (held) and fsck removes it when that lapses."""
-    with c.db.snapshot() as db:
-        rows = [db.get(SealedObject, p.sealed_id) for p in parts]
-    sealed.discard(c, [r for r in rows if r is not None])
 
 
 # -- ending ------------------------------------------------------------------------------
@@ -581,7 +859,15 @@ def cancel(c: Components, principal: Principal, upload_id: str) -> None:
     _end(c, up, UploadState.cancelled, principal.actor, Action.UPLOAD_CANCELLED)
 
 
-def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action) -> bool:
+@dataclass(frozen=True)
+class _Ended:
+    removed: int
+    left: int
+    aborted: int
+
+
+def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action, details: dict | None = None) -> _Ended | None:
+    """End an upload still open or complete (None if another request ended it first) and destroy what it stored."""
     with c.db.transaction() as db:
         done = cast(
             CursorResult,
@@ -593,7 +879,7 @@ def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action) -> boo
             ),
         ).rowcount
         if not done:
-            return False
+            return None
         objects = list(
             db.scalars(
                 select(SealedObject).where(
@@ -606,10 +892,12 @@ def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action) -> boo
         for row in objects:
             row.state, row.destroying_at = SealedState.destroying, clock.now()
         db.execute(delete(UploadPart).where(UploadPart.upload_id == up.id))
-    removed = left = 0
+        db.execute(delete(AssemblyPart).where(AssemblyPart.upload_id == up.id))
+    removed = left = aborted = 0
     for row in objects:
         try:
-            sealed.destroy_object(c, row)
+            # The object's key names its assembly too: S3 aborts the multipart upload, the local store removes its file.
+            aborted += sealed.destroy_object(c, row).report.uploads_aborted
             removed += 1
         except SealedError:
             left += 1  # stays `destroying`: fsck --repair finishes it
@@ -627,9 +915,11 @@ def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action) -> boo
                 "length": up.length,
                 "objects_removed": removed,
                 "objects_left_for_fsck": left,
+                "multipart_uploads_aborted": aborted,
+                **(details or {}),
             },
         )
-    return True
+    return _Ended(removed, left, aborted)
 
 
 def expire(c: Components) -> int:
@@ -648,7 +938,45 @@ def expire(c: Components) -> int:
         if not batch:
             return ended
         for up in batch:
-            ended += _end(c, up, UploadState.expired, Actor(), Action.UPLOAD_EXPIRED)
+            ended += _end(c, up, UploadState.expired, Actor(), Action.UPLOAD_EXPIRED) is not None
+
+
+@dataclass
+class Offboarded:
+    """What offboarding a vendor did to its unfinished uploads (for the run report)."""
+
+    uploads: int = 0
+    bytes_received: int = 0
+    objects_left_for_fsck: int = 0
+    multipart_uploads_aborted: int = 0
+
+
+def destroy_for_offboarding(c: Components, actor: Actor, vendor_id: str, jobs: dict[str, str]) -> Offboarded:
+    """Destroy every unfinished upload between the vendor and these practices (practice id -> job id), both ways.
+
+    Called once the BAAs are terminated (no upload can begin any more) and before the
+    relationship keys are destroyed; each is audited with the offboarding job it belongs to.
+    """
+    done = Offboarded()
+    with c.db.snapshot() as db:
+        ups = list(
+            db.scalars(
+                select(Upload).where(
+                    Upload.vendor_id == vendor_id,
+                    Upload.practice_id.in_(list(jobs)),
+                    Upload.state.in_([UploadState.open, UploadState.complete]),
+                )
+            )
+        )
+    for up in ups:
+        details = {"job_id": jobs[up.practice_id], "why": "vendor_offboarded"}
+        ended = _end(c, up, UploadState.offboarded, actor, Action.UPLOAD_OFFBOARDED, details)
+        if ended is not None:
+            done.uploads += 1
+            done.bytes_received += up.received
+            done.objects_left_for_fsck += ended.left
+            done.multipart_uploads_aborted += ended.aborted
+    return done
 
 
 # -- making a transfer -------------------------------------------------------------------

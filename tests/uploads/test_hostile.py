@@ -5,19 +5,20 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from gateway.sealed.models import SealedKind
-from gateway.uploads.models import Upload, UploadPart
+from gateway.uploads.models import AssemblyPart, Upload, UploadPart
 from tests.transfers.conftest import live_sealed
 from tests.uploads.conftest import MiB, metadata, synthetic_pdf
 
 
 def kept(db) -> list:
+    """Plaintext ranges kept: parts written into the object, and staged tails."""
     db.expire_all()
-    parts = list(db.scalars(select(UploadPart).order_by(UploadPart.start)))
+    parts = list(db.scalars(select(AssemblyPart))) + list(db.scalars(select(UploadPart)))
     db.commit()
-    return [(p.start, p.end) for p in parts]
+    return sorted((p.start, p.end) for p in parts)
 
 
 def finish(tus, url: str, data: bytes) -> str:
@@ -39,7 +40,7 @@ def test_wrong_offsets_and_out_of_order_patches(party, tus_for, db):
         assert r.status_code == 409 and r.json()["error"]["code"] == "upload_offset_mismatch"
         assert r.headers["Upload-Offset"] == str(MiB)
     assert kept(db) == [(0, MiB)]
-    assert [r.kind for r in live_sealed(db)] == [SealedKind.upload, SealedKind.upload_part]
+    assert [r.kind for r in live_sealed(db)] == [SealedKind.upload]  # parts are written into the object itself
     assert finish(tus, url, data) == hashlib.sha256(data).hexdigest()
 
 
@@ -153,3 +154,103 @@ def test_creation_with_a_refused_first_body(party, tus_for, db):
     assert kept(db) == [] and [o.kind for o in live_sealed(db)] == [SealedKind.upload]
     r = tus.patch(r.headers["Location"], 0, fake)
     assert r.status_code == 422 and r.json()["error"]["code"] == "file_content_mismatch"
+
+
+def test_a_second_writer_is_locked_out_until_the_first_ends_or_its_lease_lapses(party, tus_for, db, fake_clock):
+    """Parts land at fixed places in the object: two writers at one offset must never both write."""
+    from datetime import timedelta
+
+    from gateway import clock
+
+    data = synthetic_pdf(2 * MiB + 9, b"lease")
+    tus = tus_for(party.staff)
+    url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
+    upload_id = url.rsplit("/", 1)[1]
+    db.expire_all()
+    up = db.get(Upload, upload_id)
+    up.writer, up.writer_until = "0" * 32, clock.now() + timedelta(seconds=60)  # a request writing now
+    db.commit()
+    r = tus.patch(url, 0, data[:MiB])
+    assert r.status_code == 423 and r.json()["error"]["code"] == "upload_locked"
+    assert r.headers["Upload-Offset"] == "0" and tus.offset(url) == 0 and kept(db) == []
+    # Its writer died: once the lease lapses the upload goes on.
+    fake_clock.advance(seconds=61)
+    assert tus.patch(url, 0, data[:MiB]).headers["Upload-Offset"] == str(MiB)
+    assert finish(tus, url, data) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_writer_that_lost_its_lease_keeps_nothing(party, components, db, monkeypatch):
+    """A request that stalls past its lease while another takes the upload over: before its next segment
+    reaches the object it finds the lease gone, writes nothing more, and keeps nothing."""
+    import os
+
+    import pytest
+
+    from gateway.audit.service import Actor
+    from gateway.auth.service import Principal
+    from gateway.uploads import service
+    from gateway.users.models import User
+
+    class Stalled:
+        """time.monotonic as a request sees it when each call comes a lease-third later than the last."""
+
+        now = 0.0
+
+        @classmethod
+        def monotonic(cls) -> float:
+            cls.now += service.LEASE.total_seconds() / 3 + 1
+            return cls.now
+
+    monkeypatch.setattr(service, "time", Stalled)
+    data = synthetic_pdf(3 * MiB, b"stalled")
+    with components.db.snapshot() as s:
+        user = s.get_one(User, party.staff.id)
+        s.expunge(user)
+    principal = Principal(user=user, session=None, token=None, actor=Actor(user.id))
+    up = service.create(
+        components,
+        principal,
+        {"filename": "scan.pdf", "partner_id": party.vendor.id, "purpose": "APPEAL-1"},
+        len(data),
+    )
+
+    def body():
+        yield data[:MiB]
+        with components.db.transaction() as s:  # another request took the lease over meanwhile
+            s.get_one(Upload, up.id).writer = "f" * 32
+        yield data[MiB : 2 * MiB]
+
+    with pytest.raises(service.OffsetMismatch):
+        service.append(components, principal, up.id, 0, body())
+    assert kept(db) == []
+    (assembling,) = [
+        os.path.join(d, f) for d, _, files in os.walk(components.store.root) for f in files if "-asm-" in f
+    ]
+    assert os.path.getsize(assembling) <= 81 + MiB + 16  # the header and the first segment at most
+
+
+def test_parts_missing_from_the_record_are_an_integrity_failure_and_nothing_moves(party, tus_for, db):
+    data = synthetic_pdf(3 * MiB, b"gap")
+    tus = tus_for(party.staff)
+    url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
+    assert tus.patch(url, 0, data[: 2 * MiB]).status_code == 204
+    db.execute(delete(AssemblyPart).where(AssemblyPart.upload_id == url.rsplit("/", 1)[1]))
+    db.commit()
+    r = tus.patch(url, 2 * MiB, data[2 * MiB :])
+    assert r.status_code == 502 and r.json()["error"]["code"] == "integrity_failure"
+    assert tus.offset(url) == 2 * MiB and kept(db) == []
+    # The writer's lease was given back: the sender can cancel, and everything goes.
+    assert tus.client.delete(url, headers={"Tus-Resumable": "1.0.0"}).status_code == 204
+    assert live_sealed(db) == []
+
+
+def test_an_upload_begun_before_assembly_in_place_cannot_go_on(party, tus_for, db):
+    data = synthetic_pdf(2 * MiB, b"legacy")
+    tus = tus_for(party.staff)
+    url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
+    db.expire_all()
+    db.get(Upload, url.rsplit("/", 1)[1]).assembly = None
+    db.commit()
+    r = tus.patch(url, 0, data)
+    assert r.status_code == 410 and r.json()["error"]["code"] == "upload_expired"
+    assert tus.offset(url) == 0 and kept(db) == []

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from gateway.sealed.models import SealedKind, SealedObject, SealedState
 from gateway.uploads import service
-from gateway.uploads.models import Upload, UploadPart, UploadState
+from gateway.uploads.models import AssemblyPart, Upload, UploadPart, UploadState
 from tests.transfers.conftest import events, live_sealed
 from tests.uploads.conftest import MiB, metadata, synthetic_pdf
 
@@ -54,7 +54,7 @@ def test_upload_in_pieces_resumes_and_becomes_one_exact_transfer(party, tus_for,
     assert r.status_code == 204, r.text
     assert r.headers["Upload-Offset"] == str(MiB)
     assert tus.offset(url) == MiB
-    # Another process would re-derive the hash from what is stored: forget this one's.
+    # Another process would not know the hash state: forget this one's (re-derived at completion).
     service._HASHES._states.clear()
     r = tus.patch(url, MiB, data[MiB : 3 * MiB])
     assert r.headers["Upload-Offset"] == str(3 * MiB)
@@ -158,17 +158,20 @@ def test_several_uploads_make_one_transfer_all_or_nothing(party, tus_for, db):
     assert [f["name"] for f in t["files"]] == ["f0.pdf", "f1.pdf"]
 
 
-def test_cancel_destroys_what_was_stored(party, tus_for, db, settings):
+def test_cancel_destroys_what_was_stored(party, tus_for, db, components):
     tus = tus_for(party.staff)
     data = synthetic_pdf(2 * MiB + 10, b"c")
     url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
     assert tus.patch(url, 0, data[:MiB]).status_code == 204
+    (key,) = [r.object_key for r in live_sealed(db)]
+    assert components.store.verify_absent(key).absent is False  # the object being assembled, in place
     r = tus.client.delete(url, headers={"Tus-Resumable": "1.0.0"})
     assert r.status_code == 204
     assert tus.head(url).status_code == 404
     assert live_sealed(db) == []
-    assert rows(db, select(UploadPart)) == []
-    assert [e.details["objects_removed"] for e in events(db, "upload.cancelled")] == [2]
+    assert rows(db, select(UploadPart)) == [] and rows(db, select(AssemblyPart)) == []
+    assert components.store.verify_absent(key).absent
+    assert [e.details["objects_removed"] for e in events(db, "upload.cancelled")] == [1]
 
 
 def test_limits_on_unfinished_uploads(party, tus_for, components):
@@ -197,20 +200,22 @@ def test_expiry_by_the_job_and_by_fsck(party, tus_for, components, fake_clock, d
     # Within its lifetime (past the in-flight window) fsck leaves an unfinished upload alone.
     fake_clock.advance(hours=2)
     report = fsck(components, Actor.system(), repair=True)
-    assert report.stale_pending == [] and len(live_sealed(db)) == 4
+    assert report.stale_pending == [] and len(live_sealed(db)) == 2
     fake_clock.advance(hours=23)
     tus = tus_for(party.staff)  # signed in again: the session did not last a day
     r = tus.patch(first, MiB, data[MiB:])
     assert r.status_code == 410 and r.json()["error"]["code"] == "upload_expired"
     assert tus.head(first).status_code == 410
     # fsck destroys the expired objects (audited), the job then ends the uploads.
+    keys = [r.object_key for r in live_sealed(db)]
     report = fsck(components, Actor.system(), repair=True)
-    assert len(report.removed) == 4
+    assert sorted(report.removed) == sorted(keys)
+    assert all(components.store.verify_absent(k).absent for k in keys)  # the files being assembled too
     assert service.expire(components) == 2
     assert live_sealed(db) == []
     assert rows(db, select(Upload.state)) == [UploadState.expired, UploadState.expired]
     assert len(events(db, "upload.expired")) == 2
-    assert {e.details["kind"] for e in events(db, "storage.orphan.destroyed")} == {"upload", "upload_part"}
+    assert {e.details["kind"] for e in events(db, "storage.orphan.destroyed")} == {"upload"}
 
 
 def test_expiry_job_destroys_an_unused_completed_upload(party, tus_for, components, fake_clock, db):
@@ -221,4 +226,4 @@ def test_expiry_job_destroys_an_unused_completed_upload(party, tus_for, componen
     fake_clock.advance(hours=25)
     assert service.expire(components) == 1
     assert live_sealed(db) == []
-    assert rows(db, select(SealedObject.state)) == [SealedState.destroyed] * 2  # the object and its one part
+    assert rows(db, select(SealedObject.state)) == [SealedState.destroyed]  # the object, assembled in place
