@@ -1,7 +1,7 @@
 """notifications: notices and per-user cadences; outbox messages a receiver refused for good
 
 Revision ID: 0014_notifications
-Revises: 0012
+Revises: 0013_upload_assembly
 Create Date: 2026-12-01
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014_notifications"
-down_revision = "0012"
+down_revision = "0013_upload_assembly"
 branch_labels = None
 depends_on = None
 
