@@ -157,10 +157,10 @@ def evaluate(db: Session, settings, now: datetime | None = None) -> list[AuditAl
         sign_ins = db.scalars(
             select(AuditEvent).where(AuditEvent.occurred_at >= since, AuditEvent.action == Action.AUTH_LOGIN_SUCCEEDED)
         ).all()
-        local_rules = _signin_hours(db, settings, {ev.actor_org_id for ev in sign_ins if ev.actor_org_id})
+        local_rules = _signin_hours(db, settings, {o for ev in sign_ins for o in (ev.actor_org_id, ev.target_org_id) if o})
         operator_rule = (settings.timezone, settings.audit_alert_allowed_hours)
         for ev in sign_ins:
-            zone, allowed = local_rules.get(ev.actor_org_id or "", operator_rule)
+            zone, allowed = local_rules.get(ev.target_org_id or ev.actor_org_id or "", operator_rule)
             inside, local = hours.within(ev.occurred_at, zone, allowed)
             if not inside:
                 found.append(

@@ -7,7 +7,7 @@ import logging
 from crypto import CryptoError, unseal
 from gateway.auth.service import Principal
 from gateway.transfers.models import Transfer
-from gateway.transfers.schemas import FileOut, TransferOut
+from gateway.transfers.schemas import DownloadOut, FileOut, TransferDetail, TransferOut
 from gateway.transfers.upload import name_context, note_context
 from gateway.users.models import Role
 
@@ -65,4 +65,13 @@ def transfer_out(keys, principal: Principal, transfer: Transfer) -> TransferOut:
             )
             for f in transfer.files
         ],
+    )
+
+
+def transfer_detail(keys, principal: Principal, transfer: Transfer, downloads: list | None) -> TransferDetail:
+    """The transfer with who downloaded which file (`activity.downloads_of`), for its own endpoint."""
+    out = transfer_out(keys, principal, transfer)
+    return TransferDetail(
+        **out.model_dump(),
+        downloads=None if downloads is None else [DownloadOut(**vars(d)) for d in downloads],
     )
