@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # defined for type checkers only
 
 
 class MalformedMultipart(MalformedBody):
+    """A body that is not well-formed multipart: a bad request (400), as a malformed JSON body is, not a field's error."""
+
     code = "malformed_multipart"
     message = "The multipart body is malformed."
 
@@ -90,14 +92,6 @@ class IncomingFile:
 
     name: str
     chunks: Iterator[bytes]
-
-
-class MalformedMultipart(InvalidInput):
-    """A body that is not well-formed multipart: a bad request (400), as a malformed JSON body is, not a field's error."""
-
-    status = 400
-    code = "malformed_multipart"
-    message = "The multipart body is malformed."
 
 
 class MultipartReader:
