@@ -203,7 +203,7 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        if value not in zoneinfo.available_timezones():
+        if value != "UTC" and value not in zoneinfo.available_timezones():
             raise ValueError("PHIGATE_TIMEZONE must be an IANA time zone name, such as America/New_York")
         return value
 

@@ -157,7 +157,9 @@ def evaluate(db: Session, settings, now: datetime | None = None) -> list[AuditAl
         sign_ins = db.scalars(
             select(AuditEvent).where(AuditEvent.occurred_at >= since, AuditEvent.action == Action.AUTH_LOGIN_SUCCEEDED)
         ).all()
-        local_rules = _signin_hours(db, settings, {o for ev in sign_ins for o in (ev.actor_org_id, ev.target_org_id) if o})
+        local_rules = _signin_hours(
+            db, settings, {o for ev in sign_ins for o in (ev.actor_org_id, ev.target_org_id) if o}
+        )
         operator_rule = (settings.timezone, settings.audit_alert_allowed_hours)
         for ev in sign_ins:
             zone, allowed = local_rules.get(ev.target_org_id or ev.actor_org_id or "", operator_rule)
@@ -222,14 +224,17 @@ def evaluate(db: Session, settings, now: datetime | None = None) -> list[AuditAl
 
 
 def _signin_hours(db: Session, settings, org_ids: set[str]) -> dict[str, tuple[str, str]]:
-    """Each organisation's (time zone, sign-in hours), the operator's filling what it leaves unset; one query."""
+    """Each organisation's (time zone, sign-in hours), the operator's filling what it leaves unset; one query.
+
+    A zone the zone database no longer holds (a tzdata update retired it) counts as unset rather than
+    stopping every alert rule."""
     if not org_ids:
         return {}
     rows = db.execute(
         select(Organisation.id, Organisation.timezone, Organisation.signin_hours).where(Organisation.id.in_(org_ids))
     ).all()
     return {
-        org_id: (zone or settings.timezone, allowed or settings.audit_alert_allowed_hours)
+        org_id: (zone if zone in hours.known() else settings.timezone, allowed or settings.audit_alert_allowed_hours)
         for org_id, zone, allowed in rows
     }
 

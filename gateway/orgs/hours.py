@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from functools import cache
 
 from gateway.errors import InvalidInput
@@ -19,16 +19,21 @@ HOURS = re.compile(r"^([01][0-9]|2[0-4])-([01][0-9]|2[0-4])$")
 
 
 @cache
+def known() -> frozenset[str]:
+    """Every IANA zone name this machine knows (UTC even without a zone database)."""
+    return frozenset(zoneinfo.available_timezones() | {"UTC"})
+
+
 def zones() -> list[str]:
-    """Every IANA zone name this machine knows, sorted: the administrator's choices."""
-    return sorted(zoneinfo.available_timezones())
+    """The zone names, sorted: the administrator's choices."""
+    return sorted(known())
 
 
-def zone(name: str) -> zoneinfo.ZoneInfo:
+def zone(name: str) -> tzinfo:
     """The zone named `name`; InvalidInput (422 `invalid_timezone`) for a name the zone database does not hold."""
-    if name not in zones():
+    if name not in known():
         raise InvalidInput("Choose a time zone by its IANA name, such as America/New_York.", code="invalid_timezone")
-    return zoneinfo.ZoneInfo(name)
+    return UTC if name == "UTC" else zoneinfo.ZoneInfo(name)
 
 
 def parse(hours: str) -> tuple[int, int]:
@@ -41,7 +46,7 @@ def parse(hours: str) -> tuple[int, int]:
 
 def within(at: datetime, zone_name: str, hours: str) -> tuple[bool, datetime]:
     """Whether the instant `at` falls inside `hours` of the zone's local day, and the local time it is there."""
-    local = at.astimezone(zoneinfo.ZoneInfo(zone_name))
+    local = at.astimezone(zone(zone_name))
     start, end = parse(hours)
     if start <= end:
         return start <= local.hour < end, local

@@ -92,7 +92,13 @@ def test_an_organisation_with_no_zone_uses_the_operators(components, factory, cl
     # Its own hours, in the operator's zone, take over from the operator's hours.
     _set_zone(components, vendor.id, None, "02-04")
     _sign_in_at(client, login, biller, fake_clock, datetime(2027, 7, 16, 7, 30, tzinfo=UTC))  # 03:30 local
-    assert len(_outside_hours_flags(components)) == 1
+    summaries = [f.summary for f in _outside_hours_flags(components)]
+    assert not any("03:30" in s for s in summaries)
+    assert any("15:00 America/New_York, outside 02:00-04:00" in s for s in summaries)  # the earlier one, now outside
+    # A stored zone the zone database no longer holds counts as unset: the rules still run.
+    _set_zone(components, vendor.id, "Nowhere/Retired", "02-04")
+    _sign_in_at(client, login, biller, fake_clock, datetime(2027, 7, 16, 9, 0, tzinfo=UTC))  # 05:00 local
+    assert any("05:00 America/New_York" in f.summary for f in _outside_hours_flags(components))
 
 
 def test_the_operator_zone_setting_is_validated():
@@ -109,7 +115,9 @@ def test_the_operator_zone_setting_is_validated():
 def test_administrators_set_a_zone_by_api_and_an_unknown_one_is_refused(components, factory, client, login):
     admin = factory.user("admin", factory.org("operator"))
     h = {"X-CSRF-Token": login(client, admin)}
-    r = client.post("/api/v1/orgs", json={"name": "Mars Billing", "kind": "vendor", "timezone": "Mars/Olympus"}, headers=h)
+    r = client.post(
+        "/api/v1/orgs", json={"name": "Mars Billing", "kind": "vendor", "timezone": "Mars/Olympus"}, headers=h
+    )
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_timezone"
     assert "IANA" in r.json()["error"]["message"]
     with components.db.sessions() as db:

@@ -20,9 +20,7 @@ def _sent_and_approved(party, staff, approver) -> tuple[str, list[str]]:
     return tid, [f["id"] for f in r.json()["files"]]
 
 
-def test_the_sender_and_approver_see_a_full_and_a_partial_download_by_name(
-    party, session_for, factory, fake_clock, db
-):
+def test_the_sender_and_approver_see_a_full_and_a_partial_download_by_name(party, session_for, factory, fake_clock, db):
     from gateway.users.models import User
 
     name = db.get(User, party.biller.id).full_name
