@@ -48,7 +48,7 @@ def create_org(
         target_type="org",
         target_id=org.id,
         target_org_id=org.id,
-        details={"kind": kind.value, "timezone": timezone, "signin_hours": signin_hours},
+        details={"kind": kind.value} | {k: v for k, v in (("timezone", timezone), ("signin_hours", signin_hours)) if v},
     )
     return org
 
