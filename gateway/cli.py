@@ -161,7 +161,12 @@ def db_upgrade() -> None:
 
 
 @org_app.command("create")
-def org_create(name: str, kind: str = typer.Option(..., help="practice, vendor or operator")) -> None:
+def org_create(
+    name: str,
+    kind: str = typer.Option(..., help="practice, vendor or operator"),
+    timezone: str = typer.Option("", help="IANA time zone of its sign-in hours (default: PHIGATE_TIMEZONE)"),
+    hours: str = typer.Option("", help="sign-in hours HH-HH, local (default: PHIGATE_AUDIT_ALERT_ALLOWED_HOURS)"),
+) -> None:
     from gateway.orgs.models import OrgKind
     from gateway.orgs.service import create_org
 
@@ -172,7 +177,7 @@ def org_create(name: str, kind: str = typer.Option(..., help="practice, vendor o
         raise typer.Exit(2) from None
     try:
         with support.components().db.transaction() as db:
-            org = create_org(db, name, org_kind, support.actor())
+            org = create_org(db, name, org_kind, support.actor(), timezone=timezone, signin_hours=hours)
             typer.echo(f"{org.id}  {org.name}  ({org.kind.value})")
     except Exception as exc:  # noqa: BLE001
         support.fail(exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import zoneinfo
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -112,7 +113,11 @@ class Settings(BaseSettings):
     audit_alert_allowed_hours: str = Field(
         default="06-20",
         pattern=r"^([01][0-9]|2[0-4])-([01][0-9]|2[0-4])$",
-        description="UTC hours HH-HH in which sign-ins raise no alert",
+        description="hours HH-HH (22-06 spans midnight) in which sign-ins raise no alert, in each organisation's "
+        "time zone; the default of organisations with no hours of their own",
+    )
+    timezone: str = Field(
+        default="UTC", description="the operator's IANA time zone: the default of organisations with none of their own"
     )
     audit_alert_rules: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="JSON overrides of alert thresholds"
@@ -193,6 +198,13 @@ class Settings(BaseSettings):
     def _split_csv(cls, value):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        if value != "UTC" and value not in zoneinfo.available_timezones():
+            raise ValueError("PHIGATE_TIMEZONE must be an IANA time zone name, such as America/New_York")
         return value
 
     @field_validator("public_url")

@@ -75,6 +75,7 @@ class Action(StrEnum):
 
     # -- administration -----------------------------------------------------------
     ADMIN_ORG_CREATED = "admin.org.created", "An administrator created an organisation."
+    ADMIN_ORG_UPDATED = "admin.org.updated", "An administrator changed an organisation's time zone or sign-in hours."
     ADMIN_USER_CREATED = "admin.user.created", "An administrator created a user."
     ADMIN_USER_DISABLED = "admin.user.disabled", "A user was disabled."
     ADMIN_USER_ENABLED = "admin.user.enabled", "A user was enabled again."

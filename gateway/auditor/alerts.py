@@ -6,7 +6,8 @@ Rules (thresholds overridable with PHIGATE_AUDIT_ALERT_RULES, JSON):
 * denied_attempts        one user (or address, when anonymous) is denied >= count times within `minutes`
 * failed_logins_account  >= count failed sign-in steps against one account within `minutes`
 * failed_logins_address  >= count failed sign-in steps from one address within `minutes`
-* login_outside_hours    a successful sign-in outside PHIGATE_AUDIT_ALERT_ALLOWED_HOURS (UTC)
+* login_outside_hours    a successful sign-in outside its organisation's sign-in hours, in its time zone
+                         (gateway/orgs/hours.py; default PHIGATE_AUDIT_ALERT_ALLOWED_HOURS in PHIGATE_TIMEZONE)
 * high_severity_event    any high-severity event: emergency access opened, a stored file failing its
                          integrity check, an account locked, an object missing from storage, a cloned
                          passkey (signature counter going backwards), a user's passkeys reset
@@ -42,6 +43,7 @@ from gateway.audit.service import Actor, record_event
 from gateway.errors import NotFound
 from gateway.notifications.models import Kind
 from gateway.notifications.service import notify
+from gateway.orgs import hours
 from gateway.orgs.models import Organisation, OrgKind
 from gateway.outbox import Channel, Delivery, enqueue
 from gateway.paging import Page
@@ -151,12 +153,18 @@ def evaluate(db: Session, settings, now: datetime | None = None) -> list[AuditAl
                     )
                 )
     if cfg["login_outside_hours"].get("enabled", 1):
-        start, end = (int(h) for h in settings.audit_alert_allowed_hours.split("-"))
         since, _ = window("login_outside_hours")
-        for ev in db.scalars(
+        sign_ins = db.scalars(
             select(AuditEvent).where(AuditEvent.occurred_at >= since, AuditEvent.action == Action.AUTH_LOGIN_SUCCEEDED)
-        ):
-            if not start <= ev.occurred_at.hour < end:
+        ).all()
+        local_rules = _signin_hours(
+            db, settings, {o for ev in sign_ins for o in (ev.actor_org_id, ev.target_org_id) if o}
+        )
+        operator_rule = (settings.timezone, settings.audit_alert_allowed_hours)
+        for ev in sign_ins:
+            zone, allowed = local_rules.get(ev.target_org_id or ev.actor_org_id or "", operator_rule)
+            inside, local = hours.within(ev.occurred_at, zone, allowed)
+            if not inside:
                 found.append(
                     (
                         "login_outside_hours",
@@ -165,9 +173,9 @@ def evaluate(db: Session, settings, now: datetime | None = None) -> list[AuditAl
                         1,
                         ev.seq,
                         ev.seq,
-                        f"sign-in at {ev.occurred_at:%H:%M} UTC, outside {start:02d}:00-{end:02d}:00",
+                        f"sign-in at {local:%H:%M} {zone}, outside {allowed.replace('-', ':00-')}:00",
                         sorted({o for o in (ev.actor_org_id, ev.target_org_id) if o}),
-                        {"hour": ev.occurred_at.hour},
+                        {"hour": local.hour, "timezone": zone, "utc_hour": ev.occurred_at.hour},
                     )
                 )
     if cfg["high_severity_event"].get("enabled", 1):
@@ -213,6 +221,22 @@ def evaluate(db: Session, settings, now: datetime | None = None) -> list[AuditAl
         _record_and_enqueue(db, alert, at_commit=False)
         raised.append(alert)
     return raised
+
+
+def _signin_hours(db: Session, settings, org_ids: set[str]) -> dict[str, tuple[str, str]]:
+    """Each organisation's (time zone, sign-in hours), the operator's filling what it leaves unset; one query.
+
+    A zone the zone database no longer holds (a tzdata update retired it) counts as unset rather than
+    stopping every alert rule."""
+    if not org_ids:
+        return {}
+    rows = db.execute(
+        select(Organisation.id, Organisation.timezone, Organisation.signin_hours).where(Organisation.id.in_(org_ids))
+    ).all()
+    return {
+        org_id: (zone if zone in hours.known() else settings.timezone, allowed or settings.audit_alert_allowed_hours)
+        for org_id, zone, allowed in rows
+    }
 
 
 def _high_severity_flag(ev: AuditEvent) -> tuple:

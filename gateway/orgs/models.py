@@ -25,3 +25,6 @@ class Organisation(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Sign-in hours (gateway/orgs/hours.py): an IANA zone and HH-HH; unset, the operator's apply.
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    signin_hours: Mapped[str | None] = mapped_column(String(5), nullable=True)

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request, Response
 
 from gateway.deps import AdminPrincipal, DbSession
 from gateway.orgs import service
-from gateway.orgs.schemas import OrgCreate, OrgOut
+from gateway.orgs.schemas import OrgCreate, OrgHoursIn, OrgOut
 from gateway.paging import DEFAULT_LIMIT
 from gateway.web import Cursor, Limit, link_next_page
 
@@ -28,6 +28,16 @@ def list_orgs(
 
 @router.post("", response_model=OrgOut, status_code=201)
 def create_org(body: OrgCreate, db: DbSession, principal: AdminPrincipal):
-    org = service.create_org(db, body.name, body.kind, principal.actor)
+    org = service.create_org(
+        db, body.name, body.kind, principal.actor, timezone=body.timezone, signin_hours=body.signin_hours
+    )
+    db.commit()
+    return org
+
+
+@router.patch("/{org_id}", response_model=OrgOut)
+def set_org_hours(org_id: str, body: OrgHoursIn, db: DbSession, principal: AdminPrincipal):
+    """Set the organisation's time zone and sign-in hours (null: back to the operator's)."""
+    org = service.set_hours(db, org_id, principal.actor, timezone=body.timezone, signin_hours=body.signin_hours)
     db.commit()
     return org

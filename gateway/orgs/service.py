@@ -9,6 +9,7 @@ from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.service import Actor, record_event
 from gateway.errors import Conflict, NotFound
+from gateway.orgs import hours
 from gateway.orgs.models import Organisation, OrgKind
 from gateway.paging import Page
 
@@ -16,11 +17,28 @@ from gateway.paging import Page
 ORDER = paging.Order("orgs", (Organisation.name, Organisation.id))
 
 
-def create_org(db: Session, name: str, kind: OrgKind, actor: Actor) -> Organisation:
+def create_org(
+    db: Session,
+    name: str,
+    kind: OrgKind,
+    actor: Actor,
+    *,
+    timezone: str | None = None,
+    signin_hours: str | None = None,
+) -> Organisation:
     name = " ".join(name.split())
+    timezone, signin_hours = _checked(timezone, signin_hours)
     if db.scalar(select(Organisation.id).where(Organisation.name == name)):
         raise Conflict("An organisation with this name exists.", code="org_exists")
-    org = Organisation(name=name, kind=kind, active=True, created_at=clock.now(), created_by=actor.user_id)
+    org = Organisation(
+        name=name,
+        kind=kind,
+        active=True,
+        created_at=clock.now(),
+        created_by=actor.user_id,
+        timezone=timezone,
+        signin_hours=signin_hours,
+    )
     db.add(org)
     db.flush()
     record_event(
@@ -30,7 +48,36 @@ def create_org(db: Session, name: str, kind: OrgKind, actor: Actor) -> Organisat
         target_type="org",
         target_id=org.id,
         target_org_id=org.id,
-        details={"kind": kind.value},
+        details={"kind": kind.value} | {k: v for k, v in (("timezone", timezone), ("signin_hours", signin_hours)) if v},
+    )
+    return org
+
+
+def _checked(timezone: str | None, signin_hours: str | None) -> tuple[str | None, str | None]:
+    """Blank means the operator's default; anything else must be a known zone and HH-HH (InvalidInput otherwise)."""
+    timezone = (timezone or "").strip() or None
+    signin_hours = (signin_hours or "").strip() or None
+    if timezone is not None:
+        hours.zone(timezone)
+    if signin_hours is not None:
+        hours.parse(signin_hours)
+    return timezone, signin_hours
+
+
+def set_hours(
+    db: Session, org_id: str, actor: Actor, *, timezone: str | None, signin_hours: str | None
+) -> Organisation:
+    """Set (or, blank, clear back to the operator's) an organisation's time zone and sign-in hours."""
+    org = get_org(db, org_id)
+    org.timezone, org.signin_hours = _checked(timezone, signin_hours)
+    record_event(
+        db,
+        Action.ADMIN_ORG_UPDATED,
+        actor=actor,
+        target_type="org",
+        target_id=org.id,
+        target_org_id=org.id,
+        details={"timezone": org.timezone, "signin_hours": org.signin_hours},
     )
     return org
 

@@ -13,7 +13,7 @@ from gateway.auth.service import factor_choice
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import InvalidInput
 from gateway.orgs.service import names as org_names
-from gateway.transfers import download, partners, service, views
+from gateway.transfers import activity, download, partners, service, views
 from gateway.transfers.auth import Admin, Approver, Auditor, Downloader, Reader, Sender
 from gateway.transfers.models import Direction
 from gateway.users.models import Role
@@ -102,6 +102,7 @@ def _transfer_page(request, db, c, principal, transfer_id: str, status_code: int
         files=files,
         access=service.access(db, principal, transfer),
         note=views.note(c.keys, principal, transfer),
+        downloads=activity.downloads_of(db, principal, transfer),
         orgs=_org_names(db, [transfer]),
         people=people,
         billers=vendor_billers,

@@ -15,7 +15,7 @@ from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import InvalidInput, UnsupportedMediaType
 from gateway.paging import DEFAULT_LIMIT, Page
-from gateway.transfers import download, partners, service, upload, views
+from gateway.transfers import activity, download, partners, service, upload, views
 from gateway.transfers.auth import Admin, Approver, Auditor, Biller, Downloader, Reader, Sender
 from gateway.transfers.intake import IncomingFile, MultipartReader, body_chunks
 from gateway.transfers.models import Transfer, TransferStatus
@@ -26,6 +26,7 @@ from gateway.transfers.schemas import (
     ReasonIn,
     RecipientOut,
     TransferCreated,
+    TransferDetail,
     TransferOut,
 )
 from gateway.web import Cursor, Limit, paged_json, request_body
@@ -240,9 +241,11 @@ def approvals(
     return _page(request, c, principal, service.approval_queue(db, principal, limit=limit, cursor=cursor))
 
 
-@router.get("/{transfer_id}", response_model=TransferOut)
+@router.get("/{transfer_id}", response_model=TransferDetail)
 def get_transfer(transfer_id: str, db: DbSession, c: AppComponents, principal: Reader):
-    return views.transfer_out(c.keys, principal, service.find_transfer(db, principal, transfer_id))
+    """The transfer; for its sending organisation, also who downloaded which file, when, fully or partly."""
+    transfer = service.find_transfer(db, principal, transfer_id)
+    return views.transfer_detail(c.keys, principal, transfer, activity.downloads_of(db, principal, transfer))
 
 
 @router.post("/{transfer_id}/approve", response_model=TransferOut)

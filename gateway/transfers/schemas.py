@@ -50,6 +50,22 @@ class TransferOut(BaseModel):
     files: list[FileOut]
 
 
+class DownloadOut(BaseModel):
+    file_id: str
+    user_id: str
+    user: str = Field(description="The downloader's full name")
+    at: datetime = Field(description="When its latest request started")
+    bytes: int = Field(description="Bytes delivered, over every request of this download")
+    complete: bool = Field(description="Every byte delivered; false: a range, or interrupted (it may be resumed)")
+
+
+class TransferDetail(TransferOut):
+    downloads: list[DownloadOut] | None = Field(
+        description="Who downloaded which file, oldest first: for the sending organisation's staff, approvers and "
+        "billers; null for anyone else (auditors read the transfer log)"
+    )
+
+
 class TransferCreated(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"id": "5d2f9c0e8b7a4e6f9a1b2c3d4e5f6a7b", "status": "awaiting_approval"}]}

@@ -6,8 +6,9 @@ import logging
 
 from crypto import CryptoError, unseal
 from gateway.auth.service import Principal
+from gateway.transfers.activity import FileDownload
 from gateway.transfers.models import Transfer
-from gateway.transfers.schemas import FileOut, TransferOut
+from gateway.transfers.schemas import DownloadOut, FileOut, TransferDetail, TransferOut
 from gateway.transfers.upload import name_context, note_context
 from gateway.users.models import Role
 
@@ -64,5 +65,23 @@ def transfer_out(keys, principal: Principal, transfer: Transfer) -> TransferOut:
                 state=f.state.value,
             )
             for f in transfer.files
+        ],
+    )
+
+
+def transfer_detail(
+    keys, principal: Principal, transfer: Transfer, downloads: list[FileDownload] | None
+) -> TransferDetail:
+    """The transfer with who downloaded which file (`activity.downloads_of`), for its own endpoint."""
+    out = transfer_out(keys, principal, transfer)
+    return TransferDetail(
+        **out.model_dump(),
+        downloads=None
+        if downloads is None
+        else [
+            DownloadOut(
+                file_id=d.file_id, user_id=d.user_id, user=d.user_name, at=d.at, bytes=d.bytes, complete=d.complete
+            )
+            for d in downloads
         ],
     )

@@ -34,6 +34,13 @@ def sign_in(page, server, user, *, step_offset: int = 0):
     page.wait_for_url(f"{server}/home")
 
 
+def biller_name(components, user_id: str) -> str:
+    from gateway.users.models import User
+
+    with components.db.sessions() as db:
+        return db.get(User, user_id).full_name
+
+
 def test_upload_approve_download(server, browser, factory, components, tmp_path):
     practice, vendor = factory.org("practice"), factory.org("vendor")
     staff = factory.user("practice_staff", practice)
@@ -82,3 +89,9 @@ def test_upload_approve_download(server, browser, factory, components, tmp_path)
     download.save_as(received)
     assert hashlib.sha256(received.read_bytes()).hexdigest() == hashlib.sha256(PDF).hexdigest()
     assert csp_violations(biller_page) == []
+
+    # 4. The sender sees who downloaded which file, when, and that it arrived whole.
+    staff_page.reload()
+    downloads = staff_page.locator("#downloads").inner_text()
+    assert "appeal packet.pdf" in downloads and "complete" in downloads and "UTC" in downloads
+    assert biller_name(components, biller.id) in downloads

@@ -58,6 +58,14 @@ def test_org_and_user_lifecycle(cli, components, client):
     r = cli("org", "create", "Hillside Clinic", "--kind", "vendor")
     assert r.exit_code == 1 and "org_exists" in r.output
     assert "Hillside Clinic" in cli("org", "list").output
+    r = cli("org", "create", "Hudson Billing", "--kind", "vendor", "--timezone", "America/NewYork")
+    assert r.exit_code == 1 and "invalid_timezone" in r.output and "Hudson Billing" not in cli("org", "list").output
+    r = cli("org", "create", "Hudson Billing", "--kind", "vendor", "--timezone", "America/New_York", "--hours", "7-19")
+    assert r.exit_code == 1 and "invalid_hours" in r.output
+    r = cli("org", "create", "Hudson Billing", "--kind", "vendor", "--timezone", "America/New_York", "--hours", "07-19")
+    assert r.exit_code == 0, r.output
+    ev = last_event(components, "admin.org.created")
+    assert ev.details == {"kind": "vendor", "timezone": "America/New_York", "signin_hours": "07-19"}
 
     r = cli(
         "user",

@@ -35,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
 
 # A signed BAA is a PDF: sent as the raw bytes generated for it, like any binary body.
 schemathesis.serializer.alias("application/pdf", "application/octet-stream")
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")  # tus PATCH bodies
 
 ROLES = ("practice_staff", "practice_approver", "biller", "auditor", "admin")
 # Per operation, role and generation mode (generated, invalid, with real objects). Both lanes, five
