@@ -17,6 +17,8 @@ from translog.leaf import VERSION
 
 # The largest block of leaves whose paths are built at once (a few MB of path text).
 MAX_BLOCK = 1 << 12
+# Rows read at once: whole blocks, so that a dense run of rows brings its blocks' leaves along.
+CHUNK = 5 * MAX_BLOCK
 
 
 class ProofStream:
@@ -38,6 +40,18 @@ class ProofStream:
         self.want = BUCKET
         self.loaded = 0
         self.texts: list[str] = []
+        self.known_lo = 0
+        self.known: list[bytes] = []
+
+    def offer(self, lo: int, leaves: list[bytes]) -> None:
+        """The stored hashes of leaves lo, lo + 1, ... that the export has just read (saves reading them again)."""
+        self.known_lo, self.known = lo, leaves
+
+    def _leaves(self, lo: int, hi: int) -> list[bytes]:
+        start = lo - self.known_lo
+        if 0 <= start and hi - self.known_lo <= len(self.known):
+            return self.known[start : hi - self.known_lo]
+        return self.reader.leaves(lo, hi)
 
     def path_text(self, index: int) -> str:
         """Leaf `index`'s inclusion path in the signed tree, as hex joined by `sep`."""
@@ -58,7 +72,7 @@ class ProofStream:
         self.loaded += 1
         if self.loaded % 64 == 0:
             self.reader.forget()  # memory stays bounded on long exports
-        levels = merkle.levels_of(self.reader.leaves(lo, hi))
+        levels = merkle.levels_of(self._leaves(lo, hi))
         self.reader._memo[(lo, hi)] = levels[-1][0]
         self.reader.prefetch(merkle.sibling_ranges(lo, hi, self.size))
         sep = self.sep
@@ -83,7 +97,9 @@ def _records(database, checkpoint_size: int, where):
 
     def records(sep: str) -> Iterator[tuple[tuple, str, str]]:
         proofs = ProofStream(ShortReads(database), checkpoint_size, sep)
-        for rows in event_chunks(database, 0, checkpoint_size, where):
+        for rows in event_chunks(database, 0, checkpoint_size, where, CHUNK):
+            if rows[-1][0] - rows[0][0] == len(rows) - 1:  # a run without gaps (an unfiltered export)
+                proofs.offer(rows[0][0] - 1, [row[13] for row in rows])
             for row in canonical_rows(rows):
                 yield row, row[13].hex(), proofs.path_text(row[0] - 1)
 
