@@ -49,7 +49,7 @@ class ProofStream:
 
     def _leaves(self, lo: int, hi: int) -> list[bytes]:
         start = lo - self.known_lo
-        if 0 <= start and hi - self.known_lo <= len(self.known):
+        if start >= 0 and hi - self.known_lo <= len(self.known):
             return self.known[start : hi - self.known_lo]
         return self.reader.leaves(lo, hi)
 
