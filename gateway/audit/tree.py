@@ -132,8 +132,19 @@ def _events_query(dialect_name: str, after: int, upto: int | None, where):
 
 
 def _fetch_chunks(conn: Connection, query, chunk: int) -> Iterator[Sequence]:
-    """Rows `chunk` at a time from a server-side cursor (PostgreSQL) or SQLite's incremental
-    cursor: constant memory, and no result processing (the raw columns need none)."""
+    """Rows `chunk` at a time in constant memory, with no result processing (the raw columns need none).
+
+    PostgreSQL: a server-side cursor (yield_per).  SQLite's cursor steps through the result
+    anyway: its own tuples are read straight from it, a quarter faster than result rows.
+    """
+    if conn.dialect.name == "sqlite":
+        result = conn.execute(query)
+        try:
+            while rows := result.cursor.fetchmany(chunk):
+                yield rows
+        finally:
+            result.close()
+        return
     result = conn.execute(query, execution_options={"yield_per": chunk})
     try:
         yield from result.partitions()
