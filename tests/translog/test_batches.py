@@ -23,6 +23,8 @@ AWKWARD = [
     "tab\tnew\nline\r",
     "\x7f\x01",
     "=SUM(1)",
+    "+1",
+    "@cmd",
     "-1",
     "a,b",
     "'quoted",
