@@ -11,6 +11,9 @@ database created on 127.0.0.1:5432 as user postgres and dropped afterwards):
   ``record_event()``), 5,000 per transaction -> ``append_events_per_s``; and
   20,000 through ``record_event()`` itself, 200 per transaction ->
   ``append_record_event_per_s``;
+* PostgreSQL only: WRITERS (8) processes at once, each calling ``record_event()`` in its own
+  transaction of one event (1,000 each; --quick: 250) -> ``append_concurrent_events_per_s``
+  with ``writers`` (the total over all of them, from a common start to the last commit);
 * sign one checkpoint over everything (incremental tree build) -> ``checkpoint_events_per_s``;
 * ``verify_log()``: recompute every leaf and the whole tree, check nodes and signatures
   -> ``verify_events_per_s`` (worker processes as ``phigate audit verify`` uses them: cores - 1, at most 4);
@@ -67,6 +70,52 @@ def synthetic(i: int, start: datetime) -> dict:
         "target_org_id": f"{(i + 7) % 50:032x}",
         "details": {"file_id": f"{i:032x}", "bytes": i * 13},
     }
+
+
+WRITERS = 8
+
+
+def _writer(url: str, count: int, ready) -> None:
+    """One concurrent writer: `count` events, each in its own short transaction."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from gateway.audit.service import Actor, record_event
+    from gateway.db import Database
+
+    database = Database(url)
+    actor = Actor(user_id="c" * 32, org_id="d" * 32, ip="10.0.0.2", user_agent="bench-writer")
+    ready.wait()
+    for i in range(count):
+        with database.transaction() as db:
+            record_event(
+                db,
+                Action.TRANSFER_DOWNLOAD_COMPLETED,
+                actor=actor,
+                target_type="transfer",
+                target_id=f"{i:032x}",
+                details={"bytes": i},
+            )
+    database.dispose()
+
+
+def concurrent_appends(url: str, writers: int, each: int) -> float:
+    """Events per second committed by `writers` processes appending at once."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Barrier(writers + 1)
+    procs = [ctx.Process(target=_writer, args=(url, each, ready)) for _ in range(writers)]
+    for proc in procs:
+        proc.start()
+    ready.wait()
+    t = time.perf_counter()
+    for proc in procs:
+        proc.join()
+    elapsed = time.perf_counter() - t
+    if any(proc.exitcode != 0 for proc in procs):
+        raise RuntimeError("a concurrent writer failed")
+    return writers * each / elapsed
 
 
 def run_one(kind: str, events: int) -> dict:
@@ -139,6 +188,11 @@ def run_one(kind: str, events: int) -> dict:
                     )
         out["append_record_event_per_s"] = round(sample / (time.perf_counter() - t))
         total = events + sample
+        if kind == "postgresql":
+            each = 1000 if events >= 100_000 else 250
+            out["append_concurrent_events_per_s"] = round(concurrent_appends(url, WRITERS, each))
+            out["writers"] = WRITERS
+            total += WRITERS * each
 
         t = time.perf_counter()
         cp = maybe_checkpoint(components, force=True)

@@ -75,6 +75,14 @@ HEADER_FIELDS = (
 CSV_COLUMNS = (*FIELDS, "leaf_hash", "inclusion_path")
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "'")
 _line_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+# One event line of a JSON Lines export, members in the order _line_json gives a record.
+_EVENT_LINE = (
+    '{"seq":%d,'
+    + ",".join(f'"{name}":%s' for name in FIELDS[1:12])
+    + ',"type":"event","details":%s,"leaf_hash":"%s","inclusion_path":[%s]}'
+)
+_string = json.encoder.encode_basestring_ascii  # what _line_json does to a string
+_NULL = "null"
 
 
 def neutralise(cell: str) -> str:
@@ -84,6 +92,24 @@ def neutralise(cell: str) -> str:
 
 def restore(cell: str) -> str:
     return cell[1:] if cell.startswith("'") else cell
+
+
+def _plain_cells(text: str, cells: int) -> bool:
+    """True when `cells` cells joined by commas need neither quotes nor a formula guard."""
+    return (
+        text.count(",") == cells - 1
+        and '"' not in text
+        and "\n" not in text
+        and "\r" not in text
+        and not text.startswith(_DANGEROUS)
+        # A later cell starting with one of _DANGEROUS ("\r" is refused above).
+        and ",=" not in text
+        and ",+" not in text
+        and ",-" not in text
+        and ",@" not in text
+        and ",\t" not in text
+        and ",'" not in text
+    )
 
 
 def _csv_cell(value: str) -> str:
@@ -112,13 +138,24 @@ def export_jsonl(records: Records, checkpoint_note: str, header: dict[str, Any])
     yield (_line_json(head) + "\n").encode()
     count, buf = 0, []
     for fields, leaf, path in records(JSONL_PATH_SEP):
-        record = dict(zip(FIELDS[:12], fields, strict=False))
-        record["type"] = "event"
         # The stored details text is valid JSON and hex needs no escaping: both are
-        # appended as text, not parsed and re-encoded.
-        buf.append(
-            f'{_line_json(record)[:-1]},"details":{fields[12]},"leaf_hash":"{leaf}","inclusion_path":["{path}"]}}'
-        )
+        # appended as text, not parsed and re-encoded; the other fields are JSON strings
+        # (or null), encoded one by one exactly as the general encoder would.
+        paths = f'"{path}"' if path else ""
+        try:
+            line = _EVENT_LINE % (
+                fields[0],
+                _string(fields[1]),
+                *[_NULL if v is None else _string(v) for v in fields[2:12]],
+                fields[12],
+                leaf,
+                paths,
+            )
+        except TypeError:  # a value that is not text: the general encoder
+            record = dict(zip(FIELDS[:12], fields, strict=False))
+            record["type"] = "event"
+            line = f'{_line_json(record)[:-1]},"details":{fields[12]},"leaf_hash":"{leaf}","inclusion_path":[{paths}]}}'
+        buf.append(line)
         count += 1
         if len(buf) >= 500:
             buf.append("")
@@ -137,14 +174,13 @@ def export_csv(records: Records, checkpoint_note: str, header: dict[str, Any]) -
     writer.writerow(CSV_COLUMNS)
     count, buf = 0, [out.getvalue()[:-2]]
     for fields, leaf, path in records(CSV_PATH_SEP):
-        # RFC 4180 quoting by hand: the csv module would rescan the long hex columns.
-        cells = [str(fields[0]), fields[1]]
-        for value in fields[2:12]:
-            cells.append("" if value is None else _csv_cell(neutralise(value)))
-        cells.append(_csv_cell(fields[12]))
-        cells.append(leaf)
-        cells.append(path)
-        buf.append(",".join(cells))
+        # RFC 4180 quoting by hand: the csv module would rescan the long hex columns.  The ten
+        # text cells are joined first and quoted or guarded one by one only when they need it.
+        texts = fields[2:12]
+        middle = ",".join(["" if value is None else value for value in texts])
+        if not _plain_cells(middle, len(texts)):
+            middle = ",".join(["" if value is None else _csv_cell(neutralise(value)) for value in texts])
+        buf.append(f"{fields[0]},{fields[1]},{middle},{_csv_cell(fields[12])},{leaf},{path}")
         count += 1
         if count % 500 == 0:
             buf.append("")

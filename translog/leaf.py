@@ -15,7 +15,8 @@ The sequence number is inside the leaf, so moving an event to another position
 changes its leaf hash.  `record_event()` stores `details` with its keys in
 sorted order, so the database's own JSON text of the column (json.dumps) is
 already the canonical text of that element: long scans splice the stored text
-in (`leaf_hash_text`) instead of parsing and re-encoding it, and fall back to
+in (`leaf_hash_text`, and `leaf_hashes_text` for a whole batch of rows with one
+JSON encoding call) instead of parsing and re-encoding it, and fall back to
 parsing when a row was written any other way.  This module is all an outside
 verifier needs to recompute a leaf from an exported record (see docs/audit.md).
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -122,6 +124,29 @@ def leaf_hash_text(*fields: Any) -> bytes:
     head = _encode([VERSION, *fields[:12]])
     details: str = fields[12]
     return _sha256(b"\x00" + (head[:-1] + ", " + details + "]").encode("ascii", "backslashreplace")).digest()
+
+
+_ROW_PREFIX = f'["{VERSION}", '
+# Between two rows of a batch encoded as one JSON array of arrays: no string can hold it,
+# since every '"' inside a JSON string is escaped, and an array only opens at a row.
+_ROW_BREAK = f"], {_ROW_PREFIX}"
+
+
+def leaf_hashes_text(rows: Sequence[Sequence[Any]]) -> list[bytes]:
+    """`leaf_hash_text` of many rows (the 12 fields, then details as JSON text, in each row).
+
+    One JSON encoding call serialises the fields of every row at once; the result is
+    split back into rows at `_ROW_BREAK`.  Equal to `leaf_hash_text` row by row.
+    """
+    if not rows:
+        return []
+    body = _encode([(VERSION, *row[:12]) for row in rows])
+    heads = body[len(_ROW_PREFIX) + 1 : -2].split(_ROW_BREAK)
+    prefix = "\x00" + _ROW_PREFIX
+    return [
+        _sha256(f"{prefix}{head}, {row[12]}]".encode("ascii", "backslashreplace")).digest()
+        for head, row in zip(heads, rows, strict=True)
+    ]
 
 
 def record_leaf_hash(record: dict[str, Any]) -> bytes:

@@ -22,7 +22,7 @@ an outside verifier runs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -57,13 +57,22 @@ def _mth(leaves: list[bytes], start: int, end: int) -> bytes:
     return node_hash(_mth(leaves, start, start + k), _mth(leaves, start + k, end))
 
 
+def parents(level: list[bytes]) -> list[bytes]:
+    """The node hashes one level up from an even-length list of sibling pairs."""
+    pairs = iter(level)
+    return [_sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=True)]
+
+
 def levels_of(leaves: list[bytes]) -> list[list[bytes]]:
     """All levels of a perfect tree over `leaves` (len a power of two), leaves first."""
     levels = [leaves]
     while len(levels[-1]) > 1:
-        prev = levels[-1]
-        levels.append([node_hash(prev[i], prev[i + 1]) for i in range(0, len(prev), 2)])
+        levels.append(parents(levels[-1]))
     return levels
+
+
+# Frontier.extend hashes whole aligned blocks of 2**BLOCK_LEVEL leaves level by level.
+BLOCK_LEVEL = 8
 
 
 class Frontier:
@@ -87,9 +96,13 @@ class Frontier:
             raise ValueError("frontier does not cover its size")
 
     def append(self, leaf: bytes) -> None:
+        self._push(0, leaf)
+
+    def _push(self, level: int, h: bytes) -> None:
+        """Append a perfect subtree of 2**level leaves; the size must be a multiple of 2**level."""
         nodes = self.nodes
-        level, h = 0, leaf
-        index = self.size
+        index = self.size >> level
+        self.size += 1 << level
         while nodes and nodes[-1][0] == level:
             _, left = nodes.pop()
             h = node_hash(left, h)
@@ -98,11 +111,25 @@ class Frontier:
             if self.on_node is not None and level >= self.min_level:
                 self.on_node(level, index, h)
         nodes.append((level, h))
-        self.size += 1
 
-    def extend(self, leaves: Iterable[bytes]) -> None:
-        for leaf in leaves:
-            self.append(leaf)
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Append leaves in order; each whole aligned block of 2**BLOCK_LEVEL is hashed a level at a time."""
+        block = 1 << BLOCK_LEVEL
+        # on_node must see every completed subtree it asks for: below the block level, leaf by leaf.
+        blocks = self.on_node is None or self.min_level >= BLOCK_LEVEL
+        i, n = 0, len(leaves)
+        while i < n:
+            if blocks and self.size % block == 0 and n - i >= block:
+                level = list(leaves[i : i + block])
+                for _ in range(BLOCK_LEVEL):
+                    level = parents(level)
+                if self.on_node is not None and self.min_level <= BLOCK_LEVEL:
+                    self.on_node(BLOCK_LEVEL, self.size >> BLOCK_LEVEL, level[0])
+                self._push(BLOCK_LEVEL, level[0])
+                i += block
+            else:
+                self._push(0, leaves[i])
+                i += 1
 
     def root(self) -> bytes:
         if not self.nodes:

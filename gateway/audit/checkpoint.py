@@ -30,9 +30,8 @@ from gateway.audit.tree import (
     NODE_MIN_LEVEL,
     LogBroken,
     TreeReader,
-    iter_event_rows,
+    checked_chunks,
     prune_base,
-    recomputed_leaf,
     tree_size,
 )
 from gateway.config import Settings
@@ -127,19 +126,17 @@ def create_checkpoint(
     pending: list[tuple[int, int, bytes]] = []
     frontier.on_node = lambda lv, idx, h: pending.append((lv, idx, h))
     frontier.min_level = NODE_MIN_LEVEL
-    expected = frontier.size + 1
-    for row in iter_event_rows(db, frontier.size, size):
-        if row[0] != expected:
-            raise LogBroken(f"event {expected} is missing", seq=expected)
-        leaf = recomputed_leaf(row)
-        if leaf != row[13]:
-            raise LogBroken(f"event {row[0]} does not match its leaf hash", seq=row[0])
-        frontier.append(leaf)
-        expected += 1
+    for leaves, bad in checked_chunks(db.connection(), frontier.size, size, 10_000):
+        frontier.extend(leaves)
+        if bad is not None:
+            expected = frontier.size + 1
+            if bad[0] != expected:
+                raise LogBroken(f"event {expected} is missing", seq=expected)
+            raise LogBroken(f"event {bad[0]} does not match its leaf hash", seq=bad[0])
         if len(pending) >= 1000:
             _store_nodes(db, pending)
     if frontier.size != size:
-        raise LogBroken(f"event {expected} is missing", seq=expected)
+        raise LogBroken(f"event {frontier.size + 1} is missing", seq=frontier.size + 1)
     _store_nodes(db, pending)
     root = frontier.root()
     cp = AuditCheckpoint(

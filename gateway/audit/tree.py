@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Text, cast, func, select, tuple_, type_coerce
+from sqlalchemy import Connection, Text, and_, case, cast, func, literal_column, select, tuple_, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
 from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode, CheckpointKind
 from translog import merkle
-from translog.leaf import format_time, leaf_hash_of, leaf_hash_text
+from translog.leaf import format_time, leaf_hash_of, leaf_hash_text, leaf_hashes_text
 
 # Nodes for perfect subtrees of 2**NODE_MIN_LEVEL leaves and up are stored; smaller
 # subtrees are hashed from one run of at most BUCKET leaf hashes when needed.
@@ -56,9 +56,9 @@ def _conn(db: Session | Connection) -> Connection:
 
 
 class ShortReads:
-    """Reads in short transactions on one connection (a long export or verify must not hold
-    SQLite's write lock, which every transaction takes, nor one long PostgreSQL snapshot).
-    Safe because rows up to a signed tree size never change."""
+    """Small reads in short read transactions on one connection (stored nodes, leaf buckets,
+    checkpoints for a long export or verify): never SQLite's write lock, no long
+    PostgreSQL snapshot.  Safe because rows up to a signed tree size never change."""
 
     def __init__(self, database):
         self.database = database
@@ -66,7 +66,8 @@ class ShortReads:
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = self.database.engine.connect()
+            # The read view of the engine: a snapshot on SQLite, never the write lock.
+            self._conn = self.database.reader.connect()
             if self._conn.dialect.name == "postgresql":
                 # Each read is a statement-level snapshot: no BEGIN/ROLLBACK round trips.
                 self._conn = self._conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -121,14 +122,50 @@ def keyset_stream(reads, query, order_cols, key, chunk: int = 5000) -> Iterator:
         last = key(rows[-1])
 
 
-def stream_events(database, after: int, upto: int | None = None, where=None, chunk: int = 20_000) -> Iterator:
-    """Event rows with seq in (after, upto] in order, in short transactions of `chunk` rows."""
-    query = select(*raw_columns(database.engine.dialect.name)).where(E.seq > after)
+def _events_query(dialect_name: str, after: int, upto: int | None, where):
+    query = select(*raw_columns(dialect_name)).where(E.seq > after).order_by(E.seq)
     if upto is not None:
         query = query.where(E.seq <= upto)
     if where is not None:
         query = query.where(where)
-    return canonical_rows(keyset_stream(ShortReads(database), query, [E.seq], lambda r: (r[0],), chunk))
+    return query
+
+
+def _fetch_chunks(conn: Connection, query, chunk: int) -> Iterator[Sequence]:
+    """Rows `chunk` at a time in constant memory, with no result processing (the raw columns need none).
+
+    PostgreSQL: a server-side cursor (yield_per).  SQLite's cursor steps through the result
+    anyway: its own tuples are read straight from it, a quarter faster than result rows.
+    """
+    if conn.dialect.name == "sqlite":
+        result = conn.execute(query)
+        try:
+            while rows := result.cursor.fetchmany(chunk):
+                yield rows
+        finally:
+            result.close()
+        return
+    result = conn.execute(query, execution_options={"yield_per": chunk})
+    try:
+        yield from result.partitions()
+    finally:
+        result.close()
+
+
+def event_chunks(database, after: int, upto: int | None = None, where=None, chunk: int = 20_000) -> Iterator[Sequence]:
+    """Raw event rows (`raw_columns`) with seq in (after, upto], in order, in lists of `chunk` rows.
+
+    One streaming query in one read transaction: a server-side cursor on PostgreSQL,
+    a snapshot that never takes the write lock on SQLite.
+    """
+    with database.reader.connect() as conn:
+        yield from _fetch_chunks(conn, _events_query(conn.dialect.name, after, upto, where), chunk)
+
+
+def stream_events(database, after: int, upto: int | None = None, where=None, chunk: int = 20_000) -> Iterator:
+    """Event rows with seq in (after, upto] in order, as `canonical_rows`, streamed in one read transaction."""
+    for rows in event_chunks(database, after, upto, where, chunk):
+        yield from canonical_rows(rows)
 
 
 # The same columns without SQLAlchemy's result processing: streams convert the driver's
@@ -143,17 +180,56 @@ PG_RAW_COLUMNS = tuple(
     else raw
     for c, raw in zip(EVENT_COLUMNS, RAW_COLUMNS, strict=False)
 )
+# So does SQLite, from the text SQLAlchemy stores ("YYYY-MM-DD HH:MM:SS.ffffff", UTC); any
+# other text is passed on as stored and converted by `_canonical_time`.
+_SQLITE_TIME = case(
+    (
+        and_(
+            func.length(E.occurred_at) == 26,
+            func.substr(E.occurred_at, 11, 1) == " ",
+            func.substr(E.occurred_at, 20, 1) == ".",
+        ),
+        func.substr(E.occurred_at, 1, 10)
+        .op("||")(literal_column("'T'"))
+        .op("||")(func.substr(E.occurred_at, 12))
+        .op("||")(literal_column("'Z'")),
+    ),
+    else_=cast(E.occurred_at, Text),
+)
+SQLITE_RAW_COLUMNS = tuple(
+    type_coerce(_SQLITE_TIME, NullType()).label("occurred_at") if c is E.occurred_at else raw
+    for c, raw in zip(EVENT_COLUMNS, RAW_COLUMNS, strict=False)
+)
 _loads = json.loads
 
 
 def raw_columns(dialect_name: str) -> tuple:
-    return PG_RAW_COLUMNS if dialect_name == "postgresql" else RAW_COLUMNS
+    if dialect_name == "postgresql":
+        return PG_RAW_COLUMNS
+    return SQLITE_RAW_COLUMNS if dialect_name == "sqlite" else RAW_COLUMNS
+
+
+def checked_chunks(
+    conn: Connection, after: int, upto: int | None, chunk: int
+) -> Iterator[tuple[list[bytes], tuple | None]]:
+    """Verified stored leaves of events after+1..upto, a batch at a time, each recomputed from its row.
+
+    Yields (leaves, None) per batch and, at the first row that does not hold,
+    (the leaves before it, that row as `canonical_rows` gives it) and stops.
+    """
+    expected = after + 1
+    for rows in _fetch_chunks(conn, _events_query(conn.dialect.name, after, upto, None), chunk):
+        leaves, bad = checked_leaves(rows, expected)
+        yield leaves, bad
+        if bad is not None:
+            return
+        expected += len(leaves)
 
 
 def _canonical_time(value) -> str:
     if isinstance(value, str):
         if len(value) == 27 and value[10] == "T" and value[26] == "Z":
-            return value  # already canonical (PostgreSQL's to_char above)
+            return value  # already canonical (formatted by the database, see raw_columns)
         # SQLite text as SQLAlchemy stores it: "YYYY-MM-DD HH:MM:SS.ffffff" (UTC).
         if len(value) == 26 and value[10] == " " and value[19] == ".":
             return value[:10] + "T" + value[11:] + "Z"
@@ -194,22 +270,30 @@ def row_fields(row) -> tuple:
     return (*row[:12], details)
 
 
-def iter_event_rows(
-    db: Session | Connection, after: int, upto: int | None = None, *, batch: int = 10_000, where=None
-) -> Iterator:
-    """Event rows with seq in (after, upto], in order, streamed (server-side cursor on PostgreSQL)."""
-    conn = _conn(db)
-    query = select(*raw_columns(conn.dialect.name)).where(E.seq > after).order_by(E.seq)
-    if upto is not None:
-        query = query.where(E.seq <= upto)
-    if where is not None:
-        query = query.where(where)
-    result = conn.execute(query, execution_options={"yield_per": batch})
-    try:
-        for partition in result.partitions():
-            yield from canonical_rows(partition)
-    finally:
-        result.close()
+def checked_leaves(rows: Sequence, expected: int) -> tuple[list[bytes], tuple | None]:
+    """The stored leaf hashes of raw rows that should be events `expected`, `expected + 1`, ...
+
+    Each leaf is recomputed from its row's fields first.  Returns the leaves as far as
+    they hold and the first row that does not (as `canonical_rows` gives it: its seq is
+    not `expected + len(leaves)`, or its fields do not hash to its leaf), or None.  A whole
+    batch is hashed at once (`leaf_hashes_text`); only a batch with a bad or unusual row
+    is checked again row by row.
+    """
+    stored = [r[13] for r in rows]
+    if rows and rows[0][0] == expected and rows[-1][0] == expected + len(rows) - 1:
+        # Sequence numbers are unique and ordered: first and last right means none is missing.
+        try:
+            if leaf_hashes_text(rows) == stored:
+                return stored, None
+        except (TypeError, ValueError):
+            pass  # an unusual value: the row-by-row check below names it
+    good: list[bytes] = []
+    for row in canonical_rows(rows):
+        if row[0] != expected or recomputed_leaf(row) != row[13]:
+            return good, row
+        good.append(row[13])
+        expected += 1
+    return good, None
 
 
 def recomputed_leaf(row) -> bytes:

@@ -26,10 +26,9 @@ from gateway.audit.models import AuditCheckpoint, AuditTreeNode, CheckpointKind
 from gateway.audit.tree import (
     NODE_MIN_LEVEL,
     ShortReads,
+    checked_chunks,
     keyset_stream,
     prune_base,
-    recomputed_leaf,
-    stream_events,
     tree_size,
 )
 from translog import merkle, note
@@ -77,32 +76,36 @@ def _original_position(row, window: int = 64) -> int | None:
     return None
 
 
-class _LeafFailure(Exception):
-    def __init__(self, seq: int, message: str):
-        super().__init__(message)
-        self.seq, self.message = seq, message
+def _failure(row, expected: int) -> tuple[int, str]:
+    """What is wrong with the first row `checked_leaves` refused, and the first sequence number it affects."""
+    seq = row[0]
+    if seq != expected:
+        return expected, f"event {expected} is missing" if seq > expected else f"event {seq} is out of order"
+    moved_from = _original_position(row)
+    if moved_from is not None:
+        first = min(seq, moved_from)
+        return first, (
+            f"the log breaks at event {first}: the event now at {seq} was written as "
+            f"event {moved_from} (events were inserted, deleted or reordered)"
+        )
+    return seq, f"event {seq} does not match its leaf hash (its fields were edited)"
 
 
-def _check_rows(rows, expected: int) -> Iterator[bytes]:
-    """Stored leaf hashes of consecutive rows, each recomputed from the row's fields first."""
-    for row in rows:
-        seq = row[0]
-        if seq != expected:
-            raise _LeafFailure(
-                expected, f"event {expected} is missing" if seq > expected else f"event {seq} is out of order"
-            )
-        if recomputed_leaf(row) != row[13]:
-            moved_from = _original_position(row)
-            if moved_from is not None:
-                first = min(seq, moved_from)
-                raise _LeafFailure(
-                    first,
-                    f"the log breaks at event {first}: the event now at {seq} was written as "
-                    f"event {moved_from} (events were inserted, deleted or reordered)",
-                )
-            raise _LeafFailure(seq, f"event {seq} does not match its leaf hash (its fields were edited)")
-        yield row[13]
-        expected += 1
+Checked = tuple[list[bytes], tuple[int, str] | None]
+
+
+def _checked_chunks(database, after: int, end: int, chunk: int) -> Iterator[Checked]:
+    """Verified leaf hashes of events after+1..end in batches, then the first failure (if any)."""
+    expected = after + 1
+    with database.reader.connect() as conn:
+        for leaves, bad in checked_chunks(conn, after, end, chunk):
+            expected += len(leaves)
+            if bad is not None:
+                yield leaves, _failure(bad, expected)
+                return
+            yield leaves, None
+    if expected <= end:
+        yield [], (expected, f"event {expected} is missing")
 
 
 SEGMENT = 1 << 16
@@ -116,21 +119,17 @@ def _segment(url: str, lo: int, hi: int, chunk: int) -> tuple[bytes, tuple[int, 
     database = _worker_dbs.get(url)
     if database is None:
         database = _worker_dbs[url] = Database(url)
-    leaves = []
-    try:
-        for leaf in _check_rows(stream_events(database, lo, hi, chunk=chunk), lo + 1):
-            leaves.append(leaf)
-        if len(leaves) != hi - lo:
-            raise _LeafFailure(lo + len(leaves) + 1, f"event {lo + len(leaves) + 1} is missing")
-    except _LeafFailure as failure:
-        return b"".join(leaves), (failure.seq, failure.message)
-    return b"".join(leaves), None
+    blobs, failure = [], None
+    for leaves, failed in _checked_chunks(database, lo, hi, chunk):
+        blobs.append(b"".join(leaves))
+        failure = failed
+    return b"".join(blobs), failure
 
 
-def _verified_leaves(database, base: int, size: int, chunk: int, workers: int) -> Iterator[bytes]:
-    """Leaf hashes base+1..size, each checked against its row; in parallel segments when workers > 1."""
+def _verified_leaves(database, base: int, size: int, chunk: int, workers: int) -> Iterator[Checked]:
+    """Leaf hashes base+1..size in batches, each checked against its row; in parallel segments when workers > 1."""
     if workers <= 1 or size - base <= SEGMENT:
-        yield from _check_rows(stream_events(database, base, chunk=chunk), base + 1)
+        yield from _checked_chunks(database, base, size, chunk)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -144,17 +143,20 @@ def _verified_leaves(database, base: int, size: int, chunk: int, workers: int) -
             pending.append(pool.submit(_segment, database.url, lo, hi, chunk))
             if len(pending) < 2 * workers:
                 continue
-            yield from _drain(pending.pop(0).result())
+            leaves, failure = _unpack(pending.pop(0).result())
+            yield leaves, failure
+            if failure is not None:
+                return
         while pending:
-            yield from _drain(pending.pop(0).result())
+            leaves, failure = _unpack(pending.pop(0).result())
+            yield leaves, failure
+            if failure is not None:
+                return
 
 
-def _drain(result: tuple[bytes, tuple[int, str] | None]) -> Iterator[bytes]:
+def _unpack(result: tuple[bytes, tuple[int, str] | None]) -> Checked:
     blob, failure = result
-    for i in range(0, len(blob), 32):
-        yield blob[i : i + 32]
-    if failure is not None:
-        raise _LeafFailure(*failure)
+    return [blob[i : i + 32] for i in range(0, len(blob), 32)], failure
 
 
 def verify_log(database, public_key, key_name: str, *, chunk: int = 20_000, workers: int = 1) -> VerifyReport:
@@ -217,6 +219,7 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 20_000, work
     )
     next_node = [next(nodes, None)]
     last_good = base
+    broken_at = [0]  # where the first stored subtree that no longer matches ends
 
     def on_node(level: int, idx: int, h: bytes) -> None:
         stored = next_node[0]
@@ -225,6 +228,7 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 20_000, work
         next_node[0] = next(nodes, None)
         if bytes(stored.hash) != h and report.ok:
             start = idx << level
+            broken_at[0] = (idx + 1) << level
             report.fail(
                 max(start, last_good) + 1,
                 f"events {start + 1}..{(idx + 1) << level} no longer hash to the subtree stored at checkpoint time",
@@ -232,10 +236,17 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 20_000, work
 
     frontier.on_node = on_node
     frontier.min_level = NODE_MIN_LEVEL
-    try:
-        for leaf in _verified_leaves(database, base, report.tree_size, chunk, workers):
-            frontier.append(leaf)
-            report.events_checked += 1
+    for leaves, failure in _verified_leaves(database, base, report.tree_size, chunk, workers):
+        i = 0
+        while i < len(leaves):
+            # Extend up to the next checkpoint's size (or the batch's end), then check what is signed there.
+            upto = len(leaves) if pending_cp is None else min(len(leaves), i + pending_cp.tree_size - frontier.size)
+            frontier.extend(leaves[i:upto])
+            i = upto
+            report.events_checked = frontier.size - base
+            if not report.ok:  # a stored subtree did not match: report where it ended
+                report.events_checked = min(frontier.size, broken_at[0]) - base
+                return report
             while pending_cp is not None and pending_cp.tree_size == frontier.size:
                 c = signed(pending_cp)
                 if c is not None and c.root_hash != frontier.root():
@@ -249,11 +260,9 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 20_000, work
                 report.latest_checkpoint_size = frontier.size
                 last_good = frontier.size
                 pending_cp = next(checkpoints, None)
-            if not report.ok:
-                return report
-    except _LeafFailure as failure:
-        report.fail(failure.seq, failure.message)
-        return report
+        if failure is not None:
+            report.fail(*failure)
+            return report
     if pending_cp is not None:
         report.fail(
             frontier.size + 1,

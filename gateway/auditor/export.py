@@ -1,81 +1,107 @@
 """Starting an export: record it, sign a checkpoint that covers it, stream the events with their proofs.
 
 The file format and its offline verifier are the log library's (translog/export.py);
-this module feeds the writers from the database: events in keyset chunks in short
-transactions, inclusion paths built one bucket of 256 leaves at a time, so memory
-does not grow with the export.
+this module feeds the writers from the database: events from one streaming query
+(a server-side cursor on PostgreSQL), inclusion paths built one perfect subtree
+(block) of leaves at a time, so memory does not grow with the export.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gateway.audit.tree import BUCKET, NODE_MIN_LEVEL, ShortReads, TreeReader, stream_events
+from gateway.audit.tree import BUCKET, ShortReads, TreeReader, canonical_rows, event_chunks
 from translog import merkle, note
 from translog.export import FORMAT, export_csv, export_jsonl, header_binding
 from translog.leaf import VERSION
 
+# The largest block of leaves whose paths are built at once (a few MB of path text).
+MAX_BLOCK = 1 << 12
+# Rows read at once: whole blocks, so that a dense run of rows brings its blocks' leaves along.
+CHUNK = 5 * MAX_BLOCK
+
 
 class ProofStream:
-    """Inclusion paths for leaves visited in increasing order, one bucket at a time."""
+    """Inclusion paths, as text, for leaves visited in increasing order, one block at a time.
 
-    def __init__(self, reads, size: int):
+    A block is a perfect subtree [lo, lo + 2**k) of the signed tree: its leaf hashes are
+    read in one query and hashed level by level once, and every leaf's path is its
+    siblings inside the block followed by the block's own path to the root, which is
+    computed once per block (from stored nodes).  Blocks start at one bucket of 256
+    leaves and double, up to MAX_BLOCK, while the export reads them one after another,
+    so a dense export reads few large blocks and a sparse one only small ones.
+    """
+
+    def __init__(self, reads, size: int, sep: str):
         self.reader = TreeReader(reads, size)
         self.size = size
-        self.bucket: int | None = None
+        self.sep = sep
+        self.lo = self.hi = 0
+        self.want = BUCKET
         self.loaded = 0
+        self.texts: list[str] = []
+        self.known_lo = 0
+        self.known: list[bytes] = []
 
-    def path(self, index: int) -> list[str]:
-        lo = index - index % BUCKET
-        if lo != self.bucket:
-            self._load(lo)
-        if self.levels is None:
-            return [h.hex() for h in merkle.inclusion_path(index, self.size, self.reader.subtree)]
-        j = index - lo
-        levels = self.levels
-        return [levels[level][(j >> level) ^ 1] for level in range(NODE_MIN_LEVEL)] + self.upper
+    def offer(self, lo: int, leaves: list[bytes]) -> None:
+        """The stored hashes of leaves lo, lo + 1, ... that the export has just read (saves reading them again)."""
+        self.known_lo, self.known = lo, leaves
 
-    def path_text(self, index: int, sep: str) -> str:
-        """The path as hex joined by `sep`; the part above the bucket is joined once per bucket."""
-        lo = index - index % BUCKET
-        if lo != self.bucket:
-            self._load(lo)
-        if self.levels is None:
-            return sep.join(h.hex() for h in merkle.inclusion_path(index, self.size, self.reader.subtree))
-        j = index - lo
-        levels = self.levels
-        lower = sep.join([levels[level][(j >> level) ^ 1] for level in range(NODE_MIN_LEVEL)])
-        upper = self._upper_text.get(sep)
-        if upper is None:
-            upper = self._upper_text[sep] = sep.join(self.upper)
-        return lower + sep + upper if upper else lower
+    def _leaves(self, lo: int, hi: int) -> list[bytes]:
+        start = lo - self.known_lo
+        if start >= 0 and hi - self.known_lo <= len(self.known):
+            return self.known[start : hi - self.known_lo]
+        return self.reader.leaves(lo, hi)
 
-    def _load(self, lo: int) -> None:
-        self.bucket = lo
+    def path_text(self, index: int) -> str:
+        """Leaf `index`'s inclusion path in the signed tree, as hex joined by `sep`."""
+        if not self.lo <= index < self.hi:
+            self._load(index)
+        return self.texts[index - self.lo]
+
+    def _load(self, index: int) -> None:
+        self.want = min(MAX_BLOCK, self.want * 2) if index == self.hi and self.hi else BUCKET
+        span = self.want
+        if index == self.hi:
+            while index % span:  # the next block starts where the last one ended
+                span //= 2
+        # A perfect subtree holding `index`, aligned, inside the tree: a node of the RFC 9162 recursion.
+        while index - index % span + span > self.size:
+            span //= 2
+        lo, hi = index - index % span, index - index % span + span
         self.loaded += 1
         if self.loaded % 64 == 0:
-            self.reader.forget()
-        hi = lo + BUCKET
-        if hi > self.size:
-            self.levels = None  # the partial right-edge bucket: paths computed directly
-            return
-        leaves = self.reader._bucket(lo, hi)
-        levels = merkle.levels_of(leaves)
-        self.levels = [[h.hex() for h in level] for level in levels[:-1]]
+            self.reader.forget()  # memory stays bounded on long exports
+        levels = merkle.levels_of(self._leaves(lo, hi))
         self.reader._memo[(lo, hi)] = levels[-1][0]
         self.reader.prefetch(merkle.sibling_ranges(lo, hi, self.size))
-        self.upper = [h.hex() for h in merkle.path_to_range(lo, hi, self.size, self.reader.subtree)]
-        self._upper_text: dict[str, str] = {}
-        self.reader._buckets.clear()
+        sep = self.sep
+        upper = sep.join(h.hex() for h in merkle.path_to_range(lo, hi, self.size, self.reader.subtree))
+        if len(levels) == 1:
+            texts = [upper]
+        else:
+            # Top-down: each node's text is the path above it; a leaf's is its whole path.
+            above = [sep + upper] if upper else [""]
+            for depth in range(len(levels) - 2, -1, -1):
+                hexes = [h.hex() for h in levels[depth]]
+                if depth:
+                    above = [f"{sep}{hexes[k ^ 1]}{above[k >> 1]}" for k in range(len(hexes))]
+                else:
+                    above = [f"{hexes[k ^ 1]}{above[k >> 1]}" for k in range(len(hexes))]
+            texts = above
+        self.lo, self.hi, self.texts = lo, hi, texts
 
 
 def _records(database, checkpoint_size: int, where):
     """The writers' record source: events matching `where` up to the checkpoint, with their paths."""
 
     def records(sep: str) -> Iterator[tuple[tuple, str, str]]:
-        proofs = ProofStream(ShortReads(database), checkpoint_size)
-        for row in stream_events(database, 0, checkpoint_size, where):
-            yield row, row[13].hex(), proofs.path_text(row[0] - 1, sep)
+        proofs = ProofStream(ShortReads(database), checkpoint_size, sep)
+        for rows in event_chunks(database, 0, checkpoint_size, where, CHUNK):
+            if rows[-1][0] - rows[0][0] == len(rows) - 1:  # a run without gaps (an unfiltered export)
+                proofs.offer(rows[0][0] - 1, [row[13] for row in rows])
+            for row in canonical_rows(rows):
+                yield row, row[13].hex(), proofs.path_text(row[0] - 1)
 
     return records
 
