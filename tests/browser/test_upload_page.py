@@ -83,7 +83,9 @@ def test_files_the_gateway_refuses_are_refused_before_a_byte_is_sent(server, bro
     page.on("request", lambda r: sent.append((r.method, r.url)) if "/api/v1/uploads" in r.url else None)
     status = page.locator("#upload-status")
 
-    page.set_input_files("#files", {"name": "big scan.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.7\n" * (2 * MiB // 9)})
+    page.set_input_files(
+        "#files", {"name": "big scan.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.7\n" * (2 * MiB // 9)}
+    )
     assert status.inner_text() == "\u201cbig scan.pdf\u201d is 2 MiB: a file may be at most 1.5 MiB."
     page.click("#send")
     assert "error" in status.get_attribute("class")
@@ -119,7 +121,9 @@ def test_a_dropped_file_is_sent(server, browser, factory, components):
     assert csp_violations(page) == []
 
 
-def test_progress_shows_speed_and_time_left_and_cancel_removes_the_uploads(server, browser, factory, components, tmp_path):
+def test_progress_shows_speed_and_time_left_and_cancel_removes_the_uploads(
+    server, browser, factory, components, tmp_path
+):
     page, staff = send_page(browser, server, factory, components)
     small, large = tmp_path / "cover letter.pdf", tmp_path / "records.pdf"
     small.write_bytes(synthetic_pdf(64 * 1024, b"SMALL"))
@@ -131,7 +135,9 @@ def test_progress_shows_speed_and_time_left_and_cancel_removes_the_uploads(serve
     page.locator("#upload-status", has_text="records.pdf").wait_for(timeout=15000)
     text = page.locator("#progress-text")
     text.filter(has_text=re.compile(r"KiB/s · about \d+ s left")).wait_for(timeout=15000)
-    assert re.fullmatch(r"[\d.]+ (KiB|MiB) of 1.6 MiB · [\d.]+ KiB/s · about \d+ s left", text.inner_text()), text.inner_text()
+    assert re.fullmatch(r"[\d.]+ (KiB|MiB) of 1.6 MiB · [\d.]+ KiB/s · about \d+ s left", text.inner_text()), (
+        text.inner_text()
+    )
     assert page.locator("#progress").get_attribute("value") != "100"
     # The first file is complete on the server and the second one under way: cancel ends both.
     assert [u.state.value for u in uploads_of(components, staff)].count("open") == 1
@@ -145,7 +151,9 @@ def test_progress_shows_speed_and_time_left_and_cancel_removes_the_uploads(serve
     assert csp_violations(page) == []
 
 
-def test_a_cancel_the_server_never_hears_of_says_so_and_keeps_the_upload(server, browser, factory, components, tmp_path):
+def test_a_cancel_the_server_never_hears_of_says_so_and_keeps_the_upload(
+    server, browser, factory, components, tmp_path
+):
     page, staff = send_page(browser, server, factory, components)
     source = tmp_path / "records.pdf"
     source.write_bytes(synthetic_pdf(LIMIT, b"LARGE"))
@@ -154,11 +162,16 @@ def test_a_cancel_the_server_never_hears_of_says_so_and_keeps_the_upload(server,
     page.click("#send")
     page.locator("#progress-text", has_text="left").wait_for(timeout=15000)
     # From now on the server is out of reach for a DELETE (the upload under way is not intercepted).
-    page.route("**/api/v1/uploads/*", lambda route: route.abort() if route.request.method == "DELETE" else route.fallback())
+    page.route(
+        "**/api/v1/uploads/*", lambda route: route.abort() if route.request.method == "DELETE" else route.fallback()
+    )
     page.click("#cancel")
     status = page.locator("#upload-status.error")
     status.wait_for(timeout=15000)
-    assert status.inner_text().startswith("Sending stopped, but the server could not be reached to remove what was already sent.")
+    assert status.inner_text().startswith(
+        "Sending stopped, but the server could not be reached to remove what was already sent."
+    )
     # Nothing is lost: the upload is still there to resume (or expires by itself).
     assert [u["file_name"] for u in unfinished(page, server)] == ["records.pdf"]
+    assert [u.state.value for u in uploads_of(components, staff)] == ["open"]
     assert page.locator("#progress").is_hidden() and page.locator("#send").is_enabled()
