@@ -175,3 +175,16 @@ def test_a_cancel_the_server_never_hears_of_says_so_and_keeps_the_upload(
     assert [u["file_name"] for u in unfinished(page, server)] == ["records.pdf"]
     assert [u.state.value for u in uploads_of(components, staff)] == ["open"]
     assert page.locator("#progress").is_hidden() and page.locator("#send").is_enabled()
+
+
+def test_a_file_the_server_refuses_leaves_no_full_bar_beside_the_error(server, browser, factory, components):
+    page, staff = send_page(browser, server, factory, components)
+    page.set_input_files(
+        "#files", {"name": "notes.pdf", "mimeType": "application/pdf", "buffer": b"plain text\n" * 2000}
+    )
+    page.click("#send")
+    status = page.locator("#upload-status.error")
+    status.wait_for(timeout=15000)
+    assert status.inner_text() == "The file's content does not match its extension."
+    assert page.locator("#progress").is_hidden() and page.locator("#progress-text").is_hidden()
+    assert page.locator("#send").is_enabled() and page.locator("#cancel").is_hidden()
