@@ -6,7 +6,8 @@
 // Files may be chosen or dropped on the page. Each is checked against the gateway's own limits
 // (allowed extensions and largest size, rendered into the form's data- attributes from the
 // settings) before a byte is sent. While sending, the bar shows the speed and the time left, and
-// "Cancel upload" stops and terminates every upload of the batch on the server (tus DELETE).
+// "Cancel upload" stops and terminates every upload of the batch on the server (tus DELETE); so
+// does a final refusal of one of its files.
 (function () {
   "use strict";
   var form = document.getElementById("upload-form");
@@ -30,7 +31,7 @@
   // Telling the server to drop a cancelled upload is retried briefly: the user is waiting.
   var CANCEL_RETRY_DELAYS = [500, 1500];
   var SPEED_WINDOW_MS = 5000;
-  var sending = null;  // the batch being sent: {uploads, ids, cancelled, fail}
+  var sending = null;  // the batch being sent: {upload, ids, cancelled, fail}
 
   function say(text, isError) {
     status.textContent = text;
@@ -302,16 +303,17 @@
       if (batch.cancelled) { return; }  // the cancel handler has the last word
       settle();
       say(messageOf(err), true);
+      // A refusal of the file is final (a dropped link, a moved offset or an ended session is not):
+      // the batch can never become a transfer, so nothing of it is left on the server.
+      var code = err && err.originalResponse ? err.originalResponse.getStatus() : 0;
+      if (code >= 400 && code < 500 && [401, 403, 409, 423].indexOf(code) < 0) {
+        endBatch(batch).catch(function () { /* it expires by itself */ });
+      }
     });
   });
 
-  // Cancel: stop sending and terminate, on the server, the upload in progress and those already complete.
-  cancelButton.addEventListener("click", function () {
-    var batch = sending;
-    if (!batch || batch.cancelled) { return; }
-    batch.cancelled = true;
-    cancelButton.disabled = true;
-    say("Cancelling\u2026");
+  // Terminates, on the server, the batch's upload under way and those already complete (tus DELETE).
+  function endBatch(batch) {
     var options = { headers: { "X-CSRF-Token": csrf }, retryDelays: CANCEL_RETRY_DELAYS };
     var endings = batch.ids.map(function (id) {
       return window.tus.Upload.terminate("/api/v1/uploads/" + encodeURIComponent(id), options);
@@ -321,8 +323,19 @@
       batch.upload.options = Object.assign({}, batch.upload.options, { retryDelays: CANCEL_RETRY_DELAYS, onShouldRetry: null });
       endings.push(batch.upload.abort(true));
     }
+    return Promise.all(endings);
+  }
+
+  // Cancel: stop sending and terminate, on the server, the upload in progress and those already complete.
+  cancelButton.addEventListener("click", function () {
+    var batch = sending;
+    if (!batch || batch.cancelled) { return; }
+    batch.cancelled = true;
+    cancelButton.disabled = true;
+    say("Cancelling\u2026");
+    var ending = endBatch(batch);
     if (batch.fail) { batch.fail(new Error("cancelled")); }
-    Promise.all(endings).then(function () {
+    ending.then(function () {
       settle();
       say("Cancelled. Nothing of these files is kept on the server.");
     }, function () {

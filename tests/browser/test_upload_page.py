@@ -188,3 +188,10 @@ def test_a_file_the_server_refuses_leaves_no_full_bar_beside_the_error(server, b
     assert status.inner_text() == "The file's content does not match its extension."
     assert page.locator("#progress").is_hidden() and page.locator("#progress-text").is_hidden()
     assert page.locator("#send").is_enabled() and page.locator("#cancel").is_hidden()
+    # The refused upload can never be sent: the page ends it on the server, so nothing is left.
+    for _ in range(50):
+        if not unfinished(page, server):
+            break
+        page.wait_for_timeout(100)
+    assert unfinished(page, server) == []
+    assert [u.state.value for u in uploads_of(components, staff)] == ["cancelled"]
