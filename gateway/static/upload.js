@@ -3,9 +3,9 @@
 // after a reload, choosing the same file again resumes it where it stopped. Once every file is
 // complete, one transfer is made of them (all or nothing). The session's CSRF token goes in a header.
 //
-// Files may be chosen or dropped on the page. Each is checked against the gateway's own limits
-// (allowed extensions and largest size, rendered into the form's data- attributes from the
-// settings) before a byte is sent. While sending, the bar shows the speed and the time left, and
+// Files may be chosen or dropped on the page. They are checked against the gateway's own limits
+// (allowed extensions, largest file, files per transfer: the form's data- attributes, rendered
+// from the settings) before a byte is sent. While sending, the bar shows the speed and the time left, and
 // "Cancel upload" stops and terminates every upload of the batch on the server (tus DELETE); so
 // does a final refusal of one of its files.
 (function () {
@@ -25,6 +25,7 @@
   var allowed = form.dataset.allowed.split(",");
   var maxSize = Number(form.dataset.maxSize);
   var maxSizeText = form.dataset.maxSizeText;
+  var maxFiles = Number(form.dataset.maxFiles);
   var CHUNK = 8 * 1024 * 1024;
   // Back-off between attempts after a dropped connection: about ten minutes in all.
   var RETRY_DELAYS = [1000, 2000, 4000, 8000, 15000, 30000, 60000, 60000, 120000, 120000, 180000];
@@ -64,6 +65,7 @@
   // Why these files cannot be sent, or "" when they can: the same rules the gateway applies.
   function refusal(files) {
     if (!files.length) { return "Choose at least one file, or drop it here."; }
+    if (files.length > maxFiles) { return "At most " + maxFiles + " files per transfer."; }
     for (var i = 0; i < files.length; i++) {
       var f = files[i];
       if (allowed.indexOf(extension(f.name)) < 0) {

@@ -72,6 +72,7 @@ def new_transfer(request: Request, db: DbSession, c: AppComponents, principal: S
         allowed=c.settings.allowed_file_types,
         max_size=c.settings.max_file_size,
         max_size_text=_size_text(c.settings.max_file_size),
+        max_files=c.settings.max_files_per_transfer,
     )
 
 

@@ -36,7 +36,7 @@ DROP = """([files]) => {
 
 @pytest.fixture
 def settings(settings):
-    return settings.model_copy(update={"max_file_size": LIMIT})
+    return settings.model_copy(update={"max_file_size": LIMIT, "max_files_per_transfer": 2})
 
 
 def send_page(browser, server, factory, components):
@@ -78,7 +78,8 @@ def test_files_the_gateway_refuses_are_refused_before_a_byte_is_sent(server, bro
     form = page.locator("#upload-form")
     assert form.get_attribute("data-max-size") == str(LIMIT)
     assert form.get_attribute("data-allowed") == ",".join(settings.allowed_file_types)
-    assert "up to 1.5 MiB each" in page.locator("label", has=page.locator("#files")).inner_text()
+    assert form.get_attribute("data-max-files") == "2"
+    assert "up to 1.5 MiB each, 2 at most" in page.locator("label", has=page.locator("#files")).inner_text()
     sent = []
     page.on("request", lambda r: sent.append((r.method, r.url)) if "/api/v1/uploads" in r.url else None)
     status = page.locator("#upload-status")
@@ -99,6 +100,11 @@ def test_files_the_gateway_refuses_are_refused_before_a_byte_is_sent(server, bro
     page.set_input_files("#files", {"name": "empty.pdf", "mimeType": "application/pdf", "buffer": b""})
     page.click("#send")
     assert status.inner_text() == "\u201cempty.pdf\u201d is empty."
+
+    three = [{"name": f"part {n}.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.7\n"} for n in range(3)]
+    page.set_input_files("#files", three)
+    page.click("#send")
+    assert status.inner_text() == "At most 2 files per transfer."
 
     page.wait_for_timeout(300)  # anything the page would have sent has left by now
     assert sent == []
