@@ -31,8 +31,10 @@
   var RETRY_DELAYS = [1000, 2000, 4000, 8000, 15000, 30000, 60000, 60000, 120000, 120000, 180000];
   // Telling the server to drop a cancelled upload is retried briefly: the user is waiting.
   var CANCEL_RETRY_DELAYS = [500, 1500];
+  // How long a cancel waits for an upload being created to get its address (so that it can be ended).
+  var CREATION_WAIT_MS = 10000;
   var SPEED_WINDOW_MS = 5000;
-  var sending = null;  // the batch being sent: {upload, ids, cancelled, fail}
+  var sending = null;  // the batch being sent: its current upload, the ids of those complete, its state
 
   function say(text, isError) {
     status.textContent = text;
@@ -231,16 +233,19 @@
             say("The connection is back; " + file.name + " goes on from where it stopped.");
           }
         },
+        onUploadUrlAvailable: function () { if (batch.created) { batch.created(); } },
         onSuccess: function () { resolve(upload.url.split("/").pop()); },
         onError: function (err) { reject(err); }
       });
       batch.upload = upload;
+      batch.starting = false;
       upload.findPreviousUploads().then(function (previous) {
         if (batch.cancelled) { return; }
         if (previous.length) {
           upload.resumeFromPreviousUpload(previous[0]);
           say("Resuming " + file.name + " where it stopped\u2026");
         }
+        batch.starting = true;
         upload.start();
       });
     });
@@ -280,7 +285,7 @@
       input.focus();
       return;
     }
-    var batch = { upload: null, ids: [], cancelled: false, fail: null };
+    var batch = { upload: null, ids: [], cancelled: false, fail: null, starting: false, created: null };
     var meter = new Meter(files.reduce(function (sum, f) { return sum + f.size; }, 0));
     var base = 0;
     sending = batch;
@@ -309,6 +314,7 @@
       // the batch can never become a transfer, so nothing of it is left on the server.
       var code = err && err.originalResponse ? err.originalResponse.getStatus() : 0;
       if (code >= 400 && code < 500 && [401, 403, 409, 423].indexOf(code) < 0) {
+        batch.starting = false;  // nothing is in flight after a final answer
         endBatch(batch).catch(function () { /* it expires by itself */ });
       }
     });
@@ -320,10 +326,28 @@
     var endings = batch.ids.map(function (id) {
       return window.tus.Upload.terminate("/api/v1/uploads/" + encodeURIComponent(id), options);
     });
-    if (batch.upload) {
+    var upload = batch.upload;
+    if (upload) {
       // abort(true) terminates with the upload's own options: retry briefly, and not as a dropped link.
-      batch.upload.options = Object.assign({}, batch.upload.options, { retryDelays: CANCEL_RETRY_DELAYS, onShouldRetry: null });
-      endings.push(batch.upload.abort(true));
+      upload.options = Object.assign({}, upload.options, { retryDelays: CANCEL_RETRY_DELAYS, onShouldRetry: null });
+      if (upload.url || !batch.starting) {
+        endings.push(upload.abort(true));
+      } else {
+        // Being created: aborting now would leave the server an upload the page never hears of.
+        // Let the creation answer, then end the upload before any byte of it is sent.
+        endings.push(new Promise(function (resolve, reject) {
+          var wait = setTimeout(function () {
+            batch.created = null;
+            upload.abort(false);
+            reject(new Error("the upload was not created in time to be ended"));
+          }, CREATION_WAIT_MS);
+          batch.created = function () {
+            clearTimeout(wait);
+            batch.created = null;
+            upload.abort(true).then(resolve, reject);
+          };
+        }));
+      }
     }
     return Promise.all(endings);
   }

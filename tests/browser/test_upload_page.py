@@ -201,3 +201,25 @@ def test_a_file_the_server_refuses_leaves_no_full_bar_beside_the_error(server, b
         page.wait_for_timeout(100)
     assert unfinished(page, server) == []
     assert [u.state.value for u in uploads_of(components, staff)] == ["cancelled"]
+
+
+def test_a_cancel_while_the_upload_is_being_created_still_ends_it(server, browser, factory, components, tmp_path):
+    page, staff = send_page(browser, server, factory, components)
+    source = tmp_path / "records.pdf"
+    source.write_bytes(synthetic_pdf(64 * 1024, b"SMALL"))
+    page.set_input_files("#files", str(source))
+    held = []  # the creation request, held back until Cancel has been pressed
+    page.route(
+        "**/api/v1/uploads", lambda route: held.append(route) if route.request.method == "POST" else route.fallback()
+    )
+    page.click("#send")
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    page.click("#cancel")
+    assert page.locator("#upload-status").inner_text() == "Cancelling\u2026"
+    held[0].fallback()
+    page.locator("#upload-status", has_text="Cancelled.").wait_for(timeout=15000)
+    assert unfinished(page, server) == []
+    assert [(u.state.value, u.received) for u in uploads_of(components, staff)] == [("cancelled", 0)]
