@@ -195,6 +195,7 @@
     cancelButton.hidden = true;
     cancelButton.disabled = false;
     button.disabled = false;
+    input.disabled = false;
   }
 
   function sendOne(batch, file, base, meter) {
@@ -292,6 +293,7 @@
     bar.hidden = false;
     bar.value = 0;
     button.disabled = true;
+    input.disabled = true;  // the batch is fixed while it is sent
     cancelButton.hidden = false;
     resumeNote.hidden = true;
     say("Encrypting and uploading\u2026");

@@ -145,6 +145,7 @@ def test_progress_shows_speed_and_time_left_and_cancel_removes_the_uploads(
         text.inner_text()
     )
     assert page.locator("#progress").get_attribute("value") != "100"
+    assert page.locator("#files").is_disabled()
     # The first file is complete on the server and the second one under way: cancel ends both.
     assert [u.state.value for u in uploads_of(components, staff)].count("open") == 1
     page.click("#cancel")
@@ -153,7 +154,7 @@ def test_progress_shows_speed_and_time_left_and_cancel_removes_the_uploads(
     assert unfinished(page, server) == []
     assert sorted(u.state.value for u in uploads_of(components, staff)) == ["cancelled", "cancelled"]
     assert page.locator("#progress").is_hidden() and page.locator("#cancel").is_hidden()
-    assert page.locator("#send").is_enabled()
+    assert page.locator("#send").is_enabled() and page.locator("#files").is_enabled()
     assert csp_violations(page) == []
 
 
