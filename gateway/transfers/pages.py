@@ -69,9 +69,19 @@ def new_transfer(request: Request, db: DbSession, c: AppComponents, principal: S
         principal=principal,
         partners=[p.org for p in found],
         billers={p.org.id: p.billers for p in found if p.billers},
-        allowed=", ".join(c.settings.allowed_file_types),
-        max_mb=c.settings.max_file_size // (1024 * 1024),
+        allowed=c.settings.allowed_file_types,
+        max_size=c.settings.max_file_size,
+        max_size_text=_size_text(c.settings.max_file_size),
+        max_files=c.settings.max_files_per_transfer,
     )
+
+
+def _size_text(size: int) -> str:
+    """A byte count as people read it (the send page checks files against the exact count)."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
 
 
 @router.get("/{transfer_id}")
