@@ -22,6 +22,8 @@ import pytest
 from gateway.leader import current_leader
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.alone  # lease timing under SIGKILL: runs by itself (scripts/run_tests.py)
+
 LEASE_SECONDS = 4  # short, so the test is quick; long enough that a busy machine's stalls do not lose it
 
 

@@ -17,6 +17,7 @@ import pytest
 from tests.lanes import lane_unavailable
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "load.py"
+pytestmark = pytest.mark.alone  # measures the server under load: runs by itself (scripts/run_tests.py)
 
 
 def _load_bench():

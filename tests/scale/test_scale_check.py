@@ -19,6 +19,7 @@ import pytest
 from tests.lanes import lane_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.alone  # three replicas and 20 clients on two cores: runs by itself (scripts/run_tests.py)
 
 
 @pytest.fixture(scope="module")
