@@ -92,14 +92,6 @@ class IncomingFile:
     chunks: Iterator[bytes]
 
 
-class MalformedMultipart(InvalidInput):
-    """A body that is not well-formed multipart: a bad request (400), as a malformed JSON body is, not a field's error."""
-
-    status = 400
-    code = "malformed_multipart"
-    message = "The multipart body is malformed."
-
-
 class MultipartReader:
     """Pull-based multipart/form-data: fields first, then files as streams, in the order sent."""
 

@@ -7,6 +7,7 @@ does not exist.  Every denial is recorded with its reason before it is raised.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, select, true

@@ -38,16 +38,17 @@ def axe_source() -> str:
     lock = json.loads((AXE_DIR / "package-lock.json").read_text())
     wanted = lock["packages"]["node_modules/axe-core"]["version"]
     installed = AXE_DIR / "node_modules" / "axe-core"
-    if not (installed / "package.json").exists() or json.loads((installed / "package.json").read_text())["version"] != wanted:
+    if (
+        not (installed / "package.json").exists()
+        or json.loads((installed / "package.json").read_text())["version"] != wanted
+    ):
         npm = shutil.which("npm")
         if npm is None:
             reason = "npm is not installed (Debian package npm): axe-core cannot be installed"
             if os.environ.get("CI", "").lower() == "true":
                 pytest.fail(f"browser lane unavailable under CI=true: {reason}")
             pytest.skip(f"browser lane SKIPPED: {reason}")
-        subprocess.run(
-            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=AXE_DIR, check=True, timeout=300
-        )
+        subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=AXE_DIR, check=True, timeout=300)
     return (installed / "axe.min.js").read_text()
 
 
