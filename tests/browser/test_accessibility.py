@@ -188,4 +188,4 @@ def test_every_page_of_the_journeys_has_no_serious_finding_on_a_phone_or_a_lapto
         findings += visit(auditor_page, f"{server}{path}", axe_source, name)
     assert csp_violations(auditor_page) == []
 
-    assert findings == []
+    assert not findings, "\n".join(findings)
