@@ -4,7 +4,8 @@ axe-core comes from the npm package pinned in tests/browser/axe/package-lock.jso
 `npm ci` by the fixture below. Playwright's add_script_tag would inline it, which the gateway's
 strict CSP refuses, so the script is evaluated through the DevTools protocol instead (CSP does not
 apply there, and the pages keep their real CSP). A page fails on any serious or critical finding,
-and on a page that scrolls sideways: wide tables must scroll inside their own container.
+on a page that scrolls sideways (wide tables must scroll inside their own container), and on a
+table cell taken out of table layout.
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ def audit(page, axe_source: str, name: str) -> list[str]:
         scroll, inner = page.evaluate("() => [document.scrollingElement.scrollWidth, window.innerWidth]")
         if scroll > inner:
             findings.append(f"{name} @{size}: the page scrolls sideways ({scroll}px in a {inner}px window)")
+        # A cell styled out of table layout (a class rule meant for something else) shifts its column.
+        broken = page.evaluate(
+            "() => [...document.querySelectorAll('td, th')]"
+            ".filter(c => getComputedStyle(c).display !== 'table-cell').length"
+        )
+        if broken:
+            findings.append(f"{name} @{size}: {broken} table cells are not laid out as table cells")
     return findings
 
 
