@@ -163,10 +163,43 @@ def test_every_page_of_the_journeys_has_no_serious_finding_on_a_phone_or_a_lapto
     findings += visit(biller_page, f"{server}/transfers/{approved}", axe_source, "transfer received (biller)")
     assert csp_violations(biller_page) == []
 
-    # The administrator's pages.
+    # A new user's first sign-in: enrolment, recovery codes, the forced password change.
+    newcomer = factory.user("practice_staff", practice, enrolled=False, must_change_password=True)
+    new_user_page = new_page(browser)
+    new_user_page.goto(f"{server}/login")
+    new_user_page.fill("input[name=username]", newcomer.username)
+    new_user_page.fill("input[name=password]", newcomer.password)
+    new_user_page.click("button[type=submit]")
+    new_user_page.wait_for_url(f"{server}/mfa/enrol")
+    findings += audit(new_user_page, axe_source, "enrolment")
+    secret = new_user_page.locator("#totp-secret").inner_text().replace(" ", "")
+    new_user_page.fill("input[name=code]", pyotp.TOTP(secret).now())
+    new_user_page.click("form[action='/mfa/enrol'] button[type=submit]")
+    new_user_page.locator("#recovery-codes").wait_for()
+    findings += audit(new_user_page, axe_source, "recovery codes")
+    new_user_page.click("a.button")
+    new_user_page.wait_for_url(f"{server}/password")
+    findings += audit(new_user_page, axe_source, "password change")
+    assert csp_violations(new_user_page) == []
+
+    # The administrator's pages, and both ways of confirming a consequential action: the dialog
+    # (forms.js) and the page a browser without script gets (form.submit() skips the dialog).
     admin_page = new_page(browser)
     sign_in(admin_page, server, admin)
     findings += audit(admin_page, axe_source, "home (admin)")
+    disable = f'form[action="/admin/users/{biller.id}/disable"]'
+    admin_page.goto(f"{server}/admin/users")
+    admin_page.click(f"{disable} button")
+    assert admin_page.locator("dialog#confirm-dialog").is_visible()
+    findings += audit(admin_page, axe_source, "confirm dialog")
+    admin_page.locator("dialog#confirm-dialog button", has_text="Cancel").click()
+    with admin_page.expect_navigation():
+        admin_page.evaluate(f"() => document.querySelector('{disable}').submit()")
+    assert admin_page.locator("#confirm-form").count() == 1
+    findings += audit(admin_page, axe_source, "confirm page")
+    admin_page.click("#confirm-form a")  # Cancel: nothing was done
+    admin_page.wait_for_url(f"{server}/admin/users")
+    assert admin_page.locator(disable).count() == 1
     for path, name in [
         ("/admin/users", "admin users"),
         ("/admin/orgs", "admin organisations"),
