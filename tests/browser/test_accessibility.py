@@ -128,6 +128,7 @@ def test_every_page_of_the_journeys_has_no_serious_finding_on_a_phone_or_a_lapto
     approver_page.click("button[type=submit]")
     approver_page.wait_for_url(f"{server}/mfa")
     findings += audit(approver_page, axe_source, "sign-in code")
+    assert approver_page.locator("header nav").count() == 0  # no menu until the sign-in is complete
     approver_page.fill("input[name=code]", pyotp.TOTP(approver.totp_secret).at(time.time()))
     approver_page.click("form.card button[type=submit]")
     approver_page.wait_for_url(f"{server}/home")
