@@ -211,6 +211,19 @@ def test_every_page_of_the_journeys_has_no_serious_finding_on_a_phone_or_a_lapto
         ("/account", "account (admin)"),
     ]:
         findings += visit(admin_page, f"{server}{path}", axe_source, name)
+
+    # Offboarding the vendor, last of the admin's day: the report, and certificates for the auditor.
+    admin_page.goto(f"{server}/admin/offboarding")
+    form = admin_page.locator("#offboarding-form")
+    form.locator("select[name=vendor_id]").select_option(vendor.id)
+    form.locator("input[name=reason]").fill("Contract ended (accessibility test)")
+    form.locator("input[name=confirm_name]").fill(vendor.name)
+    form.locator("input[name=code]").fill(pyotp.TOTP(admin.totp_secret).at(time.time() + 30))
+    form.locator("button[type=submit]").click()
+    with admin_page.expect_navigation():
+        admin_page.locator("#confirm-dialog-ok").click()
+    admin_page.locator("#offboarding-report").wait_for()
+    findings += audit(admin_page, axe_source, "offboarding done")
     assert csp_violations(admin_page) == []
 
     # The auditor's pages, with the tables filled by the events above.
@@ -224,10 +237,11 @@ def test_every_page_of_the_journeys_has_no_serious_finding_on_a_phone_or_a_lapto
         (f"/audit/activity?user={staff.id}&day={day}", "audit user-day"),
         (f"/audit/timeline?target_id={approved}", "audit timeline"),
         (f"/audit/access-review?vendor_id={vendor.id}", "audit access review"),
-        ("/certificates", "certificates"),
         ("/transfers", "transfers (auditor)"),
     ]:
         findings += visit(auditor_page, f"{server}{path}", axe_source, name)
+    findings += visit(auditor_page, f"{server}/certificates", axe_source, "certificates")
+    assert auditor_page.locator("#certificates tbody a").count() >= 1  # the offboarding's certificate
     assert csp_violations(auditor_page) == []
 
     assert not findings, "\n".join(findings)
