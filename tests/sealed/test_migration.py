@@ -13,12 +13,15 @@ from __future__ import annotations
 import hashlib
 import warnings
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select, text
 
 from crypto import encrypt_stream, seal
 from gateway.audit.service import Actor
+from gateway.ids import new_id
+from gateway.orgs.models import OrgKind
 from gateway.sealed.keys import practice_key, relationship_key
 from gateway.sealed.models import SealedKind, SealedObject, SealedState
 from tests.conftest import Factory
@@ -55,6 +58,17 @@ def _when(c, value):
     return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds") if c.db.dialect == "sqlite" else value
 
 
+def _wave1_org(c, kind: str, n: int, at) -> SimpleNamespace:
+    """An organisation row with wave 1's columns only: today's model has columns revision 0005 lacks."""
+    org = SimpleNamespace(id=new_id(), name=f"Wave1 {kind} {n}", kind=OrgKind(kind), active=True)
+    with c.db.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO organisations (id, name, kind, active, created_at) VALUES (:id, :name, :kind, :a, :at)"),
+            {"id": org.id, "name": org.name, "kind": org.kind.value, "a": True, "at": _when(c, at)},
+        )
+    return org
+
+
 def _seal_object(c, key_id: str, context: dict, data: bytes, object_key: str) -> tuple[bytes, int]:
     """What wave 1 did for each object: a data key under `key_id`, the stream encrypted with `context`."""
     dek, wrapped = c.keys.generate_data_key(key_id, context)
@@ -85,9 +99,13 @@ def test_wave1_rows_move_into_the_registry_and_every_object_still_opens(wave1_ur
         c.keys.ensure_key(GATEWAY_SECRETS_KEY)
     try:
         factory = Factory(c, fake_clock)
-        practice, vendor = factory.org("practice"), factory.org("vendor")
+        practice, vendor = (
+            _wave1_org(c, "practice", 1, fake_clock.current),
+            _wave1_org(c, "vendor", 2, fake_clock.current),
+        )
         staff, approver = factory.user("practice_staff", practice), factory.user("practice_approver", practice)
-        biller, admin = factory.user("biller", vendor), factory.user("admin", factory.org("operator"))
+        operator = _wave1_org(c, "operator", 3, fake_clock.current)
+        biller, admin = factory.user("biller", vendor), factory.user("admin", operator)
         baa_id = record_baa(c, practice, vendor)
         # Times as wave 1's SQLAlchemy columns stored them (naive UTC text on SQLite).
         at = fake_clock.current
