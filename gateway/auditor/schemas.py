@@ -16,7 +16,9 @@ from gateway.audit.models import Outcome, Severity
 class EventOut(BaseModel):
     seq: int = Field(description="the event's position in the log (leaf seq - 1 of the Merkle tree)", examples=[42])
     occurred_at: str = Field(examples=["2026-12-01T10:00:00.000000Z"])
-    action: str = Field(description="a member of the event table (docs/audit.md)", examples=[Action.TRANSFER_APPROVED.value])
+    action: str = Field(
+        description="a member of the event table (docs/audit.md)", examples=[Action.TRANSFER_APPROVED.value]
+    )
     outcome: Outcome
     severity: Severity
     actor_user_id: str | None
