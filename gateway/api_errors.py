@@ -28,10 +28,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, Field
 
 from gateway import deps, errors
+from gateway.api_docs import schema_routes
 from gateway.filetypes import FileTooLarge
 from gateway.sealed.errors import IntegrityFailure, ObjectDestroyed, StorageUnavailable
 from gateway.transfers.download import RangeNotSatisfiable
@@ -133,10 +133,9 @@ DOMAIN: dict[str, tuple[int, ...]] = {
 
 def operations(app: FastAPI) -> Iterator[tuple[str, Any]]:
     """(method, route) of every operation in the schema, through the included routers."""
-    for route in iter_route_contexts(app.routes):
-        if isinstance(route.original_route, APIRoute) and route.include_in_schema:
-            for method in sorted(route.methods or ()):
-                yield method, route
+    for route in schema_routes(app):
+        for method in sorted(route.methods or ()):
+            yield method, route
 
 
 def operation_key(method: str, route: Any) -> str:

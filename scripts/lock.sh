@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the lock files that `make run` and `make test` install from:
 #   requirements/run.txt   [project].dependencies + the build backend
-#   requirements/test.txt  the same + the test and bench extras (ruff and mypy included)
+#   requirements/test.txt  the same + the test, contract and bench extras (ruff and mypy included)
 # Exact versions with every file's hash (pip install --require-hashes); no index URL or
 # find-links line is written, so the locks name no registry and no machine path.
 # Run after changing a dependency in pyproject.toml; commit the result.
@@ -15,7 +15,7 @@ compile() {
     --no-emit-find-links --no-emit-trusted-host --upgrade "$@" pyproject.toml requirements/build.in
 }
 compile --output-file requirements/run.txt
-compile --extra test --extra bench --output-file requirements/test.txt
+compile --extra test --extra contract --extra bench --output-file requirements/test.txt
 if grep -nE '^(-i|--index-url|--extra-index-url|-f|--find-links|--trusted-host)|://' requirements/run.txt requirements/test.txt; then
   echo "a lock file names an index or URL: refusing it" >&2
   exit 1
