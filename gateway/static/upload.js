@@ -138,21 +138,30 @@
     return "The connection failed and could not be resumed. What was sent is kept: choose the same file and Send again to go on.";
   }
 
-  // After a reload: say which uploads can be resumed.
-  var listing = new XMLHttpRequest();
-  listing.open("GET", "/api/v1/uploads");
-  listing.setRequestHeader("Accept", "application/json");
-  listing.addEventListener("load", function () {
-    var open = [];
-    try { open = JSON.parse(listing.responseText).filter(function (u) { return u.state === "open"; }); } catch (e) { open = []; }
-    if (listing.status !== 200 || !open.length) { return; }
-    var names = open.map(function (u) {
-      return u.file_name + " (" + Math.floor((u.offset / u.length) * 100) + "%)";
-    }).join(", ");
-    resumeNote.textContent = "Unfinished: " + names + ". Choose the same file again and press Send to resume where it stopped.";
-    resumeNote.hidden = false;
-  });
-  listing.send();
+  // After a reload: say which uploads can be resumed. The link that dropped an upload may drop this
+  // question too, so it is asked again with back-off until the gateway answers (at most six times).
+  function listUnfinished(attempt) {
+    var listing = new XMLHttpRequest();
+    function again() {
+      if (attempt < 5) { setTimeout(function () { listUnfinished(attempt + 1); }, Math.min(500 * Math.pow(2, attempt), 8000)); }
+    }
+    listing.open("GET", "/api/v1/uploads");
+    listing.setRequestHeader("Accept", "application/json");
+    listing.addEventListener("error", again);
+    listing.addEventListener("load", function () {
+      if (listing.status >= 500) { again(); return; }
+      var open = [];
+      try { open = JSON.parse(listing.responseText).filter(function (u) { return u.state === "open"; }); } catch (e) { open = []; }
+      if (listing.status !== 200 || !open.length || sending) { return; }
+      var names = open.map(function (u) {
+        return u.file_name + " (" + Math.floor((u.offset / u.length) * 100) + "%)";
+      }).join(", ");
+      resumeNote.textContent = "Unfinished: " + names + ". Choose the same file again and press Send to resume where it stopped.";
+      resumeNote.hidden = false;
+    });
+    listing.send();
+  }
+  listUnfinished(0);
 
   function recipients() {
     var billers = form.elements.biller_ids;
