@@ -90,8 +90,15 @@ def test_upload_approve_download(server, browser, factory, components, tmp_path)
     assert hashlib.sha256(received.read_bytes()).hexdigest() == hashlib.sha256(PDF).hexdigest()
     assert csp_violations(biller_page) == []
 
-    # 4. The sender sees who downloaded which file, when, and that it arrived whole.
-    staff_page.reload()
-    downloads = staff_page.locator("#downloads").inner_text()
+    # 4. The sender sees who downloaded which file, when, and that it arrived whole. The browser has
+    # every byte a moment before the gateway's closing transaction records the download as complete,
+    # so the sender's page is reloaded until that record is there (the wait is bounded; it never passes
+    # on a download that stays partial).
+    for _ in range(50):
+        staff_page.reload()
+        downloads = staff_page.locator("#downloads").inner_text()
+        if "complete" in downloads:
+            break
+        time.sleep(0.2)
     assert "appeal packet.pdf" in downloads and "complete" in downloads and "UTC" in downloads
     assert biller_name(components, biller.id) in downloads
