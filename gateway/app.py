@@ -31,7 +31,7 @@ from gateway.metrics import MetricsServer, follow_leadership
 from gateway.notifications import service as notifications
 from gateway.security_headers import SecurityHeaders
 from gateway.telemetry import Telemetry, route_template
-from gateway.web import TEMPLATES, page_of, redirect
+from gateway.web import TEMPLATES, page_of, redirect, requested_page, with_next
 
 log = logging.getLogger("phigate")
 
@@ -186,12 +186,14 @@ def install_error_handlers(app: FastAPI) -> None:
             exc = limited
         if not _wants_json(request) and request.method == "GET":
             # Pages send the browser to the step it still has to complete.
+            # Each step carries the page asked for (a link from a notification e-mail), to land on it after.
+            wanted = requested_page(request)
             if isinstance(exc, NotAuthenticated):
-                return redirect("/login")
+                return redirect(with_next("/login", wanted))
             if isinstance(exc, MfaRequired):
-                return redirect("/mfa")
+                return redirect(with_next("/mfa", wanted))
             if isinstance(exc, PasswordChangeRequired):
-                return redirect("/password")
+                return redirect(with_next("/password", wanted))
         return await _error_response(request, exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)

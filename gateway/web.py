@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import Form, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -74,6 +75,44 @@ def page_of(request: Request) -> str:
                 return path
         parts.pop()
     return "/home"
+
+
+# The steps of signing in: never a place to land after it (a loop, or a form to submit again).
+_SIGN_IN_STEPS = ("/login", "/logout", "/mfa", "/password")
+MAX_NEXT = 2048
+
+
+def local_target(value: str | None) -> str:
+    """Where signing in may lead: a page of this gateway named by its path (`next`), else /home.
+
+    `next` arrives in a link anyone can craft, so only a plain absolute path passes: no scheme or
+    host (`https://x`, `//x`, which browsers read as another site), no backslash (`/\\x` is `//x`
+    to a browser), no control, space or non-ASCII character (stripped or rewritten by browsers into
+    the cases above), no dot segments.  Anything else lands on /home, the default, not an error.
+    """
+    if not value or len(value) > MAX_NEXT or not value.startswith("/") or value.startswith("//"):
+        return "/home"
+    if "\\" in value or any(not 0x21 <= ord(ch) <= 0x7E for ch in value):
+        return "/home"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or any(seg in (".", "..") for seg in parts.path.split("/")):
+        return "/home"
+    path = parts.path.rstrip("/") or "/"
+    if path == "/" or any(path == step or path.startswith(step + "/") for step in _SIGN_IN_STEPS):
+        return "/home"
+    return value
+
+
+def with_next(step: str, target: str) -> str:
+    """The address of a sign-in step that leads to `target` once done (no parameter for the default)."""
+    target = local_target(target)
+    return step if target == "/home" else f"{step}?{urlencode({'next': target})}"
+
+
+def requested_page(request: Request) -> str:
+    """The page a GET asked for (path and query, as sent), to come back to after signing in."""
+    path = quote(request.url.path, safe="/-._~!$&'()*+,;=:@%")
+    return f"{path}?{request.url.query}" if request.url.query else path
 
 
 def redirect(url: str) -> RedirectResponse:

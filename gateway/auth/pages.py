@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import secrets
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse
 
 from gateway.audit.actions import Action
@@ -29,7 +29,7 @@ from gateway.deps import (
 from gateway.errors import CsrfFailed, GatewayError, InvalidInput
 from gateway.notifications import service as notifications
 from gateway.notifications.models import Cadence
-from gateway.web import Cursor, page_links, redirect, render, submit
+from gateway.web import MAX_NEXT, Cursor, local_target, page_links, redirect, render, submit, with_next
 
 router = APIRouter(include_in_schema=False)
 
@@ -37,6 +37,10 @@ CodeField = Form(max_length=32)
 # The fresh factor of a form: a code, or (filled in by static/passkeys.js) a passkey's answer.
 OptionalCode = Form(default="", max_length=32)
 AssertionField = Form(default="", max_length=passkeys.MAX_RESPONSE_CHARS)
+# The page to land on once signed in (a notification's link): `?next=` on each step's page, a hidden
+# field on its form; checked by local_target at every step, so only a path of this gateway is followed.
+NextQuery = Query(default="", alias="next")
+NextField = Form(default="", alias="next", max_length=MAX_NEXT)
 
 
 def proof(code: str, passkey_assertion: str) -> Proof:
@@ -55,9 +59,9 @@ def favicon():
 
 
 @router.get("/login")
-def login_form(request: Request, c: AppComponents):
+def login_form(request: Request, c: AppComponents, next_page: str = NextQuery):
     token = secrets.token_urlsafe(32)
-    response = render(request, "login.html", login_csrf=token)
+    response = render(request, "login.html", login_csrf=token, next_page=local_target(next_page))
     # Double-submit token for the one form posted before any session exists (login CSRF).
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
@@ -80,6 +84,7 @@ def login(
     username: str = Form(max_length=64),
     password: str = Form(max_length=1024),
     csrf_token: str = Form(default="", max_length=100),
+    next_page: str = NextField,
 ):
     check_origin(request)
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
@@ -89,35 +94,50 @@ def login(
         user = service.check_password(db, c.settings, username, password, actor)
     except GatewayError as exc:
         return render(
-            request, "login.html", status_code=exc.status, error=exc.message, login_csrf=csrf_token, username=username
+            request,
+            "login.html",
+            status_code=exc.status,
+            error=exc.message,
+            login_csrf=csrf_token,
+            username=username,
+            next_page=local_target(next_page),
         )
     stage = SessionStage.mfa if user.mfa_enrolled else SessionStage.enrol
     raw = service.start_session(db, c.settings, user, stage, actor)
     db.commit()
-    response = redirect("/mfa" if stage == SessionStage.mfa else "/mfa/enrol")
+    response = redirect(with_next("/mfa" if stage == SessionStage.mfa else "/mfa/enrol", next_page))
     set_session_cookie(response, c.settings, raw)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
 
 
 @router.get("/mfa")
-def mfa_form(request: Request, db: DbSession, principal: PartialPrincipal):
+def mfa_form(request: Request, db: DbSession, principal: PartialPrincipal, next_page: str = NextQuery):
     if principal.session and principal.session.stage == SessionStage.enrol:
-        return redirect("/mfa/enrol")
+        return redirect(with_next("/mfa/enrol", next_page))
     if principal.session and principal.session.stage == SessionStage.passkey:
-        return redirect("/mfa/passkey")
+        return redirect(with_next("/mfa/passkey", next_page))
     if principal.session is None or principal.session.stage == SessionStage.full:
-        return redirect("/home")
-    return render(request, "mfa.html", principal=principal, factor=service.factor_choice(db, principal.user))
+        return redirect(local_target(next_page))
+    return render(
+        request,
+        "mfa.html",
+        principal=principal,
+        factor=service.factor_choice(db, principal.user),
+        next_page=local_target(next_page),
+    )
 
 
-def _complete(db, c, principal, method: str, target: str):
+def _complete(db, c, principal, method: str, next_page: str):
+    """The second factor is done: on to the steps still required (each carrying `next_page`), or to that page."""
     stage, raw = service.finish_sign_in(db, c.settings, principal, method)
     db.commit()
     if stage == SessionStage.passkey:
-        target = "/mfa/passkey"
+        target = with_next("/mfa/passkey", next_page)
     elif principal.user.must_change_password:
-        target = "/password"
+        target = with_next("/password", next_page)
+    else:
+        target = local_target(next_page)
     return _with_session(redirect(target), c, raw)
 
 
@@ -134,9 +154,10 @@ def mfa(
     principal: PartialPrincipal,
     code: str = OptionalCode,
     passkey_assertion: str = AssertionField,
+    next_page: str = NextField,
 ):
     if principal.session is None or principal.session.stage != SessionStage.mfa:
-        return redirect("/home")
+        return redirect(local_target(next_page))
     return submit(
         db,
         lambda: service.check_factor(
@@ -152,17 +173,22 @@ def mfa(
         ),
         commit=False,  # _complete commits the factor's use with the new session
         form=lambda **error: render(
-            request, "mfa.html", principal=principal, factor=service.factor_choice(db, principal.user), **error
+            request,
+            "mfa.html",
+            principal=principal,
+            factor=service.factor_choice(db, principal.user),
+            next_page=local_target(next_page),
+            **error,
         ),
-        done=lambda method: _complete(db, c, principal, method, "/home"),
+        done=lambda method: _complete(db, c, principal, method, next_page),
     )
 
 
 @router.get("/mfa/passkey")
-def passkey_enrol_form(request: Request, principal: PartialPrincipal):
+def passkey_enrol_form(request: Request, principal: PartialPrincipal, next_page: str = NextQuery):
     if principal.session is None or principal.session.stage != SessionStage.passkey:
-        return redirect("/home")
-    return render(request, "passkey_enrol.html", principal=principal)
+        return redirect(local_target(next_page))
+    return render(request, "passkey_enrol.html", principal=principal, next_page=local_target(next_page))
 
 
 @router.post("/mfa/passkey")
@@ -173,10 +199,11 @@ def passkey_enrol(
     principal: PartialPrincipal,
     name: str = Form(max_length=100),
     credential: str = Form(max_length=passkeys.MAX_RESPONSE_CHARS),
+    next_page: str = NextField,
 ):
     """The registration a passkey policy leads to; the session becomes a full one once it is done."""
     if principal.session is None or principal.session.stage != SessionStage.passkey:
-        return redirect("/home")
+        return redirect(local_target(next_page))
 
     def run():
         service.register_passkey(db, c.settings, c.keys, principal, credential, name)
@@ -187,22 +214,30 @@ def passkey_enrol(
     return submit(
         db,
         run,
-        form=lambda **error: render(request, "passkey_enrol.html", principal=principal, **error),
+        form=lambda **error: render(
+            request, "passkey_enrol.html", principal=principal, next_page=local_target(next_page), **error
+        ),
         done=lambda raw: _with_session(
-            redirect("/password" if principal.user.must_change_password else "/home"), c, raw
+            redirect(
+                with_next("/password", next_page) if principal.user.must_change_password else local_target(next_page)
+            ),
+            c,
+            raw,
         ),
     )
 
 
 @router.get("/mfa/enrol")
-def enrol_form(request: Request, db: WriteSession, c: AppComponents, principal: PartialPrincipal):
+def enrol_form(
+    request: Request, db: WriteSession, c: AppComponents, principal: PartialPrincipal, next_page: str = NextQuery
+):
     if principal.session is None or principal.session.stage != SessionStage.enrol:
-        return redirect("/home")
+        return redirect(local_target(next_page))
     secret = service.pending_secret(c.keys, principal.user)
     if secret is None:
         secret = service.begin_enrolment(db, c.keys, principal.user)
         db.commit()
-    return _render_enrol(request, principal, secret)
+    return _render_enrol(request, principal, secret, next_page=local_target(next_page))
 
 
 def _render_enrol(request, principal, secret, **extra):
@@ -212,15 +247,24 @@ def _render_enrol(request, principal, secret, **extra):
 
 
 @router.post("/mfa/enrol")
-def enrol(request: Request, db: DbSession, c: AppComponents, principal: PartialPrincipal, code: str = CodeField):
+def enrol(
+    request: Request,
+    db: DbSession,
+    c: AppComponents,
+    principal: PartialPrincipal,
+    code: str = CodeField,
+    next_page: str = NextField,
+):
     if principal.session is None or principal.session.stage != SessionStage.enrol:
-        return redirect("/home")
+        return redirect(local_target(next_page))
     try:
         codes = service.confirm_enrolment(db, c.settings, c.keys, principal.user, code, principal.actor)
     except GatewayError as exc:
         secret = service.pending_secret(c.keys, principal.user)
-        return _render_enrol(request, principal, secret, status_code=exc.status, error=exc.message)
-    response = _complete(db, c, principal, "totp", "/home")
+        return _render_enrol(
+            request, principal, secret, status_code=exc.status, error=exc.message, next_page=local_target(next_page)
+        )
+    response = _complete(db, c, principal, "totp", next_page)
     page = render(
         request, "recovery_codes.html", principal=principal, codes=codes, next_url=response.headers["location"]
     )
@@ -229,8 +273,8 @@ def enrol(request: Request, db: DbSession, c: AppComponents, principal: PartialP
 
 
 @router.get("/password")
-def password_form(request: Request, principal: PasswordChangePrincipal):
-    return render(request, "password.html", principal=principal)
+def password_form(request: Request, principal: PasswordChangePrincipal, next_page: str = NextQuery):
+    return render(request, "password.html", principal=principal, next_page=local_target(next_page))
 
 
 @router.post("/password")
@@ -242,6 +286,7 @@ def password(
     current_password: str = Form(max_length=1024),
     new_password: str = Form(max_length=1024),
     confirm_password: str = Form(max_length=1024),
+    next_page: str = NextField,
 ):
     def run():
         if new_password != confirm_password:
@@ -256,8 +301,10 @@ def password(
     return submit(
         db,
         run,
-        form=lambda **error: render(request, "password.html", principal=principal, **error),
-        done=lambda raw: _with_session(redirect("/home"), c, raw),
+        form=lambda **error: render(
+            request, "password.html", principal=principal, next_page=local_target(next_page), **error
+        ),
+        done=lambda raw: _with_session(redirect(local_target(next_page)), c, raw),
     )
 
 

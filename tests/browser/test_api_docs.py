@@ -45,7 +45,7 @@ def test_anonymous_visitor_is_sent_to_sign_in_and_sees_no_schema(server, browser
     page = new_page(browser)
     requested = _watch_requests(page)
     page.goto(f"{server}/api/docs")
-    assert page.url == f"{server}/login"
+    assert page.url == f"{server}/login?next=%2Fapi%2Fdocs"
     assert page.locator(".opblock-tag").count() == 0
     assert not any("openapi.json" in url or "swagger" in url for url in requested), requested
     answer = page.request.get(f"{server}/api/openapi.json")

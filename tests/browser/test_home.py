@@ -1,5 +1,5 @@
-"""In Chromium: the approval e-mail's link leads, through sign-in, to the home page that lists the work waiting,
-with its count in the navigation, under the strict CSP."""
+"""In Chromium: the approval e-mail's link leads, through sign-in, to the approvals it names; the home page lists
+the work waiting, with its count in the navigation, under the strict CSP."""
 
 from __future__ import annotations
 
@@ -55,14 +55,15 @@ def test_the_notification_link_leads_the_approver_to_the_waiting_transfer(
 
     page = new_page(browser)
     page.goto(link)
-    page.wait_for_url(f"{public_server}/login")  # not signed in yet
+    page.wait_for_url(f"{public_server}/login?next=%2Ftransfers%2Fapprovals")  # not signed in yet
     page.fill("input[name=username]", approver.username)
     page.fill("input[name=password]", approver.password)
     page.click("button[type=submit]")
-    page.wait_for_url(f"{public_server}/mfa")
+    page.wait_for_url(f"{public_server}/mfa?next=%2Ftransfers%2Fapprovals")
     page.fill("input[name=code]", pyotp.TOTP(approver.totp_secret).at(time.time()))
     page.click("form.card button[type=submit]")
-    page.wait_for_url(f"{public_server}/home")
+    page.wait_for_url(f"{public_server}/transfers/approvals")  # the link's page, once signed in
+    page.goto(f"{public_server}/home")
     assert page.locator("nav a[href='/transfers/approvals'] .count").inner_text() == "1"
     assert "Waiting for your approval (1)" in page.locator("#waiting-approval h2").inner_text()
     page.screenshot(path=str(tmp_path / "home.png"), full_page=True)

@@ -29,7 +29,7 @@ def test_anonymous_callers_get_no_schema_and_are_sent_to_sign_in(app, components
             error = assert_error(r, 401, "invalid_token" if "Authorization" in headers else "not_authenticated")
             assert set(r.json()) == {"error"} and "/api/v1/" not in r.text, error
             page = anon.get("/api/docs", headers=headers)
-            assert page.status_code == 303 and page.headers["location"] == "/login"
+            assert page.status_code == 303 and page.headers["location"] == "/login?next=%2Fapi%2Fdocs"
             assert "swagger" not in page.text.lower()
     assert session_count(components) == 0
 
@@ -41,7 +41,7 @@ def test_half_signed_in_gets_no_schema(client, factory):
     assert_error(r, 401, "mfa_required")
     assert "paths" not in r.json()
     page = client.get("/api/docs", follow_redirects=False)
-    assert page.status_code == 303 and page.headers["location"] == "/mfa"
+    assert page.status_code == 303 and page.headers["location"] == "/mfa?next=%2Fapi%2Fdocs"
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -9,6 +9,7 @@ import pytest
 
 from gateway import clock
 from gateway.auth import totp
+from gateway.web import with_next
 from tests.gateway.authkit import (
     address_row,
     assert_error,
@@ -51,7 +52,7 @@ def test_half_authenticated_session_reaches_nothing_else(client, factory, compon
     assert {e.actor_user_id for e in refused} == {user.id}
     for path in PAGES:
         r = client.get(path, follow_redirects=False)
-        assert r.status_code == 303 and r.headers["location"] == "/mfa", path
+        assert r.status_code == 303 and r.headers["location"] == with_next("/mfa", path), path
     # /mfa itself sends a not-yet-enrolled user on to enrolment.
     r = client.get("/mfa", follow_redirects=False)
     if enrolled:

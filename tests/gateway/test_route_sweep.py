@@ -9,6 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.routing import Mount, Route
 
+from gateway.web import with_next
+
 # (method, path) reachable without signing in, and why.
 PUBLIC = {
     ("GET", "/"): "redirects to /home, which asks to sign in",
@@ -85,7 +87,7 @@ def test_every_route_refuses_an_anonymous_caller(app, components):
                         # A form's address opened as a page leads to its page, which asks to sign in.
                         page = r.headers["location"]
                         assert page == "/home" or url.startswith(page), (path, page)
-                        assert anon.get(page).headers.get("location") == "/login", (path, page)
+                        assert anon.get(page).headers.get("location") == with_next("/login", page), (path, page)
                         continue
                     assert r.status_code in (401, 403, 404, 405), (method, path, r.status_code)
                     continue
@@ -97,7 +99,11 @@ def test_every_route_refuses_an_anonymous_caller(app, components):
                     assert r.status_code == 401, (method, path, r.status_code, r.text)
                     assert r.json()["error"]["code"] == "not_authenticated", (method, path)
                 elif method == "GET":
-                    assert r.status_code == 303 and r.headers["location"] == "/login", (method, path, r.status_code)
+                    assert r.status_code == 303 and r.headers["location"] == with_next("/login", url), (
+                        method,
+                        path,
+                        r.status_code,
+                    )
                 else:
                     assert r.status_code in (401, 403), (method, path, r.status_code)
                     assert "text/html" in r.headers["content-type"]
@@ -122,7 +128,7 @@ def test_public_routes_give_nothing_away(app):
         assert set(anon.get("/readyz").json()["checks"]) == {"database", "storage", "key_provider"}
         # The schema and its page are for signed-in users (tests/gateway/test_api_docs.py).
         assert anon.get("/api/openapi.json").status_code == 401
-        assert anon.get("/api/docs").headers["location"] == "/login"
+        assert anon.get("/api/docs").headers["location"] == "/login?next=%2Fapi%2Fdocs"
 
 
 def test_signed_in_schema_lists_only_the_api(client, factory, login):
