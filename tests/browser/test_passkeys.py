@@ -190,9 +190,9 @@ def test_a_policy_leads_through_registration(public_server, browser, factory, co
     page.click("#code-login button[type=submit]")
     page.wait_for_url(f"{public_server}/mfa/passkey")
     page.goto(f"{public_server}/transfers")  # nothing else is open until a passkey exists
-    page.wait_for_url(f"{public_server}/mfa/passkey")
+    page.wait_for_url(f"{public_server}/mfa/passkey?next=%2Ftransfers")
     page.click("#passkey-register button[type=submit]")
-    page.wait_for_url(f"{public_server}/home")
+    page.wait_for_url(f"{public_server}/transfers")  # then the page asked for opens
     (row,) = passkey_rows(components, user.id)
     assert last_event(components, "auth.passkey.registered").details["via"] == "policy"
 
