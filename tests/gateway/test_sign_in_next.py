@@ -188,3 +188,11 @@ def test_a_half_signed_in_visitor_is_sent_to_the_code_with_the_page(client, fact
     )
     r = client.get("/transfers", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/mfa?next=%2Ftransfers"
+
+
+def test_markup_in_next_stays_text_in_the_form(client):
+    """A path may hold quotes and angle brackets: the form carries them escaped, never as markup."""
+    value = '/transfers?x="><script>alert(1)</script>'
+    login = client.get("/login", params={"next": value})
+    assert "<script>alert(1)</script>" not in login.text
+    assert 'value="/transfers?x=&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in login.text
