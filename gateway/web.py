@@ -133,10 +133,22 @@ Confirmed = Form(default="", max_length=3)
 
 
 def confirm_page(
-    request: Request, principal, *, question: str, fields: Mapping[str, str | list[str]], cancel: str, button: str
+    request: Request,
+    principal,
+    *,
+    question: str,
+    fields: Mapping[str, str | list[str]],
+    cancel: str,
+    button: str,
+    factor=None,
 ) -> HTMLResponse:
     """The confirmation step of a consequential form, for a browser without script: the same form again
-    (its values as hidden fields) with `confirmed=yes`, and a way back. Nothing was done yet."""
+    (its values as hidden fields) with `confirmed=yes`, and a way back. Nothing was done yet.
+
+    `factor`: the form asks for a fresh second factor (gateway.auth.service.factor_choice). The confirmation
+    page asks for it itself rather than carrying the one typed into the form: a code is never echoed into
+    a page, and one typed on this page has not gone stale while the question was read.
+    """
     hidden = [(k, v) for k, vs in fields.items() for v in ([vs] if isinstance(vs, str) else vs)]
     return render(
         request,
@@ -147,6 +159,7 @@ def confirm_page(
         fields=hidden,
         cancel=cancel,
         button=button,
+        factor=factor,
     )
 
 

@@ -53,10 +53,15 @@ def place_hold(db: Session, scope: str, target_id: str, reference: str, actor: A
     return hold
 
 
-def release_hold(db: Session, hold_id: str, actor: Actor) -> LegalHold:
+def find_hold(db: Session, hold_id: str) -> LegalHold:
     hold = db.get(LegalHold, hold_id)
     if hold is None:
         raise NotFound("No such hold.", code="hold_not_found")
+    return hold
+
+
+def release_hold(db: Session, hold_id: str, actor: Actor) -> LegalHold:
+    hold = find_hold(db, hold_id)
     if hold.released_at is not None:
         raise Conflict("This hold was already released.", code="hold_released")
     hold.released_at, hold.released_by = clock.now(), actor.user_id

@@ -29,7 +29,18 @@ from gateway.deps import (
 from gateway.errors import CsrfFailed, GatewayError, InvalidInput
 from gateway.notifications import service as notifications
 from gateway.notifications.models import Cadence
-from gateway.web import MAX_NEXT, Cursor, local_target, page_links, redirect, render, submit, with_next
+from gateway.web import (
+    MAX_NEXT,
+    Confirmed,
+    Cursor,
+    confirm_page,
+    local_target,
+    page_links,
+    redirect,
+    render,
+    submit,
+    with_next,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -318,6 +329,11 @@ def logout(db: DbSession, c: AppComponents, principal: PartialPrincipal):
     return response
 
 
+# The same words in the <dialog> (account.html) and on the page without script.
+REMOVE_PASSKEY_QUESTION = "Remove the passkey “{name}”? It no longer signs you in nor confirms sensitive actions."
+REVOKE_QUESTION = "Revoke the API token “{name}”? Every program using it is refused at once; this cannot be undone."
+
+
 def _account(request, db, principal, status_code=200, tokens_cursor: str | None = None, kept=None, **extra):
     """The account page; after a refused form, with what that form was sent with (`kept`, never a secret)."""
     user = principal.user
@@ -336,6 +352,8 @@ def _account(request, db, principal, status_code=200, tokens_cursor: str | None 
         cadences=list(Cadence),
         mandatory={t.value for t in notifications.MANDATORY},
         kept=kept or {},
+        remove_passkey_question=REMOVE_PASSKEY_QUESTION,
+        revoke_token_question=REVOKE_QUESTION,
         **extra,
     )
 
@@ -415,7 +433,18 @@ def remove_passkey(
     principal: CurrentPrincipal,
     code: str = OptionalCode,
     passkey_assertion: str = AssertionField,
+    confirmed: str = Confirmed,
 ):
+    if confirmed != "yes":
+        return confirm_page(
+            request,
+            principal,
+            question=REMOVE_PASSKEY_QUESTION.format(name=service.find_passkey(db, principal.user, passkey_id).name),
+            fields={},
+            cancel="/account",
+            button="Remove passkey",
+            factor=service.factor_choice(db, principal.user),
+        )
     step = proof(code, passkey_assertion)
     return submit(
         db,
@@ -449,7 +478,18 @@ def set_notifications(
 
 
 @router.post("/account/tokens/{token_id}/revoke")
-def revoke_token(token_id: str, db: DbSession, principal: CurrentPrincipal):
+def revoke_token(
+    request: Request, token_id: str, db: DbSession, principal: CurrentPrincipal, confirmed: str = Confirmed
+):
+    if confirmed != "yes":
+        return confirm_page(
+            request,
+            principal,
+            question=REVOKE_QUESTION.format(name=service.find_api_token(db, principal.user, token_id).name),
+            fields={},
+            cancel="/account",
+            button="Revoke token",
+        )
     service.revoke_api_token(db, principal.user, token_id, principal.actor)
     db.commit()
     return redirect("/account")

@@ -83,10 +83,15 @@ def require(db: Session, scope: str, value: str, actor: Actor) -> PasskeyPolicy:
     return policy
 
 
-def drop(db: Session, policy_id: str, actor: Actor) -> None:
+def find(db: Session, policy_id: str) -> PasskeyPolicy:
     policy = db.get(PasskeyPolicy, policy_id)
     if policy is None:
         raise NotFound("No such rule.", code="policy_not_found")
+    return policy
+
+
+def drop(db: Session, policy_id: str, actor: Actor) -> None:
+    policy = find(db, policy_id)
     db.delete(policy)
     record_event(
         db,

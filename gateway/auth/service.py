@@ -498,13 +498,18 @@ def register_passkey(
     return passkey
 
 
-def remove_passkey(db: Session, settings: Settings, keys, principal: Principal, passkey_id: str, proof: Proof) -> None:
-    """Remove one of the caller's passkeys after a fresh factor; never the last one a policy requires."""
-    user = principal.user
-    # Scoped to the caller: another user's passkey id is simply not found.
+def find_passkey(db: Session, user: User, passkey_id: str) -> Passkey:
+    """One of the user's own passkeys: another user's passkey id is simply not found."""
     passkey = db.scalar(select(Passkey).where(Passkey.id == passkey_id, Passkey.user_id == user.id))
     if passkey is None:
         raise NotFound("No such passkey.", code="passkey_not_found")
+    return passkey
+
+
+def remove_passkey(db: Session, settings: Settings, keys, principal: Principal, passkey_id: str, proof: Proof) -> None:
+    """Remove one of the caller's passkeys after a fresh factor; never the last one a policy requires."""
+    user = principal.user
+    passkey = find_passkey(db, user, passkey_id)
     if passkey_policy.applies_to(db, user) and passkeys.count(db, user) <= 1:
         # With a policy, TOTP alone is not enough: this passkey is the last factor the policy accepts.
         record_event(
@@ -805,11 +810,16 @@ def list_api_tokens(
     return TOKENS.page(db, select(ApiToken).where(ApiToken.user_id == user.id), limit=limit, cursor=cursor)
 
 
-def revoke_api_token(db: Session, user: User, token_id: str, actor: Actor) -> None:
-    # Scoped to the caller: another user's token id is simply not found.
+def find_api_token(db: Session, user: User, token_id: str) -> ApiToken:
+    """One of the user's own tokens still in force: another user's token id is simply not found."""
     token = db.scalar(select(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user.id))
     if token is None or token.revoked_at is not None:
         raise NotFound()
+    return token
+
+
+def revoke_api_token(db: Session, user: User, token_id: str, actor: Actor) -> None:
+    token = find_api_token(db, user, token_id)
     token.revoked_at = clock.now()
     record_event(
         db,

@@ -12,12 +12,18 @@ from gateway.errors import InvalidInput
 from gateway.orgs.models import OrgKind
 from gateway.orgs.service import all_orgs
 from gateway.retention.auth import AuditorOrAdmin
-from gateway.web import Cursor, page_links, redirect, render, submit
+from gateway.web import Confirmed, Cursor, confirm_page, page_links, redirect, render, submit
 from retention import holds, policies, service
 from retention.offboarding import offboard
 from retention.pdf import render as render_pdf
 
 router = APIRouter(include_in_schema=False)
+
+# The same words in the <dialog> (retention_admin.html) and on the page without script.
+RELEASE_QUESTION = (
+    "Release the legal hold {reference}? What it kept becomes subject to retention and offboarding again, and may "
+    "be destroyed."
+)
 
 
 def _names(db):
@@ -53,6 +59,7 @@ def _retention_page(
         practices=[o for o in orgs if o.kind == OrgKind.practice],
         vendors=[o for o in orgs if o.kind == OrgKind.vendor],
         kept=kept or {},
+        release_question=RELEASE_QUESTION,
         **extra,
     )
 
@@ -129,7 +136,19 @@ def retention_hold(
 
 
 @router.post("/admin/retention/holds/{hold_id}/release")
-def retention_release(request: Request, hold_id: str, db: DbSession, principal: AdminPrincipal):
+def retention_release(
+    request: Request, hold_id: str, db: DbSession, principal: AdminPrincipal, confirmed: str = Confirmed
+):
+    hold = holds.find_hold(db, hold_id)
+    if confirmed != "yes" and hold.active:  # one released already: the form says so, nothing to confirm
+        return confirm_page(
+            request,
+            principal,
+            question=RELEASE_QUESTION.format(reference=hold.reference),
+            fields={},
+            cancel="/admin/retention",
+            button="Release hold",
+        )
     return submit(
         db,
         lambda: holds.release_hold(db, hold_id, principal.actor),

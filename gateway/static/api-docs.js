@@ -18,4 +18,11 @@
       return req;
     },
   });
+  // Swagger UI's dialogs close with an icon-only button that has no name (axe: critical button-name);
+  // name each as it appears, so a screen reader announces it.
+  new MutationObserver(function () {
+    root.querySelectorAll("button.close-modal:not([aria-label])").forEach(function (button) {
+      button.setAttribute("aria-label", "Close");
+    });
+  }).observe(root, { childList: true, subtree: true });
 })();

@@ -23,6 +23,12 @@ from retention import policies
 
 router = APIRouter(prefix="/transfers", include_in_schema=False)
 
+# The same words in the <dialog> (transfer.html) and on the page without script.
+EMERGENCY_QUESTION = (
+    "Open emergency access to transfer {transfer} without an approver? This raises a high-severity alert, "
+    "an auditor must review it, and the files can be downloaded at once."
+)
+
 
 def _org_names(db, transfers) -> dict[str, str]:
     return org_names(db, {t.practice_id for t in transfers} | {t.vendor_id for t in transfers})
@@ -122,6 +128,7 @@ def _transfer_page(request, db, c, principal, transfer_id: str, status_code: int
         max_days=policies.max_access_days(db, c.settings, transfer.practice_id, transfer.vendor_id),
         max_hours=c.settings.emergency_max_hours,
         factor=factor_choice(db, principal.user),
+        emergency_question=EMERGENCY_QUESTION.format(transfer=transfer.id[:8]),
         kept=answer.pop("kept", {}),
         **answer,
     )
@@ -246,7 +253,19 @@ def emergency(
     reason: str = Form(max_length=500),
     code: str = OptionalCode,
     passkey_assertion: str = AssertionField,
+    confirmed: str = Confirmed,
 ):
+    if confirmed != "yes":
+        service.find_transfer(db, principal, transfer_id)
+        return confirm_page(
+            request,
+            principal,
+            question=EMERGENCY_QUESTION.format(transfer=transfer_id[:8]),
+            fields={"hours": hours, "reason": reason},
+            cancel=f"/transfers/{transfer_id}",
+            button="Open emergency access",
+            factor=factor_choice(db, principal.user),
+        )
     step = proof(code, passkey_assertion)
 
     def run(t):

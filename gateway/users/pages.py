@@ -19,6 +19,11 @@ RESET_QUESTION = (
     "Reset the password of {user}? Their sessions and API tokens end at once, and they must sign in with a "
     "one-time password you give them."
 )
+RESET_PASSKEYS_QUESTION = (
+    "Remove every passkey of {user}? They sign in with their password and authenticator code, and register a new "
+    "passkey if a rule requires one."
+)
+DROP_POLICY_QUESTION = "Remove the passkey requirement for {scope}? Its users may again sign in without a passkey."
 
 
 def _page(request, db, principal, status_code=200, cursor: str | None = None, kept=None, **extra):
@@ -40,6 +45,9 @@ def _page(request, db, principal, status_code=200, cursor: str | None = None, ke
         kept=kept or {},
         disable_question=DISABLE_QUESTION,
         reset_question=RESET_QUESTION,
+        reset_passkeys_question=RESET_PASSKEYS_QUESTION,
+        drop_policy_question=DROP_POLICY_QUESTION,
+        policy_scope=_policy_scope,
         **extra,
     )
 
@@ -139,8 +147,12 @@ def reset_password(
 
 
 @router.post("/{user_id}/passkeys/reset")
-def reset_user_passkeys(request: Request, user_id: str, db: DbSession, principal: AdminPrincipal):
+def reset_user_passkeys(
+    request: Request, user_id: str, db: DbSession, principal: AdminPrincipal, confirmed: str = Confirmed
+):
     """For a user who lost every passkey: remove them all; the user registers a new one at the next sign-in."""
+    if confirmed != "yes":
+        return _confirm(request, db, principal, user_id, RESET_PASSKEYS_QUESTION, "Remove passkeys")
     return _act(request, db, principal, user_id, lambda u: reset_passkeys(db, u, principal.actor))
 
 
@@ -161,8 +173,28 @@ def add_passkey_policy(
     )
 
 
+def _policy_scope(policy, org_names: dict[str, str]) -> str:
+    """What a passkey rule applies to, in words (the users page and its confirmation)."""
+    if policy.scope == "role":
+        return f"role {policy.value}"
+    return f"organisation {org_names.get(policy.value, policy.value)}"
+
+
 @router.post("/passkey-policies/{policy_id}/remove")
-def drop_passkey_policy(request: Request, policy_id: str, db: DbSession, principal: AdminPrincipal):
+def drop_passkey_policy(
+    request: Request, policy_id: str, db: DbSession, principal: AdminPrincipal, confirmed: str = Confirmed
+):
+    if confirmed != "yes":
+        policy = passkey_policy.find(db, policy_id)
+        scope = _policy_scope(policy, {o.id: o.name for o in all_orgs(db)})
+        return confirm_page(
+            request,
+            principal,
+            question=DROP_POLICY_QUESTION.format(scope=scope),
+            fields={},
+            cancel="/admin/users",
+            button="Remove requirement",
+        )
     return submit(
         db,
         lambda: passkey_policy.drop(db, policy_id, principal.actor),

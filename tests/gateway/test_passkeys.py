@@ -760,7 +760,11 @@ def test_account_page_registers_lists_and_removes(signed_in, soft, factory, comp
     r = s.client.post(
         f"/account/passkeys/{row.id}/remove",
         follow_redirects=False,
-        data={"csrf_token": csrf_from(html), "passkey_assertion": json.dumps(answer(s.client, auth))},
+        data={
+            "csrf_token": csrf_from(html),
+            "passkey_assertion": json.dumps(answer(s.client, auth)),
+            "confirmed": "yes",
+        },
     )
     assert r.status_code == 303 and passkeys_of(components, user.id) == []
 
@@ -782,12 +786,16 @@ def test_admin_page_sets_the_policy_and_resets_passkeys(signed_in, soft, factory
     assert "role biller" in html and "Remove passkeys (lost)" in html
     r = admin.client.post("/admin/users/passkey-policies", data={"csrf_token": csrf, "scope": "role", "role": "biller"})
     assert r.status_code == 409 and "exists already" in r.text
-    r = admin.client.post(f"/admin/users/{user.id}/passkeys/reset", data={"csrf_token": csrf}, follow_redirects=False)
+    r = admin.client.post(
+        f"/admin/users/{user.id}/passkeys/reset", data={"csrf_token": csrf, "confirmed": "yes"}, follow_redirects=False
+    )
     assert r.status_code == 303 and passkeys_of(components, user.id) == []
     assert last_event(components, "admin.user.passkeys_reset").target_id == user.id
     (policy,) = admin.client.get("/api/v1/auth/passkey-policies").json()
     r = admin.client.post(
-        f"/admin/users/passkey-policies/{policy['id']}/remove", data={"csrf_token": csrf}, follow_redirects=False
+        f"/admin/users/passkey-policies/{policy['id']}/remove",
+        data={"csrf_token": csrf, "confirmed": "yes"},
+        follow_redirects=False,
     )
     assert r.status_code == 303 and admin.client.get("/api/v1/auth/passkey-policies").json() == []
 

@@ -170,7 +170,10 @@ def test_admin_policies_and_holds_through_the_api_and_pages(party, session_for, 
     hold_id = r.json()["id"]
     page = admin.client.get("/admin/retention")
     assert page.status_code == 200 and "MATTER-1" in page.text
-    assert admin.client.post(f"/admin/retention/holds/{hold_id}/release", follow_redirects=False).status_code == 303
+    released = admin.client.post(
+        f"/admin/retention/holds/{hold_id}/release", data={"confirmed": "yes"}, follow_redirects=False
+    )
+    assert released.status_code == 303
     assert admin.client.post(f"/api/v1/retention/holds/{hold_id}/release").status_code == 409
     r = admin.client.post(
         "/admin/retention/policies",

@@ -241,7 +241,7 @@ def test_refused_emergency_access_and_token_forms_keep_what_was_typed(party, ses
     staff, admin = session_for(party.staff), session_for(party.admin)
     tid = staff.upload(party.vendor.id).json()["id"]
     token = csrf_of(admin.client.get(f"/transfers/{tid}").text)
-    body = {"csrf_token": token, "hours": "6", "reason": "no approver on call", "code": "000000"}
+    body = {"csrf_token": token, "hours": "6", "reason": "no approver on call", "code": "000000", "confirmed": "yes"}
     r = admin.client.post(f"/transfers/{tid}/emergency-access", data=body)
     assert r.status_code == 422 and "The authenticator code is not correct." in r.text
     form = field(r.text, "emergency-form")
