@@ -331,6 +331,7 @@ def logout(db: DbSession, c: AppComponents, principal: PartialPrincipal):
 
 # The same words in the <dialog> (account.html) and on the page without script.
 REMOVE_PASSKEY_QUESTION = "Remove the passkey “{name}”? It no longer signs you in nor confirms sensitive actions."
+RECOVERY_CODES_QUESTION = "Replace your recovery codes? The ones you kept stop working at once."
 REVOKE_QUESTION = "Revoke the API token “{name}”? Every program using it is refused at once; this cannot be undone."
 
 
@@ -354,6 +355,7 @@ def _account(request, db, principal, status_code=200, tokens_cursor: str | None 
         kept=kept or {},
         remove_passkey_question=REMOVE_PASSKEY_QUESTION,
         revoke_token_question=REVOKE_QUESTION,
+        recovery_codes_question=RECOVERY_CODES_QUESTION,
         **extra,
     )
 
@@ -503,7 +505,18 @@ def regenerate_codes(
     principal: CurrentPrincipal,
     code: str = OptionalCode,
     passkey_assertion: str = AssertionField,
+    confirmed: str = Confirmed,
 ):
+    if confirmed != "yes":
+        return confirm_page(
+            request,
+            principal,
+            question=RECOVERY_CODES_QUESTION,
+            fields={},
+            cancel="/account",
+            button="Replace recovery codes",
+            factor=service.factor_choice(db, principal.user),
+        )
     step = proof(code, passkey_assertion)
 
     def run():

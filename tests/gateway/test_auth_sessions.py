@@ -299,7 +299,7 @@ def test_page_form_needs_the_csrf_field(client, factory, components, login, fake
     assert r.status_code == 403
     assert recovery_rows(components, user.id) == []
     assert [e.details["reason"] for e in events(components, "request.refused")] == ["csrf_failed"] * 3
-    r = client.post("/account/recovery-codes", data={"code": user.code(), "csrf_token": good})
+    r = client.post("/account/recovery-codes", data={"code": user.code(), "csrf_token": good, "confirmed": "yes"})
     assert r.status_code == 200 and 'id="recovery-codes"' in r.text
 
 

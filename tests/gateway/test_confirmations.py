@@ -20,7 +20,7 @@ from tests.transfers.conftest import events, party, session_for  # noqa: F401
 # Every form whose action ends so is consequential: destroying, revoking, disabling, releasing,
 # resetting, offboarding, terminating, rejecting, emergency access.
 CONSEQUENTIAL = re.compile(
-    r"/(disable|reset-password|passkeys/reset|remove|revoke|reject|release|terminate|emergency-access)$"
+    r"/(disable|reset-password|passkeys/reset|remove|revoke|reject|release|terminate|emergency-access|recovery-codes)$"
     r"|^/admin/offboarding$"
 )
 
@@ -67,7 +67,7 @@ def test_every_consequential_form_of_every_page_asks_first(party, session_for, s
     pages = [
         (approver, f"/transfers/{own}"),  # reject
         (approver, f"/transfers/{other}"),  # withdraw (the uploader's own)
-        (approver, "/account"),  # passkey removal, token revoke
+        (approver, "/account"),  # passkey removal, token revoke, replacing the recovery codes
         (admin, f"/transfers/{own}"),  # emergency access
         (admin, "/admin/users"),  # disable, reset password, remove passkeys, remove a passkey rule
         (admin, "/admin/baas"),  # terminate
@@ -95,6 +95,7 @@ def test_every_consequential_form_of_every_page_asks_first(party, session_for, s
         "/release",
         "/terminate",
         "/emergency-access",
+        "/recovery-codes",
         "/admin/offboarding",
     }, seen
 
@@ -155,6 +156,18 @@ def test_revoking_an_api_token_waits_for_a_confirmation(session_for, factory, db
     (revoked,) = s.client.get("/api/v1/auth/tokens").json()
     assert revoked["revoked_at"] is not None
     assert [e.target_id for e in events(db, "auth.api_token.revoked")] == [token["id"]]
+
+
+def test_replacing_the_recovery_codes_waits_for_a_confirmation_then_asks_for_its_own_code(session_for, factory, db):
+    s = session_for(factory.user("practice_staff"))
+    code = s.fresh_code()
+    html = confirmation(s.client.post("/account/recovery-codes", data={"code": code}), "recovery codes")
+    assert re.search(r'<input name="code"[^>]*required', html) and code not in html
+    assert 'id="recovery-codes"' not in html and not events(db, "auth.recovery_codes.regenerated")
+
+    r = s.client.post("/account/recovery-codes", data={"code": s.fresh_code(), "confirmed": "yes"})
+    assert r.status_code == 200 and 'id="recovery-codes"' in r.text
+    assert len(events(db, "auth.recovery_codes.regenerated")) == 1
 
 
 def test_releasing_a_legal_hold_waits_for_a_confirmation(party, session_for, db):
