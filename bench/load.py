@@ -139,6 +139,12 @@ def role_mix(clients: int) -> list[str]:
     return [role for role, _ in MIX for _ in range(counts[role])]
 
 
+def cpu_seconds(pid: int) -> float:
+    """The server's CPU time so far (user + system, all threads): the cost of its work, whatever else runs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def summary(ms: list[float]) -> dict:
     s = sorted(ms)  # nearest-rank percentiles
     return {
@@ -366,11 +372,13 @@ async def drive(base: str, creds: dict, seconds: float, pid: int, bodies: Bodies
         # and loaded lists return as many rows and the comparison is of load, not of list length.
         for _ in range(PAGE - 2 * SEEDERS):
             await setup.upload(uploader, 1)
+        idle_cpu = cpu_seconds(pid)
         for _ in range(IDLE_LISTS):
             await setup.list(uploader)
+        idle_cpu = cpu_seconds(pid) - idle_cpu
         if setup.errors:
             raise RuntimeError(f"setup failed: {json.dumps(setup.samples)}")
-        rss_start, cpu_start = rss_kib(pid, "VmRSS"), time.process_time()
+        rss_start, cpu_start, server_cpu = rss_kib(pid, "VmRSS"), time.process_time(), cpu_seconds(pid)
 
         log(f"load: {len(users)} clients for {seconds:g} s")
         load = Load(http, bodies, creds["vendor_id"], time.monotonic() + seconds)
@@ -390,6 +398,7 @@ async def drive(base: str, creds: dict, seconds: float, pid: int, bodies: Bodies
             if not task.cancelled() and task.exception() is not None:
                 load.error("client", type(task.exception()).__name__, str(task.exception()))
         rss_end, rss_peak = rss_kib(pid, "VmRSS"), rss_kib(pid, "VmHWM")
+        server_cpu = cpu_seconds(pid) - server_cpu
 
     idle_p99, lists = summary(setup.times["list"])["p99_ms"], summary(load.times["list"])
     return {
@@ -412,6 +421,8 @@ async def drive(base: str, creds: dict, seconds: float, pid: int, bodies: Bodies
         "rss_peak_mb": round(rss_peak / 1024, 1),
         "rss_growth_mb": round((rss_end - rss_start) / 1024, 1),
         "idle_list_p99_ms": idle_p99,
+        "idle_list_server_cpu_ms": round(idle_cpu * 1000 / IDLE_LISTS, 2),
+        "server_cpu_per_operation_ms": round(server_cpu * 1000 / max(1, sum(load.counts.values())), 1),
         "list_p99_over_idle": round(lists["p99_ms"] / idle_p99, 2) if lists["p99_ms"] and idle_p99 else None,
         "load_generator_cpu_s": round(time.process_time() - cpu_start, 1),
         "error_kinds": dict(load.errors),

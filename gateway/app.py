@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
@@ -324,6 +325,11 @@ def create_app(settings: Settings | None = None, components: Components | None =
         # so do starting and stopping the scheduler and the metrics server (they touch the database
         # and join threads).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        # Every thread hop (a handler, a dependency, a session's close) ends with the event loop asking
+        # for the interpreter lock back; while worker threads compute, each such request waits up to
+        # the switch interval per busy thread. Python's 5 ms made a list under load wait several times
+        # its own work; 1 ms costs the busy threads no measurable throughput (docs/BENCHMARKS.md, load).
+        sys.setswitchinterval(settings.switch_interval_ms / 1000)
 
         def start():
             _prepare_routes(app.router)

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     worker_threads: int = Field(
         default=40, ge=4, le=1000, description="threads per process for database, key, storage and hashing work"
     )
+    switch_interval_ms: float = Field(
+        default=1.0,
+        ge=0.1,
+        le=100,
+        description="milliseconds a busy thread keeps the interpreter lock while another asks for it (Python's 5)",
+    )
     bulk_streams: int = Field(
         default=4, ge=1, le=1000, description="uploads and downloads moving bytes at once per process; others wait"
     )

@@ -81,6 +81,7 @@ def list_events(
     flt = search.build_filter(db, **filters.raw)
     page = search.search(db, _scope(db, principal), flt, before=before, cursor=cursor, limit=limit)
     body = {"items": [search.event_dict(e) for e in page.items], "next_before": search.last_seq(page)}
+    db.close()  # the snapshot ends in this thread: nothing is left for another hop (gateway/deps.py get_db)
     return link_next_page(request, json_response(body), page.next_cursor)
 
 

@@ -9,16 +9,19 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter
+from sqlalchemy import ColumnElement
+from sqlalchemy.orm import Session
 
 from gateway import api_docs
 from gateway.auth.service import Principal
+from gateway.components import Components
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import InvalidInput, UnsupportedMediaType
-from gateway.paging import DEFAULT_LIMIT, Page
-from gateway.transfers import activity, download, partners, service, upload, views
+from gateway.paging import DEFAULT_LIMIT
+from gateway.transfers import activity, download, listing, partners, service, upload, views
 from gateway.transfers.auth import Admin, Approver, Auditor, Biller, Downloader, Reader, Sender
 from gateway.transfers.intake import IncomingFile, MultipartReader, body_chunks
-from gateway.transfers.models import Transfer, TransferStatus
+from gateway.transfers.models import TransferStatus
 from gateway.transfers.schemas import (
     ApproveIn,
     EmergencyIn,
@@ -169,15 +172,26 @@ async def create_transfer(
 _PAGE = TypeAdapter(list[TransferOut])
 
 
-def _page(request: Request, c, principal: Principal, page: Page[Transfer]) -> Response:
-    """The page's items, encoded here in the handler's thread; the next page's address in `Link` (RFC 8288) and its
-    cursor in `X-Next-Cursor`.
+def _page(
+    request: Request,
+    db: Session,
+    c: Components,
+    principal: Principal,
+    status: TransferStatus | None = None,
+    where: ColumnElement[bool] | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> Response:
+    """One page of transfers (gateway/transfers/listing.py), encoded here in the handler's thread; the next page's
+    address in `Link` (RFC 8288) and its cursor in `X-Next-Cursor`.
 
     Returned as a finished response: for a list FastAPI would validate the items again in another thread hop and
-    encode them on the event loop, which the lists (the busiest reads) must not hold up.
+    encode them on the event loop, which the lists (the busiest reads) must not hold up. The read session is
+    closed here too, so that nothing of the request is left for another thread.
     """
-    items = [views.transfer_out(c.keys, principal, t) for t in page.items]
-    return paged_json(request, _PAGE.dump_json(items), page.next_cursor)
+    page = listing.page(db, c.keys, principal, status=status, where=where, limit=limit, cursor=cursor)
+    db.close()
+    return paged_json(request, _PAGE.dump_json(page.items), page.next_cursor)
 
 
 _PARTNERS = TypeAdapter(list[PartnerOut])
@@ -213,8 +227,7 @@ def list_transfers(
     cursor: Cursor = None,
 ):
     """Transfers visible to the caller, newest first: their practice's, or (billers) those approved for them."""
-    page = service.list_transfers(db, principal, status=status, limit=limit, cursor=cursor)
-    return _page(request, c, principal, page)
+    return _page(request, db, c, principal, status, limit=limit, cursor=cursor)
 
 
 @router.get("/inbox", response_model=list[TransferOut])
@@ -226,7 +239,8 @@ def inbox(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ):
-    return _page(request, c, principal, service.inbox(db, principal, limit=limit, cursor=cursor))
+    status, where = service.inbox_filter()
+    return _page(request, db, c, principal, status, where, limit, cursor)
 
 
 @router.get("/approvals", response_model=list[TransferOut])
@@ -238,7 +252,8 @@ def approvals(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ):
-    return _page(request, c, principal, service.approval_queue(db, principal, limit=limit, cursor=cursor))
+    status, where = service.approval_filter()
+    return _page(request, db, c, principal, status, where, limit, cursor)
 
 
 @router.get("/{transfer_id}", response_model=TransferDetail)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select, true
+from sqlalchemy import ColumnElement, Select, func, select, true
 from sqlalchemy.orm import Session
 
 from gateway import clock, paging
@@ -99,12 +99,17 @@ def list_transfers(
     where=None,
 ) -> Page[Transfer]:
     """Transfers the caller may see, newest first, one page filtered entirely in SQL."""
-    query = select(Transfer).where(_visible_clause(principal), _addressed_clause(principal))
+    return ORDER.page(db, listed(principal, select(Transfer), status, where), limit=limit, cursor=cursor)
+
+
+def listed(principal: Principal, query: Select, status: TransferStatus | None = None, where=None) -> Select:
+    """`query` (of transfers or of their columns) narrowed to what `list_transfers` shows this caller."""
+    query = query.where(_visible_clause(principal), _addressed_clause(principal))
     if status is not None:
         query = query.where(Transfer.status == status)
     if where is not None:
         query = query.where(where)
-    return ORDER.page(db, query, limit=limit, cursor=cursor)
+    return query
 
 
 def count_transfers(db: Session, principal: Principal, *, where=None) -> int:
@@ -115,31 +120,29 @@ def count_transfers(db: Session, principal: Principal, *, where=None) -> int:
     return db.scalar(query) or 0
 
 
+def inbox_filter() -> tuple[TransferStatus, ColumnElement[bool]]:
+    """A biller's inbox: outbound transfers approved for them and inside their window (status, condition)."""
+    return TransferStatus.approved, (Transfer.direction == Direction.outbound) & (Transfer.access_ends_at > clock.now())
+
+
+def approval_filter() -> tuple[TransferStatus, ColumnElement[bool]]:
+    """The approval queue: outbound transfers awaiting a decision (status, condition)."""
+    return TransferStatus.awaiting_approval, Transfer.direction == Direction.outbound
+
+
 def inbox(
     db: Session, principal: Principal, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
 ) -> Page[Transfer]:
     """A biller's outbound transfers that are approved for them and inside their window."""
-    return list_transfers(
-        db,
-        principal,
-        status=TransferStatus.approved,
-        limit=limit,
-        cursor=cursor,
-        where=(Transfer.direction == Direction.outbound) & (Transfer.access_ends_at > clock.now()),
-    )
+    status, where = inbox_filter()
+    return list_transfers(db, principal, status=status, limit=limit, cursor=cursor, where=where)
 
 
 def approval_queue(
     db: Session, principal: Principal, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None
 ) -> Page[Transfer]:
-    return list_transfers(
-        db,
-        principal,
-        status=TransferStatus.awaiting_approval,
-        limit=limit,
-        cursor=cursor,
-        where=Transfer.direction == Direction.outbound,
-    )
+    status, where = approval_filter()
+    return list_transfers(db, principal, status=status, limit=limit, cursor=cursor, where=where)
 
 
 def _deny(

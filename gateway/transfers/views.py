@@ -15,8 +15,8 @@ from gateway.users.models import Role
 log = logging.getLogger("phigate.transfers")
 
 
-def may_read_names(principal: Principal, transfer: Transfer) -> bool:
-    # Auditors and administrators see ids, sizes and hashes: never names or notes (they can hold PHI).
+def may_read_names(principal: Principal, transfer: Transfer | None = None) -> bool:
+    # The same for every transfer (the lists ask once per page). Auditors and administrators see ids, sizes and hashes: never names or notes (they can hold PHI).
     return principal.user.role not in (Role.auditor, Role.admin)
 
 
