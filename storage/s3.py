@@ -6,11 +6,14 @@ Design notes (details in docs/storage.md):
   with a single PutObject; otherwise a multipart upload. Part size is configurable
   (5 MiB .. 5 GiB) and doubles every 1,000 parts so an object of unknown length
   never runs into the 10,000-part limit (the buffer grows with it).
-* Integrity: every PutObject/UploadPart carries ``x-amz-checksum-sha256`` computed
-  here (S3 verifies it and rejects a mismatch with BadDigest); the checksum S3
-  echoes is compared; after CompleteMultipartUpload the composite SHA-256 and the
-  size are compared with what was sent. The whole-object SHA-256 is computed here
-  too and returned in ``StoredObject.checksum``.
+* Integrity: every PutObject/UploadPart carries ``x-amz-checksum-crc32c`` computed
+  here in hardware (S3 verifies it and rejects a mismatch with BadDigest); the
+  checksum S3 echoes is compared; after CompleteMultipartUpload the composite CRC32C
+  and the size are compared with what was sent. A whole-object read of a single-part
+  object is checked against its CRC32C here (botocore checks CRC32C only with awscrt),
+  and one written before with SHA-256 is checked by botocore. The whole-object CRC32C
+  is returned in ``StoredObject.checksum``. A multipart upload keeps the algorithm it
+  was created with (an assembly begun before CRC32C goes on with SHA-256).
 * Any failure during a multipart upload aborts it (and confirms the abort), so no
   orphan parts are billed or left holding ciphertext.
 * Retries: botocore's standard (or adaptive) retry mode handles throttling, 5xx and
@@ -28,7 +31,9 @@ import hashlib
 import logging
 import random
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
@@ -50,6 +55,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from . import checksums
 from ._util import ChunkSource, check_range_args, resolve_range, settle, utcnow
 from .errors import (
     ConfigurationError,
@@ -109,6 +115,23 @@ _STREAM_ERRORS = (
 
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
+
+
+#: Our algorithm names -> S3's (``ChecksumAlgorithm``) and the response/request field of each.
+_S3_NAME = {checksums.CRC32C: "CRC32C", checksums.SHA256: "SHA256"}
+_FIELD = {checksums.CRC32C: "ChecksumCRC32C", checksums.SHA256: "ChecksumSHA256"}
+
+
+def _digest(algorithm: str, data: bytes) -> bytes:
+    hasher = checksums.new(algorithm)
+    hasher.update(data)
+    return hasher.digest()
+
+
+def _part_algorithm(checksum: str | None) -> str | None:
+    """The algorithm an AssemblyPart's ``"<algorithm>:<hex>"`` checksum names, if one we speak."""
+    algorithm = (checksum or "").partition(":")[0]
+    return algorithm if algorithm in _FIELD else None
 
 
 def _code(exc: ClientError) -> str:
@@ -245,6 +268,9 @@ class S3ObjectStore:
         self._part_retries = part_retries
         self._retry_base_delay = retry_base_delay
         self._read_chunk = read_chunk_size
+        # Multipart upload id -> the checksum algorithm it was created with (see _assembly_algorithm).
+        self._algorithms: OrderedDict[str, str] = OrderedDict()
+        self._algorithms_lock = threading.Lock()
         if self._endpoint and region is None:
             # A custom endpoint has no authoritative region: it must be stated.
             raise ConfigurationError("region is required with a custom endpoint_url")
@@ -354,7 +380,7 @@ class S3ObjectStore:
         key = validate_key(key)
         meta = validate_metadata(metadata)
         source = ChunkSource(chunks)
-        full = hashlib.sha256()
+        full = checksums.new(checksums.CRC32C)
         upload_id: str | None = None
         op = "PutObject"
         try:
@@ -376,12 +402,12 @@ class S3ObjectStore:
                     body, pending, pending_len = _take(pending, limit)
                     if upload_id is None:
                         op = "CreateMultipartUpload"
-                        upload_id = self._create_upload(key, meta)
+                        upload_id = self._create_upload(key, meta, checksums.CRC32C)
                         op = "UploadPart"
                     if part_number > MAX_PARTS:
                         raise StorageError(f"object {key} exceeds {MAX_PARTS} parts")
                     full.update(body)
-                    parts.append(self._upload_part(key, upload_id, part_number, body, part_digests))
+                    parts.append(self._upload_part(key, upload_id, part_number, body, part_digests, checksums.CRC32C))
                     total += len(body)
                     del body
                     part_number += 1
@@ -390,27 +416,27 @@ class S3ObjectStore:
             pending = []
             full.update(body)
             if upload_id is None:
-                return self._put_single(key, body, meta, full.hexdigest())
+                return self._put_single(key, body, meta, full.digest())
             if part_number > MAX_PARTS:
                 raise StorageError(f"object {key} exceeds {MAX_PARTS} parts")
-            parts.append(self._upload_part(key, upload_id, part_number, body, part_digests))
+            parts.append(self._upload_part(key, upload_id, part_number, body, part_digests, checksums.CRC32C))
             total += len(body)
             del body
             op = "CompleteMultipartUpload"
-            return self._complete(key, upload_id, parts, part_digests, total, full.hexdigest())
+            return self._complete(key, upload_id, parts, part_digests, total, checksums.CRC32C, full.hexdigest())
         except BaseException as exc:
             if upload_id is not None:
                 self._abort(key, upload_id)
             if op == "CompleteMultipartUpload":
                 # The request may have succeeded server-side although we saw a failure
                 # (timeout, reset): an object nobody knows about would be an orphan.
-                self._remove_if_completed(key, total, part_digests)
+                self._remove_if_completed(key, total, part_digests, checksums.CRC32C)
             if exc is source.error or not isinstance(exc, ClientError | BotoCoreError):
                 raise  # the caller's own failure, or already one of ours
             _raise(exc, key, op)
 
-    def _put_single(self, key: str, body: bytes, meta: dict[str, str], sha_hex: str) -> StoredObject:
-        checksum = _b64(bytes.fromhex(sha_hex))
+    def _put_single(self, key: str, body: bytes, meta: dict[str, str], crc: bytes) -> StoredObject:
+        checksum = _b64(crc)
         resp = self._client.put_object(
             Bucket=self._bucket,
             Key=key,
@@ -418,14 +444,14 @@ class S3ObjectStore:
             ContentLength=len(body),
             ContentType="application/octet-stream",
             Metadata=meta,
-            ChecksumAlgorithm="SHA256",
-            ChecksumSHA256=checksum,
+            ChecksumAlgorithm="CRC32C",
+            ChecksumCRC32C=checksum,
             **self._sse,
         )
         try:
-            echoed = resp.get("ChecksumSHA256")
+            echoed = resp.get("ChecksumCRC32C")
             if echoed is not None and echoed != checksum:
-                raise IntegrityError(f"store acknowledged object {key} with a different SHA-256")
+                raise IntegrityError(f"store acknowledged object {key} with a different CRC32C")
             self._check_sse(key, resp)
         except IntegrityError:
             self._discard(key, resp.get("VersionId"))
@@ -434,7 +460,7 @@ class S3ObjectStore:
             key=key,
             size=len(body),
             version_id=resp.get("VersionId"),
-            checksum=f"sha256:{sha_hex}",
+            checksum=checksums.label(checksums.CRC32C, crc.hex()),
             parts=1,
         )
 
@@ -443,21 +469,24 @@ class S3ObjectStore:
         if wanted and resp.get("ServerSideEncryption") not in (None, wanted):
             raise IntegrityError(f"store applied {resp.get('ServerSideEncryption')} to {key}, not {wanted}")
 
-    def _create_upload(self, key: str, meta: dict[str, str]) -> str:
+    def _create_upload(self, key: str, meta: dict[str, str], algorithm: str) -> str:
         resp = self._client.create_multipart_upload(
             Bucket=self._bucket,
             Key=key,
             ContentType="application/octet-stream",
             Metadata=meta,
-            ChecksumAlgorithm="SHA256",
+            ChecksumAlgorithm=_S3_NAME[algorithm],
             **self._sse,
         )
         self._check_sse(key, resp)
         return str(resp["UploadId"])
 
-    def _upload_part(self, key: str, upload_id: str, number: int, body: bytes, digests: list[bytes]) -> dict[str, Any]:
-        digest = hashlib.sha256(body).digest()
+    def _upload_part(
+        self, key: str, upload_id: str, number: int, body: bytes, digests: list[bytes], algorithm: str
+    ) -> dict[str, Any]:
+        digest = _digest(algorithm, body)
         checksum = _b64(digest)
+        field = _FIELD[algorithm]
         attempt = 0
         while True:
             try:
@@ -468,8 +497,8 @@ class S3ObjectStore:
                     PartNumber=number,
                     Body=body,
                     ContentLength=len(body),
-                    ChecksumAlgorithm="SHA256",
-                    ChecksumSHA256=checksum,
+                    ChecksumAlgorithm=_S3_NAME[algorithm],
+                    **{field: checksum},
                 )
                 break
             except (ClientError, BotoCoreError) as exc:
@@ -483,11 +512,11 @@ class S3ObjectStore:
                 delay = self._retry_base_delay * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311 - retry jitter, not a secret
                 log.warning("retrying part %d of %s in %.2fs (%s)", number, key, delay, type(exc).__name__)
                 time.sleep(delay)
-        echoed = resp.get("ChecksumSHA256")
+        echoed = resp.get(field)
         if echoed is not None and echoed != checksum:
-            raise IntegrityError(f"store acknowledged part {number} of {key} with a different SHA-256")
+            raise IntegrityError(f"store acknowledged part {number} of {key} with a different {_S3_NAME[algorithm]}")
         digests.append(digest)
-        return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
+        return {"PartNumber": number, "ETag": resp["ETag"], field: checksum}
 
     def _complete(
         self,
@@ -496,7 +525,8 @@ class S3ObjectStore:
         parts: list[dict[str, Any]],
         digests: list[bytes],
         total: int,
-        sha_hex: str | None,
+        algorithm: str,
+        whole_hex: str | None,
     ) -> StoredObject:
         resp = self._client.complete_multipart_upload(
             Bucket=self._bucket,
@@ -505,27 +535,32 @@ class S3ObjectStore:
             MultipartUpload={"Parts": parts},
         )
         version_id = resp.get("VersionId")
-        composite = _b64(hashlib.sha256(b"".join(digests)).digest())
+        field, name = _FIELD[algorithm], _S3_NAME[algorithm]
+        composite = _b64(_digest(algorithm, b"".join(digests)))
         try:
             # Confirm what S3 now holds: the composite checksum of the parts we sent,
             # the total size, and the encryption we asked for.
-            echoed = resp.get("ChecksumSHA256")
+            echoed = resp.get(field)
             head_args: dict[str, Any] = {"Bucket": self._bucket, "Key": key, "ChecksumMode": "ENABLED"}
             if version_id and version_id != "null":
                 head_args["VersionId"] = version_id
             head = self._client.head_object(**head_args)
-            stored = head.get("ChecksumSHA256") or echoed
+            stored = head.get(field) or echoed
             if echoed is not None and echoed.split("-")[0] != composite:
-                raise IntegrityError(f"store completed {key} with a different composite SHA-256")
+                raise IntegrityError(f"store completed {key} with a different composite {name}")
             if stored is not None and stored.split("-")[0] != composite:
-                raise IntegrityError(f"store holds {key} with a different composite SHA-256")
+                raise IntegrityError(f"store holds {key} with a different composite {name}")
             if head.get("ContentLength") != total:
                 raise IntegrityError(f"store holds {key} with a different size than was sent")
             self._check_sse(key, head)
         except IntegrityError:
             self._discard(key, version_id)
             raise
-        checksum = f"sha256:{sha_hex}" if sha_hex is not None else f"sha256-composite:{composite}-{len(parts)}"
+        checksum = (
+            checksums.label(algorithm, whole_hex)
+            if whole_hex is not None
+            else f"{algorithm}-composite:{base64.b64decode(composite).hex()}-{len(parts)}"
+        )
         return StoredObject(key=key, size=total, version_id=version_id, checksum=checksum, parts=len(parts))
 
     # -- assembly (a multipart upload whose parts arrive over many requests and replicas) ----
@@ -538,9 +573,38 @@ class S3ObjectStore:
         key = validate_key(key)
         meta = validate_metadata(metadata)
         try:
-            return self._create_upload(key, meta)
+            token = self._create_upload(key, meta, checksums.CRC32C)
         except (ClientError, BotoCoreError) as exc:
             _raise(exc, key, "CreateMultipartUpload")
+        self._remember_algorithm(token, checksums.CRC32C)
+        return token
+
+    def _remember_algorithm(self, token: str, algorithm: str) -> None:
+        with self._algorithms_lock:
+            self._algorithms[token] = algorithm
+            while len(self._algorithms) > 1024:
+                self._algorithms.popitem(last=False)
+
+    def _assembly_algorithm(self, key: str, token: str) -> str:
+        """The checksum algorithm the multipart upload `token` was created with (fixed for all its parts).
+
+        Known here for an assembly this process began; otherwise asked of S3 once
+        (ListMultipartUploads names each upload's algorithm): one begun before CRC32C
+        goes on with SHA-256.
+        """
+        with self._algorithms_lock:
+            known = self._algorithms.get(token)
+        if known is not None:
+            return known
+        algorithm = checksums.CRC32C
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=key):
+            for upload in page.get("Uploads", []):
+                if upload.get("UploadId") == token and upload.get("Key") == key:
+                    named = str(upload.get("ChecksumAlgorithm") or "").upper()
+                    algorithm = next((a for a, n in _S3_NAME.items() if n == named), checksums.CRC32C)
+        self._remember_algorithm(token, algorithm)
+        return algorithm
 
     def put_assembly_part(
         self, key: str, token: str, number: int, offset: int, chunks: Iterable[bytes]
@@ -551,11 +615,16 @@ class S3ObjectStore:
         body = b"".join(chunks)
         digests: list[bytes] = []
         try:
-            sent = self._upload_part(key, token, number, body, digests)
+            algorithm = self._assembly_algorithm(key, token)
+            sent = self._upload_part(key, token, number, body, digests, algorithm)
         except (ClientError, BotoCoreError) as exc:
             _raise(exc, key, "UploadPart")
         return AssemblyPart(
-            number=number, offset=offset, size=len(body), checksum=f"sha256:{digests[0].hex()}", etag=sent["ETag"]
+            number=number,
+            offset=offset,
+            size=len(body),
+            checksum=checksums.label(algorithm, digests[0].hex()),
+            etag=sent["ETag"],
         )
 
     def complete_assembly(
@@ -568,36 +637,46 @@ class S3ObjectStore:
             if part.offset != total or part.checksum is None or part.etag is None:
                 raise IntegrityError(f"the parts of object {key} are not contiguous or lack their digests")
             total += part.size
-        digests = [bytes.fromhex(p.checksum.removeprefix("sha256:")) for p in ordered if p.checksum]
+        # Every part carries the algorithm of its upload (CRC32C; SHA-256 for one begun before).
+        algorithms = {_part_algorithm(p.checksum) for p in ordered}
+        if len(algorithms) != 1 or None in algorithms:
+            raise IntegrityError(f"the parts of object {key} do not share one known checksum algorithm")
+        algorithm = str(algorithms.pop())
+        field = _FIELD[algorithm]
+        digests = [bytes.fromhex(str(p.checksum).partition(":")[2]) for p in ordered]
         listed = [
-            {"PartNumber": p.number, "ETag": p.etag, "ChecksumSHA256": _b64(d)}
-            for p, d in zip(ordered, digests, strict=True)
+            {"PartNumber": p.number, "ETag": p.etag, field: _b64(d)} for p, d in zip(ordered, digests, strict=True)
         ]
         try:
-            return self._complete(key, token, listed, digests, total, None)
+            done = self._complete(key, token, listed, digests, total, algorithm, None)
         except ClientError as exc:
             if _code(exc) != "NoSuchUpload":
                 _raise(exc, key, "CompleteMultipartUpload")
             # Completed already (the first answer was lost): the object must be exactly these parts.
-            composite = _b64(hashlib.sha256(b"".join(digests)).digest())
+            composite = _digest(algorithm, b"".join(digests))
             try:
                 head = self._client.head_object(Bucket=self._bucket, Key=key, ChecksumMode="ENABLED")
             except (ClientError, BotoCoreError) as again:
                 _raise(again, key, "HeadObject")
-            if head.get("ContentLength") != total or str(head.get("ChecksumSHA256", "")).split("-")[0] != composite:
+            if head.get("ContentLength") != total or str(head.get(field, "")).split("-")[0] != _b64(composite):
                 raise IntegrityError(f"the multipart upload of {key} is gone and the object is not its parts") from None
             return StoredObject(
                 key=key,
                 size=total,
                 version_id=head.get("VersionId"),
-                checksum=f"sha256-composite:{composite}-{len(ordered)}",
+                checksum=f"{algorithm}-composite:{composite.hex()}-{len(ordered)}",
                 parts=len(ordered),
             )
         except BotoCoreError as exc:
             _raise(exc, key, "CompleteMultipartUpload")
+        with self._algorithms_lock:
+            self._algorithms.pop(token, None)
+        return done
 
     def abort_assembly(self, key: str, token: str) -> None:
         self._abort(validate_key(key), token)
+        with self._algorithms_lock:
+            self._algorithms.pop(token, None)
 
     def _discard(self, key: str, version_id: str | None) -> None:
         """Delete an object we just wrote that does not match what the caller sent."""
@@ -609,9 +688,9 @@ class S3ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             log.error("could not delete mismatching object %s (%s)", key, type(exc).__name__)
 
-    def _remove_if_completed(self, key: str, total: int, digests: list[bytes]) -> None:
+    def _remove_if_completed(self, key: str, total: int, digests: list[bytes], algorithm: str) -> None:
         """Delete the version our failed CompleteMultipartUpload may have created anyway."""
-        composite = _b64(hashlib.sha256(b"".join(digests)).digest())
+        composite = _b64(_digest(algorithm, b"".join(digests)))
         try:
             versions, _ = self._versions(key)
             for version in versions:
@@ -620,7 +699,7 @@ class S3ObjectStore:
                 head = self._client.head_object(
                     Bucket=self._bucket, Key=key, VersionId=version["VersionId"], ChecksumMode="ENABLED"
                 )
-                if str(head.get("ChecksumSHA256", "")).split("-")[0] == composite:
+                if str(head.get(_FIELD[algorithm], "")).split("-")[0] == composite:
                     self._client.delete_object(Bucket=self._bucket, Key=key, VersionId=version["VersionId"])
                     log.warning("removed object %s version completed despite a reported failure", key)
         except (ClientError, BotoCoreError) as exc:
@@ -674,9 +753,14 @@ class S3ObjectStore:
             _raise(exc, key, "GetObject")
         except BotoCoreError as exc:
             _raise(exc, key, "GetObject")
-        return self._stream(key, resp, start)
+        # botocore checks SHA-256 (objects written before CRC32C) itself, CRC32C only with awscrt: check that here.
+        crc = resp.get("ChecksumCRC32C") if whole else None
+        expect = base64.b64decode(crc) if crc and "-" not in crc else None
+        return self._stream(key, resp, start, expect)
 
-    def _stream(self, key: str, resp: dict[str, Any], start: int) -> Iterator[bytes]:
+    def _stream(self, key: str, resp: dict[str, Any], start: int, crc32c: bytes | None = None) -> Iterator[bytes]:
+        """The body from `start`, resumed where it broke; checked against the whole object's CRC32C when given."""
+        hasher = checksums.new(checksums.CRC32C) if crc32c is not None else None
         body = resp["Body"]
         stop = start + int(resp["ContentLength"])
         pin: dict[str, Any] = {}
@@ -691,9 +775,13 @@ class S3ObjectStore:
                 try:
                     for chunk in body.iter_chunks(self._read_chunk):
                         pos += len(chunk)
+                        if hasher is not None:
+                            hasher.update(chunk)
                         yield chunk
                     if pos != stop:
                         raise IncompleteReadError(actual_bytes=pos - start, expected_bytes=stop - start)
+                    if hasher is not None and hasher.digest() != crc32c:
+                        raise IntegrityError(f"object {key} does not match its stored CRC32C")
                     return
                 except FlexibleChecksumError as exc:
                     raise IntegrityError(f"object {key} does not match its stored checksum") from exc
@@ -737,17 +825,18 @@ class S3ObjectStore:
 
     @staticmethod
     def _checksum_label(resp: Mapping[str, Any]) -> str | None:
-        value = resp.get("ChecksumSHA256")
-        if not value:
+        algorithm = next((a for a, f in _FIELD.items() if resp.get(f)), None)
+        if algorithm is None:
             return None
+        value = str(resp[_FIELD[algorithm]])
         b64, _, count = value.partition("-")
         hex_digest = base64.b64decode(b64).hex()
         etag = str(resp.get("ETag", "")).strip('"')
         if not count and resp.get("ChecksumType") != "FULL_OBJECT" and "-" in etag:
             count = etag.rsplit("-", 1)[1]  # multipart ETag "<md5s>-<parts>"
         if count:
-            return f"sha256-composite:{hex_digest}-{count}"
-        return f"sha256:{hex_digest}"
+            return f"{algorithm}-composite:{hex_digest}-{count}"
+        return checksums.label(algorithm, hex_digest)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         prefix = validate_prefix(prefix)

@@ -38,9 +38,10 @@ class _AsDict:
 class StoredObject(_AsDict):
     """What ``put`` stored.
 
-    ``checksum`` is ``"sha256:<hex>"`` of the whole object as streamed by the caller,
+    ``checksum`` is ``"crc32c:<hex>"`` of the whole object as streamed by the caller,
     computed by this library; the backend confirmed the same bytes (see docs).  An
-    object assembled from parts on S3 has ``"sha256-composite:<hex>-<parts>"``.
+    object assembled from parts on S3 has ``"crc32c-composite:<hex>-<parts>"`` (``sha256``
+    in place of ``crc32c`` for an assembly begun before CRC32C; storage/checksums.py).
     """
 
     key: str
@@ -55,7 +56,8 @@ class AssemblyPart(_AsDict):
     """One part of an object assembled in place (``put_assembly_part``), to name at ``complete_assembly``.
 
     ``offset`` is where the part's bytes start in the object; ``checksum`` is
-    ``"sha256:<hex>"`` of the part (S3 checks it on arrival and in the composite) or
+    ``"crc32c:<hex>"`` of the part (``"sha256:<hex>"`` in an assembly begun before CRC32C;
+    S3 checks it on arrival and in the composite) or
     ``None`` where the backend keeps no per-part digest (local); ``etag`` is S3's.
     """
 
@@ -71,9 +73,9 @@ class ObjectInfo(_AsDict):
     """What the backend knows about one stored object.
 
     ``metadata`` is ``None`` when it was not fetched (``list`` never fetches it).
-    ``checksum`` is ``"sha256:<hex>"`` for a whole-object digest, or
-    ``"sha256-composite:<hex>-<parts>"`` for an S3 multipart object; ``None`` if the
-    backend holds none.
+    ``checksum`` is ``"crc32c:<hex>"`` for a whole-object checksum, or
+    ``"crc32c-composite:<hex>-<parts>"`` for an S3 multipart object (``sha256`` in place
+    of ``crc32c`` for an object written before CRC32C); ``None`` if the backend holds none.
     """
 
     key: str

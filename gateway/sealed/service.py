@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Generator, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
@@ -147,8 +148,20 @@ def _pending_row(c, pending: Pending) -> SealedObject:
     )
 
 
+#: Chunks at least this large are hashed in a worker thread while the caller encrypts and stores them.
+HASH_BESIDE = 64 * 1024
+
+
 class _Measured:
-    """The caller's plaintext on its way to the encryptor: counted, hashed, and its own failures told apart."""
+    """The caller's plaintext on its way to the encryptor: counted, hashed, and its own failures told apart.
+
+    SHA-256 of the plaintext (the digest the file's record and its users compare) is
+    the costliest step per byte of an upload.  hashlib releases the GIL for large
+    buffers, so a chunk is hashed in a worker thread while this thread encrypts it
+    and the store writes it; the next chunk waits for that hash (one in flight, in
+    order).  On a machine with a core free the upload then costs what the slower of
+    the two sides costs, not their sum.
+    """
 
     def __init__(self, chunks: Iterable[bytes]):
         self._chunks = chunks
@@ -157,16 +170,33 @@ class _Measured:
         self.error: BaseException | None = None
 
     def __iter__(self) -> Iterator[bytes]:
+        pool: ThreadPoolExecutor | None = None
+        hashing: Future[None] | None = None
         try:
             for chunk in self._chunks:
                 self.size += len(chunk)
-                self.sha.update(chunk)
+                if hashing is not None:
+                    hashing.result()
+                    hashing = None
+                if len(chunk) < HASH_BESIDE:
+                    self.sha.update(chunk)  # a hand-off would cost more than the hash
+                else:
+                    chunk = bytes(chunk)  # immutable while the worker reads it (a no-op for bytes)
+                    if pool is None:
+                        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plaintext-sha256")
+                    hashing = pool.submit(self.sha.update, chunk)
                 yield chunk
+            if hashing is not None:
+                hashing.result()
+                hashing = None
         except GeneratorExit:
             raise
         except BaseException as exc:
             self.error = exc
             raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)  # never leave the hasher running after the stream is done
 
     def raised(self, exc: BaseException) -> bool:
         """True when `exc` is (or was caused by) a failure of the caller's stream, not of ours."""

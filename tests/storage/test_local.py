@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
@@ -21,6 +23,7 @@ from storage import (
     open_object_store,
     validate_key,
 )
+from storage.checksums import crc32c_hex
 
 from .test_contract import read
 
@@ -174,6 +177,58 @@ def test_corruption_is_detected(file_target) -> None:
         fh.truncate(50_000)
     with pytest.raises(IntegrityError):
         store.head("obj-rot")
+
+
+def _rewrite_as_sha256_object(path: str, payload: bytes, metadata: dict[str, str]) -> None:
+    """The file as a release before CRC32C wrote it: trailer v1 with the payload's SHA-256."""
+    trailer = json.dumps(
+        {"v": 1, "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest(), "metadata": metadata},
+        separators=(",", ":"),
+        sort_keys=True,
+    ).encode()
+    with open(path, "wb") as fh:
+        fh.write(payload + trailer + struct.pack(">Q8s", len(trailer), b"PHGSTOR1"))
+
+
+def test_the_trailer_records_the_payload_crc32c(file_target) -> None:
+    store = file_target.open()
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    stored = store.put("obj-crc", [data[:1000], data[1000:]], metadata={"format": "x"})
+    with open(os.path.join(shard_of(file_target.root, "obj-crc"), "obj-crc"), "rb") as fh:
+        raw = fh.read()
+    length, magic = struct.unpack(">Q8s", raw[-16:])
+    trailer = json.loads(raw[-16 - length : -16])
+    assert magic == b"PHGSTOR1" and trailer["v"] == 2 and "sha256" not in trailer
+    assert trailer["crc32c"] == crc32c_hex(data) and stored.checksum == f"crc32c:{crc32c_hex(data)}"
+    assert [i.checksum for i in store.list()] == [stored.checksum]
+
+
+def test_objects_written_with_sha256_before_stay_readable_and_checked(file_target) -> None:
+    store = file_target.open()
+    data = os.urandom(200_000)
+    store.put("obj-old", [b"placeholder"])
+    path = os.path.join(shard_of(file_target.root, "obj-old"), "obj-old")
+    _rewrite_as_sha256_object(path, data, {"format": "phg-stream-v1"})
+    assert store.head("obj-old").checksum == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    assert store.head("obj-old").metadata == {"format": "phg-stream-v1"}
+    assert read(store, "obj-old") == data
+    _rewrite_as_sha256_object(path, data, {})
+    with open(path, "r+b") as fh:
+        fh.seek(700)
+        fh.write(bytes([data[700] ^ 0x01]))
+    with pytest.raises(IntegrityError):
+        read(store, "obj-old")  # still verified with the SHA-256 it was written with
+
+
+def test_a_trailer_without_a_checksum_is_refused(file_target) -> None:
+    store = file_target.open()
+    store.put("obj-bare", [b"x"])
+    path = os.path.join(shard_of(file_target.root, "obj-bare"), "obj-bare")
+    trailer = b'{"metadata":{},"size":1,"v":2}'
+    with open(path, "wb") as fh:
+        fh.write(b"x" + trailer + struct.pack(">Q8s", len(trailer), b"PHGSTOR1"))
+    with pytest.raises(IntegrityError):
+        store.head("obj-bare")
 
 
 def test_a_symlink_in_place_of_an_object_is_not_followed(file_target, tmp_path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from storage import (
     ObjectNotFound,
     StorageUnavailable,
 )
+from storage.checksums import crc32c_hex
 
 from .conftest import PART, _session
 from .test_contract import chunked, data_of, read
@@ -202,26 +204,98 @@ def test_persistent_throttling_gives_up_cleanly(s3_target) -> None:
 
 
 def test_checksums_are_sent_on_every_part_and_object(s3_target, s3_store) -> None:
-    sent: list[tuple[str, str | None]] = []
+    sent: list[tuple[str | None, str | None, bytes]] = []
 
     def record(request, **_):
-        sent.append((request.method, request.headers.get("x-amz-checksum-sha256")))
+        def header(name: str) -> str | None:
+            value = request.headers.get(name)
+            return value.decode() if isinstance(value, bytes) else value
+
+        assert header("x-amz-checksum-sha256") is None  # CRC32C only: no SHA-256 of the ciphertext
+        sent.append((header("x-amz-sdk-checksum-algorithm"), header("x-amz-checksum-crc32c"), request.body))
 
     for op in ("PutObject", "UploadPart"):
         inject(s3_store, f"before-send.s3.{op}", record)
     small, big = data_of(100), data_of(2 * PART + 1)
     s3_store.put("obj-small", [small])
-    s3_store.put("obj-big", chunked(big))
+    stored = s3_store.put("obj-big", chunked(big))
     assert len(sent) == 1 + 3
-    assert all(value for _, value in sent)
+    for algorithm, value, body in sent:
+        data = body if isinstance(body, bytes) else body.getvalue() if hasattr(body, "getvalue") else None
+        assert algorithm == "CRC32C" and value
+        if data is not None:
+            assert base64.b64decode(value).hex() == crc32c_hex(data)  # what S3 verifies is the body's own
     head = s3_store.head("obj-small")
-    assert head.checksum == "sha256:" + hashlib.sha256(small).hexdigest()
-    assert s3_store.head("obj-big").checksum.startswith("sha256-composite:")
+    assert head.checksum == "crc32c:" + crc32c_hex(small)
+    assert stored.checksum == "crc32c:" + crc32c_hex(big)
+    assert s3_store.head("obj-big").checksum.startswith("crc32c-composite:")
+
+
+def test_a_whole_object_read_is_checked_against_its_crc32c(s3_target, s3_store) -> None:
+    """S3 stored bytes that do not match the CRC32C it holds (bit rot, a faulty proxy): the read fails."""
+    data = data_of(300_000)
+    wrong = base64.b64encode(bytes.fromhex(crc32c_hex(data + b"x"))).decode()
+    # moto keeps whatever checksum it is sent (real S3 would refuse it with BadDigest): a stored mismatch.
+    s3_target.raw.put_object(
+        Bucket=s3_target.bucket, Key="obj-rot", Body=data, ChecksumAlgorithm="CRC32C", ChecksumCRC32C=wrong
+    )
+    with pytest.raises(IntegrityError):
+        read(s3_store, "obj-rot")
+    assert read(s3_store, "obj-rot", 0, 1000) == data[:1000]  # ranges carry no checksum; AEAD checks them
+    s3_store.put("obj-fine", [data])
+    assert read(s3_store, "obj-fine") == data
+
+
+def test_the_store_refusing_a_checksum_is_an_integrity_error(s3_store) -> None:
+    def refuse(request, **_):
+        return s3_error(400, "BadDigest")
+
+    inject(s3_store, "before-send.s3.PutObject", refuse)
+    with pytest.raises(IntegrityError):
+        s3_store.put("obj-refused", [b"small object"])
+
+
+def test_objects_written_with_sha256_before_stay_readable_and_checked(s3_target, s3_store) -> None:
+    data = data_of(200_000)
+    digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    s3_target.raw.put_object(
+        Bucket=s3_target.bucket, Key="obj-old", Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=digest
+    )
+    assert s3_store.head("obj-old").checksum == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert read(s3_store, "obj-old") == data
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    s3_target.raw.put_object(
+        Bucket=s3_target.bucket, Key="obj-old-rot", Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=wrong
+    )
+    with pytest.raises(IntegrityError):
+        read(s3_store, "obj-old-rot")  # botocore checks SHA-256 on the way down
+
+
+def test_an_assembly_begun_with_sha256_goes_on_with_it(s3_target, s3_store) -> None:
+    """A resumable upload begun by a release before CRC32C: its parts keep the upload's algorithm."""
+    upload = s3_target.raw.create_multipart_upload(Bucket=s3_target.bucket, Key="asm-old", ChecksumAlgorithm="SHA256")
+    token = upload["UploadId"]
+    blocks = [data_of(PART, seed=1), data_of(1234, seed=2)]
+    sent: list[str | None] = []
+    inject(
+        s3_store,
+        "before-send.s3.UploadPart",
+        lambda request, **_: sent.append(request.headers.get("x-amz-checksum-sha256")),
+    )
+    parts, offset = [], 0
+    for number, block in enumerate(blocks, start=1):
+        parts.append(s3_store.put_assembly_part("asm-old", token, number, offset, [block]))
+        offset += len(block)
+    assert all(sent) and len(sent) == 2
+    assert [p.checksum for p in parts] == [f"sha256:{hashlib.sha256(b).hexdigest()}" for b in blocks]
+    done = s3_store.complete_assembly("asm-old", token, parts)
+    assert done.checksum.startswith("sha256-composite:") and done.size == offset
+    assert read(s3_store, "asm-old") == b"".join(blocks)
 
 
 def test_a_part_acknowledged_with_another_checksum_is_an_integrity_error(s3_target, s3_store) -> None:
     def corrupt(parsed, **_):
-        parsed["ChecksumSHA256"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+        parsed["ChecksumCRC32C"] = "AAAAAA=="
 
     s3_store.client.meta.events.register("after-call.s3.UploadPart", corrupt)
     with pytest.raises(IntegrityError):
@@ -322,7 +396,7 @@ def test_check_reports_a_missing_bucket(s3_target, s3_store) -> None:
 
 def test_an_object_acknowledged_with_another_checksum_is_removed(s3_target, s3_store) -> None:
     def corrupt(parsed, **_):
-        parsed["ChecksumSHA256"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+        parsed["ChecksumCRC32C"] = "AAAAAA=="
 
     s3_store.client.meta.events.register("after-call.s3.PutObject", corrupt)
     with pytest.raises(IntegrityError):

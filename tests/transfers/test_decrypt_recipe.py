@@ -13,6 +13,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import text
 
+from storage.checksums import crc32c_hex
 from tests.support.recipes import Recipe, recipe
 from tests.uploads.conftest import Tus, metadata
 
@@ -33,10 +34,14 @@ def _hex(value) -> str:
     return bytes(value).hex()
 
 
-def local_store_file(payload: bytes) -> bytes:
-    """An object file of the local store as docs/encrypted-object-format.md lays it out."""
-    trailer = {"metadata": {"format": "phg-stream-v1"}, "sha256": hashlib.sha256(payload).hexdigest()}
-    encoded = json.dumps({**trailer, "size": len(payload), "v": 1}, separators=(",", ":"), sort_keys=True).encode()
+def local_store_file(payload: bytes, version: int = 2) -> bytes:
+    """An object file of the local store as docs/encrypted-object-format.md lays it out (v1: before CRC32C)."""
+    trailer: dict = {"metadata": {"format": "phg-stream-v1"}, "size": len(payload), "v": version}
+    if version == 2:
+        trailer["crc32c"] = crc32c_hex(payload)
+    else:
+        trailer["sha256"] = hashlib.sha256(payload).hexdigest()
+    encoded = json.dumps(trailer, separators=(",", ":"), sort_keys=True).encode()
     return payload + encoded + len(encoded).to_bytes(8, "big") + b"PHGSTOR1"
 
 
@@ -134,6 +139,15 @@ def test_the_recipe_refuses_a_damaged_store_file(party, session_for, db, decrypt
     damaged[100] ^= 1  # one bit of the first segment's ciphertext
     path.write_bytes(bytes(damaged))
     args = ("file", keyring_url.removeprefix("local://"), store, row["object_key"], _hex(row["wrapped_dek"]), context)
+    r = decryptor.run(*args, tmp_path / "out")
+    assert r.returncode != 0 and "refused: CRC32C differs from the trailer" in r.stderr
+
+    # A file written before CRC32C (trailer v1, SHA-256) opens, and is checked with its SHA-256.
+    path.write_bytes(local_store_file(payload, version=1))
+    assert decryptor.run(*args, tmp_path / "old").returncode == 0 and (tmp_path / "old").read_bytes() == DATA[:4096]
+    damaged = bytearray(local_store_file(payload, version=1))
+    damaged[100] ^= 1
+    path.write_bytes(bytes(damaged))
     r = decryptor.run(*args, tmp_path / "out")
     assert r.returncode != 0 and "refused: SHA-256 differs from the trailer" in r.stderr
 

@@ -50,7 +50,9 @@ def tamper(how: str, components, key: str, other_key: str) -> None:
     elif how == "flipped_bit_on_disk":
         _flip_on_disk(components, key, 200)  # the store's own checksum no longer matches
     elif how == "flipped_trailer_on_disk":
-        _flip_on_disk(components, key, os.path.getsize(_on_disk(components, key)) - 40)
+        with open(_on_disk(components, key), "rb") as fh:
+            raw = fh.read()
+        _flip_on_disk(components, key, raw.rindex(b'"crc32c":"') + 10)  # the checksum the trailer records
     elif how == "truncated":
         components.store.put(key, iter([bytes(data[:-1000])]))
     elif how == "truncated_on_disk":
