@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from crypto import CryptoError, SegmentCipher, seal, unseal
@@ -440,16 +440,21 @@ class _Lease:
                 func.coalesce(func.sum(AssemblyPart.end - AssemblyPart.start), 0),
             ).where(AssemblyPart.upload_id == up.id)
         ).one()
-        self.tail = db.execute(
-            select(
-                UploadPart.sealed_id,
-                UploadPart.object_key,
-                UploadPart.segments,
-                UploadPart.start,
-                UploadPart.end,
-                UploadPart.ciphertext_size,
-            ).where(UploadPart.upload_id == up.id)
-        ).first()
+        # Only a store with a minimum part size (S3) ever has a staged tail: `_Writer` stages one only there.
+        self.tail = (
+            db.execute(
+                select(
+                    UploadPart.sealed_id,
+                    UploadPart.object_key,
+                    UploadPart.segments,
+                    UploadPart.start,
+                    UploadPart.end,
+                    UploadPart.ciphertext_size,
+                ).where(UploadPart.upload_id == up.id)
+            ).first()
+            if self.c.store.min_part_size > 1
+            else None
+        )
 
     def values(self) -> dict:
         """Columns that renew the lease, for the update that keeps parts."""
@@ -773,23 +778,26 @@ class _Writer:
                 sealed.hold(db, staged, up.expires_at)
             if consumed is not None:
                 db.execute(delete(UploadPart).where(UploadPart.sealed_id == consumed.sealed_id))
+            parts = [
+                {
+                    "upload_id": up.id,
+                    "number": s.part.number,
+                    "offset": s.part.offset,
+                    "size": s.part.size,
+                    "checksum": s.part.checksum,
+                    "etag": s.part.etag,
+                    "first_segment": s.first_segment,
+                    "segments": s.segments,
+                    "start": s.start,
+                    "end": s.end,
+                }
+                for s in stored
+                if s.part is not None
+            ]
+            if parts:  # one INSERT, without the session's unit of work: nothing reads them back here
+                db.execute(insert(AssemblyPart), parts)
             for s in stored:
-                if s.part is not None:
-                    db.add(
-                        AssemblyPart(
-                            upload_id=up.id,
-                            number=s.part.number,
-                            offset=s.part.offset,
-                            size=s.part.size,
-                            checksum=s.part.checksum,
-                            etag=s.part.etag,
-                            first_segment=s.first_segment,
-                            segments=s.segments,
-                            start=s.start,
-                            end=s.end,
-                        )
-                    )
-                elif s.staged is not None:
+                if s.part is None and s.staged is not None:
                     db.add(
                         UploadPart(
                             sealed_id=s.staged.id,
