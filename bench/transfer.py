@@ -7,8 +7,13 @@ a subprocess with its own data directory, creates a practice, a vendor, a BAA an
 three users with API tokens, then streams a generated file (never held in memory)
 up as a raw `application/octet-stream` body, approves it, and streams it back.
 
-Each round also sends the same file as a resumable (tus) upload in 8 MiB PATCHes and
-makes a transfer of it: `resumable_over_direct` is its rate over the direct upload's.
+Each round also sends the same file as a resumable (tus) upload in 8 MiB PATCHes (each
+streamed with its Content-Length, as a client slicing a file sends it) and makes a transfer
+of it, right before the direct upload in even rounds and right after it in odd ones:
+`resumable_over_direct` is the median of the rounds' ratios of the two rates, and
+`resumable_cpu_over_direct` the same for the gateway's CPU seconds (all threads, from
+/proc), which other load on the machine disturbs less.  One small upload each way warms
+the server up first, unmeasured.
 
 In the same run, alternating with it round by round, a baseline: a bare FastAPI/uvicorn app that streams the
 same request body to a file (fsynced, as the gateway's store does) and back with
@@ -101,6 +106,12 @@ def rss_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads): steadier than wall time on a busy machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed_upload(client: httpx.Client, url: str, size: int, **kwargs) -> tuple[float, httpx.Response]:
@@ -210,13 +221,12 @@ class Gateway:
     def _auth(self, who: str) -> dict:
         return {"Authorization": "Bearer " + self.creds[who]["token"]}
 
-    def round(self, client: httpx.Client) -> tuple[float, float]:
-        """Upload, approve (a fresh TOTP step), download; returns the two transfer times."""
+    def direct(self, client: httpx.Client, size: int) -> tuple[float, httpx.Response]:
         self.n += 1
-        up, r = timed_upload(
+        return timed_upload(
             client,
             f"{self.base}/api/v1/transfers",
-            self.size,
+            size,
             params={"partner_id": self.creds["vendor_id"]},
             headers={
                 **self._auth("staff"),
@@ -225,7 +235,18 @@ class Gateway:
                 "Content-Disposition": "attachment; filename=bench.pdf",
             },
         )
+
+    def warm(self, client: httpx.Client) -> None:
+        """One small upload each way, unmeasured: the first request of a kind pays for imports and caches."""
+        self.direct(client, RESUMABLE_CHUNK)[1].raise_for_status()
+        self.resumable(client, 2 * RESUMABLE_CHUNK)
+
+    def round(self, client: httpx.Client) -> tuple[float, float, float]:
+        """Upload, approve (a fresh TOTP step), download; returns the two transfer times and the upload's server CPU."""
+        cpu = cpu_seconds(self.proc.pid)
+        up, r = self.direct(client, self.size)
         r.raise_for_status()
+        cpu = cpu_seconds(self.proc.pid) - cpu
         tid = r.json()["id"]
         r = client.post(
             f"{self.base}/api/v1/transfers/{tid}/approve",
@@ -239,12 +260,13 @@ class Gateway:
         )
         if n != self.size:
             raise RuntimeError(f"downloaded {n} bytes, expected {self.size}")
-        return up, down
+        return up, down, cpu
 
-    def resumable(self, client: httpx.Client) -> float:
-        """The same file as a tus upload in 8 MiB PATCHes, then a transfer made of it; returns the time."""
+    def resumable(self, client: httpx.Client, size: int | None = None) -> tuple[float, float]:
+        """The same file as a tus upload in 8 MiB PATCHes, then a transfer made of it; returns the time and server CPU."""
         import base64
 
+        size = self.size if size is None else size
         self.n += 1
         meta = ",".join(
             f"{k} {base64.b64encode(v.encode()).decode()}"
@@ -255,30 +277,39 @@ class Gateway:
             )
         )
         tus = {**self._auth("staff"), "Tus-Resumable": "1.0.0"}
+        cpu = cpu_seconds(self.proc.pid)
         start = time.perf_counter()
         r = client.post(
-            f"{self.base}/api/v1/uploads", headers={**tus, "Upload-Length": str(self.size), "Upload-Metadata": meta}
+            f"{self.base}/api/v1/uploads", headers={**tus, "Upload-Length": str(size), "Upload-Metadata": meta}
         )
         r.raise_for_status()
-        url, offset, chunks = self.base + r.headers["Location"], 0, body(self.size)
-        while offset < self.size:
-            piece = b"".join(next(chunks) for _ in range(min(RESUMABLE_CHUNK, self.size - offset) // CHUNK or 1))
+        url, offset, chunks = self.base + r.headers["Location"], 0, body(size)
+        while offset < size:
+            # One PATCH: the next 8 MiB of the same generated stream, sent as it is produced (a declared
+            # Content-Length, no chunked encoding), as a client slicing a file does; never joined into one buffer.
+            length = min(RESUMABLE_CHUNK, size - offset)
+            pieces = [next(chunks) for _ in range(-(-length // CHUNK))]
             r = client.patch(
                 url,
-                content=piece,
-                headers={**tus, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
+                content=iter(pieces),
+                headers={
+                    **tus,
+                    "Upload-Offset": str(offset),
+                    "Content-Type": "application/offset+octet-stream",
+                    "Content-Length": str(sum(len(p) for p in pieces)),
+                },
             )
             r.raise_for_status()
-            if int(r.headers["Upload-Offset"]) != offset + len(piece):
+            if int(r.headers["Upload-Offset"]) != offset + length:
                 raise RuntimeError("the gateway kept less than a whole PATCH on a quiet loopback link")
-            offset += len(piece)
+            offset += length
         r = client.post(
             f"{self.base}/api/v1/uploads/transfers",
             json={"upload_ids": [url.rsplit("/", 1)[1]]},
             headers=self._auth("staff"),
         )
         r.raise_for_status()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, cpu_seconds(self.proc.pid) - cpu
 
     def stop(self) -> float:
         peak = rss_kib(self.proc.pid, "VmHWM")
@@ -348,16 +379,24 @@ def main() -> None:
         baseline, gateway = Baseline(size, work), Gateway(size, work)
         try:
             # Alternate the two, so that whatever else the machine does hits both alike.
-            base_up, base_down, gw_up, gw_down, gw_tus = [], [], [], [], []
+            base_up, base_down, gw_up, gw_down, gw_tus, cpu_up, cpu_tus = [], [], [], [], [], [], []
             with httpx.Client(timeout=None) as client:
-                for _ in range(repeats):
+                gateway.warm(client)
+                for i in range(repeats):
                     up, down = baseline.round(client)
                     base_up.append(up)
                     base_down.append(down)
-                    up, down = gateway.round(client)
+                    # The resumable upload right before the direct one in even rounds, right after it in odd ones.
+                    if i % 2 == 0:
+                        tus, tus_cpu = gateway.resumable(client)
+                    up, down, up_cpu = gateway.round(client)
+                    if i % 2 == 1:
+                        tus, tus_cpu = gateway.resumable(client)
                     gw_up.append(up)
                     gw_down.append(down)
-                    gw_tus.append(gateway.resumable(client))
+                    gw_tus.append(tus)
+                    cpu_up.append(up_cpu)
+                    cpu_tus.append(tus_cpu)
         finally:
             baseline_peak = baseline.stop()
             gateway_peak = gateway.stop()
@@ -381,6 +420,11 @@ def main() -> None:
         "resumable_upload_mb_s": rate(gw_tus),
         "resumable_over_direct": round(statistics.median(d / t for d, t in zip(gw_up, gw_tus, strict=False)), 3),
         "resumable_over_direct_per_round": [round(d / t, 3) for d, t in zip(gw_up, gw_tus, strict=False)],
+        # The gateway's CPU seconds for each upload (all threads): what the resumable path costs beyond the
+        # direct one, less at the mercy of other load than the rates are.
+        "direct_upload_server_cpu_s": round(statistics.median(cpu_up), 2),
+        "resumable_upload_server_cpu_s": round(statistics.median(cpu_tus), 2),
+        "resumable_cpu_over_direct": round(statistics.median(t / d for d, t in zip(cpu_up, cpu_tus, strict=False)), 3),
         "server_idle_rss_mb": round(gateway.idle_kib / 1024, 1),
         "server_peak_rss_mb": round(gateway_peak / 1024, 1),
         "server_peak_over_idle_mb": round((gateway_peak - gateway.idle_kib) / 1024, 1),

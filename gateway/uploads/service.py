@@ -38,11 +38,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, insert, select, update
+from sqlalchemy.orm import Session
 
-from crypto import CryptoError, seal, unseal
+from crypto import CryptoError, SegmentCipher, seal, unseal
 from gateway import clock, filetypes, metrics
 from gateway.audit.actions import Action
 from gateway.audit.service import Actor, record_event
@@ -326,6 +327,53 @@ class _Hashes:
 _HASHES = _Hashes()
 
 
+class _Ciphers:
+    """Segment ciphers of uploads this process wrote in the last `ttl` seconds, by sealed object id.
+
+    Rebuilding one unwraps the data key at the key service (a KMS round trip) and derives
+    the segment key, for every PATCH; a run of PATCHes on one process now does it once.
+    The database stays the truth: an entry is used only for the object row just read in
+    the PATCH's own transaction (still pending, the same wrapped key and header), after
+    `find` and the lease checked that the upload is open, so a cancelled, expired or
+    offboarded upload never reaches it; it is dropped when the upload completes, and
+    a data key stays in memory no longer than `ttl` after the last PATCH that used it.
+    """
+
+    def __init__(self, ttl: float = LEASE.total_seconds(), size: int = 64):
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, tuple[bytes, bytes, float, SegmentCipher]] = OrderedDict()
+        self._ttl, self._size = ttl, size
+
+    def get(self, c, obj: SealedObject, header: bytes) -> SegmentCipher:
+        now = time.monotonic()
+        with self._lock:
+            for stale in [k for k, v in self._items.items() if v[2] <= now]:
+                del self._items[stale]
+            found = self._items.pop(obj.id, None)
+        if (
+            found is not None
+            and obj.state == SealedState.pending
+            and obj.wrapped_dek is not None
+            and (found[0], found[1]) == (obj.wrapped_dek, header)
+        ):
+            cipher = found[3]
+        else:
+            cipher = sealed.cipher(c, obj, header)  # checks the object is still pending with its key
+        if obj.wrapped_dek is not None:
+            with self._lock:
+                self._items[obj.id] = (obj.wrapped_dek, header, now + self._ttl, cipher)
+                while len(self._items) > self._size:
+                    self._items.popitem(last=False)
+        return cipher
+
+    def drop(self, sealed_id: str) -> None:
+        with self._lock:
+            self._items.pop(sealed_id, None)
+
+
+_CIPHERS = _Ciphers()
+
+
 def checksum_of(header: str | None) -> tuple[str, bytes] | None:
     """`Upload-Checksum: sha256 <base64>` as (algorithm, digest); 400 for anything else."""
     if header is None:
@@ -351,39 +399,50 @@ class _Lease:
     the race on the offset.  Claimed on the upload row, renewed as parts are kept, released
     at the end; a writer that died holds it until `LEASE` has passed."""
 
-    def __init__(self, c, up: Upload, offset: int):
+    def __init__(self, c, up: Upload, offset: int, db: Session | None = None):
+        """Claim the lease, in the caller's transaction `db` if given (it then holds once that commits)."""
         self.c, self.upload_id, self.id = c, up.id, new_id()
+        if db is None:
+            with c.db.transaction() as own:
+                self._claim(own, up, offset)
+        else:
+            self._claim(db, up, offset)
+        self.renewed = time.monotonic()
+        self.held = True
+
+    def _claim(self, db: Session, up: Upload, offset: int) -> None:
         now = clock.now()
-        with c.db.transaction() as db:
-            claimed = cast(
-                CursorResult,
-                db.execute(
-                    update(Upload)
-                    .where(
-                        Upload.id == up.id,
-                        Upload.state == UploadState.open,
-                        Upload.received == offset,
-                        (Upload.writer.is_(None)) | (Upload.writer_until < now),
-                    )
-                    .values(writer=self.id, writer_until=now + LEASE)
-                    .execution_options(synchronize_session=False)
-                ),
-            ).rowcount
-            if not claimed:
-                current = db.get_one(Upload, up.id)
-                db.refresh(current)
-                if current.state != UploadState.open or current.received != offset:
-                    raise OffsetMismatch(headers={"Upload-Offset": str(current.received)})
-                raise UploadLocked(headers={"Upload-Offset": str(current.received)})
-            # What is kept so far, read under the lease (so nobody adds to it meanwhile), in the same transaction.
-            self.parts = db.execute(
-                select(
-                    func.count(),
-                    func.coalesce(func.sum(AssemblyPart.size), 0),
-                    func.coalesce(func.sum(AssemblyPart.end - AssemblyPart.start), 0),
-                ).where(AssemblyPart.upload_id == up.id)
-            ).one()
-            self.tail = db.execute(
+        claimed = cast(
+            CursorResult,
+            db.execute(
+                update(Upload)
+                .where(
+                    Upload.id == up.id,
+                    Upload.state == UploadState.open,
+                    Upload.received == offset,
+                    (Upload.writer.is_(None)) | (Upload.writer_until < now),
+                )
+                .values(writer=self.id, writer_until=now + LEASE)
+                .execution_options(synchronize_session=False)
+            ),
+        ).rowcount
+        if not claimed:
+            current = db.get_one(Upload, up.id)
+            db.refresh(current)
+            if current.state != UploadState.open or current.received != offset:
+                raise OffsetMismatch(headers={"Upload-Offset": str(current.received)})
+            raise UploadLocked(headers={"Upload-Offset": str(current.received)})
+        # What is kept so far, read under the lease (so nobody adds to it meanwhile), in the same transaction.
+        self.parts = db.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(AssemblyPart.size), 0),
+                func.coalesce(func.sum(AssemblyPart.end - AssemblyPart.start), 0),
+            ).where(AssemblyPart.upload_id == up.id)
+        ).one()
+        # Only a store with a minimum part size (S3) ever has a staged tail: `_Writer` stages one only there.
+        self.tail = (
+            db.execute(
                 select(
                     UploadPart.sealed_id,
                     UploadPart.object_key,
@@ -393,8 +452,9 @@ class _Lease:
                     UploadPart.ciphertext_size,
                 ).where(UploadPart.upload_id == up.id)
             ).first()
-        self.renewed = time.monotonic()
-        self.held = True
+            if self.c.store.min_part_size > 1
+            else None
+        )
 
     def values(self) -> dict:
         """Columns that renew the lease, for the update that keeps parts."""
@@ -449,18 +509,19 @@ def append(
     Without a checksum, what was sealed is kept even when the body stops part-way (a
     dropped link); with one, the request is all or nothing, as tus requires.
     """
-    with c.db.snapshot() as db:
+    # One transaction finds the caller's upload and claims its lease: a PATCH costs two in all (this and its keep).
+    with c.db.transaction() as db:
         up = find(db, principal, upload_id)
         obj = db.get_one(SealedObject, up.sealed_id)
-    if up.state != UploadState.open or offset != up.received:
-        raise OffsetMismatch(headers={"Upload-Offset": str(up.received)})
-    if declared is not None and offset + declared > up.length:
-        raise PastLength()
-    if up.assembly is None:  # begun before uploads were assembled in place: cannot go on
-        raise UploadGone()
-    lease = _Lease(c, up, offset)
+        if up.state != UploadState.open or offset != up.received:
+            raise OffsetMismatch(headers={"Upload-Offset": str(up.received)})
+        if declared is not None and offset + declared > up.length:
+            raise PastLength()
+        if up.assembly is None:  # begun before uploads were assembled in place: cannot go on
+            raise UploadGone()
+        lease = _Lease(c, up, offset, db)
     try:
-        cipher = sealed.cipher(c, obj, up.stream_header)
+        cipher = _CIPHERS.get(c, obj, up.stream_header)
         # The hash goes on in the process that kept the last part; elsewhere it is re-derived at completion.
         sha = _HASHES.take(up.id, offset) or (hashlib.sha256() if offset == 0 else None)
         writer = _Writer(c, up, obj, cipher, sha, offset, lease)
@@ -558,7 +619,7 @@ class _Writer:
         self.ct_offset = ciphertext  # where it starts in the object
         if plaintext + (self.tail.end - self.tail.start if self.tail else 0) != offset:
             raise IntegrityFailure(reason="upload_parts_not_contiguous")
-        self.consumed = None  # the staged tail, once a part holding it is written
+        self.consumed: Any = None  # the staged tail (a row like `tail`), once a part holding it is written
 
     # -- sealing
 
@@ -589,7 +650,7 @@ class _Writer:
         size = sum(len(p) for p in pieces)
         if index == 0:
             # The content sniff, on the first bytes, before anything of them is stored.
-            head = b"".join(pieces)[: filetypes.SNIFF_BYTES]
+            head = _head(pieces, filetypes.SNIFF_BYTES)
             self.file_type = filetypes.check(self.up.extension, head, self.c.settings.allowed_file_types)
         last = self.position + size == self.up.length
         ciphertext = self.cipher.seal_pieces(index, pieces, last)
@@ -717,23 +778,26 @@ class _Writer:
                 sealed.hold(db, staged, up.expires_at)
             if consumed is not None:
                 db.execute(delete(UploadPart).where(UploadPart.sealed_id == consumed.sealed_id))
+            parts = [
+                {
+                    "upload_id": up.id,
+                    "number": s.part.number,
+                    "offset": s.part.offset,
+                    "size": s.part.size,
+                    "checksum": s.part.checksum,
+                    "etag": s.part.etag,
+                    "first_segment": s.first_segment,
+                    "segments": s.segments,
+                    "start": s.start,
+                    "end": s.end,
+                }
+                for s in stored
+                if s.part is not None
+            ]
+            if parts:  # one INSERT, without the session's unit of work: nothing reads them back here
+                db.execute(insert(AssemblyPart), parts)
             for s in stored:
-                if s.part is not None:
-                    db.add(
-                        AssemblyPart(
-                            upload_id=up.id,
-                            number=s.part.number,
-                            offset=s.part.offset,
-                            size=s.part.size,
-                            checksum=s.part.checksum,
-                            etag=s.part.etag,
-                            first_segment=s.first_segment,
-                            segments=s.segments,
-                            start=s.start,
-                            end=s.end,
-                        )
-                    )
-                elif s.staged is not None:
+                if s.part is None and s.staged is not None:
                     db.add(
                         UploadPart(
                             sealed_id=s.staged.id,
@@ -769,6 +833,16 @@ def _destroy_staged(c, sealed_ids: list[str]) -> None:
     with c.db.snapshot() as db:
         rows = [db.get(SealedObject, i) for i in sealed_ids]
     sealed.discard(c, [r for r in rows if r is not None])
+
+
+def _head(pieces: list[memoryview], size: int) -> bytes:
+    """The first `size` bytes of a segment in pieces, without joining the whole segment."""
+    out = bytearray()
+    for p in pieces:
+        if len(out) >= size:
+            break
+        out += p[: size - len(out)]
+    return bytes(out)
 
 
 # -- completing --------------------------------------------------------------------------
@@ -822,6 +896,7 @@ def complete(c: Components, upload_id: str, *, sha=None, lease: _Lease | None = 
             ).rowcount
             if done == 1:
                 lease.held = False
+                _CIPHERS.drop(up.sealed_id)
                 sealed.commit(db, [written])
                 db.execute(delete(AssemblyPart).where(AssemblyPart.upload_id == up.id))
                 db.execute(delete(UploadPart).where(UploadPart.upload_id == up.id))
@@ -893,6 +968,7 @@ def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action, detail
             row.state, row.destroying_at = SealedState.destroying, clock.now()
         db.execute(delete(UploadPart).where(UploadPart.upload_id == up.id))
         db.execute(delete(AssemblyPart).where(AssemblyPart.upload_id == up.id))
+    _CIPHERS.drop(up.sealed_id)
     removed = left = aborted = 0
     for row in objects:
         try:

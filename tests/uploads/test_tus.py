@@ -227,3 +227,34 @@ def test_expiry_job_destroys_an_unused_completed_upload(party, tus_for, componen
     assert service.expire(components) == 1
     assert live_sealed(db) == []
     assert rows(db, select(SealedObject.state)) == [SealedState.destroyed]  # the object, assembled in place
+
+
+def test_a_run_of_patches_unwraps_the_data_key_once_and_a_shredded_key_is_never_reused(
+    party, tus_for, components, db, monkeypatch
+):
+    from gateway.sealed import service as sealed
+
+    rebuilt = []
+    real = sealed.cipher
+
+    def counting(c, obj, header):
+        rebuilt.append(obj.id)
+        return real(c, obj, header)
+
+    monkeypatch.setattr(sealed, "cipher", counting)
+    data = synthetic_pdf(4 * MiB, os.urandom(16).hex().encode())
+    tus = tus_for(party.staff)
+    url = tus.create(len(data), partner_id=party.vendor.id).headers["Location"]
+    for offset in (0, MiB, 2 * MiB):
+        r = tus.patch(url, offset, data[offset : offset + MiB])
+        assert r.status_code == 204, r.text
+    # The key service unwrapped the data key for the first PATCH only.
+    (up,) = rows(db, select(Upload).where(Upload.id == url.rsplit("/", 1)[1]))
+    assert rebuilt == [up.sealed_id]
+    # The database stays the truth: once the wrapped key is erased, the kept cipher is not used.
+    with components.db.transaction() as tx:
+        sealed.shred(tx, [up.sealed_id])
+    r = tus.patch(url, 3 * MiB, data[3 * MiB :])
+    assert r.status_code == 410 and r.json()["error"]["code"] == "object_destroyed", r.text
+    assert tus.offset(url) == 3 * MiB
+    assert rebuilt == [up.sealed_id, up.sealed_id]
