@@ -14,7 +14,7 @@ from gateway import api_docs
 from gateway.auth.service import Principal
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import InvalidInput, UnsupportedMediaType
-from gateway.paging import DEFAULT_LIMIT, Page
+from gateway.paging import Page
 from gateway.transfers import activity, download, partners, service, upload, views
 from gateway.transfers.auth import Admin, Approver, Auditor, Biller, Downloader, Reader, Sender
 from gateway.transfers.intake import IncomingFile, MultipartReader, body_chunks
@@ -29,7 +29,7 @@ from gateway.transfers.schemas import (
     TransferDetail,
     TransferOut,
 )
-from gateway.web import Cursor, Limit, paged_json, request_body
+from gateway.web import PageQuery, PageRequest, request_body
 from retention import policies
 
 router = APIRouter(prefix="/transfers", tags=["transfers"])
@@ -169,7 +169,7 @@ async def create_transfer(
 _PAGE = TypeAdapter(list[TransferOut])
 
 
-def _page(request: Request, c, principal: Principal, page: Page[Transfer]) -> Response:
+def _page(paged: PageRequest, c, principal: Principal, page: Page[Transfer]) -> Response:
     """The page's items, encoded here in the handler's thread; the next page's address in `Link` (RFC 8288) and its
     cursor in `X-Next-Cursor`.
 
@@ -177,19 +177,17 @@ def _page(request: Request, c, principal: Principal, page: Page[Transfer]) -> Re
     encode them on the event loop, which the lists (the busiest reads) must not hold up.
     """
     items = [views.transfer_out(c.keys, principal, t) for t in page.items]
-    return paged_json(request, _PAGE.dump_json(items), page.next_cursor)
+    return paged.json(page, _PAGE.dump_json(items))
 
 
 _PARTNERS = TypeAdapter(list[PartnerOut])
 
 
 @partners_router.get("", response_model=list[PartnerOut])
-def list_partners(
-    request: Request, db: DbSession, principal: Sender, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-):
+def list_partners(db: DbSession, principal: Sender, paged: PageQuery):
     """The organisations the caller may send to right now (a BAA in force), by name, each with the billers an
     upload to it may name in `biller_ids`. Start an upload here: `partner_id` is one of these ids."""
-    page = partners.partners(db, principal, limit=limit, cursor=cursor)
+    page = partners.partners(db, principal, limit=paged.limit, cursor=paged.cursor)
     items = [
         PartnerOut(
             id=p.org.id,
@@ -199,46 +197,26 @@ def list_partners(
         )
         for p in page.items
     ]
-    return paged_json(request, _PARTNERS.dump_json(items), page.next_cursor)
+    return paged.json(page, _PARTNERS.dump_json(items))
 
 
 @router.get("", response_model=list[TransferOut])
 def list_transfers(
-    request: Request,
-    db: DbSession,
-    c: AppComponents,
-    principal: Reader,
-    status: TransferStatus | None = None,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
+    db: DbSession, c: AppComponents, principal: Reader, paged: PageQuery, status: TransferStatus | None = None
 ):
     """Transfers visible to the caller, newest first: their practice's, or (billers) those approved for them."""
-    page = service.list_transfers(db, principal, status=status, limit=limit, cursor=cursor)
-    return _page(request, c, principal, page)
+    page = service.list_transfers(db, principal, status=status, limit=paged.limit, cursor=paged.cursor)
+    return _page(paged, c, principal, page)
 
 
 @router.get("/inbox", response_model=list[TransferOut])
-def inbox(
-    request: Request,
-    db: DbSession,
-    c: AppComponents,
-    principal: Biller,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-):
-    return _page(request, c, principal, service.inbox(db, principal, limit=limit, cursor=cursor))
+def inbox(db: DbSession, c: AppComponents, principal: Biller, paged: PageQuery):
+    return _page(paged, c, principal, service.inbox(db, principal, limit=paged.limit, cursor=paged.cursor))
 
 
 @router.get("/approvals", response_model=list[TransferOut])
-def approvals(
-    request: Request,
-    db: DbSession,
-    c: AppComponents,
-    principal: Approver,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-):
-    return _page(request, c, principal, service.approval_queue(db, principal, limit=limit, cursor=cursor))
+def approvals(db: DbSession, c: AppComponents, principal: Approver, paged: PageQuery):
+    return _page(paged, c, principal, service.approval_queue(db, principal, limit=paged.limit, cursor=paged.cursor))
 
 
 @router.get("/{transfer_id}", response_model=TransferDetail)
