@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
-from fastapi import Form, Query, Request
+from fastapi import Depends, Form, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -250,16 +250,45 @@ def page_links(request: Request, next_cursor: str | None, param: str = "cursor")
     return PageLinks(next_page_url(request, next_cursor, param), first)
 
 
-def link_next_page(request: Request, response: Response, next_cursor: str | None) -> Response:
-    """Paging metadata in headers, so the body stays the list itself: the cursor in `X-Next-Cursor`, the next
-    page's address in `Link` (RFC 8288). Neither header on the last page."""
-    url = next_page_url(request, next_cursor)
-    if url:
-        response.headers["X-Next-Cursor"] = next_cursor or ""
-        response.headers["Link"] = f'<{url}>; rel="next"'
-    return response
+@dataclass(frozen=True)
+class PageRequest:
+    """The page of a list a client asked for (`limit`, `cursor`), and its answer: the page's items, with the next
+    page's cursor in `X-Next-Cursor` and its address in `Link` (RFC 8288), so the body stays the list itself.
+    Neither header on the last page."""
+
+    limit: int
+    cursor: str | None
+    request: Request
+    response: Response  # the route's own response, whose headers FastAPI sends with a returned model
+
+    def items(self, page: paging.Page[T]) -> list[T]:
+        """The page's items, for the route's response model."""
+        self._link(self.response, page.next_cursor)
+        return page.items
+
+    def json(self, page: paging.Page, body: object) -> Response:
+        """`body`, the page as the route shapes it (bytes: JSON encoded already), as a finished response."""
+        response = Response(body, media_type="application/json") if isinstance(body, bytes) else json_response(body)
+        return self._link(response, page.next_cursor)
+
+    def _link(self, response: Response, next_cursor: str | None) -> Response:
+        url = next_page_url(self.request, next_cursor)
+        if url:
+            response.headers["X-Next-Cursor"] = next_cursor or ""
+            response.headers["Link"] = f'<{url}>; rel="next"'
+        return response
 
 
-def paged_json(request: Request, body: bytes, next_cursor: str | None) -> Response:
-    """A page already encoded as a JSON array (in the handler's thread), with its next-page headers."""
-    return link_next_page(request, Response(body, media_type="application/json"), next_cursor)
+def _page_query(default_limit: int) -> Callable[..., PageRequest]:
+    def page_query(
+        request: Request, response: Response, limit: Limit = default_limit, cursor: Cursor = None
+    ) -> PageRequest:
+        return PageRequest(limit, cursor, request, response)
+
+    return page_query
+
+
+# The `limit` and `cursor` of every paged list of the API, and its answer.
+PageQuery = Annotated[PageRequest, Depends(_page_query(paging.DEFAULT_LIMIT))]
+# A list a client usually reads whole (one user's day, one target's timeline): the largest page by default.
+FullPageQuery = Annotated[PageRequest, Depends(_page_query(paging.MAX_LIMIT))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from gateway import api_docs, clock
@@ -19,8 +19,7 @@ from gateway.auditor.auth import AuditorPrincipal
 from gateway.auditor.search import Scope
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import NotFound
-from gateway.paging import DEFAULT_LIMIT, MAX_LIMIT
-from gateway.web import Cursor, Limit, json_response, link_next_page
+from gateway.web import FullPageQuery, PageQuery, json_response
 from translog.note import verifier_key
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -69,20 +68,18 @@ def _scope(db, principal) -> Scope:
 
 @router.get("/events", response_model=schemas.EventPage)
 def list_events(
-    request: Request,
     db: DbSession,
     principal: AuditorPrincipal,
+    paged: PageQuery,
     filters: FilterParams,
     before: int | None = Query(default=None, ge=1, le=SEQ_MAX),
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
 ):
     """Events, newest first, paged: `X-Next-Cursor` and `Link` as every list (or `next_before` as `before`)."""
     flt = search.build_filter(db, **filters.raw)
-    page = search.search(db, _scope(db, principal), flt, before=before, cursor=cursor, limit=limit)
+    page = search.search(db, _scope(db, principal), flt, before=before, cursor=paged.cursor, limit=paged.limit)
     body = {"items": [search.event_dict(e) for e in page.items], "next_before": search.last_seq(page)}
     db.close()  # the snapshot ends in this thread: nothing is left for another hop (gateway/deps.py get_db)
-    return link_next_page(request, json_response(body), page.next_cursor)
+    return paged.json(page, body)
 
 
 @router.get("/events/{seq}", response_model=schemas.EventOut)
@@ -92,49 +89,49 @@ def get_event(seq: Annotated[int, Path(ge=1, le=SEQ_MAX)], db: DbSession, princi
 
 @router.get("/activity", response_model=schemas.ActivityOut)
 def user_activity(
-    request: Request,
     db: DbSession,
     principal: AuditorPrincipal,
+    paged: FullPageQuery,
     user: str = Query(max_length=64),
     day: str = Query(max_length=10),
     after: int | None = Query(default=None, ge=0, le=SEQ_MAX),
-    limit: Limit = MAX_LIMIT,
-    cursor: Cursor = None,
 ):
     """What one user did on one day (UTC), oldest first, paged (`X-Next-Cursor`, `Link`, or `next_after`)."""
     start, end = search.day_range(day)
     flt = search.build_filter(db, user=user)
     flt = search.EventFilter(user_id=flt.user_id, since=start, until=end)
-    page = search.search(db, _scope(db, principal), flt, before=after, cursor=cursor, limit=limit, ascending=True)
+    page = search.search(
+        db, _scope(db, principal), flt, before=after, cursor=paged.cursor, limit=paged.limit, ascending=True
+    )
     body = {
         "user": user,
         "day": day,
         "items": [search.event_dict(e) for e in page.items],
         "next_after": search.last_seq(page),
     }
-    return link_next_page(request, json_response(body), page.next_cursor)
+    return paged.json(page, body)
 
 
 @router.get("/timeline/{target_id}", response_model=schemas.TimelineOut)
 def timeline(
-    request: Request,
     target_id: str,
     db: DbSession,
     principal: AuditorPrincipal,
+    paged: FullPageQuery,
     after: int | None = Query(default=None, ge=0, le=SEQ_MAX),
-    limit: Limit = MAX_LIMIT,
-    cursor: Cursor = None,
 ):
     """Every event about one target (a transfer, file, user...), oldest first, paged (`X-Next-Cursor`, `Link`,
     or `next_after`)."""
     flt = dataclasses.replace(search.build_filter(db, target_id=target_id), target_or_file=True)
-    page = search.search(db, _scope(db, principal), flt, before=after, cursor=cursor, limit=limit, ascending=True)
+    page = search.search(
+        db, _scope(db, principal), flt, before=after, cursor=paged.cursor, limit=paged.limit, ascending=True
+    )
     body = {
         "target_id": target_id,
         "items": [search.event_dict(e) for e in page.items],
         "next_after": search.last_seq(page),
     }
-    return link_next_page(request, json_response(body), page.next_cursor)
+    return paged.json(page, body)
 
 
 @router.get("/status", response_model=schemas.LogStatus)
@@ -155,11 +152,9 @@ def public_key(components: AppComponents, principal: AuditorPrincipal):
 
 
 @router.get("/checkpoints", response_model=schemas.CheckpointList)
-def list_checkpoints(
-    request: Request, db: DbSession, principal: AuditorPrincipal, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-):
+def list_checkpoints(db: DbSession, principal: AuditorPrincipal, paged: PageQuery):
     """Signed checkpoints, newest first, paged (`X-Next-Cursor`, `Link`)."""
-    page = recent_checkpoints(db, limit, cursor)
+    page = recent_checkpoints(db, paged.limit, paged.cursor)
     body = {
         "items": [
             {
@@ -173,7 +168,7 @@ def list_checkpoints(
             for c in page.items
         ]
     }
-    return link_next_page(request, json_response(body), page.next_cursor)
+    return paged.json(page, body)
 
 
 @router.get(
@@ -265,13 +260,10 @@ def export_jsonl(db: DbSession, components: AppComponents, principal: AuditorPri
 
 
 @router.get("/access-review", response_model=schemas.VendorsOut)
-def access_review_vendors(
-    request: Request, db: DbSession, principal: AuditorPrincipal, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-):
+def access_review_vendors(db: DbSession, principal: AuditorPrincipal, paged: PageQuery):
     """The vendors the caller may review, by name, paged (`X-Next-Cursor`, `Link`)."""
-    page = review.vendor_page(db, _scope(db, principal), limit=limit, cursor=cursor)
-    body = {"vendors": [{"id": v.id, "name": v.name, "active": v.active} for v in page.items]}
-    return link_next_page(request, json_response(body), page.next_cursor)
+    page = review.vendor_page(db, _scope(db, principal), limit=paged.limit, cursor=paged.cursor)
+    return paged.json(page, {"vendors": [{"id": v.id, "name": v.name, "active": v.active} for v in page.items]})
 
 
 @router.get("/access-review/{vendor_id}", response_model=schemas.AccessReviewOut)
@@ -301,16 +293,9 @@ def access_review(vendor_id: str, db: WriteSession, principal: AuditorPrincipal)
 
 
 @router.get("/alerts", response_model=schemas.AlertList)
-def list_alerts(
-    request: Request,
-    db: DbSession,
-    principal: AuditorPrincipal,
-    open_only: bool = False,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-):
+def list_alerts(db: DbSession, principal: AuditorPrincipal, paged: PageQuery, open_only: bool = False):
     """Alerts about the caller's scope, newest first, paged (`X-Next-Cursor`, `Link`)."""
-    page = alert_service.visible_alerts(db, _scope(db, principal), limit, open_only, cursor)
+    page = alert_service.visible_alerts(db, _scope(db, principal), paged.limit, open_only, paged.cursor)
     body = {
         "items": [
             {
@@ -321,7 +306,7 @@ def list_alerts(
             for a in page.items
         ]
     }
-    return link_next_page(request, json_response(body), page.next_cursor)
+    return paged.json(page, body)
 
 
 @router.post("/alerts/{alert_id}/acknowledge", response_model=schemas.Acknowledged)

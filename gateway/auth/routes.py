@@ -40,8 +40,7 @@ from gateway.deps import (
     check_origin,
 )
 from gateway.errors import Forbidden, InvalidInput
-from gateway.paging import DEFAULT_LIMIT
-from gateway.web import Cursor, Limit, link_next_page
+from gateway.web import PageQuery
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -154,18 +153,9 @@ def register_passkey(
 
 
 @router.get("/passkeys", response_model=list[PasskeyOut])
-def list_passkeys(
-    request: Request,
-    response: Response,
-    db: DbSession,
-    principal: CurrentPrincipal,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-):
+def list_passkeys(db: DbSession, principal: CurrentPrincipal, paged: PageQuery):
     """The caller's passkeys, oldest first, paged (`X-Next-Cursor`, `Link`)."""
-    page = passkeys.passkey_page(db, principal.user, limit=limit, cursor=cursor)
-    link_next_page(request, response, page.next_cursor)
-    return page.items
+    return paged.items(passkeys.passkey_page(db, principal.user, limit=paged.limit, cursor=paged.cursor))
 
 
 @router.post("/passkeys/{passkey_id}/remove", status_code=204)
@@ -180,18 +170,9 @@ def remove_passkey(
 
 
 @router.get("/passkey-policies", response_model=list[PasskeyPolicyOut])
-def list_passkey_policies(
-    request: Request,
-    response: Response,
-    db: DbSession,
-    principal: AdminPrincipal,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-):
+def list_passkey_policies(db: DbSession, principal: AdminPrincipal, paged: PageQuery):
     """Passkey policies (roles, then organisations), paged (`X-Next-Cursor`, `Link`)."""
-    page = passkey_policy.policy_page(db, limit=limit, cursor=cursor)
-    link_next_page(request, response, page.next_cursor)
-    return page.items
+    return paged.items(passkey_policy.policy_page(db, limit=paged.limit, cursor=paged.cursor))
 
 
 @router.post("/passkey-policies", response_model=PasskeyPolicyOut, status_code=201)
@@ -296,18 +277,9 @@ def recovery_codes(body: CodeIn, db: DbSession, c: AppComponents, principal: Cur
 
 
 @router.get("/tokens", response_model=list[TokenOut])
-def list_tokens(
-    request: Request,
-    response: Response,
-    db: DbSession,
-    principal: CurrentPrincipal,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-):
+def list_tokens(db: DbSession, principal: CurrentPrincipal, paged: PageQuery):
     """The caller's tokens (revoked and expired too), newest first, paged (`X-Next-Cursor`, `Link`)."""
-    page = service.list_api_tokens(db, principal.user, limit=limit, cursor=cursor)
-    link_next_page(request, response, page.next_cursor)
-    return page.items
+    return paged.items(service.list_api_tokens(db, principal.user, limit=paged.limit, cursor=paged.cursor))
 
 
 @router.post("/tokens", response_model=TokenCreatedOut, status_code=201)

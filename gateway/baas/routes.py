@@ -2,7 +2,7 @@
 
 from datetime import UTC
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from gateway import api_docs
@@ -11,9 +11,8 @@ from gateway.baas.schemas import BaaCreate, BaaOut, BaaTerminate
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
 from gateway.errors import UnsupportedMediaType
 from gateway.orgs.service import get_org
-from gateway.paging import DEFAULT_LIMIT
 from gateway.transfers.intake import body_chunks
-from gateway.web import Cursor, Limit, link_next_page, request_body
+from gateway.web import PageQuery, request_body
 
 router = APIRouter(prefix="/baas", tags=["baas"])
 
@@ -23,18 +22,9 @@ def _aware(dt):
 
 
 @router.get("", response_model=list[BaaOut])
-def list_baas(
-    request: Request,
-    response: Response,
-    db: DbSession,
-    principal: AdminPrincipal,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-):
+def list_baas(db: DbSession, principal: AdminPrincipal, paged: PageQuery):
     """BAAs, newest first, paged (`X-Next-Cursor`, `Link`)."""
-    page = service.list_baas(db, limit=limit, cursor=cursor)
-    link_next_page(request, response, page.next_cursor)
-    return page.items
+    return paged.items(service.list_baas(db, limit=paged.limit, cursor=paged.cursor))
 
 
 @router.post("", response_model=BaaOut, status_code=201)

@@ -1,29 +1,19 @@
 """Organisations API (administrators)."""
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 
 from gateway.deps import AdminPrincipal, DbSession
 from gateway.orgs import service
 from gateway.orgs.schemas import OrgCreate, OrgHoursIn, OrgOut
-from gateway.paging import DEFAULT_LIMIT
-from gateway.web import Cursor, Limit, link_next_page
+from gateway.web import PageQuery
 
 router = APIRouter(prefix="/orgs", tags=["organisations"])
 
 
 @router.get("", response_model=list[OrgOut])
-def list_orgs(
-    request: Request,
-    response: Response,
-    db: DbSession,
-    principal: AdminPrincipal,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-):
+def list_orgs(db: DbSession, principal: AdminPrincipal, paged: PageQuery):
     """Organisations by name, paged (`X-Next-Cursor`, `Link`)."""
-    page = service.list_orgs(db, limit=limit, cursor=cursor)
-    link_next_page(request, response, page.next_cursor)
-    return page.items
+    return paged.items(service.list_orgs(db, limit=paged.limit, cursor=paged.cursor))
 
 
 @router.post("", response_model=OrgOut, status_code=201)

@@ -5,16 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from gateway import api_docs
 from gateway.auth.schemas import StepUpIn
 from gateway.deps import AdminPrincipal, AppComponents, DbSession
-from gateway.paging import DEFAULT_LIMIT
 from gateway.retention.auth import AuditorOrAdmin
-from gateway.web import Cursor, Limit, json_response, link_next_page
+from gateway.web import PageQuery
 from retention import holds, policies, service
 from retention.offboarding import offboard
 from retention.pdf import render
@@ -144,14 +143,12 @@ def _cert_out(cert) -> dict:
 
 
 @router.get("/certificates", response_model=list[CertificateOut])
-def list_certificates(
-    request: Request, db: DbSession, principal: AuditorOrAdmin, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-):
+def list_certificates(db: DbSession, principal: AuditorOrAdmin, paged: PageQuery):
     """Destruction certificates, newest first, paged (`X-Next-Cursor`, `Link`)."""
-    page = service.certificates(db, principal, limit=limit, cursor=cursor)
+    page = service.certificates(db, principal, limit=paged.limit, cursor=paged.cursor)
     out = [_cert_out(c) for c in page.items]
     db.commit()
-    return link_next_page(request, json_response(out), page.next_cursor)
+    return paged.json(page, out)
 
 
 @router.get(
@@ -185,21 +182,17 @@ def get_certificate_pdf(cert_id: str, db: DbSession, principal: AuditorOrAdmin):
 
 
 @router.get("/retention/tombstones", response_model=list[TombstoneOut])
-def list_tombstones(
-    request: Request, db: DbSession, principal: AuditorOrAdmin, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-):
+def list_tombstones(db: DbSession, principal: AuditorOrAdmin, paged: PageQuery):
     """Destroyed files, newest destruction first, paged (`X-Next-Cursor`, `Link`)."""
-    page = service.tombstones(db, principal, limit=limit, cursor=cursor)
+    page = service.tombstones(db, principal, limit=paged.limit, cursor=paged.cursor)
     db.commit()
-    return link_next_page(request, json_response(page.items), page.next_cursor)
+    return paged.json(page, page.items)
 
 
 @router.get("/retention/policies", response_model=list[PolicyOut])
-def list_policies(
-    request: Request, db: DbSession, principal: AdminPrincipal, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-):
+def list_policies(db: DbSession, principal: AdminPrincipal, paged: PageQuery):
     """Retention policies by practice, paged (`X-Next-Cursor`, `Link`)."""
-    page = policies.policy_page(db, limit=limit, cursor=cursor)
+    page = policies.policy_page(db, limit=paged.limit, cursor=paged.cursor)
     out = [
         {
             "id": p.id,
@@ -211,7 +204,7 @@ def list_policies(
         for p in page.items
     ]
     db.commit()
-    return link_next_page(request, json_response(out), page.next_cursor)
+    return paged.json(page, out)
 
 
 @router.put("/retention/policies", response_model=PolicySet)

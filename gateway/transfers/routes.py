@@ -17,7 +17,6 @@ from gateway.auth.service import Principal
 from gateway.components import Components
 from gateway.deps import AppComponents, DbSession, WriteSession
 from gateway.errors import InvalidInput, UnsupportedMediaType
-from gateway.paging import DEFAULT_LIMIT
 from gateway.transfers import activity, download, listing, partners, service, upload, views
 from gateway.transfers.auth import Admin, Approver, Auditor, Biller, Downloader, Reader, Sender
 from gateway.transfers.intake import IncomingFile, MultipartReader, body_chunks
@@ -32,7 +31,7 @@ from gateway.transfers.schemas import (
     TransferDetail,
     TransferOut,
 )
-from gateway.web import Cursor, Limit, paged_json, request_body
+from gateway.web import PageQuery, PageRequest, request_body
 from retention import policies
 
 router = APIRouter(prefix="/transfers", tags=["transfers"])
@@ -173,14 +172,12 @@ _PAGE = TypeAdapter(list[TransferOut])
 
 
 def _page(
-    request: Request,
+    paged: PageRequest,
     db: Session,
     c: Components,
     principal: Principal,
     status: TransferStatus | None = None,
     where: ColumnElement[bool] | None = None,
-    limit: int = DEFAULT_LIMIT,
-    cursor: str | None = None,
 ) -> Response:
     """One page of transfers (gateway/transfers/listing.py), encoded here in the handler's thread; the next page's
     address in `Link` (RFC 8288) and its cursor in `X-Next-Cursor`.
@@ -189,21 +186,19 @@ def _page(
     encode them on the event loop, which the lists (the busiest reads) must not hold up. The read session is
     closed here too, so that nothing of the request is left for another thread.
     """
-    page = listing.page(db, c.keys, principal, status=status, where=where, limit=limit, cursor=cursor)
+    page = listing.page(db, c.keys, principal, status=status, where=where, limit=paged.limit, cursor=paged.cursor)
     db.close()
-    return paged_json(request, _PAGE.dump_json(page.items), page.next_cursor)
+    return paged.json(page, _PAGE.dump_json(page.items))
 
 
 _PARTNERS = TypeAdapter(list[PartnerOut])
 
 
 @partners_router.get("", response_model=list[PartnerOut])
-def list_partners(
-    request: Request, db: DbSession, principal: Sender, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-):
+def list_partners(db: DbSession, principal: Sender, paged: PageQuery):
     """The organisations the caller may send to right now (a BAA in force), by name, each with the billers an
     upload to it may name in `biller_ids`. Start an upload here: `partner_id` is one of these ids."""
-    page = partners.partners(db, principal, limit=limit, cursor=cursor)
+    page = partners.partners(db, principal, limit=paged.limit, cursor=paged.cursor)
     items = [
         PartnerOut(
             id=p.org.id,
@@ -213,47 +208,27 @@ def list_partners(
         )
         for p in page.items
     ]
-    return paged_json(request, _PARTNERS.dump_json(items), page.next_cursor)
+    return paged.json(page, _PARTNERS.dump_json(items))
 
 
 @router.get("", response_model=list[TransferOut])
 def list_transfers(
-    request: Request,
-    db: DbSession,
-    c: AppComponents,
-    principal: Reader,
-    status: TransferStatus | None = None,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
+    db: DbSession, c: AppComponents, principal: Reader, paged: PageQuery, status: TransferStatus | None = None
 ):
     """Transfers visible to the caller, newest first: their practice's, or (billers) those approved for them."""
-    return _page(request, db, c, principal, status, limit=limit, cursor=cursor)
+    return _page(paged, db, c, principal, status)
 
 
 @router.get("/inbox", response_model=list[TransferOut])
-def inbox(
-    request: Request,
-    db: DbSession,
-    c: AppComponents,
-    principal: Biller,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-):
+def inbox(db: DbSession, c: AppComponents, principal: Biller, paged: PageQuery):
     status, where = service.inbox_filter()
-    return _page(request, db, c, principal, status, where, limit, cursor)
+    return _page(paged, db, c, principal, status, where)
 
 
 @router.get("/approvals", response_model=list[TransferOut])
-def approvals(
-    request: Request,
-    db: DbSession,
-    c: AppComponents,
-    principal: Approver,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-):
+def approvals(db: DbSession, c: AppComponents, principal: Approver, paged: PageQuery):
     status, where = service.approval_filter()
-    return _page(request, db, c, principal, status, where, limit, cursor)
+    return _page(paged, db, c, principal, status, where)
 
 
 @router.get("/{transfer_id}", response_model=TransferDetail)

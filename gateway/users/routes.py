@@ -1,32 +1,23 @@
 """Users API (administrators)."""
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
 from gateway.auth.service import reset_passkeys
 from gateway.deps import AdminPrincipal, DbSession
 from gateway.orgs.service import get_org
-from gateway.paging import DEFAULT_LIMIT
 from gateway.users import service
 from gateway.users.schemas import RoleChange, UserCreate, UserCreated, UserOut
-from gateway.web import Cursor, Limit, link_next_page
+from gateway.web import PageQuery
 
 router = APIRouter(prefix="/users", tags=["users"])
 
 
 @router.get("", response_model=list[UserOut])
 def list_users(
-    request: Request,
-    response: Response,
-    db: DbSession,
-    principal: AdminPrincipal,
-    org_id: str | None = Query(default=None, max_length=64),
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
+    db: DbSession, principal: AdminPrincipal, paged: PageQuery, org_id: str | None = Query(default=None, max_length=64)
 ):
     """Users by username, paged (`X-Next-Cursor`, `Link`)."""
-    page = service.list_users(db, org_id, limit=limit, cursor=cursor)
-    link_next_page(request, response, page.next_cursor)
-    return page.items
+    return paged.items(service.list_users(db, org_id, limit=paged.limit, cursor=paged.cursor))
 
 
 @router.post("", response_model=UserCreated, status_code=201)

@@ -8,9 +8,12 @@ before the thread starts, so no test has to wait for it to come up.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from datetime import UTC, datetime
+from urllib.parse import quote
 
+import pyotp
 import pytest
 
 from tests.lanes import CHROMIUM, lane_unavailable
@@ -122,6 +125,56 @@ def page(browser):
     pg.on("console", lambda msg: pg.console_messages_seen.append((msg.type, msg.text)))
     yield pg
     context.close()
+
+
+def enter_password(page, user) -> None:
+    """The first step of signing in, on the sign-in form `page` shows: username and password."""
+    page.fill("input[name=username]", user.username)
+    page.fill("input[name=password]", user.password)
+    page.click("button[type=submit]")
+
+
+def enter_code(page, base, user, *, step_offset: int = 0, landing: str | None = None) -> None:
+    """The second step, the authenticator's code (`step_offset` steps ahead, as a code is taken only once); then
+    the home page, or `landing`, the page a signed-out visitor asked for (carried as `?next=`)."""
+    asked = f"?next={quote(landing, safe='')}" if landing else ""
+    page.wait_for_url(f"{base}/mfa{asked}")
+    page.fill("#code-login input[name=code]", pyotp.TOTP(user.totp_secret).at(time.time() + 30 * step_offset))
+    page.click("#code-login button[type=submit]")
+    page.wait_for_url(f"{base}{landing or '/home'}")
+
+
+def sign_in(page, base, user, *, step_offset: int = 0) -> None:
+    """Sign in at /login with password and authenticator code."""
+    page.goto(f"{base}/login")
+    enter_password(page, user)
+    enter_code(page, base, user, step_offset=step_offset)
+
+
+def send_through_api(app, sender, partner, *purposes: str) -> list[str]:
+    """One transfer (a PDF) per purpose, sent through the API under one sign-in (one TOTP step); their ids."""
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import api_login
+    from tests.transfers.conftest import PDF
+
+    ids = []
+    with TestClient(app) as client:
+        client.headers["X-CSRF-Token"] = api_login(client, sender)
+        for n, purpose in enumerate(purposes, 1):
+            r = client.post(
+                "/api/v1/transfers",
+                params={"partner_id": partner.id},
+                content=PDF,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "X-Purpose": purpose,
+                    "Content-Disposition": f"attachment; filename=appeal-{n}.pdf",
+                },
+            )
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+    return ids
 
 
 def csp_violations(page) -> list[str]:

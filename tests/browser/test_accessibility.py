@@ -19,12 +19,10 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from fastapi.testclient import TestClient
 
-from tests.browser.conftest import csp_violations
+from tests.browser.conftest import csp_violations, send_through_api
 from tests.browser.test_transfer_journey import new_page, sign_in
-from tests.conftest import api_login
-from tests.transfers.conftest import PDF, record_baa
+from tests.transfers.conftest import record_baa
 
 pytestmark = pytest.mark.browser
 
@@ -101,23 +99,7 @@ def test_every_page_of_the_journeys_has_no_serious_finding_on_a_phone_or_a_lapto
     record_baa(components, practice, vendor)
 
     # Two transfers sent through the API (step 0 of the staff's TOTP): one to approve, one left waiting.
-    with TestClient(app) as client:
-        client.headers["X-CSRF-Token"] = api_login(client, staff)
-        ids = []
-        for n in (1, 2):
-            r = client.post(
-                "/api/v1/transfers",
-                params={"partner_id": vendor.id},
-                content=PDF,
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "X-Purpose": f"APPEAL-A11Y-{n}",
-                    "Content-Disposition": f"attachment; filename=appeal-{n}.pdf",
-                },
-            )
-            assert r.status_code == 201, r.text
-            ids.append(r.json()["id"])
-    approved, waiting = ids
+    approved, waiting = send_through_api(app, staff, vendor, "APPEAL-A11Y-1", "APPEAL-A11Y-2")
     findings: list[str] = []
 
     # Signed out: the sign-in page, the code page, and an error page.

@@ -4,18 +4,14 @@ the work waiting, with its count in the navigation, under the strict CSP."""
 from __future__ import annotations
 
 import re
-import time
 
-import pyotp
 import pytest
-from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from tests.browser.conftest import csp_violations
+from tests.browser.conftest import csp_violations, enter_code, enter_password, send_through_api
 from tests.browser.test_transfer_journey import new_page
-from tests.conftest import api_login
 from tests.support.smtp import PASSWORD, SmtpServer, make_ca_and_server_cert
-from tests.transfers.conftest import PDF, record_baa
+from tests.transfers.conftest import record_baa
 
 pytestmark = pytest.mark.browser
 
@@ -33,19 +29,7 @@ def test_the_notification_link_leads_the_approver_to_the_waiting_transfer(
         s.smtp_url, s.smtp_password, s.smtp_ca_file = mail.url, SecretStr(PASSWORD), mail.certs[0]
 
         # Staff send a file through the API; the approver is mailed after the commit.
-        with TestClient(app) as client:
-            client.headers["X-CSRF-Token"] = api_login(client, staff)
-            r = client.post(
-                "/api/v1/transfers",
-                params={"partner_id": vendor.id},
-                content=PDF,
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "X-Purpose": "APPEAL-BROWSER-HOME",
-                    "Content-Disposition": "attachment; filename=appeal.pdf",
-                },
-            )
-        assert r.status_code == 201, r.text
+        send_through_api(app, staff, vendor, "APPEAL-BROWSER-HOME")
         components.outbox.wait()
         [message] = mail.mailbox.received
         link = re.search(r"Sign in to see the details: (\S+)", message.body).group(1)
@@ -56,13 +40,8 @@ def test_the_notification_link_leads_the_approver_to_the_waiting_transfer(
     page = new_page(browser)
     page.goto(link)
     page.wait_for_url(f"{public_server}/login?next=%2Ftransfers%2Fapprovals")  # not signed in yet
-    page.fill("input[name=username]", approver.username)
-    page.fill("input[name=password]", approver.password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{public_server}/mfa?next=%2Ftransfers%2Fapprovals")
-    page.fill("input[name=code]", pyotp.TOTP(approver.totp_secret).at(time.time()))
-    page.click("form.card button[type=submit]")
-    page.wait_for_url(f"{public_server}/transfers/approvals")  # the link's page, once signed in
+    enter_password(page, approver)
+    enter_code(page, public_server, approver, landing="/transfers/approvals")  # the link's page, once signed in
     page.goto(f"{public_server}/home")
     assert page.locator("nav a[href='/transfers/approvals'] .count").inner_text() == "1"
     assert "Waiting for your approval (1)" in page.locator("#waiting-approval h2").inner_text()

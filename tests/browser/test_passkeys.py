@@ -12,13 +12,11 @@ import time
 
 import pyotp
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.browser.conftest import csp_violations
-from tests.conftest import api_login
+from tests.browser.conftest import csp_violations, enter_password, send_through_api, sign_in
 from tests.gateway.authkit import events, last_event
-from tests.transfers.conftest import PDF, record_baa
+from tests.transfers.conftest import record_baa
 
 pytestmark = pytest.mark.browser
 
@@ -45,17 +43,7 @@ def with_authenticator(browser):
 
 def password_step(page, base, user):
     page.goto(f"{base}/login")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", user.password)
-    page.click("button[type=submit]")
-
-
-def sign_in_with_code(page, base, user, *, step_offset: int = 0):
-    password_step(page, base, user)
-    page.wait_for_url(f"{base}/mfa")
-    page.fill("#code-login input[name=code]", pyotp.TOTP(user.totp_secret).at(time.time() + 30 * step_offset))
-    page.click("#code-login button[type=submit]")
-    page.wait_for_url(f"{base}/home")
+    enter_password(page, user)
 
 
 def sign_in_with_passkey(page, base, user):
@@ -88,7 +76,7 @@ def passkey_rows(components, user_id):
 def test_register_a_passkey_then_sign_in_with_it(public_server, browser, factory, components):
     user = factory.user("practice_approver")
     page, cdp, authenticator_id = with_authenticator(browser)
-    sign_in_with_code(page, public_server, user)
+    sign_in(page, public_server, user)
     register_from_account(page, public_server, user)
     (row,) = passkey_rows(components, user.id)
     (credential,) = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator_id})["credentials"]
@@ -111,23 +99,10 @@ def test_approve_a_transfer_with_a_passkey_step_up(public_server, app, browser, 
     practice, vendor = factory.org("practice"), factory.org("vendor")
     record_baa(components, practice, vendor)
     staff, approver = factory.user("practice_staff", practice), factory.user("practice_approver", practice)
-    with TestClient(app) as api:
-        api.headers["X-CSRF-Token"] = api_login(api, staff)
-        r = api.post(
-            "/api/v1/transfers",
-            params={"partner_id": vendor.id},
-            content=PDF,
-            headers={
-                "Content-Type": "application/octet-stream",
-                "X-Purpose": "APPEAL-PASSKEY-1",
-                "Content-Disposition": "attachment; filename=appeal.pdf",
-            },
-        )
-        assert r.status_code == 201, r.text
-        transfer_id = r.json()["id"]
+    [transfer_id] = send_through_api(app, staff, vendor, "APPEAL-PASSKEY-1")
 
     page, _, _ = with_authenticator(browser)
-    sign_in_with_code(page, public_server, approver)
+    sign_in(page, public_server, approver)
     register_from_account(page, public_server, approver)
     page.goto(f"{public_server}/transfers/{transfer_id}")
     form = page.locator("#approve-form")
@@ -143,7 +118,7 @@ def test_approve_a_transfer_with_a_passkey_step_up(public_server, app, browser, 
 def test_a_cloned_passkey_is_refused(public_server, browser, factory, components):
     user = factory.user("biller")
     page, cdp, authenticator_id = with_authenticator(browser)
-    sign_in_with_code(page, public_server, user)
+    sign_in(page, public_server, user)
     register_from_account(page, public_server, user)
     page.click("header form.logout button")
     page.wait_for_url(f"{public_server}/login")

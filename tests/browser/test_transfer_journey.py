@@ -8,7 +8,7 @@ import time
 import pyotp
 import pytest
 
-from tests.browser.conftest import csp_violations
+from tests.browser.conftest import csp_violations, sign_in
 from tests.transfers.conftest import record_baa
 
 pytestmark = pytest.mark.browser
@@ -21,17 +21,6 @@ def new_page(browser, **context):
     page.console_messages_seen = []
     page.on("console", lambda m: page.console_messages_seen.append((m.type, m.text)))
     return page
-
-
-def sign_in(page, server, user, *, step_offset: int = 0):
-    page.goto(f"{server}/login")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", user.password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{server}/mfa")
-    page.fill("input[name=code]", pyotp.TOTP(user.totp_secret).at(time.time() + 30 * step_offset))
-    page.click("form.card button[type=submit]")
-    page.wait_for_url(f"{server}/home")
 
 
 def biller_name(components, user_id: str) -> str:
