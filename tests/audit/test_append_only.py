@@ -104,7 +104,8 @@ def test_the_documented_gateway_role_appends_but_cannot_erase(pg, app_role, appe
     try:
         # What the gateway does with the log works under the role: append, sign a checkpoint.
         with gateway.db.transaction() as db:
-            seq = record_event(db, Action.KEYS_REWRAPPED, actor=Actor.system()).seq
+            event = record_event(db, Action.KEYS_REWRAPPED, actor=Actor.system())
+        seq = event.seq
         assert maybe_checkpoint(gateway, force=True).tree_size == seq
         # What would erase or rewrite it does not.
         refused = {
