@@ -63,7 +63,7 @@ class AuditQueued(Base):
 
     __tablename__ = "audit_queue"
     # Ids are never reused (SQLite would reuse the largest once the queue is emptied).
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = ({"sqlite_autoincrement": True},)
     # `seq` below is a plain attribute, not a column: the caller's handle learns its number when integrated.
     __allow_unmapped__ = True
 

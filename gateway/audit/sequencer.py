@@ -79,7 +79,8 @@ def integrate_in(db: Session) -> dict[int, int]:
         for row in rows:
             seq += 1
             ev = {f: row[f] for f in _FIELDS}
-            ev["seq"], ev["leaf_hash"] = seq, leaf_hash_of(
+            ev["seq"] = seq
+            ev["leaf_hash"] = leaf_hash_of(
                 seq,
                 format_time(ev["occurred_at"]),
                 ev["action"],

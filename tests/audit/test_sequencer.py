@@ -110,16 +110,16 @@ def test_concurrent_writers_get_gap_free_numbers(components, checkpoint, verify)
         pytest.skip("concurrent writers are PostgreSQL's (SQLite serialises every write)")
     writers, each = 8, 25
     handles: list[list] = [[] for _ in range(writers)]
-    failures: list[BaseException] = []
+    failures: list[Exception] = []
     start = threading.Barrier(writers)
 
     def write(n: int) -> None:
         try:
             start.wait()
-            for i in range(each):
+            for _ in range(each):
                 with components.db.transaction() as db:
                     handles[n].append(record_event(db, Action.KEYS_ROTATED, actor=Actor.system(), details={"w": n}))
-        except BaseException as exc:  # reported below
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             failures.append(exc)
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
