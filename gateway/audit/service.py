@@ -6,11 +6,12 @@ event, or an event for an action that never happened, cannot exist.
 
 The event goes into the queue (`audit_queue`) without any lock, so writers never
 wait for one another; its gap-free sequence number and Merkle leaf hash are
-given to it after the commit by the integrator (sequencer.py), which moves
-committed queue rows into `audit_events` under the append lock, in batches,
-as a certificate-transparency log's sequencer does.  The process that commits
-tries that at once, so an event is normally in the log before the request
-answers; otherwise the scheduler's leader integrates it within
+given to it by the integrator (sequencer.py), which moves committed queue rows
+into `audit_events` under the append lock, in batches, as a
+certificate-transparency log's sequencer does.  The recording transaction
+itself integrates as it commits when the lock is free (a try-lock, never a
+wait), so an event is normally in the log when the request answers; otherwise
+the next integration moves it, the scheduler's leader's within
 `PHIGATE_AUDIT_INTEGRATE_SECONDS`.
 
 A high-severity event runs the hooks registered with `on_high_severity()` in the
