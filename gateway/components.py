@@ -18,6 +18,7 @@ class Components:
     """Settings, database, outbox, bulk streams, key provider and object store; providers open on first use."""
 
     def __init__(self, settings: Settings):
+        from gateway.audit import sequencer as audit_sequencer
         from gateway.outbox import Outbox
 
         self.settings = settings
@@ -35,6 +36,8 @@ class Components:
         # a topic with no channel here waits in the outbox for a process that has one.
         self.outbox = Outbox(self.db, {})
         self.outbox.install()
+        # Every commit that queued audit events tries to integrate them at once (gateway/audit/sequencer.py).
+        audit_sequencer.install(self.db)
         self.bulk = BulkStreams(settings.bulk_streams)
 
     @cached_property

@@ -6,6 +6,7 @@ job, so the scheduler itself (the core) imports none of them.
 
 from __future__ import annotations
 
+from gateway.audit.sequencer import integrate
 from gateway.auditor.jobs import AuditJobs
 from gateway.auth import throttle
 from gateway.leader import Leadership
@@ -20,6 +21,8 @@ def serve_jobs(components) -> list[Job]:
     """Every domain's scheduled work for this process, with its configured interval; all of it leader-only."""
     settings = components.settings
     return [
+        # Events whose after-commit integration met a busy lock reach the log within this interval.
+        Job("audit-integrate", settings.audit_integrate_seconds, lambda: integrate(components.db), leader_only=True),
         Job("audit", settings.audit_checkpoint_interval_seconds, AuditJobs(components).tick, leader_only=True),
         # Messages are delivered at commit; this only retries what a sink refused, from one replica.
         Job("outbox", settings.outbox_retry_seconds, components.outbox.deliver, leader_only=True),

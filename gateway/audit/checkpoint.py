@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from gateway import clock
 from gateway.audit.actions import Action
 from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode, CheckpointKind, Severity
+from gateway.audit.sequencer import integrate
 from gateway.audit.service import Actor, record_event
 from gateway.audit.tree import (
     BUCKET,
@@ -113,7 +114,7 @@ def _store_nodes(db: Session, nodes: list[tuple[int, int, bytes]]) -> None:
 def create_checkpoint(
     db: Session, signer, settings: Settings, kind: CheckpointKind = CheckpointKind.on_demand, *, force: bool = False
 ) -> AuditCheckpoint | None:
-    """Sign the current tree in the caller's transaction; None when nothing was appended since the last one."""
+    """Sign the current tree (the integrated events) in the caller's transaction; None when it did not grow."""
     _lock(db)
     name = origin(settings)
     size = tree_size(db)
@@ -156,9 +157,14 @@ def create_checkpoint(
 
 
 def maybe_checkpoint(components, *, force: bool = False, now: datetime | None = None) -> AuditCheckpoint | None:
-    """Sign a checkpoint when the interval has passed and the log grew (or when forced); commits."""
+    """Sign a checkpoint when the interval has passed and the log grew (or when forced); commits.
+
+    Queued events are integrated first, in a transaction of their own, so the checkpoint covers every
+    event committed before it started and integration never waits for the tree to be built.
+    """
     settings = components.settings
     now = now or clock.now()
+    integrate(components.db)
     with components.db.transaction() as db:
         last = latest_checkpoint(db)
         interval = timedelta(seconds=settings.audit_checkpoint_interval_seconds)

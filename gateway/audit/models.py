@@ -1,4 +1,4 @@
-"""The audit log's tables: events (Merkle leaves), stored tree nodes, signed checkpoints, alerts."""
+"""The audit log's tables: queued events, events (Merkle leaves), stored tree nodes, signed checkpoints, alerts."""
 
 from __future__ import annotations
 
@@ -50,6 +50,38 @@ class AuditEvent(Base):
     target_org_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditQueued(Base):
+    """An event committed with its action but not yet given its place in the log (see sequencer.py).
+
+    Every field of `AuditEvent` but the two the integrator assigns: `seq` and `leaf_hash`.
+    `id` orders the queue only; it has gaps (rolled-back actions) and is never a leaf index.
+    On PostgreSQL a trigger refuses UPDATE, and DELETE of a row the log does not hold yet
+    (migration 0016_audit_queue).
+    """
+
+    __tablename__ = "audit_queue"
+    # Ids are never reused (SQLite would reuse the largest once the queue is emptied).
+    __table_args__ = ({"sqlite_autoincrement": True},)
+    # `seq` below is a plain attribute, not a column: the caller's handle learns its number when integrated.
+    __allow_unmapped__ = True
+
+    id: Mapped[int] = mapped_column(_BigInt, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    action: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[Outcome] = mapped_column(Enum(Outcome, native_enum=False, length=8))
+    severity: Mapped[Severity] = mapped_column(Enum(Severity, native_enum=False, length=8))
+    actor_user_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    actor_org_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    target_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    target_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target_org_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+    seq: int | None = None  # the leaf index, once this process has seen the event integrated
 
 
 class AuditTreeNode(Base):

@@ -4,21 +4,23 @@ It adds the event to the caller's SQLAlchemy session, so the event commits or
 rolls back together with the action it describes: an action without its
 event, or an event for an action that never happened, cannot exist.
 
-Each event gets the next gap-free sequence number and its Merkle leaf hash at
-once.  Numbers are handed out under a lock held until the caller's transaction
-ends: on PostgreSQL a transaction-scoped advisory lock, on SQLite the write
-lock every write transaction takes (BEGIN IMMEDIATE in gateway/db.py; a read
-session cannot record an event at all).  So
-transactions that write events commit in sequence order, a rolled-back one
-leaves no gap, and two gateway processes can never hand out the same number.
-Appending costs one indexed max() and one SHA-256: the tree itself is only
-extended at checkpoint time (checkpoint.py).
+The event goes into the queue (`audit_queue`) without any lock, so writers never
+wait for one another; its gap-free sequence number and Merkle leaf hash are
+given to it by the integrator (sequencer.py), which moves committed queue rows
+into `audit_events` under the append lock, in batches, as a
+certificate-transparency log's sequencer does.  The recording transaction
+itself integrates as it commits when the lock is free (a try-lock, never a
+wait), so an event is normally in the log when the request answers; otherwise
+the next integration moves it, the scheduler's leader's within
+`PHIGATE_AUDIT_INTEGRATE_SECONDS`.
 
-A high-severity event also runs the hooks registered with `on_high_severity()` in
-the same transaction: the auditor feature registers its alert there when the
-process is composed (the app and the CLI call `gateway.auditor.alerts.install`), so every such event, whoever records
-it, is flagged and sent the moment it commits (gateway/auditor/alerts.py,
-gateway/outbox.py), and this core module knows nothing of alert rules.
+A high-severity event runs the hooks registered with `on_high_severity()` in the
+transaction that integrates it, once it has its sequence number: the auditor
+feature registers its alert there when the process is composed (the app and the
+CLI call `gateway.auditor.alerts.install`), so every such event, whoever
+records it, is flagged and sent as soon as it is in the log
+(gateway/auditor/alerts.py, gateway/outbox.py), and this core module knows
+nothing of alert rules.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from gateway import clock, paging
 from gateway.audit.actions import Action
-from gateway.audit.models import AuditCheckpoint, AuditEvent, CheckpointKind, Outcome, Severity
+from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditQueued, CheckpointKind, Outcome, Severity
 from gateway.logs import current_request_id
 from gateway.metrics import events_appended
 from translog.leaf import format_time, leaf_hash_of
@@ -47,12 +49,21 @@ APPEND_LOCK_KEY = 0x5048_4741_5544_4954 & 0x7FFF_FFFF_FFFF_FFFF
 
 HighSeverityHook = Callable[[Session, AuditEvent], object]  # what it returns is not used
 _high_severity_hooks: list[HighSeverityHook] = []
+# session.info key: this transaction's queued events, handed their sequence numbers once integrated.
+QUEUED = "phigate_audit_queued"
 
 
 def on_high_severity(hook: HighSeverityHook) -> None:
-    """Run `hook(db, event)` in the recording transaction of every high-severity event (once per hook)."""
+    """Run `hook(db, event)` in the integrating transaction of every high-severity event (once per hook)."""
     if hook not in _high_severity_hooks:
         _high_severity_hooks.append(hook)
+
+
+def high_severity_hooks(event: AuditEvent) -> list[HighSeverityHook]:
+    """The hooks an integrated event calls: those registered, for a high-severity event not about an alert."""
+    if event.severity == Severity.high and not event.action.startswith(ALERT_ACTIONS):
+        return list(_high_severity_hooks)
+    return []
 
 
 @dataclass(frozen=True)
@@ -69,24 +80,29 @@ class Actor:
         return cls(user_agent="phigate-system")
 
 
-def lock_appends(db: Session) -> None:
-    """Serialise event appends until this transaction ends (no-op on SQLite, which is already serialised)."""
-    if db.get_bind().dialect.name == "postgresql":
+def lock_appends(db: Session, *, wait: bool = True) -> bool:
+    """Serialise appends to the log until this transaction ends; False if `wait` is off and another holds it.
+
+    On SQLite the write transaction (BEGIN IMMEDIATE, gateway/db.py) already holds the one write lock.
+    """
+    if db.get_bind().dialect.name != "postgresql":
+        return True
+    if wait:
         db.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPEND_LOCK_KEY})
+        return True
+    return bool(db.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": APPEND_LOCK_KEY}))
 
 
-def _next_seq(db: Session) -> int:
-    lock_appends(db)
+def next_seq(db: Session) -> int:
+    """The next sequence number; the caller holds the append lock (lock_appends)."""
     with db.no_autoflush:
-        # Events added earlier in this transaction but not flushed yet count too.
-        pending = [o.seq for o in db.new if isinstance(o, AuditEvent)]
         last = db.scalar(select(func.max(AuditEvent.seq)))
         if last is None:
             # Every event may have been pruned up to a signed prune checkpoint.
             last = db.scalar(
                 select(func.max(AuditCheckpoint.tree_size)).where(AuditCheckpoint.kind == CheckpointKind.prune_base)
             )
-    return max([last or 0, *pending]) + 1
+    return (last or 0) + 1
 
 
 def _check_action(action: object) -> None:
@@ -123,8 +139,12 @@ def record_event(
     target_id: str | None = None,
     target_org_id: str | None = None,
     details: dict | None = None,
-) -> AuditEvent:
-    """Append one event (an `Action` such as `Action.AUTH_LOGIN_FAILED`) to the caller's transaction."""
+) -> AuditQueued:
+    """Queue one event (an `Action` such as `Action.AUTH_LOGIN_FAILED`) in the caller's transaction.
+
+    The returned row's `seq` is set once this process has integrated it (normally right after the
+    commit); `sequencer.seq_of()` waits for it where a caller needs the number.
+    """
     _check_action(action)
     # Sorted keys: the database's own JSON text of the column is then the canonical text.
     details = dict(details or {})
@@ -140,24 +160,7 @@ def record_event(
     # Empty strings are stored as NULL so that a CSV export (empty cell = null) round-trips exactly.
     user_id, org_id, ip = actor.user_id or None, actor.org_id or None, actor.ip or None
     target_type, target_id, target_org_id = target_type or None, target_id or None, target_org_id or None
-    seq = _next_seq(db)
-    leaf = leaf_hash_of(
-        seq,
-        format_time(occurred_at),
-        action,
-        outcome.value,
-        severity.value,
-        user_id,
-        org_id,
-        ip,
-        user_agent,
-        target_type,
-        target_id,
-        target_org_id,
-        details,
-    )
-    event = AuditEvent(
-        seq=seq,
+    queued = AuditQueued(
         occurred_at=occurred_at,
         action=action,
         outcome=outcome,
@@ -170,22 +173,23 @@ def record_event(
         target_id=target_id,
         target_org_id=target_org_id,
         details=details,
-        leaf_hash=leaf,
     )
-    db.add(event)
-    if severity == Severity.high and not action.startswith(ALERT_ACTIONS):
-        # A high-severity event raises its alert in the same transaction, delivered as soon
-        # as it commits (gateway/outbox.py): nobody waits for the scheduled rules.
-        for hook in _high_severity_hooks:
-            hook(db, event)
+    # No lock and no number: the integrator (sequencer.py) gives it both after the commit.
+    db.add(queued)
+    db.info.setdefault(QUEUED, []).append(queued)
     events_appended(db, (action,))
-    return event
+    return queued
 
 
 def event_leaf_hash(event: AuditEvent) -> bytes:
     """Recompute an event's leaf hash from its stored fields."""
+    return leaf_hash_at(event.seq, event)
+
+
+def leaf_hash_at(seq: int, event: AuditEvent | AuditQueued) -> bytes:
+    """The leaf hash of an event's fields at sequence number `seq`."""
     return leaf_hash_of(
-        event.seq,
+        seq,
         format_time(event.occurred_at),
         event.action,
         Outcome(event.outcome).value,
@@ -202,14 +206,18 @@ def event_leaf_hash(event: AuditEvent) -> bytes:
 
 
 def record_events_bulk(db: Session, events: list[dict]) -> tuple[int, int]:
-    """Append many events at once (imports, benchmarks): same lock, numbering and leaf hashing as record_event().
+    """Append many events at once (imports, benchmarks, retention jobs) straight into the log.
+
+    It takes the append lock in the caller's transaction, as the integrator does (same numbering and
+    leaf hashing), so queued events wait for it: for batches, never for a request's single event.
 
     Each dict holds `action` and optionally occurred_at, outcome, severity, actor_user_id, actor_org_id, ip,
     user_agent, target_type, target_id, target_org_id, details.  Returns the (first, last) sequence numbers.
     """
     from sqlalchemy import Table, insert
 
-    first = _next_seq(db)
+    lock_appends(db)
+    first = next_seq(db)
     request_id = current_request_id()
     rows = []
     now = clock.now()

@@ -12,11 +12,14 @@ Rules (thresholds overridable with PHIGATE_AUDIT_ALERT_RULES, JSON):
                          integrity check, an account locked, an object missing from storage, a cloned
                          passkey (signature counter going backwards), a user's passkeys reset
 
-A high-severity event raises its flag at once: `record_event()` calls
-`raise_for_event()` in the event's own transaction, and the flag's outbox
-message leaves as soon as that transaction commits (gateway/outbox.py).  The
-counting rules need a window of events and are evaluated by the scheduled job,
-which also catches any high-severity event written without a flag (bulk imports).
+A high-severity event raises its flag as soon as it is in the log: the
+integrator (gateway/audit/sequencer.py) calls `raise_for_event()` in the
+transaction that gives the event its sequence number (normally right after the
+action commits, at most PHIGATE_AUDIT_INTEGRATE_SECONDS later), and the flag's
+outbox message leaves as soon as that transaction commits (gateway/outbox.py).
+The counting rules need a window of events and are evaluated by the scheduled
+job, which also catches any high-severity event left without a flag (bulk
+imports, a hook that failed).
 
 A flag is unique per (rule, subject, window), so evaluating again does not
 repeat it.  Raising a flag is itself an audit event.  Flags are delivered to
@@ -286,9 +289,10 @@ def _tell_auditors(db: Session, alert: AuditAlert) -> None:
 
 
 def raise_for_event(db: Session, event: AuditEvent) -> AuditAlert:
-    """Flag a high-severity event in its own transaction; the flag leaves through the outbox when it commits.
+    """Flag a high-severity event in the transaction that integrates it; the flag leaves through the outbox
+    when it commits.
 
-    Called by record_event() for every high-severity event, so a new kind of
+    Called by the integrator for every high-severity event, so a new kind of
     high-severity event is flagged without anyone having to remember to.
     """
     rule, subject, key, n, first, last, summary, orgs, details = _high_severity_flag(event)
@@ -306,8 +310,8 @@ def raise_for_event(db: Session, event: AuditEvent) -> AuditAlert:
         details=details,
     )
     db.add(alert)
-    # The alert's id names it in its own event and message. The sequence number in its key is
-    # new (handed out under the append lock), so no other flag can hold this key.
+    # The alert's id names it in its own event and message. The sequence number in its key was
+    # handed out in this very transaction, under the append lock, so no other flag can hold this key.
     db.flush()
     _record_and_enqueue(db, alert, at_commit=True)
     return alert

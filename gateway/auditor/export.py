@@ -117,6 +117,7 @@ def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[byte
     from gateway.audit.actions import Action
     from gateway.audit.checkpoint import create_checkpoint, get_signer
     from gateway.audit.models import CheckpointKind
+    from gateway.audit.sequencer import seq_of
     from gateway.audit.service import record_event
 
     if fmt not in ("csv", "jsonl"):
@@ -134,7 +135,7 @@ def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[byte
             target_org_id=scope.org_id,
             details={"format": fmt, **{f"filter_{k}": v for k, v in flt.as_params().items()}},
         )
-        seq = event.seq
+    seq = seq_of(components.db, event)
     with components.db.transaction() as db:
         cp = create_checkpoint(db, signer, settings, CheckpointKind.on_demand)
         if cp is None:

@@ -68,6 +68,9 @@ class LogStatus(BaseModel):
     prune_base: int = Field(description="leaves before this were pruned by retention (0: none)")
     latest_checkpoint: CheckpointStatus | None
     unsigned_events: int = Field(description="events not yet covered by a checkpoint")
+    queued_events: int = Field(
+        description="events committed with their actions but not yet integrated into the log (no sequence number yet)"
+    )
     last_verification: dict[str, Any] | None = Field(
         description="the latest full verification: `seq` and `at` of its event, and that event's details"
     )

@@ -25,7 +25,9 @@ def append(components):
     def _append(n: int = 1, action: Action = Action.KEYS_REWRAPPED, **kw):
         kw.setdefault("actor", Actor(user_id="u1", org_id="o1", ip="192.0.2.1", user_agent="pytest"))
         with components.db.transaction() as db:
-            return [record_event(db, action, details={"i": i}, **kw).seq for i in range(n)]
+            events = [record_event(db, action, details={"i": i}, **kw) for i in range(n)]
+        # Numbered by the integrator right after the commit (gateway/audit/sequencer.py).
+        return [e.seq for e in events]
 
     return _append
 

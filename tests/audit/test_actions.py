@@ -48,7 +48,8 @@ def test_bulk_append_refuses_a_bare_string_and_records_nothing(components):
 
 def test_a_member_is_stored_and_hashed_as_its_plain_string(components):
     with components.db.transaction() as db:
-        seq = record_event(db, Action.KEYS_ROTATED, actor=Actor.system()).seq
+        event = record_event(db, Action.KEYS_ROTATED, actor=Actor.system())
+    seq = event.seq  # given when the event was integrated, right after the commit
     with components.db.sessions() as db:
         stored = db.scalar(select(AuditEvent.action).where(AuditEvent.seq == seq))
     assert stored == "keys.rotated" and type(stored) is str

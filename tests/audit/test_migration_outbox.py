@@ -79,7 +79,13 @@ def test_undelivered_wave_1_alerts_get_their_outbox_message(fresh_url, settings,
         "source": "phigate",
     }
     if triggers is not None:
-        assert triggers == ["audit_checkpoints_no_truncate", "audit_events_no_truncate", "audit_tree_nodes_no_truncate"]
+        # The log's three tables (0007) and the queue of events not yet in it (0016_audit_queue).
+        assert triggers == [
+            "audit_checkpoints_no_truncate",
+            "audit_events_no_truncate",
+            "audit_queue_no_truncate",
+            "audit_tree_nodes_no_truncate",
+        ]
 
     # The retry job sends it, and the alert row says so.
     sink = tmp_path / "alerts.jsonl"

@@ -23,7 +23,7 @@ def two_practices(components, factory):
 
 def _record(components, org, n: int, target_id: str = "target-x", start: int = 0) -> list[int]:
     with components.db.transaction() as db:
-        return [
+        events = [
             record_event(
                 db,
                 Action.KEYS_ROTATED,
@@ -32,9 +32,10 @@ def _record(components, org, n: int, target_id: str = "target-x", start: int = 0
                 target_id=target_id,
                 target_org_id=org.id,
                 details={"i": start + i},
-            ).seq
+            )
             for i in range(n)
         ]
+    return [e.seq for e in events]  # numbered by the integrator right after the commit
 
 
 def _items(body) -> list:
@@ -106,10 +107,11 @@ def test_a_users_day_pages_oldest_first(client, login, components, factory, two_
     a = two_practices["a"]
     staff = factory.user("practice_staff", a)
     with components.db.transaction() as db:
-        done = [
-            record_event(db, Action.KEYS_ROTATED, actor=Actor(user_id=staff.id, org_id=a.id), details={"i": i}).seq
+        events = [
+            record_event(db, Action.KEYS_ROTATED, actor=Actor(user_id=staff.id, org_id=a.id), details={"i": i})
             for i in range(5)
         ]
+    done = [e.seq for e in events]
     login(client, two_practices["auditor_a"])
     params = {"user": staff.username, "day": clock.now().strftime("%Y-%m-%d")}
     pages = walk(client, "/api/v1/audit/activity", 2, params, items=_items)

@@ -50,8 +50,9 @@ def test_scheduled_run_inside_serve(components, party, seeded, db):
         }
     )
     scheduler = serve_scheduler(c)  # this process contends for leadership, alone, and wins
-    # The refusal ledger's sweep runs every minute whatever the settings; it does nothing here.
-    assert [job.name for job in scheduler.jobs] == ["retention", "address-windows"]
+    # The refusal ledger's sweep runs every minute whatever the settings, and the audit queue's
+    # integration every PHIGATE_AUDIT_INTEGRATE_SECONDS (default 1); both do nothing here.
+    assert [job.name for job in scheduler.jobs] == ["audit-integrate", "retention", "address-windows"]
     scheduler.start()
     try:
         for _ in range(300):  # polls until the first tick has run; no timing is asserted

@@ -1,0 +1,215 @@
+"""The audit queue and its integrator (gateway/audit/sequencer.py): no event without its action, gap-free
+numbers with concurrent writers, the bound on the integration delay, and what verification says meanwhile."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from gateway.audit.actions import Action
+from gateway.audit.models import AuditEvent, AuditQueued
+from gateway.audit.sequencer import integrate, queued_count
+from gateway.audit.service import APPEND_LOCK_KEY, Actor, record_event
+
+
+def _counts(components) -> tuple[int, int]:
+    """(events in the log, events in the queue)."""
+    with components.db.snapshot() as db:
+        return db.scalar(select(func.count()).select_from(AuditEvent)) or 0, queued_count(db)
+
+
+@pytest.fixture
+def bare_process(components):
+    """A process whose commits do not integrate (as one killed right after its commit): a Database without
+    the after-commit hook that gateway/components.py installs."""
+    from gateway.db import Database
+
+    database = Database(components.settings.effective_database_url)
+    yield database
+    database.dispose()
+
+
+@contextmanager
+def append_lock_held(components):
+    """Another session holds the append lock (an integration or a bulk append in progress), on PostgreSQL."""
+    with components.db.engine.connect() as conn, conn.begin():
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPEND_LOCK_KEY})
+        yield
+
+
+def _integrate_job(components):
+    from gateway.jobs import serve_jobs
+
+    (job,) = [j for j in serve_jobs(components) if j.name == "audit-integrate"]
+    return job
+
+
+def test_a_committed_event_is_in_the_log_when_its_transaction_returns(components, append):
+    before, _ = _counts(components)
+    seqs = append(3)
+    assert seqs == list(range(seqs[0], seqs[0] + 3))
+    assert _counts(components) == (before + 3, 0)
+
+
+def test_a_rolled_back_action_leaves_no_queued_event(components):
+    before = _counts(components)
+    with pytest.raises(RuntimeError), components.db.transaction() as db:
+        record_event(db, Action.KEYS_ROTATED, actor=Actor.system())
+        db.flush()  # the queue row is written, inside the transaction
+        raise RuntimeError("the action failed")
+    assert _counts(components) == before
+    # And the numbering goes on without a gap.
+    with components.db.transaction() as db:
+        event = record_event(db, Action.KEYS_ROTATED, actor=Actor.system())
+    with components.db.snapshot() as db:
+        assert db.scalar(select(func.max(AuditEvent.seq))) == event.seq == before[0] + 1
+
+
+def test_an_event_left_in_the_queue_is_integrated_by_the_leaders_job(components, bare_process):
+    """The bound on the delay: the leader runs this job every PHIGATE_AUDIT_INTEGRATE_SECONDS."""
+    from gateway.scheduler import Scheduler
+
+    before, _ = _counts(components)
+    with bare_process.transaction() as db:
+        event = record_event(db, Action.KEYS_ROTATED, actor=Actor.system(), details={"left": 1})
+    assert event.seq is None and _counts(components) == (before, 1)
+    job = _integrate_job(components)
+    assert job.leader_only and job.interval_seconds == components.settings.audit_integrate_seconds == 1.0
+    Scheduler.run_once(job)
+    assert _counts(components) == (before + 1, 0)
+    with components.db.snapshot() as db:
+        stored = db.scalar(select(AuditEvent).where(AuditEvent.seq == before + 1))
+    assert stored.action == Action.KEYS_ROTATED and stored.details == {"left": 1}
+
+
+def test_a_writer_never_waits_for_the_append_lock(components):
+    """While another transaction holds the append lock, an action and its event still commit at once
+    (a wait would fail on the lock timeout); the event waits in the queue for the integrate job."""
+    from gateway.scheduler import Scheduler
+
+    if components.db.dialect != "postgresql":
+        pytest.skip("SQLite has one write lock for everything: writers take turns there")
+    before, _ = _counts(components)
+    with append_lock_held(components):
+        with components.db.transaction() as db:
+            db.execute(text("SET LOCAL lock_timeout = '50ms'"))
+            event = record_event(db, Action.KEYS_ROTATED, actor=Actor.system())
+        # The after-commit integration found the lock busy and left it to the leader.
+        assert event.seq is None and _counts(components) == (before, 1)
+    Scheduler.run_once(_integrate_job(components))
+    assert _counts(components) == (before + 1, 0)
+
+
+def test_concurrent_writers_get_gap_free_numbers(components, checkpoint, verify):
+    if components.db.dialect != "postgresql":
+        pytest.skip("concurrent writers are PostgreSQL's (SQLite serialises every write)")
+    writers, each = 8, 25
+    handles: list[list] = [[] for _ in range(writers)]
+    failures: list[Exception] = []
+    start = threading.Barrier(writers)
+
+    def write(n: int) -> None:
+        try:
+            start.wait()
+            for _ in range(each):
+                with components.db.transaction() as db:
+                    handles[n].append(record_event(db, Action.KEYS_ROTATED, actor=Actor.system(), details={"w": n}))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    integrate(components.db)  # what the leader's job does for events that met a busy lock
+    with components.db.snapshot() as db:
+        seqs = db.scalars(select(AuditEvent.seq).order_by(AuditEvent.seq)).all()
+        assert queued_count(db) == 0
+    assert seqs == list(range(1, writers * each + 1))
+    given = [h.seq for hs in handles for h in hs if h.seq is not None]
+    assert len(given) == len(set(given)) and set(given) <= set(seqs)
+    checkpoint()
+    report = verify()
+    assert report.ok and report.tree_size == writers * each and report.queued_events == 0
+
+
+def test_verification_reports_the_events_not_yet_integrated(components, append, checkpoint, verify, bare_process):
+    append(2)
+    checkpoint()
+    with bare_process.transaction() as db:
+        record_event(db, Action.KEYS_ROTATED, actor=Actor.system())
+    report = verify()
+    # The log itself is intact; the queued event has no place in it yet, so nothing checks it.
+    assert report.ok and report.tree_size == 2 and report.queued_events == 1
+    integrate(components.db)
+    checkpoint()
+    report = verify()
+    assert report.ok and report.tree_size == 3 and report.queued_events == 0
+
+
+def test_the_cli_says_how_many_events_are_queued(components, monkeypatch, settings, bare_process):
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    with bare_process.transaction() as db:
+        record_event(db, Action.KEYS_ROTATED, actor=Actor.system())
+    monkeypatch.setenv("PHIGATE_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("PHIGATE_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("PHIGATE_KEY_PROVIDER_URL", settings.key_provider_url)
+    monkeypatch.setenv("PHIGATE_STORAGE_URL", settings.storage_url)
+    result = CliRunner().invoke(app, ["audit", "verify"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "1 events queued, not yet integrated: not covered by this verification" in result.output
+
+
+def test_a_failing_high_severity_hook_does_not_hold_the_log_back(components, monkeypatch, caplog):
+    from gateway.audit import service
+
+    def broken(db, event):
+        raise RuntimeError("sink exploded")
+
+    monkeypatch.setattr(service, "_high_severity_hooks", [broken])
+    before, _ = _counts(components)
+    with components.db.transaction() as db:
+        event = record_event(db, Action.KEYS_ROTATED, actor=Actor.system(), severity="high")
+    assert event.seq == before + 1 and _counts(components) == (before + 1, 0)
+    assert any("high-severity hook broken failed" in r.getMessage() for r in caplog.records)
+
+
+# -- PostgreSQL: the queue's rows leave it only into the log ------------------------------------------
+
+
+def _queued_row(bare_process) -> int:
+    with bare_process.transaction() as db:
+        event = record_event(db, Action.KEYS_ROTATED, actor=Actor.system())
+    return event.id
+
+
+@pytest.mark.parametrize(
+    ("statement", "why"),
+    [
+        ("UPDATE audit_queue SET action = 'x'", "audit_queue: UPDATE refused"),
+        ("DELETE FROM audit_queue", "audit_queue: DELETE refused"),
+        ("TRUNCATE audit_queue", "append-only: TRUNCATE refused"),
+    ],
+)
+def test_a_queued_event_cannot_be_changed_or_dropped(components, bare_process, statement, why):
+    if components.db.dialect != "postgresql":
+        pytest.skip("triggers are PostgreSQL's")
+    queued = _queued_row(bare_process)
+    with pytest.raises(DBAPIError) as refused, components.db.engine.begin() as conn:
+        conn.execute(text(statement))
+    assert isinstance(refused.value.orig, psycopg.errors.InsufficientPrivilege)
+    assert why in str(refused.value.orig)
+    with components.db.snapshot() as db:
+        assert db.scalar(select(AuditQueued.id)) == queued
+    integrate(components.db)  # the integrator itself deletes it, once the log holds it
+    assert _counts(components)[1] == 0
