@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -350,6 +353,63 @@ def cipher(c, obj: SealedObject, header: bytes) -> SegmentCipher:
         if err is None:
             raise
         raise err from None
+
+
+class _KeptCiphers:
+    """Segment ciphers of uploads this process wrote in the last `ttl` seconds, by sealed object id.
+
+    Rebuilding one unwraps the data key at the key service (a KMS round trip) and derives
+    the segment key, for every PATCH; a run of PATCHes on one process now does it once.
+    The database stays the truth: an entry is used only for the object row just read in
+    the PATCH's own transaction (still pending, the same wrapped key and header), after
+    `find` and the lease checked that the upload is open, so a cancelled, expired or
+    offboarded upload never reaches it; it is dropped when the upload completes, and
+    a data key stays in memory no longer than `ttl` after the last PATCH that used it.
+    """
+
+    def __init__(self, ttl: float = 60.0, size: int = 64):
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, tuple[bytes, bytes, float, SegmentCipher]] = OrderedDict()
+        self._ttl, self._size = ttl, size
+
+    def get(self, c, obj: SealedObject, header: bytes) -> SegmentCipher:
+        now = time.monotonic()
+        with self._lock:
+            for stale in [k for k, v in self._items.items() if v[2] <= now]:
+                del self._items[stale]
+            found = self._items.pop(obj.id, None)
+        if (
+            found is not None
+            and obj.state == SealedState.pending
+            and obj.wrapped_dek is not None
+            and (found[0], found[1]) == (obj.wrapped_dek, header)
+        ):
+            kept = found[3]
+        else:
+            kept = cipher(c, obj, header)  # checks the object is still pending with its key
+        if obj.wrapped_dek is not None:
+            with self._lock:
+                self._items[obj.id] = (obj.wrapped_dek, header, now + self._ttl, kept)
+                while len(self._items) > self._size:
+                    self._items.popitem(last=False)
+        return kept
+
+    def drop(self, sealed_id: str) -> None:
+        with self._lock:
+            self._items.pop(sealed_id, None)
+
+
+_KEPT = _KeptCiphers()
+
+
+def kept_cipher(c, obj: SealedObject, header: bytes) -> SegmentCipher:
+    """`cipher()`, kept for a minute after its last use by this process (resumable uploads: one unwrap per run)."""
+    return _KEPT.get(c, obj, header)
+
+
+def forget_cipher(sealed_id: str) -> None:
+    """Drop the kept cipher of an object (its upload completed, or was cancelled, expired or offboarded)."""
+    _KEPT.drop(sealed_id)
 
 
 def write_part(c, obj: SealedObject, ciphertext: list[bytes]) -> tuple[Pending, int]:

@@ -43,7 +43,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from crypto import CryptoError, SegmentCipher, seal, unseal
+from crypto import CryptoError, seal, unseal
 from gateway import clock, filetypes, metrics
 from gateway.audit.actions import Action
 from gateway.audit.service import Actor, record_event
@@ -327,53 +327,6 @@ class _Hashes:
 _HASHES = _Hashes()
 
 
-class _Ciphers:
-    """Segment ciphers of uploads this process wrote in the last `ttl` seconds, by sealed object id.
-
-    Rebuilding one unwraps the data key at the key service (a KMS round trip) and derives
-    the segment key, for every PATCH; a run of PATCHes on one process now does it once.
-    The database stays the truth: an entry is used only for the object row just read in
-    the PATCH's own transaction (still pending, the same wrapped key and header), after
-    `find` and the lease checked that the upload is open, so a cancelled, expired or
-    offboarded upload never reaches it; it is dropped when the upload completes, and
-    a data key stays in memory no longer than `ttl` after the last PATCH that used it.
-    """
-
-    def __init__(self, ttl: float = LEASE.total_seconds(), size: int = 64):
-        self._lock = threading.Lock()
-        self._items: OrderedDict[str, tuple[bytes, bytes, float, SegmentCipher]] = OrderedDict()
-        self._ttl, self._size = ttl, size
-
-    def get(self, c, obj: SealedObject, header: bytes) -> SegmentCipher:
-        now = time.monotonic()
-        with self._lock:
-            for stale in [k for k, v in self._items.items() if v[2] <= now]:
-                del self._items[stale]
-            found = self._items.pop(obj.id, None)
-        if (
-            found is not None
-            and obj.state == SealedState.pending
-            and obj.wrapped_dek is not None
-            and (found[0], found[1]) == (obj.wrapped_dek, header)
-        ):
-            cipher = found[3]
-        else:
-            cipher = sealed.cipher(c, obj, header)  # checks the object is still pending with its key
-        if obj.wrapped_dek is not None:
-            with self._lock:
-                self._items[obj.id] = (obj.wrapped_dek, header, now + self._ttl, cipher)
-                while len(self._items) > self._size:
-                    self._items.popitem(last=False)
-        return cipher
-
-    def drop(self, sealed_id: str) -> None:
-        with self._lock:
-            self._items.pop(sealed_id, None)
-
-
-_CIPHERS = _Ciphers()
-
-
 def checksum_of(header: str | None) -> tuple[str, bytes] | None:
     """`Upload-Checksum: sha256 <base64>` as (algorithm, digest); 400 for anything else."""
     if header is None:
@@ -521,7 +474,7 @@ def append(
             raise UploadGone()
         lease = _Lease(c, up, offset, db)
     try:
-        cipher = _CIPHERS.get(c, obj, up.stream_header)
+        cipher = sealed.kept_cipher(c, obj, up.stream_header)
         # The hash goes on in the process that kept the last part; elsewhere it is re-derived at completion.
         sha = _HASHES.take(up.id, offset) or (hashlib.sha256() if offset == 0 else None)
         writer = _Writer(c, up, obj, cipher, sha, offset, lease)
@@ -896,7 +849,7 @@ def complete(c: Components, upload_id: str, *, sha=None, lease: _Lease | None = 
             ).rowcount
             if done == 1:
                 lease.held = False
-                _CIPHERS.drop(up.sealed_id)
+                sealed.forget_cipher(up.sealed_id)
                 sealed.commit(db, [written])
                 db.execute(delete(AssemblyPart).where(AssemblyPart.upload_id == up.id))
                 db.execute(delete(UploadPart).where(UploadPart.upload_id == up.id))
@@ -968,7 +921,7 @@ def _end(c, up: Upload, state: UploadState, actor: Actor, action: Action, detail
             row.state, row.destroying_at = SealedState.destroying, clock.now()
         db.execute(delete(UploadPart).where(UploadPart.upload_id == up.id))
         db.execute(delete(AssemblyPart).where(AssemblyPart.upload_id == up.id))
-    _CIPHERS.drop(up.sealed_id)
+    sealed.forget_cipher(up.sealed_id)
     removed = left = aborted = 0
     for row in objects:
         try:

@@ -22,7 +22,6 @@ from tests.browser.test_passkeys import (
     passkey_rows,
     password_step,
     register_from_account,
-    sign_in_with_code,
     with_authenticator,
 )
 from tests.browser.test_transfer_journey import new_page, sign_in
@@ -77,7 +76,7 @@ def test_passkey_pages_and_removing_a_passkey_through_the_dialog(
     # Staff without a policy: register a passkey on the account page, then remove it.
     staff = factory.user("practice_staff")
     page, _, _ = with_authenticator(browser)
-    sign_in_with_code(page, public_server, staff)
+    sign_in(page, public_server, staff)
     register_from_account(page, public_server, staff, name="desk key")
     findings += audit(page, axe_source, "account with a passkey")
     (row,) = passkey_rows(components, staff.id)
