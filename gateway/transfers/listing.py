@@ -18,8 +18,8 @@ from gateway.auth.service import Principal
 from gateway.paging import DEFAULT_LIMIT, Page
 from gateway.transfers import service
 from gateway.transfers.models import Transfer, TransferFile, TransferRecipient, TransferStatus
-from gateway.transfers.schemas import FileOut, TransferOut
-from gateway.transfers.views import file_name, may_read_names
+from gateway.transfers.schemas import TransferOut
+from gateway.transfers.views import file_out, may_read_names
 
 _COLUMNS = (
     Transfer.id,
@@ -91,17 +91,7 @@ def page(
             download_limit=r.download_limit,
             recipient_ids=sorted(set(recipients[r.id])),
             emergency=bool(r.emergency),
-            files=[
-                FileOut(
-                    id=f.id,
-                    name=file_name(keys, f) if names else None,
-                    file_type=f.file_type,
-                    size=f.size,
-                    sha256=f.sha256,
-                    state=f.state.value,
-                )
-                for f in files[r.id]
-            ],
+            files=[file_out(keys, f, names) for f in files[r.id]],
         )
         for r in rows.items
     ]

@@ -39,6 +39,18 @@ def note(keys, principal: Principal, transfer: Transfer) -> str | None:
         return None
 
 
+def file_out(keys, f, names: bool) -> FileOut:
+    """One file of a transfer (an ORM row or a column row of the lists); its name only where `names` allows."""
+    return FileOut(
+        id=f.id,
+        name=file_name(keys, f) if names else None,
+        file_type=f.file_type,
+        size=f.size,
+        sha256=f.sha256,
+        state=f.state.value,
+    )
+
+
 def transfer_out(keys, principal: Principal, transfer: Transfer) -> TransferOut:
     names = may_read_names(principal, transfer)
     return TransferOut(
@@ -55,17 +67,7 @@ def transfer_out(keys, principal: Principal, transfer: Transfer) -> TransferOut:
         download_limit=transfer.download_limit,
         recipient_ids=sorted(transfer.recipient_ids),
         emergency=transfer.emergency_reason is not None,
-        files=[
-            FileOut(
-                id=f.id,
-                name=file_name(keys, f) if names else None,
-                file_type=f.file_type,
-                size=f.size,
-                sha256=f.sha256,
-                state=f.state.value,
-            )
-            for f in transfer.files
-        ],
+        files=[file_out(keys, f, names) for f in transfer.files],
     )
 
 
