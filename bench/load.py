@@ -1,25 +1,38 @@
 """Load benchmark: N concurrent clients with the mixed workload, on SQLite and on PostgreSQL in turn.
 
     python bench/load.py [--quick] [--clients N] [--seconds S] [--databases sqlite,postgresql] [--asyncio-debug]
-                         [--set PHIGATE_NAME=VALUE ...]
+                         [--client-processes P] [--set PHIGATE_NAME=VALUE ...]
 
 Per database: `phigate serve` on loopback, seeded with one user and API token per client, a few approved
-transfers and a full first page of the practice's list, then the idle list latency (same rows as under
-load); then N clients (default 20) for S seconds (default 120) from one
-asyncio process: staff upload 1-20 MiB (every fourth a timed 1 MiB one) and list, approvers approve with
-fresh TOTP codes, billers download and check every SHA-256, auditors search the audit log.
+transfers and a full first page of the practice's list; then the idle list latency (same rows as under
+load, 200 lists one after another from this process); then N clients (default 20) for S seconds (default
+120), spread over P client processes (default 4, each its own event loop, every role spread evenly over
+them): staff upload 1-20 MiB (every fourth a timed 1 MiB one) and list, approvers
+approve with fresh TOTP codes, billers download and check every SHA-256, auditors search the audit log.
 
 Why: the gateway must stay correct and responsive under concurrency on both databases. Blocking the event
 loop (synchronous database work in async code) or waiting on SQLite's write lock stalls every client at
 once: errors (timeouts, 5xx, any 4xx, requests unanswered GRACE s after the deadline), "database is
 locked" in the server's log (counted in lines), and with --asyncio-debug slow callbacks. `list` is GET
 /api/v1/transfers by any role; `download` covers every size; MB = 1e6 bytes. Last stdout line: JSON.
+
+Measuring the server, not the client: a latency timed by a client includes the time its own event loop
+takes to resume it, and with all twenty clients on one loop (as up to this version) a list's timing also
+waited on the other clients' HTTP and hashing. So the clients run in several processes and hash uploads
+and downloads in threads (hashlib lets go of the interpreter), and each process reports how late its loop
+woke a 10 ms sleeper (`load_generator_loop_lag_ms`) and its CPU (`load_generator_cpu_s`, all processes).
+Beside the clients' timings, `server_list` / `server_idle_list` are the server's own times for the same
+lists (its access log's `duration_ms`: from the request reaching the app to the end of the response, so
+not the socket or HTTP parsing before it). The workload (clients, roles, mix, sizes, no think time) is
+unchanged; `--client-processes 1` runs every client in this process as before. Server CPU and memory
+count the server's worker processes too (PHIGATE_WORKERS > 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -50,6 +63,8 @@ from tests.support.pgdb import create_database
 MIX = (("practice_staff", 8), ("practice_approver", 3), ("biller", 6), ("auditor", 3))  # per 20 clients
 SEEDERS = 3  # extra approvers that only release the pre-load transfers (two TOTP steps each)
 IDLE_LISTS = 200
+LAG_TICK = 0.01  # s between the client loop-lag probe's wake-ups
+CLIENT_PROCESSES = 4  # the clients' processes under load (each its own event loop)
 PAGE = 50  # the default page size of the transfer lists
 TIMEOUT = 60.0  # per request
 GRACE = 10.0  # in-flight requests get this long after the deadline; a healthy one needs a few seconds
@@ -169,10 +184,34 @@ class Bodies:
         async def chunks():
             for off in range(0, mib * MiB, MiB):
                 chunk = head + self.data[len(head) : MiB] if off == 0 else self.data[off : off + MiB]
-                h.update(chunk)
+                # In a thread (hashlib lets go of the interpreter for large buffers): a MiB hashed on the
+                # loop would delay every other client's timing in this process by a millisecond or more.
+                await asyncio.to_thread(h.update, chunk)
                 yield chunk
 
         return chunks(), h, mib * MiB, name
+
+
+class Hasher:
+    """SHA-256 of a streamed download, hashed in a thread a MiB at a time (not on the client's event loop)."""
+
+    def __init__(self):
+        self.h, self.parts, self.pending, self.received = hashlib.sha256(), [], 0, 0
+
+    async def add(self, chunk: bytes) -> None:
+        self.parts.append(chunk)
+        self.pending += len(chunk)
+        self.received += len(chunk)
+        if self.pending >= MiB:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        data, self.parts, self.pending = b"".join(self.parts), [], 0
+        await asyncio.to_thread(self.h.update, data)
+
+    async def hexdigest(self) -> str:
+        await self._flush()
+        return self.h.hexdigest()
 
 
 class Load:
@@ -183,6 +222,9 @@ class Load:
         self.counts, self.errors, self.times, self.samples = Counter(), Counter(), defaultdict(list), []
         self.mismatches = self.locked = self.bytes = 0
         self.expected: dict[str, str] = {}  # transfer id -> SHA-256 its uploader sent (one file each)
+        self.uploaded: dict[str, str] = {}  # the same, for this process's uploads under load
+        self.unchecked: list[tuple[str, str]] = []  # (transfer id, SHA-256 downloaded) of others' uploads
+        self.lag: list[float] = []  # ms the loop woke a sleeper late (probe_lag)
 
     def live(self) -> bool:
         return time.monotonic() < self.deadline
@@ -208,7 +250,7 @@ class Load:
         headers: dict | None = None,
         **kwargs,
     ) -> httpx.Response | None:
-        """One request; None (with the error recorded) unless it succeeded. `sink` takes a streamed body."""
+        """One request; None (with the error recorded) unless it succeeded. `sink` (async) takes a streamed body."""
         start = time.perf_counter()
         try:
             async with self.http.stream(
@@ -223,7 +265,7 @@ class Load:
                     await r.aread()
                 else:
                     async for chunk in r.aiter_bytes():
-                        sink(chunk)
+                        await sink(chunk)
         except httpx.HTTPError as exc:
             self.error(op, type(exc).__name__, str(exc) or repr(exc))
             return None
@@ -260,7 +302,7 @@ class Load:
         )
         if r is None:
             return None
-        self.expected[r.json()["id"]] = h.hexdigest()
+        self.expected[r.json()["id"]] = self.uploaded[r.json()["id"]] = h.hexdigest()
         self.bytes += size
         return r.json()["id"]
 
@@ -270,28 +312,33 @@ class Load:
         )
 
     async def download(self, token: str, transfer: dict) -> None:
-        f, h, received = transfer["files"][0], hashlib.sha256(), 0
-
-        def sink(chunk: bytes) -> None:
-            nonlocal received
-            received += len(chunk)
-            h.update(chunk)
-
+        f, h = transfer["files"][0], Hasher()
         r = await self.fetch(
-            "download", "GET", f"/api/v1/transfers/{transfer['id']}/files/{f['id']}/content", token, sink=sink
+            "download", "GET", f"/api/v1/transfers/{transfer['id']}/files/{f['id']}/content", token, sink=h.add
         )
         if r is None:
             return
-        self.bytes += received
-        got = h.hexdigest()
-        claims = {
-            "listing": f["sha256"],
-            "header": r.headers.get("x-content-sha256", got),
-            "uploader": self.expected.get(transfer["id"], got),
-        }
+        self.bytes += h.received
+        got = await h.hexdigest()
+        self.check(transfer["id"], got, {"listing": f["sha256"], "header": r.headers.get("x-content-sha256", got)})
+
+    def check(self, transfer_id: str, got: str, claims: dict[str, str]) -> None:
+        """Count a mismatch if the downloaded SHA-256 differs from any claim or from what its uploader sent; an
+        upload of another client process is checked by the parent (`unchecked`)."""
+        if transfer_id in self.expected:
+            claims["uploader"] = self.expected[transfer_id]
+        else:
+            self.unchecked.append((transfer_id, got))
         if wrong := sorted(k for k, v in claims.items() if v != got):
             self.mismatches += 1
-            self.sample("download", "checksum_mismatch", f"transfer {transfer['id']}: differs from {wrong}")
+            self.sample("download", "checksum_mismatch", f"transfer {transfer_id}: differs from {wrong}")
+
+    async def probe_lag(self) -> None:
+        """How late this process's event loop wakes a sleeper: time every client's request measurement shares."""
+        while self.live():
+            start = time.perf_counter()
+            await asyncio.sleep(LAG_TICK)
+            self.lag.append((time.perf_counter() - start - LAG_TICK) * 1000)
 
 
 # The clients, one coroutine per user: (load, user, index among its role, how many share the role).
@@ -355,14 +402,151 @@ async def auditor(load: Load, user: dict, i: int, peers: int) -> None:
 CLIENTS = {"practice_staff": staff, "practice_approver": approver, "biller": biller, "auditor": auditor}
 
 
-async def drive(base: str, creds: dict, seconds: float, pid: int, bodies: Bodies) -> dict:
-    users, seeders = creds["users"][:-SEEDERS], creds["users"][-SEEDERS:]
+def tree(pid: int) -> list[int]:
+    """The process and its descendants (uvicorn's worker processes with PHIGATE_WORKERS > 1)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").iterdir():
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(p)
+    return total
+
+
+def tree_rss_kib(pid: int, field: str) -> int:
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError, KeyError):
+            total += rss_kib(p, field)
+    return total
+
+
+def server_list_ms(log_path: Path, start: int, end: int) -> list[float]:
+    """The server's own time for GET /api/v1/transfers (its access log's `duration_ms`, from the first byte of the
+    request in the app to the end of the response) in a byte range of its log; empty without JSON logs."""
+    out = []
+    with open(log_path, "rb") as f:
+        f.seek(start)
+        for line in f.read(end - start).splitlines():
+            if b'"/api/v1/transfers"' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                rec = json.loads(line)
+                if rec.get("route") == "/api/v1/transfers" and rec.get("method") == "GET":
+                    out.append(float(rec["duration_ms"]))
+    return out
+
+
+def assign(users: list[dict], processes: int) -> list[list[dict]]:
+    """The clients (each with its role, its index among its role and how many share it) dealt round-robin, role
+    after role, to `processes` groups: each role spread as evenly as its count allows."""
     by_role = {role: [u for u in users if u["role"] == role] for role, _ in MIX}
-    limits = httpx.Limits(max_connections=len(users) + 2, max_keepalive_connections=len(users) + 2)
+    dealt = [
+        {"user": user, "role": role, "i": i, "peers": len(peers)}
+        for role, peers in by_role.items()
+        for i, user in enumerate(peers)
+    ]
+    return [g for g in (dealt[k::processes] for k in range(processes)) if g]
+
+
+async def run_clients(
+    base: str, vendor_id: str, clients: list[dict], deadline: float, expected: dict[str, str], bodies: Bodies
+) -> dict:
+    """Run `clients` until the wall-clock `deadline` (time.time()) in this process's loop; its share of the result."""
+    limits = httpx.Limits(max_connections=len(clients) + 2, max_keepalive_connections=len(clients) + 2)
     async with httpx.AsyncClient(base_url=base, timeout=TIMEOUT, limits=limits) as http:
+        load = Load(http, bodies, vendor_id, time.monotonic() + deadline - time.time())
+        load.expected.update(expected)
+        cpu, started = time.process_time(), time.monotonic()
+        probe = asyncio.create_task(load.probe_lag())
+        tasks = [asyncio.create_task(CLIENTS[c["role"]](load, c["user"], c["i"], c["peers"])) for c in clients]
+        _, pending = await asyncio.wait(tasks, timeout=load.deadline - time.monotonic() + GRACE)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        probe.cancel()
+        elapsed = time.monotonic() - started
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                load.error("client", type(task.exception()).__name__, str(task.exception()))
+    return {
+        "counts": dict(load.counts),
+        "errors": dict(load.errors),
+        "times": dict(load.times),
+        "samples": load.samples,
+        "mismatches": load.mismatches,
+        "locked": load.locked,
+        "bytes": load.bytes,
+        "uploaded": load.uploaded,
+        "unchecked": load.unchecked,
+        "lag": load.lag,
+        "cpu_s": time.process_time() - cpu,
+        "elapsed": elapsed,
+    }
+
+
+def client_worker() -> None:
+    """One client process (`--client-worker`): its job on stdin (JSON), `ready` once set up, then the start
+    time on stdin; its share of the result on stdout (JSON)."""
+    job = json.loads(sys.stdin.readline())
+    bodies = Bodies()
+    print("ready", flush=True)
+    deadline = time.time() + float(sys.stdin.readline())
+    share = asyncio.run(run_clients(job["base"], job["vendor_id"], job["clients"], deadline, job["expected"], bodies))
+    print(json.dumps(share), flush=True)
+
+
+async def spread(base: str, vendor_id: str, groups: list[list[dict]], seconds: float, expected: dict) -> list[dict]:
+    """Run each group of clients in a process of its own, all starting together; their shares of the result."""
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--client-worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 26,
+        )
+        for _ in groups
+    ]
+    try:
+        for proc, group in zip(procs, groups, strict=True):
+            job = {"base": base, "vendor_id": vendor_id, "clients": group, "expected": expected}
+            proc.stdin.write(json.dumps(job).encode() + b"\n")
+            await proc.stdin.drain()
+        for proc in procs:
+            if (await proc.stdout.readline()).strip() != b"ready":
+                raise RuntimeError("a client process did not start")
+        for proc in procs:
+            proc.stdin.write(f"{seconds}\n".encode())
+            await proc.stdin.drain()
+        shares = [json.loads(await proc.stdout.readline()) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            await proc.wait()
+    return shares
+
+
+async def drive(
+    base: str, creds: dict, seconds: float, pid: int, bodies: Bodies, processes: int, log_path: Path
+) -> dict:
+    users, seeders = creds["users"][:-SEEDERS], creds["users"][-SEEDERS:]
+    uploader = next(u for u in users if u["role"] == "practice_staff")["token"]
+    async with httpx.AsyncClient(base_url=base, timeout=TIMEOUT) as http:
         # Approved files for the billers from the first second, then the idle list latency.
         setup = Load(http, bodies, creds["vendor_id"])
-        uploader = by_role["practice_staff"][0]["token"]
         for seeder in seeders:
             codes = FreshCodes(pyotp.TOTP(seeder["secret"]))
             for _ in range(2):
@@ -372,49 +556,69 @@ async def drive(base: str, creds: dict, seconds: float, pid: int, bodies: Bodies
         # and loaded lists return as many rows and the comparison is of load, not of list length.
         for _ in range(PAGE - 2 * SEEDERS):
             await setup.upload(uploader, 1)
-        idle_cpu = cpu_seconds(pid)
+        idle_cpu, idle_log = tree_cpu_seconds(pid), log_path.stat().st_size
         for _ in range(IDLE_LISTS):
             await setup.list(uploader)
-        idle_cpu = cpu_seconds(pid) - idle_cpu
-        if setup.errors:
-            raise RuntimeError(f"setup failed: {json.dumps(setup.samples)}")
-        rss_start, cpu_start, server_cpu = rss_kib(pid, "VmRSS"), time.process_time(), cpu_seconds(pid)
+        idle_cpu = tree_cpu_seconds(pid) - idle_cpu
+    if setup.errors:
+        raise RuntimeError(f"setup failed: {json.dumps(setup.samples)}")
+    rss_start, server_cpu = tree_rss_kib(pid, "VmRSS"), tree_cpu_seconds(pid)
+    load_log = log_path.stat().st_size
 
-        log(f"load: {len(users)} clients for {seconds:g} s")
-        load = Load(http, bodies, creds["vendor_id"], time.monotonic() + seconds)
-        load.expected.update(setup.expected)
-        started = time.monotonic()
-        tasks = [
-            asyncio.create_task(CLIENTS[role](load, user, i, len(peers)))
-            for role, peers in by_role.items()
-            for i, user in enumerate(peers)
-        ]
-        _, pending = await asyncio.wait(tasks, timeout=seconds + GRACE)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        elapsed = time.monotonic() - started
-        for task in tasks:
-            if not task.cancelled() and task.exception() is not None:
-                load.error("client", type(task.exception()).__name__, str(task.exception()))
-        rss_end, rss_peak = rss_kib(pid, "VmRSS"), rss_kib(pid, "VmHWM")
-        server_cpu = cpu_seconds(pid) - server_cpu
+    groups = assign(users, processes)
+    log(f"load: {len(users)} clients in {len(groups)} process(es) for {seconds:g} s")
+    if len(groups) == 1:
+        shares = [await run_clients(base, creds["vendor_id"], groups[0], time.time() + seconds, setup.expected, bodies)]
+    else:
+        shares = await spread(base, creds["vendor_id"], groups, seconds, setup.expected)
+    rss_end, rss_peak = tree_rss_kib(pid, "VmRSS"), tree_rss_kib(pid, "VmHWM")
+    server_cpu = tree_cpu_seconds(pid) - server_cpu
+    end_log = log_path.stat().st_size
 
-    idle_p99, lists = summary(setup.times["list"])["p99_ms"], summary(load.times["list"])
+    counts: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    times: defaultdict[str, list[float]] = defaultdict(list)
+    samples: list[dict] = []
+    mismatches = locked = moved = 0
+    uploaded = dict(setup.expected)
+    for share in shares:
+        counts.update(share["counts"])
+        errors.update(share["errors"])
+        for op, ms in share["times"].items():
+            times[op] += ms
+        samples += [s for s in share["samples"] if len(samples) < 10]
+        mismatches, locked, moved = mismatches + share["mismatches"], locked + share["locked"], moved + share["bytes"]
+        uploaded.update(share["uploaded"])
+    for share in shares:
+        for transfer_id, got in share["unchecked"]:
+            if uploaded.get(transfer_id, got) != got:
+                mismatches += 1
+                if len(samples) < 10:
+                    samples.append(
+                        {"op": "download", "kind": "checksum_mismatch", "message": f"transfer {transfer_id}"}
+                    )
+    elapsed = max(share["elapsed"] for share in shares)
+    operations = sum(counts.values())
+    lag = [ms for share in shares for ms in share["lag"]]
+    idle_p99, lists = summary(setup.times["list"])["p99_ms"], summary(times["list"])
+    served_idle, served = (
+        summary(server_list_ms(log_path, idle_log, load_log)),
+        summary(server_list_ms(log_path, load_log, end_log)),
+    )
     return {
-        "operations": sum(load.counts.values()),
-        "errors": sum(load.errors.values()),
-        "checksum_mismatches": load.mismatches,
-        "database_locked": load.locked,
-        "uploads": load.counts["upload"],
-        "approvals": load.counts["approve"],
-        "downloads": load.counts["download"],
-        "searches": load.counts["search"],
-        "counts": dict(load.counts),
+        "operations": operations,
+        "errors": sum(errors.values()),
+        "checksum_mismatches": mismatches,
+        "database_locked": locked,
+        "uploads": counts["upload"],
+        "approvals": counts["approve"],
+        "downloads": counts["download"],
+        "searches": counts["search"],
+        "counts": dict(counts),
         "list": lists,
-        "upload_1mib": summary(load.times["upload_1mib"]),
-        "download": summary(load.times["download"]),
-        "mb_s": round(load.bytes / 1e6 / elapsed, 1),
+        "upload_1mib": summary(times["upload_1mib"]),
+        "download": summary(times["download"]),
+        "mb_s": round(moved / 1e6 / elapsed, 1),
         "seconds_measured": round(elapsed, 1),
         "rss_start_mb": round(rss_start / 1024, 1),
         "rss_end_mb": round(rss_end / 1024, 1),
@@ -422,11 +626,18 @@ async def drive(base: str, creds: dict, seconds: float, pid: int, bodies: Bodies
         "rss_growth_mb": round((rss_end - rss_start) / 1024, 1),
         "idle_list_p99_ms": idle_p99,
         "idle_list_server_cpu_ms": round(idle_cpu * 1000 / IDLE_LISTS, 2),
-        "server_cpu_per_operation_ms": round(server_cpu * 1000 / max(1, sum(load.counts.values())), 1),
+        "server_cpu_per_operation_ms": round(server_cpu * 1000 / max(1, operations), 1),
         "list_p99_over_idle": round(lists["p99_ms"] / idle_p99, 2) if lists["p99_ms"] and idle_p99 else None,
-        "load_generator_cpu_s": round(time.process_time() - cpu_start, 1),
-        "error_kinds": dict(load.errors),
-        "error_samples": load.samples,
+        "server_idle_list": served_idle,
+        "server_list": served,
+        "server_list_p99_over_idle": (
+            round(served["p99_ms"] / served_idle["p99_ms"], 2) if served["p99_ms"] and served_idle["p99_ms"] else None
+        ),
+        "client_processes": len(shares),
+        "load_generator_cpu_s": round(sum(share["cpu_s"] for share in shares), 1),
+        "load_generator_loop_lag_ms": {**summary(lag), "max_ms": round(max(lag, default=0.0), 1)},
+        "error_kinds": dict(errors),
+        "error_samples": samples,
     }
 
 
@@ -441,7 +652,13 @@ def seed(env: dict, roles: list[str]) -> dict:
 
 
 def run_one(
-    database: str, clients: int, seconds: float, asyncio_debug: bool, bodies: Bodies, server_env: dict[str, str]
+    database: str,
+    clients: int,
+    seconds: float,
+    asyncio_debug: bool,
+    bodies: Bodies,
+    server_env: dict[str, str],
+    processes: int = CLIENT_PROCESSES,
 ) -> dict:
     with tempfile.TemporaryDirectory(prefix="phigate-load-") as tmp:
         work, port = Path(tmp), free_port()
@@ -462,7 +679,9 @@ def run_one(
                 proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr)
             try:
                 wait_up(f"http://127.0.0.1:{port}/healthz", proc)
-                result = asyncio.run(drive(f"http://127.0.0.1:{port}", creds, seconds, proc.pid, bodies))
+                result = asyncio.run(
+                    drive(f"http://127.0.0.1:{port}", creds, seconds, proc.pid, bodies, processes, work / "server.log")
+                )
             finally:
                 proc.terminate()
                 try:
@@ -498,6 +717,7 @@ def run(
     asyncio_debug: bool = False,
     quick: bool = False,
     server_env: dict[str, str] | None = None,
+    client_processes: int = CLIENT_PROCESSES,
 ) -> dict:
     if unknown := set(databases) - {"sqlite", "postgresql"}:
         raise ValueError(f"unknown databases: {sorted(unknown)}")
@@ -505,7 +725,9 @@ def run(
     server_env = dict(server_env or {})
     if unknown := [k for k in server_env if not k.startswith("PHIGATE_")]:
         raise ValueError(f"only PHIGATE_* settings may be set: {unknown}")
-    per_db = {db: run_one(db, clients, seconds, asyncio_debug, bodies, server_env) for db in databases}
+    per_db = {
+        db: run_one(db, clients, seconds, asyncio_debug, bodies, server_env, client_processes) for db in databases
+    }
     ratio = (
         round(per_db["sqlite"]["operations"] / max(1, per_db["postgresql"]["operations"]), 3)
         if {"sqlite", "postgresql"} <= per_db.keys()
@@ -518,6 +740,7 @@ def run(
         "quick": quick,
         "asyncio_debug": asyncio_debug,
         "server_settings": server_env,
+        "client_processes": client_processes,
         **per_db,
         "sqlite_ops_over_postgresql": ratio,
         "targets_met": {
@@ -549,7 +772,17 @@ def main() -> None:
         metavar="PHIGATE_NAME=VALUE",
         help="a server setting for this run (repeatable), to compare sizes",
     )
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=CLIENT_PROCESSES,
+        help=f"processes the clients are spread over under load (default {CLIENT_PROCESSES}; 1: all in this one)",
+    )
+    parser.add_argument("--client-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.client_worker:
+        client_worker()
+        return
     if bad := [s for s in args.set if "=" not in s]:
         parser.error(f"--set takes NAME=VALUE: {bad}")
     databases = tuple(d.strip() for d in args.databases.split(",") if d.strip())
@@ -562,6 +795,7 @@ def main() -> None:
                 args.asyncio_debug,
                 args.quick,
                 dict(s.split("=", 1) for s in args.set),
+                args.client_processes,
             )
         )
     )

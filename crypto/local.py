@@ -133,6 +133,7 @@ class LocalKeyring:
         self.root = Path(path)
         self._keks: dict[tuple[str, int], AESGCM] = {}
         self._keks_lock = threading.Lock()
+        self._tombstone_paths: dict[str, str] = {}  # key id -> its tombstone's path, built once
         if not (self.root / MARKER).is_file():
             raise ProviderUnavailable("not an initialised keyring (run `phigate keys init`)")
         for p in (self.root, self.root / "keys", self.root / "destroyed", self.root / "blobs"):
@@ -158,6 +159,16 @@ class LocalKeyring:
     def _tombstone(self, key_id: str) -> Path:
         return self.root / "destroyed" / f"{validate_key_id(key_id)}.json"
 
+    def _destroyed(self, key_id: str) -> bool:
+        """Whether the key's tombstone exists: one stat, on every wrap and unwrap (see the module docstring).
+
+        Only the path is kept (building it through pathlib cost more than the stat on a list of fifty
+        names); the answer never is, so a destruction by any process stops the next unwrap."""
+        path = self._tombstone_paths.get(key_id)
+        if path is None:
+            path = self._tombstone_paths[key_id] = str(self._tombstone(key_id))
+        return os.path.exists(path)
+
     def _versions(self, key_id: str) -> list[int]:
         d = self._key_dir(key_id)
         try:
@@ -171,7 +182,7 @@ class LocalKeyring:
         return sorted(out)
 
     def _alive_versions(self, key_id: str) -> list[int]:
-        if self._tombstone(key_id).exists():
+        if self._destroyed(key_id):
             raise KeyDestroyed(f"key {key_id} was destroyed")
         versions = self._versions(key_id)
         if not versions:
@@ -319,7 +330,7 @@ class LocalKeyring:
             raise DecryptionError()
         validate_key_id(wrapped.key_id)
         aad = self._aad(wrapped.key_id, wrapped.key_version, context)
-        if self._tombstone(wrapped.key_id).exists():
+        if self._destroyed(wrapped.key_id):
             raise KeyDestroyed(f"key {wrapped.key_id} was destroyed")
         kek = self._kek(wrapped.key_id, wrapped.key_version)
         blob = wrapped.blob
