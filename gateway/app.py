@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 
-from gateway import __version__, api_docs, api_errors
+from gateway import __version__, api_docs, api_errors, logs
 from gateway.audit.actions import Action
 from gateway.auditor import alerts
 from gateway.auth.models import SessionStage
@@ -310,6 +310,17 @@ class _Gateway(FastAPI):
         return Telemetry(
             SecurityHeaders(super().build_middleware_stack(), trusted_proxies=proxies), trusted_proxies=proxies
         )
+
+
+def create_worker_app() -> FastAPI:
+    """The app of one of `phigate serve`'s worker processes (PHIGATE_WORKERS > 1), set up from the environment.
+
+    uvicorn starts each worker as a fresh process, which keeps none of the parent's log set-up: without its
+    own, a worker dropped its access lines and every INFO log (and the load benchmark its server-side times).
+    """
+    settings = Settings()
+    logs.configure(settings.log_format)
+    return create_app(settings)
 
 
 def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:

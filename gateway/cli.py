@@ -101,7 +101,7 @@ def serve(
     }
     if settings.workers > 1:
         # Each worker process builds its own app (its own pool and threads) from the environment.
-        uvicorn.run("gateway.app:create_app", factory=True, workers=settings.workers, **options)
+        uvicorn.run("gateway.app:create_worker_app", factory=True, workers=settings.workers, **options)
     else:
         uvicorn.run(create_app(settings), **options)
 

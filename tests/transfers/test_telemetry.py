@@ -206,3 +206,33 @@ def test_production_refuses_an_open_metrics_port_without_a_token(settings):
     assert any("PHIGATE_METRICS_TOKEN" in p for p in open_port.production_problems())
     closed = changed(open_port, metrics_token="a-token")
     assert not any("PHIGATE_METRICS_TOKEN" in p for p in closed.production_problems())
+
+
+def test_a_worker_process_of_serve_sets_up_its_own_json_log(settings, monkeypatch, capsys):
+    """PHIGATE_WORKERS > 1: uvicorn imports the app factory in a fresh process, which has no log set-up of its own."""
+    from gateway.app import create_worker_app
+
+    for name, value in {
+        "ENV": "development",
+        "DATA_DIR": str(settings.data_dir),
+        "DATABASE_URL": settings.database_url,
+        "STORAGE_URL": settings.storage_url,
+        "KEY_PROVIDER_URL": settings.key_provider_url,
+        "COOKIE_SECURE": "false",
+        "INSTANCE_ID": "test",
+        "LOG_FORMAT": "json",
+    }.items():
+        monkeypatch.setenv(f"PHIGATE_{name}", value)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers[:] = []  # as in a freshly spawned process
+    try:
+        with TestClient(create_worker_app()) as client:
+            assert client.get("/healthz").status_code == 200
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.captureWarnings(False)
+        logging.getLogger("uvicorn.access").disabled = False
+    assert any(rec.get("route") == "/healthz" and rec.get("status") == 200 for rec in lines), lines
