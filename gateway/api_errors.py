@@ -5,7 +5,7 @@ so one model describes them all; which statuses an operation can answer follows 
 what the route is made of, and is computed here once for every route instead of being written
 on each:
 
-* a caller check (`deps.partial_principal`, under every `require(...)`): 401 (no, a bad or an
+* a caller check (`deps.partial_principal` under every `require(...)`, or `require_in_handler(...)`): 401 (no, a bad or an
   unfinished sign-in), 403 (role, CSRF, origin, password change) and 429 (an address over its
   limit of refusals, gateway/auth/throttle.py);
 * any parameter or body: 422 `invalid_input` (also for a value the database cannot hold), in
@@ -152,7 +152,7 @@ def statuses(method: str, route: Any) -> set[int]:
     """Every error status `method` on `route` can answer."""
     found = set(DOMAIN.get(operation_key(method, route), ()))
     tree = list(_tree(route.dependant))
-    if any(d.call is deps.partial_principal for d in tree):
+    if any(deps.checks_the_caller(d.call) for d in tree):
         found |= {401, 403, 429}
     if any(d.path_params for d in tree):
         found.add(404)

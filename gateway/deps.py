@@ -205,6 +205,10 @@ def partial_principal(
     A plain `def`: the framework runs it in a worker thread, so its database work never
     holds up the event loop.
     """
+    return _partial(request, db, c, actor, sent)
+
+
+def _partial(request: Request, db: Session, c: Components, actor: Actor, sent: str | None) -> Principal:
     check_origin(request)
     principal = resolve_principal(c, request, actor)
     # Kept for the error handler, so that a refusal further on names who was refused.
@@ -224,8 +228,20 @@ PartialPrincipal = Annotated[Principal, Depends(partial_principal)]
 
 async def full_principal(principal: PartialPrincipal) -> Principal:
     """Password and TOTP both done; the password may still be a one-time one."""
+    return _full(principal)
+
+
+def _full(principal: Principal) -> Principal:
     if principal.session is not None and principal.session.stage != SessionStage.full:
         raise MfaRequired()
+    return principal
+
+
+def _permitted(principal: Principal, allowed: frozenset[Role]) -> Principal:
+    if principal.user.must_change_password:
+        raise PasswordChangeRequired()
+    if principal.user.role not in allowed:
+        raise Forbidden()
     return principal
 
 
@@ -237,13 +253,55 @@ def require(*roles: Role):
     allowed = frozenset(roles) if roles else frozenset(Role)
 
     async def dependency(principal: PasswordChangePrincipal) -> Principal:
-        if principal.user.must_change_password:
-            raise PasswordChangeRequired()
-        if principal.user.role not in allowed:
-            raise Forbidden()
-        return principal
+        return _permitted(principal, allowed)
 
     return dependency
+
+
+class Caller:
+    """Who is calling, found when the handler asks: in the handler's own worker thread, not in a hop before it.
+
+    For the busiest reads (the transfer lists). A plain `def` dependency is a thread hop of its own, and
+    under load every hop waits for the interpreter lock twice (the thread to run, the loop to take its
+    answer back): timed inside the server under the 20-client load, the wait between the principal's hop
+    and the handler's was the largest part of a list's time. The route still declares who may call it
+    (`require_in_handler(...)`), and the checks are `require`'s, in its order (origin, token or session,
+    CSRF, second factor, password change, role). A handler cannot skip them: what it reads is scoped by a
+    `Principal`, and calling this is the only way it gets one.
+    """
+
+    def __init__(
+        self, request: Request, db: Session, c: Components, actor: Actor, sent: str | None, allowed: frozenset[Role]
+    ):
+        self._args, self._allowed = (request, db, c, actor, sent), allowed
+
+    def __call__(self) -> Principal:
+        return _permitted(_full(_partial(*self._args)), self._allowed)
+
+
+def require_in_handler(*roles: Role):
+    """Dependency: `require(*roles)`, checked when the (plain `def`) handler calls the `Caller` it gets."""
+    allowed = frozenset(roles) if roles else frozenset(Role)
+
+    async def dependency(
+        request: Request,
+        db: DbSession,
+        c: AppComponents,
+        actor: RequestActor,
+        sent: Annotated[str | None, Depends(csrf_sent)],
+    ) -> Caller:
+        return Caller(request, db, c, actor, sent, allowed)
+
+    _IN_HANDLER.add(dependency)
+    return dependency
+
+
+_IN_HANDLER: set[object] = set()  # the dependencies made by require_in_handler
+
+
+def checks_the_caller(call: object) -> bool:
+    """Whether a dependency checks who is calling (401/403/429), at once or in the handler (gateway/api_errors.py)."""
+    return call is partial_principal or call in _IN_HANDLER
 
 
 CurrentPrincipal = Annotated[Principal, Depends(require())]

@@ -3,7 +3,7 @@ bodies as streams."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -279,8 +279,10 @@ class PageRequest:
         return response
 
 
-def _page_query(default_limit: int) -> Callable[..., PageRequest]:
-    def page_query(
+def _page_query(default_limit: int) -> Callable[..., Awaitable[PageRequest]]:
+    # `async def`: it only reads the query, and a plain `def` dependency would cost every paged list a thread
+    # hop of its own (each one a wait for the interpreter lock under load).
+    async def page_query(
         request: Request, response: Response, limit: Limit = default_limit, cursor: Cursor = None
     ) -> PageRequest:
         return PageRequest(limit, cursor, request, response)

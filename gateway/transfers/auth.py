@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends
 
 from gateway.auth.service import Principal
-from gateway.deps import require
+from gateway.deps import Caller, require, require_in_handler
 from gateway.users.models import Role
 
 Sender = Annotated[Principal, Depends(require(Role.practice_staff, Role.practice_approver, Role.biller))]
@@ -23,3 +23,11 @@ Downloader = Annotated[Principal, Depends(require(Role.practice_staff, Role.prac
 Biller = Annotated[Principal, Depends(require(Role.biller))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]
 Auditor = Annotated[Principal, Depends(require(Role.auditor))]
+
+# The lists (list, inbox, approval queue): the same audiences, checked in the handler's own thread (deps.Caller).
+ListReader = Annotated[
+    Caller,
+    Depends(require_in_handler(Role.practice_staff, Role.practice_approver, Role.biller, Role.auditor, Role.admin)),
+]
+ListApprover = Annotated[Caller, Depends(require_in_handler(Role.practice_approver))]
+ListBiller = Annotated[Caller, Depends(require_in_handler(Role.biller))]

@@ -15,10 +15,20 @@ from sqlalchemy.orm import Session
 from gateway import api_docs
 from gateway.auth.service import Principal
 from gateway.components import Components
-from gateway.deps import AppComponents, DbSession, WriteSession
+from gateway.deps import AppComponents, Caller, DbSession, WriteSession
 from gateway.errors import InvalidInput, UnsupportedMediaType
 from gateway.transfers import activity, download, listing, partners, service, upload, views
-from gateway.transfers.auth import Admin, Approver, Auditor, Biller, Downloader, Reader, Sender
+from gateway.transfers.auth import (
+    Admin,
+    Approver,
+    Auditor,
+    Downloader,
+    ListApprover,
+    ListBiller,
+    ListReader,
+    Reader,
+    Sender,
+)
 from gateway.transfers.intake import IncomingFile, MultipartReader, body_chunks
 from gateway.transfers.models import TransferStatus
 from gateway.transfers.schemas import (
@@ -175,7 +185,7 @@ def _page(
     paged: PageRequest,
     db: Session,
     c: Components,
-    principal: Principal,
+    caller: Caller,
     status: TransferStatus | None = None,
     where: ColumnElement[bool] | None = None,
 ) -> Response:
@@ -184,8 +194,10 @@ def _page(
 
     Returned as a finished response: for a list FastAPI would validate the items again in another thread hop and
     encode them on the event loop, which the lists (the busiest reads) must not hold up. The read session is
-    closed here too, so that nothing of the request is left for another thread.
+    closed here too, so that nothing of the request is left for another thread. Who is calling is found here as
+    well (deps.Caller): one thread hop for the whole request.
     """
+    principal = caller()
     page = listing.page(db, c.keys, principal, status=status, where=where, limit=paged.limit, cursor=paged.cursor)
     db.close()
     return paged.json(page, _PAGE.dump_json(page.items))
@@ -213,22 +225,22 @@ def list_partners(db: DbSession, principal: Sender, paged: PageQuery):
 
 @router.get("", response_model=list[TransferOut])
 def list_transfers(
-    db: DbSession, c: AppComponents, principal: Reader, paged: PageQuery, status: TransferStatus | None = None
+    db: DbSession, c: AppComponents, caller: ListReader, paged: PageQuery, status: TransferStatus | None = None
 ):
     """Transfers visible to the caller, newest first: their practice's, or (billers) those approved for them."""
-    return _page(paged, db, c, principal, status)
+    return _page(paged, db, c, caller, status)
 
 
 @router.get("/inbox", response_model=list[TransferOut])
-def inbox(db: DbSession, c: AppComponents, principal: Biller, paged: PageQuery):
+def inbox(db: DbSession, c: AppComponents, caller: ListBiller, paged: PageQuery):
     status, where = service.inbox_filter()
-    return _page(paged, db, c, principal, status, where)
+    return _page(paged, db, c, caller, status, where)
 
 
 @router.get("/approvals", response_model=list[TransferOut])
-def approvals(db: DbSession, c: AppComponents, principal: Approver, paged: PageQuery):
+def approvals(db: DbSession, c: AppComponents, caller: ListApprover, paged: PageQuery):
     status, where = service.approval_filter()
-    return _page(paged, db, c, principal, status, where)
+    return _page(paged, db, c, caller, status, where)
 
 
 @router.get("/{transfer_id}", response_model=TransferDetail)
