@@ -655,10 +655,9 @@ class _Writer:
 
     def hash_at(self, offset: int):
         """The plaintext's hash standing exactly at `offset`, or None (then it is re-derived at completion)."""
-        if self.sha is None:
+        if self.sha is None or self.sha.at != offset:
             return None
-        state = self.sha.state()  # waits for the segment in flight, whatever happens next
-        return state if self.sha.at == offset else None
+        return self.sha.state()  # once the segment in flight is hashed
 
     # -- writing
 
