@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,20 +37,30 @@ PREFETCH = 4  # batches read ahead of the encryptor: a few MiB per upload at mos
 MAX_FIELD_BYTES = 4096
 
 
-def body_chunks(stream: AsyncIterator[bytes], prefetch: int = PREFETCH) -> Generator[bytes, None, None]:
+class BodyChunks(Iterator[bytes]):
     """An async byte stream (a request body: gateway.web.request_body) as ~1 MiB batches, for a worker thread.
 
     A task on the event loop keeps reading the socket into a small bounded queue
     while the worker hashes, encrypts and stores the previous batches; without it
-    the two would take turns (the server stops reading while nobody asks).
+    the two would take turns (the server stops reading while nobody asks).  The task
+    starts at the first batch taken, or earlier with `start()`: a worker with set-up
+    to do first (database, keys) lets the body arrive meanwhile.  `close()` stops the
+    reading however the worker ended, started or not.
     """
-    state: dict = {}
 
-    async def pump() -> None:
-        queue: asyncio.Queue = state["queue"]
+    def __init__(self, stream: AsyncIterator[bytes], prefetch: int = PREFETCH):
+        self._stream, self._prefetch = stream, prefetch
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._ended = False
+
+    async def _pump(self) -> None:
+        queue = self._queue
+        assert queue is not None  # noqa: S101 - set by _begin before the task is created
         try:
             parts, size = [], 0
-            async for chunk in stream:
+            async for chunk in self._stream:
                 parts.append(chunk)
                 size += len(chunk)
                 if size >= BATCH:
@@ -62,28 +72,50 @@ def body_chunks(stream: AsyncIterator[bytes], prefetch: int = PREFETCH) -> Gener
         except Exception as exc:  # noqa: BLE001 - ClientDisconnected and friends reach the worker as they are
             await queue.put(exc)
 
-    async def start() -> None:
-        state["loop"] = asyncio.get_running_loop()
-        state["queue"] = asyncio.Queue(maxsize=prefetch)
-        state["task"] = state["loop"].create_task(pump())
+    async def _begin(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue(maxsize=self._prefetch)
+        self._task = self._loop.create_task(self._pump())
 
-    async def take():
-        return await state["queue"].get()
+    async def _take(self):
+        assert self._queue is not None  # noqa: S101 - taken only once started
+        return await self._queue.get()
 
-    anyio.from_thread.run(start)
-    try:
-        while True:
-            item = anyio.from_thread.run(take)
-            if item is None:
-                return
-            if isinstance(item, Exception):
-                raise item
-            yield item
-    finally:
-        # The worker stopped early (bad input, limit, storage error): stop reading the body.
-        # Thread-safe from wherever the generator is closed, even after the loop has gone.
-        with contextlib.suppress(RuntimeError):
-            state["loop"].call_soon_threadsafe(state["task"].cancel)
+    def start(self) -> None:
+        """From the worker thread: begin reading the body now (at most `prefetch` batches ahead)."""
+        if self._task is None and not self._ended:
+            anyio.from_thread.run(self._begin)
+
+    def __next__(self) -> bytes:
+        if self._ended:
+            raise StopIteration
+        self.start()
+        try:
+            item = anyio.from_thread.run(self._take)
+        except BaseException:
+            self.close()
+            raise
+        if item is None:
+            self.close()
+            raise StopIteration
+        if isinstance(item, Exception):
+            self.close()
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop reading the body (the worker stopped early: bad input, limit, storage error; or it is done).
+
+        Thread-safe from wherever it is called, even after the loop has gone."""
+        self._ended = True
+        if self._task is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._task.cancel)
+
+
+def body_chunks(stream: AsyncIterator[bytes], prefetch: int = PREFETCH) -> BodyChunks:
+    """The request body as ~1 MiB batches for a worker thread (`BodyChunks`)."""
+    return BodyChunks(stream, prefetch)
 
 
 @dataclass

@@ -83,6 +83,9 @@ async def _append(
 
     def work() -> Upload:
         try:
+            # The body arrives (a few MiB at most) while the upload is found and its lease claimed:
+            # a PATCH's set-up then costs the sender no idle link.
+            raw.start()
             return service.append(c, principal, upload_id, offset, raw, checksum=checksum, declared=declared)
         finally:
             raw.close()

@@ -31,10 +31,12 @@ import base64
 import binascii
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -326,6 +328,42 @@ class _Hashes:
 
 _HASHES = _Hashes()
 
+# Threads that hash plaintext beside the requests sealing it, shared by every upload of the process.
+_HASHING = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="upload-sha256")
+
+
+def _update(sha, pieces: list[memoryview]) -> None:
+    for p in pieces:
+        sha.update(p)
+
+
+class _PlaintextHash:
+    """The plaintext's SHA-256, fed one sealed segment at a time and hashed in a helper thread
+    while the request's thread encrypts and writes that segment (hashlib releases the
+    interpreter lock), as a direct upload hashes beside its encryption; one segment in
+    flight, in order.  `at` is the plaintext offset the state stands at."""
+
+    def __init__(self, sha, offset: int):
+        self._sha, self.at = sha, offset
+        self._pending: Future | None = None
+
+    def feed(self, pieces: list[memoryview], size: int) -> None:
+        """Hash one segment's pieces (views of immutable request bytes, safe to read from another thread)."""
+        self.drain()
+        self._pending = _HASHING.submit(_update, self._sha, pieces)
+        self.at += size
+
+    def state(self):
+        """The hash of everything fed so far, once the segment in flight is done."""
+        self.drain()
+        return self._sha
+
+    def drain(self) -> None:
+        """Wait for the segment in flight."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
 
 def checksum_of(header: str | None) -> tuple[str, bytes] | None:
     """`Upload-Checksum: sha256 <base64>` as (algorithm, digest); 400 for anything else."""
@@ -477,7 +515,7 @@ def append(
         cipher = sealed.kept_cipher(c, obj, up.stream_header)
         # The hash goes on in the process that kept the last part; elsewhere it is re-derived at completion.
         sha = _HASHES.take(up.id, offset) or (hashlib.sha256() if offset == 0 else None)
-        writer = _Writer(c, up, obj, cipher, sha, offset, lease)
+        writer = _Writer(c, up, obj, cipher, _PlaintextHash(sha, offset) if sha is not None else None, offset, lease)
         body = _Body(chunks, up.length - offset, checksum)
         try:
             writer.run(body, keep=checksum is None)
@@ -490,7 +528,7 @@ def append(
             writer.discard()  # with a checksum nothing of the request was kept; without one, this is a no-op
             raise body.stopped
         if writer.position == up.length:
-            return complete(c, up.id, sha=writer.sha, lease=lease)
+            return complete(c, up.id, sha=writer.hash_at(up.length), lease=lease)
     finally:
         lease.release()
     up.received, up.file_type = writer.kept, writer.file_type  # as the last keep wrote them
@@ -558,7 +596,9 @@ class _Writer:
     on any process, starts its first part with it.
     """
 
-    def __init__(self, c, up: Upload, obj: SealedObject, cipher, sha, offset: int, lease: _Lease):
+    def __init__(
+        self, c, up: Upload, obj: SealedObject, cipher, sha: _PlaintextHash | None, offset: int, lease: _Lease
+    ):
         self.c, self.up, self.obj, self.cipher, self.sha, self.lease = c, up, obj, cipher, sha, lease
         self.seg = cipher.segment_size
         self.min_part = c.store.min_part_size
@@ -585,7 +625,8 @@ class _Writer:
         held = 0
         for chunk in body:
             _UPLOADED.inc(len(chunk))
-            view = memoryview(chunk)
+            # Immutable: a segment's pieces are hashed in another thread while later chunks arrive.
+            view = memoryview(chunk if isinstance(chunk, bytes) else bytes(chunk))
             while view:
                 size = min(self.seg, self.up.length - self.position)  # of the segment being filled
                 if size <= 0:  # the body is bounded by the length: never past the end
@@ -606,12 +647,17 @@ class _Writer:
             head = _head(pieces, filetypes.SNIFF_BYTES)
             self.file_type = filetypes.check(self.up.extension, head, self.c.settings.allowed_file_types)
         last = self.position + size == self.up.length
-        ciphertext = self.cipher.seal_pieces(index, pieces, last)
         if self.sha is not None:
-            for p in pieces:
-                self.sha.update(p)
+            self.sha.feed(pieces, size)  # hashed beside the sealing
+        ciphertext = self.cipher.seal_pieces(index, pieces, last)
         self.position += size
         return ciphertext
+
+    def hash_at(self, offset: int):
+        """The plaintext's hash standing exactly at `offset`, or None (then it is re-derived at completion)."""
+        if self.sha is None or self.sha.at != offset:
+            return None
+        return self.sha.state()  # once the segment in flight is hashed
 
     # -- writing
 
@@ -767,8 +813,11 @@ class _Writer:
         self.lease.held = self.lease.held and not release
         if consumed is not None:
             _destroy_staged(self.c, [consumed.sealed_id])
-        if self.sha is not None:
-            _HASHES.put(up.id, self.kept, self.sha)
+        # Only a state standing exactly at the kept offset goes on: a segment already sealed for the next
+        # part is in the hash too, and a request that dies before keeping it must not leave it counted.
+        sha = self.hash_at(self.kept)
+        if sha is not None:
+            _HASHES.put(up.id, self.kept, sha)
 
     def discard(self) -> None:
         """Destroy staged tails stored by this request and not kept (never raises for storage).
@@ -777,6 +826,8 @@ class _Writer:
         over them, and completion names only kept parts (S3 drops the others; the local file
         is cut at the last one).
         """
+        if self.sha is not None:
+            self.sha.drain()  # no hashing left running after the request
         sealed.discard(self.c, [s.staged for s in self.unkept if s.staged is not None])
         self.unkept = []
 

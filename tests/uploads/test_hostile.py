@@ -254,3 +254,45 @@ def test_an_upload_begun_before_assembly_in_place_cannot_go_on(party, tus_for, d
     r = tus.patch(url, 0, data)
     assert r.status_code == 410 and r.json()["error"]["code"] == "upload_expired"
     assert tus.offset(url) == 0 and kept(db) == []
+
+
+def test_a_request_that_fails_after_a_kept_part_resumes_with_an_exact_sha256(party, components, db, monkeypatch):
+    """A long PATCH keeps its first part, seals the next segment, then storage fails: the hash state the
+    process keeps for the next request stands exactly at the kept offset, so the file's SHA-256 is exact."""
+    import pytest
+
+    from gateway.audit.service import Actor
+    from gateway.auth.service import Principal
+    from gateway.sealed import service as sealed
+    from gateway.sealed.errors import StorageUnavailable
+    from gateway.uploads import service
+    from gateway.users.models import User
+
+    monkeypatch.setattr(service, "PART_SEGMENTS", 2)
+    data = synthetic_pdf(5 * MiB + 11, b"exact")
+    with components.db.snapshot() as s:
+        user = s.get_one(User, party.staff.id)
+        s.expunge(user)
+    principal = Principal(user=user, session=None, token=None, actor=Actor(user.id))
+    up = service.create(
+        components,
+        principal,
+        {"filename": "scan.pdf", "partner_id": party.vendor.id, "purpose": "APPEAL-1"},
+        len(data),
+    )
+    real = sealed.write_assembly_part
+    calls = []
+
+    def second_part_fails(c, obj, token, number, offset, ciphertext):
+        calls.append(number)
+        if len(calls) == 2:
+            for _ in ciphertext:  # the part's segments are sealed as the store takes them
+                raise StorageUnavailable()
+        return real(c, obj, token, number, offset, ciphertext)
+
+    monkeypatch.setattr(sealed, "write_assembly_part", second_part_fails)
+    with pytest.raises(StorageUnavailable):
+        service.append(components, principal, up.id, 0, iter([data[: 4 * MiB]]))
+    assert kept(db) == [(0, 2 * MiB)]  # the first part; the request died in the second
+    done = service.append(components, principal, up.id, 2 * MiB, iter([data[2 * MiB :]]))
+    assert done.sha256 == hashlib.sha256(data).hexdigest()
