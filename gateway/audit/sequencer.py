@@ -33,6 +33,10 @@ Who integrates, and so the bound on the delay:
   writer four more round trips and, with several writers, a race for one lock
   that most of them lose).  An event waits at most that interval plus one
   integration while a leader is alive (plus one lease when the leader dies).
+  The one exception is a transaction that queued a high-severity event (rare:
+  emergency access, a locked account): it integrates as it commits when the
+  append lock is free (a try-lock, never a wait), so that its alert leaves with
+  the request; when the lock is busy the leader's next run moves it.
 * Readers that must see every event committed before them integrate first
   (`catch_up()`): the auditor's pages, API and exports, the access review,
   `seq_of()`; every checkpoint integrates the queue first too.
@@ -168,14 +172,14 @@ _INTEGRATING = "phigate_audit_integrating"
 
 
 def _before_commit(session: Session) -> None:
-    """At the commit of a transaction that queued events: integrate in it, if the append lock is free (SQLite's
-    write transaction always holds it)."""
+    """At the commit of a transaction that queued events: integrate in it, if the append lock is free."""
     if session.in_nested_transaction() or not session.info.get(QUEUED) or session.info.get(_INTEGRATING):
         return
     session.info[_INTEGRATING] = True
     try:
-        # The write transaction holds SQLite's one write lock already; a try-lock all the same, so that
-        # this never waits should it run elsewhere.  An error here fails the commit, as a failure to
+        # Never wait: on SQLite the write transaction holds the one write lock already; on PostgreSQL a
+        # busy lock means another transaction is integrating, and the event waits for the leader's
+        # next integration instead of this request.  An error here fails the commit, as a failure to
         # record the event always did: no action without its event (the hooks, which may fail on their
         # own, run in savepoints).
         if lock_appends(session, wait=False):
@@ -200,11 +204,18 @@ def _forget(session: Session, previous) -> None:
         session.info.pop(_MOVED, None)
 
 
+def _before_commit_high(session: Session) -> None:
+    """PostgreSQL: integrate at commit only a transaction that queued a high-severity event (rare), so that its
+    alert leaves with the request; with a try-lock, never a wait (a busy lock leaves it to the leader)."""
+    if any(h.severity == Severity.high for h in session.info.get(QUEUED, ())):
+        _before_commit(session)
+
+
 def install(database: Database) -> None:
-    """Integrate at the commit of every transaction that queued events (SQLite only; see the module docstring)."""
+    """Integrate at the commit of transactions that queued events (see the module docstring: which, where)."""
+    at_commit = _before_commit_high if database.dialect == "postgresql" else _before_commit
     for maker in (database.sessions, database.reads):
-        if database.dialect != "postgresql":
-            event.listen(maker, "before_commit", _before_commit)
+        event.listen(maker, "before_commit", at_commit)
         event.listen(maker, "after_commit", _after_commit)
         event.listen(maker, "after_soft_rollback", _forget)
 

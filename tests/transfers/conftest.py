@@ -127,7 +127,14 @@ def events(db, action: str | None = None, **where):
     from sqlalchemy import select
 
     from gateway.audit.models import AuditEvent
+    from gateway.audit.sequencer import integrate_in
+    from gateway.audit.service import lock_appends
 
+    # Queued events first (on PostgreSQL the leader integrates them; a reader of the log integrates first).
+    db.commit()
+    lock_appends(db)
+    integrate_in(db)
+    db.commit()
     db.expire_all()
     query = select(AuditEvent).order_by(AuditEvent.seq)
     if action:
