@@ -41,8 +41,9 @@ Who integrates, and so the bound on the delay:
   (`catch_up()`): the auditor's pages, API and exports, the access review,
   `seq_of()`; every checkpoint integrates the queue first too.
 
-The lock is held from the lock to the commit, so its holders are short: an
-integration, a bulk append, nothing else.
+The lock is held until the commit of the transaction that took it, so its
+holders are short: an integration (the leader's, a reader's, a high-severity
+event's commit), a bulk append, nothing else.
 
 Verification covers the log, not the queue: `phigate audit verify` reports how
 many events are queued and not yet integrated.
