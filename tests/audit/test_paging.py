@@ -114,7 +114,8 @@ def test_a_users_day_pages_oldest_first(client, login, components, factory, two_
             record_event(db, Action.KEYS_ROTATED, actor=Actor(user_id=staff.id, org_id=a.id), details={"i": i})
             for i in range(5)
         ]
-    done = [e.seq for e in events]
+    moved = integrate(components.db) or {}  # on PostgreSQL, what the leader's job does
+    done = [moved[e.id] if e.seq is None else e.seq for e in events]
     login(client, two_practices["auditor_a"])
     params = {"user": staff.username, "day": clock.now().strftime("%Y-%m-%d")}
     pages = walk(client, "/api/v1/audit/activity", 2, params, items=_items)
