@@ -31,8 +31,10 @@ Who integrates, and so the bound on the delay:
   transaction only inserts its queue row and commits: no try-lock, no read of
   the queue, nothing another transaction holds (integrating at commit costs the
   writer four more round trips and, with several writers, a race for one lock
-  that most of them lose).  An event waits at most that interval plus one
-  integration while a leader is alive (plus one lease when the leader dies).
+  that most of them lose).  The next run starts an interval after the previous
+  one ends, so an event waits at most that interval plus two integrations' time
+  (the run that just missed it, the run that moves it) while a leader is alive
+  (plus one lease when the leader dies).
   The one exception is a transaction that queued a high-severity event (rare:
   emergency access, a locked account): it integrates as it commits when the
   append lock is free (a try-lock, never a wait), so that its alert leaves with
