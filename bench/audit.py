@@ -9,13 +9,17 @@ database created on 127.0.0.1:5432 as user postgres and dropped afterwards):
 * append N events (1,000,000; --quick: 50,000) through the bulk path
   ``record_events_bulk()`` (same lock, numbering and leaf hashing as
   ``record_event()``), 5,000 per transaction -> ``append_events_per_s``; and
-  20,000 through ``record_event()`` itself, 200 per transaction ->
+  20,000 through ``record_event()`` itself, 200 per transaction, until they are in the log ->
   ``append_record_event_per_s``;
 * PostgreSQL only: WRITERS (8) processes at once, each calling ``record_event()`` in its own
-  transaction of one event (1,000 each; --quick: 250), with the after-commit integration a
-  gateway process installs (gateway/audit/sequencer.py) -> ``append_concurrent_events_per_s``
-  with ``writers`` (the total over all of them, from a common start until every event is
-  integrated into the log: the last commit, then whatever the queue still holds);
+  transaction of one event (1,000 each; --quick: 250) through a ``Database`` with the product's
+  default pool settings and the commit hooks every gateway process installs
+  (gateway/audit/sequencer.py), while one more process integrates the queue every
+  ``PHIGATE_AUDIT_INTEGRATE_SECONDS`` (default 1), as the scheduler's leader does ->
+  ``append_concurrent_events_per_s`` with ``writers`` (the total over all of them, from a
+  common start until every event is integrated into the log: the last commit, then whatever
+  the queue still holds), ``append_integration_lag_s`` (the longest an event waited in the
+  queue: from its ``record_event()`` to the commit of the integration that moved it);
 * sign one checkpoint over everything (incremental tree build) -> ``checkpoint_events_per_s``;
 * ``verify_log()``: recompute every leaf and the whole tree, check nodes and signatures
   -> ``verify_events_per_s`` (worker processes as ``phigate audit verify`` uses them: cores - 1, at most 4);
@@ -103,35 +107,71 @@ def _writer(url: str, count: int, ready) -> None:
     database.dispose()
 
 
-def concurrent_appends(url: str, writers: int, each: int) -> float:
-    """Events per second committed and integrated by `writers` processes appending at once."""
+def _integrator(url: str, ready, stop, lags) -> None:
+    """The leader's integrate job: every PHIGATE_AUDIT_INTEGRATE_SECONDS, everything queued, in one transaction."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from gateway.config import Settings
+    from gateway.db import Database
+
+    interval = Settings.model_fields["audit_integrate_seconds"].default
+    database = Database(url)
+    lag = 0.0
+    ready.wait()
+    while not stop.wait(interval):
+        lag = max(lag, _integrate_timed(database))
+    lags.put(lag)
+    database.dispose()
+
+
+def _integrate_timed(database) -> float:
+    """integrate(), returning how long the oldest event it moved had waited (0 when none)."""
+    from sqlalchemy import func, select
+
+    from gateway.audit.models import AuditQueued
+    from gateway.audit.sequencer import integrate
+
+    with database.snapshot() as db:
+        oldest = db.scalar(select(func.min(AuditQueued.occurred_at)))
+    integrate(database)
+    return 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+
+
+def concurrent_appends(url: str, writers: int, each: int) -> tuple[float, float]:
+    """(events per second committed and integrated by `writers` processes appending at once, longest queue wait)."""
     import multiprocessing
 
-    from gateway.audit.sequencer import integrate
     from gateway.db import Database
 
     ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Barrier(writers + 1)
+    ready = ctx.Barrier(writers + 2)
+    stop, lags = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_writer, args=(url, each, ready)) for _ in range(writers)]
-    for proc in procs:
+    leader = ctx.Process(target=_integrator, args=(url, ready, stop, lags))
+    for proc in [*procs, leader]:
         proc.start()
     ready.wait()
     t = time.perf_counter()
     for proc in procs:
         proc.join()
-    # The events that met a busy lock after their commit, as the leader's integrate job would move them.
+    # What the queue still holds after the last commit, as the leader's next run would move it.
     database = Database(url)
-    integrate(database)
+    tail = _integrate_timed(database)
     elapsed = time.perf_counter() - t
+    stop.set()
+    lag = max(lags.get(), tail)
+    leader.join()
     database.dispose()
-    if any(proc.exitcode != 0 for proc in procs):
-        raise RuntimeError("a concurrent writer failed")
-    return writers * each / elapsed
+    if any(proc.exitcode != 0 for proc in [*procs, leader]):
+        raise RuntimeError("a concurrent writer or the integrator failed")
+    return writers * each / elapsed, lag
 
 
 def run_one(kind: str, events: int) -> dict:
     from crypto import init_keyring
     from gateway.audit.checkpoint import get_signer, maybe_checkpoint, origin
+    from gateway.audit.sequencer import integrate
     from gateway.audit.service import Actor, record_event, record_events_bulk
     from gateway.audit.verify import verify_log
     from gateway.auditor import proofs
@@ -197,12 +237,15 @@ def run_one(kind: str, events: int) -> dict:
                         target_id=f"{lo + i:032x}",
                         details={"bytes": i},
                     )
+        integrate(components.db)  # on PostgreSQL they wait in the queue for the leader: timed until in the log
         out["append_record_event_per_s"] = round(sample / (time.perf_counter() - t))
         total = events + sample
         if kind == "postgresql":
             each = 1000 if events >= 100_000 else 250
-            out["append_concurrent_events_per_s"] = round(concurrent_appends(url, WRITERS, each))
+            rate, lag = concurrent_appends(url, WRITERS, each)
+            out["append_concurrent_events_per_s"] = round(rate)
             out["writers"] = WRITERS
+            out["append_integration_lag_s"] = round(lag, 3)
             total += WRITERS * each
 
         t = time.perf_counter()

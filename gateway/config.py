@@ -112,8 +112,9 @@ class Settings(BaseSettings):
     audit_checkpoint_interval_seconds: int = Field(default=300, ge=0, description="0: no in-process scheduler")
     audit_integrate_seconds: float = Field(
         default=1.0,
-        ge=0,
-        description="the leader integrates queued audit events at least this often: the bound on their delay",
+        gt=0,
+        le=60,
+        description="the leader integrates queued audit events this often: on PostgreSQL the bound on their delay",
     )
     audit_log_origin: str | None = Field(
         default=None, description="checkpoint origin; default phigate/<instance_id>/audit"

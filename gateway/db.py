@@ -20,7 +20,12 @@ How the gateway uses its database so that many people can work at once:
   for the rare writer of another process (the CLI, a second server).
 * **PostgreSQL** gets a pool sized per process (`PHIGATE_DB_POOL_SIZE`,
   `PHIGATE_DB_MAX_OVERFLOW`, `PHIGATE_DB_POOL_TIMEOUT`) and row or advisory
-  locks where a read-check-write needs them.
+  locks where a read-check-write needs them.  A pooled connection is checked
+  with a ping before use only when it sat idle in the pool for more than
+  `PING_AFTER_IDLE_SECONDS`: a ping is a round trip, as long as a short
+  transaction's own statement, and a connection handed back a moment ago is
+  alive unless the server went away in that moment (then the request fails
+  once, rolled back, and SQLAlchemy replaces every connection of the pool).
 
 Schema changes go through Alembic only (`phigate db upgrade`).
 """
@@ -28,6 +33,7 @@ Schema changes go through Alembic only (`phigate db upgrade`).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,7 +42,7 @@ from pathlib import Path
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -50,6 +56,8 @@ NAMING = {
 
 _READ = "phigate_read"  # execution option: this connection only reads (snapshot, no write lock)
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+_IDLE_SINCE = "phigate_idle_since"  # connection record info: when it was last handed back to the pool
+PING_AFTER_IDLE_SECONDS = 1.0
 
 
 class Base(DeclarativeBase):
@@ -96,9 +104,9 @@ def _is_write(statement: str) -> bool:
 def make_engine(url: str, pool: PoolSettings | None = None) -> Engine:
     pool = pool or PoolSettings()
     if not url.startswith("sqlite"):
-        return create_engine(
-            url, pool_pre_ping=True, pool_size=pool.size, max_overflow=pool.max_overflow, pool_timeout=pool.timeout
-        )
+        engine = create_engine(url, pool_size=pool.size, max_overflow=pool.max_overflow, pool_timeout=pool.timeout)
+        _ping_when_idle(engine)
+        return engine
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +168,26 @@ def make_engine(url: str, pool: PoolSettings | None = None) -> Engine:
         _dropped(record)
 
     return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's pre-ping, but only for a connection idle in the pool longer than PING_AFTER_IDLE_SECONDS."""
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _idle_from_now(_dbapi_conn, record):
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn, record, _proxy):
+        if time.monotonic() - record.info.get(_IDLE_SINCE, 0.0) <= PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another.
+            raise DisconnectionError("a pooled connection did not answer its ping") from exc
 
 
 def _refuse_writes(engine: Engine) -> None:

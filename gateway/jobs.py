@@ -21,8 +21,15 @@ def serve_jobs(components) -> list[Job]:
     """Every domain's scheduled work for this process, with its configured interval; all of it leader-only."""
     settings = components.settings
     return [
-        # Events whose after-commit integration met a busy lock reach the log within this interval.
-        Job("audit-integrate", settings.audit_integrate_seconds, lambda: integrate(components.db), leader_only=True),
+        # On PostgreSQL every queued event reaches the log within this interval (gateway/audit/sequencer.py);
+        # on a thread of its own, so that no long job (a checkpoint, retention) stretches that bound.
+        Job(
+            "audit-integrate",
+            settings.audit_integrate_seconds,
+            lambda: integrate(components.db),
+            leader_only=True,
+            own_thread=True,
+        ),
         Job("audit", settings.audit_checkpoint_interval_seconds, AuditJobs(components).tick, leader_only=True),
         # Messages are delivered at commit; this only retries what a sink refused, from one replica.
         Job("outbox", settings.outbox_retry_seconds, components.outbox.deliver, leader_only=True),

@@ -102,19 +102,30 @@ class _DatabaseCollector:
         self.components = components
 
     def collect(self):
+        from sqlalchemy import func, select
+
         from gateway.audit.checkpoint import latest_checkpoint
+        from gateway.audit.models import AuditQueued
 
         age = GaugeMetricFamily(
             "phigate_audit_checkpoint_age_seconds", "Seconds since the newest signed audit checkpoint"
         )
+        # Above PHIGATE_AUDIT_INTEGRATE_SECONDS for long: no replica is integrating (no leader, or it is stuck).
+        queued = GaugeMetricFamily(
+            "phigate_audit_queue_oldest_seconds",
+            "Seconds the oldest audit event not yet integrated into the log has waited (0: none waits)",
+        )
         try:
             with self.components.db.snapshot() as db:
                 cp = latest_checkpoint(db)
+                oldest = db.scalar(select(func.min(AuditQueued.occurred_at)))
             if cp is not None:
                 age.add_metric([], (clock.now() - cp.created_at).total_seconds())
+            queued.add_metric([], 0.0 if oldest is None else max(0.0, (clock.now() - oldest).total_seconds()))
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even with the database down
-            log.warning("metrics: checkpoint age unavailable: %s", type(exc).__name__)
+            log.warning("metrics: audit log figures unavailable: %s", type(exc).__name__)
         yield age
+        yield queued
 
 
 class _Registry:

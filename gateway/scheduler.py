@@ -32,6 +32,8 @@ class Job:
     interval_seconds: float
     run: Callable[[], object]  # what it returns is not used
     leader_only: bool = False
+    # On a thread of its own, so that its interval is a bound no other job's long run can stretch.
+    own_thread: bool = False
 
 
 class Scheduler:
@@ -43,18 +45,25 @@ class Scheduler:
         self.leadership = leadership if any(j.leader_only for j in self.jobs) else None
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
         if self.leadership is not None:
             self.leadership.start()
-        if self.jobs:
-            self.thread = threading.Thread(target=self._loop, name="phigate-scheduler", daemon=True)
+        shared = [j for j in self.jobs if not j.own_thread]
+        if shared:
+            self.thread = threading.Thread(target=self._loop, args=(shared,), name="phigate-scheduler", daemon=True)
             self.thread.start()
+        for job in self.jobs:
+            if job.own_thread:
+                thread = threading.Thread(target=self._loop, args=([job],), name=f"phigate-{job.name}", daemon=True)
+                self.threads.append(thread)
+                thread.start()
 
-    def _loop(self) -> None:
-        due = {job.name: time.monotonic() + job.interval_seconds for job in self.jobs}
+    def _loop(self, jobs: list[Job]) -> None:
+        due = {job.name: time.monotonic() + job.interval_seconds for job in jobs}
         while not self.stop.wait(max(0.0, min(due.values()) - time.monotonic())):
-            for job in self.jobs:
+            for job in jobs:
                 if time.monotonic() >= due[job.name]:
                     if self.may_run(job):
                         self.run_once(job)
@@ -72,7 +81,8 @@ class Scheduler:
 
     def shutdown(self) -> None:
         self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=5)
+        for thread in [self.thread, *self.threads]:
+            if thread is not None:
+                thread.join(timeout=5)
         if self.leadership is not None:
             self.leadership.stop()

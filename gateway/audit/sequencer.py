@@ -21,18 +21,31 @@ log by checkpoints (checkpoint.py), which integrate the queue first.
 
 Who integrates, and so the bound on the delay:
 
-* the transaction that queued events, as it commits (`install()`): when the
-  append lock is free (a try-lock on PostgreSQL, never a wait; always on SQLite,
-  whose write transaction holds the one write lock), it integrates the whole
-  queue, its own events included, in its own transaction, so the event is in
-  the log when the request answers and one commit does both;
-* otherwise its event is moved by the next integration: the next writer that
-  finds the lock free, or the scheduler's leader, which runs `integrate()` every
-  `PHIGATE_AUDIT_INTEGRATE_SECONDS` (default 1 s): an event waits at most that
-  long while a leader is alive (plus one lease when the leader dies).
+* SQLite: the transaction that queued events, as it commits (`install()`).  Its
+  write transaction already holds the one write lock, so integrating costs no
+  lock and no wait: the event is in the log when the request answers and one
+  commit does both.
+* PostgreSQL: only the scheduler's leader, on a thread of its own (never behind
+  another job), runs `integrate()` every `PHIGATE_AUDIT_INTEGRATE_SECONDS`
+  (default 1 s), a batch of every committed queue row at a time.  The recording
+  transaction only inserts its queue row and commits: no try-lock, no read of
+  the queue, nothing another transaction holds (integrating at commit costs the
+  writer four more round trips and, with several writers, a race for one lock
+  that most of them lose).  The next run starts an interval after the previous
+  one ends, so an event waits at most that interval plus two integrations' time
+  (the run that just missed it, the run that moves it) while a leader is alive
+  (plus one lease when the leader dies).
+  The one exception is a transaction that queued a high-severity event (rare:
+  emergency access, a locked account): it integrates as it commits when the
+  append lock is free (a try-lock, never a wait), so that its alert leaves with
+  the request; when the lock is busy the leader's next run moves it.
+* Readers that must see every event committed before them integrate first
+  (`catch_up()`): the auditor's pages, API and exports, the access review,
+  `seq_of()`; every checkpoint integrates the queue first too.
 
-The lock is held from the try-lock to the commit, so its holders are short: a
-commit's integration, the leader's job, a bulk append.
+The lock is held until the commit of the transaction that took it, so its
+holders are short: an integration (the leader's, a reader's, a high-severity
+event's commit), a bulk append, nothing else.
 
 Verification covers the log, not the queue: `phigate audit verify` reports how
 many events are queued and not yet integrated.
@@ -134,6 +147,18 @@ def integrate(database: Database, *, wait: bool = True) -> dict[int, int] | None
     return moved
 
 
+def catch_up(database: Database) -> None:
+    """Integrate what is queued, if anything, so that a reader sees every event committed before it.
+
+    A read first (one statement, no lock): on SQLite and on an idle PostgreSQL the queue is empty. Otherwise
+    it waits for the append lock, which only integrations and bulk appends hold, each briefly.
+    """
+    with database.snapshot() as db:
+        if db.scalar(select(AuditQueued.id).limit(1)) is None:
+            return
+    integrate(database)
+
+
 def queued_count(db: Session) -> int:
     """Events committed with their actions but not yet in the log."""
     return db.scalar(select(func.count()).select_from(AuditQueued)) or 0
@@ -155,10 +180,11 @@ def _before_commit(session: Session) -> None:
         return
     session.info[_INTEGRATING] = True
     try:
-        # Never wait: a busy lock means another transaction is integrating; this event waits for the
-        # next integration (the next writer's commit, or the leader's job) instead of this request.
-        # An error here fails the commit, as a failure to record the event always did: no action
-        # without its event (the hooks, which may fail on their own, run in savepoints).
+        # Never wait: on SQLite the write transaction holds the one write lock already; on PostgreSQL a
+        # busy lock means another transaction is integrating, and the event waits for the leader's
+        # next integration instead of this request.  An error here fails the commit, as a failure to
+        # record the event always did: no action without its event (the hooks, which may fail on their
+        # own, run in savepoints).
         if lock_appends(session, wait=False):
             session.info[_MOVED] = integrate_in(session)
     finally:
@@ -181,10 +207,18 @@ def _forget(session: Session, previous) -> None:
         session.info.pop(_MOVED, None)
 
 
+def _before_commit_high(session: Session) -> None:
+    """PostgreSQL: integrate at commit only a transaction that queued a high-severity event (rare), so that its
+    alert leaves with the request; with a try-lock, never a wait (a busy lock leaves it to the leader)."""
+    if any(h.severity == Severity.high for h in session.info.get(QUEUED, ())):
+        _before_commit(session)
+
+
 def install(database: Database) -> None:
-    """Integrate at the commit of every transaction that queued events, on every session of the database."""
+    """Integrate at the commit of transactions that queued events (see the module docstring: which, where)."""
+    at_commit = _before_commit_high if database.dialect == "postgresql" else _before_commit
     for maker in (database.sessions, database.reads):
-        event.listen(maker, "before_commit", _before_commit)
+        event.listen(maker, "before_commit", at_commit)
         event.listen(maker, "after_commit", _after_commit)
         event.listen(maker, "after_soft_rollback", _forget)
 

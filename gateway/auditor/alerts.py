@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.models import AuditAlert, AuditEvent, Outcome, Severity
+from gateway.audit.sequencer import catch_up
 from gateway.audit.service import Actor, record_event
 from gateway.errors import NotFound
 from gateway.notifications.models import Kind
@@ -367,6 +368,7 @@ def channel(components) -> Channel:
 
 def run(components, now: datetime | None = None) -> tuple[int, int]:
     """Evaluate the rules, then deliver what is waiting in the outbox; returns (raised, delivered)."""
+    catch_up(components.db)  # the rules count every event committed before they run
     with components.db.transaction() as db:
         raised = evaluate(db, components.settings, now)
     return len(raised), components.outbox.deliver()

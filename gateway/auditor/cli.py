@@ -167,11 +167,13 @@ def prune() -> None:
 @audit_app.command("review")
 def review(vendor: str = typer.Argument(..., help="vendor organisation id or name")) -> None:
     """Print the access review of one vendor as JSON."""
+    from gateway.audit.sequencer import catch_up
     from gateway.auditor.review import access_review
     from gateway.auditor.search import Scope
     from gateway.orgs.service import find_org
 
     components = _components()
+    catch_up(components.db)  # every event committed before the review is in it
     with components.db.sessions() as db:
         org, rows = access_review(db, Scope(None), find_org(db, vendor).id)
         typer.echo(json.dumps({"vendor": org.name, "users": [r.__dict__ for r in rows]}, default=str, indent=2))

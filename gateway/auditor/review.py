@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from gateway import clock, paging
 from gateway.audit.actions import Action
 from gateway.audit.models import AuditEvent, Outcome, Severity
+from gateway.audit.sequencer import catch_up
 from gateway.audit.service import Actor, record_event
 from gateway.auditor.search import Scope
 from gateway.errors import NotFound
@@ -147,6 +148,8 @@ def disable_inactive(components, actor: Actor, days: int | None = None, now: dat
 
     days = days or components.settings.audit_inactivity_days
     now = now or clock.now()
+    # A sign-in committed a moment ago is activity: it must be in the log before the log is read.
+    catch_up(components.db)
     with components.db.sessions() as db:
         candidates = list(
             db.scalars(

@@ -20,14 +20,16 @@ def signer(components):
 @pytest.fixture
 def append(components):
     """append(n, **kw): record n events in one transaction through record_event()."""
+    from gateway.audit.sequencer import integrate
     from gateway.audit.service import Actor, record_event
 
     def _append(n: int = 1, action: Action = Action.KEYS_REWRAPPED, **kw):
         kw.setdefault("actor", Actor(user_id="u1", org_id="o1", ip="192.0.2.1", user_agent="pytest"))
         with components.db.transaction() as db:
             events = [record_event(db, action, details={"i": i}, **kw) for i in range(n)]
-        # Numbered by the integrator right after the commit (gateway/audit/sequencer.py).
-        return [e.seq for e in events]
+        # Numbered by the integrator: at the commit on SQLite, by the leader's job (here, at once) on PostgreSQL.
+        moved = integrate(components.db) or {}
+        return [moved[e.id] if e.seq is None else e.seq for e in events]
 
     return _append
 

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from gateway.audit.actions import Action
 from gateway.audit.models import AuditEvent
+from gateway.audit.sequencer import seq_of
 from gateway.audit.service import Actor, record_event, record_events_bulk
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ def test_bulk_append_refuses_a_bare_string_and_records_nothing(components):
 def test_a_member_is_stored_and_hashed_as_its_plain_string(components):
     with components.db.transaction() as db:
         event = record_event(db, Action.KEYS_ROTATED, actor=Actor.system())
-    seq = event.seq  # given when the event was integrated, right after the commit
+    seq = seq_of(components.db, event)  # integrated: at the commit on SQLite, by the integrator on PostgreSQL
     with components.db.sessions() as db:
         stored = db.scalar(select(AuditEvent.action).where(AuditEvent.seq == seq))
     assert stored == "keys.rotated" and type(stored) is str

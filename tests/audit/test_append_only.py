@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from gateway.audit.actions import Action
 from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode
+from gateway.audit.sequencer import seq_of
 from gateway.audit.service import Actor, record_event
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
@@ -105,7 +106,7 @@ def test_the_documented_gateway_role_appends_but_cannot_erase(pg, app_role, appe
         # What the gateway does with the log works under the role: append, sign a checkpoint.
         with gateway.db.transaction() as db:
             event = record_event(db, Action.KEYS_REWRAPPED, actor=Actor.system())
-        seq = event.seq
+        seq = seq_of(gateway.db, event)
         assert maybe_checkpoint(gateway, force=True).tree_size == seq
         # What would erase or rewrite it does not.
         refused = {

@@ -10,6 +10,7 @@ from sqlalchemy import func, insert, select, text
 
 from gateway.audit.actions import Action
 from gateway.audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode
+from gateway.audit.sequencer import catch_up
 from gateway.audit.service import Actor, event_leaf_hash, record_event
 from gateway.auditor.search import Scope
 from translog import merkle, note
@@ -17,6 +18,7 @@ from translog.leaf import format_time, leaf_hash_of
 
 
 def _all(components):
+    catch_up(components.db)  # what is queued first, as every reader of the log does
     with components.db.sessions() as db:
         return list(db.scalars(select(AuditEvent).order_by(AuditEvent.seq)))
 

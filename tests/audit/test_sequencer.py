@@ -8,13 +8,15 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from gateway.audit.actions import Action
 from gateway.audit.models import AuditEvent, AuditQueued
-from gateway.audit.sequencer import integrate, queued_count
+from gateway.audit.sequencer import integrate, queued_count, seq_of
 from gateway.audit.service import APPEND_LOCK_KEY, Actor, record_event
+from gateway.scheduler import Scheduler
 
 
 def _counts(components) -> tuple[int, int]:
@@ -42,6 +44,37 @@ def append_lock_held(components):
         yield
 
 
+def test_the_integrate_job_runs_on_its_own_thread_beside_a_long_job(components, bare_process):
+    """The bound holds while another scheduled job runs long (a checkpoint of a big log, retention): the
+    integrate job has a thread of its own. The long job here blocks until the queue is empty."""
+    import dataclasses
+
+    job = _integrate_job(components)
+    assert job.own_thread
+    with bare_process.transaction() as db:
+        record_event(db, Action.KEYS_ROTATED, actor=Actor.system())
+    emptied, released = threading.Event(), threading.Event()
+
+    def long_job() -> None:
+        # Runs on the scheduler's shared thread; only the integrate job's own thread can empty the queue.
+        while not released.is_set():
+            if _counts(components)[1] == 0:
+                emptied.set()
+            released.wait(0.01)
+
+    from gateway.scheduler import Job
+
+    scheduler = Scheduler(
+        [Job("long", 0.01, long_job), dataclasses.replace(job, interval_seconds=0.01, leader_only=False)]
+    )
+    scheduler.start()
+    try:
+        assert emptied.wait(60), "the queue was not integrated while another job ran"
+    finally:
+        released.set()
+        scheduler.shutdown()
+
+
 def _integrate_job(components):
     from gateway.jobs import serve_jobs
 
@@ -49,11 +82,39 @@ def _integrate_job(components):
     return job
 
 
-def test_a_committed_event_is_in_the_log_when_its_transaction_returns(components, append):
+def test_where_a_committed_event_is_when_its_transaction_returns(components):
+    """SQLite: in the log (the commit integrated it). PostgreSQL: in the queue until the leader's job runs."""
     before, _ = _counts(components)
-    seqs = append(3)
-    assert seqs == list(range(seqs[0], seqs[0] + 3))
+    with components.db.transaction() as db:
+        events = [record_event(db, Action.KEYS_ROTATED, actor=Actor.system(), details={"i": i}) for i in range(3)]
+    if components.db.dialect == "postgresql":
+        assert [e.seq for e in events] == [None] * 3 and _counts(components) == (before, 3)
+        Scheduler.run_once(_integrate_job(components))
+        seqs = {e.id: seq_of(components.db, e) for e in events}
+    else:
+        seqs = {e.id: e.seq for e in events}
+    # Numbered in the order the transaction recorded them, after what the log held, without a gap.
+    assert [seqs[e.id] for e in events] == [before + 1, before + 2, before + 3]
     assert _counts(components) == (before + 3, 0)
+
+
+def test_a_postgresql_writer_sends_its_insert_and_nothing_else(components):
+    """The recording transaction's whole cost on PostgreSQL: one INSERT into the queue (no try-lock, no read of
+    the queue or the log), so it holds nothing any other transaction waits for, nor waits for anything."""
+    if components.db.dialect != "postgresql":
+        pytest.skip("SQLite integrates at commit, under the write lock its transaction holds anyway")
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    sa_event.listen(components.db.engine, "before_cursor_execute", seen)
+    try:
+        with components.db.transaction() as db:
+            record_event(db, Action.KEYS_ROTATED, actor=Actor.system())
+    finally:
+        sa_event.remove(components.db.engine, "before_cursor_execute", seen)
+    assert len(statements) == 1 and statements[0].startswith("INSERT INTO audit_queue"), statements
 
 
 def test_a_rolled_back_action_leaves_no_queued_event(components):
@@ -65,21 +126,22 @@ def test_a_rolled_back_action_leaves_no_queued_event(components):
     assert _counts(components) == before
     # And the numbering goes on without a gap.
     with components.db.transaction() as db:
-        event = record_event(db, Action.KEYS_ROTATED, actor=Actor.system())
+        queued = record_event(db, Action.KEYS_ROTATED, actor=Actor.system())
+    seq = seq_of(components.db, queued)
     with components.db.snapshot() as db:
-        assert db.scalar(select(func.max(AuditEvent.seq))) == event.seq == before[0] + 1
+        assert db.scalar(select(func.max(AuditEvent.seq))) == seq == before[0] + 1
 
 
 def test_an_event_left_in_the_queue_is_integrated_by_the_leaders_job(components, bare_process):
     """The bound on the delay: the leader runs this job every PHIGATE_AUDIT_INTEGRATE_SECONDS."""
-    from gateway.scheduler import Scheduler
 
     before, _ = _counts(components)
     with bare_process.transaction() as db:
         event = record_event(db, Action.KEYS_ROTATED, actor=Actor.system(), details={"left": 1})
     assert event.seq is None and _counts(components) == (before, 1)
     job = _integrate_job(components)
-    assert job.leader_only and job.interval_seconds == components.settings.audit_integrate_seconds == 1.0
+    assert job.leader_only and job.own_thread
+    assert job.interval_seconds == components.settings.audit_integrate_seconds == 1.0
     Scheduler.run_once(job)
     assert _counts(components) == (before + 1, 0)
     with components.db.snapshot() as db:
@@ -87,22 +149,22 @@ def test_an_event_left_in_the_queue_is_integrated_by_the_leaders_job(components,
     assert stored.action == Action.KEYS_ROTATED and stored.details == {"left": 1}
 
 
-def test_a_writer_never_waits_for_the_append_lock(components):
+@pytest.mark.parametrize("severity", ["info", "high"])
+def test_a_writer_never_waits_for_the_append_lock(components, severity):
     """While another transaction holds the append lock, an action and its event still commit at once
-    (a wait would fail on the lock timeout); the event waits in the queue for the integrate job."""
-    from gateway.scheduler import Scheduler
-
+    (a wait would fail on the lock timeout); the event waits in the queue for the integrate job. A
+    high-severity event's commit tries the lock (to send its alert with the request), never waits for it."""
     if components.db.dialect != "postgresql":
         pytest.skip("SQLite has one write lock for everything: writers take turns there")
     before, _ = _counts(components)
     with append_lock_held(components):
         with components.db.transaction() as db:
             db.execute(text("SET LOCAL lock_timeout = '50ms'"))
-            event = record_event(db, Action.KEYS_ROTATED, actor=Actor.system())
-        # The after-commit integration found the lock busy and left it to the leader.
-        assert event.seq is None and _counts(components) == (before, 1)
+            queued = record_event(db, Action.KEYS_ROTATED, actor=Actor.system(), severity=severity)
+        assert queued.seq is None and _counts(components) == (before, 1)
     Scheduler.run_once(_integrate_job(components))
-    assert _counts(components) == (before + 1, 0)
+    # A high-severity event brings its alert's own event (audit.alert.raised) into the log with it.
+    assert _counts(components) == (before + (2 if severity == "high" else 1), 0)
 
 
 def test_concurrent_writers_get_gap_free_numbers(components, checkpoint, verify):

@@ -166,7 +166,11 @@ def _metric_names() -> set[str]:
     names = set()
     for family in REGISTRY.collect():
         names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
-    names |= {"phigate_audit_checkpoint_age_seconds", "up"}  # read from the database at scrape time; Prometheus's
+    names |= {
+        "phigate_audit_checkpoint_age_seconds",
+        "phigate_audit_queue_oldest_seconds",
+        "up",
+    }  # read from the database at scrape time; Prometheus's
     return names
 
 

@@ -11,6 +11,7 @@ import re
 from sqlalchemy import func, select
 
 from gateway.audit.models import AuditEvent
+from gateway.audit.sequencer import catch_up
 from gateway.auth.models import AddressThrottle, ApiToken, WebSession
 from gateway.users.models import RecoveryCode, User
 
@@ -26,7 +27,9 @@ def events(components, action: str | None = None, **where) -> list[AuditEvent]:
     An event recorded while serving a request carries the request's id in its details;
     its form is checked here and it is moved to `event.request_id` (None for events of
     no request), so that the tests compare the details that belong to the action itself.
+    Queued events are integrated first, as every reader of the log does (sequencer.catch_up).
     """
+    catch_up(components.db)
     with components.db.snapshot() as s:
         query = select(AuditEvent).order_by(AuditEvent.seq)
         if action:
@@ -51,6 +54,7 @@ def last_event(components, action: str | None = None, **where) -> AuditEvent:
 
 
 def event_count(components) -> int:
+    catch_up(components.db)
     with components.db.snapshot() as s:
         n = s.scalar(select(func.count()).select_from(AuditEvent))
         s.expunge_all()

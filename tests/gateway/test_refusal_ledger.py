@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from gateway.audit.models import AuditEvent
+from gateway.audit.sequencer import catch_up
 from gateway.auth import throttle
 from gateway.jobs import close_address_windows
 from tests.gateway.authkit import address_row, assert_error, events
@@ -28,11 +29,13 @@ REQUESTS = 10_000
 
 
 def _event_count(components) -> int:
+    catch_up(components.db)  # what is queued first, as every reader of the log does
     with components.db.snapshot() as s:
         return s.scalar(select(func.count()).select_from(AuditEvent))
 
 
 def _actions_after(components, count: int) -> list[str]:
+    catch_up(components.db)
     with components.db.snapshot() as s:
         return list(s.scalars(select(AuditEvent.action).order_by(AuditEvent.seq).offset(count)))
 

@@ -125,9 +125,20 @@ def session_for(app, fake_clock):
 
 def events(db, action: str | None = None, **where):
     from sqlalchemy import select
+    from sqlalchemy.orm import Session
 
     from gateway.audit.models import AuditEvent
+    from gateway.audit.sequencer import integrate_in
+    from gateway.audit.service import lock_appends
 
+    if db.get_bind().dialect.name == "postgresql":
+        # Queued events first, as a reader of the log does (there the leader integrates them; SQLite's
+        # commits did already), in a write transaction of its own: `db` may be a read session. What `db`
+        # itself recorded is committed first (this helper always ended its transaction).
+        db.commit()
+        with Session(db.get_bind().execution_options(phigate_read=False)) as writer, writer.begin():
+            lock_appends(writer)
+            integrate_in(writer)
     db.expire_all()
     query = select(AuditEvent).order_by(AuditEvent.seq)
     if action:

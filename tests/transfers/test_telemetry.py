@@ -150,6 +150,7 @@ def test_a_transfers_life_shows_in_the_metrics_and_the_request_ids(served, party
     )
     assert tid not in after and fid not in after
     assert "phigate_scheduler_leader " in after and "phigate_audit_checkpoint_age_seconds" in after
+    assert "phigate_audit_queue_oldest_seconds " in after
 
     # The upload's audit events carry the id its response header named.
     with components.db.snapshot() as db:
