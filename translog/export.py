@@ -135,6 +135,10 @@ def header_binding(header: dict[str, Any]) -> str:
     return f"{fmt} {hashlib.sha256(header_json(header).encode('utf-8')).hexdigest()}"
 
 
+# Lines per output chunk: a few hundred kB, so a large input batch is not copied whole.
+OUTPUT_LINES = 512
+
+
 def batched(records: Records, size: int = 500) -> Batches:
     """The record source as batches of `size` records (what the batch writers take)."""
 
@@ -181,13 +185,29 @@ def _jsonl_line(fields: Sequence[Any], leaf: str, path: str) -> str:
 
 
 def export_jsonl_batches(batches: Batches, checkpoint_note: str, header: dict[str, Any]) -> Iterator[bytes]:
-    """`export_jsonl` from a source of record batches (one output chunk per batch)."""
+    """`export_jsonl` from a source of record batches (output in chunks of `OUTPUT_LINES` lines)."""
     head = {"type": "header", **header, "checkpoint": checkpoint_note}
     yield (_line_json(head) + "\n").encode()
     count = 0
     for rows, leaves, paths in batches(JSONL_PATH_SEP):
-        lines = [_jsonl_line(*record) for record in zip(rows, leaves, paths, strict=True)]
-        if lines:
+        for lo in range(0, len(rows), OUTPUT_LINES):
+            hi = lo + OUTPUT_LINES
+            records = list(zip(rows[lo:hi], leaves[lo:hi], paths[lo:hi], strict=True))
+            try:  # `_jsonl_line` inline, for a batch of text fields
+                lines = [
+                    _EVENT_LINE
+                    % (
+                        fields[0],
+                        _string(fields[1]),
+                        *[_NULL if v is None else _string(v) for v in fields[2:12]],
+                        fields[12],
+                        leaf,
+                        f'"{path}"' if path else "",
+                    )
+                    for fields, leaf, path in records
+                ]
+            except TypeError:
+                lines = [_jsonl_line(*record) for record in records]
             count += len(lines)
             lines.append("")
             yield "\n".join(lines).encode()
@@ -205,32 +225,34 @@ def _csv_row_cells(texts: Sequence[str | None]) -> str:
 
 
 def export_csv_batches(batches: Batches, checkpoint_note: str, header: dict[str, Any]) -> Iterator[bytes]:
-    """`export_csv` from a source of record batches (one output chunk per batch)."""
+    """`export_csv` from a source of record batches (output in chunks of `OUTPUT_LINES` rows)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     yield out.getvalue().encode()
     count = 0
-    for rows, leaves, paths in batches(CSV_PATH_SEP):
-        if not rows:
-            continue
-        # RFC 4180 quoting by hand: the csv module would rescan the long hex columns.  The ten
-        # text cells of every row are joined first; one check of the whole batch's text
-        # (rows joined by commas, so a row's first cell is checked as any later cell is) says
-        # whether any cell needs quotes or a formula guard, and only then is each row looked at.
-        middles = [",".join(["" if value is None else value for value in fields[2:12]]) for fields in rows]
-        if not _plain_cells(",".join(middles), 10 * len(middles)):
-            middles = [
-                middle if _plain_cells(middle, 10) else _csv_row_cells(fields[2:12])
-                for middle, fields in zip(middles, rows, strict=True)
+    for batch, all_leaves, all_paths in batches(CSV_PATH_SEP):
+        for lo in range(0, len(batch), OUTPUT_LINES):
+            rows = batch[lo : lo + OUTPUT_LINES]
+            leaves = all_leaves[lo : lo + OUTPUT_LINES]
+            paths = all_paths[lo : lo + OUTPUT_LINES]
+            # RFC 4180 quoting by hand: the csv module would rescan the long hex columns.  The ten
+            # text cells of every row are joined first; one check of the whole batch's text
+            # (rows joined by commas, so a row's first cell is checked as any later cell is) says
+            # whether any cell needs quotes or a formula guard, and only then is each row looked at.
+            middles = [",".join(["" if value is None else value for value in fields[2:12]]) for fields in rows]
+            if not _plain_cells(",".join(middles), 10 * len(middles)):
+                middles = [
+                    middle if _plain_cells(middle, 10) else _csv_row_cells(fields[2:12])
+                    for middle, fields in zip(middles, rows, strict=True)
+                ]
+            lines = [
+                f"{fields[0]},{fields[1]},{middle},{_csv_cell(fields[12])},{leaf},{path}"
+                for fields, middle, leaf, path in zip(rows, middles, leaves, paths, strict=True)
             ]
-        lines = [
-            f"{fields[0]},{fields[1]},{middle},{_csv_cell(fields[12])},{leaf},{path}"
-            for fields, middle, leaf, path in zip(rows, middles, leaves, paths, strict=True)
-        ]
-        count += len(lines)
-        lines.append("")
-        yield "\r\n".join(lines).encode()
+            count += len(lines)
+            lines.append("")
+            yield "\r\n".join(lines).encode()
     out.seek(0)
     out.truncate()
     writer.writerow(["#header", header_json(header)])
