@@ -8,7 +8,7 @@ this module feeds the writers from the database: events from one streaming query
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from gateway.audit.tree import BUCKET, ShortReads, TreeReader, canonical_batch, event_chunks
 from translog import merkle, note
@@ -107,7 +107,7 @@ class ProofStream:
 def _batches(database, checkpoint_size: int, where):
     """The writers' record source: events matching `where` up to the checkpoint, with their paths, a chunk at a time."""
 
-    def batches(sep: str) -> Iterator[tuple[list, list[str], list[str]]]:
+    def batches(sep: str) -> Iterator[tuple[Sequence, list[str], list[str]]]:
         proofs = ProofStream(ShortReads(database), checkpoint_size, sep)
         for raw in event_chunks(database, 0, checkpoint_size, where, CHUNK):
             rows = canonical_batch(raw)
