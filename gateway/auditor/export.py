@@ -109,16 +109,19 @@ def _batches(database, checkpoint_size: int, where):
 
     def batches(sep: str) -> Iterator[tuple[Sequence, list[str], list[str]]]:
         proofs = ProofStream(ShortReads(database), checkpoint_size, sep)
-        for raw in event_chunks(database, 0, checkpoint_size, where, CHUNK):
-            rows = canonical_batch(raw)
-            first = rows[0][0]
-            leaves = [row[13] for row in rows]
-            if rows[-1][0] - first == len(rows) - 1:  # a run without gaps (an unfiltered export)
-                proofs.offer(first - 1, leaves)
-                paths = proofs.path_texts(first - 1, len(rows))
-            else:
-                paths = [proofs.path_text(row[0] - 1) for row in rows]
-            yield rows, [leaf.hex() for leaf in leaves], paths
+        for chunk in event_chunks(database, 0, checkpoint_size, where, CHUNK):
+            chunk = canonical_batch(chunk)
+            dense = chunk[-1][0] - chunk[0][0] == len(chunk) - 1  # a run without gaps (an unfiltered export)
+            if dense:
+                proofs.offer(chunk[0][0] - 1, [row[13] for row in chunk])
+            # At most a block's worth of paths as text at once (about 4 MB), not the whole chunk's.
+            for lo in range(0, len(chunk), MAX_BLOCK):
+                rows = chunk[lo : lo + MAX_BLOCK]
+                if dense:
+                    paths = proofs.path_texts(rows[0][0] - 1, len(rows))
+                else:
+                    paths = [proofs.path_text(row[0] - 1) for row in rows]
+                yield rows, [row[13].hex() for row in rows], paths
 
     return batches
 
