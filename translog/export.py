@@ -43,7 +43,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,9 @@ CSV_PATH_SEP = " "
 
 # records(sep) yields (the 13 leaf fields with details as JSON text, leaf hash hex, path hex joined by sep).
 Records = Callable[[str], Iterable[tuple[tuple[Any, ...], str, str]]]
+# batches(sep) yields (rows, leaf hashes hex, paths) for many records at once: each row holds the
+# 13 leaf fields first (details as JSON text; anything after them is ignored).
+Batches = Callable[[str], Iterable[tuple[Sequence[Sequence[Any]], Sequence[str], Sequence[str]]]]
 HEADER_FIELDS = (
     "format",
     "origin",
@@ -132,63 +135,124 @@ def header_binding(header: dict[str, Any]) -> str:
     return f"{fmt} {hashlib.sha256(header_json(header).encode('utf-8')).hexdigest()}"
 
 
+# Lines per output chunk: a few hundred kB, so a large input batch is not copied whole.
+OUTPUT_LINES = 512
+
+
+def batched(records: Records, size: int = 500) -> Batches:
+    """The record source as batches of `size` records (what the batch writers take)."""
+
+    def batches(sep: str) -> Iterator[tuple[list[tuple[Any, ...]], list[str], list[str]]]:
+        rows: list[tuple[Any, ...]] = []
+        leaves: list[str] = []
+        paths: list[str] = []
+        for fields, leaf, path in records(sep):
+            rows.append(fields)
+            leaves.append(leaf)
+            paths.append(path)
+            if len(rows) >= size:
+                yield rows, leaves, paths
+                rows, leaves, paths = [], [], []
+        if rows:
+            yield rows, leaves, paths
+
+    return batches
+
+
 def export_jsonl(records: Records, checkpoint_note: str, header: dict[str, Any]) -> Iterator[bytes]:
     """JSON Lines export of `records` under the export's signed note (see the module docstring)."""
+    return export_jsonl_batches(batched(records), checkpoint_note, header)
+
+
+def _jsonl_line(fields: Sequence[Any], leaf: str, path: str) -> str:
+    # The stored details text is valid JSON and hex needs no escaping: both are
+    # appended as text, not parsed and re-encoded; the other fields are JSON strings
+    # (or null), encoded one by one exactly as the general encoder would.
+    paths = f'"{path}"' if path else ""
+    try:
+        return _EVENT_LINE % (
+            fields[0],
+            _string(fields[1]),
+            *[_NULL if v is None else _string(v) for v in fields[2:12]],
+            fields[12],
+            leaf,
+            paths,
+        )
+    except TypeError:  # a value that is not text: the general encoder
+        record = dict(zip(FIELDS[:12], fields, strict=False))
+        record["type"] = "event"
+        return f'{_line_json(record)[:-1]},"details":{fields[12]},"leaf_hash":"{leaf}","inclusion_path":[{paths}]}}'
+
+
+def export_jsonl_batches(batches: Batches, checkpoint_note: str, header: dict[str, Any]) -> Iterator[bytes]:
+    """`export_jsonl` from a source of record batches (output in chunks of `OUTPUT_LINES` lines)."""
     head = {"type": "header", **header, "checkpoint": checkpoint_note}
     yield (_line_json(head) + "\n").encode()
-    count, buf = 0, []
-    for fields, leaf, path in records(JSONL_PATH_SEP):
-        # The stored details text is valid JSON and hex needs no escaping: both are
-        # appended as text, not parsed and re-encoded; the other fields are JSON strings
-        # (or null), encoded one by one exactly as the general encoder would.
-        paths = f'"{path}"' if path else ""
-        try:
-            line = _EVENT_LINE % (
-                fields[0],
-                _string(fields[1]),
-                *[_NULL if v is None else _string(v) for v in fields[2:12]],
-                fields[12],
-                leaf,
-                paths,
-            )
-        except TypeError:  # a value that is not text: the general encoder
-            record = dict(zip(FIELDS[:12], fields, strict=False))
-            record["type"] = "event"
-            line = f'{_line_json(record)[:-1]},"details":{fields[12]},"leaf_hash":"{leaf}","inclusion_path":[{paths}]}}'
-        buf.append(line)
-        count += 1
-        if len(buf) >= 500:
-            buf.append("")
-            yield "\n".join(buf).encode()
-            buf = []
-    if buf:
-        buf.append("")
-        yield "\n".join(buf).encode()
+    count = 0
+    for rows, leaves, paths in batches(JSONL_PATH_SEP):
+        for lo in range(0, len(rows), OUTPUT_LINES):
+            hi = lo + OUTPUT_LINES
+            records = list(zip(rows[lo:hi], leaves[lo:hi], paths[lo:hi], strict=True))
+            try:  # `_jsonl_line` inline, for a batch of text fields
+                lines = [
+                    _EVENT_LINE
+                    % (
+                        fields[0],
+                        _string(fields[1]),
+                        *[_NULL if v is None else _string(v) for v in fields[2:12]],
+                        fields[12],
+                        leaf,
+                        f'"{path}"' if path else "",
+                    )
+                    for fields, leaf, path in records
+                ]
+            except TypeError:
+                lines = [_jsonl_line(*record) for record in records]
+            count += len(lines)
+            lines.append("")
+            yield "\n".join(lines).encode()
     yield (_line_json({"type": "end", "events": count}) + "\n").encode()
 
 
 def export_csv(records: Records, checkpoint_note: str, header: dict[str, Any]) -> Iterator[bytes]:
     """CSV export of `records` under the export's signed note (see the module docstring)."""
+    return export_csv_batches(batched(records), checkpoint_note, header)
+
+
+def _csv_row_cells(texts: Sequence[str | None]) -> str:
+    """The ten text cells of one row, each quoted or guarded as it needs."""
+    return ",".join(["" if value is None else _csv_cell(neutralise(value)) for value in texts])
+
+
+def export_csv_batches(batches: Batches, checkpoint_note: str, header: dict[str, Any]) -> Iterator[bytes]:
+    """`export_csv` from a source of record batches (output in chunks of `OUTPUT_LINES` rows)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
-    count, buf = 0, [out.getvalue()[:-2]]
-    for fields, leaf, path in records(CSV_PATH_SEP):
-        # RFC 4180 quoting by hand: the csv module would rescan the long hex columns.  The ten
-        # text cells are joined first and quoted or guarded one by one only when they need it.
-        texts = fields[2:12]
-        middle = ",".join(["" if value is None else value for value in texts])
-        if not _plain_cells(middle, len(texts)):
-            middle = ",".join(["" if value is None else _csv_cell(neutralise(value)) for value in texts])
-        buf.append(f"{fields[0]},{fields[1]},{middle},{_csv_cell(fields[12])},{leaf},{path}")
-        count += 1
-        if count % 500 == 0:
-            buf.append("")
-            yield "\r\n".join(buf).encode()
-            buf = []
-    if buf:
-        buf.append("")
-        yield "\r\n".join(buf).encode()
+    yield out.getvalue().encode()
+    count = 0
+    for batch, all_leaves, all_paths in batches(CSV_PATH_SEP):
+        for lo in range(0, len(batch), OUTPUT_LINES):
+            rows = batch[lo : lo + OUTPUT_LINES]
+            leaves = all_leaves[lo : lo + OUTPUT_LINES]
+            paths = all_paths[lo : lo + OUTPUT_LINES]
+            # RFC 4180 quoting by hand: the csv module would rescan the long hex columns.  The ten
+            # text cells of every row are joined first; one check of the whole batch's text
+            # (rows joined by commas, so a row's first cell is checked as any later cell is) says
+            # whether any cell needs quotes or a formula guard, and only then is each row looked at.
+            middles = [",".join(["" if value is None else value for value in fields[2:12]]) for fields in rows]
+            if not _plain_cells(",".join(middles), 10 * len(middles)):
+                middles = [
+                    middle if _plain_cells(middle, 10) else _csv_row_cells(fields[2:12])
+                    for middle, fields in zip(middles, rows, strict=True)
+                ]
+            lines = [
+                f"{fields[0]},{fields[1]},{middle},{_csv_cell(fields[12])},{leaf},{path}"
+                for fields, middle, leaf, path in zip(rows, middles, leaves, paths, strict=True)
+            ]
+            count += len(lines)
+            lines.append("")
+            yield "\r\n".join(lines).encode()
     out.seek(0)
     out.truncate()
     writer.writerow(["#header", header_json(header)])

@@ -22,11 +22,14 @@ an outside verifier runs.
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 _sha256 = hashlib.sha256
+_digest = operator.methodcaller("digest")
+_NODE_PREFIX = b"\x01"
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -59,8 +62,11 @@ def _mth(leaves: list[bytes], start: int, end: int) -> bytes:
 
 def parents(level: list[bytes]) -> list[bytes]:
     """The node hashes one level up from an even-length list of sibling pairs."""
+    if len(level) % 2:
+        raise ValueError("an odd number of nodes has no parent level")
     pairs = iter(level)
-    return [_sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=True)]
+    # Concatenating, hashing and taking each digest are mapped (run from C), not called per pair in Python.
+    return list(map(_digest, map(_sha256, map(_NODE_PREFIX.__add__, map(operator.add, pairs, pairs)))))
 
 
 def levels_of(leaves: list[bytes]) -> list[list[bytes]]:

@@ -283,10 +283,18 @@ def verify_log(database, public_key, key_name: str, *, chunk: int = 20_000, work
 
 
 def default_workers() -> int:
-    """Parallel re-hashing pays only with spare cores: keep one for the tree walk and the database."""
+    """Parallel re-hashing pays only with spare cores: keep one for the tree walk and the database.
+
+    Counts the cores this process may run on (a CPU set or affinity mask can allow fewer than the
+    machine has); on 2 cores that is 1, and the rows are checked in this process, with no pool.
+    """
     import os
 
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks on this platform
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores - 1))
 
 
 def run_verification(components, actor) -> VerifyReport:

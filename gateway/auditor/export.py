@@ -8,11 +8,11 @@ this module feeds the writers from the database: events from one streaming query
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from gateway.audit.tree import BUCKET, ShortReads, TreeReader, canonical_rows, event_chunks
+from gateway.audit.tree import BUCKET, ShortReads, TreeReader, canonical_batch, event_chunks
 from translog import merkle, note
-from translog.export import FORMAT, export_csv, export_jsonl, header_binding
+from translog.export import FORMAT, export_csv_batches, export_jsonl_batches, header_binding
 from translog.leaf import VERSION
 
 # The largest block of leaves whose paths are built at once (a few MB of path text).
@@ -59,6 +59,18 @@ class ProofStream:
             self._load(index)
         return self.texts[index - self.lo]
 
+    def path_texts(self, index: int, count: int) -> list[str]:
+        """The paths of leaves index, index + 1, ..., index + count - 1 (a block's slice at a time)."""
+        out: list[str] = []
+        end = index + count
+        while index < end:
+            if not self.lo <= index < self.hi:
+                self._load(index)
+            upto = min(end, self.hi)
+            out += self.texts[index - self.lo : upto - self.lo]
+            index = upto
+        return out
+
     def _load(self, index: int) -> None:
         self.want = min(MAX_BLOCK, self.want * 2) if index == self.hi and self.hi else BUCKET
         span = self.want
@@ -92,18 +104,26 @@ class ProofStream:
         self.lo, self.hi, self.texts = lo, hi, texts
 
 
-def _records(database, checkpoint_size: int, where):
-    """The writers' record source: events matching `where` up to the checkpoint, with their paths."""
+def _batches(database, checkpoint_size: int, where):
+    """The writers' record source: events matching `where` up to the checkpoint, with their paths, a chunk at a time."""
 
-    def records(sep: str) -> Iterator[tuple[tuple, str, str]]:
+    def batches(sep: str) -> Iterator[tuple[Sequence, list[str], list[str]]]:
         proofs = ProofStream(ShortReads(database), checkpoint_size, sep)
-        for rows in event_chunks(database, 0, checkpoint_size, where, CHUNK):
-            if rows[-1][0] - rows[0][0] == len(rows) - 1:  # a run without gaps (an unfiltered export)
-                proofs.offer(rows[0][0] - 1, [row[13] for row in rows])
-            for row in canonical_rows(rows):
-                yield row, row[13].hex(), proofs.path_text(row[0] - 1)
+        for chunk in event_chunks(database, 0, checkpoint_size, where, CHUNK):
+            chunk = canonical_batch(chunk)
+            dense = chunk[-1][0] - chunk[0][0] == len(chunk) - 1  # a run without gaps (an unfiltered export)
+            if dense:
+                proofs.offer(chunk[0][0] - 1, [row[13] for row in chunk])
+            # At most a block's worth of paths as text at once (about 4 MB), not the whole chunk's.
+            for lo in range(0, len(chunk), MAX_BLOCK):
+                rows = chunk[lo : lo + MAX_BLOCK]
+                if dense:
+                    paths = proofs.path_texts(rows[0][0] - 1, len(rows))
+                else:
+                    paths = [proofs.path_text(row[0] - 1) for row in rows]
+                yield rows, [row[13].hex() for row in rows], paths
 
-    return records
+    return batches
 
 
 def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[bytes], str, int]:
@@ -162,7 +182,7 @@ def start_export(components, scope, flt, fmt: str, actor) -> tuple[Iterator[byte
     )
     size = signed.tree_size
     where = and_(scope.clause(), flt.clause())
-    records = _records(components.db, size, where)
+    batches = _batches(components.db, size, where)
     if fmt == "csv":
-        return export_csv(records, export_note, header), "text/csv; charset=utf-8", size
-    return export_jsonl(records, export_note, header), "application/x-ndjson", size
+        return export_csv_batches(batches, export_note, header), "text/csv; charset=utf-8", size
+    return export_jsonl_batches(batches, export_note, header), "application/x-ndjson", size

@@ -28,6 +28,10 @@ AWKWARD = [
     "-1",
     "a,b",
     "'quoted",
+    "None",
+    "null",
+    '"None"',
+    "",
 ]
 texts = st.one_of(st.none(), st.sampled_from(AWKWARD), st.text(max_size=12))
 
@@ -42,6 +46,25 @@ def _row(seq: int, values: list) -> tuple:
 def test_leaf_hashes_of_a_batch_are_those_of_each_row(values):
     rows = [_row(seq, v) for seq, v in enumerate(values, 1)]
     assert leaf_hashes_text(rows) == [leaf_hash_text(*row) for row in rows]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(texts, min_size=10, max_size=10), min_size=1, max_size=6), st.integers(0, 5), st.integers(2, 11)
+)
+def test_a_batch_with_a_field_that_is_not_text_hashes_as_each_row(values, which, column):
+    # A number or a boolean where text belongs: JSON writes it otherwise than a string.
+    rows = [_row(seq, v) for seq, v in enumerate(values, 1)]
+    row = list(rows[which % len(rows)])
+    row[column] = [5, True, 1.5, 7, None, "plain"][which]
+    rows[which % len(rows)] = tuple(row)
+    assert leaf_hashes_text(rows) == [leaf_hash_text(*row) for row in rows]
+
+
+def test_a_sequence_number_that_is_not_an_integer_is_encoded_as_json_does():
+    rows = [_row(1, ["a"] * 10), (True, *_row(2, ["b"] * 10)[1:]), (3.0, *_row(3, ["c"] * 10)[1:])]
+    assert leaf_hashes_text(rows) == [leaf_hash_text(*row) for row in rows]
+    assert leaf_hashes_text(rows[:1]) == [leaf_hash_text(*rows[0])]
 
 
 @settings(max_examples=60, deadline=None)
