@@ -348,15 +348,18 @@ class Baseline:
         self.base = f"http://127.0.0.1:{port}"
         wait_up(self.base + "/docs", self.proc)
 
-    def round(self, client: httpx.Client) -> tuple[float, float]:
+    def round(self, client: httpx.Client) -> tuple[float, float, float]:
+        """Upload and download; returns the two times and the upload's server CPU."""
+        cpu = cpu_seconds(self.proc.pid)
         up, r = timed_upload(
             client, f"{self.base}/upload", self.size, headers={"Content-Type": "application/octet-stream"}
         )
         r.raise_for_status()
+        cpu = cpu_seconds(self.proc.pid) - cpu
         down, n = timed_download(client, f"{self.base}/download")
         if n != self.size:
             raise RuntimeError(f"baseline downloaded {n} bytes, expected {self.size}")
-        return up, down
+        return up, down, cpu
 
     def stop(self) -> float:
         peak = rss_kib(self.proc.pid, "VmHWM")
@@ -379,13 +382,14 @@ def main() -> None:
         baseline, gateway = Baseline(size, work), Gateway(size, work)
         try:
             # Alternate the two, so that whatever else the machine does hits both alike.
-            base_up, base_down, gw_up, gw_down, gw_tus, cpu_up, cpu_tus = [], [], [], [], [], [], []
+            base_up, base_down, gw_up, gw_down, gw_tus, cpu_up, cpu_tus, cpu_base = [], [], [], [], [], [], [], []
             with httpx.Client(timeout=None) as client:
                 gateway.warm(client)
                 for i in range(repeats):
-                    up, down = baseline.round(client)
+                    up, down, base_cpu = baseline.round(client)
                     base_up.append(up)
                     base_down.append(down)
+                    cpu_base.append(base_cpu)
                     # The resumable upload right before the direct one in even rounds, right after it in odd ones.
                     if i % 2 == 0:
                         tus, tus_cpu = gateway.resumable(client)
@@ -425,6 +429,10 @@ def main() -> None:
         "direct_upload_server_cpu_s": round(statistics.median(cpu_up), 2),
         "resumable_upload_server_cpu_s": round(statistics.median(cpu_tus), 2),
         "resumable_cpu_over_direct": round(statistics.median(t / d for d, t in zip(cpu_up, cpu_tus, strict=False)), 3),
+        # Each round's server CPU seconds for the direct upload and for the baseline's: a round that is slow for
+        # lack of CPU (other load) and one where the server itself did more work read differently here.
+        "direct_upload_server_cpu_s_per_round": [round(c, 2) for c in cpu_up],
+        "baseline_upload_server_cpu_s_per_round": [round(c, 2) for c in cpu_base],
         "server_idle_rss_mb": round(gateway.idle_kib / 1024, 1),
         "server_peak_rss_mb": round(gateway_peak / 1024, 1),
         "server_peak_over_idle_mb": round((gateway_peak - gateway.idle_kib) / 1024, 1),

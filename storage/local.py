@@ -26,6 +26,15 @@ fsynced. A crash at any point leaves either the old object or the new one under 
 final name, never a partial one; the temp remnant is dot-named so ``list`` ignores
 it, ``verify_absent`` reports it, and ``sweep_temp`` / ``destroy`` remove it.
 
+Page cache: the store keeps no object in it.  Writes start writeback batch by batch and
+let go of the bytes more than ``_CACHE_WINDOW`` behind the one being written, and a put
+drops the whole file once it is fsynced; reads drop what lies that far behind them.
+Every object is a new file, so pages left cached would make each upload take memory no
+file has used yet, and filling fresh memory costs the writer several times the copy
+(on a VM whose freed memory goes back to the host: ~2.2 s of kernel time per GiB written
+instead of ~0.3 s when the pages of the bytes just written are recycled); ciphertext that
+is read rarely, and only after an approval, is the last thing worth caching anyway.
+
 Assembly (``begin_assembly`` ... ``complete_assembly``): the parts of an object written
 over many requests go straight into one temp file at their offsets, each fsynced before
 ``put_assembly_part`` returns; completion appends the trailer, fsyncs and renames, so no
@@ -87,6 +96,7 @@ _MAX_TRAILER = 64 * 1024
 _WRITE_BLOCK = 1 << 20  # coalesce small chunks into ~1 MiB writev calls
 _MAX_IOV = 512  # stay well under IOV_MAX (1024 on Linux)
 _FADV_DONTNEED = getattr(os, "POSIX_FADV_DONTNEED", None) if hasattr(os, "posix_fadvise") else None
+_CACHE_WINDOW = 32 << 20  # the page cache an object in flight keeps: what lies further behind is let go
 _READ_CHUNK = 1 << 20
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -112,11 +122,30 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
     Without this nothing reaches the disk until the final fsync, so the disk sits idle
     while the object is hashed and then the fsync waits for all of it; started early,
     the disk writes while the next batches are hashed. On Linux, POSIX_FADV_DONTNEED
-    starts writeback of dirty pages (asynchronously) and drops the clean ones.
+    starts writeback of dirty pages (asynchronously) and drops the clean ones
+    (length 0: to the end of the file).
     """
     if _FADV_DONTNEED is not None:
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, offset, length, _FADV_DONTNEED)
+
+
+#: Once a range is durable (or has been read), the same call only drops its pages from the cache.
+_drop_cached = _start_writeback
+
+
+def _drop_behind(fd: int, dropped: int, at: int) -> int:
+    """Drop the cached pages from `dropped` to `_CACHE_WINDOW` before `at`; returns the new mark.
+
+    Called after each batch written (or read) up to `at`: by then the range that far
+    behind has been written back, so its pages are freed and the next batches reuse
+    them, while a rare range still under writeback stays until the final drop.
+    """
+    upto = at - _CACHE_WINDOW
+    if upto <= dropped:
+        return dropped
+    _drop_cached(fd, dropped, upto - dropped)
+    return upto
 
 
 def _writev_all(fd: int, buffers: list[bytes]) -> None:
@@ -297,6 +326,7 @@ class LocalObjectStore:
             trailer = _trailer(size, crc, meta)
             _writev_all(fd, [trailer, _TAIL.pack(len(trailer), _MAGIC)])
             os.fsync(fd)
+            _drop_cached(fd, 0, 0)  # all of it is clean now
             os.close(fd)
             fd = -1
             os.replace(tmp, os.path.join(shard, name))
@@ -323,7 +353,7 @@ class LocalObjectStore:
     def _write_payload(self, fd: int, chunks: Iterable[bytes]) -> tuple[int, str]:
         """Write every chunk in ~1 MiB batches, each checksummed (CRC32C) just before it is written."""
         hasher = checksums.new(checksums.CRC32C)
-        size = 0
+        size = dropped = 0
         batch: list[bytes] = []
         batch_len = 0
         for chunk in chunks:
@@ -336,6 +366,7 @@ class LocalObjectStore:
                 _writev_all(fd, batch)
                 _start_writeback(fd, size, batch_len)
                 size += batch_len
+                dropped = _drop_behind(fd, dropped, size)
                 batch, batch_len = [], 0
         if batch:
             _hash_all(hasher, batch)
@@ -401,6 +432,7 @@ class LocalObjectStore:
             size = self._write_at(fd, source, offset, hasher)
             # Durable before the caller moves its offset: the part survives a crash from here on.
             os.fdatasync(fd)
+            _drop_cached(fd, offset, size)
         except OSError as exc:
             if exc is source.error:
                 raise
@@ -416,7 +448,7 @@ class LocalObjectStore:
 
     def _write_at(self, fd: int, chunks: Iterable[bytes], offset: int, hasher: checksums.Hasher | None) -> int:
         """Write the chunks from `offset` in ~1 MiB batches, each checksummed (CRC32C) just before it is written."""
-        at = offset
+        at = dropped = offset
         batch: builtins.list[bytes] = []
         batch_len = 0
         for chunk in chunks:
@@ -429,6 +461,7 @@ class LocalObjectStore:
             if hasher is not None:
                 _hash_all(hasher, batch)
             at += self._pwritev_all(fd, batch, at)
+            dropped = _drop_behind(fd, dropped, at)
             batch, batch_len = [], 0
         if batch:
             if hasher is not None:
@@ -481,6 +514,7 @@ class LocalObjectStore:
             trailer = _trailer(total, crc, meta)
             self._pwritev_all(fd, [trailer, _TAIL.pack(len(trailer), _MAGIC)], total)
             os.fsync(fd)
+            _drop_cached(fd, 0, 0)
         except OSError as exc:
             raise StorageUnavailable(f"cannot complete object {key}") from exc
         finally:
@@ -579,7 +613,7 @@ class LocalObjectStore:
     def _stream(self, fd: int, key: str, lo: int, hi: int, expect: tuple[str, str] | None) -> Iterator[bytes]:
         hasher = checksums.new(expect[0]) if expect is not None else None
         try:
-            pos = lo
+            pos = dropped = lo
             while pos < hi:
                 try:
                     data = os.pread(fd, min(self._read_chunk, hi - pos), pos)
@@ -588,6 +622,7 @@ class LocalObjectStore:
                 if not data:
                     raise IntegrityError(f"object {key} is shorter than recorded")
                 pos += len(data)
+                dropped = _drop_behind(fd, dropped, pos)
                 if hasher is not None:
                     hasher.update(data)
                 yield data

@@ -92,6 +92,89 @@ def test_put_fsyncs_the_file_then_the_directory(file_target, monkeypatch) -> Non
     assert synced == ["dir"]  # the unlink is made durable
 
 
+MiB = 1 << 20
+
+
+class CacheSpy:
+    """Records, in order, the store's page-cache advice (offset, length) and its fsyncs."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.events: list[tuple] = []
+        real_fadvise, real_fsync, real_fdatasync = os.posix_fadvise, os.fsync, os.fdatasync
+
+        def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+            if advice == os.POSIX_FADV_DONTNEED:
+                self.events.append(("drop", offset, length))
+            real_fadvise(fd, offset, length, advice)
+
+        def fsync(fd: int) -> None:
+            self.events.append(("fsync", "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+            real_fsync(fd)
+
+        def fdatasync(fd: int) -> None:
+            self.events.append(("fdatasync",))
+            real_fdatasync(fd)
+
+        monkeypatch.setattr("storage.local.os.posix_fadvise", fadvise)
+        monkeypatch.setattr("storage.local.os.fsync", fsync)
+        monkeypatch.setattr("storage.local.os.fdatasync", fdatasync)
+        monkeypatch.setattr("storage.local._CACHE_WINDOW", 2 * MiB)
+
+    def dropped(self, events: list[tuple] | None = None) -> set[int]:
+        """The MiB blocks some advice asked the kernel to let go of (length 0: to the end, 64 MiB here)."""
+        blocks: set[int] = set()
+        for e in self.events if events is None else events:
+            if e[0] == "drop":
+                end = e[1] + e[2] if e[2] else 64 * MiB
+                blocks.update(range(e[1] // MiB, -(-end // MiB)))
+        return blocks
+
+
+needs_fadvise = pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise on this platform")
+
+
+@needs_fadvise
+def test_a_put_keeps_no_page_cache_behind_it(file_target, monkeypatch) -> None:
+    store = file_target.open()
+    spy = CacheSpy(monkeypatch)
+    store.put("obj-cache", (bytes([i]) * MiB for i in range(8)))
+    synced = spy.events.index(("fsync", "file"))
+    # While writing: everything more than the window (2 MiB here) behind the last batch was let go of...
+    assert spy.dropped(spy.events[:synced]) >= set(range(6))
+    # ...and once the file is durable, all of it, the last batches and the trailer too.
+    assert ("drop", 0, 0) in spy.events[synced:]
+    assert read(store, "obj-cache") == b"".join(bytes([i]) * MiB for i in range(8))
+
+
+@needs_fadvise
+def test_a_read_lets_go_of_what_lies_behind_it(file_target, monkeypatch) -> None:
+    store = file_target.open()
+    store.put("obj-read", (bytes([i]) * MiB for i in range(8)))
+    spy = CacheSpy(monkeypatch)
+    reader = store.get("obj-read")
+    first = [next(reader) for _ in range(3)]
+    assert spy.dropped() <= {0}  # within the window nothing is dropped...
+    rest = list(reader)
+    assert spy.dropped() >= set(range(6))  # ...behind it, everything
+    assert b"".join(first + rest) == b"".join(bytes([i]) * MiB for i in range(8))
+
+
+@needs_fadvise
+def test_an_assembly_part_keeps_no_page_cache_once_durable(file_target, monkeypatch) -> None:
+    store = file_target.open()
+    token = store.begin_assembly("asm-cache", {"format": "test"})
+    spy = CacheSpy(monkeypatch)
+    part = store.put_assembly_part("asm-cache", token, 1, 0, (b"p" * MiB for _ in range(5)))
+    synced = spy.events.index(("fdatasync",))
+    assert spy.dropped(spy.events[:synced]) >= set(range(3))
+    assert ("drop", 0, 5 * MiB) in spy.events[synced:]
+    spy.events.clear()
+    store.complete_assembly("asm-cache", token, [part], {"format": "test"})
+    synced = spy.events.index(("fsync", "file"))
+    assert ("drop", 0, 0) in spy.events[synced:]
+    assert read(store, "asm-cache") == b"p" * 5 * MiB
+
+
 def test_failed_put_leaves_no_temp_file(file_target) -> None:
     store = file_target.open()
 
