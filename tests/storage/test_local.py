@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -23,6 +25,7 @@ from storage import (
     open_object_store,
     validate_key,
 )
+from storage import local as storage_local
 from storage.checksums import crc32c_hex
 
 from .test_contract import read
@@ -147,9 +150,10 @@ def test_a_put_keeps_no_page_cache_behind_it(file_target, monkeypatch) -> None:
 
 
 @needs_fadvise
-def test_a_read_lets_go_of_what_lies_behind_it(file_target, monkeypatch) -> None:
+def test_a_read_where_direct_io_is_refused_lets_go_of_what_lies_behind_it(file_target, monkeypatch) -> None:
     store = file_target.open()
     store.put("obj-read", (bytes([i]) * MiB for i in range(8)))
+    monkeypatch.setattr("storage.local._use_direct_io", lambda fd: False)  # as on tmpfs
     spy = CacheSpy(monkeypatch)
     reader = store.get("obj-read")
     first = [next(reader) for _ in range(3)]
@@ -157,6 +161,75 @@ def test_a_read_lets_go_of_what_lies_behind_it(file_target, monkeypatch) -> None
     rest = list(reader)
     assert spy.dropped() >= set(range(6))  # ...behind it, everything
     assert b"".join(first + rest) == b"".join(bytes([i]) * MiB for i in range(8))
+
+
+needs_direct_io = pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT on this platform")
+
+
+@pytest.fixture
+def small_direct_blocks(monkeypatch):
+    """Direct reads of 16 KiB, so that small objects span many blocks and read-aheads."""
+    monkeypatch.setattr("storage.local._DIRECT_BLOCK", 16 * 1024)
+    return 16 * 1024
+
+
+@needs_direct_io
+def test_reads_go_around_the_page_cache_and_every_range_is_exact(file_target, small_direct_blocks, monkeypatch) -> None:
+    store = file_target.open(read_chunk_size=5000)
+    data = bytes(range(256)) * 1000 + b"tail"  # 256,004 bytes: unaligned end, 16 blocks and a bit
+    store.put("obj-direct", [data])
+    direct: list[bool] = []
+    real = storage_local._use_direct_io
+    monkeypatch.setattr("storage.local._use_direct_io", lambda fd: direct.append(real(fd)) or direct[-1])
+    assert read(store, "obj-direct") == data
+    assert direct == [True]  # ext4, xfs: the bytes never enter the page cache
+    for start, end in ((0, 1), (4095, 4097), (16383, 16385), (5000, 200_000), (255_999, None), (17, len(data) - 1)):
+        got = b"".join(store.get("obj-direct", start, end))
+        assert got == data[start:end], (start, end)
+    assert all(len(chunk) <= 5000 for chunk in store.get("obj-direct"))
+
+
+@needs_direct_io
+def test_a_file_system_that_refuses_a_direct_read_is_read_through_the_cache(file_target, monkeypatch) -> None:
+    store = file_target.open()
+    store.put("obj-einval", [b"x" * 100_000])
+    real_preadv, refused = os.preadv, []
+
+    def preadv(fd, buffers, offset):
+        if os.O_DIRECT & fcntl.fcntl(fd, fcntl.F_GETFL):
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr("storage.local.os.preadv", preadv)
+    assert read(store, "obj-einval") == b"x" * 100_000
+    assert refused == [0]
+
+
+@needs_direct_io
+def test_a_reader_closed_half_way_waits_for_its_read_ahead(file_target, small_direct_blocks) -> None:
+    store = file_target.open(read_chunk_size=4096)
+    store.put("obj-half", [os.urandom(200_000)])
+    before = set(os.listdir("/proc/self/fd"))
+    reader = store.get("obj-half")
+    next(reader)
+    reader.close()  # a read ahead of the next block is in flight: it finishes before the descriptor closes
+    assert set(os.listdir("/proc/self/fd")) <= before
+    with pytest.raises(StopIteration):
+        next(reader)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "cached"])
+def test_an_object_cut_short_while_it_is_read_is_refused(file_target, monkeypatch, direct) -> None:
+    store = file_target.open()
+    store.put("obj-cut", [b"y" * 300_000])
+    if not direct:
+        monkeypatch.setattr("storage.local._use_direct_io", lambda fd: False)
+    (path,) = [os.path.join(d, f) for d, _, files in os.walk(file_target.root) for f in files if not f.startswith(".")]
+    reader = store.get("obj-cut")  # opened, its trailer read: then the file loses everything after 100,000 bytes
+    os.truncate(path, 100_000)
+    with pytest.raises(IntegrityError, match="shorter than recorded"):
+        b"".join(reader)
 
 
 @needs_fadvise
