@@ -168,8 +168,10 @@ needs_direct_io = pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_D
 
 @pytest.fixture
 def small_direct_blocks(monkeypatch):
-    """Direct reads of 16 KiB, so that small objects span many blocks and read-aheads."""
+    """Direct reads of 16 KiB from any size on, so that small objects span many blocks and read-aheads."""
     monkeypatch.setattr("storage.local._DIRECT_BLOCK", 16 * 1024)
+    monkeypatch.setattr("storage.local._DIRECT_MIN", 0)
+    monkeypatch.setattr("storage.local._FREE_BUFFERS", [])  # none of the real size
     return 16 * 1024
 
 
@@ -190,7 +192,28 @@ def test_reads_go_around_the_page_cache_and_every_range_is_exact(file_target, sm
 
 
 @needs_direct_io
-def test_a_file_system_that_refuses_a_direct_read_is_read_through_the_cache(file_target, monkeypatch) -> None:
+def test_only_large_reads_go_direct_and_their_buffers_are_reused(file_target, small_direct_blocks, monkeypatch) -> None:
+    monkeypatch.setattr("storage.local._DIRECT_MIN", 200_000)
+    store = file_target.open()
+    store.put("obj-small", [b"s" * 100_000])
+    store.put("obj-large", [b"L" * 300_000])
+    asked: list[int] = []
+    real = storage_local._use_direct_io
+    monkeypatch.setattr("storage.local._use_direct_io", lambda fd: asked.append(fd) or real(fd))
+    assert read(store, "obj-small") == b"s" * 100_000
+    assert asked == []  # below the threshold: through the page cache, kept there for the next reader
+    assert read(store, "obj-large") == b"L" * 300_000
+    assert len(asked) == 1
+    kept = list(storage_local._FREE_BUFFERS)
+    assert len(kept) == 2  # both buffers given back...
+    assert read(store, "obj-large") == b"L" * 300_000
+    assert sorted(map(id, storage_local._FREE_BUFFERS)) == sorted(map(id, kept))  # ...and taken again
+
+
+@needs_direct_io
+def test_a_file_system_that_refuses_a_direct_read_is_read_through_the_cache(
+    file_target, small_direct_blocks, monkeypatch
+) -> None:
     store = file_target.open()
     store.put("obj-einval", [b"x" * 100_000])
     real_preadv, refused = os.preadv, []
@@ -220,7 +243,7 @@ def test_a_reader_closed_half_way_waits_for_its_read_ahead(file_target, small_di
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "cached"])
-def test_an_object_cut_short_while_it_is_read_is_refused(file_target, monkeypatch, direct) -> None:
+def test_an_object_cut_short_while_it_is_read_is_refused(file_target, small_direct_blocks, monkeypatch, direct) -> None:
     store = file_target.open()
     store.put("obj-cut", [b"y" * 300_000])
     if not direct:
