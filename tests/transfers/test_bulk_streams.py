@@ -88,3 +88,55 @@ def test_reads_answer_while_an_upload_waits_behind_a_stalled_download(
     assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
     assert len(events(db, "transfer.created")) == 2
     assert components.bulk.waiting == 0
+
+
+def test_a_resumable_patch_waits_for_a_place_like_a_direct_upload(
+    live, app, components, party, session_for, fake_clock
+):
+    from tests.uploads.conftest import Tus
+
+    components.bulk = BulkStreams(1)  # before the server's first request: its loop sizes its places from this
+    staff, approver = session_for(party.staff), session_for(party.approver)
+    tid = staff.upload(party.vendor.id, data=BIG, name="big.pdf").json()["id"]
+    fid = approver.approve(tid).json()["files"][0]["id"]
+    created = Tus(staff).create(len(PDF), partner_id=party.vendor.id)
+    assert created.status_code == 201, created.text
+    url = created.headers["Location"]
+    biller_cookie, _ = signed_in(app, party.biller, approver.clock)
+    staff_cookie, staff_csrf = signed_in(app, party.staff, approver.clock)
+
+    download = socket.socket()
+    download.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing more: the place stays taken
+    download.connect(live)
+    patch = socket.create_connection(live)
+    try:
+        download.sendall(
+            f"GET /api/v1/transfers/{tid}/files/{fid}/content HTTP/1.1\r\nHost: x\r\n"
+            f"Cookie: phigate_session={biller_cookie}\r\n\r\n".encode()
+        )
+        assert download.recv(4096).startswith(b"HTTP/1.1 200")
+        patch.sendall(
+            (
+                f"PATCH {url} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+                f"Content-Type: application/offset+octet-stream\r\nContent-Length: {len(PDF)}\r\n"
+                f"Cookie: phigate_session={staff_cookie}\r\nX-CSRF-Token: {staff_csrf}\r\n\r\n"
+            ).encode()
+            + PDF
+        )
+        _until(lambda: components.bulk.waiting == 1, "the PATCH waits for the download's place")
+        with httpx.Client(base_url=f"http://{live[0]}:{live[1]}", timeout=30) as reader:
+            where = reader.head(url, headers={"Tus-Resumable": "1.0.0", "Cookie": f"phigate_session={staff_cookie}"})
+        assert where.status_code == 200 and where.headers["Upload-Offset"] == "0"  # nothing taken while it waits
+    finally:
+        download.close()  # the place is free: the PATCH goes on
+
+    try:
+        patch.settimeout(30)
+        answer = b""
+        while b"\r\n\r\n" not in answer and (chunk := patch.recv(65536)):
+            answer += chunk
+    finally:
+        patch.close()
+    assert answer.startswith(b"HTTP/1.1 204"), answer[:300]
+    assert f"upload-offset: {len(PDF)}".encode() in answer.lower()
+    assert components.bulk.waiting == 0
