@@ -13,13 +13,9 @@ from translog import merkle
 from translog.export import verify_export
 
 
-def test_exports_of_many_blocks_verify_whole_and_filtered(components, signer, tmp_path):
-    with components.db.transaction() as db:
-        record_events_bulk(
-            db,
-            [{"action": Action.KEYS_REWRAPPED, "actor_user_id": f"u{i % 7}", "details": {"i": i}} for i in range(5000)],
-        )
-    for flt, expected in ((EventFilter(), None), (EventFilter(user_id="u3"), 714)):
+def _export_and_verify(components, signer, tmp_path, filtered: EventFilter, matching: int) -> None:
+    """Whole and filtered, CSV and JSON Lines: each export verifies and holds the events it should."""
+    for flt, expected in ((EventFilter(), None), (filtered, matching)):
         for fmt in ("csv", "jsonl"):
             chunks, _, size = start_export(components, Scope(None), flt, fmt, Actor.system())
             path = tmp_path / f"export.{fmt}"
@@ -27,6 +23,15 @@ def test_exports_of_many_blocks_verify_whole_and_filtered(components, signer, tm
             report = verify_export(str(path), signer.public_key())
             assert report.ok, report.problem
             assert report.events == (size if expected is None else expected)
+
+
+def test_exports_of_many_blocks_verify_whole_and_filtered(components, signer, tmp_path):
+    with components.db.transaction() as db:
+        record_events_bulk(
+            db,
+            [{"action": Action.KEYS_REWRAPPED, "actor_user_id": f"u{i % 7}", "details": {"i": i}} for i in range(5000)],
+        )
+    _export_and_verify(components, signer, tmp_path, EventFilter(user_id="u3"), 714)
     lines = (tmp_path / "export.jsonl").read_text().splitlines()
     assert json.loads(lines[-1]) == {"type": "end", "events": 714}
 
@@ -76,13 +81,6 @@ def test_exports_read_in_many_chunks_with_awkward_cells_verify_whole_and_filtere
                 for i in range(1500)
             ],
         )
-    for flt, expected in ((EventFilter(), None), (EventFilter(user_id="u1"), 500)):
-        for fmt in ("csv", "jsonl"):
-            chunks, _, size = start_export(components, Scope(None), flt, fmt, Actor.system())
-            path = tmp_path / f"export.{fmt}"
-            path.write_bytes(b"".join(chunks))
-            report = verify_export(str(path), signer.public_key())
-            assert report.ok, report.problem
-            assert report.events == (size if expected is None else expected)
+    _export_and_verify(components, signer, tmp_path, EventFilter(user_id="u1"), 500)
     events = [json.loads(line) for line in (tmp_path / "export.jsonl").read_text().splitlines()[1:-1]]
     assert [e["seq"] for e in events] == [i + 1 for i in range(1500) if i % 6 in (1, 4)]

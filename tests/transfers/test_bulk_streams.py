@@ -35,6 +35,23 @@ def _response(sock: socket.socket) -> bytes:
     return data
 
 
+def _stalled_download(live, tid: str, fid: str, cookie: str) -> socket.socket:
+    """A download whose client reads nothing more after the first bytes: it holds its bulk place until closed."""
+    download = socket.socket()
+    download.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    download.connect(live)
+    try:
+        download.sendall(
+            f"GET /api/v1/transfers/{tid}/files/{fid}/content HTTP/1.1\r\nHost: x\r\n"
+            f"Cookie: phigate_session={cookie}\r\n\r\n".encode()
+        )
+        assert download.recv(4096).startswith(b"HTTP/1.1 200")
+    except BaseException:
+        download.close()
+        raise
+    return download
+
+
 def test_reads_answer_while_an_upload_waits_behind_a_stalled_download(
     live, app, components, party, session_for, db, fake_clock
 ):
@@ -46,18 +63,9 @@ def test_reads_answer_while_an_upload_waits_behind_a_stalled_download(
     staff_cookie, staff_csrf = signed_in(app, party.staff, approver.clock)
     base = f"http://{live[0]}:{live[1]}"
 
-    download = socket.socket()
-    download.setsockopt(
-        socket.SOL_SOCKET, socket.SO_RCVBUF, 4096
-    )  # the client reads nothing more: the place stays taken
-    download.connect(live)
+    download = _stalled_download(live, tid, fid, biller_cookie)
     upload = socket.create_connection(live)
     try:
-        download.sendall(
-            f"GET /api/v1/transfers/{tid}/files/{fid}/content HTTP/1.1\r\nHost: x\r\n"
-            f"Cookie: phigate_session={biller_cookie}\r\n\r\n".encode()
-        )
-        assert download.recv(4096).startswith(b"HTTP/1.1 200")
         upload.sendall(
             (
                 f"POST /api/v1/transfers?partner_id={party.vendor.id} HTTP/1.1\r\nHost: x\r\n"
@@ -105,16 +113,9 @@ def test_a_resumable_patch_waits_for_a_place_like_a_direct_upload(
     biller_cookie, _ = signed_in(app, party.biller, approver.clock)
     staff_cookie, staff_csrf = signed_in(app, party.staff, approver.clock)
 
-    download = socket.socket()
-    download.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing more: the place stays taken
-    download.connect(live)
+    download = _stalled_download(live, tid, fid, biller_cookie)
     patch = socket.create_connection(live)
     try:
-        download.sendall(
-            f"GET /api/v1/transfers/{tid}/files/{fid}/content HTTP/1.1\r\nHost: x\r\n"
-            f"Cookie: phigate_session={biller_cookie}\r\n\r\n".encode()
-        )
-        assert download.recv(4096).startswith(b"HTTP/1.1 200")
         patch.sendall(
             (
                 f"PATCH {url} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"

@@ -179,6 +179,21 @@ def test_a_second_writer_is_locked_out_until_the_first_ends_or_its_lease_lapses(
     assert finish(tus, url, data) == hashlib.sha256(data).hexdigest()
 
 
+def _created_by_staff(components, party, length: int):
+    """(the practice staff's principal, a new upload of `length` bytes), through the service as a route calls it."""
+    from gateway.audit.service import Actor
+    from gateway.auth.service import Principal
+    from gateway.uploads import service
+    from gateway.users.models import User
+
+    with components.db.snapshot() as s:
+        user = s.get_one(User, party.staff.id)
+        s.expunge(user)
+    principal = Principal(user=user, session=None, token=None, actor=Actor(user.id))
+    meta = {"filename": "scan.pdf", "partner_id": party.vendor.id, "purpose": "APPEAL-1"}
+    return principal, service.create(components, principal, meta, length)
+
+
 def test_a_writer_that_lost_its_lease_keeps_nothing(party, components, db, monkeypatch):
     """A request that stalls past its lease while another takes the upload over: before its next segment
     reaches the object it finds the lease gone, writes nothing more, and keeps nothing."""
@@ -186,10 +201,7 @@ def test_a_writer_that_lost_its_lease_keeps_nothing(party, components, db, monke
 
     import pytest
 
-    from gateway.audit.service import Actor
-    from gateway.auth.service import Principal
     from gateway.uploads import service
-    from gateway.users.models import User
 
     class Stalled:
         """time.monotonic as a request sees it when each call comes a lease-third later than the last."""
@@ -203,16 +215,7 @@ def test_a_writer_that_lost_its_lease_keeps_nothing(party, components, db, monke
 
     monkeypatch.setattr(service, "time", Stalled)
     data = synthetic_pdf(3 * MiB, b"stalled")
-    with components.db.snapshot() as s:
-        user = s.get_one(User, party.staff.id)
-        s.expunge(user)
-    principal = Principal(user=user, session=None, token=None, actor=Actor(user.id))
-    up = service.create(
-        components,
-        principal,
-        {"filename": "scan.pdf", "partner_id": party.vendor.id, "purpose": "APPEAL-1"},
-        len(data),
-    )
+    principal, up = _created_by_staff(components, party, len(data))
 
     def body():
         yield data[:MiB]
@@ -261,25 +264,13 @@ def test_a_request_that_fails_after_a_kept_part_resumes_with_an_exact_sha256(par
     process keeps for the next request stands exactly at the kept offset, so the file's SHA-256 is exact."""
     import pytest
 
-    from gateway.audit.service import Actor
-    from gateway.auth.service import Principal
     from gateway.sealed import service as sealed
     from gateway.sealed.errors import StorageUnavailable
     from gateway.uploads import service
-    from gateway.users.models import User
 
     monkeypatch.setattr(service, "PART_SEGMENTS", 2)
     data = synthetic_pdf(5 * MiB + 11, b"exact")
-    with components.db.snapshot() as s:
-        user = s.get_one(User, party.staff.id)
-        s.expunge(user)
-    principal = Principal(user=user, session=None, token=None, actor=Actor(user.id))
-    up = service.create(
-        components,
-        principal,
-        {"filename": "scan.pdf", "partner_id": party.vendor.id, "purpose": "APPEAL-1"},
-        len(data),
-    )
+    principal, up = _created_by_staff(components, party, len(data))
     real = sealed.write_assembly_part
     calls = []
 
