@@ -23,7 +23,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from gateway.deps import SAFE_METHODS, CurrentPrincipal, full_principal, partial_principal
+from gateway.deps import SAFE_METHODS, CurrentPrincipal, checks_in_handler, full_principal, partial_principal
 from gateway.web import render
 
 SCHEMA_PATH = "/api/openapi.json"
@@ -78,10 +78,11 @@ def security_of(route: Any, method: str) -> list[dict[str, list[str]]]:
     cookie that changes state must come with the session's CSRF token (gateway.deps.check_csrf).
     """
     calls = _calls(route.dependant)
-    if partial_principal not in calls:
+    in_handler = any(checks_in_handler(call) for call in calls)  # require_in_handler: `require`'s checks, later
+    if partial_principal not in calls and not in_handler:
         return []
     session: dict[str, list[str]] = {SESSION: []} if method in SAFE_METHODS else {SESSION: [], CSRF: []}
-    if full_principal in calls:
+    if full_principal in calls or in_handler:
         return [{BEARER: []}, session]
     return [session]
 

@@ -299,9 +299,14 @@ def require_in_handler(*roles: Role):
 _IN_HANDLER: set[object] = set()  # the dependencies made by require_in_handler
 
 
+def checks_in_handler(call: object) -> bool:
+    """Whether a dependency is a `require_in_handler(...)`: a fully signed-in caller, checked in the handler."""
+    return call in _IN_HANDLER
+
+
 def checks_the_caller(call: object) -> bool:
     """Whether a dependency checks who is calling (401/403/429), at once or in the handler (gateway/api_errors.py)."""
-    return call is partial_principal or call in _IN_HANDLER
+    return call is partial_principal or checks_in_handler(call)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(require())]

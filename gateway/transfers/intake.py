@@ -71,6 +71,13 @@ class BodyChunks(Iterator[bytes]):
             await queue.put(None)
         except Exception as exc:  # noqa: BLE001 - ClientDisconnected and friends reach the worker as they are
             await queue.put(exc)
+        finally:
+            # Cancelled while waiting for room in the queue (the worker stopped early), the body is not being
+            # read at that moment: end it here, not whenever the generator is collected.
+            aclose = getattr(self._stream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
 
     async def _begin(self) -> None:
         self._loop = asyncio.get_running_loop()
