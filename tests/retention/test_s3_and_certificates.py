@@ -193,7 +193,9 @@ def _pdf_text(pdf: bytes) -> str:
     out = []
     for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
         try:
-            data = zlib.decompress(stream)
+            # A stream whose compressed bytes end in CR loses that byte to the pattern (a checksum byte, about one
+            # certificate in 256): decompressobj gives the text without insisting on the checksum.
+            data = zlib.decompressobj().decompress(stream)
         except zlib.error:
             continue
         out += [m.decode("latin-1") for m in re.findall(rb"\((.*?)(?<!\\)\)\s*Tj", data, re.S)]
