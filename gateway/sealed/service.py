@@ -23,8 +23,10 @@ never runs inside a write transaction.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -151,6 +153,10 @@ def _pending_row(c, pending: Pending) -> SealedObject:
     )
 
 
+# Threads that hash uploads' plaintext beside their encryption, shared by every upload of the process
+# (direct uploads here, resumable PATCHes in gateway/uploads/service.py): one hash in flight per upload.
+PLAINTEXT_HASHING = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="plaintext-sha256")
+
 #: Chunks at least this large are hashed in a worker thread while the caller encrypts and stores them.
 HASH_BESIDE = 64 * 1024
 
@@ -173,7 +179,6 @@ class _Measured:
         self.error: BaseException | None = None
 
     def __iter__(self) -> Iterator[bytes]:
-        pool: ThreadPoolExecutor | None = None
         hashing: Future[None] | None = None
         try:
             for chunk in self._chunks:
@@ -185,9 +190,7 @@ class _Measured:
                     self.sha.update(chunk)  # a hand-off would cost more than the hash
                 else:
                     chunk = bytes(chunk)  # immutable while the worker reads it (a no-op for bytes)
-                    if pool is None:
-                        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plaintext-sha256")
-                    hashing = pool.submit(self.sha.update, chunk)
+                    hashing = PLAINTEXT_HASHING.submit(self.sha.update, chunk)
                 yield chunk
             if hashing is not None:
                 hashing.result()
@@ -198,8 +201,9 @@ class _Measured:
             self.error = exc
             raise
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True)  # never leave the hasher running after the stream is done
+            if hashing is not None:  # never leave a hash running after the stream is done
+                with contextlib.suppress(BaseException):
+                    hashing.result()
 
     def raised(self, exc: BaseException) -> bool:
         """True when `exc` is (or was caused by) a failure of the caller's stream, not of ours."""

@@ -31,12 +31,11 @@ import base64
 import binascii
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -328,9 +327,6 @@ class _Hashes:
 
 _HASHES = _Hashes()
 
-# Threads that hash plaintext beside the requests sealing it, shared by every upload of the process.
-_HASHING = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="upload-sha256")
-
 
 def _update(sha, pieces: list[memoryview]) -> None:
     for p in pieces:
@@ -350,7 +346,7 @@ class _PlaintextHash:
     def feed(self, pieces: list[memoryview], size: int) -> None:
         """Hash one segment's pieces (views of immutable request bytes, safe to read from another thread)."""
         self.drain()
-        self._pending = _HASHING.submit(_update, self._sha, pieces)
+        self._pending = sealed.PLAINTEXT_HASHING.submit(_update, self._sha, pieces)
         self.at += size
 
     def state(self):
