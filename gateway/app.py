@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
@@ -297,12 +298,14 @@ class _Gateway(FastAPI):
     without them), and the request id and the latency cover everything, error pages included."""
 
     settings: Settings
+    _schema_lock = threading.Lock()
 
     def openapi(self) -> dict[str, Any]:
         """FastAPI's schema, completed once: how each operation authenticates (gateway/api_docs.py) and its
-        real error answers (gateway/api_errors.py)."""
-        if self.openapi_schema is None:
-            self.openapi_schema = api_errors.declare(api_docs.complete(super().openapi(), self), self)
+        real error answers (gateway/api_errors.py). Worker threads may ask at once: one builds it."""
+        with self._schema_lock:
+            if self.openapi_schema is None:
+                self.openapi_schema = api_errors.declare(api_docs.complete(super().openapi(), self), self)
         return self.openapi_schema
 
     def build_middleware_stack(self) -> ASGIApp:

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "docs" / "openapi-python-client.yaml"
 PACKAGE = "phi_gate_client"
+# How long a request may take before the test calls it hung: httpx's default of 5 s failed once on a CI
+# machine busy with the rest of the suite, where a slow answer is not what this test is about.
+PATIENCE = 60.0
 
 
 @dataclass
@@ -64,7 +67,7 @@ def people(components, factory) -> People:
 
 def live_schema(server: str, user: TestUser, clock) -> dict[str, Any]:
     """The schema as an integrator gets it: signed in (it answers nobody else)."""
-    with httpx.Client(base_url=server) as http:
+    with httpx.Client(base_url=server, timeout=PATIENCE) as http:
         api_login(http, user, clock)
         r = http.get("/api/openapi.json")
         assert r.status_code == 200, r.text
@@ -155,7 +158,7 @@ class Journey:
     def sign_in(self, user: TestUser) -> Any:
         """Password, then TOTP, on a cookie session; then a personal API token, the client the rest uses."""
         models = self.models()
-        session = self.pkg.Client(base_url=self.server)
+        session = self.pkg.Client(base_url=self.server, timeout=httpx.Timeout(PATIENCE))
         self.opened.append(session)
         stage = self.call(
             "login",
@@ -183,7 +186,9 @@ class Journey:
             x_csrf_token=stage.csrf_token,
         ).parsed
         assert created.token.startswith("phg_")
-        client = self.pkg.AuthenticatedClient(base_url=self.server, token=created.token)
+        client = self.pkg.AuthenticatedClient(
+            base_url=self.server, token=created.token, timeout=httpx.Timeout(PATIENCE)
+        )
         self.opened.append(client)
         return client
 
