@@ -22,7 +22,7 @@ database created on 127.0.0.1:5432 as user postgres and dropped afterwards):
   queue: from its ``record_event()`` to the commit of the integration that moved it);
 * sign one checkpoint over everything (incremental tree build) -> ``checkpoint_events_per_s``;
 * ``verify_log()``: recompute every leaf and the whole tree, check nodes and signatures
-  -> ``verify_events_per_s`` (worker processes as ``phigate audit verify`` uses them: cores - 1, at most 4);
+  -> ``verify_events_per_s`` (worker processes as ``phigate audit verify`` uses them: one per core, at most 4);
 * unfiltered CSV and JSONL exports with per-event inclusion proofs, bytes counted and
   discarded -> ``export_csv_events_per_s``, ``export_jsonl_events_per_s``,
   ``export_events_per_s`` (the slower of the two);

@@ -423,12 +423,12 @@ def test_the_in_process_scheduler_signs_checkpoints_and_runs_alerts(components, 
     assert "audit.alert.raised" in actions  # 25 downloads by one user in minutes: a burst
 
 
-def test_default_workers_leave_one_core_and_follow_the_affinity_mask(monkeypatch):
+def test_default_workers_follow_the_affinity_mask(monkeypatch):
     import os
 
     from gateway.audit.verify import default_workers
 
-    for cores, workers in ((1, 1), (2, 1), (3, 2), (8, 4)):
+    for cores, workers in ((1, 1), (2, 2), (3, 3), (8, 4)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
         monkeypatch.setattr(os, "cpu_count", lambda: 64)
         assert default_workers() == workers
