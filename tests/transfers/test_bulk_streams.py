@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import socket
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -25,14 +27,48 @@ def _until(condition, what: str) -> None:
 
 
 def _response(sock: socket.socket) -> bytes:
+    """One whole HTTP response (its head and its Content-Length of body), or what came before the server closed."""
     sock.settimeout(30)
     data = b""
-    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+    while True:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            length = next(
+                (
+                    int(v)
+                    for k, _, v in (h.partition(b":") for h in head.split(b"\r\n"))
+                    if k.lower() == b"content-length"
+                ),
+                0,
+            )
+            if len(body) >= length:
+                return data
         chunk = sock.recv(65536)
         if not chunk:
-            break
+            return data
         data += chunk
-    return data
+
+
+@dataclass
+class _Stage:
+    """One bulk place, a transfer ready for the biller to download, and the staff member's session."""
+
+    staff: Any
+    tid: str
+    fid: str
+    biller_cookie: str
+    staff_cookie: str
+    staff_csrf: str
+
+
+def _one_place(app, components, party, session_for) -> _Stage:
+    components.bulk = BulkStreams(1)  # before the server's first request: its loop sizes its places from this
+    staff, approver = session_for(party.staff), session_for(party.approver)
+    tid = staff.upload(party.vendor.id, data=BIG, name="big.pdf").json()["id"]
+    fid = approver.approve(tid).json()["files"][0]["id"]
+    biller_cookie, _ = signed_in(app, party.biller, approver.clock)
+    staff_cookie, staff_csrf = signed_in(app, party.staff, approver.clock)
+    return _Stage(staff, tid, fid, biller_cookie, staff_cookie, staff_csrf)
 
 
 def _stalled_download(live, tid: str, fid: str, cookie: str) -> socket.socket:
@@ -55,15 +91,11 @@ def _stalled_download(live, tid: str, fid: str, cookie: str) -> socket.socket:
 def test_reads_answer_while_an_upload_waits_behind_a_stalled_download(
     live, app, components, party, session_for, db, fake_clock
 ):
-    components.bulk = BulkStreams(1)  # before the server's first request: its loop sizes its places from this
-    staff, approver = session_for(party.staff), session_for(party.approver)
-    tid = staff.upload(party.vendor.id, data=BIG, name="big.pdf").json()["id"]
-    fid = approver.approve(tid).json()["files"][0]["id"]
-    biller_cookie, _ = signed_in(app, party.biller, approver.clock)
-    staff_cookie, staff_csrf = signed_in(app, party.staff, approver.clock)
+    stage = _one_place(app, components, party, session_for)
+    tid, biller_cookie, staff_cookie, staff_csrf = stage.tid, stage.biller_cookie, stage.staff_cookie, stage.staff_csrf
     base = f"http://{live[0]}:{live[1]}"
 
-    download = _stalled_download(live, tid, fid, biller_cookie)
+    download = _stalled_download(live, tid, stage.fid, biller_cookie)
     upload = socket.create_connection(live)
     try:
         upload.sendall(
@@ -103,17 +135,13 @@ def test_a_resumable_patch_waits_for_a_place_like_a_direct_upload(
 ):
     from tests.uploads.conftest import Tus
 
-    components.bulk = BulkStreams(1)  # before the server's first request: its loop sizes its places from this
-    staff, approver = session_for(party.staff), session_for(party.approver)
-    tid = staff.upload(party.vendor.id, data=BIG, name="big.pdf").json()["id"]
-    fid = approver.approve(tid).json()["files"][0]["id"]
-    created = Tus(staff).create(len(PDF), partner_id=party.vendor.id)
+    stage = _one_place(app, components, party, session_for)
+    staff_cookie, staff_csrf = stage.staff_cookie, stage.staff_csrf
+    created = Tus(stage.staff).create(len(PDF), partner_id=party.vendor.id)
     assert created.status_code == 201, created.text
     url = created.headers["Location"]
-    biller_cookie, _ = signed_in(app, party.biller, approver.clock)
-    staff_cookie, staff_csrf = signed_in(app, party.staff, approver.clock)
 
-    download = _stalled_download(live, tid, fid, biller_cookie)
+    download = _stalled_download(live, stage.tid, stage.fid, stage.biller_cookie)
     patch = socket.create_connection(live)
     try:
         patch.sendall(
@@ -132,10 +160,7 @@ def test_a_resumable_patch_waits_for_a_place_like_a_direct_upload(
         download.close()  # the place is free: the PATCH goes on
 
     try:
-        patch.settimeout(30)
-        answer = b""
-        while b"\r\n\r\n" not in answer and (chunk := patch.recv(65536)):
-            answer += chunk
+        answer = _response(patch)
     finally:
         patch.close()
     assert answer.startswith(b"HTTP/1.1 204"), answer[:300]
