@@ -17,8 +17,14 @@ down_revision = "0016_audit_queue"
 branch_labels = None
 depends_on = None
 
-# The rest of a queued event's fields, compared with a logged one `e`: the same in both versions of the guard.
-_SAME_FIELDS = """
+_BY_INSTANT = """
+    CREATE OR REPLACE FUNCTION phigate_audit_queue_guard() RETURNS trigger LANGUAGE plpgsql
+    SET enable_seqscan = off AS $$
+    BEGIN
+      IF TG_OP = 'DELETE' AND EXISTS (
+        WITH same_instant AS MATERIALIZED (SELECT * FROM audit_events WHERE occurred_at = OLD.occurred_at)
+        SELECT 1 FROM same_instant e
+        WHERE e.action = OLD.action
           AND e.outcome = OLD.outcome AND e.severity = OLD.severity
           AND e.actor_user_id IS NOT DISTINCT FROM OLD.actor_user_id
           AND e.actor_org_id IS NOT DISTINCT FROM OLD.actor_org_id
@@ -35,28 +41,29 @@ _SAME_FIELDS = """
         USING ERRCODE = 'insufficient_privilege';
     END $$
     """
-
-_BY_INSTANT = (
-    """
-    CREATE OR REPLACE FUNCTION phigate_audit_queue_guard() RETURNS trigger LANGUAGE plpgsql
-    SET enable_seqscan = off AS $$
-    BEGIN
-      IF TG_OP = 'DELETE' AND EXISTS (
-        WITH same_instant AS MATERIALIZED (SELECT * FROM audit_events WHERE occurred_at = OLD.occurred_at)
-        SELECT 1 FROM same_instant e
-        WHERE e.action = OLD.action"""
-    + _SAME_FIELDS
-)
 # Migration 0016's function, for the downgrade.
-_ONE_QUERY = (
-    """
+_ONE_QUERY = """
     CREATE OR REPLACE FUNCTION phigate_audit_queue_guard() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
       IF TG_OP = 'DELETE' AND EXISTS (
         SELECT 1 FROM audit_events e
-        WHERE e.occurred_at = OLD.occurred_at AND e.action = OLD.action"""
-    + _SAME_FIELDS
-)
+        WHERE e.occurred_at = OLD.occurred_at AND e.action = OLD.action
+          AND e.outcome = OLD.outcome AND e.severity = OLD.severity
+          AND e.actor_user_id IS NOT DISTINCT FROM OLD.actor_user_id
+          AND e.actor_org_id IS NOT DISTINCT FROM OLD.actor_org_id
+          AND e.ip IS NOT DISTINCT FROM OLD.ip
+          AND e.user_agent IS NOT DISTINCT FROM OLD.user_agent
+          AND e.target_type IS NOT DISTINCT FROM OLD.target_type
+          AND e.target_id IS NOT DISTINCT FROM OLD.target_id
+          AND e.target_org_id IS NOT DISTINCT FROM OLD.target_org_id
+          AND e.details::jsonb = OLD.details::jsonb
+      ) THEN
+        RETURN OLD;
+      END IF;
+      RAISE EXCEPTION 'audit_queue: % refused (an event leaves the queue only into the log)', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+    END $$
+    """
 
 
 def upgrade() -> None:
